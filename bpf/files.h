@@ -1,0 +1,534 @@
+/* files.h - file access: opens, the read/write/mmap/transfer families (enter
+ * only, deduplicated per open file), close, dup, rename/link/unlink/truncate,
+ * and the working directory.
+ */
+#ifndef ROAR_FILES_H
+#define ROAR_FILES_H
+
+#include "maps.h"
+
+#define O_WRONLY_ 01
+#define O_RDWR_ 02
+#define O_CREAT_ 0100
+#define O_TRUNC_ 01000
+#define MAP_SHARED_ 0x01
+#define MAP_ANONYMOUS_ 0x20
+#define PROT_READ_ 0x1
+#define PROT_WRITE_ 0x2
+#define F_DUPFD_ 0
+#define F_SETFD_ 2
+#define F_DUPFD_CLOEXEC_ 1030
+#define FD_CLOEXEC_ 1
+#define AT_FDCWD_ -100
+
+/* ---- enter/exit pairing ------------------------------------------------ */
+
+static __always_inline void stash(u32 type, s32 fd, u64 a0, u64 a1, u64 a2, u64 a3)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct pending p = {.type = type, .fd = fd, .a0 = a0, .a1 = a1, .a2 = a2, .a3 = a3};
+    pending_args.update(&tid, &p);
+}
+
+/* Take the stashed arguments of this thread's syscall; 0 if none. */
+static __always_inline int unstash(struct pending *out)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct pending *p = pending_args.lookup(&tid);
+    if (!p)
+        return 0;
+    __builtin_memcpy(out, p, sizeof(*out));
+    pending_args.delete(&tid);
+    return 1;
+}
+
+/* ---- first access per open file ---------------------------------------- */
+
+/* Record an access of kind `bit` through fd. Only the first access of each
+ * kind emits an event; later ones add to the counters. */
+/* inexact: the call's size is not what it moved (vectored or transfer calls) */
+static __always_inline void on_access(u64 cg, s32 fd, u32 bit, u64 bytes, u32 inexact)
+{
+    if (fd < 0)
+        return;
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32;
+    struct proc_state *p = procs.lookup(&tgid);
+    u64 epoch = p ? p->epoch : 0;
+    struct fd_key k = {.tgid = tgid, .fd = fd};
+    struct fd_state *s = fdstate.lookup(&k);
+    if (s && s->epoch == epoch) {
+        if (bit == FD_READ) {
+            __sync_fetch_and_add(&s->rbytes, bytes);
+            s->rcalls += 1;
+        } else if (bit == FD_WRITE) {
+            __sync_fetch_and_add(&s->wbytes, bytes);
+            s->wcalls += 1;
+        }
+        if (inexact)
+            s->inexact = 1;
+        if (s->bits & bit)
+            return;
+        s->bits |= bit;
+    } else {
+        struct fd_state n = {.epoch = epoch, .bits = bit, .inexact = inexact};
+        if (bit == FD_READ) {
+            n.rbytes = bytes;
+            n.rcalls = 1;
+        } else if (bit == FD_WRITE) {
+            n.wbytes = bytes;
+            n.wcalls = 1;
+        }
+        fdstate.update(&k, &n);
+        if (p && (u32)fd > p->maxfd)  /* inherited fds count for the exit flush too */
+            p->maxfd = fd;
+    }
+    struct roar_event ev = {};
+    u16 type = EV_READ;
+    if (bit == FD_WRITE)
+        type = EV_WRITE;
+    else if (bit & (FD_MAP_READ | FD_MAP_WRITE))
+        type = EV_MMAP;
+    fill_header(&ev, cg, type);
+    ev.fd = fd;
+    ev.a0 = bit;
+    emit_small(&ev);
+}
+
+#define READ_PROBE(name, count_expr, vec)                     \
+    TRACEPOINT_PROBE(syscalls, sys_enter_##name)              \
+    {                                                         \
+        u64 cg = tagged_cgroup();                             \
+        if (!cg)                                              \
+            return 0;                                         \
+        on_access(cg, args->fd, FD_READ, count_expr, vec);    \
+        return 0;                                             \
+    }
+
+#define WRITE_PROBE(name, count_expr, vec)                    \
+    TRACEPOINT_PROBE(syscalls, sys_enter_##name)              \
+    {                                                         \
+        u64 cg = tagged_cgroup();                             \
+        if (!cg)                                              \
+            return 0;                                         \
+        on_access(cg, args->fd, FD_WRITE, count_expr, vec);   \
+        return 0;                                             \
+    }
+
+READ_PROBE(read, args->count, 0)
+READ_PROBE(pread64, args->count, 0)
+READ_PROBE(readv, 0, 1)
+READ_PROBE(preadv, 0, 1)
+READ_PROBE(preadv2, 0, 1)
+WRITE_PROBE(write, args->count, 0)
+WRITE_PROBE(pwrite64, args->count, 0)
+WRITE_PROBE(writev, 0, 1)
+WRITE_PROBE(pwritev, 0, 1)
+WRITE_PROBE(pwritev2, 0, 1)
+
+TRACEPOINT_PROBE(syscalls, sys_enter_sendfile64)
+{
+    u64 cg = tagged_cgroup();
+    if (!cg)
+        return 0;
+    on_access(cg, args->in_fd, FD_READ, 0, 1);
+    on_access(cg, args->out_fd, FD_WRITE, 0, 1);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_splice)
+{
+    u64 cg = tagged_cgroup();
+    if (!cg)
+        return 0;
+    on_access(cg, args->fd_in, FD_READ, 0, 1);
+    on_access(cg, args->fd_out, FD_WRITE, 0, 1);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_copy_file_range)
+{
+    u64 cg = tagged_cgroup();
+    if (!cg)
+        return 0;
+    on_access(cg, args->fd_in, FD_READ, 0, 1);
+    on_access(cg, args->fd_out, FD_WRITE, 0, 1);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_mmap)
+{
+    u64 cg = tagged_cgroup();
+    if (!cg)
+        return 0;
+    if ((s64)args->fd < 0 || (args->flags & MAP_ANONYMOUS_))
+        return 0;
+    u32 bit = 0;
+    if (args->prot & PROT_READ_)
+        bit |= FD_MAP_READ;
+    if ((args->prot & PROT_WRITE_) && (args->flags & MAP_SHARED_))
+        bit |= FD_MAP_WRITE;
+    if (bit == FD_MAP_READ)
+        on_access(cg, args->fd, FD_MAP_READ, 0, 0);
+    else if (bit == FD_MAP_WRITE)
+        on_access(cg, args->fd, FD_MAP_WRITE, 0, 0);
+    else if (bit) {
+        on_access(cg, args->fd, FD_MAP_READ, 0, 0);
+        on_access(cg, args->fd, FD_MAP_WRITE, 0, 0);
+    }
+    return 0;
+}
+
+/* ---- opens --------------------------------------------------------------- */
+
+TRACEPOINT_PROBE(syscalls, sys_enter_open)
+{
+    if (!tagged_cgroup())
+        return 0;
+    stash(EV_OPEN, AT_FDCWD_, (u64)args->filename, args->flags, args->mode, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_creat)
+{
+    if (!tagged_cgroup())
+        return 0;
+    stash(EV_OPEN, AT_FDCWD_, (u64)args->pathname, O_CREAT_ | O_WRONLY_ | O_TRUNC_, args->mode, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_openat)
+{
+    if (!tagged_cgroup())
+        return 0;
+    stash(EV_OPEN, args->dfd, (u64)args->filename, args->flags, args->mode, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_openat2)
+{
+    if (!tagged_cgroup())
+        return 0;
+    u64 how[2] = {};  /* struct open_how starts with u64 flags, u64 mode (UAPI) */
+    bpf_probe_read_user(&how, sizeof(how), args->how);
+    stash(EV_OPEN, args->dfd, (u64)args->filename, how[0], how[1], 0);
+    return 0;
+}
+
+static __always_inline int open_exit(long ret)
+{
+    u64 cg = tagged_cgroup();
+    if (!cg)
+        return 0;
+    struct pending p;
+    if (!unstash(&p) || p.type != EV_OPEN || ret < 0)
+        return 0;
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    forget_fd(tgid, (s32)ret);
+    note_fd(tgid, (s32)ret);
+    struct event_buf *b = get_buf(cg, EV_OPEN);
+    if (!b)
+        return 0;
+    b->ev.fd = (s32)ret;
+    b->ev.ret = p.fd;
+    b->ev.a0 = p.a1;
+    b->ev.a1 = p.a2;
+    u32 n = read_path(&b->ev, b->data, (const char *)p.a0);
+    b->ev.len1 = n;
+    emit_buf(b, n);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_open) { return open_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_creat) { return open_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_openat) { return open_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_openat2) { return open_exit(args->ret); }
+
+/* ---- close ---------------------------------------------------------------- */
+
+TRACEPOINT_PROBE(syscalls, sys_enter_close)
+{
+    u64 cg = tagged_cgroup();
+    if (!cg)
+        return 0;
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    s32 fd = args->fd;
+    struct fd_key k = {.tgid = tgid, .fd = fd};
+    if (fdstate.lookup(&k)) {
+        flush_fd(cg, tgid, fd, proc_epoch(tgid));
+        return 0;
+    }
+    /* no accesses: still tell userspace the fd number is free again */
+    struct roar_event ev = {};
+    fill_header(&ev, cg, EV_CLOSE);
+    ev.fd = fd;
+    emit_small(&ev);
+    return 0;
+}
+
+#define CLOSE_RANGE_CLOEXEC_ 4
+
+TRACEPOINT_PROBE(syscalls, sys_enter_close_range)
+{
+    u64 cg = tagged_cgroup();
+    if (!cg)
+        return 0;
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    struct roar_event ev = {};
+    fill_header(&ev, cg, EV_CLOSE_RANGE);
+    ev.fd = args->fd;
+    ev.a0 = args->max_fd;
+    ev.a1 = args->flags;
+    if (!(args->flags & CLOSE_RANGE_CLOEXEC_)) {
+        struct proc_state *p = procs.lookup(&tgid);
+        if (p) {
+            u32 first = args->fd;
+            u32 last = args->max_fd;
+            u32 maxfd = p->maxfd;
+            u64 epoch = p->epoch;
+            if (last > maxfd)
+                last = maxfd;
+            for (u32 i = 0; i < FLUSH_MAX; i++) {
+                u32 fd = first + i;
+                if (fd > last)
+                    break;
+                flush_fd(cg, tgid, fd, epoch);
+            }
+            if (last >= first + FLUSH_MAX)
+                ev.flags |= EVF_TRUNCATED;
+        }
+    }
+    emit_small(&ev);
+    return 0;
+}
+
+/* ---- dup ------------------------------------------------------------------- */
+
+TRACEPOINT_PROBE(syscalls, sys_enter_dup)
+{
+    if (!tagged_cgroup())
+        return 0;
+    stash(EV_DUP, args->fildes, 0, 0, 0, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_dup2)
+{
+    if (!tagged_cgroup())
+        return 0;
+    stash(EV_DUP, args->oldfd, 0, 0, 0, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_dup3)
+{
+    if (!tagged_cgroup())
+        return 0;
+    stash(EV_DUP, args->oldfd, (args->flags & 02000000) ? 1 : 0, 0, 0, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_fcntl)
+{
+    if (!tagged_cgroup())
+        return 0;
+    if (args->cmd == F_DUPFD_)
+        stash(EV_DUP, args->fd, 0, 0, 0, 0);
+    else if (args->cmd == F_DUPFD_CLOEXEC_)
+        stash(EV_DUP, args->fd, 1, 0, 0, 0);
+    else if (args->cmd == F_SETFD_)
+        stash(EV_FDFLAGS, args->fd, (args->arg & FD_CLOEXEC_) ? 1 : 0, 0, 0, 0);
+    return 0;
+}
+
+static __always_inline int dup_exit(long ret)
+{
+    u64 cg = tagged_cgroup();
+    if (!cg)
+        return 0;
+    struct pending p;
+    if (!unstash(&p) || ret < 0)
+        return 0;
+    struct roar_event ev = {};
+    if (p.type == EV_DUP) {
+        u32 tgid = bpf_get_current_pid_tgid() >> 32;
+        if ((s32)ret != p.fd) {
+            /* the target fd number now names the duplicated file */
+            flush_fd(cg, tgid, (s32)ret, proc_epoch(tgid));
+            note_fd(tgid, (s32)ret);
+        }
+        fill_header(&ev, cg, EV_DUP);
+        ev.fd = p.fd;
+        ev.ret = ret;
+        ev.a0 = p.a0;
+    } else if (p.type == EV_FDFLAGS) {
+        fill_header(&ev, cg, EV_FDFLAGS);
+        ev.fd = p.fd;
+        ev.a0 = p.a0;
+    } else {
+        return 0;
+    }
+    emit_small(&ev);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_dup) { return dup_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_dup2) { return dup_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_dup3) { return dup_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_fcntl) { return dup_exit(args->ret); }
+
+/* ---- namespace changes: rename, link, unlink, truncate, cwd ------------------ */
+
+TRACEPOINT_PROBE(syscalls, sys_enter_rename)
+{
+    if (!tagged_cgroup())
+        return 0;
+    stash(EV_RENAME, AT_FDCWD_, (u64)args->oldname, (u64)AT_FDCWD_, (u64)args->newname, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_renameat)
+{
+    if (!tagged_cgroup())
+        return 0;
+    stash(EV_RENAME, args->olddfd, (u64)args->oldname, (u64)args->newdfd, (u64)args->newname, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_renameat2)
+{
+    if (!tagged_cgroup())
+        return 0;
+    stash(EV_RENAME, args->olddfd, (u64)args->oldname, (u64)args->newdfd, (u64)args->newname,
+          args->flags);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_link)
+{
+    if (!tagged_cgroup())
+        return 0;
+    stash(EV_LINK, AT_FDCWD_, (u64)args->oldname, (u64)AT_FDCWD_, (u64)args->newname, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_linkat)
+{
+    if (!tagged_cgroup())
+        return 0;
+    stash(EV_LINK, args->olddfd, (u64)args->oldname, (u64)args->newdfd, (u64)args->newname,
+          args->flags);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_unlink)
+{
+    if (!tagged_cgroup())
+        return 0;
+    stash(EV_UNLINK, AT_FDCWD_, (u64)args->pathname, 0, 0, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_unlinkat)
+{
+    if (!tagged_cgroup())
+        return 0;
+    stash(EV_UNLINK, args->dfd, (u64)args->pathname, args->flag, 0, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_truncate)
+{
+    if (!tagged_cgroup())
+        return 0;
+    stash(EV_TRUNCATE, AT_FDCWD_, (u64)args->path, args->length, 0, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_ftruncate)
+{
+    if (!tagged_cgroup())
+        return 0;
+    stash(EV_FTRUNCATE, args->fd, args->length, 0, 0, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_chdir)
+{
+    if (!tagged_cgroup())
+        return 0;
+    stash(EV_CHDIR, AT_FDCWD_, (u64)args->filename, 0, 0, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_fchdir)
+{
+    if (!tagged_cgroup())
+        return 0;
+    stash(EV_FCHDIR, args->fd, 0, 0, 0, 0);
+    return 0;
+}
+
+/* Emit a namespace event whose arguments were stashed at enter; paths are
+ * read now, after the kernel itself copied them in, so they are resident. */
+static __always_inline int ns_exit(long ret)
+{
+    u64 cg = tagged_cgroup();
+    if (!cg)
+        return 0;
+    struct pending p;
+    if (!unstash(&p) || ret < 0)
+        return 0;
+    struct event_buf *b = get_buf(cg, p.type);
+    if (!b)
+        return 0;
+    b->ev.fd = p.fd;
+    u32 n1 = 0, n2 = 0;
+    switch (p.type) {
+    case EV_RENAME:
+    case EV_LINK:
+        b->ev.a0 = p.a1;  /* new dirfd */
+        b->ev.a1 = p.a3;  /* flags */
+        n1 = read_path(&b->ev, b->data, (const char *)p.a0);
+        n2 = read_path(&b->ev, b->data + ROAR_PATH_MAX, (const char *)p.a2);
+        b->ev.len1 = n1;
+        b->ev.len2 = n2;
+        emit_buf(b, ROAR_PATH_MAX + n2);
+        return 0;
+    case EV_UNLINK:
+        b->ev.a0 = p.a1;
+        break;
+    case EV_TRUNCATE:
+        b->ev.a0 = p.a1;
+        break;
+    case EV_CHDIR:
+        break;
+    case EV_FTRUNCATE:
+        b->ev.a0 = p.a0;
+        emit_buf(b, 0);
+        return 0;
+    case EV_FCHDIR:
+        emit_buf(b, 0);
+        return 0;
+    default:
+        return 0;
+    }
+    n1 = read_path(&b->ev, b->data, (const char *)p.a0);
+    b->ev.len1 = n1;
+    emit_buf(b, n1);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_rename) { return ns_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_renameat) { return ns_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_renameat2) { return ns_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_link) { return ns_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_linkat) { return ns_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_unlink) { return ns_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_unlinkat) { return ns_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_truncate) { return ns_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_ftruncate) { return ns_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_chdir) { return ns_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_fchdir) { return ns_exit(args->ret); }
+
+#endif

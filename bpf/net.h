@@ -1,0 +1,42 @@
+/* net.h - network endpoints (connect) and io_uring detection. */
+#ifndef ROAR_NET_H
+#define ROAR_NET_H
+
+#include "maps.h"
+
+TRACEPOINT_PROBE(syscalls, sys_enter_connect)
+{
+    u64 cg = tagged_cgroup();
+    if (!cg)
+        return 0;
+    struct event_buf *b = get_buf(cg, EV_CONNECT);
+    if (!b)
+        return 0;
+    b->ev.fd = args->fd;
+    u64 n = (u32)args->addrlen;
+    if (n > ROAR_SOCKADDR_MAX) {
+        n = ROAR_SOCKADDR_MAX;
+        b->ev.flags |= EVF_TRUNCATED;
+    }
+    if (bpf_probe_read_user(b->data, n & (ROAR_SOCKADDR_MAX - 1 | ROAR_SOCKADDR_MAX), args->uservaddr) < 0) {
+        b->ev.flags |= EVF_FAULT;
+        n = 0;
+    }
+    b->ev.len1 = n;
+    emit_buf(b, n);
+    return 0;
+}
+
+/* io_uring moves file I/O out of the syscall path: flag the run. */
+TRACEPOINT_PROBE(syscalls, sys_enter_io_uring_setup)
+{
+    u64 cg = tagged_cgroup();
+    if (!cg)
+        return 0;
+    struct roar_event ev = {};
+    fill_header(&ev, cg, EV_IOURING);
+    emit_small(&ev);
+    return 0;
+}
+
+#endif

@@ -1,0 +1,204 @@
+/* process.h - process lifecycle: clone/fork (thread vs process), exec with
+ * argv, fatal signals and exit, with the flush of per-fd counters when a
+ * thread group dies.
+ */
+#ifndef ROAR_PROCESS_H
+#define ROAR_PROCESS_H
+
+#include "maps.h"
+
+#define CLONE_THREAD_ 0x00010000
+#define SIGKILL_ 9
+#define SIGSTOP_ 19
+#define ARGV_MAX_ARGS 256
+
+TRACEPOINT_PROBE(syscalls, sys_enter_clone)
+{
+    if (!tagged_cgroup())
+        return 0;
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    u64 flags = args->clone_flags;
+    clone_flags.update(&tid, &flags);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_clone3)
+{
+    if (!tagged_cgroup())
+        return 0;
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    u64 flags = 0;  /* struct clone_args starts with u64 flags (UAPI) */
+    bpf_probe_read_user(&flags, sizeof(flags), args->uargs);
+    clone_flags.update(&tid, &flags);
+    return 0;
+}
+
+/* Runs in the parent, after the child exists (fork, vfork, clone, clone3). */
+TRACEPOINT_PROBE(sched, sched_process_fork)
+{
+    u64 cg = tagged_cgroup();
+    if (!cg)
+        return 0;
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    u64 flags = 0;
+    u64 *f = clone_flags.lookup(&tid);
+    if (f) {
+        flags = *f;
+        clone_flags.delete(&tid);
+    }
+    struct roar_event ev = {};
+    fill_header(&ev, cg, EV_FORK);
+    ev.ret = args->child_pid;
+    ev.a0 = (flags & CLONE_THREAD_) ? 1 : 0;
+    ev.a1 = flags;
+    if (!(flags & CLONE_THREAD_)) {
+        u32 child = args->child_pid;
+        struct proc_state ps = {.epoch = ev.ts};
+        procs.update(&child, &ps);
+    }
+    emit_small(&ev);
+    return 0;
+}
+
+static __always_inline int exec_enter(s32 dirfd, const char *filename, const char *const *argv)
+{
+    u64 cg = tagged_cgroup();
+    if (!cg)
+        return 0;
+    struct event_buf *b = get_buf(cg, EV_EXEC);
+    if (!b)
+        return 0;
+    b->ev.fd = dirfd;
+    u32 n = read_path(&b->ev, b->data, filename);
+    b->ev.len1 = n;
+    u32 off = 0;
+    int i;
+    for (i = 0; i < ARGV_MAX_ARGS; i++) {
+        const char *arg = 0;
+        if (bpf_probe_read_user(&arg, sizeof(arg), &argv[i]) < 0) {
+            b->ev.flags |= EVF_FAULT;
+            break;
+        }
+        if (!arg)
+            break;
+        if (off >= ROAR_ARGV_MAX) {
+            b->ev.flags |= EVF_TRUNCATED;
+            break;
+        }
+        long len = bpf_probe_read_user_str(b->data + ROAR_PATH_MAX + (off & (ROAR_ARGV_MAX - 1)),
+                                           ROAR_ARGV_MAX, arg);
+        if (len < 0) {
+            b->ev.flags |= EVF_FAULT;
+            break;
+        }
+        off += len;
+    }
+    if (i == ARGV_MAX_ARGS)
+        b->ev.flags |= EVF_TRUNCATED;
+    if (off > ROAR_ARGV_MAX) {
+        off = ROAR_ARGV_MAX;
+        b->ev.flags |= EVF_TRUNCATED;
+    }
+    b->ev.len2 = off;
+    emit_buf(b, ROAR_PATH_MAX + off);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_execve)
+{
+    return exec_enter(-100, args->filename, args->argv);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_execveat)
+{
+    return exec_enter(args->fd, args->filename, args->argv);
+}
+
+static __always_inline int exec_exit(long ret)
+{
+    u64 cg = tagged_cgroup();
+    if (!cg)
+        return 0;
+    struct roar_event ev = {};
+    fill_header(&ev, cg, EV_EXEC_RET);
+    ev.ret = ret;
+    emit_small(&ev);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_execve) { return exec_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_execveat) { return exec_exit(args->ret); }
+
+static __always_inline int note_exit_code(int code)
+{
+    if (!tagged_cgroup())
+        return 0;
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    struct proc_state *p = procs.lookup(&tgid);
+    if (p) {
+        p->exit_code = code & 0xff;
+        p->state |= EVF_EXITED;
+    } else {
+        struct proc_state ps = {.exit_code = code & 0xff, .state = EVF_EXITED};
+        procs.update(&tgid, &ps);
+    }
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_exit_group) { return note_exit_code(args->error_code); }
+
+/* A fatal signal taking its default action ends the whole group. */
+TRACEPOINT_PROBE(signal, signal_deliver)
+{
+    if (!tagged_cgroup())
+        return 0;
+    if (args->sa_handler != 0)  /* SIG_DFL only */
+        return 0;
+    int sig = args->sig;
+    /* default action "ignore" or "stop": not a death */
+    if (sig == 17 || sig == 18 || sig == 23 || sig == 28 || sig == SIGSTOP_ || sig == 20 ||
+        sig == 21 || sig == 22)
+        return 0;
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    struct proc_state *p = procs.lookup(&tgid);
+    if (p) {
+        p->signal = sig;
+        p->state |= EVF_SIGNALED;
+    } else {
+        struct proc_state ps = {.signal = sig, .state = EVF_SIGNALED};
+        procs.update(&tgid, &ps);
+    }
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+    u64 cg = tagged_cgroup();
+    if (!cg)
+        return 0;
+    if (!args->group_dead)
+        return 0;
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    struct roar_event ev = {};
+    fill_header(&ev, cg, EV_EXIT);
+    struct proc_state *p = procs.lookup(&tgid);
+    if (p) {
+        u32 maxfd = p->maxfd;
+        u64 epoch = p->epoch;
+        ev.a0 = p->exit_code;
+        ev.a1 = p->signal;
+        ev.flags = p->state;
+        for (u32 fd = 0; fd < FLUSH_MAX; fd++) {
+            if (fd > maxfd)
+                break;
+            flush_fd(cg, tgid, fd, epoch);
+        }
+        if (maxfd >= FLUSH_MAX)
+            ev.flags |= EVF_TRUNCATED;
+        procs.delete(&tgid);
+    }
+    emit_small(&ev);
+    return 0;
+}
+
+#endif

@@ -1,0 +1,60 @@
+/* roar_event.h - the one definition of the record the kernel side emits.
+ *
+ * Userspace (roar/events.py) parses this file to build its decoder, so the
+ * layout below and the #define constants are the single source of truth.
+ * Keep field types to u16/u32/s32/u64/s64 and one field per line.
+ */
+#ifndef ROAR_EVENT_H
+#define ROAR_EVENT_H
+
+#define ROAR_PATH_MAX 4096
+#define ROAR_ARGV_MAX 8192
+#define ROAR_SOCKADDR_MAX 128
+
+/* event types */
+#define EV_OPEN 1        /* fd=new fd, a0=open flags, a1=mode, ret=dirfd, data=path */
+#define EV_READ 2        /* first read-like call on (tgid, fd) */
+#define EV_WRITE 3       /* first write-like call on (tgid, fd) */
+#define EV_MMAP 4        /* first mapping of fd with new access bits; a0=prot, a1=flags */
+#define EV_CLOSE 5       /* fd closed (or flushed at exit): a0=bytes read, a1=bytes written, a2=calls r<<32|w */
+#define EV_DUP 6         /* fd=old fd, ret=new fd, a0=1 if close-on-exec */
+#define EV_FORK 7        /* ret=child pid, a0=1 if a thread (CLONE_THREAD), a1=clone flags */
+#define EV_EXEC 8        /* exec attempt: fd=dirfd, data=filename, data2=argv blob (NUL separated) */
+#define EV_EXEC_RET 9    /* ret=exec result */
+#define EV_EXIT 10       /* thread group exit: a0=exit code (valid if flag EXITED), a1=fatal signal */
+#define EV_RENAME 11     /* fd=old dirfd, a0=new dirfd, a1=flags, data=old path, data2=new path */
+#define EV_LINK 12       /* fd=old dirfd, a0=new dirfd, data=old path, data2=new path */
+#define EV_UNLINK 13     /* fd=dirfd, a0=flags, data=path */
+#define EV_TRUNCATE 14   /* a0=length, data=path */
+#define EV_FTRUNCATE 15  /* fd, a0=length */
+#define EV_CHDIR 16      /* data=path */
+#define EV_FCHDIR 17     /* fd */
+#define EV_CONNECT 18    /* fd, data=sockaddr bytes */
+#define EV_IOURING 19    /* io_uring_setup called */
+#define EV_CLOSE_RANGE 20 /* fd=first, a0=last, a1=flags */
+#define EV_FDFLAGS 21    /* fcntl(F_SETFD): fd, a0=1 if close-on-exec */
+
+/* event flags */
+#define EVF_TRUNCATED 1      /* a string hit its size limit: path or argv is incomplete */
+#define EVF_FAULT 2          /* user memory could not be read: the string is missing */
+#define EVF_EXITED 4         /* EV_EXIT: a0 holds an exit_group/exit status */
+#define EVF_SIGNALED 8       /* EV_EXIT: a1 holds the fatal signal */
+#define EVF_BYTES_UNKNOWN 16 /* EV_CLOSE: vectored calls were counted without their sizes */
+
+struct roar_event {
+    u64 ts;
+    u64 cgroup;
+    u32 tgid;
+    u32 tid;
+    u16 type;
+    u16 flags;
+    s32 fd;
+    s64 ret;
+    u64 a0;
+    u64 a1;
+    u64 a2;
+    u32 len1;
+    u32 len2;
+};
+
+#endif

@@ -1,0 +1,62 @@
+"""Classification of accessed paths: data, code, environment, pseudo.
+
+Environment files (interpreters, libraries, site-packages, system config)
+are summarised as package versions, not listed as data inputs; pseudo files
+(/proc, /sys, /dev) carry no content identity.
+"""
+
+from __future__ import annotations
+
+import re
+
+DATA, CODE, ENV, PSEUDO = "data", "code", "env", "pseudo"
+
+PSEUDO_PREFIXES = ("/proc/", "/sys/", "/dev/")
+SYSTEM_PREFIXES = ("/usr/", "/lib/", "/lib32/", "/lib64/", "/libx32/", "/bin/", "/sbin/",
+                   "/etc/", "/var/lib/", "/var/cache/", "/run/", "/opt/conda/", "/nix/store/",
+                   "/snap/")
+_ENV_PARTS = re.compile(
+    r"/(?:site-packages|dist-packages|__pycache__|\.pyenv/versions|\.venv/lib|envs/[^/]+/lib)/"
+    r"|/lib(?:32|64)?/python\d+(?:\.\d+)?/"
+    r"|\.pyc$"
+)
+CODE_SUFFIXES = (".py", ".pyx", ".pxd", ".ipynb", ".sh", ".bash", ".c", ".cc", ".cpp", ".h",
+                 ".hpp", ".cu", ".rs", ".go", ".js", ".ts", ".r", ".R", ".jl", ".lua", ".pl",
+                 ".rb", ".java", ".scala", ".sql", ".toml", ".cfg", ".ini", ".yaml", ".yml",
+                 "Makefile", "Dockerfile")
+
+
+def is_pseudo(path: str) -> bool:
+    return path.startswith(PSEUDO_PREFIXES) or path in ("/proc", "/sys", "/dev")
+
+
+def is_environment(path: str, git_root: str | None = None) -> bool:
+    """Interpreter, library and system files (no git knowledge needed)."""
+    if _ENV_PARTS.search(path):
+        return True
+    if git_root and (path == git_root or path.startswith(git_root.rstrip("/") + "/")):
+        rel = path[len(git_root.rstrip("/")) + 1 :]
+        return rel == ".git" or rel.startswith(".git/")
+    return path.startswith(SYSTEM_PREFIXES)
+
+
+def needs_hash(path: str) -> bool:
+    """Whether a read of this path may be a data or code input worth hashing."""
+    return not is_pseudo(path) and not _ENV_PARTS.search(path) and not (
+        path.startswith(SYSTEM_PREFIXES)
+    )
+
+
+def classify(path: str, git_root: str | None = None, tracked: set[str] | None = None) -> str:
+    """data | code | env | pseudo for an absolute path."""
+    if is_pseudo(path):
+        return PSEUDO
+    if is_environment(path, git_root):
+        return ENV
+    if git_root and path.startswith(git_root.rstrip("/") + "/"):
+        rel = path[len(git_root.rstrip("/")) + 1 :]
+        if tracked is not None and rel in tracked:
+            return CODE
+        if path.endswith(CODE_SUFFIXES):
+            return CODE
+    return DATA

@@ -1,0 +1,194 @@
+"""The roar command line. Commands are thin: parse, call the library, print.
+
+roar's own messages go to stderr; the traced command owns stdout/stderr.
+User errors are one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from .store import RefError, Store, StoreError
+
+
+def _fail(msg: str, code: int = 2):
+    click.echo(f"roar: {msg}", err=True)
+    sys.exit(code)
+
+
+def _store() -> Store:
+    return Store(readonly=True)
+
+
+def _json(obj) -> None:
+    click.echo(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="roar")
+def cli():
+    """roar records what your ML runs read and wrote, by content, with eBPF."""
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--name", help="A name for the run.")
+@click.option("--allow-dirty", is_flag=True, help="Run from a dirty git tree; store the patch.")
+@click.option("--linger", type=float, default=None,
+              help="Seconds leftover processes may outlive the first one (default 5).")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def run(name, allow_dirty, linger, command):
+    """Run COMMAND traced: roar run [--name N] -- python train.py ..."""
+    from . import runner
+    from .probes import ProbeError
+    from .session import DEFAULT_LINGER, SessionError
+
+    try:
+        code = runner.run(list(command), name=name, allow_dirty=allow_dirty,
+                          linger=DEFAULT_LINGER if linger is None else linger,
+                          store=Store())
+    except (runner.RunError, StoreError, SessionError, ProbeError) as e:
+        _fail(str(e))
+    sys.exit(code)
+
+
+@cli.command()
+@click.option("-n", "limit", type=int, default=20, show_default=True, help="How many runs.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def log(limit, as_json):
+    """Recorded runs, newest first."""
+    from .views import log_entry
+
+    try:
+        store = _store()
+    except StoreError as e:
+        if as_json and "no roar store" in str(e):
+            _json([])
+            return
+        _fail(str(e))
+    entries = []
+    for run in store.iter_runs():
+        if len(entries) >= limit:
+            break
+        entries.append(log_entry(run))
+    if as_json:
+        _json(entries)
+        return
+    for e in entries:
+        state = {True: "complete", False: "INCOMPLETE", None: ""}[e["complete"]]
+        c = e.get("counts") or {}
+        io = f"{c.get('inputs', '?')} in / {c.get('outputs', '?')} out" if c else ""
+        cmd = " ".join(e["command"] or [])
+        if len(cmd) > 60:
+            cmd = cmd[:57] + "..."
+        click.echo(f"{e['id'][:10]}  {e['started_at'][:19]}  {e['status']:<11}  "
+                   f"exit {str(e['exit_code']):<4} {io:<16} {state:<10}  "
+                   f"{(e['name'] or '')[:16]:<16} {cmd}")
+
+
+@cli.command()
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def show(ref, as_json):
+    """The record of a run (id or prefix) or an artifact (path or content hash)."""
+    from . import render, views
+
+    try:
+        store = _store()
+        kind, key = views.resolve(store, ref)
+        doc = views.run_view(store, key) if kind == "run" else views.artifact_view(
+            store, key, ref)
+    except (StoreError, RefError) as e:
+        _fail(str(e))
+    if as_json:
+        _json(doc)
+    elif kind == "run":
+        render.run(doc)
+    else:
+        render.artifact(doc)
+
+
+@cli.command()
+@click.argument("run_ref")
+@click.option("--all", "all_files", is_flag=True, help="Include environment and pseudo files.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def trace(run_ref, all_files, as_json):
+    """The process tree of a run and what each process touched."""
+    from . import render, views
+
+    try:
+        store = _store()
+        doc = views.trace_view(store, store.resolve_run(run_ref), all_files)
+    except (StoreError, RefError) as e:
+        _fail(str(e))
+    if as_json:
+        _json(doc)
+    else:
+        render.trace(doc)
+
+
+@cli.command()
+def doctor():
+    """Check everything roar needs on this machine, one line each."""
+    from .doctor import run_checks
+
+    sys.exit(0 if run_checks() else 1)
+
+
+@cli.group()
+def daemon():
+    """Manage roard, the privileged tracing daemon."""
+
+
+@daemon.command("start")
+def daemon_start():
+    """Start roard in the background."""
+    from . import daemon as d
+
+    try:
+        pid = d.start_background()
+    except d.DaemonError as e:
+        _fail(str(e))
+    click.echo(f"roard running (pid {pid}, socket {d.socket_path()})", err=True)
+
+
+@daemon.command("stop")
+def daemon_stop():
+    """Stop roard."""
+    from . import daemon as d
+
+    try:
+        d.stop()
+    except d.DaemonError as e:
+        _fail(str(e))
+    click.echo("roard stopped", err=True)
+
+
+@daemon.command("status")
+@click.option("--json", "as_json", is_flag=True)
+def daemon_status(as_json):
+    """Whether roard is running (exit 0) or not (exit 1)."""
+    from .session import daemon_status as status
+
+    st = status()
+    if as_json:
+        _json(st)
+    elif st is None:
+        click.echo("roard is not running", err=True)
+    else:
+        click.echo(f"roard running: pid {st['pid']}, {st['active_runs']} active run(s), probes "
+                   f"{'attached' if st['attached'] else 'detached'}, up {st['uptime']:.0f}s")
+    sys.exit(0 if st else 1)
+
+
+def main():
+    try:
+        cli(standalone_mode=True)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

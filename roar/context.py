@@ -1,0 +1,191 @@
+"""The run context: git state, environment (secrets redacted), host, GPUs and
+the Python packages of the interpreters a run used."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import platform
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from . import ids
+
+SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|KEY|CREDENTIAL|AUTH|^AWS_", re.I)
+SECRET_VALUE = re.compile(
+    r"^(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_\w{20,}|hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_\-]{16,}"
+    r"|xox[abpr]-[A-Za-z0-9\-]{10,}|(?:AKIA|ASIA)[A-Z0-9]{16}|glpat-[A-Za-z0-9_\-]{20})$"
+)
+
+
+class GitError(Exception):
+    """The working tree is not in a state a run may start from."""
+
+
+def _git(cwd: str, *args: str, check: bool = True) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        if check:
+            return None
+        return None
+    return out.stdout.decode(errors="surrogateescape")
+
+
+def git_root(cwd: str) -> str | None:
+    top = _git(cwd, "rev-parse", "--show-toplevel")
+    return top.strip() if top else None
+
+
+def git_state(cwd: str, allow_dirty: bool, hash_file=None) -> dict | None:
+    """Commit, branch, remote and dirtiness of the repo around cwd (None outside git).
+
+    Raises GitError listing the changes when the tree is dirty and allow_dirty
+    is false: a run must be reproducible from its commit."""
+    root = git_root(cwd)
+    if root is None:
+        return None
+    commit = _git(root, "rev-parse", "--verify", "-q", "HEAD")
+    commit = commit.strip() if commit else None
+    branch = _git(root, "symbolic-ref", "--short", "-q", "HEAD")
+    branch = branch.strip() if branch else None
+    remote = _git(root, "remote", "get-url", "origin")
+    remote = remote.strip() if remote else None
+    status = _git(root, "status", "--porcelain=v1", "-z", "--untracked-files=all") or ""
+    entries = [e for e in status.split("\0") if e]
+    changes, untracked = [], []
+    skip_next = False
+    for e in entries:
+        if skip_next:  # rename source path follows a rename entry
+            skip_next = False
+            continue
+        code, path = e[:2], e[3:]
+        if code[0] in "RC":
+            skip_next = True
+        (untracked if code == "??" else changes).append(path)
+    dirty = bool(changes or untracked)
+    if dirty and not allow_dirty:
+        listing = "\n".join([f"  modified: {p}" for p in changes[:20]]
+                            + [f"  untracked: {p}" for p in untracked[:20]])
+        more = len(changes) + len(untracked) - min(len(changes), 20) - min(len(untracked), 20)
+        if more > 0:
+            listing += f"\n  ... and {more} more"
+        head = "has no commits yet" if commit is None else "has uncommitted changes"
+        raise GitError(f"the git work tree at {root} {head}; commit them or pass "
+                       f"--allow-dirty (the patch is then stored with the run):\n{listing}")
+    patch = None
+    untracked_hashes = None
+    if dirty:
+        patch = _git(root, "diff", "--binary", "HEAD") if commit else None
+        untracked_hashes = {}
+        for p in untracked:
+            untracked_hashes[p] = hash_file(os.path.join(root, p)) if hash_file else None
+    return {"root": root, "commit": commit, "branch": branch, "remote": remote,
+            "dirty": dirty, "patch": patch, "untracked": untracked_hashes,
+            "detached": commit is not None and branch is None}
+
+
+def tracked_files(root: str) -> set[str]:
+    out = _git(root, "ls-files", "-z")
+    return set(out.split("\0")) - {""} if out else set()
+
+
+def store_key(store) -> bytes:
+    """The per-store key of keyed hashes of secrets (created once)."""
+    key = store.meta_get("redaction_key")
+    if key is None:
+        key = os.urandom(32)
+        store.meta_put("redaction_key", key)
+    return key
+
+
+def is_secret(name: str, value: str) -> bool:
+    return bool(SECRET_NAME.search(name) or SECRET_VALUE.match(value))
+
+
+def redact(value: str, key: bytes) -> dict:
+    return {"redacted": "hmac-sha256:" + hmac.new(key, value.encode(errors="surrogateescape"),
+                                                   hashlib.sha256).hexdigest()}
+
+
+def environment(env: dict[str, str], key: bytes) -> dict:
+    return {k: (redact(v, key) if is_secret(k, v) else v) for k, v in sorted(env.items())}
+
+
+def redact_argv(argv: list[str], key: bytes) -> list:
+    """argv with token-looking values (and --token=... style values) replaced."""
+    out = []
+    for a in argv:
+        if "=" in a and a.startswith("-"):
+            name, _, value = a.partition("=")
+            if value and is_secret(name, value):
+                out.append(f"{name}={redact(value, key)['redacted']}")
+                continue
+        out.append(redact(a, key)["redacted"] if SECRET_VALUE.match(a) else a)
+    return out
+
+
+def host() -> dict:
+    u = platform.uname()
+    return {"host": ids.hostname(), "boot_id": ids.boot_id(), "kernel": u.release,
+            "machine": u.machine, "os": _os_release()}
+
+
+def _os_release() -> str | None:
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip('"')
+    except OSError:
+        pass
+    return None
+
+
+def gpus() -> list[dict] | None:
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return None
+    try:
+        out = subprocess.run([smi, "--query-gpu=index,name,uuid,memory.total,driver_version",
+                              "--format=csv,noheader"], capture_output=True, text=True,
+                             timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    rows = []
+    for line in out.stdout.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 5:
+            rows.append(dict(zip(("index", "name", "uuid", "memory", "driver"), parts)))
+    return rows
+
+
+_SITE = re.compile(r"^(.*/(?:site|dist)-packages)/")
+_DIST = re.compile(r"^(.+?)-([^-]+)\.(?:dist-info|egg-info)$")
+
+
+def packages(paths) -> dict[str, str]:
+    """Name -> version of the distributions installed where the run imported from.
+
+    The site-packages directories come from the files the run opened, so only
+    the interpreters the run actually used are reported."""
+    sites = set()
+    for p in paths:
+        m = _SITE.match(p)
+        if m:
+            sites.add(m.group(1))
+    found: dict[str, str] = {}
+    for site in sorted(sites):
+        try:
+            names = os.listdir(site)
+        except OSError:
+            continue
+        for n in names:
+            m = _DIST.match(n)
+            if m:
+                found.setdefault(m.group(1).replace("_", "-").lower(), m.group(2))
+    return dict(sorted(found.items()))

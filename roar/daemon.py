@@ -1,0 +1,377 @@
+"""roard: the privileged daemon. It loads the probes once, tags a fresh run
+cgroup for each client that asks (only for processes the caller owns, by
+SO_PEERCRED), streams that cgroup's raw records back to the client and
+cleans up when the run's processes are gone.
+
+The daemon never reads or hashes the traced files: clients turn records
+into run records with their own credentials and write their own store.
+Probes are attached when the first run starts and detached once no run has
+been active for ROARD_IDLE_DETACH seconds (default 60), off any run's path.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+from . import cgroups, protocol
+from .events import cgroup_of
+from .protocol import socket_path
+from .session import daemon_status, wait_empty
+
+IDLE_DETACH = float(os.environ.get("ROARD_IDLE_DETACH", "60"))
+DAEMON_PREFIX = "d-"  # names of the run cgroups this daemon owns
+
+
+class DaemonError(Exception):
+    pass
+
+
+class ActiveRun:
+    """One client's run: its cgroup and the records waiting to be sent."""
+
+    def __init__(self, conn: socket.socket, run_id: str, path: Path, cgroup_id: int):
+        self.conn = conn
+        self.run_id = run_id
+        self.path = path
+        self.cgroup_id = cgroup_id
+        self.queue: deque[bytes] = deque()
+        self.wake = threading.Event()
+        self.closed = False
+
+
+class Daemon:
+    def __init__(self, sock_path: Path):
+        from .probes import Probes
+
+        self.sock_path = sock_path
+        self.runs: dict[int, ActiveRun] = {}
+        self.lock = threading.Lock()
+        self.started = time.monotonic()
+        self.last_active = time.monotonic()
+        self.stopping = threading.Event()
+        self.drain_requests: list[threading.Event] = []
+        self.probes = Probes(self._on_record)
+        self.unrouted = 0
+
+    # -- ring buffer ---------------------------------------------------------------
+
+    def _on_record(self, raw: bytes) -> None:
+        run = self.runs.get(cgroup_of(raw))
+        if run is None:
+            self.unrouted += 1
+            return
+        run.queue.append(raw)
+
+    def poll_loop(self) -> None:
+        while not self.stopping.is_set():
+            if self.probes.attached:
+                self.probes.poll(20)
+            else:
+                time.sleep(0.1)
+            for run in list(self.runs.values()):
+                if run.queue:
+                    run.wake.set()
+            with self.lock:
+                waiting, self.drain_requests = self.drain_requests, []
+            if waiting:
+                self.probes.consume()
+                for run in list(self.runs.values()):
+                    if run.queue:
+                        run.wake.set()
+                for ev in waiting:
+                    ev.set()
+
+    def drain(self) -> None:
+        """Return once every record committed so far has been routed."""
+        ev = threading.Event()
+        with self.lock:
+            self.drain_requests.append(ev)
+        ev.wait()
+
+    def idle_loop(self) -> None:
+        while not self.stopping.wait(1.0):
+            with self.lock:
+                idle = not self.runs and time.monotonic() - self.last_active > IDLE_DETACH
+            if idle and self.probes.attached:
+                self.probes.detach()
+
+    # -- clients -----------------------------------------------------------------------
+
+    def serve(self) -> None:
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.sock_path.unlink()
+        except FileNotFoundError:
+            pass
+        srv.bind(str(self.sock_path))
+        os.chmod(self.sock_path, 0o666)  # anyone may ask; SO_PEERCRED decides what
+        srv.listen(64)
+        srv.settimeout(0.5)
+        threading.Thread(target=self.poll_loop, name="roard-ringbuf", daemon=True).start()
+        threading.Thread(target=self.idle_loop, name="roard-idle", daemon=True).start()
+        while not self.stopping.is_set():
+            try:
+                conn, _ = srv.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            threading.Thread(target=self.client, args=(conn,), daemon=True).start()
+        srv.close()
+
+    def client(self, conn: socket.socket) -> None:
+        run = None
+        try:
+            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                    struct.calcsize("3i"))
+            peer_pid, peer_uid, _ = struct.unpack("3i", creds)
+            rfile = conn.makefile("rb")
+            line = rfile.readline(protocol.MAX_REQUEST + 1)
+            if not line:
+                return
+            req = protocol.parse_request(line)
+            if req["op"] == "status":
+                conn.sendall(protocol.encode_json(self.status()))
+                return
+            if req["op"] != "trace":
+                raise protocol.ProtocolError(f"unknown op {req['op']!r}")
+            run = self._start_run(conn, req, peer_uid)
+            conn.sendall(protocol.encode_json({"ok": True, "cgroup": run.cgroup_id}))
+            sender = threading.Thread(target=self._sender, args=(run,), daemon=True)
+            sender.start()
+            self._follow(run, rfile, sender)
+            run = None
+        except protocol.ProtocolError as e:
+            _send_quietly(conn, {"ok": False, "error": str(e)})
+        except PermissionError as e:
+            _send_quietly(conn, {"ok": False, "error": str(e)})
+        except (OSError, ValueError, KeyError) as e:
+            _send_quietly(conn, {"ok": False, "error": f"{type(e).__name__}: {e}"})
+        finally:
+            if run is not None:
+                self._end_run(run, linger=0)
+            conn.close()
+
+    def _start_run(self, conn, req: dict, peer_uid: int) -> ActiveRun:
+        pid, run_id = req.get("pid"), req.get("run_id")
+        if not isinstance(pid, int) or pid <= 0:
+            raise protocol.ProtocolError("trace needs a pid")
+        if not isinstance(run_id, str) or not run_id.isalnum() or len(run_id) > 64:
+            raise protocol.ProtocolError("trace needs an alphanumeric run_id")
+        try:
+            owner = os.stat(f"/proc/{pid}").st_uid
+        except FileNotFoundError:
+            raise protocol.ProtocolError(f"no process {pid}") from None
+        if peer_uid != 0 and owner != peer_uid:
+            raise PermissionError(f"process {pid} is not yours: you may only trace your own "
+                                  f"processes")
+        path, cgid = cgroups.create(DAEMON_PREFIX + run_id)
+        run = ActiveRun(conn, run_id, path, cgid)
+        with self.lock:
+            self.runs[cgid] = run
+            self.last_active = time.monotonic()
+        self.probes.attach()
+        self.probes.tag(cgid, pid, time.monotonic_ns())
+        cgroups.move(path, pid)
+        return run
+
+    def _follow(self, run: ActiveRun, rfile, sender: threading.Thread) -> None:
+        """Wait for the client's word that its first process exited."""
+        linger = 0.0
+        try:
+            line = rfile.readline(protocol.MAX_REQUEST + 1)
+            req = protocol.parse_request(line) if line else {"op": "abort"}
+            if req["op"] == "root_exited":
+                linger = float(req.get("linger", 0))
+        except (protocol.ProtocolError, OSError, ValueError):
+            pass  # client gone: policy is to end its workload now (documented)
+        self._end_run(run, linger)
+        sender.join()
+
+    def _end_run(self, run: ActiveRun, linger: float) -> None:
+        if run.closed:
+            return
+        killed = wait_empty(run.path, max(0.0, min(linger, 3600.0)))
+        self.drain()
+        lost = self.probes.untag(run.cgroup_id)
+        with self.lock:
+            self.runs.pop(run.cgroup_id, None)
+            self.last_active = time.monotonic()
+        try:
+            cgroups.remove(run.path)
+        except OSError:
+            pass
+        run.closed = True
+        run.end = {"lost": lost, "killed": killed}
+        run.wake.set()
+
+    def _sender(self, run: ActiveRun) -> None:
+        try:
+            while True:
+                run.wake.wait(0.2)
+                run.wake.clear()
+                batch = []
+                while run.queue and len(batch) < 4096:
+                    batch.append(run.queue.popleft())
+                if batch:
+                    run.conn.sendall(protocol.encode_events(batch))
+                    continue
+                if run.closed and not run.queue:
+                    run.conn.sendall(protocol.encode_json(run.end))
+                    return
+        except OSError:
+            run.queue.clear()
+
+    def status(self) -> dict:
+        return {"pid": os.getpid(), "active_runs": len(self.runs),
+                "attached": self.probes.attached, "uptime": time.monotonic() - self.started,
+                "socket": str(self.sock_path), "unrouted_events": self.unrouted}
+
+
+def _send_quietly(conn, obj) -> None:
+    try:
+        conn.sendall(protocol.encode_json(obj))
+    except OSError:
+        pass
+
+
+def _pidfile(sock: Path) -> Path:
+    return sock.with_name(sock.name + ".pid")
+
+
+def serve_forever(sock: Path | None = None) -> None:
+    sock = sock or socket_path()
+    if os.geteuid() != 0:
+        raise DaemonError("roard must run as root (it loads eBPF programs)")
+    sock.parent.mkdir(parents=True, exist_ok=True)
+    lockf = open(_pidfile(sock), "a+")
+    try:
+        fcntl.flock(lockf, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise DaemonError(f"another roard is already running ({_pidfile(sock)})") from None
+    lockf.seek(0)
+    lockf.truncate()
+    lockf.write(str(os.getpid()))
+    lockf.flush()
+    d = Daemon(sock)
+
+    def stop(*_):
+        d.stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    _clean_stale_cgroups()
+    print(f"roard: listening on {sock} (pid {os.getpid()})", file=sys.stderr, flush=True)
+    try:
+        d.serve()
+    finally:
+        for run in list(d.runs.values()):
+            d._end_run(run, 0)
+        d.probes.detach()
+        try:
+            sock.unlink()
+        except FileNotFoundError:
+            pass
+        lockf.close()
+        _pidfile(sock).unlink(missing_ok=True)
+        print("roard: stopped", file=sys.stderr, flush=True)
+
+
+def _clean_stale_cgroups() -> None:
+    """Run cgroups left by a daemon that died: end their processes, remove them."""
+    try:
+        base = cgroups.cgroup2_mount() / cgroups.PARENT
+    except cgroups.CgroupError:
+        return
+    if not base.is_dir():
+        return
+    for d in base.iterdir():
+        if d.is_dir() and d.name.startswith(DAEMON_PREFIX):
+            try:
+                cgroups.kill_all(d)
+                cgroups.remove(d)
+            except OSError:
+                pass
+
+
+def start_background(timeout: float = 60.0) -> int:
+    """Start roard detached; returns its pid once it answers."""
+    st = daemon_status()
+    if st is not None:
+        return st["pid"]
+    if os.geteuid() != 0:
+        raise DaemonError("starting roard needs root")
+    sock = socket_path()
+    sock.parent.mkdir(parents=True, exist_ok=True)
+    log = open(sock.with_name("roard.log"), "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "roar.daemon"], stdin=subprocess.DEVNULL,
+                            stdout=log, stderr=log, start_new_session=True,
+                            env={**os.environ, "PYTHONPATH": _package_parent()})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = daemon_status()
+        if st is not None:
+            return st["pid"]
+        if proc.poll() is not None:
+            raise DaemonError(f"roard exited with status {proc.returncode}; see "
+                              f"{sock.with_name('roard.log')}")
+        time.sleep(0.1)
+    raise DaemonError(f"roard did not answer within {timeout:.0f}s; see "
+                      f"{sock.with_name('roard.log')}")
+
+
+def _package_parent() -> str:
+    here = str(Path(__file__).resolve().parent.parent)
+    extra = os.environ.get("PYTHONPATH")
+    return here + (os.pathsep + extra if extra else "")
+
+
+def stop(timeout: float = 30.0) -> None:
+    sock = socket_path()
+    try:
+        pid = int(_pidfile(sock).read_text().strip())
+    except (OSError, ValueError):
+        st = daemon_status()
+        if st is None:
+            raise DaemonError("roard is not running") from None
+        pid = st["pid"]
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        raise DaemonError("roard is not running (stale pid file)") from None
+    except PermissionError:
+        raise DaemonError("stopping roard needs root") from None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    raise DaemonError(f"roard (pid {pid}) did not stop within {timeout:.0f}s")
+
+
+def main() -> None:
+    try:
+        serve_forever()
+    except DaemonError as e:
+        print(f"roard: {e}", file=sys.stderr)
+        sys.exit(1)
+    except Exception as e:  # probes failing to load: one line, the fix in roar doctor
+        print(f"roard: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""Identifiers: time-ordered, globally unique run ids (ULID form) and the
+host identity every record carries, so stores from many nodes can merge."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_run_id(now_ms: int | None = None) -> str:
+    """26 characters: 48 bits of milliseconds then 80 random bits."""
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
+    out = []
+    for _ in range(26):
+        out.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(out))
+
+
+def boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return "unknown"
+
+
+def hostname() -> str:
+    return socket.gethostname()

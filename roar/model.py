@@ -1,0 +1,477 @@
+"""The process model: rebuilds processes, fd tables, working directories and
+per-path file history of one run from its kernel event stream alone.
+
+Only the run's first process is seeded from outside the stream (its cwd,
+argv and inherited fds, read before it starts). Everything else - children,
+threads, dup'ed and inherited fds, chdir, renames - follows from events, so
+short-lived processes are never looked up in /proc after the fact.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import socket
+import struct
+from dataclasses import dataclass, field
+
+from . import events as E
+from .classify import needs_hash
+
+O_ACCMODE = 0o3
+O_WRONLY = 0o1
+O_RDWR = 0o2
+O_TRUNC = 0o1000
+O_DIRECTORY = 0o200000
+O_CLOEXEC = 0o2000000
+O_PATH = 0o10000000
+AT_FDCWD = -100
+AT_REMOVEDIR = 0x200
+CLONE_FILES = 0x400
+CLOSE_RANGE_CLOEXEC = 4
+FD_READ, FD_WRITE, FD_MAP_READ, FD_MAP_WRITE = 1, 2, 4, 8
+
+
+@dataclass(slots=True)
+class OpenFile:
+    """An open file description; shared by dup'ed and inherited fds."""
+
+    path: str | None
+    flags: int
+
+
+@dataclass(slots=True)
+class FdEntry:
+    file: OpenFile
+    cloexec: bool
+
+
+@dataclass(slots=True)
+class ProcFile:
+    """What one process did with one path."""
+
+    path: str
+    read: bool = False
+    written: bool = False
+    mapped: bool = False
+    bytes_read: int = 0
+    bytes_written: int = 0
+    read_calls: int = 0
+    write_calls: int = 0
+    bytes_exact: bool = True
+
+    @property
+    def mode(self) -> str:
+        return ("r" if self.read else "") + ("w" if self.written else "") + (
+            "m" if self.mapped else "")
+
+
+@dataclass(slots=True)
+class Proc:
+    pid: int
+    key: str
+    parent: str | None
+    ppid: int | None
+    argv: list[str]
+    exe: str | None
+    cwd: str | None
+    fds: dict[int, FdEntry]
+    start_ts: int
+    end_ts: int | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    threads: int = 1
+    execs: int = 0
+    files: dict[str, ProcFile] = field(default_factory=dict)
+    pending_exec: tuple | None = None
+
+
+@dataclass(slots=True)
+class PathState:
+    """The run's history of one path."""
+
+    path: str
+    first: str  # "read" | "write": the run's first access decides input vs internal
+    read: bool = False
+    written: bool = False
+    deleted: bool = False
+    modified_ts: int | None = None  # first time the run changed its content or name
+    early_hash: object = None       # Future of the hash taken at the first read-open
+    early_ts: int | None = None
+
+
+class RunModel:
+    """Consumes one run's decoded events in order; queried at the end."""
+
+    def __init__(self, root_pid: int, cwd: str, argv: list[str], root_fds: dict[int, str],
+                 start_ts: int, submit_hash=None):
+        self.submit_hash = submit_hash
+        self.procs: list[Proc] = []
+        self.live: dict[int, Proc] = {}
+        self.paths: dict[str, PathState] = {}
+        self.connects: list[dict] = []
+        self.problems: dict[str, int] = {}
+        self.io_uring = False
+        self.events = 0
+        fds = {fd: FdEntry(OpenFile(p, 0), False) for fd, p in root_fds.items()}
+        self.root = self._new_proc(root_pid, None, argv, cwd, fds, start_ts)
+
+    # -- bookkeeping ------------------------------------------------------------
+
+    def _new_proc(self, pid, parent: Proc | None, argv, cwd, fds, ts) -> Proc:
+        old = self.live.pop(pid, None)
+        if old is not None:  # pid reused while we never saw the old one exit
+            old.end_ts = old.end_ts or ts
+            self.problem("process exit not seen before its pid was reused")
+        p = Proc(pid=pid, key=f"{pid}@{ts}", parent=parent.key if parent else None,
+                 ppid=parent.pid if parent else None, argv=list(argv), exe=None, cwd=cwd,
+                 fds=fds, start_ts=ts)
+        self.procs.append(p)
+        self.live[pid] = p
+        return p
+
+    def problem(self, what: str) -> None:
+        self.problems[what] = self.problems.get(what, 0) + 1
+
+    def _proc(self, ev: E.Event) -> Proc:
+        p = self.live.get(ev.tgid)
+        if p is None:
+            # A process we never saw start: its fork event was lost or it
+            # joined the cgroup from outside. Keep its activity, say so.
+            self.problem("process seen without its start")
+            p = self._new_proc(ev.tgid, None, [], None, {}, ev.ts)
+        return p
+
+    def _resolve(self, p: Proc, dirfd: int, path: str | None, flags: int) -> str | None:
+        if path is None or flags & E.EVF_FAULT:
+            self.problem("path could not be read from process memory")
+            return None
+        if flags & E.EVF_TRUNCATED:
+            self.problem("path longer than PATH_MAX")
+        if path.startswith("/"):
+            return posixpath.normpath(path)
+        if dirfd == AT_FDCWD:
+            base = p.cwd
+        else:
+            entry = p.fds.get(dirfd)
+            base = entry.file.path if entry else None
+        if base is None:
+            self.problem("relative path with unknown base directory")
+            return None
+        if not path:
+            return base  # AT_EMPTY_PATH style: the dirfd itself
+        return posixpath.normpath(posixpath.join(base, path))
+
+    def _state(self, path: str, first: str) -> PathState:
+        s = self.paths.get(path)
+        if s is None:
+            s = self.paths[path] = PathState(path=path, first=first)
+        return s
+
+    def _pfile(self, p: Proc, path: str) -> ProcFile:
+        pf = p.files.get(path)
+        if pf is None:
+            pf = p.files[path] = ProcFile(path)
+        return pf
+
+    def _modified(self, path: str, ts: int, first: str = "write") -> PathState:
+        s = self._state(path, first)
+        if s.modified_ts is None:
+            s.modified_ts = ts
+        return s
+
+    def _hash_early(self, s: PathState, ts: int) -> None:
+        """Hash a file that may become an input before anyone can change it."""
+        if (s.early_hash is None and s.modified_ts is None and s.first == "read"
+                and self.submit_hash is not None and needs_hash(s.path)):
+            s.early_hash = self.submit_hash(s.path)
+            s.early_ts = ts
+
+    # -- events ------------------------------------------------------------------
+
+    def feed(self, ev: E.Event) -> None:
+        self.events += 1
+        handler = _HANDLERS.get(ev.type)
+        if handler is not None:
+            handler(self, ev)
+
+    def on_open(self, ev: E.Event) -> None:
+        p = self._proc(ev)
+        path = self._resolve(p, ev.ret, ev.path, ev.flags)
+        flags = ev.a0
+        p.fds[ev.fd] = FdEntry(OpenFile(path, flags), bool(flags & O_CLOEXEC))
+        if path is None or flags & (O_PATH | O_DIRECTORY):
+            return
+        acc = flags & O_ACCMODE
+        if acc in (O_WRONLY, O_RDWR) and flags & O_TRUNC:
+            s = self._modified(path, ev.ts)
+            s.deleted = False
+        elif acc != O_WRONLY:
+            s = self._state(path, "read")
+            if not s.deleted:
+                self._hash_early(s, ev.ts)
+
+    def _fd_path(self, p: Proc, fd: int) -> str | None:
+        entry = p.fds.get(fd)
+        return entry.file.path if entry else None
+
+    def on_read(self, ev: E.Event) -> None:
+        p = self._proc(ev)
+        path = self._fd_path(p, ev.fd)
+        if path is None:
+            return  # a pipe, socket or other fd that names no file we opened
+        self._pfile(p, path).read = True
+        s = self._state(path, "read")
+        s.read = True
+        self._hash_early(s, ev.ts)
+
+    def on_write(self, ev: E.Event) -> None:
+        p = self._proc(ev)
+        path = self._fd_path(p, ev.fd)
+        if path is None:
+            return
+        self._pfile(p, path).written = True
+        s = self._modified(path, ev.ts)
+        s.written = True
+        s.deleted = False
+
+    def on_mmap(self, ev: E.Event) -> None:
+        p = self._proc(ev)
+        path = self._fd_path(p, ev.fd)
+        if path is None:
+            return
+        pf = self._pfile(p, path)
+        pf.mapped = True
+        if ev.a0 & FD_MAP_READ:
+            pf.read = True
+            s = self._state(path, "read")
+            s.read = True
+            self._hash_early(s, ev.ts)
+        if ev.a0 & FD_MAP_WRITE:
+            pf.written = True
+            s = self._modified(path, ev.ts)
+            s.written = True
+
+    def on_close(self, ev: E.Event) -> None:
+        p = self._proc(ev)
+        entry = p.fds.pop(ev.fd, None)
+        if entry is None or entry.file.path is None:
+            return
+        if ev.a0 or ev.a1 or ev.a2:
+            pf = self._pfile(p, entry.file.path)
+            pf.bytes_read += ev.a0
+            pf.bytes_written += ev.a1
+            pf.read_calls += ev.a2 >> 32
+            pf.write_calls += ev.a2 & 0xFFFFFFFF
+            if ev.flags & E.EVF_BYTES_UNKNOWN:
+                pf.bytes_exact = False
+
+    def on_close_range(self, ev: E.Event) -> None:
+        p = self._proc(ev)
+        first, last = ev.fd & 0xFFFFFFFF, ev.a0 & 0xFFFFFFFF
+        for fd in [fd for fd in p.fds if first <= fd <= last]:
+            if ev.a1 & CLOSE_RANGE_CLOEXEC:
+                p.fds[fd].cloexec = True
+            else:
+                del p.fds[fd]
+
+    def on_dup(self, ev: E.Event) -> None:
+        p = self._proc(ev)
+        old = p.fds.get(ev.fd)
+        new = int(ev.ret)
+        if old is None:
+            p.fds.pop(new, None)
+        elif new != ev.fd:
+            p.fds[new] = FdEntry(old.file, bool(ev.a0))
+
+    def on_fdflags(self, ev: E.Event) -> None:
+        entry = self._proc(ev).fds.get(ev.fd)
+        if entry is not None:
+            entry.cloexec = bool(ev.a0)
+
+    def on_fork(self, ev: E.Event) -> None:
+        parent = self._proc(ev)
+        if ev.a0:  # a thread: same process, same fd table
+            parent.threads += 1
+            return
+        if ev.a1 & CLONE_FILES:
+            fds = parent.fds
+        else:
+            fds = {fd: FdEntry(e.file, e.cloexec) for fd, e in parent.fds.items()}
+        child = self._new_proc(int(ev.ret), parent, parent.argv, parent.cwd, fds, ev.ts)
+        child.exe = parent.exe
+
+    def on_exec(self, ev: E.Event) -> None:
+        p = self._proc(ev)
+        if ev.flags & (E.EVF_TRUNCATED | E.EVF_FAULT):
+            self.problem("argv truncated or unreadable")
+        p.pending_exec = (self._resolve(p, ev.fd, ev.path, ev.flags & ~E.EVF_TRUNCATED),
+                          ev.argv or [], ev.flags)
+
+    def on_exec_ret(self, ev: E.Event) -> None:
+        p = self._proc(ev)
+        pending, p.pending_exec = p.pending_exec, None
+        if ev.ret != 0 or pending is None:
+            return
+        p.exe, p.argv = pending[0], pending[1]
+        p.execs += 1
+        for fd in [fd for fd, e in p.fds.items() if e.cloexec]:
+            del p.fds[fd]
+
+    def on_exit(self, ev: E.Event) -> None:
+        p = self.live.pop(ev.tgid, None)
+        if p is None:
+            return
+        p.end_ts = ev.ts
+        if ev.flags & E.EVF_SIGNALED and not ev.flags & E.EVF_EXITED:
+            p.signal = int(ev.a1)
+        elif ev.flags & E.EVF_EXITED:
+            p.exit_code = int(ev.a0)
+        if p.fds is not None:
+            p.fds = {}
+
+    def _move(self, old: str, new: str, ts: int) -> None:
+        """A rename: everything the run wrote under old now lives under new."""
+        prefix = old + "/"
+        for path in [q for q in self.paths if q == old or q.startswith(prefix)]:
+            src = self.paths[path]
+            dest = new + path[len(old):]
+            d = self._modified(dest, ts)
+            if src.written:
+                d.written = True
+                src.written = False
+            d.deleted = False
+            src.deleted = True
+            if src.modified_ts is None:
+                src.modified_ts = ts
+        for proc in self.live.values():
+            for entry in proc.fds.values():
+                fp = entry.file.path
+                if fp and (fp == old or fp.startswith(prefix)):
+                    entry.file.path = new + fp[len(old):]
+            if proc.cwd and (proc.cwd == old or proc.cwd.startswith(prefix)):
+                proc.cwd = new + proc.cwd[len(old):]
+
+    def on_rename(self, ev: E.Event) -> None:
+        p = self._proc(ev)
+        old = self._resolve(p, ev.fd, ev.path, ev.flags)
+        new = self._resolve(p, int(ev.a0) if ev.a0 < (1 << 63) else int(ev.a0) - (1 << 64),
+                            ev.path2, ev.flags)
+        if old is None or new is None:
+            return
+        self._move(old, new, ev.ts)
+
+    def on_link(self, ev: E.Event) -> None:
+        p = self._proc(ev)
+        old = self._resolve(p, ev.fd, ev.path, ev.flags)
+        new = self._resolve(p, int(ev.a0) if ev.a0 < (1 << 63) else int(ev.a0) - (1 << 64),
+                            ev.path2, ev.flags)
+        if old is None or new is None:
+            return
+        d = self._modified(new, ev.ts)
+        d.deleted = False
+        src = self.paths.get(old)
+        if src is not None and src.written:
+            d.written = True
+
+    def on_unlink(self, ev: E.Event) -> None:
+        p = self._proc(ev)
+        path = self._resolve(p, ev.fd, ev.path, ev.flags)
+        if path is None:
+            return
+        prefix = path + "/"
+        s = self._modified(path, ev.ts)
+        s.deleted = True
+        if ev.a0 & AT_REMOVEDIR:
+            for q, st in self.paths.items():
+                if q.startswith(prefix):
+                    st.deleted = True
+
+    def on_truncate(self, ev: E.Event) -> None:
+        p = self._proc(ev)
+        path = self._resolve(p, AT_FDCWD, ev.path, ev.flags)
+        if path is None:
+            return
+        self._pfile(p, path).written = True
+        s = self._modified(path, ev.ts)
+        s.written = True
+
+    def on_ftruncate(self, ev: E.Event) -> None:
+        p = self._proc(ev)
+        path = self._fd_path(p, ev.fd)
+        if path is None:
+            return
+        self._pfile(p, path).written = True
+        s = self._modified(path, ev.ts)
+        s.written = True
+
+    def on_chdir(self, ev: E.Event) -> None:
+        p = self._proc(ev)
+        path = self._resolve(p, AT_FDCWD, ev.path, ev.flags)
+        p.cwd = path
+
+    def on_fchdir(self, ev: E.Event) -> None:
+        p = self._proc(ev)
+        path = self._fd_path(p, ev.fd)
+        if path is None:
+            self.problem("fchdir to an unknown directory")
+        p.cwd = path
+
+    def on_connect(self, ev: E.Event) -> None:
+        p = self._proc(ev)
+        endpoint = decode_sockaddr(ev.raw)
+        if endpoint is not None:
+            endpoint["process"] = p.key
+            self.connects.append(endpoint)
+
+    def on_iouring(self, ev: E.Event) -> None:
+        self._proc(ev)
+        self.io_uring = True
+
+
+_HANDLERS = {
+    E.EV_OPEN: RunModel.on_open,
+    E.EV_READ: RunModel.on_read,
+    E.EV_WRITE: RunModel.on_write,
+    E.EV_MMAP: RunModel.on_mmap,
+    E.EV_CLOSE: RunModel.on_close,
+    E.EV_CLOSE_RANGE: RunModel.on_close_range,
+    E.EV_DUP: RunModel.on_dup,
+    E.EV_FDFLAGS: RunModel.on_fdflags,
+    E.EV_FORK: RunModel.on_fork,
+    E.EV_EXEC: RunModel.on_exec,
+    E.EV_EXEC_RET: RunModel.on_exec_ret,
+    E.EV_EXIT: RunModel.on_exit,
+    E.EV_RENAME: RunModel.on_rename,
+    E.EV_LINK: RunModel.on_link,
+    E.EV_UNLINK: RunModel.on_unlink,
+    E.EV_TRUNCATE: RunModel.on_truncate,
+    E.EV_FTRUNCATE: RunModel.on_ftruncate,
+    E.EV_CHDIR: RunModel.on_chdir,
+    E.EV_FCHDIR: RunModel.on_fchdir,
+    E.EV_CONNECT: RunModel.on_connect,
+    E.EV_IOURING: RunModel.on_iouring,
+}
+
+
+def decode_sockaddr(raw: bytes) -> dict | None:
+    """A connect() target as {family, address, port} (UAPI sockaddr layouts)."""
+    if len(raw) < 2:
+        return None
+    family = struct.unpack_from("<H", raw)[0]
+    if family == socket.AF_INET and len(raw) >= 8:
+        port = struct.unpack_from(">H", raw, 2)[0]
+        return {"family": "inet", "address": socket.inet_ntop(socket.AF_INET, raw[4:8]),
+                "port": port}
+    if family == socket.AF_INET6 and len(raw) >= 24:
+        port = struct.unpack_from(">H", raw, 2)[0]
+        return {"family": "inet6", "address": socket.inet_ntop(socket.AF_INET6, raw[8:24]),
+                "port": port}
+    if family == socket.AF_UNIX:
+        body = raw[2:]
+        if body[:1] == b"\0":
+            name = "@" + os.fsdecode(body[1:].split(b"\0", 1)[0])
+        else:
+            name = os.fsdecode(body.split(b"\0", 1)[0])
+        return {"family": "unix", "address": name, "port": None}
+    return None

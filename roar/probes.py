@@ -1,0 +1,170 @@
+"""Loading the kernel side with BCC: compile bpf/, load the tracepoint
+programs, attach / detach them, tag run cgroups and drain the ring buffer."""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+import re
+import sys
+import threading
+
+from . import cgroups
+from .events import BPF_DIR
+
+RINGBUF_PAGES = 16384  # 64 MiB: about 400k events of burst at ~150 bytes each
+
+
+class ProbeError(Exception):
+    pass
+
+
+def import_bcc():
+    """BCC's Python bindings, from this interpreter or the OS dist-packages."""
+    try:
+        import bcc  # noqa: F401
+    except ImportError:
+        for d in ["/usr/lib/python3/dist-packages", "/usr/local/lib/python3/dist-packages",
+                  *glob.glob("/usr/lib/python3*/site-packages"),
+                  *glob.glob("/usr/lib64/python3*/site-packages")]:
+            if os.path.isdir(os.path.join(d, "bcc")) and d not in sys.path:
+                sys.path.append(d)
+                try:
+                    import bcc  # noqa: F401
+                    break
+                except ImportError:
+                    sys.path.remove(d)
+        else:
+            raise ProbeError("BCC's Python bindings are not installed (install python3-bpfcc, "
+                             "or run scripts/setup.sh)") from None
+    import bcc
+
+    return bcc
+
+
+def ensure_tracefs() -> list[str]:
+    """Mount tracefs and debugfs where they are missing; returns what was mounted."""
+    mounted = []
+    with open("/proc/mounts") as f:
+        types = {(line.split()[1], line.split()[2]) for line in f}
+    points = {p for p, _ in types}
+    for fstype, where in (("tracefs", "/sys/kernel/tracing"), ("debugfs", "/sys/kernel/debug")):
+        if where not in points and os.path.isdir(where):
+            if os.system(f"mount -t {fstype} {fstype} {where} 2>/dev/null") == 0:
+                mounted.append(where)
+    return mounted
+
+
+def program_text() -> str:
+    """bpf/roar.bpf.c with its local includes inlined: BCC generates tracepoint
+    argument structs only for programs in the main file."""
+    seen: set[str] = set()
+
+    def inline(path: str) -> str:
+        out = []
+        with open(path) as f:
+            for line in f:
+                m = re.match(r'#include "(.+)"', line)
+                if m:
+                    inc = os.path.join(os.path.dirname(path), m.group(1))
+                    if inc not in seen:
+                        seen.add(inc)
+                        out.append(inline(inc))
+                    continue
+                out.append(line)
+        return "".join(out)
+
+    return inline(str(BPF_DIR / "roar.bpf.c"))
+
+
+class Probes:
+    """The loaded kernel side. `sink(raw_bytes)` receives every record."""
+
+    def __init__(self, sink, ringbuf_pages: int = RINGBUF_PAGES):
+        if os.geteuid() != 0:
+            raise ProbeError("loading eBPF probes needs root (or start the daemon: roar daemon "
+                             "start)")
+        ensure_tracefs()
+        bcc = import_bcc()
+
+        class _BPF(bcc.BPF):
+            def _trace_autoload(self):  # attach later, on demand
+                pass
+
+        self.level = cgroups.run_level()
+        cflags = [f"-DTAG_LEVEL={self.level}", f"-DRINGBUF_PAGES={ringbuf_pages}",
+                  "-Wno-macro-redefined", "-Wno-unused-value"]
+        try:
+            self.bpf = _BPF(text=program_text(), cflags=cflags)
+        except Exception as e:  # BCC raises bare Exception with the compiler's reason
+            raise ProbeError(f"compiling the eBPF programs failed: {e} (run roar doctor)") from e
+        self.names = []
+        for i in range(bcc.lib.bpf_num_functions(self.bpf.module)):
+            name = bcc.lib.bpf_function_name(self.bpf.module, i)
+            if name.startswith(b"tracepoint__"):
+                self.bpf.load_func(name, bcc.BPF.TRACEPOINT)
+                self.names.append(name)
+        self.attached = False
+        self._attach_lock = threading.Lock()
+        self.sink = sink
+        self._cb = self.bpf["events"].open_ring_buffer(self._on_record)
+
+    def _on_record(self, ctx, data, size):
+        self.sink(ctypes.string_at(data, size))
+        return 0
+
+    def attach(self) -> None:
+        with self._attach_lock:
+            if self.attached:
+                return
+            for name in self.names:
+                tp = name[len(b"tracepoint__"):].replace(b"__", b":")
+                self.bpf.attach_tracepoint(tp=tp, fn_name=name)
+            self.attached = True
+
+    def detach(self) -> None:
+        with self._attach_lock:
+            if not self.attached:
+                return
+            for name in self.names:
+                tp = name[len(b"tracepoint__"):].replace(b"__", b":")
+                self.bpf.detach_tracepoint(tp)
+            self.attached = False
+
+    def tag(self, cgroup_id: int, root_pid: int, epoch: int) -> None:
+        """Start tracing a run cgroup; root_pid gets a fresh epoch so no stale
+        per-fd state of an earlier process with its pid can hide its reads."""
+        tagged = self.bpf["tagged"]
+        lost = self.bpf["lost"]
+        lost[lost.Key(cgroup_id)] = lost.Leaf(0)
+        procs = self.bpf["procs"]
+        procs[procs.Key(root_pid)] = procs.Leaf(epoch, 0, 0, 0, 0)
+        tagged[tagged.Key(cgroup_id)] = tagged.Leaf(1)
+
+    def untag(self, cgroup_id: int) -> int:
+        """Stop tracing a run cgroup; returns its lost-event count."""
+        tagged = self.bpf["tagged"]
+        lost = self.bpf["lost"]
+        try:
+            del tagged[tagged.Key(cgroup_id)]
+        except KeyError:
+            pass
+        return self.lost(cgroup_id, pop=True)
+
+    def lost(self, cgroup_id: int, pop: bool = False) -> int:
+        lost = self.bpf["lost"]
+        key = lost.Key(cgroup_id)
+        try:
+            n = lost[key].value
+        except KeyError:
+            return 0
+        if pop:
+            del lost[key]
+        return n
+
+    def poll(self, timeout_ms: int) -> None:
+        self.bpf.ring_buffer_poll(timeout_ms)
+
+    def consume(self) -> None:
+        self.bpf.ring_buffer_consume()

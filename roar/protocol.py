@@ -1,0 +1,61 @@
+"""The roard socket protocol: newline-terminated JSON requests from the
+client; the daemon answers with frames: 1 type byte, 4-byte little-endian
+length, payload. Type E carries one raw kernel record, J one JSON message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+
+FRAME = struct.Struct("<cI")
+MAX_REQUEST = 64 << 10
+MAX_FRAME = 1 << 20
+EVENT, JSON = b"E", b"J"
+
+
+class ProtocolError(Exception):
+    pass
+
+
+def socket_path() -> Path:
+    return Path(os.environ.get("ROAR_SOCKET", "/run/roar/roard.sock"))
+
+
+def encode_json(obj) -> bytes:
+    payload = json.dumps(obj, separators=(",", ":")).encode()
+    return FRAME.pack(JSON, len(payload)) + payload
+
+
+def encode_events(records) -> bytes:
+    return b"".join(FRAME.pack(EVENT, len(r)) + r for r in records)
+
+
+def read_frame(f) -> tuple[bytes, bytes] | None:
+    """(type, payload) from a binary file object; None at end of stream."""
+    head = f.read(FRAME.size)
+    if not head:
+        return None
+    if len(head) < FRAME.size:
+        raise ProtocolError("truncated frame header")
+    kind, n = FRAME.unpack(head)
+    if n > MAX_FRAME:
+        raise ProtocolError(f"frame of {n} bytes is too large")
+    payload = f.read(n)
+    if len(payload) < n:
+        raise ProtocolError("truncated frame")
+    return kind, payload
+
+
+def parse_request(line: bytes) -> dict:
+    if len(line) > MAX_REQUEST:
+        raise ProtocolError("request too large")
+    try:
+        req = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        raise ProtocolError("request is not JSON") from None
+    if not isinstance(req, dict) or not isinstance(req.get("op"), str):
+        raise ProtocolError("request has no op")
+    return req

@@ -1,0 +1,180 @@
+"""Turning one run's event stream into its stored record: the run document,
+its processes, and one file record per (path, role) with content hashes.
+
+A path the run read before writing it is an input (hashed at the first
+read-open, before anyone could change it); a path it wrote and left behind
+is an output (hashed at the end); written then deleted is temporary; read
+back after the run itself wrote it is internal. Whatever could not be
+established for sure is named in the record's incomplete_reasons.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime, timezone
+
+from . import context
+from .classify import CODE, DATA, ENV, PSEUDO, classify
+from .events import decode
+from .hasher import OK, SPECIAL, Hasher, HashResult
+from .model import RunModel
+from .store import Store
+
+INTERRUPT_SIGNALS = {1, 2, 9, 15}  # HUP, INT, KILL, TERM: somebody stopped the run
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class RunRecorder:
+    """Owns one run while it is captured: model, hasher and the run document."""
+
+    def __init__(self, store: Store, run: dict, root_pid: int, root_fds: dict[int, str],
+                 workers: int = 2):
+        self.store = store
+        self.run = run
+        self.hasher = Hasher(store, workers=workers)
+        self.model = RunModel(root_pid, run["cwd"], run["command"], root_fds,
+                              time.monotonic_ns(), self.hasher.submit)
+
+    def feed_raw(self, raw: bytes) -> None:
+        self.model.feed(decode(raw))
+
+    # -- the end ---------------------------------------------------------------
+
+    def finish(self, status: int | None, interrupted: bool, lost: int,
+               notes: list[str] | None = None) -> dict:
+        """Compute file records, hash outputs and store the finished run."""
+        run = self.run
+        model = self.model
+        run["ended_at"] = now_iso()
+        root = model.root
+        if status is not None:
+            if os.WIFSIGNALED(status):
+                run["signal"] = os.WTERMSIG(status)
+                run["exit_code"] = 128 + run["signal"]
+            else:
+                run["exit_code"] = os.WEXITSTATUS(status)
+        root.exit_code = run.get("exit_code") if run.get("signal") is None else None
+        root.signal = run.get("signal")
+        if run.get("signal") in INTERRUPT_SIGNALS:
+            interrupted = True
+        run["status"] = "interrupted" if interrupted else "finished"
+
+        git = run.get("git")
+        git_root = git["root"] if git else None
+        tracked = context.tracked_files(git_root) if git_root else None
+        files, reasons = self._file_records(git_root, tracked)
+        procs = self._process_records(git_root, tracked)
+
+        reasons = list(notes or []) + reasons
+        if lost:
+            reasons.insert(0, f"{lost} kernel events lost (ring buffer full)")
+        for what, n in sorted(model.problems.items()):
+            reasons.append(f"{what} ({n}x)")
+        if model.io_uring:
+            reasons.append("io_uring used: file I/O submitted through it is not traced")
+        if interrupted:
+            reasons.append("run was interrupted")
+        run["lost_events"] = lost
+        run["complete"] = not reasons
+        run["incomplete_reasons"] = reasons
+        run["io_uring"] = model.io_uring
+        run["connects"] = model.connects
+        run["packages"] = context.packages(p["path"] for p in files if p["kind"] == ENV)
+        run["counts"] = {
+            "inputs": sum(1 for f in files if f["role"] == "input" and f["kind"] in (DATA, CODE)),
+            "outputs": sum(1 for f in files if f["role"] == "output"
+                           and f["kind"] in (DATA, CODE)),
+            "processes": len(procs),
+            "events": model.events,
+        }
+        run.pop("client_pid", None)
+        self.hasher.shutdown()
+        self.store.cache_hashes(self.hasher.take_new_entries())
+        self.store.finish_run(run, files, procs)
+        return run
+
+    def _file_records(self, git_root, tracked) -> tuple[list[dict], list[str]]:
+        model = self.model
+        agg: dict[str, dict] = {}
+        for p in model.procs:
+            for pf in p.files.values():
+                a = agg.setdefault(pf.path, {"bytes_read": 0, "bytes_written": 0,
+                                             "bytes_exact": True, "processes": []})
+                a["bytes_read"] += pf.bytes_read
+                a["bytes_written"] += pf.bytes_written
+                a["bytes_exact"] = a["bytes_exact"] and pf.bytes_exact
+                a["processes"].append(p.key)
+        outputs = {}
+        for path, s in model.paths.items():
+            if s.written and not s.deleted and classify(path, git_root, tracked) in (DATA, CODE):
+                outputs[path] = self.hasher.submit(path)
+        records, reasons = [], []
+        unhashed = 0
+        for path, s in sorted(model.paths.items()):
+            kind = classify(path, git_root, tracked)
+            base = {"path": path, "kind": kind, **agg.get(path, {"bytes_read": 0,
+                    "bytes_written": 0, "bytes_exact": True, "processes": []})}
+            if kind in (ENV, PSEUDO):
+                if s.read or s.written:
+                    mode = ("r" if s.read else "") + ("w" if s.written else "")
+                    records.append({**base, "role": kind, "mode": mode, "hash": None,
+                                    "size": None, "status": None})
+                continue
+            if s.read and s.first == "read":
+                rec = self._input_record(base, s)
+                if rec["status"] not in (OK, SPECIAL):
+                    unhashed += 1
+                records.append(rec)
+            elif s.read and not s.written:
+                records.append({**base, "role": "internal", "mode": "r", "hash": None,
+                                "size": None, "status": None})
+            if s.written:
+                if s.deleted:
+                    records.append({**base, "role": "temporary", "mode": "w", "hash": None,
+                                    "size": None, "status": None})
+                else:
+                    res: HashResult = outputs[path].result()
+                    records.append({**base, "role": "output", "mode": "w", "hash": res.hash,
+                                    "size": res.size, "status": res.status,
+                                    "error": res.error})
+        if unhashed:
+            reasons.append(f"{unhashed} input(s) without a verified content hash")
+        return records, reasons
+
+    def _input_record(self, base: dict, s) -> dict:
+        if s.early_hash is None:
+            # A read through an fd the run inherited, never opened by path here.
+            res = self.hasher.hash_now(s.path) if s.modified_ts is None else None
+        else:
+            res = s.early_hash.result()
+        if res is None:
+            return {**base, "role": "input", "mode": "r", "hash": None, "size": None,
+                    "status": "unverified", "error": "changed by the run before it was hashed"}
+        if res.status == OK and s.modified_ts is not None and res.finished_ns > s.modified_ts:
+            return {**base, "role": "input", "mode": "r", "hash": None, "size": res.size,
+                    "status": "unverified",
+                    "error": "overwritten by the run before its first version was hashed"}
+        return {**base, "role": "input", "mode": "r", "hash": res.hash, "size": res.size,
+                "status": res.status, "error": res.error}
+
+    def _process_records(self, git_root, tracked) -> list[dict]:
+        kinds: dict[str, str] = {}
+        out = []
+        for p in self.model.procs:
+            files = []
+            for pf in p.files.values():
+                kind = kinds.get(pf.path)
+                if kind is None:
+                    kind = kinds[pf.path] = classify(pf.path, git_root, tracked)
+                files.append({"path": pf.path, "kind": kind, "mode": pf.mode,
+                              "bytes_read": pf.bytes_read, "bytes_written": pf.bytes_written,
+                              "read_calls": pf.read_calls, "write_calls": pf.write_calls})
+            out.append({"key": p.key, "pid": p.pid, "ppid": p.ppid, "parent": p.parent,
+                        "argv": p.argv, "exe": p.exe, "cwd": p.cwd, "exit_code": p.exit_code,
+                        "signal": p.signal, "threads": p.threads, "execs": p.execs,
+                        "files": files})
+        return out

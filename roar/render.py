@@ -1,0 +1,102 @@
+"""Human-readable output of the read-back views: short, aligned, terminal-sized."""
+
+from __future__ import annotations
+
+import click
+
+
+def _size(n) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "K", "M", "G", "T"):
+        if n < 1024 or unit == "T":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    return str(n)
+
+
+def _hash(h) -> str:
+    return h[:16] if h else "-"
+
+
+def _files(title: str, files: list[dict]) -> None:
+    click.echo(f"{title} ({len(files)}):")
+    if not files:
+        return
+    for f in files:
+        note = "" if f.get("status") in ("ok", None) else f"  [{f['status']}]"
+        click.echo(f"  {_hash(f['hash']):<16}  {_size(f.get('size')):>7}  {f['kind']:<4}  "
+                   f"{f['path']}{note}")
+
+
+def run(doc: dict) -> None:
+    git = doc.get("git")
+    state = "complete" if doc["complete"] else "INCOMPLETE"
+    click.echo(f"run      {doc['id']}" + (f"  ({doc['name']})" if doc.get("name") else ""))
+    click.echo(f"status   {doc['status']}, exit {doc['exit_code']}"
+               + (f" (signal {doc['signal']})" if doc.get("signal") else "") + f", {state}")
+    for r in doc.get("incomplete_reasons") or []:
+        click.echo(f"         - {r}")
+    click.echo(f"command  {' '.join(doc['command'] or [])}")
+    click.echo(f"cwd      {doc['cwd']}")
+    click.echo(f"who      {doc['user']}@{doc['host']}  {doc['started_at']} -> "
+               f"{doc.get('ended_at') or '...'}")
+    if git:
+        dirty = " (dirty: patch stored)" if git.get("dirty") else ""
+        click.echo(f"git      {(git.get('commit') or 'no commit')[:12]} "
+                   f"{git.get('branch') or '(detached)'}{dirty}")
+    pk = doc.get("packages") or {}
+    if pk:
+        shown = ", ".join(f"{k}=={v}" for k, v in list(pk.items())[:8])
+        click.echo(f"packages {shown}" + (f" (+{len(pk) - 8} more)" if len(pk) > 8 else ""))
+    if doc.get("gpus"):
+        click.echo("gpus     " + ", ".join(g["name"] for g in doc["gpus"]))
+    click.echo(f"procs    {len(doc['processes'])}")
+    _files("inputs", doc["inputs"])
+    _files("outputs", doc["outputs"])
+    if doc.get("connects"):
+        eps = sorted({f"{c['address']}:{c['port']}" if c.get("port") else c["address"]
+                      for c in doc["connects"]})
+        click.echo("network  " + ", ".join(eps[:10]))
+
+
+def artifact(doc: dict) -> None:
+    click.echo(f"content  {doc['hash']}")
+    for p in doc["paths"]:
+        click.echo(f"path     {p}")
+    click.echo(f"produced by ({len(doc['produced_by'])}):")
+    for r in doc["produced_by"]:
+        click.echo(f"  {r['run'][:10]}  {r.get('name') or '':<12} {' '.join(r['command'] or [])}")
+    click.echo(f"read by ({len(doc['read_by'])}):")
+    for r in doc["read_by"]:
+        click.echo(f"  {r['run'][:10]}  {r.get('name') or '':<12} {' '.join(r['command'] or [])}")
+
+
+def trace(doc: dict) -> None:
+    procs = doc["processes"]
+    children: dict = {}
+    keys = {p["key"] for p in procs}
+    roots = []
+    for p in procs:
+        if p["parent"] in keys:
+            children.setdefault(p["parent"], []).append(p)
+        else:
+            roots.append(p)
+
+    def show(p, depth):
+        pad = "  " * depth
+        end = f"signal {p['signal']}" if p.get("signal") else f"exit {p['exit_code']}"
+        click.echo(f"{pad}[{p['pid']}] {' '.join(p['argv'] or [p.get('exe') or '?'])}  ({end})")
+        for f in p["files"]:
+            nbytes = []
+            if f["bytes_read"]:
+                nbytes.append(f"read {_size(f['bytes_read'])}")
+            if f["bytes_written"]:
+                nbytes.append(f"wrote {_size(f['bytes_written'])}")
+            click.echo(f"{pad}    {f['mode']:<3} {f['kind']:<6} {f['path']}"
+                       + (f"  ({', '.join(nbytes)})" if nbytes else ""))
+        for c in children.get(p["key"], []):
+            show(c, depth + 1)
+
+    for r in roots:
+        show(r, 0)

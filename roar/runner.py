@@ -1,0 +1,194 @@
+"""`roar run`: start a command inside a traced run cgroup, wait for it and
+everything it started, and store what it did.
+
+The workload is forked first and held on a pipe until its cgroup is tagged,
+so its very first instruction after exec is traced. roar keeps the signals
+that would stop it (INT, TERM, HUP) and forwards those sent to roar alone;
+the run is then stored as interrupted, never lost.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import signal
+import sys
+import threading
+
+from . import context
+from .ids import new_run_id
+from .recorder import RunRecorder, now_iso
+from .session import DEFAULT_LINGER, DaemonSession, EmbeddedSession, SessionError, daemon_status
+from .store import Store
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+SI_USER, SI_QUEUE, SI_TKILL = 0, -1, -6
+
+
+class RunError(Exception):
+    """The run could not start; nothing was executed."""
+
+
+def open_session():
+    if daemon_status() is not None:
+        try:
+            return DaemonSession()
+        except SessionError:
+            pass
+    if os.geteuid() != 0:
+        raise RunError("no roar daemon is running and tracing needs root: ask an admin to run "
+                       "`roar daemon start` (or run roar as root)")
+    return EmbeddedSession()
+
+
+def _inherited_fds(pid: int) -> dict[int, str]:
+    """The files the first process starts with (its stdin/stdout/stderr and
+    any other fd without close-on-exec): the one place /proc is read."""
+    out = {}
+    base = f"/proc/{pid}/fd"
+    for name in os.listdir(base):
+        fd = int(name)
+        try:
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                flags = next(int(line.split()[1], 8) for line in f if line.startswith("flags"))
+            if flags & 0o2000000:
+                continue
+            target = os.readlink(f"{base}/{fd}")
+        except (OSError, StopIteration):
+            continue
+        if target.startswith("/"):
+            out[fd] = target
+    return out
+
+
+def _spawn_held(argv: list[str]) -> tuple[int, int]:
+    """Fork the workload, blocked until we write to the returned pipe."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(w)
+            for sig in FORWARDED:
+                signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, [])
+            go = os.read(r, 1)
+            os.close(r)
+            if go != b"g":
+                os._exit(125)
+            try:
+                os.execvp(argv[0], argv)
+            except FileNotFoundError:
+                os.write(2, f"roar: {argv[0]}: command not found\n".encode())
+                os._exit(127)
+            except PermissionError:
+                os.write(2, f"roar: {argv[0]}: permission denied\n".encode())
+                os._exit(126)
+            except OSError as e:
+                os.write(2, f"roar: {argv[0]}: {e.strerror}\n".encode())
+                os._exit(126)
+        finally:
+            os._exit(125)
+    os.close(r)
+    return pid, w
+
+
+def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
+        linger: float = DEFAULT_LINGER, store: Store | None = None) -> int:
+    """Run argv traced; returns the exit status roar should exit with."""
+    store = store or Store()
+    key = context.store_key(store)
+    cwd = os.getcwd()
+    try:
+        git = context.git_state(cwd, allow_dirty)
+    except context.GitError as e:
+        raise RunError(str(e)) from None
+    if git and git.get("untracked"):
+        from .hasher import hash_path
+
+        git["untracked"] = {p: hash_path(os.path.join(git["root"], p))[0].hash
+                            for p in git["untracked"]}
+    session = open_session()
+    run_id = new_run_id()
+    record = {
+        "id": run_id, "name": name, "status": "running", "command": argv,
+        "command_redacted": context.redact_argv(argv, key), "cwd": cwd,
+        "user": getpass.getuser(), "uid": os.getuid(), **context.host(),
+        "started_at": now_iso(), "ended_at": None, "exit_code": None, "signal": None,
+        "git": git, "env": context.environment(dict(os.environ), key), "mode": session.mode,
+        "client_pid": os.getpid(), "complete": None, "lost_events": None,
+    }
+    if any(a != b for a, b in zip(argv, record["command_redacted"])):
+        record["command"] = record["command_redacted"]
+    gpus: list = []
+    gpu_thread = threading.Thread(target=lambda: gpus.append(context.gpus()), daemon=True)
+    gpu_thread.start()
+
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, [*FORWARDED, signal.SIGCHLD])
+    pid, go = _spawn_held(argv)
+    try:
+        recorder = RunRecorder(store, record, pid, _inherited_fds(pid))
+        store.put_run(record)
+        session.start(pid, run_id)
+    except BaseException:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        raise
+    consumer = threading.Thread(target=_consume, args=(session, recorder), name="roar-model")
+    consumer.start()
+    os.write(go, b"g")
+    os.close(go)
+
+    status, interrupted = _wait_root(pid)
+    session.root_exited(linger)
+    consumer.join()
+    signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    notes = []
+    if session.killed:
+        record["leftovers_killed"] = session.killed
+        print(f"roar: {session.killed} process(es) still running {linger:g}s after the first "
+              f"one exited were ended", file=sys.stderr)
+    end = getattr(session, "end", None)
+    if end and end.get("error"):
+        notes.append(end["error"])
+    gpu_thread.join(timeout=5)
+    record["gpus"] = gpus[0] if gpus else None
+    run = recorder.finish(status, interrupted, session.lost, notes)
+    if isinstance(session, DaemonSession):
+        session.close()
+    _summary(run)
+    return run["exit_code"] if run["exit_code"] is not None else 1
+
+
+def _consume(session, recorder: RunRecorder) -> None:
+    for raw in session.records():
+        recorder.feed_raw(raw)
+
+
+def _wait_root(pid: int) -> tuple[int, bool]:
+    """Wait for the first process, forwarding signals sent to roar alone."""
+    interrupted = False
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status, interrupted
+        info = signal.sigtimedwait([*FORWARDED, signal.SIGCHLD], 0.5)
+        if info is None or info.si_signo == signal.SIGCHLD:
+            continue
+        interrupted = True
+        if info.si_code in (SI_USER, SI_QUEUE, SI_TKILL):
+            # sent to roar by another process: the workload did not get it
+            try:
+                os.kill(pid, info.si_signo)
+            except ProcessLookupError:
+                pass
+        # from the terminal: the whole foreground group, workload included, got it
+
+
+def _summary(run: dict) -> None:
+    c = run["counts"]
+    state = "complete" if run["complete"] else "INCOMPLETE: " + "; ".join(
+        run["incomplete_reasons"])
+    print(f"roar: run {run['id']} {run['status']}, exit {run['exit_code']}: "
+          f"{c['inputs']} inputs, {c['outputs']} outputs, {c['processes']} processes, {state}",
+          file=sys.stderr)

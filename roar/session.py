@@ -1,0 +1,185 @@
+"""Where a run's events come from: probes loaded in this process (embedded,
+root only) or the roard daemon over its Unix socket. Both tag a fresh run
+cgroup holding the workload and hand its raw records to a callback until
+the cgroup is empty and every record has been delivered."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+from . import cgroups, protocol
+
+DEFAULT_LINGER = 5.0  # seconds leftover processes may outlive the run's first one
+
+
+def wait_empty(path: Path, linger: float) -> int:
+    """Wait for the cgroup to empty; after `linger` seconds end what is left
+    (SIGTERM, then SIGKILL). Returns how many processes had to be ended."""
+    deadline = time.monotonic() + linger
+    delay = 0.001
+    while cgroups.populated(path):
+        if time.monotonic() > deadline:
+            killed = cgroups.kill_all(path, signal.SIGTERM)
+            end = time.monotonic() + 2.0
+            while cgroups.populated(path) and time.monotonic() < end:
+                time.sleep(0.02)
+            if cgroups.populated(path):
+                cgroups.kill_all(path, signal.SIGKILL)
+                while cgroups.populated(path):
+                    time.sleep(0.01)
+            return killed
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+    return 0
+
+
+class SessionError(Exception):
+    pass
+
+
+class EmbeddedSession:
+    """Probes loaded by this process for a single run (needs root)."""
+
+    mode = "embedded"
+
+    def __init__(self):
+        from .probes import Probes  # BCC is imported only when embedded
+
+        self.queue: deque[bytes] = deque()
+        self.probes = Probes(self.queue.append)
+        self.lost = 0
+        self.killed = 0
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._wake = threading.Event()
+        self.path: Path | None = None
+        self.cgroup_id = 0
+
+    def start(self, pid: int, run_id: str) -> None:
+        self.path, self.cgroup_id = cgroups.create(run_id)
+        self.probes.tag(self.cgroup_id, pid, time.monotonic_ns())
+        cgroups.move(self.path, pid)
+        self.probes.attach()
+        self._poller = threading.Thread(target=self._poll, name="roar-ringbuf", daemon=True)
+        self._poller.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self.probes.poll(20)
+            if self.queue:
+                self._wake.set()
+
+    def records(self):
+        """Raw records of this run, in order, until the run has ended."""
+        q = self.queue
+        while True:
+            while q:
+                yield q.popleft()
+            if self._done.is_set() and not q:
+                return
+            self._wake.wait(0.05)
+            self._wake.clear()
+
+    def root_exited(self, linger: float) -> None:
+        try:
+            self.killed = wait_empty(self.path, linger)
+        finally:
+            self._stop.set()
+            self._poller.join()
+            self.probes.consume()  # everything the dead processes emitted
+            self.lost = self.probes.untag(self.cgroup_id)
+            cgroups.remove(self.path)
+            self._done.set()
+            self._wake.set()
+
+    def abort(self) -> None:
+        if self.path is not None:
+            cgroups.kill_all(self.path)
+            self.root_exited(0)
+
+
+class DaemonSession:
+    """A run traced by roard; records arrive over the socket."""
+
+    mode = "daemon"
+
+    def __init__(self, path: Path | None = None):
+        self.path = path or protocol.socket_path()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.sock.connect(str(self.path))
+        except OSError as e:
+            self.sock.close()
+            raise SessionError(f"roard is not reachable at {self.path}: {e.strerror}") from None
+        self.rfile = self.sock.makefile("rb", buffering=1 << 20)
+        self.lost = 0
+        self.killed = 0
+        self.end: dict | None = None
+
+    def request(self, obj: dict) -> None:
+        self.sock.sendall(json.dumps(obj).encode() + b"\n")
+
+    def _reply(self) -> dict:
+        frame = protocol.read_frame(self.rfile)
+        if frame is None or frame[0] != protocol.JSON:
+            raise SessionError("roard closed the connection")
+        return json.loads(frame[1])
+
+    def start(self, pid: int, run_id: str) -> None:
+        self.request({"op": "trace", "pid": pid, "run_id": run_id})
+        reply = self._reply()
+        if not reply.get("ok"):
+            raise SessionError(f"roard refused: {reply.get('error', 'unknown error')}")
+        self.cgroup_id = reply["cgroup"]
+
+    def records(self):
+        while True:
+            frame = protocol.read_frame(self.rfile)
+            if frame is None:
+                if self.end is None:
+                    self.end = {"error": "roard closed the connection before the run ended"}
+                return
+            kind, payload = frame
+            if kind == protocol.EVENT:
+                yield payload
+            else:
+                self.end = json.loads(payload)
+                self.lost = int(self.end.get("lost", 0))
+                self.killed = int(self.end.get("killed", 0))
+                return
+
+    def root_exited(self, linger: float) -> None:
+        self.request({"op": "root_exited", "linger": linger})
+
+    def abort(self) -> None:
+        try:
+            self.request({"op": "abort"})
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.rfile.close()
+        self.sock.close()
+
+
+def daemon_status(path: Path | None = None, timeout: float = 2.0) -> dict | None:
+    """roard's status, or None when no daemon answers."""
+    try:
+        s = DaemonSession(path)
+    except SessionError:
+        return None
+    try:
+        s.sock.settimeout(timeout)
+        s.request({"op": "status"})
+        return s._reply()
+    except (OSError, SessionError, ValueError):
+        return None
+    finally:
+        s.close()

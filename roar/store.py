@@ -1,0 +1,274 @@
+"""The LMDB store: runs, their processes and file records, the content-hash
+indexes (hash -> runs that read / wrote it) and the stat cache.
+
+One writer at a time (LMDB's own lock), readers never block it. Keys are
+fixed-width and ordered where order matters: run ids sort by time, hash
+index keys are 16 hash bytes followed by the run id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import lmdb
+
+SCHEMA_VERSION = 1
+RUN_ID_LEN = 26
+HASH_LEN = 16  # xxh3-128 digest bytes
+INITIAL_MAP_SIZE = 64 << 20
+DBS = ("meta", "runs", "run_files", "run_procs", "hash_read", "hash_written", "statcache",
+       "requests")
+
+
+class StoreError(Exception):
+    """A store problem the user must fix; the message says what and how."""
+
+
+class RefError(Exception):
+    """A reference (run id, hash, path) that names nothing, or more than one thing."""
+
+
+def default_home() -> Path:
+    env = os.environ.get("ROAR_HOME")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".roar"
+
+
+def _dumps(obj) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def _loads(data: bytes):
+    return json.loads(bytes(data))
+
+
+def stat_key(st: os.stat_result) -> bytes:
+    return struct.pack(">QQQqq", st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class Store:
+    """A roar store under `home` (the ROAR_HOME directory)."""
+
+    def __init__(self, home: Path | str | None = None, readonly: bool = False):
+        self.home = Path(home) if home is not None else default_home()
+        self.path = self.home / "store"
+        self.readonly = readonly
+        if readonly and not (self.path / "data.mdb").exists():
+            raise StoreError(f"no roar store at {self.home} (nothing recorded yet; set ROAR_HOME?)")
+        try:
+            if not readonly:
+                self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+                self.path.mkdir(mode=0o700, exist_ok=True)
+            size = max(INITIAL_MAP_SIZE, _file_size(self.path / "data.mdb") * 2)
+            self.env = lmdb.open(str(self.path), map_size=size, max_dbs=len(DBS) + 4,
+                                 subdir=True, readonly=False, create=not readonly,
+                                 lock=True, max_readers=512)
+            self.dbs = {name: self.env.open_db(name.encode()) for name in DBS}
+        except lmdb.Error as e:
+            raise StoreError(f"cannot open the roar store at {self.path}: {e} "
+                             f"(move it aside or set ROAR_HOME to another directory)") from e
+        except PermissionError as e:
+            raise StoreError(f"cannot open the roar store at {self.path}: permission denied "
+                             f"(set ROAR_HOME to a directory you own)") from e
+        self._check_schema()
+
+    def close(self) -> None:
+        self.env.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- plumbing -----------------------------------------------------------
+
+    def _check_schema(self) -> None:
+        with self.env.begin(db=self.dbs["meta"]) as txn:
+            raw = txn.get(b"schema")
+        if raw is None:
+            self.write(lambda txn: txn.put(b"schema", str(SCHEMA_VERSION).encode(),
+                                           db=self.dbs["meta"]))
+            return
+        try:
+            found = int(raw)
+        except ValueError:
+            raise StoreError(f"roar store at {self.path} is corrupt (bad schema marker)") from None
+        if found > SCHEMA_VERSION:
+            raise StoreError(f"roar store at {self.path} has schema {found}, newer than this "
+                             f"roar understands ({SCHEMA_VERSION}): upgrade roar")
+
+    def write(self, fn):
+        """Run fn(txn) in one write transaction; grow the map instead of failing."""
+        while True:
+            try:
+                with self.env.begin(write=True) as txn:
+                    return fn(txn)
+            except lmdb.MapFullError:
+                self.env.set_mapsize(self.env.info()["map_size"] * 2)
+
+    def _get(self, db: str, key: bytes):
+        with self.env.begin(db=self.dbs[db]) as txn:
+            raw = txn.get(key)
+        return None if raw is None else _loads(raw)
+
+    # -- runs -----------------------------------------------------------------
+
+    def put_run(self, run: dict) -> None:
+        self.write(lambda txn: txn.put(run["id"].encode(), _dumps(run), db=self.dbs["runs"]))
+
+    def finish_run(self, run: dict, files: list[dict], procs: list[dict]) -> None:
+        """Store a finished run with its file records, processes and hash indexes."""
+        rid = run["id"].encode()
+
+        def fn(txn):
+            txn.put(rid, _dumps(run), db=self.dbs["runs"])
+            txn.put(rid, _dumps(files), db=self.dbs["run_files"])
+            txn.put(rid, _dumps(procs), db=self.dbs["run_procs"])
+            index: dict[tuple[str, str], list[str]] = {}
+            for f in files:
+                if f.get("hash") and f.get("role") in ("input", "output"):
+                    db = "hash_read" if f["role"] == "input" else "hash_written"
+                    index.setdefault((db, f["hash"]), []).append(f["path"])
+            for (db, h), paths in index.items():
+                txn.put(bytes.fromhex(h) + rid, _dumps(sorted(set(paths))), db=self.dbs[db])
+
+        self.write(fn)
+
+    def get_run(self, run_id: str) -> dict | None:
+        return self._get("runs", run_id.encode())
+
+    def run_files(self, run_id: str) -> list[dict]:
+        return self._get("run_files", run_id.encode()) or []
+
+    def run_procs(self, run_id: str) -> list[dict]:
+        return self._get("run_procs", run_id.encode()) or []
+
+    def iter_runs(self, newest_first: bool = True) -> Iterator[dict]:
+        with self.env.begin(db=self.dbs["runs"]) as txn:
+            cur = txn.cursor()
+            it = cur.iterprev() if newest_first else cur.iternext()
+            if newest_first and not cur.last():
+                return
+            for _, raw in it:
+                yield _loads(raw)
+
+    def resolve_run(self, prefix: str) -> str:
+        """The run id starting with prefix (case-insensitive); RefError otherwise."""
+        p = prefix.strip().upper()
+        if not p:
+            raise RefError("empty run reference")
+        found = []
+        with self.env.begin(db=self.dbs["runs"]) as txn:
+            cur = txn.cursor()
+            if cur.set_range(p.encode()):
+                for key in cur.iternext(values=False):
+                    k = bytes(key).decode()
+                    if not k.startswith(p):
+                        break
+                    found.append(k)
+                    if len(found) > 1:
+                        break
+        if not found:
+            raise RefError(f"no run matches '{prefix}'")
+        if len(found) > 1:
+            raise RefError(f"run prefix '{prefix}' is ambiguous: give more characters")
+        return found[0]
+
+    # -- content hash indexes -----------------------------------------------
+
+    def _by_hash(self, db: str, hash_hex: str) -> list[tuple[str, list[str]]]:
+        prefix = bytes.fromhex(hash_hex)
+        out = []
+        with self.env.begin(db=self.dbs[db]) as txn:
+            cur = txn.cursor()
+            if cur.set_range(prefix):
+                for key, raw in cur:
+                    key = bytes(key)
+                    if not key.startswith(prefix):
+                        break
+                    out.append((key[HASH_LEN:].decode(), _loads(raw)))
+        return out
+
+    def readers_of(self, hash_hex: str) -> list[tuple[str, list[str]]]:
+        """(run id, paths) of every run that read this content, oldest first."""
+        return self._by_hash("hash_read", hash_hex)
+
+    def writers_of(self, hash_hex: str) -> list[tuple[str, list[str]]]:
+        """(run id, paths) of every run that wrote this content, oldest first."""
+        return self._by_hash("hash_written", hash_hex)
+
+    def resolve_hash(self, prefix: str) -> str | None:
+        """The full hash known to the store that starts with prefix (hex)."""
+        p = prefix.strip().lower()
+        if len(p) < 4 or any(c not in "0123456789abcdef" for c in p):
+            return None
+        found = set()
+        lo = bytes.fromhex(p[: len(p) // 2 * 2])
+        for db in ("hash_read", "hash_written"):
+            with self.env.begin(db=self.dbs[db]) as txn:
+                cur = txn.cursor()
+                if not cur.set_range(lo):
+                    continue
+                for key in cur.iternext(values=False):
+                    h = bytes(key)[:HASH_LEN].hex()
+                    if not h.startswith(p[: len(p) // 2 * 2]):
+                        break
+                    if h.startswith(p):
+                        found.add(h)
+                    if len(found) > 1:
+                        break
+        if len(found) > 1:
+            raise RefError(f"hash prefix '{prefix}' is ambiguous: give more characters")
+        return found.pop() if found else None
+
+    # -- stat cache -------------------------------------------------------------
+
+    def cached_hash_key(self, key: bytes) -> str | None:
+        """The hash recorded for a stat_key(), if this file state was hashed before."""
+        with self.env.begin(db=self.dbs["statcache"]) as txn:
+            raw = txn.get(key)
+        return None if raw is None else bytes(raw).decode()
+
+    def cache_hashes(self, items: list[tuple[bytes, str]]) -> None:
+        if not items:
+            return
+
+        def fn(txn):
+            for key, h in items:
+                txn.put(key, h.encode(), db=self.dbs["statcache"])
+
+        self.write(fn)
+
+    # -- generic records (used by features that keep their own documents) ----
+
+    def put_doc(self, db: str, key: str, doc: dict) -> None:
+        self.write(lambda txn: txn.put(key.encode(), _dumps(doc), db=self.dbs[db]))
+
+    def get_doc(self, db: str, key: str) -> dict | None:
+        return self._get(db, key.encode())
+
+    def iter_docs(self, db: str) -> Iterator[tuple[str, dict]]:
+        with self.env.begin(db=self.dbs[db]) as txn:
+            for key, raw in txn.cursor():
+                yield bytes(key).decode(), _loads(raw)
+
+    def meta_get(self, key: str) -> bytes | None:
+        with self.env.begin(db=self.dbs["meta"]) as txn:
+            raw = txn.get(key.encode())
+        return None if raw is None else bytes(raw)
+
+    def meta_put(self, key: str, value: bytes) -> None:
+        self.write(lambda txn: txn.put(key.encode(), value, db=self.dbs["meta"]))
+
+
+def _file_size(p: Path) -> int:
+    try:
+        return p.stat().st_size
+    except OSError:
+        return 0

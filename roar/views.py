@@ -1,0 +1,127 @@
+"""Read-back views of the store: the documents `roar show`, `roar log` and
+`roar trace` print (their --json shapes), and reference resolution."""
+
+from __future__ import annotations
+
+import os
+
+from .classify import CODE, DATA
+from .hasher import OK, hash_path
+from .ids import boot_id
+from .store import RefError, Store
+
+
+def effective_status(run: dict) -> str:
+    """A run still marked running whose recording process is gone on this boot
+    was interrupted (roar itself was killed)."""
+    if run.get("status") != "running":
+        return run.get("status")
+    pid = run.get("client_pid")
+    if pid and run.get("boot_id") == boot_id():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return "interrupted"
+        except PermissionError:
+            pass
+    return "running"
+
+
+def log_entry(run: dict) -> dict:
+    return {"id": run["id"], "name": run.get("name"), "command": run.get("command"),
+            "status": effective_status(run), "started_at": run.get("started_at"),
+            "exit_code": run.get("exit_code"), "complete": run.get("complete"),
+            "counts": run.get("counts")}
+
+
+def _public_git(git: dict | None) -> dict | None:
+    if git is None:
+        return None
+    return {k: git.get(k) for k in ("commit", "branch", "remote", "dirty", "patch", "root",
+                                    "untracked", "detached")}
+
+
+def run_view(store: Store, run_id: str) -> dict:
+    run = store.get_run(run_id)
+    if run is None:
+        raise RefError(f"no run '{run_id}'")
+    files = store.run_files(run_id)
+    procs = store.run_procs(run_id)
+
+    def entry(f, bytes_key):
+        return {"path": f["path"], "hash": f.get("hash"), "size": f.get("size"),
+                "kind": f["kind"], bytes_key: f.get(bytes_key, 0), "status": f.get("status")}
+
+    status = effective_status(run)
+    return {
+        "id": run["id"], "name": run.get("name"), "status": status,
+        "command": run.get("command"), "cwd": run.get("cwd"), "user": run.get("user"),
+        "host": run.get("host"), "boot_id": run.get("boot_id"), "kernel": run.get("kernel"),
+        "started_at": run.get("started_at"), "ended_at": run.get("ended_at"),
+        "exit_code": run.get("exit_code"), "signal": run.get("signal"),
+        "git": _public_git(run.get("git")), "env": run.get("env", {}),
+        "packages": run.get("packages", {}), "gpus": run.get("gpus"),
+        "inputs": [entry(f, "bytes_read") for f in files
+                   if f["role"] == "input" and f["kind"] in (DATA, CODE)],
+        "outputs": [entry(f, "bytes_written") for f in files
+                    if f["role"] == "output" and f["kind"] in (DATA, CODE)],
+        "processes": [{"pid": p["pid"], "ppid": p["ppid"], "argv": p["argv"],
+                       "exit_code": p["exit_code"], "signal": p.get("signal")} for p in procs],
+        "complete": bool(run.get("complete")) and status == "finished",
+        "incomplete_reasons": run.get("incomplete_reasons")
+        or (["run did not finish (roar was stopped)"] if status == "interrupted" else []),
+        "lost_events": run.get("lost_events"), "io_uring": run.get("io_uring"),
+        "connects": run.get("connects", []), "mode": run.get("mode"),
+        "counts": run.get("counts"),
+    }
+
+
+def artifact_view(store: Store, hash_hex: str, path: str | None = None) -> dict:
+    writers = store.writers_of(hash_hex)
+    readers = store.readers_of(hash_hex)
+    paths = sorted({p for _, ps in writers + readers for p in ps})
+    return {"hash": hash_hex, "path": path, "paths": paths,
+            "produced_by": [_run_ref(store, r, ps) for r, ps in writers],
+            "read_by": [_run_ref(store, r, ps) for r, ps in readers]}
+
+
+def _run_ref(store: Store, run_id: str, paths: list[str]) -> dict:
+    run = store.get_run(run_id) or {}
+    return {"run": run_id, "name": run.get("name"), "command": run.get("command"),
+            "started_at": run.get("started_at"), "paths": paths}
+
+
+def resolve(store: Store, ref: str) -> tuple[str, str]:
+    """('run', id) or ('artifact', hash) for a run id/prefix, hash/prefix or path."""
+    if os.path.exists(ref):
+        res, _ = hash_path(ref, store.cached_hash_key)
+        if res.status != OK:
+            raise RefError(f"cannot hash {ref}: {res.error or res.status}")
+        if not store.writers_of(res.hash) and not store.readers_of(res.hash):
+            raise RefError(f"{ref} (content {res.hash[:16]}) was never read or written by a "
+                           f"recorded run")
+        return "artifact", res.hash
+    try:
+        return "run", store.resolve_run(ref)
+    except RefError as run_err:
+        h = store.resolve_hash(ref)
+        if h:
+            return "artifact", h
+        if "ambiguous" in str(run_err):
+            raise
+        raise RefError(f"'{ref}' is not a run id, a recorded content hash or an existing "
+                       f"path") from None
+
+
+def trace_view(store: Store, run_id: str, all_files: bool = False) -> dict:
+    run = store.get_run(run_id)
+    procs = store.run_procs(run_id)
+    out = []
+    for p in procs:
+        files = [f for f in p["files"] if all_files or f["kind"] in (DATA, CODE)]
+        out.append({"key": p["key"], "pid": p["pid"], "ppid": p["ppid"],
+                    "parent": p["parent"], "argv": p["argv"], "exe": p.get("exe"),
+                    "exit_code": p["exit_code"], "signal": p.get("signal"),
+                    "threads": p.get("threads", 1), "files": files})
+    return {"run": run_id, "name": run.get("name"), "complete": run.get("complete"),
+            "processes": out}

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Prepare this machine for roar: BCC, kernel headers, tracefs/debugfs, and a
+# virtualenv at .venv with roar installed in editable mode (plus test extras).
+# Idempotent; run as root on Debian/Ubuntu. Safe to run on every CI start.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+KREL="$(uname -r)"
+ARCH="$(dpkg --print-architecture)"
+say() { echo "setup: $*"; }
+die() { echo "setup: error: $*" >&2; exit 1; }
+
+[[ $EUID -eq 0 ]] || die "must run as root (BPF, apt and mounts need it); try: sudo bash $0"
+command -v apt-get >/dev/null || die "apt-get not found: only Debian/Ubuntu are supported"
+export DEBIAN_FRONTEND=noninteractive
+
+APT_UPDATED=0
+apt_update_once() {
+  if [[ $APT_UPDATED -eq 0 ]]; then
+    say "apt-get update"
+    apt-get update -qq
+    APT_UPDATED=1
+  fi
+}
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+apt_install() {  # apt_install PKG... : installs only those missing
+  local missing=() p
+  for p in "$@"; do installed "$p" || missing+=("$p"); done
+  [[ ${#missing[@]} -eq 0 ]] && return 0
+  apt_update_once
+  say "installing ${missing[*]}"
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+apt_has() { apt_update_once; apt-cache show "$1" >/dev/null 2>&1; }
+
+# 1. Packages --------------------------------------------------------------
+apt_install python3-bpfcc libbpfcc bpfcc-tools python3-venv git
+
+# 2. Kernel headers (BCC compiles its C programs against them) ---------------
+HEADERS="ok: /lib/modules/$KREL/build"
+if [[ ! -e /lib/modules/$KREL/build ]]; then
+  if ! installed "linux-headers-$KREL" && apt_has "linux-headers-$KREL"; then
+    apt_install "linux-headers-$KREL"
+  fi
+  if [[ ! -e /lib/modules/$KREL/build ]]; then
+    # Custom/cloud kernel with no headers package: use the distribution's
+    # generic headers. BCC only needs them to compile tracepoint programs;
+    # roar's programs use no kernel struct layouts, so the version mismatch
+    # does not matter.
+    flavour="$ARCH"                                  # Debian: linux-headers-amd64
+    installed "linux-headers-$ARCH" || apt_has "linux-headers-$ARCH" || flavour=generic  # Ubuntu
+    apt_install "linux-headers-$flavour"
+    hdr="$(ls -d /usr/src/linux-headers-*-"$flavour" 2>/dev/null | sort -V | tail -n 1 || true)"
+    [[ -n $hdr && -d $hdr ]] || die "no /usr/src/linux-headers-*-$flavour after installing linux-headers-$flavour"
+    common="${hdr%-"$flavour"}-common"                # Debian layout
+    [[ -d $common ]] || common="${hdr%-"$flavour"}"   # Ubuntu layout
+    mkdir -p "/lib/modules/$KREL"
+    ln -sfn "$hdr" "/lib/modules/$KREL/build"
+    [[ -d $common ]] && ln -sfn "$common" "/lib/modules/$KREL/source"
+    say "no headers package for kernel $KREL: using generic headers"
+    say "  /lib/modules/$KREL/build  -> $hdr"
+    [[ -d $common ]] && say "  /lib/modules/$KREL/source -> $common"
+    say "  (fine for BCC: tracepoint programs need no kernel struct layouts)"
+    HEADERS="generic: $(basename "$hdr")"
+  else
+    HEADERS="installed: linux-headers-$KREL"
+  fi
+fi
+
+# 3. tracefs / debugfs -------------------------------------------------------
+ensure_mount() {  # ensure_mount FSTYPE DIR
+  if awk -v d="$2" -v t="$1" '$2 == d && $3 == t { f = 1 } END { exit !f }' /proc/mounts; then
+    return 0
+  fi
+  mkdir -p "$2" 2>/dev/null || true
+  mount -t "$1" "$1" "$2" || die "could not mount $1 at $2"
+  say "mounted $1 at $2"
+}
+ensure_mount tracefs /sys/kernel/tracing
+ensure_mount debugfs /sys/kernel/debug
+
+# 4. Virtualenv with roar (editable) ----------------------------------------
+VENV="$REPO/.venv"
+if [[ -e $VENV ]] && ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+  say "removing broken $VENV"
+  rm -rf "$VENV"
+fi
+if [[ ! -e $VENV ]]; then
+  for py in python3 /usr/bin/python3; do
+    command -v "$py" >/dev/null || continue
+    if "$py" -c 'import venv, ensurepip' >/dev/null 2>&1 && "$py" -m venv "$VENV"; then
+      say "created $VENV with $("$VENV/bin/python" -c 'import sys; print(sys.executable, sys.version.split()[0])')"
+      break
+    fi
+    rm -rf "$VENV"
+  done
+  [[ -x $VENV/bin/python ]] || die "could not create a virtualenv (is python3-venv installed?)"
+fi
+
+# Reinstall only when pyproject.toml (deps, entry points) or the interpreter changed;
+# the editable install picks up source changes by itself.
+STAMP="$VENV/.roar-setup-stamp"
+want="$( (cat "$REPO/pyproject.toml"; "$VENV/bin/python" -VV) | sha256sum | cut -d' ' -f1)"
+if [[ ! -x $VENV/bin/roar || "$(cat "$STAMP" 2>/dev/null || true)" != "$want" ]]; then
+  say "pip install -e '.[test]' into .venv"
+  # (drop pip's noise about configured-but-absent local index folders)
+  (cd "$REPO" && "$VENV/bin/python" -m pip install -q -e '.[test]' 2>&1 1>&3 \
+     | sed "/^WARNING: Location 'file:.*' is ignored/d" >&2) 3>&1
+  echo "$want" > "$STAMP"
+fi
+
+# 5. Summary -----------------------------------------------------------------
+BCC="$(/usr/bin/python3 -c 'import bcc, os; print(os.path.dirname(bcc.__file__))' 2>/dev/null || echo 'NOT importable')"
+echo "setup: done"
+echo "  kernel   $KREL ($ARCH)"
+echo "  headers  $HEADERS"
+echo "  tracefs  /sys/kernel/tracing, debugfs /sys/kernel/debug"
+echo "  bcc      $BCC"
+echo "  venv     $VENV ($("$VENV/bin/python" -c 'import sys; print(sys.version.split()[0])'))"
+echo "  roar     $VENV/bin/roar"
