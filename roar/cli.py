@@ -38,8 +38,9 @@ def cli():
 @click.option("--allow-dirty", is_flag=True, help="Run from a dirty git tree; store the patch.")
 @click.option("--linger", type=float, default=None,
               help="Seconds leftover processes may outlive the first one (default 5).")
+@click.option("--request", "request_id", help="The approved training request this run fulfils.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def run(name, allow_dirty, linger, command):
+def run(name, allow_dirty, linger, request_id, command):
     """Run COMMAND traced: roar run [--name N] -- python train.py ..."""
     from . import runner
     from .probes import ProbeError
@@ -48,7 +49,7 @@ def run(name, allow_dirty, linger, command):
     try:
         code = runner.run(list(command), name=name, allow_dirty=allow_dirty,
                           linger=DEFAULT_LINGER if linger is None else linger,
-                          store=Store())
+                          store=Store(), request_id=request_id)
     except (runner.RunError, StoreError, SessionError, ProbeError) as e:
         _fail(str(e))
     sys.exit(code)
@@ -181,6 +182,23 @@ def daemon_status(as_json):
         click.echo(f"roard running: pid {st['pid']}, {st['active_runs']} active run(s), probes "
                    f"{'attached' if st['attached'] else 'detached'}, up {st['uptime']:.0f}s")
     sys.exit(0 if st else 1)
+
+
+def _register_feature_commands() -> None:
+    """Commands that live in their own modules (lineage queries, requests)."""
+    import importlib
+
+    for module in ("roar.cli_lineage", "roar.cli_requests"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            continue
+        mod.register(cli)
+
+
+_register_feature_commands()
 
 
 def main():

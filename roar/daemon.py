@@ -12,7 +12,7 @@ been active for ROARD_IDLE_DETACH seconds (default 60), off any run's path.
 from __future__ import annotations
 
 import fcntl
-import json
+import hashlib
 import os
 import signal
 import socket
@@ -30,7 +30,6 @@ from .protocol import socket_path
 from .session import daemon_status, wait_empty
 
 IDLE_DETACH = float(os.environ.get("ROARD_IDLE_DETACH", "60"))
-DAEMON_PREFIX = "d-"  # names of the run cgroups this daemon owns
 
 
 class DaemonError(Exception):
@@ -176,7 +175,7 @@ class Daemon:
         if peer_uid != 0 and owner != peer_uid:
             raise PermissionError(f"process {pid} is not yours: you may only trace your own "
                                   f"processes")
-        path, cgid = cgroups.create(DAEMON_PREFIX + run_id)
+        path, cgid = cgroups.create(cgroup_prefix(self.sock_path) + run_id)
         run = ActiveRun(conn, run_id, path, cgid)
         with self.lock:
             self.runs[cgid] = run
@@ -271,7 +270,7 @@ def serve_forever(sock: Path | None = None) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    _clean_stale_cgroups()
+    _clean_stale_cgroups(sock)
     print(f"roard: listening on {sock} (pid {os.getpid()})", file=sys.stderr, flush=True)
     try:
         d.serve()
@@ -288,8 +287,14 @@ def serve_forever(sock: Path | None = None) -> None:
         print("roard: stopped", file=sys.stderr, flush=True)
 
 
-def _clean_stale_cgroups() -> None:
-    """Run cgroups left by a daemon that died: end their processes, remove them."""
+def cgroup_prefix(sock: Path) -> str:
+    """Names of the run cgroups owned by the daemon on this socket."""
+    return "d" + hashlib.sha1(str(sock).encode()).hexdigest()[:8] + "-"
+
+
+def _clean_stale_cgroups(sock: Path) -> None:
+    """Run cgroups left by a daemon on this socket that died: end their
+    processes and remove them."""
     try:
         base = cgroups.cgroup2_mount() / cgroups.PARENT
     except cgroups.CgroupError:
@@ -297,7 +302,7 @@ def _clean_stale_cgroups() -> None:
     if not base.is_dir():
         return
     for d in base.iterdir():
-        if d.is_dir() and d.name.startswith(DAEMON_PREFIX):
+        if d.is_dir() and d.name.startswith(cgroup_prefix(sock)):
             try:
                 cgroups.kill_all(d)
                 cgroups.remove(d)

@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 from . import context
 from .ids import new_run_id
@@ -93,14 +94,21 @@ def _spawn_held(argv: list[str]) -> tuple[int, int]:
 
 
 def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
-        linger: float = DEFAULT_LINGER, store: Store | None = None) -> int:
+        linger: float = DEFAULT_LINGER, store: Store | None = None,
+        request_id: str | None = None) -> int:
     """Run argv traced; returns the exit status roar should exit with."""
+    from . import requests
+
     store = store or Store()
     key = context.store_key(store)
     cwd = os.getcwd()
     try:
         git = context.git_state(cwd, allow_dirty)
     except context.GitError as e:
+        raise RunError(str(e)) from None
+    try:
+        gate = requests.gate_run(store, request_id, argv, git, getpass.getuser())
+    except requests.RequestError as e:
         raise RunError(str(e)) from None
     if git and git.get("untracked"):
         from .hasher import hash_path
@@ -116,6 +124,7 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
         "started_at": now_iso(), "ended_at": None, "exit_code": None, "signal": None,
         "git": git, "env": context.environment(dict(os.environ), key), "mode": session.mode,
         "client_pid": os.getpid(), "complete": None, "lost_events": None,
+        "request": request_id,
     }
     if any(a != b for a, b in zip(argv, record["command_redacted"])):
         record["command"] = record["command_redacted"]
@@ -139,7 +148,7 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
     os.write(go, b"g")
     os.close(go)
 
-    status, interrupted = _wait_root(pid)
+    status, interrupted = _wait_root(pid, gate)
     session.root_exited(linger)
     consumer.join()
     signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
@@ -153,9 +162,13 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
         notes.append(end["error"])
     gpu_thread.join(timeout=5)
     record["gpus"] = gpus[0] if gpus else None
+    if gate is not None and gate.stopped:
+        notes.append(gate.stopped)
     run = recorder.finish(status, interrupted, session.lost, notes)
     if isinstance(session, DaemonSession):
         session.close()
+    if gate is not None:
+        gate.resolve(store, run, store.run_files(run["id"]))
     _summary(run)
     return run["exit_code"] if run["exit_code"] is not None else 1
 
@@ -165,13 +178,21 @@ def _consume(session, recorder: RunRecorder) -> None:
         recorder.feed_raw(raw)
 
 
-def _wait_root(pid: int) -> tuple[int, bool]:
-    """Wait for the first process, forwarding signals sent to roar alone."""
+def _wait_root(pid: int, gate=None) -> tuple[int, bool]:
+    """Wait for the first process, forwarding signals sent to roar alone and
+    letting a training request's budget stop the workload."""
     interrupted = False
+    started = time.monotonic()
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
             return status, interrupted
+        if gate is not None and gate.check(time.monotonic() - started) == "stop":
+            interrupted = True
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         info = signal.sigtimedwait([*FORWARDED, signal.SIGCHLD], 0.5)
         if info is None or info.si_signo == signal.SIGCHLD:
             continue

@@ -1,0 +1,107 @@
+"""Shared fixtures. Capture tests need root and BCC; they share one roard
+(started once per session on a private socket) and each gets its own
+ROAR_HOME, so they never touch a real store or a real daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _capture_unavailable() -> str | None:
+    if os.geteuid() != 0:
+        return "capture tests need root"
+    try:
+        from roar.probes import import_bcc
+
+        import_bcc()
+    except Exception as e:  # any reason BCC cannot load is a reason to skip
+        return f"BCC unavailable: {e}"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    reason = _capture_unavailable()
+    if reason:
+        skip = pytest.mark.skip(reason=reason)
+        for item in items:
+            if "capture" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def roard(tmp_path_factory):
+    """A daemon on a private socket for the whole session; yields its socket."""
+    d = tmp_path_factory.mktemp("roard")
+    sock = d / "roard.sock"
+    env = {**os.environ, "ROAR_SOCKET": str(sock), "PYTHONPATH": str(REPO)}
+    log = open(d / "roard.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "roar.daemon"], env=env, stdout=log,
+                            stderr=log, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not sock.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"roard did not start: {(d / 'roard.log').read_text()}")
+        time.sleep(0.1)
+    yield sock
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+class Roar:
+    """Runs the roar CLI as a user would, with a private store and daemon."""
+
+    def __init__(self, home: Path, sock: Path | None, cwd: Path):
+        self.home, self.sock, self.cwd = home, sock, cwd
+
+    def env(self, **extra) -> dict:
+        env = {**os.environ, "ROAR_HOME": str(self.home), "PYTHONPATH": str(REPO)}
+        env["ROAR_SOCKET"] = str(self.sock) if self.sock else str(self.home / "no-daemon.sock")
+        env.update(extra)
+        return env
+
+    def __call__(self, *args, check=True, input=None, timeout=300, cwd=None, env=None):
+        p = subprocess.run([sys.executable, "-m", "roar.cli", *map(str, args)],
+                           cwd=cwd or self.cwd, env=env or self.env(), capture_output=True,
+                           text=True, input=input, timeout=timeout)
+        if check and p.returncode != 0:
+            raise AssertionError(f"roar {' '.join(map(str, args))} exited {p.returncode}\n"
+                                 f"stdout: {p.stdout}\nstderr: {p.stderr}")
+        return p
+
+    def json(self, *args, **kw):
+        return json.loads(self(*args, "--json", **kw).stdout)
+
+    def run(self, *cmd, check=True, **kw):
+        """roar run -- cmd...; returns (completed process, run document)."""
+        p = self("run", "--", *cmd, check=False, **kw)
+        if check and p.returncode != 0:
+            raise AssertionError(f"roar run {cmd} exited {p.returncode}\n{p.stderr}")
+        last = self.json("log", "-n", "1")[0]
+        return p, self.json("show", last["id"])
+
+
+@pytest.fixture
+def roar(roard, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    return Roar(tmp_path / "home", roard, work)
+
+
+def xxh128(path) -> str:
+    import xxhash
+
+    with open(path, "rb") as f:
+        return xxhash.xxh3_128(f.read()).hexdigest()
