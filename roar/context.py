@@ -164,28 +164,54 @@ def gpus() -> list[dict] | None:
     return rows
 
 
-_SITE = re.compile(r"^(.*/(?:site|dist)-packages)/")
+_SITE = re.compile(r"^(.*/(?:site|dist)-packages)/([^/]+)")
 _DIST = re.compile(r"^(.+?)-([^-]+)\.(?:dist-info|egg-info)$")
 
 
-def packages(paths) -> dict[str, str]:
-    """Name -> version of the distributions installed where the run imported from.
+def _top_names(site: str, dist_dir: str) -> set[str]:
+    """Top-level import names a distribution installs (top_level.txt, else RECORD)."""
+    base = os.path.join(site, dist_dir)
+    try:
+        with open(os.path.join(base, "top_level.txt")) as f:
+            return {line.strip() for line in f if line.strip()}
+    except OSError:
+        pass
+    names = set()
+    try:
+        with open(os.path.join(base, "RECORD")) as f:
+            for line in f:
+                first = line.split(",", 1)[0].split("/", 1)[0]
+                if first and not first.endswith((".dist-info", ".data")) and first != "..":
+                    names.add(first[:-3] if first.endswith(".py") else first)
+    except OSError:
+        pass
+    return names
 
-    The site-packages directories come from the files the run opened, so only
-    the interpreters the run actually used are reported."""
-    sites = set()
+
+def packages(paths) -> dict[str, str]:
+    """Name -> version of the distributions the run actually imported from.
+
+    Site-packages directories and the top-level names used in them come from
+    the files the run opened, so only what the traced interpreters loaded is
+    reported, not everything installed beside it."""
+    used: dict[str, set[str]] = {}
     for p in paths:
         m = _SITE.match(p)
         if m:
-            sites.add(m.group(1))
+            top = m.group(2)
+            if top.endswith((".py", ".so")):
+                top = top.split(".", 1)[0]
+            used.setdefault(m.group(1), set()).add(top)
     found: dict[str, str] = {}
-    for site in sorted(sites):
+    for site, tops in sorted(used.items()):
         try:
             names = os.listdir(site)
         except OSError:
             continue
         for n in names:
             m = _DIST.match(n)
-            if m:
+            if not m:
+                continue
+            if n in tops or tops & _top_names(site, n):
                 found.setdefault(m.group(1).replace("_", "-").lower(), m.group(2))
     return dict(sorted(found.items()))

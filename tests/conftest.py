@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -105,3 +107,49 @@ def xxh128(path) -> str:
 
     with open(path, "rb") as f:
         return xxhash.xxh3_128(f.read()).hexdigest()
+
+
+@pytest.fixture(scope="session")
+def foreign_python(tmp_path_factory):
+    """(python, PYTHONPATH) that another OS user can run roar with.
+
+    The test interpreter and venv may live under /root (mode 0700); copy roar,
+    bpf/ and roar's dependencies into a world-readable directory and use the
+    system python3, which the compiled dependencies were built for when it is
+    the same version."""
+    import importlib
+    import shutil
+
+    exe = "/usr/bin/python3"
+    ver = subprocess.run([exe, "-c", "import sys; print(sys.version_info[:2])"],
+                         capture_output=True, text=True)
+    if ver.returncode != 0 or ver.stdout.strip() != str(sys.version_info[:2]):
+        pytest.skip("no system python3 of the test interpreter's version for another user")
+    base = Path(tempfile.mkdtemp(prefix="roar-foreign-", dir="/tmp"))
+    os.chmod(base, 0o755)
+    shutil.copytree(REPO / "roar", base / "roar", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "bpf", base / "bpf")
+    for name in ("click", "lmdb", "xxhash", "networkx"):
+        mod = importlib.import_module(name)
+        src = Path(mod.__file__).parent
+        shutil.copytree(src, base / src.name, ignore=shutil.ignore_patterns("__pycache__"))
+    for d, _, files in os.walk(base):
+        os.chmod(d, 0o755)
+        for f in files:
+            os.chmod(os.path.join(d, f), 0o644)
+    yield exe, str(base)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def other_user():
+    """A throwaway unprivileged OS user (created and removed by the test)."""
+    if os.geteuid() != 0 or not shutil.which("useradd"):
+        pytest.skip("needs root and useradd")
+    name = f"roart{os.getpid() % 100000}"
+    subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", name], check=True,
+                   capture_output=True)
+    import pwd
+
+    yield pwd.getpwnam(name)
+    subprocess.run(["userdel", name], capture_output=True)

@@ -1,0 +1,88 @@
+"""`roar doctor`: one line per thing roar needs, each with the fix."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import click
+
+from . import cgroups
+from .probes import ProbeError, ensure_tracefs, import_bcc, program_text
+from .session import daemon_status
+from .store import Store, StoreError
+
+
+def _line(ok: bool | None, what: str, detail: str, fix: str = "") -> bool:
+    mark = {True: "ok  ", False: "FAIL", None: "warn"}[ok]
+    click.echo(f"[{mark}] {what:<12} {detail}" + (f"  -> {fix}" if fix and not ok else ""))
+    return ok is not False
+
+
+def _mounted(where: str) -> bool:
+    with open("/proc/mounts") as f:
+        return any(line.split()[1] == where for line in f)
+
+
+def run_checks() -> bool:
+    good = True
+    release = platform.release()
+    good &= _line(True, "kernel", f"{release} ({platform.machine()})")
+    btf = Path("/sys/kernel/btf/vmlinux").exists()
+    _line(btf or None, "btf", "present" if btf else "absent (not required by roar)")
+    root = os.geteuid() == 0
+    if root:
+        mounted = ensure_tracefs()
+        if mounted:
+            _line(True, "tracefs", f"mounted {', '.join(mounted)} now")
+    tracing = _mounted("/sys/kernel/tracing") or _mounted("/sys/kernel/debug")
+    tp = Path("/sys/kernel/tracing/events/syscalls/sys_enter_openat")
+    if not tp.exists():
+        tp = Path("/sys/kernel/debug/tracing/events/syscalls/sys_enter_openat")
+    good &= _line(tracing, "tracefs", "mounted" if tracing else "not mounted",
+                  "mount -t tracefs tracefs /sys/kernel/tracing (as root)")
+    good &= _line(tp.exists() if tracing else False, "tracepoints",
+                  "syscalls:* available" if tp.exists() else "syscall tracepoints missing",
+                  "a kernel with CONFIG_FTRACE_SYSCALLS=y is required")
+    headers = Path(f"/lib/modules/{release}/build")
+    good &= _line(headers.exists(), "headers", str(headers.resolve()) if headers.exists()
+                  else "missing", "run scripts/setup.sh (installs and links kernel headers)")
+    try:
+        mount = cgroups.cgroup2_mount()
+        good &= _line(True, "cgroup v2", f"{mount} (run cgroups at level "
+                      f"{cgroups.run_level()})")
+    except cgroups.CgroupError as e:
+        good &= _line(False, "cgroup v2", str(e))
+    try:
+        bcc = import_bcc()
+        good &= _line(True, "bcc", f"python bindings at {Path(bcc.__file__).parent}")
+    except ProbeError as e:
+        good &= _line(False, "bcc", str(e), "apt-get install python3-bpfcc")
+        bcc = None
+    good &= _line(root or None, "privileges", "root" if root else
+                  f"uid {os.getuid()}: roar run needs a running roard",
+                  "start roard as root: roar daemon start")
+    st = daemon_status()
+    _line(True if st else None, "daemon", f"pid {st['pid']}, probes "
+          f"{'attached' if st['attached'] else 'detached'}" if st else "not running "
+          "(roar run as root loads probes itself)", "roar daemon start")
+    if bcc is not None and root and st is None:
+        try:
+            import time
+
+            t = time.monotonic()
+            bcc.BPF(text="int roar_doctor(void *ctx) { return 0; }")
+            _line(True, "compile", f"test program compiled in {time.monotonic() - t:.1f}s")
+            program_text()
+        except Exception as e:  # BCC reports compile failures as bare Exception
+            good &= _line(False, "compile", str(e).splitlines()[0],
+                          "check kernel headers (scripts/setup.sh)")
+    try:
+        store = Store(readonly=True)
+        n = sum(1 for _ in store.iter_runs())
+        _line(True, "store", f"{store.path} ({n} runs)")
+    except StoreError as e:
+        ok = None if "no roar store" in str(e) else False
+        good &= _line(ok, "store", str(e))
+    return bool(good)

@@ -1,0 +1,88 @@
+"""Run context: classification, redaction of secrets, git state."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from roar import context
+from roar.classify import CODE, DATA, ENV, PSEUDO, classify
+
+
+def test_classify():
+    root = "/repo"
+    tracked = {"train.py", "conf/a.yaml"}
+    assert classify("/repo/train.py", root, tracked) == CODE
+    assert classify("/repo/conf/a.yaml", root, tracked) == CODE
+    assert classify("/repo/data/x.csv", root, tracked) == DATA
+    assert classify("/repo/.venv/lib/python3.11/site-packages/np/a.py", root, tracked) == ENV
+    assert classify("/repo/.git/HEAD", root, tracked) == ENV
+    assert classify("/usr/lib/x86_64-linux-gnu/libc.so.6") == ENV
+    assert classify("/root/.pyenv/versions/3.11.7/lib/python3.11/os.py") == ENV
+    assert classify("/proc/self/status") == PSEUDO and classify("/dev/null") == PSEUDO
+    assert classify("/data/imagenet/train/0001.jpg") == DATA
+    assert classify("/tmp/x/__pycache__/m.cpython-311.pyc") == ENV
+
+
+def test_secret_env_values_are_keyed_hashes():
+    key = b"k" * 32
+    env = context.environment({"HF_TOKEN": "abc", "PATH": "/bin", "X": "ghp_" + "a" * 36,
+                               "AWS_REGION": "eu"}, key)
+    assert env["PATH"] == "/bin"
+    for name in ("HF_TOKEN", "X", "AWS_REGION"):
+        assert set(env[name]) == {"redacted"} and env[name]["redacted"].startswith("hmac")
+    # same value, same key: comparable without revealing it
+    assert context.environment({"HF_TOKEN": "abc"}, key)["HF_TOKEN"] == env["HF_TOKEN"]
+    assert context.environment({"HF_TOKEN": "abc"}, b"j" * 32)["HF_TOKEN"] != env["HF_TOKEN"]
+
+
+def test_secret_args_are_redacted():
+    key = b"k" * 32
+    out = context.redact_argv(["train.py", "--token=hf_" + "b" * 30, "sk-" + "c" * 40, "--lr",
+                               "0.1"], key)
+    assert out[0] == "train.py" and out[-2:] == ["--lr", "0.1"]
+    assert "hf_" not in out[1] and out[1].startswith("--token=hmac")
+    assert out[2].startswith("hmac")
+
+
+def _git(cwd, *args):
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture
+def repo(tmp_path):
+    _git(tmp_path, "init", "-q", "-b", "main")
+    _git(tmp_path, "config", "user.email", "t@e")
+    _git(tmp_path, "config", "user.name", "t")
+    (tmp_path / "train.py").write_text("print(1)\n")
+    _git(tmp_path, "add", ".")
+    _git(tmp_path, "commit", "-qm", "init")
+    return tmp_path
+
+
+def test_git_state_clean_and_dirty(repo):
+    g = context.git_state(str(repo), allow_dirty=False)
+    assert g["branch"] == "main" and len(g["commit"]) == 40 and not g["dirty"]
+    (repo / "train.py").write_text("print(2)\n")
+    (repo / "new.py").write_text("x")
+    with pytest.raises(context.GitError) as e:
+        context.git_state(str(repo), allow_dirty=False)
+    assert "modified: train.py" in str(e.value) and "untracked: new.py" in str(e.value)
+    g = context.git_state(str(repo), allow_dirty=True)
+    assert g["dirty"] and "print(2)" in g["patch"] and "new.py" in g["untracked"]
+
+
+def test_no_repo_and_repo_without_commits(tmp_path):
+    assert context.git_state(str(tmp_path), False) is None
+    _git(tmp_path, "init", "-q")
+    assert context.git_state(str(tmp_path), False)["commit"] is None
+    (tmp_path / "a").write_text("a")
+    with pytest.raises(context.GitError, match="no commits"):
+        context.git_state(str(tmp_path), False)
+
+
+def test_detached_head(repo):
+    _git(repo, "checkout", "-q", "--detach")
+    g = context.git_state(str(repo), False)
+    assert g["detached"] and g["branch"] is None
