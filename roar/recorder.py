@@ -35,6 +35,9 @@ class RunRecorder:
                  workers: int = 2):
         self.store = store
         self.run = run
+        # roar's own stdout/stderr, when redirected to files, are shared with roar
+        # (its summary line lands there too): recorded as the run's log, not hashed
+        self.stdio = {p for fd, p in root_fds.items() if fd in (1, 2)}
         self.hasher = Hasher(store, workers=workers)
         self.model = RunModel(root_pid, run["cwd"], run["command"], root_fds,
                               time.monotonic_ns(), self.hasher.submit)
@@ -110,7 +113,8 @@ class RunRecorder:
                 a["processes"].append(p.key)
         outputs = {}
         for path, s in model.paths.items():
-            if s.written and not s.deleted and classify(path, git_root, tracked) in (DATA, CODE):
+            if (s.written and not s.deleted and path not in self.stdio
+                    and classify(path, git_root, tracked) in (DATA, CODE)):
                 outputs[path] = self.hasher.submit(path)
         records, reasons = [], []
         unhashed = 0
@@ -132,7 +136,10 @@ class RunRecorder:
             elif s.read and not s.written:
                 records.append({**base, "role": "internal", "mode": "r", "hash": None,
                                 "size": None, "status": None})
-            if s.written:
+            if s.written and path in self.stdio:
+                records.append({**base, "role": "log", "mode": "w", "hash": None,
+                                "size": None, "status": None})
+            elif s.written:
                 if s.deleted:
                     records.append({**base, "role": "temporary", "mode": "w", "hash": None,
                                     "size": None, "status": None})
