@@ -180,9 +180,13 @@ class Daemon:
         with self.lock:
             self.runs[cgid] = run
             self.last_active = time.monotonic()
-        self.probes.attach()
-        self.probes.tag(cgid, pid, time.monotonic_ns())
-        cgroups.move(path, pid)
+        try:
+            self.probes.attach()
+            self.probes.tag(cgid, pid, time.monotonic_ns())
+            cgroups.move(path, pid)
+        except BaseException:
+            self._end_run(run, linger=0)
+            raise
         return run
 
     def _follow(self, run: ActiveRun, rfile, sender: threading.Thread) -> None:

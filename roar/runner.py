@@ -136,8 +136,8 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
     pid, go = _spawn_held(argv)
     try:
         recorder = RunRecorder(store, record, pid, _inherited_fds(pid))
-        store.put_run(record)
         session.start(pid, run_id)
+        store.put_run(record)  # "running" before the command starts: never lost
     except BaseException:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
@@ -165,8 +165,7 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
     if gate is not None and gate.stopped:
         notes.append(gate.stopped)
     run = recorder.finish(status, interrupted, session.lost, notes)
-    if isinstance(session, DaemonSession):
-        session.close()
+    session.close()
     if gate is not None:
         gate.resolve(store, run, store.run_files(run["id"]))
     _summary(run)
@@ -174,8 +173,14 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
 
 
 def _consume(session, recorder: RunRecorder) -> None:
+    """Feed every record to the model. A record the model cannot digest is a
+    bug in roar: it is counted and named on the run, and the stream is still
+    drained to the end so nothing else is dropped."""
     for raw in session.records():
-        recorder.feed_raw(raw)
+        try:
+            recorder.feed_raw(raw)
+        except Exception as e:  # noqa: BLE001 - reported on the run record, not hidden
+            recorder.model.problem(f"internal error handling an event: {type(e).__name__}: {e}")
 
 
 def _wait_root(pid: int, gate=None) -> tuple[int, bool]:
