@@ -1,0 +1,196 @@
+"""roard: credentials, protocol robustness, single instance, clean restart.
+
+Runs its own daemon on a socket under /tmp that another OS user can reach."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, xxh128
+
+pytestmark = pytest.mark.capture
+
+
+@pytest.fixture(scope="module")
+def public_daemon():
+    base = Path(tempfile.mkdtemp(prefix="roard-", dir="/tmp"))
+    os.chmod(base, 0o755)
+    sock = base / "roard.sock"
+    env = {**os.environ, "ROAR_SOCKET": str(sock), "PYTHONPATH": str(REPO)}
+    log = open(base / "roard.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "roar.daemon"], env=env, stdout=log,
+                            stderr=log, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not sock.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, (base / "roard.log").read_text()
+        time.sleep(0.1)
+    yield sock, proc, env
+    proc.terminate()
+    proc.wait(60)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def _request(sock, payload: bytes, timeout=10.0) -> bytes:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect(str(sock))
+    chunks = []
+    try:
+        s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            chunks.append(b)
+    except (ConnectionResetError, BrokenPipeError):
+        pass  # the daemon may hang up on a request it refuses
+    finally:
+        s.close()
+    return b"".join(chunks)
+
+
+def _reply(raw: bytes) -> dict:
+    return json.loads(raw[5:])
+
+
+def test_socket_is_world_connectable(public_daemon):
+    sock, _, _ = public_daemon
+    assert sock.stat().st_mode & 0o777 == 0o666
+
+
+def test_status(public_daemon):
+    sock, proc, _ = public_daemon
+    st = _reply(_request(sock, b'{"op": "status"}\n'))
+    assert st["pid"] == proc.pid
+
+
+@pytest.mark.parametrize("payload", [
+    b"not json\n", b"{}\n", b'{"op": 3}\n', b'{"op": "nope"}\n', b"[1,2]\n",
+    b'{"op": "trace"}\n', b'{"op": "trace", "pid": -1, "run_id": "x"}\n',
+    b'{"op": "trace", "pid": 1, "run_id": "../../etc"}\n', b'{"op": "trace", "pid": 99999999, '
+    b'"run_id": "A"}\n', b"\xff\xfe\x00garbage", b'{"op": "status"', b"",
+    b"x" * (200 << 10), b'{"op": "trace", "pid": 1, "run_id": "' + b"A" * 100 + b'"}\n',
+], ids=lambda p: repr(p[:24]))
+def test_malformed_requests_never_crash_it(public_daemon, payload):
+    sock, proc, _ = public_daemon
+    _request(sock, payload)
+    assert proc.poll() is None
+    assert _reply(_request(sock, b'{"op": "status"}\n'))["pid"] == proc.pid
+
+
+def test_a_user_cannot_trace_someone_elses_process(public_daemon, foreign_python,
+                                                   other_user):
+    sock, _, _ = public_daemon
+    exe, path = foreign_python
+    victim = subprocess.Popen(["sleep", "30"])  # owned by root
+    code = (f"import socket,json; s=socket.socket(socket.AF_UNIX); s.connect({str(sock)!r}); "
+            f"s.sendall(json.dumps({{'op':'trace','pid':{victim.pid},'run_id':'X1'}}).encode()"
+            f"+b'\\n'); print(s.recv(4096)[5:].decode())")
+    p = subprocess.run(["setpriv", f"--reuid={other_user.pw_uid}", f"--regid={other_user.pw_gid}",
+                        "--clear-groups", exe, "-c", code], capture_output=True, text=True,
+                       timeout=30, env={"PYTHONPATH": path})
+    victim.kill()
+    victim.wait()
+    reply = json.loads(p.stdout)
+    assert reply["ok"] is False and "not yours" in reply["error"]
+
+
+def test_unprivileged_user_traces_own_run_into_own_store(public_daemon, foreign_python,
+                                                         other_user):
+    sock, _, _ = public_daemon
+    exe, path = foreign_python
+    home = Path(tempfile.mkdtemp(prefix="roar-user-", dir="/tmp"))
+    os.chown(home, other_user.pw_uid, other_user.pw_gid)
+    (home / "in.txt").write_text("user data\n")
+    os.chown(home / "in.txt", other_user.pw_uid, other_user.pw_gid)
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": path, "HOME": str(home),
+           "ROAR_SOCKET": str(sock), "ROAR_HOME": str(home / ".roar")}
+
+    def as_user(*args):
+        return subprocess.run(["setpriv", f"--reuid={other_user.pw_uid}",
+                               f"--regid={other_user.pw_gid}", "--clear-groups", exe, "-m",
+                               "roar.cli", *args], cwd=home, env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    try:
+        p = as_user("run", "--", "sh", "-c", "cat in.txt > out.txt")
+        assert p.returncode == 0, p.stderr
+        run = json.loads(as_user("log", "-n", "1", "--json").stdout)[0]
+        doc = json.loads(as_user("show", run["id"], "--json").stdout)
+        assert doc["user"] != "root" and doc["mode"] == "daemon" and doc["complete"]
+        assert {(i["path"], i["hash"]) for i in doc["inputs"]} == {
+            (str(home / "in.txt"), xxh128(home / "in.txt"))}
+        assert [o["path"] for o in doc["outputs"]] == [str(home / "out.txt")]
+        store = home / ".roar" / "store" / "data.mdb"
+        assert store.stat().st_uid == other_user.pw_uid  # the user's own store
+        assert (home / ".roar").stat().st_mode & 0o077 == 0
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_second_instance_refused(public_daemon):
+    sock, _, env = public_daemon
+    p = subprocess.run([sys.executable, "-m", "roar.daemon"], env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 1 and "already running" in p.stderr
+
+
+def test_restart_after_kill9_cleans_stale_state(tmp_path):
+    base = Path(tempfile.mkdtemp(prefix="roard-", dir="/tmp"))
+    sock = base / "roard.sock"
+    env = {**os.environ, "ROAR_SOCKET": str(sock), "PYTHONPATH": str(REPO)}
+
+    def start():
+        proc = subprocess.Popen([sys.executable, "-m", "roar.daemon"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                start_new_session=True)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if _reply(_request(sock, b'{"op":"status"}\n', 2))["pid"] == proc.pid:
+                    return proc
+            except (OSError, ValueError):
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+
+    first = start()
+    # a run in progress when the daemon dies
+    work = tmp_path / "w"
+    work.mkdir()
+    client = subprocess.Popen([sys.executable, "-m", "roar.cli", "run", "--", "sleep", "60"],
+                              cwd=work, env={**env, "ROAR_HOME": str(tmp_path / "h")},
+                              stderr=subprocess.PIPE)
+    time.sleep(3)
+    first.kill()
+    first.wait()
+    assert sock.exists()  # stale socket left behind
+    second = start()
+    try:
+        assert client.wait(60) != 0  # its workload was ended, the client told
+        from roar.cgroups import cgroup2_mount
+        from roar.daemon import cgroup_prefix
+
+        left = [d for d in (cgroup2_mount() / "roar").iterdir()
+                if d.name.startswith(cgroup_prefix(sock))]
+        assert left == []
+        out = subprocess.run([sys.executable, "-m", "roar.cli", "log", "--json"], cwd=work,
+                             env={**env, "ROAR_HOME": str(tmp_path / "h")},
+                             capture_output=True, text=True)
+        runs = json.loads(out.stdout)
+        assert runs and runs[0]["status"] == "interrupted"
+    finally:
+        second.terminate()
+        second.wait(60)
+        shutil.rmtree(base, ignore_errors=True)
