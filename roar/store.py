@@ -182,26 +182,37 @@ class Store:
 
     # -- content hash indexes -----------------------------------------------
 
-    def _by_hash(self, db: str, hash_hex: str) -> list[tuple[str, list[str]]]:
-        prefix = bytes.fromhex(hash_hex)
-        out = []
+    def _by_hashes(self, db: str, hashes) -> dict[str, list[tuple[str, list[str]]]]:
+        # one read transaction and one cursor, walked in key order, for many hashes
+        out: dict[str, list[tuple[str, list[str]]]] = {}
         with self.env.begin(db=self.dbs[db]) as txn:
             cur = txn.cursor()
-            if cur.set_range(prefix):
-                for key, raw in cur:
-                    key = bytes(key)
-                    if not key.startswith(prefix):
-                        break
-                    out.append((key[HASH_LEN:].decode(), _loads(raw)))
+            for hash_hex in sorted(set(hashes)):
+                prefix = bytes.fromhex(hash_hex)
+                rows = out[hash_hex] = []
+                if cur.set_range(prefix):
+                    for key, raw in cur:
+                        key = bytes(key)
+                        if not key.startswith(prefix):
+                            break
+                        rows.append((key[HASH_LEN:].decode(), _loads(raw)))
         return out
 
     def readers_of(self, hash_hex: str) -> list[tuple[str, list[str]]]:
         """(run id, paths) of every run that read this content, oldest first."""
-        return self._by_hash("hash_read", hash_hex)
+        return self._by_hashes("hash_read", [hash_hex])[hash_hex]
 
     def writers_of(self, hash_hex: str) -> list[tuple[str, list[str]]]:
         """(run id, paths) of every run that wrote this content, oldest first."""
-        return self._by_hash("hash_written", hash_hex)
+        return self._by_hashes("hash_written", [hash_hex])[hash_hex]
+
+    def readers_of_many(self, hashes) -> dict[str, list[tuple[str, list[str]]]]:
+        """readers_of() for many hashes at once: {hash: [(run id, paths)]}."""
+        return self._by_hashes("hash_read", hashes)
+
+    def writers_of_many(self, hashes) -> dict[str, list[tuple[str, list[str]]]]:
+        """writers_of() for many hashes at once: {hash: [(run id, paths)]}."""
+        return self._by_hashes("hash_written", hashes)
 
     def resolve_hash(self, prefix: str) -> str | None:
         """The full hash known to the store that starts with prefix (hex)."""
