@@ -83,6 +83,11 @@ static __always_inline void on_access(u64 cg, s32 fd, u32 bit, u64 bytes, u32 in
         if (p && (u32)fd > p->maxfd)  /* inherited fds count for the exit flush too */
             p->maxfd = fd;
     }
+    /* A read is reported by the close summary (or the flush at exit), which
+     * carries the access bits: no event of its own for the fds the exit flush
+     * covers. Writes are reported at once: their time bounds input hashes. */
+    if (bit == FD_READ && fd < FLUSH_MAX)
+        return;
     struct roar_event ev = {};
     u16 type = EV_READ;
     if (bit == FD_WRITE)

@@ -13,10 +13,11 @@
 
 /* event types */
 #define EV_OPEN 1        /* fd=new fd, a0=open flags, a1=mode, ret=dirfd, data=path */
-#define EV_READ 2        /* first read-like call on (tgid, fd) */
+#define EV_READ 2        /* first read-like call on (tgid, fd), for fds >= FLUSH_MAX only */
 #define EV_WRITE 3       /* first write-like call on (tgid, fd) */
 #define EV_MMAP 4        /* first mapping of fd with new access bits; a0=prot, a1=flags */
-#define EV_CLOSE 5       /* fd closed (or flushed at exit): a0=bytes read, a1=bytes written, a2=calls r<<32|w */
+#define EV_CLOSE 5       /* fd closed (or flushed at exit): ret=access bits (1 read, 2 write, 4/8 mapped
+                            read/write), a0=bytes read, a1=bytes written, a2=calls r<<32|w */
 #define EV_DUP 6         /* fd=old fd, ret=new fd, a0=1 if close-on-exec */
 #define EV_FORK 7        /* ret=child pid, a0=1 if a thread (CLONE_THREAD), a1=clone flags */
 #define EV_EXEC 8        /* exec attempt: fd=dirfd, data=filename, data2=argv blob (NUL separated) */

@@ -42,9 +42,8 @@ def is_environment(path: str, git_root: str | None = None) -> bool:
 
 def needs_hash(path: str) -> bool:
     """Whether a read of this path may be a data or code input worth hashing."""
-    return not is_pseudo(path) and not _ENV_PARTS.search(path) and not (
-        path.startswith(SYSTEM_PREFIXES)
-    )
+    return not (path.startswith(PSEUDO_PREFIXES) or path.startswith(SYSTEM_PREFIXES)
+                or _ENV_PARTS.search(path))
 
 
 def classify(path: str, git_root: str | None = None, tracked: set[str] | None = None) -> str:

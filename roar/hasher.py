@@ -9,10 +9,10 @@ unverified rather than given a hash it may not have.
 from __future__ import annotations
 
 import os
+import queue
 import stat
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import xxhash
@@ -84,15 +84,42 @@ def hash_path(path: str, lookup=None) -> tuple[HashResult, bytes | None]:
         os.close(fd)
 
 
+class HashJob:
+    """A path queued for hashing; `result()` waits for it."""
+
+    __slots__ = ("path", "value", "hasher")
+
+    def __init__(self, path: str, hasher: "Hasher"):
+        self.path = path
+        self.value: HashResult | None = None
+        self.hasher = hasher
+
+    def done(self) -> bool:
+        return self.value is not None
+
+    def result(self) -> HashResult:
+        if self.value is None:
+            self.hasher._wait(self)
+        return self.value
+
+
 class Hasher:
-    """A pool hashing paths off the caller's thread, sharing one stat cache."""
+    """Worker threads hashing queued paths off the caller's thread, sharing one
+    stat cache. Jobs are plain objects (no futures): queuing one costs little,
+    which matters at tens of thousands of small files per run."""
 
     def __init__(self, store=None, workers: int = 2):
         self.store = store
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="roar-hash")
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self.new_entries: list[tuple[bytes, str]] = []
         self._lock = threading.Lock()
+        self._done = threading.Condition(self._lock)
+        self._waiting = 0
         self._memo: dict[bytes, str] = {}
+        self._threads = [threading.Thread(target=self._loop, name=f"roar-hash-{i}", daemon=True)
+                         for i in range(workers)]
+        for t in self._threads:
+            t.start()
 
     def _lookup(self, key: bytes) -> str | None:
         h = self._memo.get(key)
@@ -108,8 +135,27 @@ class Hasher:
                 self.new_entries.append((key, result.hash))
         return result
 
-    def submit(self, path: str) -> Future:
-        return self.pool.submit(self._run, path)
+    def _loop(self) -> None:
+        while True:
+            job = self.queue.get()
+            if job is None:
+                return
+            job.value = self._run(job.path)
+            if self._waiting:
+                with self._done:
+                    self._done.notify_all()
+
+    def _wait(self, job: HashJob) -> None:
+        with self._done:
+            self._waiting += 1
+            while job.value is None:
+                self._done.wait(0.5)
+            self._waiting -= 1
+
+    def submit(self, path: str) -> HashJob:
+        job = HashJob(path, self)
+        self.queue.put(job)
+        return job
 
     def hash_now(self, path: str) -> HashResult:
         return self._run(path)
@@ -120,4 +166,7 @@ class Hasher:
         return out
 
     def shutdown(self) -> None:
-        self.pool.shutdown(wait=True)
+        for _ in self._threads:
+            self.queue.put(None)
+        for t in self._threads:
+            t.join()

@@ -82,6 +82,7 @@ class Proc:
     signal: int | None = None
     threads: int = 1
     execs: int = 0
+    argv_incomplete: bool = False
     files: dict[str, ProcFile] = field(default_factory=dict)
     pending_exec: tuple | None = None
 
@@ -254,9 +255,13 @@ class RunModel:
 
     def on_close(self, ev: E.Event) -> None:
         p = self._proc(ev)
-        entry = p.fds.pop(ev.fd, None)
+        entry = p.fds.get(ev.fd)
         if entry is None or entry.file.path is None:
+            p.fds.pop(ev.fd, None)
             return
+        if ev.ret & FD_READ:  # reads are reported here, not one event each
+            self.on_read(ev)
+        del p.fds[ev.fd]
         if ev.a0 or ev.a1 or ev.a2:
             pf = self._pfile(p, entry.file.path)
             pf.bytes_read += ev.a0
@@ -303,8 +308,8 @@ class RunModel:
 
     def on_exec(self, ev: E.Event) -> None:
         p = self._proc(ev)
-        if ev.flags & (E.EVF_TRUNCATED | E.EVF_FAULT):
-            self.problem("argv truncated or unreadable")
+        # A long argv is kept in part and flagged on its process: it loses no
+        # file access, so the run stays complete.
         p.pending_exec = (self._resolve(p, ev.fd, ev.path, ev.flags & ~E.EVF_TRUNCATED),
                           ev.argv or [], ev.flags)
 
@@ -314,6 +319,7 @@ class RunModel:
         if ev.ret != 0 or pending is None:
             return
         p.exe, p.argv = pending[0], pending[1]
+        p.argv_incomplete = bool(pending[2] & (E.EVF_TRUNCATED | E.EVF_FAULT))
         p.execs += 1
         for fd in [fd for fd, e in p.fds.items() if e.cloexec]:
             del p.fds[fd]

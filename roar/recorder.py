@@ -20,6 +20,7 @@ from .events import decode
 from .hasher import OK, SPECIAL, Hasher, HashResult
 from .model import RunModel
 from .store import Store
+from .timing import mark
 
 INTERRUPT_SIGNALS = {1, 2, 9, 15}  # HUP, INT, KILL, TERM: somebody stopped the run
 
@@ -69,8 +70,11 @@ class RunRecorder:
         git = run.get("git")
         git_root = git["root"] if git else None
         tracked = context.tracked_files(git_root) if git_root else None
+        mark("finish: git ls-files")
         files, reasons = self._file_records(git_root, tracked)
+        mark("finish: file records (waits for hashes)")
         procs = self._process_records(git_root, tracked)
+        mark("finish: process records")
 
         reasons = list(notes or []) + reasons
         if lost:
@@ -98,6 +102,7 @@ class RunRecorder:
         self.hasher.shutdown()
         self.store.cache_hashes(self.hasher.take_new_entries())
         self.store.finish_run(run, files, procs)
+        mark("finish: store")
         return run
 
     def _file_records(self, git_root, tracked) -> tuple[list[dict], list[str]]:
@@ -183,5 +188,6 @@ class RunRecorder:
             out.append({"key": p.key, "pid": p.pid, "ppid": p.ppid, "parent": p.parent,
                         "argv": p.argv, "exe": p.exe, "cwd": p.cwd, "exit_code": p.exit_code,
                         "signal": p.signal, "threads": p.threads, "execs": p.execs,
+                        "argv_incomplete": p.argv_incomplete,
                         "files": files})
         return out

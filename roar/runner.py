@@ -21,6 +21,7 @@ from .ids import new_run_id
 from .recorder import RunRecorder, now_iso
 from .session import DEFAULT_LINGER, DaemonSession, EmbeddedSession, SessionError, daemon_status
 from .store import Store
+from .timing import mark
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 SI_USER, SI_QUEUE, SI_TKILL = 0, -1, -6
@@ -148,9 +149,13 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
     os.write(go, b"g")
     os.close(go)
 
+    mark("start")
     status, interrupted = _wait_root(pid, gate)
+    mark("workload")
     session.root_exited(linger)
+    mark("cgroup empty and drained")
     consumer.join()
+    mark("model caught up")
     signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
     notes = []
     if session.killed:

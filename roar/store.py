@@ -47,6 +47,15 @@ def _loads(data: bytes):
     return json.loads(bytes(data))
 
 
+def _encode_paths(paths: list[str]) -> bytes:
+    """Index values: the distinct paths, NUL-separated (paths never hold NUL)."""
+    return b"\0".join(os.fsencode(p) for p in sorted(set(paths)))
+
+
+def _decode_paths(raw) -> list[str]:
+    return [os.fsdecode(p) for p in bytes(raw).split(b"\0")]
+
+
 def stat_key(st: os.stat_result) -> bytes:
     return struct.pack(">QQQqq", st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
@@ -135,8 +144,9 @@ class Store:
                 if f.get("hash") and f.get("role") in ("input", "output"):
                     db = "hash_read" if f["role"] == "input" else "hash_written"
                     index.setdefault((db, f["hash"]), []).append(f["path"])
+            put = txn.put
             for (db, h), paths in index.items():
-                txn.put(bytes.fromhex(h) + rid, _dumps(sorted(set(paths))), db=self.dbs[db])
+                put(bytes.fromhex(h) + rid, _encode_paths(paths), db=self.dbs[db])
 
         self.write(fn)
 
@@ -195,7 +205,7 @@ class Store:
                         key = bytes(key)
                         if not key.startswith(prefix):
                             break
-                        rows.append((key[HASH_LEN:].decode(), _loads(raw)))
+                        rows.append((key[HASH_LEN:].decode(), _decode_paths(raw)))
         return out
 
     def readers_of(self, hash_hex: str) -> list[tuple[str, list[str]]]:

@@ -258,3 +258,19 @@ def test_connect_endpoints_decoded():
     s.m.feed(e)
     assert {"family": "inet", "address": "10.0.0.7", "port": 443,
             "process": s.m.root.key} in s.m.connects
+
+
+def test_read_reported_by_the_close_summary():
+    """For fds below the flush limit the kernel reports reads in the close
+    (or exit flush) summary, with the access bits, not as events of their own."""
+    s = Stream()
+    s.open("/d/a", 3)
+    s.ev(E.EV_CLOSE, fd=3, ret=1, a0=2048, a2=(1 << 32))
+    st = s.m.paths["/d/a"]
+    assert st.read and st.early_hash is not None
+    pf = s.m.root.files["/d/a"]
+    assert pf.read and pf.bytes_read == 2048 and pf.read_calls == 1
+    assert 3 not in s.m.root.fds
+    s.open("/d/b", 4)
+    s.ev(E.EV_CLOSE, fd=4)  # opened, never read: not an input
+    assert not s.m.paths["/d/b"].read

@@ -1,0 +1,20 @@
+"""Phase timings of a run, printed to stderr when ROAR_TIMING is set (for
+profiling roar itself; scripts/bench reads them)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+ENABLED = bool(os.environ.get("ROAR_TIMING"))
+_last = time.monotonic()
+
+
+def mark(phase: str) -> None:
+    """Report the time since the previous mark as `phase`."""
+    global _last
+    now = time.monotonic()
+    if ENABLED:
+        print(f"roar-timing: {phase} {now - _last:.3f}s", file=sys.stderr)
+    _last = now
