@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import posixpath
 import subprocess
-from collections import deque
 from dataclasses import dataclass
 
 import networkx as nx
@@ -121,15 +120,86 @@ def _same_content_link(size: int | None, paths_a, paths_b) -> bool:
     return size != 0 or bool(set(paths_a) & set(paths_b))
 
 
-def _add_edge_paths(g: nx.DiGraph, u, v, paths) -> None:
-    if g.has_edge(u, v):
-        known = g.edges[u, v]["paths"]
-        g.edges[u, v]["paths"] = sorted(set(known) | set(paths))
+def _walk(store: Store, target: tuple[str, str], runs: RunCache, up: bool) -> nx.DiGraph:
+    """Breadth-first from target, one depth level at a time (each level's index
+    lookups in one transaction). Up: a run's inputs, then the runs that wrote
+    them. Down: a run's outputs, then the runs that read them."""
+    lookup = store.writers_of_many if up else store.readers_of_many
+    linked: dict[str, list[tuple[str, list[str]]]] = {}
+    nodes: dict[tuple[str, str], dict] = {}
+    edges: dict[tuple, list[str]] = {}
+
+    def edge(u, v, paths) -> None:
+        known = edges.get((u, v))
+        if known is None:
+            edges[(u, v)] = list(paths)
+        elif not set(paths) <= set(known):
+            edges[(u, v)] = sorted(set(known) | set(paths))
+
+    def own_edge(rid: str, vn, paths) -> None:  # the run's own read (up) or write (down)
+        edge(vn, _run_node(rid), paths) if up else edge(_run_node(rid), vn, paths)
+
+    def link_edge(oid: str, vn, paths) -> None:  # the linked run's write (up) or read (down)
+        edge(_run_node(oid), vn, paths) if up else edge(vn, _run_node(oid), paths)
+
+    def plausible(run: RunInfo, other: RunInfo) -> bool:
+        """Could other have written what run read (up) / read what run wrote (down)?"""
+        if up:
+            return not (run.ended and other.started > run.ended)
+        return not (other.ended and other.ended < run.started)
+
+    level: list[str] = []
+    kind, key = target
+    if kind == "run":
+        nodes[_run_node(key)] = {"depth": 0}
+        level.append(key)
     else:
-        g.add_edge(u, v, paths=sorted(set(paths)))
+        vn = _ver_node(key)
+        nodes[vn] = {"depth": 0, "size": None, "kind": None}
+        for oid, paths in lookup([key])[key]:
+            if runs.get(oid) is None:
+                continue
+            if _run_node(oid) not in nodes:
+                nodes[_run_node(oid)] = {"depth": 0}
+                level.append(oid)
+            link_edge(oid, vn, paths)
 
+    depth = 0
+    while level:
+        pending: list[tuple[RunInfo, dict]] = []
+        for rid in level:
+            info = runs.get(rid)
+            for f in info.inputs if up else info.outputs:
+                h = f.get("hash")
+                if not h:
+                    continue
+                vn = _ver_node(h)
+                if vn not in nodes:
+                    nodes[vn] = {"depth": depth + 1, "size": f.get("size"), "kind": f.get("kind")}
+                own_edge(rid, vn, [f["path"]])
+                pending.append((info, f))
+        linked.update(lookup({f["hash"] for _, f in pending} - linked.keys()))
+        level = []
+        for info, f in pending:
+            vn = _ver_node(f["hash"])
+            for oid, paths in linked[f["hash"]]:
+                if oid == info.id:
+                    continue
+                other = runs.get(oid)
+                if other is None or not plausible(info, other):
+                    continue
+                if not _same_content_link(f.get("size"), paths, [f["path"]]):
+                    continue
+                if _run_node(oid) not in nodes:
+                    nodes[_run_node(oid)] = {"depth": depth + 1}
+                    level.append(oid)
+                link_edge(oid, vn, paths)
+        depth += 1
 
-# -- graphs ------------------------------------------------------------------------
+    g = nx.DiGraph(runs=runs)
+    g.add_nodes_from(nodes.items())
+    g.add_edges_from((u, v, {"paths": paths}) for (u, v), paths in edges.items())
+    return g
 
 
 def upstream(store: Store, target: tuple[str, str], runs: RunCache | None = None) -> nx.DiGraph:
@@ -141,55 +211,7 @@ def upstream(store: Store, target: tuple[str, str], runs: RunCache | None = None
     it read are depth 1, their producers depth 1, and so on. A producer must
     have started before its reader ended (a later run writing identical
     content did not feed it)."""
-    runs = runs or RunCache(store)
-    g = nx.DiGraph(runs=runs)
-    queue: deque[str] = deque()
-    writers: dict[str, list[tuple[str, list[str]]]] = {}
-
-    def add_run(rid: str, depth: int) -> bool:
-        node = _run_node(rid)
-        if node in g:
-            return False
-        g.add_node(node, depth=depth)
-        queue.append(rid)
-        return True
-
-    kind, key = target
-    if kind == "run":
-        add_run(key, 0)
-    else:
-        g.add_node(_ver_node(key), depth=0, size=None, kind=None)
-        for wid, paths in store.writers_of(key):
-            if runs.get(wid) is None:
-                continue
-            add_run(wid, 0)
-            _add_edge_paths(g, _run_node(wid), _ver_node(key), paths)
-
-    while queue:
-        rid = queue.popleft()
-        info = runs.get(rid)
-        depth = g.nodes[_run_node(rid)]["depth"]
-        for f in info.inputs:
-            h = f.get("hash")
-            if not h:
-                continue
-            vn = _ver_node(h)
-            if vn not in g:
-                g.add_node(vn, depth=depth + 1, size=f.get("size"), kind=f.get("kind"))
-            _add_edge_paths(g, vn, _run_node(rid), [f["path"]])
-            if h not in writers:
-                writers[h] = store.writers_of(h)
-            for wid, paths in writers[h]:
-                if wid == rid:
-                    continue
-                w = runs.get(wid)
-                if w is None or (info.ended and w.started > info.ended):
-                    continue
-                if not _same_content_link(f.get("size"), paths, [f["path"]]):
-                    continue
-                add_run(wid, depth + 1)
-                _add_edge_paths(g, _run_node(wid), vn, paths)
-    return g
+    return _walk(store, target, runs or RunCache(store), up=True)
 
 
 def downstream(store: Store, target: tuple[str, str], runs: RunCache | None = None
@@ -198,53 +220,7 @@ def downstream(store: Store, target: tuple[str, str], runs: RunCache | None = No
     the runs that read that, and so on. Depths mirror upstream(): the runs that
     read the target artifact (or the target run) are depth 0, what they wrote
     depth 1. A reader must have ended after the writer started."""
-    runs = runs or RunCache(store)
-    g = nx.DiGraph(runs=runs)
-    queue: deque[str] = deque()
-    readers: dict[str, list[tuple[str, list[str]]]] = {}
-
-    def add_run(rid: str, depth: int) -> None:
-        node = _run_node(rid)
-        if node not in g:
-            g.add_node(node, depth=depth)
-            queue.append(rid)
-
-    kind, key = target
-    if kind == "run":
-        add_run(key, 0)
-    else:
-        g.add_node(_ver_node(key), depth=0, size=None, kind=None)
-        for rid, paths in store.readers_of(key):
-            if runs.get(rid) is None:
-                continue
-            add_run(rid, 0)
-            _add_edge_paths(g, _ver_node(key), _run_node(rid), paths)
-
-    while queue:
-        wid = queue.popleft()
-        info = runs.get(wid)
-        depth = g.nodes[_run_node(wid)]["depth"]
-        for f in info.outputs:
-            h = f.get("hash")
-            if not h:
-                continue
-            vn = _ver_node(h)
-            if vn not in g:
-                g.add_node(vn, depth=depth + 1, size=f.get("size"), kind=f.get("kind"))
-            _add_edge_paths(g, _run_node(wid), vn, [f["path"]])
-            if h not in readers:
-                readers[h] = store.readers_of(h)
-            for rid, paths in readers[h]:
-                if rid == wid:
-                    continue
-                r = runs.get(rid)
-                if r is None or (r.ended and r.ended < info.started):
-                    continue
-                if not _same_content_link(f.get("size"), paths, [f["path"]]):
-                    continue
-                add_run(rid, depth + 1)
-                _add_edge_paths(g, vn, _run_node(rid), paths)
-    return g
+    return _walk(store, target, runs or RunCache(store), up=False)
 
 
 def _runs_of(g: nx.DiGraph) -> list[tuple[RunInfo, int]]:
@@ -455,7 +431,7 @@ def _membership(g: nx.DiGraph, h: str, complete: bool, path: str | None = None) 
     if vn in g:
         for r in g.successors(vn):
             for p in g.edges[vn, r]["paths"]:
-                evidence.append({"run": r[1], "path": p, "depth": g.nodes[r]["depth"]})
+                evidence.append({"run": r[1], "path": p, "depth": g.nodes[r]["depth"] + 1})
     evidence.sort(key=lambda e: (e["depth"], e["run"], e["path"]))
     answer = "yes" if evidence else ("no" if complete else "unknown")
     out = {"answer": answer, "hash": h, "evidence": evidence}
@@ -663,6 +639,42 @@ def _align(a: list[tuple[RunInfo, int]], b: list[tuple[RunInfo, int]]):
     return pairs, left_a, left_b
 
 
+def _arg_names(info: RunInfo) -> dict[str, str]:
+    """Path (relative, as RunInfo.rel) -> the argument that names it (`--data`, `#1`)."""
+    argv = info.record.get("command") or []
+    cwd = info.record.get("cwd") or "/"
+    out: dict[str, str] = {}
+    for k, v in parse_args(argv[(_script_index(info) or 0) + 1:]).items():
+        for x in v if isinstance(v, list) else [v]:
+            if isinstance(x, str) and x:
+                out.setdefault(info.rel(posixpath.normpath(posixpath.join(cwd, x))), k)
+    return out
+
+
+def _pair_paths(ma: dict, mb: dict, names_a: dict, names_b: dict, one_to_one: bool
+                ) -> list[tuple[str | None, str | None]]:
+    """Which path of a compares with which of b: the same path; else a path of a
+    gone and one of b new with the same content (renamed), or named by the same
+    argument; else (one_to_one) the single one left on each side."""
+    common = set(ma) & set(mb)
+    gone, new = sorted(set(ma) - common), sorted(set(mb) - common)
+    pairs: list[tuple[str | None, str | None]] = [(p, p) for p in sorted(common)]
+
+    def take(match):
+        for n in list(new):
+            g = next((g for g in gone if match(g, n)), None)
+            if g is not None:
+                pairs.append((g, n))
+                gone.remove(g)
+                new.remove(n)
+
+    take(lambda g, n: ma[g] is not None and ma[g] == mb[n])
+    take(lambda g, n: g in names_a and names_a[g] == names_b.get(n))
+    if one_to_one and len(gone) == 1 and len(new) == 1:
+        take(lambda g, n: True)
+    return pairs + [(g, None) for g in gone] + [(None, n) for n in new]
+
+
 def _git_numstat(roots: list[str], ca: str, cb: str, files: list[str]) -> dict | None:
     """{path: '+added -deleted'} of files that differ between two commits, from the
     first recorded repository that knows both; None when none does."""
@@ -711,28 +723,26 @@ def _compare(key: str, ra: RunInfo, rb: RunInfo, ga: nx.DiGraph, gb: nx.DiGraph,
 
     fa, sa, da = data_view(ra, ga)
     fb, sb, db = data_view(rb, gb)
-    gone = {p: h for p, h in fa.items() if p not in fb}
-    new = {p: h for p, h in fb.items() if p not in fa}
-    for p in sorted(set(fa) | set(fb)):
-        ha, hb = fa.get(p), fb.get(p)
-        if ha == hb or (p in gone and ha in new.values()):
-            continue
-        extra = {}
-        if p in new and hb in gone.values():
-            extra["renamed_from"] = next(q for q, h in gone.items() if h == hb)
-        if ha is None and p in fa or hb is None and p in fb:
+    names_a, names_b = _arg_names(ra), _arg_names(rb)
+    for pa, pb in _pair_paths(fa, fb, names_a, names_b, one_to_one=False):
+        ha, hb = fa.get(pa), fb.get(pb)
+        if pa and pb and ha == hb:
+            continue  # same content (perhaps under a new name): the data did not change
+        extra = {"renamed_from": pa} if pa and pb and pa != pb else {}
+        if (pa and ha is None) or (pb and hb is None):
             extra["unverified"] = True
-        change("data", p, ha, hb, derived=bool({ha, hb} & (da | db)), **extra)
-    for root in sorted(set(sa) | set(sb)):
-        ma, mb = sa.get(root, {}), sb.get(root, {})
-        if ma == mb:
+        change("data", pb or pa, ha, hb, derived=bool({ha, hb} & (da | db)), **extra)
+    for pa, pb in _pair_paths(sa, sb, names_a, names_b, one_to_one=True):
+        ma, mb = sa.get(pa, {}), sb.get(pb, {})
+        if pa and pb and ma == mb:
             continue
         va = dataset_version(ma.items()) if ma and all(ma.values()) else None
         vb = dataset_version(mb.items()) if mb and all(mb.values()) else None
-        change("data", root, va, vb, dataset=True,
+        extra = {"renamed_from": pa} if pa and pb and pa != pb else {}
+        change("data", pb or pa, va, vb, dataset=True,
                added=sorted(set(mb) - set(ma)), removed=sorted(set(ma) - set(mb)),
                changed=sorted(p for p in set(ma) & set(mb) if ma[p] != mb[p]),
-               count_a=len(ma), count_b=len(mb), derived=False)
+               count_a=len(ma), count_b=len(mb), derived=False, **extra)
 
     # args
     argv_a, argv_b = ra.record.get("command") or [], rb.record.get("command") or []

@@ -1,0 +1,675 @@
+"""Lineage queries: roar inputs (with membership), roar outputs, roar diff.
+
+Unit tests build stores directly (fast, no privileges); the capture tests run
+a real preprocess -> train -> evaluate pipeline under the probes and ask the
+questions a user would."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import networkx as nx
+import pytest
+import xxhash
+from conftest import REPO, Roar, xxh128
+
+from roar import lineage
+from roar.ids import new_run_id
+from roar.store import RefError, Store
+
+T0 = 1_750_000_000_000
+
+
+def _h(content: bytes) -> str:
+    return xxhash.xxh3_128(content).hexdigest()
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(
+        timespec="milliseconds").replace("+00:00", "Z")
+
+
+class History:
+    """A store filled with synthetic runs, one minute apart, as finish_run stores them."""
+
+    def __init__(self, home: Path):
+        self.store = Store(home)
+        self.t = T0
+
+    def run(self, command, reads=(), writes=(), code=(), cwd="/w", env=None, packages=None,
+            git=None, complete=True, reasons=(), status="finished", exit_code=0,
+            exe="/usr/bin/python3.11", unverified=(), at=None) -> str:
+        """reads/writes/code: (path, content bytes) pairs; unverified: input paths
+        read without a verified hash."""
+        self.t += 60_000
+        t = self.t if at is None else at
+        rid = new_run_id(t)
+
+        def rec(path, content, role, kind="data"):
+            return {"path": path, "kind": kind, "role": role, "hash": _h(content),
+                    "size": len(content), "status": "ok", "bytes_read": len(content),
+                    "bytes_written": 0, "processes": ["k1"]}
+
+        files = [rec(p, c, "input") for p, c in reads]
+        files += [rec(p, c, "input", "code") for p, c in code]
+        files += [{"path": p, "kind": "data", "role": "input", "hash": None, "size": 3,
+                   "status": "unverified", "bytes_read": 3, "bytes_written": 0,
+                   "processes": ["k1"]} for p in unverified]
+        files += [rec(p, c, "output") for p, c in writes]
+        files.append({"path": "/usr/lib/libc.so.6", "kind": "env", "role": "env", "hash": None,
+                      "size": None, "status": None, "bytes_read": 0, "bytes_written": 0,
+                      "processes": ["k1"]})
+        run = {"id": rid, "name": None, "status": status, "command": list(command), "cwd": cwd,
+               "user": "u", "host": "h", "boot_id": "b", "started_at": _iso(t),
+               "ended_at": _iso(t + 30_000), "exit_code": exit_code, "signal": None,
+               "git": git, "env": env if env is not None else {"HOME": "/root"},
+               "packages": packages if packages is not None else {"numpy": "1.26.4"},
+               "complete": complete, "incomplete_reasons": list(reasons), "lost_events": 0,
+               "counts": {}}
+        procs = [{"key": "k1", "pid": 10, "ppid": 1, "parent": None, "argv": list(command),
+                  "exe": exe, "exit_code": exit_code, "signal": None, "files": []}]
+        self.store.finish_run(run, files, procs)
+        return rid
+
+
+RAW = [(f"/w/data/raw/shard-{i}.csv", f"row {i}\n".encode()) for i in range(3)]
+FEATURES = b"features v1"
+MODEL = b"model v1"
+
+
+@pytest.fixture
+def hist(tmp_path):
+    h = History(tmp_path / "home")
+    yield h
+    h.store.close()
+
+
+def _pipeline(h: History, raw=RAW, lr="0.1", env=None, features=FEATURES, model=MODEL,
+              model_path="/w/out/model.pt"):
+    """preprocess (reads a dataset) -> train -> evaluate; returns the run ids."""
+    pre = h.run(["python3", "preprocess.py", "data/raw", "out/features.json"], reads=raw,
+                code=[("/w/preprocess.py", b"pre")],
+                writes=[("/w/out/features.json", features)])
+    train = h.run(["python3", "train.py", "out/features.json", model_path, "--lr", lr],
+                  reads=[("/w/out/features.json", features)], code=[("/w/train.py", b"train")],
+                  writes=[(model_path, model)], env=env)
+    ev = h.run(["python3", "evaluate.py", model_path],
+               reads=[(model_path, model), ("/w/out/features.json", features)],
+               code=[("/w/evaluate.py", b"eval")], writes=[("/w/out/metrics.json", b"m1")])
+    return pre, train, ev
+
+
+# -- inputs ---------------------------------------------------------------------------
+
+
+def test_inputs_walks_every_upstream_run_by_content(hist):
+    pre, train, _ = _pipeline(hist)
+    doc = lineage.inputs(hist.store, ("artifact", _h(MODEL)))
+    assert doc["complete"] and doc["reasons"] == []
+    assert doc["target"]["produced_by"] == [train]
+    by_path = {e["path"]: e for e in doc["inputs"]}
+    feat = by_path["/w/out/features.json"]
+    assert (feat["hash"], feat["produced_by"], feat["depth"]) == (_h(FEATURES), pre, 1)
+    for path, content in RAW:
+        e = by_path[path]
+        assert (e["hash"], e["produced_by"], e["depth"]) == (_h(content), None, 2)
+        assert e["dataset"] == "/w/data/raw"
+    assert by_path["/w/train.py"]["kind"] == "code"
+    assert "/w/evaluate.py" not in by_path  # downstream of the model, not upstream
+    assert [r["id"] for r in doc["runs"]] == [train, pre]
+    for e in doc["inputs"]:
+        assert {"path", "hash", "size", "produced_by", "depth"} <= e.keys()
+
+
+def test_dataset_version_is_over_the_pairs_actually_read(hist):
+    _pipeline(hist)
+    doc = lineage.inputs(hist.store, ("artifact", _h(MODEL)))
+    [ds] = doc["datasets"]
+    assert ds["path"] == "/w/data/raw" and ds["count"] == 3 and ds["depth"] == 2
+    assert ds["version"] == lineage.dataset_version(
+        (Path(p).name, _h(c)) for p, c in RAW)
+    assert [m["path"] for m in ds["members"]] == ["shard-0.csv", "shard-1.csv", "shard-2.csv"]
+    # a subset read is another version of the dataset
+    other = lineage.dataset_version((Path(p).name, _h(c)) for p, c in RAW[:2])
+    assert other != ds["version"]
+
+
+def test_parent_directory_of_two_inputs_is_a_dataset_the_cwd_never(hist):
+    rid = hist.run(["python3", "t.py"], reads=[("/w/a.csv", b"a"), ("/w/b.csv", b"b"),
+                                               ("/d/x/1", b"1"), ("/d/x/2", b"2"),
+                                               ("/d/y/1", b"3")])
+    roots = lineage.dataset_roots(lineage.RunCache(hist.store).get(rid))
+    assert roots == {"/d/x/1": "/d/x", "/d/x/2": "/d/x"}
+
+
+def test_read_then_rewrite_is_two_versions_not_a_cycle(hist):
+    v1, v2, v3 = b"state 1", b"state 2", b"state 3"
+    a = hist.run(["python3", "step.py"], reads=[("/w/state", v1)], writes=[("/w/state", v2)])
+    b = hist.run(["python3", "step.py"], reads=[("/w/state", v2)], writes=[("/w/state", v3)])
+    g = lineage.upstream(hist.store, ("artifact", _h(v3)))
+    assert nx.is_directed_acyclic_graph(g)
+    doc = lineage.inputs(hist.store, ("artifact", _h(v3)))
+    assert [(e["hash"], e["produced_by"], e["depth"]) for e in doc["inputs"]
+            if e["kind"] == "data"] == [(_h(v2), a, 1), (_h(v1), None, 2)]
+    assert {r["id"] for r in doc["runs"]} == {a, b}
+
+
+def test_identical_outputs_link_every_producer_but_not_later_ones(hist):
+    src = [("/w/in.csv", b"input")]
+    first = hist.run(["python3", "make.py"], reads=src, writes=[("/w/a.bin", b"same")])
+    second = hist.run(["python3", "make.py"], reads=src, writes=[("/w/b.bin", b"same")])
+    user = hist.run(["python3", "use.py"], reads=[("/w/a.bin", b"same")],
+                    writes=[("/w/out", b"out")])
+    late = hist.run(["python3", "again.py"], writes=[("/w/c.bin", b"same")])
+    doc = lineage.inputs(hist.store, ("run", user))
+    [e] = [e for e in doc["inputs"] if e["hash"] == _h(b"same")]
+    assert e["producers"] == sorted([first, second]) and e["produced_by"] == first
+    assert late not in {r["id"] for r in doc["runs"]}
+    # as a target, content written by several runs links to all of them
+    t = lineage.inputs(hist.store, ("artifact", _h(b"same")))["target"]
+    assert t["produced_by"] == [first, second, late]
+
+
+def test_empty_content_links_only_by_path(hist):
+    hist.run(["touch", "/w/elsewhere"], writes=[("/w/elsewhere", b"")])
+    marker = hist.run(["touch", "/w/done"], writes=[("/w/done", b"")])
+    user = hist.run(["python3", "use.py"], reads=[("/w/done", b"")], writes=[("/w/o", b"o")])
+    doc = lineage.inputs(hist.store, ("run", user))
+    assert {r["id"] for r in doc["runs"]} == {user, marker}
+
+
+def test_walk_loads_only_the_upstream_part(hist, monkeypatch):
+    for i in range(50):
+        hist.run(["python3", "other.py"], reads=[(f"/o/{i}", b"x%d" % i)],
+                 writes=[(f"/o/out{i}", b"y%d" % i)])
+    _pipeline(hist)
+    loaded = []
+    real = hist.store.get_run
+    monkeypatch.setattr(hist.store, "get_run", lambda rid: loaded.append(rid) or real(rid))
+    lineage.inputs(hist.store, ("artifact", _h(MODEL)))
+    assert len(set(loaded)) == 2
+
+
+# -- membership ---------------------------------------------------------------------------
+
+
+def test_contains_yes_with_evidence_and_no(hist):
+    pre, _, _ = _pipeline(hist)
+    target = ("artifact", _h(MODEL))
+    yes = lineage.contains(hist.store, target, _h(RAW[1][1]))
+    assert yes["answer"] == "yes" and yes["reasons"] == []
+    assert yes["evidence"] == [{"run": pre, "path": RAW[1][0], "depth": 2}]
+    no = lineage.contains(hist.store, target, _h(b"never read"))
+    assert no["answer"] == "no" and no["evidence"] == [] and no["reasons"] == []
+    # metrics are downstream of the model: not in its training data
+    assert lineage.contains(hist.store, target, _h(b"m1"))["answer"] == "no"
+
+
+@pytest.mark.parametrize("flaw", ["incomplete", "interrupted", "unverified", "running"])
+def test_contains_is_unknown_when_upstream_capture_is_incomplete(hist, flaw):
+    kw = {"incomplete": {"complete": False, "reasons": ["3 kernel events lost"]},
+          "interrupted": {"status": "interrupted", "complete": False,
+                          "reasons": ["run was interrupted"]},
+          "unverified": {"unverified": ["/w/data/raw/late.csv"]},
+          "running": {"status": "running", "complete": None}}[flaw]
+    pre = hist.run(["python3", "preprocess.py", "data/raw"], reads=RAW,
+                   writes=[("/w/out/features.json", FEATURES)], **kw)
+    hist.run(["python3", "train.py"], reads=[("/w/out/features.json", FEATURES)],
+             writes=[("/w/out/model.pt", MODEL)])
+    target = ("artifact", _h(MODEL))
+    doc = lineage.contains(hist.store, target, _h(b"never read"))
+    assert doc["answer"] == "unknown"
+    assert doc["reasons"] and all(pre[:10] in r for r in doc["reasons"])
+    # what was seen is still a yes
+    assert lineage.contains(hist.store, target, _h(RAW[0][1]))["answer"] == "yes"
+    assert lineage.inputs(hist.store, target)["complete"] is False
+
+
+def test_contains_on_content_no_run_wrote_is_unknown(hist):
+    _pipeline(hist)
+    doc = lineage.contains(hist.store, ("artifact", _h(RAW[0][1])), _h(b"anything"))
+    assert doc["answer"] == "unknown" and "no recorded run wrote" in doc["reasons"][0]
+
+
+def test_contains_dir_reports_each_file(hist, tmp_path):
+    _pipeline(hist)
+    d = tmp_path / "raw"
+    d.mkdir()
+    (d / "shard-0.csv").write_bytes(RAW[0][1])
+    (d / "shard-1.csv").write_bytes(b"edited since")
+    (d / "sub").mkdir()
+    (d / "sub" / "copy.csv").write_bytes(RAW[2][1])
+    doc = lineage.contains_dir(hist.store, ("artifact", _h(MODEL)), str(d))
+    answers = {f["path"]: f["answer"] for f in doc["files"]}
+    assert answers == {"shard-0.csv": "yes", "shard-1.csv": "no", "sub/copy.csv": "yes"}
+    assert (doc["answer"], doc["reached"], doc["total"]) == ("yes", 2, 3)
+
+
+def test_content_ref_accepts_files_hashes_and_prefixes(hist, tmp_path):
+    _pipeline(hist)
+    f = tmp_path / "x"
+    f.write_bytes(FEATURES)
+    assert lineage.content_ref(hist.store, str(f)) == (_h(FEATURES), str(f))
+    assert lineage.content_ref(hist.store, _h(b"unknown"))[0] == _h(b"unknown")
+    assert lineage.content_ref(hist.store, _h(FEATURES)[:10])[0] == _h(FEATURES)
+    with pytest.raises(RefError, match="neither an existing file"):
+        lineage.content_ref(hist.store, "no/such/file")
+    with pytest.raises(RefError, match="--contains-dir"):
+        lineage.content_ref(hist.store, str(tmp_path))
+
+
+# -- outputs ------------------------------------------------------------------------------
+
+
+def test_outputs_is_transitive(hist):
+    pre, train, ev = _pipeline(hist)
+    hist.run(["python3", "unrelated.py"], reads=[("/w/other", b"other")],
+             writes=[("/w/o2", b"o2")])
+    doc = lineage.outputs(hist.store, ("artifact", _h(RAW[0][1])))
+    assert doc["complete"]
+    got = {(e["path"], e["run"], e["depth"]) for e in doc["outputs"]}
+    assert got == {("/w/out/features.json", pre, 1), ("/w/out/model.pt", train, 2),
+                   ("/w/out/metrics.json", ev, 2)}  # evaluate read the features too
+    for e in doc["outputs"]:
+        assert {"path", "hash", "run", "depth"} <= e.keys()
+    # from a run: what it wrote and everything downstream of that
+    assert {e["run"] for e in lineage.outputs(hist.store, ("run", train))["outputs"]} == {
+        train, ev}
+
+
+def test_outputs_ignores_earlier_readers_of_identical_content(hist):
+    early = hist.run(["python3", "old.py"], reads=[("/w/x", b"same")], writes=[("/w/e", b"e")])
+    src = hist.run(["python3", "make.py"], reads=[("/w/users.csv", b"pii")],
+                   writes=[("/w/x", b"same")])
+    later = hist.run(["python3", "use.py"], reads=[("/w/x", b"same")], writes=[("/w/l", b"l")])
+    doc = lineage.outputs(hist.store, ("artifact", _h(b"pii")))
+    assert {e["run"] for e in doc["outputs"]} == {src, later}
+    assert early not in {r["id"] for r in doc["runs"]}
+
+
+def test_outputs_incomplete_downstream_is_said(hist):
+    hist.run(["python3", "make.py"], reads=[("/w/users.csv", b"pii")],
+             writes=[("/w/x", b"x")], complete=False, reasons=["io_uring used"])
+    doc = lineage.outputs(hist.store, ("artifact", _h(b"pii")))
+    assert doc["complete"] is False and "io_uring used" in doc["reasons"][0]
+
+
+# -- diff -----------------------------------------------------------------------------
+
+
+def _kinds(doc):
+    return [(c["kind"], c["step"], c["key"]) for c in doc["changes"]]
+
+
+def test_diff_same_upstream_has_no_changes(hist):
+    _pipeline(hist)
+    doc = lineage.diff(hist.store, ("artifact", _h(MODEL)), ("artifact", _h(MODEL)))
+    assert doc["changes"] == [] and all(s["a"] == s["b"] for s in doc["steps"])
+
+
+def test_diff_retrain_reports_args_and_env_before_noise(hist):
+    pre, a, _ = _pipeline(hist, env={"HOME": "/root", "PWD": "/w", "TOKEN": {
+        "redacted": "hmac-sha256:" + "1" * 64}, "SAME_SECRET": {"redacted": "hmac-sha256:2"}})
+    b = hist.run(["python3", "train.py", "out/features.json", "/w/out/model2.pt", "--lr", "0.2"],
+                 reads=[("/w/out/features.json", FEATURES)], code=[("/w/train.py", b"train")],
+                 writes=[("/w/out/model2.pt", b"model v2")], packages={"numpy": "2.0.0"},
+                 env={"HOME": "/root", "PWD": "/tmp", "SEED": "7", "TOKEN": {
+                     "redacted": "hmac-sha256:" + "3" * 64},
+                      "SAME_SECRET": {"redacted": "hmac-sha256:2"}},
+                 exe="/usr/bin/python3.12", exit_code=1)
+    doc = lineage.diff(hist.store, ("artifact", _h(MODEL)), ("artifact", _h(b"model v2")))
+    kinds = _kinds(doc)
+    assert ("args", "train.py", "--lr") in kinds and ("args", "train.py", "#2") in kinds
+    lr = next(c for c in doc["changes"] if c["key"] == "--lr")
+    assert (lr["a"], lr["b"], lr["a_run"], lr["b_run"]) == ("0.1", "0.2", a, b)
+    assert ("env", "train.py", "SEED") in kinds and ("env", "train.py", "TOKEN") in kinds
+    assert ("env", "train.py", "SAME_SECRET") not in kinds  # redacted, same keyed hash
+    assert ("packages", "train.py", "numpy") in kinds
+    assert ("command", "train.py", "interpreter") in kinds
+    assert ("exit", "train.py", "exit_code") in kinds
+    order = [k for k, _, _ in kinds]
+    assert order.index("args") < order.index("packages") < order.index("env")
+    assert kinds[-1] == ("env", "train.py", "PWD")  # shell noise last
+    assert not any(k == "data" for k in order)  # same features: no data change
+    assert {(s["a"], s["b"]) for s in doc["steps"]} >= {(pre, pre), (a, b)}
+
+
+def test_diff_upstream_data_change_leads(hist):
+    _pipeline(hist)
+    raw2 = [RAW[0], (RAW[1][0], b"row 1 edited"), RAW[2], ("/w/data/raw/shard-3.csv", b"new")]
+    _pipeline(hist, raw=raw2, features=b"features v2", model=b"model v2")
+    doc = lineage.diff(hist.store, ("artifact", _h(MODEL)), ("artifact", _h(b"model v2")))
+    first = doc["changes"][0]
+    assert (first["kind"], first["step"], first["key"]) == ("data", "preprocess.py", "data/raw")
+    assert first["dataset"] and first["changed"] == ["shard-1.csv"]
+    assert first["added"] == ["shard-3.csv"] and first["removed"] == []
+    feat = next(c for c in doc["changes"] if c["key"] == "out/features.json")
+    assert feat["derived"] and feat["step"] == "train.py"
+    assert doc["changes"].index(first) < doc["changes"].index(feat)
+
+
+def test_diff_steps_added_and_removed(hist):
+    _pipeline(hist)
+    extra = hist.run(["python3", "augment.py"], reads=[("/w/extra", b"e")],
+                     writes=[("/w/aug.json", b"aug")])
+    t = hist.run(["python3", "train.py", "out/features.json", "/w/out/m3.pt"],
+                 reads=[("/w/out/features.json", FEATURES), ("/w/aug.json", b"aug")],
+                 code=[("/w/train.py", b"train")], writes=[("/w/out/m3.pt", b"m3")])
+    doc = lineage.diff(hist.store, ("artifact", _h(MODEL)), ("run", t))
+    added = [c for c in doc["changes"] if c["kind"] == "step_added"]
+    assert [(c["step"], c["b"]) for c in added] == [("augment.py", extra)]
+    back = lineage.diff(hist.store, ("run", t), ("artifact", _h(MODEL)))
+    assert [c["a"] for c in back["changes"] if c["kind"] == "step_removed"] == [extra]
+
+
+def test_diff_code_without_a_repository_compares_recorded_hashes(hist):
+    git1 = {"root": "/nonexistent/repo", "commit": "a" * 40, "dirty": False}
+    git2 = {"root": "/nonexistent/repo", "commit": "b" * 40, "dirty": False}
+    a = hist.run(["python3", "train.py"], code=[("/nonexistent/repo/train.py", b"v1"),
+                                                ("/nonexistent/repo/util.py", b"u")],
+                 git=git1, cwd="/nonexistent/repo", writes=[("/o/a", b"a")])
+    b = hist.run(["python3", "train.py"], code=[("/nonexistent/repo/train.py", b"v2"),
+                                                ("/nonexistent/repo/util.py", b"u")],
+                 git=git2, cwd="/nonexistent/repo", writes=[("/o/b", b"b")])
+    doc = lineage.diff(hist.store, ("run", a), ("run", b))
+    code = [(c["key"], c["a"], c["b"]) for c in doc["changes"] if c["kind"] == "code"]
+    assert code == [("commit", "a" * 40, "b" * 40), ("train.py", _h(b"v1"), _h(b"v2"))]
+
+
+def _git(root, *args):
+    return subprocess.run(["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t",
+                           *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_diff_code_uses_git_between_recorded_commits(hist, tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    (repo / "train.py").write_text("a = 1\n")
+    (repo / "util.py").write_text("x\n")
+    (repo / "unused.py").write_text("u\n")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "one")
+    c1 = _git(repo, "rev-parse", "HEAD")
+    v1 = (repo / "train.py").read_bytes()
+    (repo / "train.py").write_text("a = 2\nb = 3\n")
+    (repo / "unused.py").write_text("changed, never read\n")
+    _git(repo, "commit", "-qam", "two")
+    c2 = _git(repo, "rev-parse", "HEAD")
+    v2 = (repo / "train.py").read_bytes()
+    r = str(repo)
+    a = hist.run(["python3", "train.py"], cwd=r, git={"root": r, "commit": c1, "dirty": False},
+                 code=[(f"{r}/train.py", v1), (f"{r}/util.py", b"x\n")],
+                 writes=[("/o/a", b"a")])
+    b = hist.run(["python3", "train.py"], cwd=r, git={"root": r, "commit": c2, "dirty": False},
+                 code=[(f"{r}/train.py", v2), (f"{r}/util.py", b"x\n")],
+                 writes=[("/o/b", b"b")])
+    doc = lineage.diff(hist.store, ("run", a), ("run", b))
+    code = {c["key"]: c for c in doc["changes"] if c["kind"] == "code"}
+    assert set(code) == {"commit", "train.py"}  # unused.py changed but was not read
+    assert code["train.py"]["lines"] == "+2 -1"
+
+
+def test_step_key_and_args():
+    def info(argv, inputs=()):
+        return lineage.RunInfo("R", {"command": argv, "cwd": "/w", "git": {"root": "/w"}},
+                               [{"path": p, "kind": "code"} for p in inputs], [])
+
+    assert lineage.step_key(info(["python3", "-u", "src/train.py", "--lr", "1"])) == \
+        "src/train.py"
+    assert lineage.step_key(info(["python3.11", "-m", "pkg.train"])) == "-m pkg.train"
+    assert lineage.step_key(info(["/usr/bin/python3.12", "-c", "print(1)"])) == "python"
+    assert lineage.step_key(info(["./prep", "x"])) == "prep"
+    assert lineage.step_key(info(["python3", "run"], ["/w/run"])) == "run"
+    assert lineage.parse_args(["a", "--lr", "0.1", "--flag", "--x=1", "-n", "-5", "--tag", "p",
+                               "--tag", "q", "--", "--z"]) == {
+        "#1": "a", "--lr": "0.1", "--flag": True, "--x": "1", "-n": "-5", "--tag": ["p", "q"],
+        "#2": "--z"}
+
+
+# -- CLI: shapes and errors (no capture) -------------------------------------------------
+
+
+@pytest.fixture
+def cli(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    return Roar(tmp_path / "home", None, work)
+
+
+def _one_line_error(p):
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    lines = [line for line in p.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("roar: ")
+    return lines[0]
+
+
+def test_cli_json_shapes(cli):
+    h = History(cli.home)
+    pre, train, _ = _pipeline(h)
+    for i in range(40):  # enough runs that a one-character prefix is ambiguous
+        h.run(["true"], writes=[(f"/o/{i}", b"%d" % i)])
+    h.store.close()
+    model = _h(MODEL)
+    doc = cli.json("inputs", model)
+    assert {"target", "complete", "inputs", "datasets"} <= doc.keys()
+    doc = cli.json("inputs", model, "--contains", _h(RAW[0][1]))
+    assert {"answer", "hash", "evidence", "reasons"} <= doc.keys() and doc["answer"] == "yes"
+    doc = cli.json("outputs", _h(RAW[0][1]))
+    assert {"target", "complete", "outputs"} <= doc.keys()
+    doc = cli.json("diff", pre, train)
+    assert {"a", "b", "changes"} <= doc.keys()
+    for c in doc["changes"]:
+        assert {"kind", "step", "key", "a", "b"} <= c.keys()
+    for args in (["inputs", model], ["inputs", model, "--files"], ["outputs", model],
+                 ["diff", pre, train], ["inputs", model, "--contains", _h(b"none")]):
+        p = cli(*args)
+        assert p.stdout and not p.stderr
+
+    assert "is not a run id" in _one_line_error(cli("inputs", "nothing-here", check=False))
+    assert "ambiguous" in _one_line_error(cli("outputs", pre[0], check=False))
+    assert "is not a run id" in _one_line_error(cli("diff", pre, "zzzz", check=False))
+    assert "neither an existing file" in _one_line_error(
+        cli("inputs", model, "--contains", "no/such", check=False))
+    assert "not both" in _one_line_error(
+        cli("inputs", model, "--contains", "x", "--contains-dir", "y", check=False))
+    assert "not a directory" in _one_line_error(
+        cli("inputs", model, "--contains-dir", "no/such", check=False))
+
+
+def test_cli_without_store_is_one_line(cli):
+    assert "no roar store" in _one_line_error(cli("inputs", "x", check=False))
+
+
+# -- capture: a real pipeline -----------------------------------------------------------
+
+
+def _capture(roar: Roar, *args, env=None):
+    _, doc = roar.run(sys.executable, *args, env=env)
+    return doc
+
+
+@pytest.fixture(scope="module")
+def pipeline(roard, tmp_path_factory):
+    """make_data -> preprocess -> train -> evaluate; a retrain with another --lr and
+    an env var; shard-1 edited, then preprocess + train again."""
+    base = tmp_path_factory.mktemp("lineage")
+    work = base / "repo"
+    work.mkdir()
+    roar = Roar(base / "home", roard, work)
+    for name in ("make_data.py", "preprocess.py", "train.py", "evaluate.py"):
+        shutil.copy(REPO / "examples" / "pipeline" / name, work / name)
+    (work / ".gitignore").write_text("data/\nout/\nmodels/\n__pycache__/\n")
+    _git(work, "init", "-q")
+    _git(work, "add", "-A")
+    _git(work, "commit", "-qm", "pipeline")
+    ids = {}
+    ids["make"] = _capture(roar, "make_data.py", "data/raw", "--shards", "4", "--rows", "20")["id"]
+    ids["pre"] = _capture(roar, "preprocess.py", "data/raw", "out/features.json")["id"]
+    ids["train"] = _capture(roar, "train.py", "out/features.json", "out/model.json",
+                            "--lr", "0.1", "--epochs", "3")["id"]
+    ids["eval"] = _capture(roar, "evaluate.py", "out/model.json", "out/features.json",
+                           "out/metrics.json")["id"]
+    ids["retrain"] = _capture(roar, "train.py", "out/features.json", "out/model2.json",
+                              "--lr", "0.5", "--epochs", "3",
+                              env=roar.env(LINEAGE_NOTE="retrain"))["id"]
+    shard1 = work / "data" / "raw" / "shard-01.csv"
+    ids["shard1_v1"] = xxh128(shard1)
+    shard1.write_text(shard1.read_text().replace("1", "7"))
+    ids["pre2"] = _capture(roar, "preprocess.py", "data/raw", "out/features3.json")["id"]
+    ids["train3"] = _capture(roar, "train.py", "out/features3.json", "out/model3.json",
+                             "--lr", "0.1", "--epochs", "3")["id"]
+    return roar, ids
+
+
+@pytest.mark.capture
+def test_captured_inputs_and_datasets(pipeline):
+    roar, ids = pipeline
+    doc = roar.json("inputs", "out/model.json")
+    assert doc["complete"], doc["reasons"]
+    assert doc["target"]["produced_by"] == [ids["train"]]
+    by_path = {Path(e["path"]).relative_to(roar.cwd).as_posix(): e for e in doc["inputs"]}
+    feat = by_path["out/features.json"]
+    assert (feat["produced_by"], feat["depth"]) == (ids["pre"], 1)
+    assert feat["hash"] == xxh128(roar.cwd / "out" / "features.json")
+    for i in range(4):
+        e = by_path[f"data/raw/shard-{i:02d}.csv"]
+        assert (e["produced_by"], e["depth"]) == (ids["make"], 2)
+    assert by_path["train.py"]["kind"] == "code" and by_path["train.py"]["depth"] == 1
+    [ds] = doc["datasets"]
+    assert ds["path"] == str(roar.cwd / "data" / "raw") and ds["count"] == 4
+    assert ds["produced_by"] == [ids["make"]]
+    assert {r["id"] for r in doc["runs"]} == {ids["train"], ids["pre"], ids["make"]}
+    assert "shard-00.csv" in roar("inputs", "out/model.json", "--files").stdout
+
+
+@pytest.mark.capture
+def test_captured_membership(pipeline):
+    roar, ids = pipeline
+    doc = roar.json("inputs", "out/model.json", "--contains", "data/raw/shard-00.csv")
+    assert doc["answer"] == "yes"
+    assert doc["evidence"][0]["run"] == ids["pre"] and doc["evidence"][0]["depth"] == 2
+    # shard-01 was edited after model.json was trained: this content never reached it
+    doc = roar.json("inputs", "out/model.json", "--contains", "data/raw/shard-01.csv")
+    assert doc["answer"] == "no" and doc["other_versions"][0]["hash"] == ids["shard1_v1"]
+    assert roar.json("inputs", "out/model3.json", "--contains",
+                     "data/raw/shard-01.csv")["answer"] == "yes"
+    assert roar.json("inputs", "out/model.json", "--contains",
+                     ids["shard1_v1"])["answer"] == "yes"
+    fresh = roar.cwd / "unrelated.csv"
+    fresh.write_text("never read by anything\n")
+    assert roar.json("inputs", "out/model.json", "--contains", fresh)["answer"] == "no"
+    doc = roar.json("inputs", "out/model.json", "--contains-dir", "data/raw")
+    assert {f["path"]: f["answer"] for f in doc["files"]} == {
+        "shard-00.csv": "yes", "shard-01.csv": "no", "shard-02.csv": "yes",
+        "shard-03.csv": "yes"}
+    p = roar("inputs", "out/model.json", "--contains", "data/raw/shard-00.csv")
+    assert p.stdout.startswith("yes")
+
+
+@pytest.mark.capture
+def test_captured_unknown_when_an_upstream_run_is_incomplete(pipeline, tmp_path):
+    roar, ids = pipeline
+    home = tmp_path / "home"
+    shutil.copytree(roar.home, home)
+    st = Store(home)
+    rec = st.get_run(ids["pre"])
+    rec["complete"] = False
+    rec["incomplete_reasons"] = ["12 kernel events lost (ring buffer full)"]
+    st.put_run(rec)
+    st.close()
+    env = roar.env(ROAR_HOME=str(home))
+    fresh = roar.cwd / "never-read.csv"
+    fresh.write_text("not in any run\n")
+    doc = json.loads(roar("inputs", "out/model.json", "--contains", fresh, "--json",
+                          env=env).stdout)
+    assert doc["answer"] == "unknown"
+    assert any(ids["pre"][:10] in r and "events lost" in r for r in doc["reasons"])
+    doc = json.loads(roar("inputs", "out/model.json", "--contains", "data/raw/shard-00.csv",
+                          "--json", env=env).stdout)
+    assert doc["answer"] == "yes"
+    assert json.loads(roar("inputs", "out/model.json", "--json", env=env).stdout)[
+        "complete"] is False
+    out = roar("inputs", "out/model.json", "--contains", fresh, env=env).stdout
+    assert out.startswith("unknown") and "events lost" in out
+
+
+@pytest.mark.capture
+def test_captured_outputs(pipeline):
+    roar, ids = pipeline
+    doc = roar.json("outputs", "data/raw/shard-00.csv")
+    assert doc["complete"], doc["reasons"]
+    got = {(Path(e["path"]).relative_to(roar.cwd).as_posix(), e["run"]) for e in doc["outputs"]}
+    assert got >= {("out/features.json", ids["pre"]), ("out/model.json", ids["train"]),
+                   ("out/metrics.json", ids["eval"]), ("out/model2.json", ids["retrain"]),
+                   ("out/features3.json", ids["pre2"]), ("out/model3.json", ids["train3"])}
+    depth = {Path(e["path"]).name: e["depth"] for e in doc["outputs"]}
+    assert (depth["features.json"], depth["model.json"], depth["metrics.json"]) == (1, 2, 2)
+    # the edited shard's old content reached the first pipeline only
+    doc = roar.json("outputs", ids["shard1_v1"])
+    assert {e["run"] for e in doc["outputs"]} >= {ids["pre"], ids["train"]}
+    assert ids["pre2"] not in {e["run"] for e in doc["outputs"]}
+
+
+@pytest.mark.capture
+def test_captured_diff_retrain(pipeline):
+    roar, ids = pipeline
+    doc = roar.json("diff", "out/model.json", "out/model2.json")
+    kinds = [(c["kind"], c["key"]) for c in doc["changes"]]
+    lr = next(c for c in doc["changes"] if c["key"] == "--lr")
+    assert (lr["kind"], lr["step"], lr["a"], lr["b"]) == ("args", "train.py", "0.1", "0.5")
+    note = next(c for c in doc["changes"] if c["key"] == "LINEAGE_NOTE")
+    assert (note["kind"], note["a"], note["b"]) == ("env", None, "retrain")
+    assert kinds.index(("args", "--lr")) < kinds.index(("env", "LINEAGE_NOTE"))
+    assert not [c for c in doc["changes"] if c["kind"] in ("data", "code", "step_added",
+                                                             "step_removed")]
+    shared = {s["a"] for s in doc["steps"] if s["a"] == s["b"]}
+    assert shared == {ids["pre"], ids["make"]}
+    out = roar("diff", "out/model.json", "out/model2.json").stdout
+    assert out.index("--lr") < out.index("LINEAGE_NOTE")
+
+
+@pytest.mark.capture
+def test_captured_diff_upstream_data(pipeline):
+    roar, ids = pipeline
+    doc = roar.json("diff", "out/model.json", "out/model3.json")
+    first = doc["changes"][0]
+    assert (first["kind"], first["step"], first["key"]) == ("data", "preprocess.py", "data/raw")
+    assert first["changed"] == ["shard-01.csv"] and first["a_run"] == ids["pre"]
+    assert first["b_run"] == ids["pre2"]
+    assert not [c for c in doc["changes"] if c["kind"] == "args" and c["key"] == "--lr"]
+    assert roar("diff", "out/model.json", "out/model3.json").stdout.count("\n") > 3
+
+
+@pytest.mark.capture
+def test_captured_identity_survives_rename_and_copy(pipeline):
+    roar, ids = pipeline
+    before = roar.json("inputs", "out/model.json")
+    (roar.cwd / "models").mkdir(exist_ok=True)
+    shutil.copy(roar.cwd / "out" / "model.json", roar.cwd / "models" / "copy.json")
+    shutil.copy(roar.cwd / "out" / "model2.json", roar.cwd / "models" / "tmp.json")
+    (roar.cwd / "models" / "tmp.json").rename(roar.cwd / "models" / "final.json")
+    after = roar.json("inputs", "models/copy.json")
+    assert after["inputs"] == before["inputs"] and after["datasets"] == before["datasets"]
+    assert after["target"]["produced_by"] == [ids["train"]]
+    assert roar.json("diff", "out/model.json", "models/copy.json")["changes"] == []
+    doc = roar.json("diff", "models/copy.json", "models/final.json")
+    assert ("args", "--lr") in [(c["kind"], c["key"]) for c in doc["changes"]]
+    assert roar.json("inputs", "models/final.json", "--contains",
+                     "data/raw/shard-00.csv")["answer"] == "yes"
+
+
+@pytest.mark.capture
+def test_captured_bad_refs_are_one_line(pipeline):
+    roar, ids = pipeline
+    assert "is not a run id" in _one_line_error(roar("inputs", "no-such-model.pt",
+                                                     check=False))
+    assert "ambiguous" in _one_line_error(roar("outputs", ids["make"][:2], check=False))
+    (roar.cwd / "stranger.bin").write_bytes(b"never recorded")
+    assert "never read or written" in _one_line_error(roar("diff", "out/model.json",
+                                                           "stranger.bin", check=False))
