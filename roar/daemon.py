@@ -143,6 +143,11 @@ class Daemon:
             if req["op"] == "status":
                 conn.sendall(protocol.encode_json(self.status()))
                 return
+            if req["op"] == "review":  # training requests: the reviewer is the peer's uid
+                from .requests import daemon_review
+
+                conn.sendall(protocol.encode_json(daemon_review(req, peer_uid)))
+                return
             if req["op"] != "trace":
                 raise protocol.ProtocolError(f"unknown op {req['op']!r}")
             run = self._start_run(conn, req, peer_uid)
