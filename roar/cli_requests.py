@@ -35,6 +35,15 @@ def _money(value, currency) -> str:
     return "?" if value is None else f"{value:.2f} {currency or ''}".rstrip()
 
 
+def _duration(hours: float) -> str:
+    seconds = hours * 3600
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{hours:.2f} h"
+
+
 def _compute(doc: dict) -> str:
     gpus = f"{doc['gpus']} x {doc['gpu_type'] or 'GPU'}" if doc["gpus"] else "no GPU"
     line = f"{gpus} for {doc['hours']:g} h"
@@ -65,7 +74,7 @@ def _show(doc: dict) -> None:
         click.echo(f"similar  {d['kind']} {d['id']} ({d['status']}, {d['requester']})")
     if doc.get("run"):
         used = "" if doc.get("gpu_hours") is None else (
-            f"  {doc['duration_hours']:.4g} h, {doc['gpu_hours']:.4g} GPU-hours, cost "
+            f"  {_duration(doc['duration_hours'])}, {doc['gpu_hours']:.4g} GPU-hours, cost "
             f"{_money(doc['cost'], doc.get('currency'))}")
         click.echo(f"run      {doc['run']}{used}")
     for i, o in enumerate(doc.get("outputs") or []):
