@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import lmdb
+
 from . import context, protocol
 from .hasher import OK, hash_path
 from .ids import hostname, new_run_id
@@ -500,7 +502,7 @@ def find_duplicates(store: Store, datasets: list[dict], manifests: dict[str, dic
     candidates: set[str] | None = None
     for ds in datasets:
         hashes = set(manifests[ds["hash"]].values()) if ds["hash"] in manifests else {ds["hash"]}
-        readers = {rid for h in hashes for rid, _ in store.readers_of(h)}
+        readers = {rid for rows in store.readers_of_many(hashes).values() for rid, _ in rows}
         candidates = readers if candidates is None else candidates & readers
     for rid in sorted(candidates or ()):
         run = store.get_run(rid) or {}
@@ -733,7 +735,11 @@ def wait(store: Store, ref: str, until: str = "decided", timeout: float | None =
     deadline = None if timeout is None else time.monotonic() + timeout
     request_id = find(store, ref)["id"]
     while True:
-        doc = store.get_doc("requests", request_id)
+        try:
+            doc = store.get_doc("requests", request_id)
+        except lmdb.MapResizedError:  # a writer grew the map during a long wait
+            store.env.set_mapsize(0)
+            continue
         if doc["status"] in done:
             return doc
         if deadline is not None and time.monotonic() >= deadline:
