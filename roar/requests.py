@@ -478,7 +478,8 @@ def auto_approval(policy: Policy, doc: dict) -> list[str]:
     if "max_hours" in limits and doc["hours"] > limits["max_hours"]:
         why.append(f"{doc['hours']:g} h > {limits['max_hours']:g}")
     for ds in doc["datasets"]:
-        if _matches(ds["path"], policy.datasets_review):
+        if _matches(ds["path"], policy.datasets_review) or \
+                _matches(os.path.realpath(ds["path"]), policy.datasets_review):
             why.append(f"dataset {ds['path']} always needs review")
     return why
 
@@ -536,7 +537,8 @@ def create(store: Store, datasets: list[str], gpus: int, hours: float, rationale
     for path in datasets:
         full = os.path.abspath(os.path.join(cwd, path))
         for allowed in policy.datasets_allowed:
-            if not _matches(full, allowed):
+            # a link inside an allowed directory must not lead out of it
+            if not (_matches(full, allowed) and _matches(os.path.realpath(full), allowed)):
                 raise RequestError(f"dataset {full} is not allowed by the policy "
                                    f"({', '.join(policy.sources)})")
     versions = [dataset_version(os.path.join(cwd, p), store) for p in datasets]

@@ -239,6 +239,27 @@ def test_create_refusals_are_one_line(req):
     assert req.json("request", "list") == []
 
 
+def test_dataset_rules_follow_links(req, tmp_path):
+    srv = tmp_path / "srv"
+    srv.mkdir()
+    for name in ("ok.csv", "pii-users.csv"):
+        (srv / name).write_text("1\n")
+    (srv / "escape").symlink_to(req.cwd / "data")
+    write_policy(req.home, POLICY + f'[datasets]\nallowed = ["{srv}"]\n'
+                                    f'review = ["{srv}/pii-*"]\n')
+
+    def file(path, check=True):
+        return req("request", "create", "--json", "--dataset", path, "--gpus", 1, "--hours", 1,
+                   "--rationale", "r", check=check)
+
+    p = file(srv / "escape", check=False)
+    assert p.returncode == 2 and "is not allowed by the policy" in p.stderr
+    assert json.loads(file(srv / "ok.csv").stdout)["status"] == "approved"
+    pii = json.loads(file(srv / "pii-users.csv").stdout)
+    assert pii["status"] == "pending"
+    assert "always needs review" in req("request", "show", pii["id"]).stdout
+
+
 def test_near_duplicate_is_warned_then_refused_by_policy(req):
     first = create(req, "--", "python", "train.py")
     p = req("request", "create", "--dataset", "data", "--gpus", 1, "--hours", 1,
