@@ -99,7 +99,11 @@ def _show_inputs(doc: dict, files: bool) -> None:
     if sets:
         click.echo(f"datasets ({len(sets)}):")
         for ds in sets:
-            made = ", ".join(r[:10] for r in ds["produced_by"]) or "-"
+            made = ", ".join(r[:10] for r in ds["produced_by"][:2]) or "-"
+            if len(ds["produced_by"]) > 2:
+                made += f" +{len(ds['produced_by']) - 2}"
+            if 0 < ds["produced"] < ds["count"]:
+                made += f" ({ds['produced']} of {ds['count']})"
             click.echo(f"  depth {ds['depth']:<2} {_h(ds['version'])}  {ds['count']:>5} files "
                        f"{_size(ds['size']):>7}  made by {made:<10}  {_p(ds['path'])}/")
             if files:

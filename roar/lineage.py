@@ -40,6 +40,7 @@ class RunInfo:
     inputs: list[dict]
     outputs: list[dict]
     exe: str | None = None  # the first process's executable, loaded by diff only
+    key: str | None = None  # step_key(), computed once
 
     @property
     def started(self) -> str:
@@ -389,14 +390,17 @@ def datasets(g: nx.DiGraph) -> list[dict]:
                 if complete else None
             ds = found.get((root, version))
             if ds is None:
-                producers = set()
+                producers, made = set(), 0
                 for m in members:
                     if m["hash"] and _ver_node(m["hash"]) in g:
-                        producers |= {r[1] for r in g.predecessors(_ver_node(m["hash"]))}
+                        writers = {r[1] for r in g.predecessors(_ver_node(m["hash"]))}
+                        producers |= writers
+                        made += bool(writers)
                 ds = found[(root, version)] = {
                     "path": root, "version": version, "count": len(members),
                     "size": sum(m["size"] or 0 for m in members), "depth": depth + 1,
-                    "read_by": [], "produced_by": sorted(producers), "complete": complete,
+                    "read_by": [], "produced_by": sorted(producers), "produced": made,
+                    "complete": complete,
                     "members": members}
             ds["read_by"].append(info.id)
             ds["depth"] = min(ds["depth"], depth + 1)
@@ -530,7 +534,7 @@ ENV_NOISE = {"_", "PWD", "OLDPWD", "SHLVL", "TERM", "COLORTERM", "LS_COLORS", "P
              "LINES", "COLUMNS", "MAIL", "STY", "WINDOW", "SHELL_SESSION_ID", "INVOCATION_ID",
              "JOURNAL_STREAM", "MANPATH", "LESSOPEN", "LESSCLOSE", "PYTEST_CURRENT_TEST"}
 ENV_NOISE_PREFIXES = ("XDG_", "SSH_", "TMUX", "TERM_", "VSCODE_", "GPG_", "DBUS_",
-                      "KITTY_", "ITERM_", "WT_", "OLDPWD")
+                      "KITTY_", "ITERM_", "WT_")
 _PROGRAM_VERSION = str.maketrans("", "", "0123456789.")
 
 
@@ -542,7 +546,7 @@ def _script_index(info: RunInfo) -> int | None:
     """Index in argv of the script the program ran (`python3 -u train.py`)."""
     argv = info.record.get("command") or []
     cwd = info.record.get("cwd") or "/"
-    read = {f["path"] for f in info.inputs}
+    code = {f["path"] for f in info.inputs if f.get("kind") == CODE}
     for i, a in enumerate(argv[1:], 1):
         if a == "-c":  # inline code: no script
             return None
@@ -551,7 +555,7 @@ def _script_index(info: RunInfo) -> int | None:
                 return i + 1
             continue
         p = posixpath.normpath(posixpath.join(cwd, a))
-        if p in read and any(f["path"] == p and f.get("kind") == CODE for f in info.inputs):
+        if p in code:
             return i
         if a.endswith(CODE_SUFFIXES):
             return i
@@ -561,6 +565,12 @@ def _script_index(info: RunInfo) -> int | None:
 def step_key(info: RunInfo) -> str:
     """What a step is, for aligning two DAGs: its script (relative to the repo),
     `-m module`, or else the program name without its version."""
+    if info.key is None:
+        info.key = _step_key(info)
+    return info.key
+
+
+def _step_key(info: RunInfo) -> str:
     argv = info.record.get("command") or []
     if not argv:
         return "?"

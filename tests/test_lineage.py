@@ -131,6 +131,7 @@ def test_dataset_version_is_over_the_pairs_actually_read(hist):
     doc = lineage.inputs(hist.store, ("artifact", _h(MODEL)))
     [ds] = doc["datasets"]
     assert ds["path"] == "/w/data/raw" and ds["count"] == 3 and ds["depth"] == 2
+    assert ds["produced"] == 0 and ds["produced_by"] == []
     assert ds["version"] == lineage.dataset_version(
         (Path(p).name, _h(c)) for p, c in RAW)
     assert [m["path"] for m in ds["members"]] == ["shard-0.csv", "shard-1.csv", "shard-2.csv"]
@@ -227,7 +228,11 @@ def test_contains_is_unknown_when_upstream_capture_is_incomplete(hist, flaw):
     assert doc["reasons"] and all(pre[:10] in r for r in doc["reasons"])
     # what was seen is still a yes
     assert lineage.contains(hist.store, target, _h(RAW[0][1]))["answer"] == "yes"
-    assert lineage.inputs(hist.store, target)["complete"] is False
+    doc = lineage.inputs(hist.store, target)
+    assert doc["complete"] is False
+    if flaw == "unverified":  # listed all the same, never dropped
+        [e] = [e for e in doc["inputs"] if e["hash"] is None]
+        assert (e["path"], e["status"], e["depth"]) == ("/w/data/raw/late.csv", "unverified", 2)
 
 
 def test_contains_on_content_no_run_wrote_is_unknown(hist):
@@ -559,6 +564,8 @@ def test_captured_membership(pipeline):
     assert doc["answer"] == "no" and doc["other_versions"][0]["hash"] == ids["shard1_v1"]
     assert roar.json("inputs", "out/model3.json", "--contains",
                      "data/raw/shard-01.csv")["answer"] == "yes"
+    [ds] = roar.json("inputs", "out/model3.json")["datasets"]
+    assert (ds["produced"], ds["count"], ds["produced_by"]) == (3, 4, [ids["make"]])
     assert roar.json("inputs", "out/model.json", "--contains",
                      ids["shard1_v1"])["answer"] == "yes"
     fresh = roar.cwd / "unrelated.csv"
