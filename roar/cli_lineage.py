@@ -23,11 +23,19 @@ def _json(obj) -> None:
     click.echo(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
 
 
-def _target(ref: str):
+def _resolve(store: Store, ref: str) -> tuple[str, str]:
     from .views import resolve
 
+    if os.path.isdir(ref):
+        raise RefError(f"{ref} is a directory: give a file, a content hash or a run id (to ask "
+                       f"which of its files fed a target: roar inputs TARGET --contains-dir "
+                       f"{ref})")
+    return resolve(store, ref)
+
+
+def _target(ref: str) -> tuple[Store, tuple[str, str]]:
     store = Store(readonly=True)
-    return store, resolve(store, ref)
+    return store, _resolve(store, ref)
 
 
 # -- human output helpers ----------------------------------------------------------
@@ -297,11 +305,10 @@ def diff(a, b, as_json):
     """What changed between A and B (runs or artifacts) across their upstream
     DAGs: data, args, code, command, exit status, packages, environment."""
     from . import lineage
-    from .views import resolve
 
     try:
-        store = Store(readonly=True)
-        doc = lineage.diff(store, resolve(store, a), resolve(store, b))
+        store, target_a = _target(a)
+        doc = lineage.diff(store, target_a, _resolve(store, b))
     except (StoreError, RefError) as e:
         _fail(str(e))
     if as_json:

@@ -483,6 +483,7 @@ def test_cli_json_shapes(cli):
         cli("inputs", model, "--contains", "no/such", check=False))
     assert "not both" in _one_line_error(
         cli("inputs", model, "--contains", "x", "--contains-dir", "y", check=False))
+    assert "is a directory" in _one_line_error(cli("outputs", cli.cwd, check=False))
     assert "not a directory" in _one_line_error(
         cli("inputs", model, "--contains-dir", "no/such", check=False))
 
