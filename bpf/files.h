@@ -120,24 +120,46 @@ static __always_inline void on_access(u64 cg, s32 fd, u32 bit, u64 bytes, u32 in
         return 0;                                             \
     }
 
+/* Sizes of a vectored call: the first IOV_MAX_SUMMED iovecs are added up
+ * (struct iovec is UAPI: base, len); calls with more are counted as inexact. */
+#define IOV_MAX_SUMMED 8
+#define IOV_SUM(vec, vlen) iov_sum((const u64 *)(vec), (vlen))
+#define IOV_INEXACT(vlen) ((vlen) > IOV_MAX_SUMMED)
+
+static __always_inline u64 iov_sum(const u64 *vec, u64 vlen)
+{
+    u64 total = 0;
+    for (int i = 0; i < IOV_MAX_SUMMED; i++) {
+        if (i >= vlen)
+            break;
+        u64 len = 0;
+        bpf_probe_read_user(&len, sizeof(len), &vec[2 * i + 1]);
+        total += len;
+    }
+    return total;
+}
+
+/* transfer calls ask for "up to len": counted, capped, later bounded by file size */
+#define XFER(len) ((len) > (1ULL << 40) ? (1ULL << 40) : (len))
+
 READ_PROBE(read, args->count, 0)
 READ_PROBE(pread64, args->count, 0)
-READ_PROBE(readv, 0, 1)
-READ_PROBE(preadv, 0, 1)
-READ_PROBE(preadv2, 0, 1)
+READ_PROBE(readv, IOV_SUM(args->vec, args->vlen), IOV_INEXACT(args->vlen))
+READ_PROBE(preadv, IOV_SUM(args->vec, args->vlen), IOV_INEXACT(args->vlen))
+READ_PROBE(preadv2, IOV_SUM(args->vec, args->vlen), IOV_INEXACT(args->vlen))
 WRITE_PROBE(write, args->count, 0)
 WRITE_PROBE(pwrite64, args->count, 0)
-WRITE_PROBE(writev, 0, 1)
-WRITE_PROBE(pwritev, 0, 1)
-WRITE_PROBE(pwritev2, 0, 1)
+WRITE_PROBE(writev, IOV_SUM(args->vec, args->vlen), IOV_INEXACT(args->vlen))
+WRITE_PROBE(pwritev, IOV_SUM(args->vec, args->vlen), IOV_INEXACT(args->vlen))
+WRITE_PROBE(pwritev2, IOV_SUM(args->vec, args->vlen), IOV_INEXACT(args->vlen))
 
 TRACEPOINT_PROBE(syscalls, sys_enter_sendfile64)
 {
     u64 cg = tagged_cgroup();
     if (!cg)
         return 0;
-    on_access(cg, args->in_fd, FD_READ, 0, 1);
-    on_access(cg, args->out_fd, FD_WRITE, 0, 1);
+    on_access(cg, args->in_fd, FD_READ, XFER(args->count), 0);
+    on_access(cg, args->out_fd, FD_WRITE, XFER(args->count), 0);
     return 0;
 }
 
@@ -146,8 +168,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_splice)
     u64 cg = tagged_cgroup();
     if (!cg)
         return 0;
-    on_access(cg, args->fd_in, FD_READ, 0, 1);
-    on_access(cg, args->fd_out, FD_WRITE, 0, 1);
+    on_access(cg, args->fd_in, FD_READ, XFER(args->len), 0);
+    on_access(cg, args->fd_out, FD_WRITE, XFER(args->len), 0);
     return 0;
 }
 
@@ -156,8 +178,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_copy_file_range)
     u64 cg = tagged_cgroup();
     if (!cg)
         return 0;
-    on_access(cg, args->fd_in, FD_READ, 0, 1);
-    on_access(cg, args->fd_out, FD_WRITE, 0, 1);
+    on_access(cg, args->fd_in, FD_READ, XFER(args->len), 0);
+    on_access(cg, args->fd_out, FD_WRITE, XFER(args->len), 0);
     return 0;
 }
 

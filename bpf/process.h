@@ -146,6 +146,77 @@ static __always_inline int note_exit_code(int code)
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_exit_group) { return note_exit_code(args->error_code); }
+/* exit(2) ends one thread; for the last thread its code is the process's */
+TRACEPOINT_PROBE(syscalls, sys_enter_exit) { return note_exit_code(args->error_code); }
+
+/* A parent collecting a child's status knows exactly how it ended (a fatal
+ * signal reaches the dying task as SIGKILL; the status keeps the original). */
+#define WAIT_STATUS 1
+#define WAIT_SIGINFO 2
+
+TRACEPOINT_PROBE(syscalls, sys_enter_wait4)
+{
+    if (!tagged_cgroup() || !args->stat_addr)
+        return 0;
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct pending p = {.type = EV_REAP, .a0 = (u64)args->stat_addr, .a1 = WAIT_STATUS};
+    pending_args.update(&tid, &p);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_waitid)
+{
+    if (!tagged_cgroup() || !args->infop)
+        return 0;
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct pending p = {.type = EV_REAP, .a0 = (u64)args->infop, .a1 = WAIT_SIGINFO};
+    pending_args.update(&tid, &p);
+    return 0;
+}
+
+#define CLD_EXITED_ 1
+
+static __always_inline int reap_exit(long ret)
+{
+    u64 cg = tagged_cgroup();
+    if (!cg)
+        return 0;
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct pending *p = pending_args.lookup(&tid);
+    if (!p || p->type != EV_REAP)
+        return 0;
+    u64 addr = p->a0, how = p->a1;
+    pending_args.delete(&tid);
+    if (ret < 0)
+        return 0;
+    struct roar_event ev = {};
+    fill_header(&ev, cg, EV_REAP);
+    if (how == WAIT_STATUS) {
+        if (ret == 0)
+            return 0;  /* WNOHANG, nothing reaped */
+        int status = 0;
+        if (bpf_probe_read_user(&status, sizeof(status), (void *)addr) < 0)
+            return 0;
+        ev.ret = ret;
+        ev.a0 = (u32)status;
+    } else {
+        /* siginfo_t (UAPI): si_code at 8; for SIGCHLD si_pid at 16, si_status at 24 */
+        int code = 0, pid = 0, st = 0;
+        bpf_probe_read_user(&code, sizeof(code), (char *)addr + 8);
+        bpf_probe_read_user(&pid, sizeof(pid), (char *)addr + 16);
+        bpf_probe_read_user(&st, sizeof(st), (char *)addr + 24);
+        if (pid <= 0)
+            return 0;
+        ev.ret = pid;
+        /* rebuild a waitpid status word: exited -> code << 8, else the signal */
+        ev.a0 = code == CLD_EXITED_ ? ((u32)(st & 0xff) << 8) : (u32)(st & 0x7f);
+    }
+    emit_small(&ev);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_wait4) { return reap_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_waitid) { return reap_exit(args->ret); }
 
 /* A fatal signal taking its default action ends the whole group. */
 TRACEPOINT_PROBE(signal, signal_deliver)

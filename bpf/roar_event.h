@@ -34,13 +34,14 @@
 #define EV_IOURING 19    /* io_uring_setup called */
 #define EV_CLOSE_RANGE 20 /* fd=first, a0=last, a1=flags */
 #define EV_FDFLAGS 21    /* fcntl(F_SETFD): fd, a0=1 if close-on-exec */
+#define EV_REAP 22       /* a parent reaped a child: ret=child pid, a0=wait status (as waitpid) */
 
 /* event flags */
 #define EVF_TRUNCATED 1      /* a string hit its size limit: path or argv is incomplete */
 #define EVF_FAULT 2          /* user memory could not be read: the string is missing */
 #define EVF_EXITED 4         /* EV_EXIT: a0 holds an exit_group/exit status */
 #define EVF_SIGNALED 8       /* EV_EXIT: a1 holds the fatal signal */
-#define EVF_BYTES_UNKNOWN 16 /* EV_CLOSE: vectored calls were counted without their sizes */
+#define EVF_BYTES_UNKNOWN 16 /* EV_CLOSE: some calls were counted without their sizes */
 
 struct roar_event {
     u64 ts;

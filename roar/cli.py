@@ -50,7 +50,9 @@ def run(name, allow_dirty, linger, request_id, command):
         code = runner.run(list(command), name=name, allow_dirty=allow_dirty,
                           linger=DEFAULT_LINGER if linger is None else linger,
                           store=Store(), request_id=request_id)
-    except (runner.RunError, StoreError, SessionError, ProbeError) as e:
+    except runner.RunError as e:
+        _fail(str(e), e.exit_code)
+    except (StoreError, SessionError, ProbeError) as e:
         _fail(str(e))
     sys.exit(code)
 

@@ -160,7 +160,8 @@ def gpus() -> list[dict] | None:
     for line in out.stdout.splitlines():
         parts = [p.strip() for p in line.split(",")]
         if len(parts) == 5:
-            rows.append(dict(zip(("index", "name", "uuid", "memory", "driver"), parts)))
+            keys = ("index", "name", "uuid", "memory", "driver")
+            rows.append(dict(zip(keys, parts, strict=True)))
     return rows
 
 

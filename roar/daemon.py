@@ -122,7 +122,7 @@ class Daemon:
         while not self.stopping.is_set():
             try:
                 conn, _ = srv.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 break

@@ -8,6 +8,7 @@ unverified rather than given a hash it may not have.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import queue
 import stat
@@ -33,15 +34,74 @@ class HashResult:
     size: int | None = None
     started_ns: int = 0   # CLOCK_MONOTONIC, the clock of kernel event timestamps
     finished_ns: int = 0
+    ctime_ns: int | None = None  # of the version hashed (wall clock)
+    born_ns: int | None = None   # creation time, when asked for and recorded
     cached: bool = False
     error: str | None = None
 
 
-def hash_path(path: str, lookup=None) -> tuple[HashResult, bytes | None]:
-    """Hash one file now. Returns the result and its stat-cache key (if new)."""
+class _Timestamp(ctypes.Structure):
+    _fields_ = [("sec", ctypes.c_int64), ("nsec", ctypes.c_uint32), ("pad", ctypes.c_int32)]
+
+
+class _Statx(ctypes.Structure):  # struct statx (UAPI), up to the timestamps
+    _fields_ = [("mask", ctypes.c_uint32), ("blksize", ctypes.c_uint32),
+                ("attributes", ctypes.c_uint64), ("nlink", ctypes.c_uint32),
+                ("uid", ctypes.c_uint32), ("gid", ctypes.c_uint32), ("mode", ctypes.c_uint16),
+                ("pad1", ctypes.c_uint16), ("ino", ctypes.c_uint64), ("size", ctypes.c_uint64),
+                ("blocks", ctypes.c_uint64), ("attributes_mask", ctypes.c_uint64),
+                ("atime", _Timestamp), ("btime", _Timestamp), ("ctime", _Timestamp),
+                ("mtime", _Timestamp), ("spare", ctypes.c_uint64 * 32)]  # kernel fills 256 bytes
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_STATX_BTIME = 0x800
+_AT_FDCWD = -100
+
+
+_AT_EMPTY_PATH = 0x1000
+
+
+def birth_ns(path: str | None, fd: int = _AT_FDCWD) -> int | None:
+    """When the file (at path, or open as fd) was created, wall clock ns, where
+    the filesystem records it; None when it does not or the file is gone."""
+    sx = _Statx()
+    statx = getattr(_libc, "statx", None)
+    if fd != _AT_FDCWD:
+        where, flags = b"", _AT_EMPTY_PATH
+    else:
+        where, flags = os.fsencode(path), 0
+    if statx is None or statx(fd, where, flags, _STATX_BTIME, ctypes.byref(sx)) != 0:
+        return None
+    if not sx.mask & _STATX_BTIME:
+        return None
+    return sx.btime.sec * 1_000_000_000 + sx.btime.nsec
+
+
+def _open_long(path: str) -> int:
+    """Open a path longer than PATH_MAX one directory at a time."""
+    parts = [p for p in path.split("/") if p]
+    fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts[:-1]:
+            nxt = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+        return os.open(parts[-1], os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC,
+                       dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def hash_path(path: str, lookup=None, birth: bool = False) -> tuple[HashResult, bytes | None]:
+    """Hash one file now. Returns the result and its stat-cache key (if new).
+    With birth, also note when the file was created (it may be gone later)."""
     started = time.monotonic_ns()
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        if len(path) < 4000:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        else:
+            fd = _open_long(path)
     except FileNotFoundError:
         return HashResult(VANISHED, started_ns=started, finished_ns=time.monotonic_ns()), None
     except PermissionError as e:
@@ -55,11 +115,12 @@ def hash_path(path: str, lookup=None) -> tuple[HashResult, bytes | None]:
         if not stat.S_ISREG(st.st_mode):
             return HashResult(SPECIAL, started_ns=started, finished_ns=time.monotonic_ns()), None
         key = stat_key(st)
+        born = birth_ns(None, fd) if birth else None
         if lookup is not None:
             known = lookup(key)
             if known:
                 return HashResult(OK, known, st.st_size, started, time.monotonic_ns(),
-                                  cached=True), None
+                                  st.st_ctime_ns, born, cached=True), None
         buf = bytearray(CHUNK)
         view = memoryview(buf)
         for _ in range(RETRIES):
@@ -73,7 +134,7 @@ def hash_path(path: str, lookup=None) -> tuple[HashResult, bytes | None]:
             after = os.fstat(fd)
             if stat_key(after) == key:
                 return HashResult(OK, h.hexdigest(), st.st_size, started,
-                                  time.monotonic_ns()), key
+                                  time.monotonic_ns(), st.st_ctime_ns, born), key
             st, key = after, stat_key(after)
         return HashResult(UNVERIFIED, None, st.st_size, started, time.monotonic_ns(),
                           error="content kept changing while it was hashed"), None
@@ -87,10 +148,11 @@ def hash_path(path: str, lookup=None) -> tuple[HashResult, bytes | None]:
 class HashJob:
     """A path queued for hashing; `result()` waits for it."""
 
-    __slots__ = ("path", "value", "hasher")
+    __slots__ = ("path", "birth", "value", "hasher")
 
-    def __init__(self, path: str, hasher: "Hasher"):
+    def __init__(self, path: str, hasher: Hasher, birth: bool = False):
         self.path = path
+        self.birth = birth
         self.value: HashResult | None = None
         self.hasher = hasher
 
@@ -127,8 +189,8 @@ class Hasher:
             h = self.store.cached_hash_key(key)
         return h
 
-    def _run(self, path: str) -> HashResult:
-        result, key = hash_path(path, self._lookup)
+    def _run(self, path: str, birth: bool = False) -> HashResult:
+        result, key = hash_path(path, self._lookup, birth)
         if key is not None and result.hash:
             with self._lock:
                 self._memo[key] = result.hash
@@ -140,7 +202,7 @@ class Hasher:
             job = self.queue.get()
             if job is None:
                 return
-            job.value = self._run(job.path)
+            job.value = self._run(job.path, job.birth)
             if self._waiting:
                 with self._done:
                     self._done.notify_all()
@@ -152,8 +214,8 @@ class Hasher:
                 self._done.wait(0.5)
             self._waiting -= 1
 
-    def submit(self, path: str) -> HashJob:
-        job = HashJob(path, self)
+    def submit(self, path: str, birth: bool = False) -> HashJob:
+        job = HashJob(path, self, birth)
         self.queue.put(job)
         return job
 

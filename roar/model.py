@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 import socket
 import struct
 from dataclasses import dataclass, field
@@ -25,7 +26,10 @@ O_TRUNC = 0o1000
 O_DIRECTORY = 0o200000
 O_CLOEXEC = 0o2000000
 O_PATH = 0o10000000
+O_CREAT = 0o100
+O_TMPFILE = 0o20000000  # with O_DIRECTORY: an unnamed file in that directory
 AT_FDCWD = -100
+AT_EMPTY_PATH = 0x1000
 AT_REMOVEDIR = 0x200
 CLONE_FILES = 0x400
 CLOSE_RANGE_CLOEXEC = 4
@@ -38,6 +42,8 @@ class OpenFile:
 
     path: str | None
     flags: int
+    tmpfile_dir: str | None = None  # O_TMPFILE: unnamed until linked into place
+    tmpfile_written: bool = False
 
 
 @dataclass(slots=True)
@@ -97,7 +103,8 @@ class PathState:
     written: bool = False
     deleted: bool = False
     modified_ts: int | None = None  # first time the run changed its content or name
-    early_hash: object = None       # Future of the hash taken at the first read-open
+    create_ts: int | None = None    # first open with O_CREAT: the run may have made it
+    early_hash: object = None       # job hashing the version seen at the first read-open
     early_ts: int | None = None
 
 
@@ -150,7 +157,7 @@ class RunModel:
         if flags & E.EVF_TRUNCATED:
             self.problem("path longer than PATH_MAX")
         if path.startswith("/"):
-            return posixpath.normpath(path)
+            return _normalize(path)
         if dirfd == AT_FDCWD:
             base = p.cwd
         else:
@@ -161,7 +168,7 @@ class RunModel:
             return None
         if not path:
             return base  # AT_EMPTY_PATH style: the dirfd itself
-        return posixpath.normpath(posixpath.join(base, path))
+        return _normalize(posixpath.join(base, path))
 
     def _state(self, path: str, first: str) -> PathState:
         s = self.paths.get(path)
@@ -181,11 +188,14 @@ class RunModel:
             s.modified_ts = ts
         return s
 
-    def _hash_early(self, s: PathState, ts: int) -> None:
-        """Hash a file that may become an input before anyone can change it."""
+    def _hash_early(self, s: PathState, ts: int, created: bool = False) -> None:
+        """Hash a file that may become an input before anyone can change it.
+        For an O_CREAT open also note when the file was born: the run may have
+        made it, and the file may be gone by the end."""
         if (s.early_hash is None and s.modified_ts is None and s.first == "read"
                 and self.submit_hash is not None and needs_hash(s.path)):
-            s.early_hash = self.submit_hash(s.path)
+            s.early_hash = (self.submit_hash(s.path, True) if created
+                            else self.submit_hash(s.path))
             s.early_ts = ts
 
     # -- events ------------------------------------------------------------------
@@ -196,21 +206,55 @@ class RunModel:
         if handler is not None:
             handler(self, ev)
 
+    def _fd_alias(self, p: Proc, path: str) -> str | None:
+        """The file behind /dev/stdin, /dev/fd/N or /proc/<pid>/fd/N: opening
+        one of these reopens what that fd names, which is what was read."""
+        m = _FD_ALIAS.match(path)
+        if not m:
+            return None
+        std, who, fd = m.group("std"), m.group("pid"), m.group("fd") or m.group("fd2")
+        owner = p
+        if who not in (None, "self", "thread-self"):
+            owner = self.live.get(int(who))
+            if owner is None:
+                return None
+        num = {"stdin": 0, "stdout": 1, "stderr": 2}[std] if std else int(fd)
+        entry = owner.fds.get(num)
+        if entry is None:
+            return None
+        if entry.file.tmpfile_dir is not None:
+            return None
+        return entry.file.path
+
     def on_open(self, ev: E.Event) -> None:
         p = self._proc(ev)
         path = self._resolve(p, ev.ret, ev.path, ev.flags)
         flags = ev.a0
+        if path is not None and path.startswith(("/dev/", "/proc/")):
+            path = self._fd_alias(p, path) or path
+        if flags & O_TMPFILE:
+            p.fds[ev.fd] = FdEntry(OpenFile(None, flags, tmpfile_dir=path),
+                                   bool(flags & O_CLOEXEC))
+            return
         p.fds[ev.fd] = FdEntry(OpenFile(path, flags), bool(flags & O_CLOEXEC))
         if path is None or flags & (O_PATH | O_DIRECTORY):
             return
         acc = flags & O_ACCMODE
         if acc in (O_WRONLY, O_RDWR) and flags & O_TRUNC:
+            # emptied (or created) by the run: an output even if never written
             s = self._modified(path, ev.ts)
+            s.written = True
             s.deleted = False
+            self._pfile(p, path).written = True
         elif acc != O_WRONLY:
             s = self._state(path, "read")
             if not s.deleted:
-                self._hash_early(s, ev.ts)
+                self._hash_early(s, ev.ts, bool(flags & O_CREAT))
+        else:
+            s = self._state(path, "write")
+        if flags & O_CREAT and s.create_ts is None:
+            s.create_ts = ev.ts
+            s.deleted = False
 
     def _fd_path(self, p: Proc, fd: int) -> str | None:
         entry = p.fds.get(fd)
@@ -228,7 +272,11 @@ class RunModel:
 
     def on_write(self, ev: E.Event) -> None:
         p = self._proc(ev)
-        path = self._fd_path(p, ev.fd)
+        entry = p.fds.get(ev.fd)
+        if entry is not None and entry.file.tmpfile_dir is not None:
+            entry.file.tmpfile_written = True
+            return
+        path = entry.file.path if entry else None
         if path is None:
             return
         self._pfile(p, path).written = True
@@ -336,6 +384,17 @@ class RunModel:
         if p.fds is not None:
             p.fds = {}
 
+    def on_reap(self, ev: E.Event) -> None:
+        """A parent collected a child's status: the authoritative exit."""
+        pid, status = int(ev.ret), int(ev.a0)
+        for child in reversed(self.procs):
+            if child.pid == pid:
+                if os.WIFSIGNALED(status):
+                    child.signal, child.exit_code = os.WTERMSIG(status), None
+                elif os.WIFEXITED(status):
+                    child.exit_code, child.signal = os.WEXITSTATUS(status), None
+                return
+
     def _move(self, old: str, new: str, ts: int) -> None:
         """A rename: everything the run wrote under old now lives under new."""
         prefix = old + "/"
@@ -367,11 +426,35 @@ class RunModel:
             return
         self._move(old, new, ev.ts)
 
+    def _tmpfile_source(self, p: Proc, ev: E.Event) -> OpenFile | None:
+        """linkat(fd, "", ..., AT_EMPTY_PATH) or linkat of /proc/self/fd/N:
+        an O_TMPFILE file getting its name."""
+        entry = None
+        if not ev.path and ev.a1 & AT_EMPTY_PATH:
+            entry = p.fds.get(ev.fd)
+        elif ev.path:
+            m = _FD_ALIAS.match(ev.path)
+            if m and m.group("fd2") and m.group("pid") in ("self", "thread-self", str(p.pid)):
+                entry = p.fds.get(int(m.group("fd2")))
+        if entry is not None and entry.file.tmpfile_dir is not None:
+            return entry.file
+        return None
+
     def on_link(self, ev: E.Event) -> None:
         p = self._proc(ev)
+        newdirfd = int(ev.a0) if ev.a0 < (1 << 63) else int(ev.a0) - (1 << 64)
+        tmp = self._tmpfile_source(p, ev)
+        if tmp is not None:
+            new = self._resolve(p, newdirfd, ev.path2, ev.flags)
+            if new is not None:
+                d = self._modified(new, ev.ts)
+                d.written = True
+                d.deleted = False
+                self._pfile(p, new).written = True
+                tmp.path, tmp.tmpfile_dir = new, None  # later writes go to the name
+            return
         old = self._resolve(p, ev.fd, ev.path, ev.flags)
-        new = self._resolve(p, int(ev.a0) if ev.a0 < (1 << 63) else int(ev.a0) - (1 << 64),
-                            ev.path2, ev.flags)
+        new = self._resolve(p, newdirfd, ev.path2, ev.flags)
         if old is None or new is None:
             return
         d = self._modified(new, ev.ts)
@@ -427,6 +510,10 @@ class RunModel:
         p = self._proc(ev)
         endpoint = decode_sockaddr(ev.raw)
         if endpoint is not None:
+            addr = endpoint["address"]
+            if endpoint["family"] == "unix" and addr and not addr.startswith(("/", "@")):
+                if p.cwd:
+                    endpoint["address"] = _normalize(posixpath.join(p.cwd, addr))
             endpoint["process"] = p.key
             self.connects.append(endpoint)
 
@@ -457,7 +544,23 @@ _HANDLERS = {
     E.EV_FCHDIR: RunModel.on_fchdir,
     E.EV_CONNECT: RunModel.on_connect,
     E.EV_IOURING: RunModel.on_iouring,
+    E.EV_REAP: RunModel.on_reap,
 }
+
+_FD_ALIAS = re.compile(r"^/dev/(?:(?P<std>stdin|stdout|stderr)|fd/(?P<fd>\d+))$"
+                       r"|^/proc/(?P<pid>self|thread-self|\d+)/fd/(?P<fd2>\d+)$")
+
+
+def _normalize(path: str) -> str:
+    """Like the kernel: a `..` steps out of where the path really is, so the
+    part before it is resolved through symlinks; everything else stays as
+    written (a symlinked data path keeps the name the user used)."""
+    if "/.." not in path:
+        return posixpath.normpath(path)
+    head, sep, tail = path.rpartition("/..")
+    if tail and not tail.startswith("/"):
+        return posixpath.normpath(path)  # a name like "/..foo", not a step up
+    return posixpath.normpath(posixpath.join(os.path.realpath(head or "/"), ".." + tail))
 
 
 def decode_sockaddr(raw: bytes) -> dict | None:

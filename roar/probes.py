@@ -145,7 +145,7 @@ class Probes:
     def untag(self, cgroup_id: int) -> int:
         """Stop tracing a run cgroup; returns its lost-event count."""
         tagged = self.bpf["tagged"]
-        lost = self.bpf["lost"]
+        self.bpf["lost"]
         try:
             del tagged[tagged.Key(cgroup_id)]
         except KeyError:

@@ -17,12 +17,32 @@ from datetime import datetime, timezone
 from . import context
 from .classify import CODE, DATA, ENV, PSEUDO, classify
 from .events import decode
-from .hasher import OK, SPECIAL, Hasher, HashResult
+from .hasher import OK, SPECIAL, Hasher, HashResult, birth_ns
 from .model import RunModel
 from .store import Store
 from .timing import mark
 
 INTERRUPT_SIGNALS = {1, 2, 9, 15}  # HUP, INT, KILL, TERM: somebody stopped the run
+# File timestamps come from a coarse clock (a jiffy or two behind the event
+# clock): a file born within this much before the run's O_CREAT open counts as
+# made by it.
+CREATE_SLACK_NS = 20_000_000
+
+
+def _peek(job) -> HashResult | None:
+    """The result of a hash job, waiting for it; None when there is none."""
+    return job.result() if job is not None else None
+
+
+def _bound_bytes(rec: dict) -> None:
+    """Read sizes are what calls asked for; a single pass cannot move more
+    than the file holds, so bound them by its size. Unknown stays unknown."""
+    if not rec.pop("bytes_exact", True):
+        rec["bytes_read"] = rec["bytes_written"] = None
+        return
+    size = rec.get("size")
+    if size is not None and rec["bytes_read"] and rec["role"] == "input":
+        rec["bytes_read"] = min(rec["bytes_read"], size)
 
 
 def now_iso() -> str:
@@ -36,9 +56,11 @@ class RunRecorder:
                  workers: int = 2):
         self.store = store
         self.run = run
-        # roar's own stdout/stderr, when redirected to files, are shared with roar
-        # (its summary line lands there too): recorded as the run's log, not hashed
-        self.stdio = {p for fd, p in root_fds.items() if fd in (1, 2)}
+        # roar's own stderr, when redirected to a file, is shared with roar (its
+        # summary line lands there too): recorded as the run's log, not hashed.
+        # A redirected stdout is the workload's alone: an output like any other.
+        self.stdio = {p for fd, p in root_fds.items() if fd == 2}
+        self.wall_offset = time.time_ns() - time.monotonic_ns()
         self.hasher = Hasher(store, workers=workers)
         self.model = RunModel(root_pid, run["cwd"], run["command"], root_fds,
                               time.monotonic_ns(), self.hasher.submit)
@@ -73,7 +95,8 @@ class RunRecorder:
         mark("finish: git ls-files")
         files, reasons = self._file_records(git_root, tracked)
         mark("finish: file records (waits for hashes)")
-        procs = self._process_records(git_root, tracked)
+        sizes = {f["path"]: f["size"] for f in files if f.get("size") is not None}
+        procs = self._process_records(git_root, tracked, sizes)
         mark("finish: process records")
 
         reasons = list(notes or []) + reasons
@@ -105,6 +128,19 @@ class RunRecorder:
         mark("finish: store")
         return run
 
+    def _created_by_run(self, s, early: HashResult | None) -> bool:
+        """Whether the run's own O_CREAT open made this file (so what it later
+        read there is its own doing, not an input)."""
+        if s.create_ts is None:
+            return False
+        opened_wall = s.create_ts + self.wall_offset - CREATE_SLACK_NS
+        born = early.born_ns if early is not None and early.born_ns else birth_ns(s.path)
+        if born is not None:
+            return born >= opened_wall
+        # no birth time on this filesystem: empty and changed at the open
+        return bool(early and early.size == 0 and early.ctime_ns is not None
+                    and early.ctime_ns >= opened_wall)
+
     def _file_records(self, git_root, tracked) -> tuple[list[dict], list[str]]:
         model = self.model
         agg: dict[str, dict] = {}
@@ -116,15 +152,19 @@ class RunRecorder:
                 a["bytes_written"] += pf.bytes_written
                 a["bytes_exact"] = a["bytes_exact"] and pf.bytes_exact
                 a["processes"].append(p.key)
+        kinds = {path: classify(path, git_root, tracked) for path in model.paths}
+        created = {path: self._created_by_run(s, _peek(s.early_hash))
+                   for path, s in model.paths.items()
+                   if s.create_ts is not None and kinds[path] in (DATA, CODE)}
         outputs = {}
         for path, s in model.paths.items():
-            if (s.written and not s.deleted and path not in self.stdio
-                    and classify(path, git_root, tracked) in (DATA, CODE)):
+            if ((s.written or created.get(path)) and not s.deleted and path not in self.stdio
+                    and kinds[path] in (DATA, CODE)):
                 outputs[path] = self.hasher.submit(path)
         records, reasons = [], []
         unhashed = 0
         for path, s in sorted(model.paths.items()):
-            kind = classify(path, git_root, tracked)
+            kind = kinds[path]
             base = {"path": path, "kind": kind, **agg.get(path, {"bytes_read": 0,
                     "bytes_written": 0, "bytes_exact": True, "processes": []})}
             if kind in (ENV, PSEUDO):
@@ -133,18 +173,19 @@ class RunRecorder:
                     records.append({**base, "role": kind, "mode": mode, "hash": None,
                                     "size": None, "status": None})
                 continue
-            if s.read and s.first == "read":
+            written = s.written or created.get(path, False)
+            if s.read and s.first == "read" and not created.get(path):
                 rec = self._input_record(base, s)
                 if rec["status"] not in (OK, SPECIAL):
                     unhashed += 1
                 records.append(rec)
-            elif s.read and not s.written:
+            elif s.read and not written:
                 records.append({**base, "role": "internal", "mode": "r", "hash": None,
                                 "size": None, "status": None})
-            if s.written and path in self.stdio:
+            if written and path in self.stdio:
                 records.append({**base, "role": "log", "mode": "w", "hash": None,
                                 "size": None, "status": None})
-            elif s.written:
+            elif written:
                 if s.deleted:
                     records.append({**base, "role": "temporary", "mode": "w", "hash": None,
                                     "size": None, "status": None})
@@ -153,6 +194,8 @@ class RunRecorder:
                     records.append({**base, "role": "output", "mode": "w", "hash": res.hash,
                                     "size": res.size, "status": res.status,
                                     "error": res.error})
+        for rec in records:
+            _bound_bytes(rec)
         if unhashed:
             reasons.append(f"{unhashed} input(s) without a verified content hash")
         return records, reasons
@@ -173,7 +216,7 @@ class RunRecorder:
         return {**base, "role": "input", "mode": "r", "hash": res.hash, "size": res.size,
                 "status": res.status, "error": res.error}
 
-    def _process_records(self, git_root, tracked) -> list[dict]:
+    def _process_records(self, git_root, tracked, sizes: dict[str, int]) -> list[dict]:
         kinds: dict[str, str] = {}
         out = []
         for p in self.model.procs:
@@ -182,8 +225,12 @@ class RunRecorder:
                 kind = kinds.get(pf.path)
                 if kind is None:
                     kind = kinds[pf.path] = classify(pf.path, git_root, tracked)
+                size = sizes.get(pf.path)
+                nread = pf.bytes_read if size is None else min(pf.bytes_read, size)
+                exact = pf.bytes_exact
                 files.append({"path": pf.path, "kind": kind, "mode": pf.mode,
-                              "bytes_read": pf.bytes_read, "bytes_written": pf.bytes_written,
+                              "bytes_read": nread if exact else None,
+                              "bytes_written": pf.bytes_written if exact else None,
                               "read_calls": pf.read_calls, "write_calls": pf.write_calls})
             out.append({"key": p.key, "pid": p.pid, "ppid": p.ppid, "parent": p.parent,
                         "argv": p.argv, "exe": p.exe, "cwd": p.cwd, "exit_code": p.exit_code,

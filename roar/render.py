@@ -89,6 +89,8 @@ def trace(doc: dict) -> None:
         click.echo(f"{pad}[{p['pid']}] {' '.join(p['argv'] or [p.get('exe') or '?'])}  ({end})")
         for f in p["files"]:
             nbytes = []
+            if f["bytes_read"] is None and f["bytes_written"] is None:
+                nbytes.append("bytes unknown")
             if f["bytes_read"]:
                 nbytes.append(f"read {_size(f['bytes_read'])}")
             if f["bytes_written"]:

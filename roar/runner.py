@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -29,6 +30,23 @@ SI_USER, SI_QUEUE, SI_TKILL = 0, -1, -6
 
 class RunError(Exception):
     """The run could not start; nothing was executed."""
+
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def check_command(argv: list[str]) -> None:
+    """Refuse, before anything is recorded, a command that cannot be executed
+    (exit 127 / 126 as a shell would)."""
+    cmd = argv[0]
+    if "/" in cmd:
+        if not os.path.exists(cmd):
+            raise RunError(f"{cmd}: no such file", 127)
+        if os.path.isdir(cmd) or not os.access(cmd, os.X_OK):
+            raise RunError(f"{cmd}: permission denied (not an executable file)", 126)
+    elif shutil.which(cmd) is None:
+        raise RunError(f"{cmd}: command not found", 127)
 
 
 def open_session():
@@ -100,6 +118,7 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
     """Run argv traced; returns the exit status roar should exit with."""
     from . import requests
 
+    check_command(argv)
     store = store or Store()
     key = context.store_key(store)
     cwd = os.getcwd()
@@ -127,7 +146,7 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
         "client_pid": os.getpid(), "complete": None, "lost_events": None,
         "request": request_id,
     }
-    if any(a != b for a, b in zip(argv, record["command_redacted"])):
+    if any(a != b for a, b in zip(argv, record["command_redacted"], strict=False)):
         record["command"] = record["command_redacted"]
     gpus: list = []
     gpu_thread = threading.Thread(target=lambda: gpus.append(context.gpus()), daemon=True)

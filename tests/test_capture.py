@@ -222,10 +222,6 @@ def test_write_family(roar):
     assert_complete(doc)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'roar bug: byte counters add the size *requested* at sys_enter (files.h '
-    "READ_PROBE/WRITE_PROBE), so a read loop's EOF call and short reads inflate "
-    'bytes_read (16384 for a 10000-byte file)'))
 def test_bytes_counted_are_bytes_moved(roar):
     """bytes_read / bytes_written are what the calls moved, not what they asked for."""
     w = roar.cwd
@@ -711,10 +707,6 @@ kids = [(lambda: os._exit(7), {"exit_code": 7, "signal": None}),
         assert {"exit_code": procs[pid]["exit_code"], "signal": procs[pid]["signal"]} == e
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'roar bug: signal:signal_deliver reports SIGKILL for non-core fatal signals (kernel '
-    'group-exit shortcut in complete_signal), so a child killed by SIGTERM/SIGINT is '
-    'recorded as signal 9'))
 def test_child_killed_by_sigterm_records_sigterm(roar):
     expect, doc = _children_status(roar, """
 import json, signal
@@ -726,9 +718,6 @@ kids = [(lambda: os.kill(os.getpid(), signal.SIGTERM), {"exit_code": None, "sign
         assert {"exit_code": procs[pid]["exit_code"], "signal": procs[pid]["signal"]} == e
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'roar bug: only exit_group(2) is hooked (process.h note_exit_code); a process ending '
-    'with exit(2) gets exit_code None'))
 def test_child_exit_syscall_records_code(roar):
     """A single-threaded process ending with exit(2), not exit_group(2)."""
     expect, doc = _children_status(roar, f"""
@@ -786,9 +775,6 @@ def test_connect_tcp_and_unix(roar):
                 "process": root_key} in conns, conns
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'roar bug: model.decode_sockaddr/on_connect store a relative AF_UNIX path as given '
-    'instead of resolving it against the process cwd'))
 def test_connect_relative_unix_socket_path_is_resolved(roar):
     """connect() to a unix socket named relative to the cwd records its absolute path."""
     w = roar.cwd
@@ -846,9 +832,6 @@ def _deep_dir(base: Path, total: int) -> Path:
     return d
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "roar bug: model._resolve uses posixpath.normpath, collapsing 'link/..' lexically; "
-    'the kernel follows the symlink first, so the wrong file (and its hash) is recorded'))
 def test_dotdot_after_a_symlinked_directory_resolves_like_the_kernel(roar):
     """link/../x names x beside link's *target*, not beside link: the recorded path
     (and so its hash) must be the file the kernel opened."""
@@ -898,9 +881,6 @@ def _xxh128_deep(base: Path, rel_parts: list[str]) -> str:
         return xxhash.xxh3_128(fh.read()).hexdigest()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'roar bug: the hasher opens the absolute path (hasher.hash_path), which fails with '
-    "ENAMETOOLONG over PATH_MAX: input recorded 'unreadable'"))
 def test_path_longer_than_path_max_via_relative_steps(roar):
     """Every syscall path is short, but the absolute path is over 4096 chars."""
     w = roar.cwd
@@ -931,9 +911,6 @@ def test_path_longer_than_path_max_via_relative_steps(roar):
     assert_complete(doc)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'roar bug: O_TMPFILE includes O_DIRECTORY, model.on_open keeps the directory path for'
-    " the fd, so writes mark the directory itself as an output (status 'special')"))
 def test_o_tmpfile_linked_into_place_is_the_output(roar):
     """An anonymous O_TMPFILE, written, then given a name with linkat(AT_EMPTY_PATH):
     the named file is the output; the directory it was created in is not."""
@@ -989,10 +966,6 @@ def test_sort_in_place_reads_v1_writes_v2(roar):
     assert_complete(doc)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'roar bug: model.on_open treats every non-O_TRUNC readable open as a possible input; '
-    "a file the run itself created with O_RDWR|O_CREAT (sqlite db and journal, 'a+') "
-    "becomes an input (empty-file hash or 'unverified')"))
 def test_file_created_read_write_is_an_output_not_an_input(roar):
     """O_RDWR|O_CREAT of a new file (sqlite, 'a+'): written, read back; never an input."""
     w = roar.cwd
@@ -1022,10 +995,6 @@ def test_pipeline_intermediate_is_an_output_not_an_input(roar):
     assert_complete(doc)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'roar bug: model.on_open only sets modified_ts for O_TRUNC, never written; an '
-    'O_CREAT/O_TRUNC open without a write() leaves no output (empty markers, emptied '
-    'files)'))
 def test_created_or_truncated_without_a_write_is_an_output(roar):
     """open(..., "w") and close: a new empty marker file, or an existing file emptied.
     The content the run left behind is new; it is an output (empty content hash)."""
@@ -1053,10 +1022,11 @@ def test_append_to_existing_file_is_output_only(roar):
 # -- inherited and reopened descriptors ------------------------------------------------------
 
 
-def _run_with_stdio(roar, cmd: list[str], stdin=None, stdout=None):
+def _run_with_stdio(roar, cmd: list[str], stdin=None, stdout=None, stderr=None):
     p = subprocess.run(roar_cmd("run", "--", *cmd), cwd=roar.cwd, env=roar.env(),
                        stdin=stdin, stdout=stdout if stdout is not None else subprocess.PIPE,
-                       stderr=subprocess.PIPE, timeout=120, check=False)
+                       stderr=stderr if stderr is not None else subprocess.PIPE, timeout=120,
+                       check=False)
     assert p.returncode == 0, p.stderr
     return p, last_run(roar)
 
@@ -1081,23 +1051,23 @@ def test_stdin_redirect_read_by_first_process(roar):
     assert_complete(doc)
 
 
-def test_stdout_redirect_is_the_run_log_not_an_output(roar):
-    """roar's own stdout redirected to a file is the run's log (a decision of the
-    capture core): traced as written by the first process, never listed as output."""
+def test_stdout_redirect_is_an_output_stderr_redirect_is_the_log(roar):
+    """`roar run -- step > features.csv` makes features.csv an output (the
+    workload alone writes it). A redirected stderr is shared with roar, whose
+    summary lands there after the record is made: the run's log, not hashed."""
     w = roar.cwd
-    with open(w / "redirected.txt", "wb") as f:
-        _, doc = _run_with_stdio(roar, ["sh", "-c", "echo to the redirect"], stdout=f)
+    with open(w / "redirected.txt", "wb") as out, open(w / "log.txt", "wb") as err:
+        _, doc = _run_with_stdio(roar, ["sh", "-c", "echo to the redirect; echo oops >&2"],
+                                 stdout=out, stderr=err)
     assert (w / "redirected.txt").read_text() == "to the redirect\n"
-    assert_versions(doc["outputs"], {}, "outputs")
+    assert_versions(doc["outputs"], {str(w / "redirected.txt"): xxh128(w / "redirected.txt")},
+                    "outputs")
     root = trace(roar, doc["id"])["processes"][0]
-    assert "w" in proc_files(root)[str(w / "redirected.txt")]["mode"]
+    assert "w" in proc_files(root)[str(w / "log.txt")]["mode"]
+    assert "oops" in (w / "log.txt").read_text()
     assert_complete(doc)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'roar bug: /dev/stdin, /dev/fd/N and /proc/self/fd/N are recorded as pseudo paths '
-    'instead of the file behind the fd: the input is silently missed and the run says '
-    'complete'))
 def test_reopen_through_dev_stdin_and_proc_fd(roar):
     """/dev/stdin and /proc/self/fd/N reopen the file behind an fd: it is that
     file that is read, not a pseudo file."""
@@ -1197,9 +1167,6 @@ def test_exit_status_propagates(roar):
     assert doc["signal"] == 15 and doc["exit_code"] == 143
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'roar bug: a command that cannot start still creates and summarises a run: two stderr'
-    " lines (the error and 'run ... finished, exit 127 ... complete')"))
 def test_command_not_found(roar):
     p = roar("run", "--", "no-such-command-roar-test", check=False)
     assert p.returncode == 127

@@ -39,7 +39,8 @@ def test_thousand_short_lived_children_each_writing_a_file(roar):
         return
     assert sorted(got) == sorted(expected), (
         f"missing {len(set(expected) - set(got))}, "
-        f"unexpected {sorted(set(got) - set(expected))[:5]} (lost_events={doc['lost_events']}, complete={doc['complete']})")
+        f"unexpected {sorted(set(got) - set(expected))[:5]} "
+        f"(lost_events={doc['lost_events']}, complete={doc['complete']})")
     bad = [p for p, o in got.items() if o["hash"] != expected[p] or o["status"] != "ok"]
     assert not bad, bad[:5]
     assert len(doc["processes"]) >= N + 1

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, xxh128
 
 pytestmark = pytest.mark.capture
