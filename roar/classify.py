@@ -16,10 +16,13 @@ SYSTEM_PREFIXES = ("/usr/", "/lib/", "/lib32/", "/lib64/", "/libx32/", "/bin/", 
                    "/etc/", "/var/lib/", "/var/cache/", "/run/", "/opt/conda/", "/nix/store/",
                    "/snap/")
 _ENV_PARTS = re.compile(
-    r"/(?:site-packages|dist-packages|__pycache__|\.pyenv/versions|\.venv/lib|envs/[^/]+/lib)/"
+    r"/(?:site-packages|dist-packages|__pycache__|\.pyenv/versions|envs/[^/]+/lib)/"
+    r"|/\.?v?env/(?:lib|lib64|bin|include)/|/pyvenv\.cfg$"
     r"|/lib(?:32|64)?/python\d+(?:\.\d+)?/"
     r"|\.pyc$"
 )
+# shared libraries are environment wherever they live, unless in the work tree
+_SHARED_LIB = re.compile(r"\.so(?:\.\d+)*$")
 CODE_SUFFIXES = (".py", ".pyx", ".pxd", ".ipynb", ".sh", ".bash", ".c", ".cc", ".cpp", ".h",
                  ".hpp", ".cu", ".rs", ".go", ".js", ".ts", ".r", ".R", ".jl", ".lua", ".pl",
                  ".rb", ".java", ".scala", ".sql", ".toml", ".cfg", ".ini", ".yaml", ".yml",
@@ -37,11 +40,12 @@ def is_environment(path: str, git_root: str | None = None) -> bool:
     if git_root and (path == git_root or path.startswith(git_root.rstrip("/") + "/")):
         rel = path[len(git_root.rstrip("/")) + 1 :]
         return rel == ".git" or rel.startswith(".git/")
-    return path.startswith(SYSTEM_PREFIXES)
+    return path.startswith(SYSTEM_PREFIXES) or bool(_SHARED_LIB.search(path))
 
 
 def needs_hash(path: str) -> bool:
-    """Whether a read of this path may be a data or code input worth hashing."""
+    """Whether a read of this path may be a data or code input worth hashing
+    (a shared library in the work tree is code: hashed too)."""
     return not (path.startswith(PSEUDO_PREFIXES) or path.startswith(SYSTEM_PREFIXES)
                 or _ENV_PARTS.search(path))
 

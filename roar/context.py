@@ -213,6 +213,8 @@ def packages(paths) -> dict[str, str]:
             m = _DIST.match(n)
             if not m:
                 continue
-            if n in tops or tops & _top_names(site, n):
+            # only what was imported counts: importlib.metadata scans every
+            # dist-info (entry points), which says nothing about use
+            if tops & _top_names(site, n):
                 found.setdefault(m.group(1).replace("_", "-").lower(), m.group(2))
     return dict(sorted(found.items()))

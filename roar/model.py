@@ -106,6 +106,7 @@ class PathState:
     create_ts: int | None = None    # first open with O_CREAT: the run may have made it
     early_hash: object = None       # job hashing the version seen at the first read-open
     early_ts: int | None = None
+    renamed_from: list[str] = field(default_factory=list)  # earlier names of what it holds
 
 
 class RunModel:
@@ -405,6 +406,7 @@ class RunModel:
             if src.written:
                 d.written = True
                 src.written = False
+                d.renamed_from.extend([path, *src.renamed_from])
             d.deleted = False
             src.deleted = True
             if src.modified_ts is None:

@@ -163,10 +163,16 @@ class RunRecorder:
                 outputs[path] = self.hasher.submit(path)
         records, reasons = [], []
         unhashed = 0
+        empty = {"bytes_read": 0, "bytes_written": 0, "bytes_exact": True, "processes": []}
         for path, s in sorted(model.paths.items()):
             kind = kinds[path]
-            base = {"path": path, "kind": kind, **agg.get(path, {"bytes_read": 0,
-                    "bytes_written": 0, "bytes_exact": True, "processes": []})}
+            base = {"path": path, "kind": kind, **agg.get(path, empty)}
+            for old in s.renamed_from:  # written under a temporary name, then renamed
+                a = agg.get(old)
+                if a is not None:
+                    base["bytes_written"] += a["bytes_written"]
+                    base["bytes_exact"] = base["bytes_exact"] and a["bytes_exact"]
+                    base["processes"] = sorted(set(base["processes"]) | set(a["processes"]))
             if kind in (ENV, PSEUDO):
                 if s.read or s.written:
                     mode = ("r" if s.read else "") + ("w" if s.written else "")

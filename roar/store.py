@@ -53,7 +53,10 @@ def _encode_paths(paths: list[str]) -> bytes:
 
 
 def _decode_paths(raw) -> list[str]:
-    return [os.fsdecode(p) for p in bytes(raw).split(b"\0")]
+    raw = bytes(raw)
+    if raw.startswith(b'["'):  # stores written before paths were stored raw
+        return json.loads(raw)
+    return [os.fsdecode(p) for p in raw.split(b"\0")]
 
 
 def stat_key(st: os.stat_result) -> bytes:

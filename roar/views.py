@@ -93,6 +93,9 @@ def _run_ref(store: Store, run_id: str, paths: list[str]) -> dict:
 
 def resolve(store: Store, ref: str) -> tuple[str, str]:
     """('run', id) or ('artifact', hash) for a run id/prefix, hash/prefix or path."""
+    if os.path.isdir(ref):
+        raise RefError(f"{ref} is a directory: give a file, a run id or a content hash "
+                       f"(roar inputs --contains-dir takes directories)")
     if os.path.exists(ref):
         res, _ = hash_path(ref, store.cached_hash_key)
         if res.status != OK:

@@ -86,3 +86,23 @@ def test_detached_head(repo):
     _git(repo, "checkout", "-q", "--detach")
     g = context.git_state(str(repo), False)
     assert g["detached"] and g["branch"] is None
+
+
+def test_venvs_and_shared_libraries_are_environment():
+    assert classify("/opt/torch/.venv/pyvenv.cfg") == ENV
+    assert classify("/opt/x/venv/lib/python3.12/site-packages/a.py") == ENV
+    assert classify("/opt/roar-bcc/usr/lib/x86_64-linux-gnu/libffi.so.8") == ENV
+    assert classify("/home/u/proj/build/ext.cpython-311-x86_64-linux-gnu.so") == ENV
+    assert classify("/data/venv_results.csv") == DATA
+
+
+def test_packages_are_what_was_imported(tmp_path):
+    site = tmp_path / "lib" / "python3.11" / "site-packages"
+    for name, top in (("numpy-2.1.0", "numpy"), ("idle-1.0", "idle")):
+        d = site / f"{name}.dist-info"
+        d.mkdir(parents=True)
+        (d / "top_level.txt").write_text(top + "\n")
+        (d / "entry_points.txt").write_text("")
+    used = [str(site / "numpy" / "__init__.py"),
+            str(site / "idle-1.0.dist-info" / "entry_points.txt")]  # metadata scan only
+    assert context.packages(used) == {"numpy": "2.1.0"}
