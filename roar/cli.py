@@ -6,25 +6,17 @@ User errors are one line on stderr and a non-zero exit, never a traceback.
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
 
+from .output import fail, print_json
 from .store import RefError, Store, StoreError
-
-
-def _fail(msg: str, code: int = 2):
-    click.echo(f"roar: {msg}", err=True)
-    sys.exit(code)
 
 
 def _store() -> Store:
     return Store(readonly=True)
 
-
-def _json(obj) -> None:
-    click.echo(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -51,9 +43,9 @@ def run(name, allow_dirty, linger, request_id, command):
                           linger=DEFAULT_LINGER if linger is None else linger,
                           store=Store(), request_id=request_id)
     except runner.RunError as e:
-        _fail(str(e), e.exit_code)
+        fail(str(e), e.exit_code)
     except (StoreError, SessionError, ProbeError) as e:
-        _fail(str(e))
+        fail(str(e))
     sys.exit(code)
 
 
@@ -68,16 +60,16 @@ def log(limit, as_json):
         store = _store()
     except StoreError as e:
         if as_json and "no roar store" in str(e):
-            _json([])
+            print_json([])
             return
-        _fail(str(e))
+        fail(str(e))
     entries = []
     for run in store.iter_runs():
         if len(entries) >= limit:
             break
         entries.append(log_entry(run))
     if as_json:
-        _json(entries)
+        print_json(entries)
         return
     for e in entries:
         state = {True: "complete", False: "INCOMPLETE", None: ""}[e["complete"]]
@@ -104,9 +96,9 @@ def show(ref, as_json):
         doc = views.run_view(store, key) if kind == "run" else views.artifact_view(
             store, key, ref)
     except (StoreError, RefError) as e:
-        _fail(str(e))
+        fail(str(e))
     if as_json:
-        _json(doc)
+        print_json(doc)
     elif kind == "run":
         render.run(doc)
     else:
@@ -125,9 +117,9 @@ def trace(run_ref, all_files, as_json):
         store = _store()
         doc = views.trace_view(store, store.resolve_run(run_ref), all_files)
     except (StoreError, RefError) as e:
-        _fail(str(e))
+        fail(str(e))
     if as_json:
-        _json(doc)
+        print_json(doc)
     else:
         render.trace(doc)
 
@@ -153,7 +145,7 @@ def daemon_start():
     try:
         pid = d.start_background()
     except d.DaemonError as e:
-        _fail(str(e))
+        fail(str(e))
     click.echo(f"roard running (pid {pid}, socket {d.socket_path()})", err=True)
 
 
@@ -165,7 +157,7 @@ def daemon_stop():
     try:
         d.stop()
     except d.DaemonError as e:
-        _fail(str(e))
+        fail(str(e))
     click.echo("roard stopped", err=True)
 
 
@@ -177,7 +169,7 @@ def daemon_status(as_json):
 
     st = status()
     if as_json:
-        _json(st)
+        print_json(st)
     elif st is None:
         click.echo("roard is not running", err=True)
     else:

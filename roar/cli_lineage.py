@@ -5,22 +5,12 @@ Registered into the main command group by roar.cli at import.
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 
 import click
 
+from .output import fail, print_json
 from .store import RefError, Store, StoreError
-
-
-def _fail(msg: str, code: int = 2):
-    click.echo(f"roar: {msg}", err=True)
-    sys.exit(code)
-
-
-def _json(obj) -> None:
-    click.echo(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
 
 
 def _resolve(store: Store, ref: str) -> tuple[str, str]:
@@ -191,7 +181,7 @@ def inputs(ref, files, contains, contains_dir, as_json):
     from . import lineage
 
     if contains and contains_dir:
-        _fail("give --contains or --contains-dir, not both")
+        fail("give --contains or --contains-dir, not both")
     try:
         store, target = _target(ref)
         if contains:
@@ -202,9 +192,9 @@ def inputs(ref, files, contains, contains_dir, as_json):
         else:
             doc = lineage.inputs(store, target)
     except (StoreError, RefError) as e:
-        _fail(str(e))
+        fail(str(e))
     if as_json:
-        _json(doc)
+        print_json(doc)
     elif contains:
         _show_contains(doc, f"{_p(doc['path']) if doc['path'] else _h(doc['hash'])}")
     elif contains_dir:
@@ -228,9 +218,9 @@ def outputs(ref, as_json):
         store, target = _target(ref)
         doc = lineage.outputs(store, target)
     except (StoreError, RefError) as e:
-        _fail(str(e))
+        fail(str(e))
     if as_json:
-        _json(doc)
+        print_json(doc)
         return
     click.echo(f"target   {_target_line(doc['target'])}")
     _state(doc, "derived")
@@ -310,9 +300,9 @@ def diff(a, b, as_json):
         store, target_a = _target(a)
         doc = lineage.diff(store, target_a, _resolve(store, b))
     except (StoreError, RefError) as e:
-        _fail(str(e))
+        fail(str(e))
     if as_json:
-        _json(doc)
+        print_json(doc)
     else:
         _show_diff(doc)
 

@@ -5,30 +5,21 @@ this module, only these need that one."""
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import sys
 
 import click
 
+from .output import fail, print_json
 from .store import Store, StoreError
-
-
-def _fail(msg: str, code: int = 2):
-    click.echo(f"roar: {msg}", err=True)
-    sys.exit(code)
-
-
-def _json(obj) -> None:
-    click.echo(json.dumps(obj, indent=2, ensure_ascii=False))
 
 
 def _store(readonly: bool = True) -> Store:
     try:
         return Store(readonly=readonly)
     except StoreError as e:
-        _fail(str(e))
+        fail(str(e))
 
 
 def _money(value, currency) -> str:
@@ -107,18 +98,18 @@ def create(datasets, gpus, gpu_type, hours, rationale, command_line, as_json, co
     from . import requests
 
     if command_line and command:
-        _fail("give the command either with --command or after --, not both")
+        fail("give the command either with --command or after --, not both")
     argv = shlex.split(command_line) if command_line else list(command)
     store = _store(readonly=False)
     try:
         doc, warnings = requests.create(store, list(datasets), gpus, hours, rationale,
                                         gpu_type=gpu_type, command=argv or None)
     except requests.RequestError as e:
-        _fail(str(e))
+        fail(str(e))
     for w in warnings:
         click.echo(f"roar: warning: {w}", err=True)
     if as_json:
-        _json(requests.public(doc))
+        print_json(requests.public(doc))
     else:
         _show(doc)
 
@@ -132,18 +123,18 @@ def list_requests(status, as_json):
     from . import requests
 
     if status and status not in requests.STATUSES:
-        _fail(f"unknown status '{status}' (one of {', '.join(requests.STATUSES)})")
+        fail(f"unknown status '{status}' (one of {', '.join(requests.STATUSES)})")
     try:
         store = Store(readonly=True)
     except StoreError as e:
         if as_json and "no roar store" in str(e):
-            _json([])
+            print_json([])
             return
-        _fail(str(e))
+        fail(str(e))
     docs = [d for d in requests.iter_requests(store) if not status or d["status"] == status]
     docs.reverse()
     if as_json:
-        _json([requests.public(d) for d in docs])
+        print_json([requests.public(d) for d in docs])
         return
     for d in docs:
         flag = "  DATASET MISMATCH" if d.get("dataset_mismatch") else ""
@@ -162,9 +153,9 @@ def show(request_id, as_json):
     try:
         doc = requests.find(store, request_id)
     except requests.RequestError as e:
-        _fail(str(e))
+        fail(str(e))
     if as_json:
-        _json(requests.public(doc))
+        print_json(requests.public(doc))
     else:
         _show(doc)
 
@@ -178,9 +169,9 @@ def _review(request_id: str, decision: str, text: str | None, as_json: bool) -> 
         if doc is None:  # no daemon: the OS user of this process decides
             doc = requests.review(store, request_id, decision, text, os.getuid(), "local")
     except requests.RequestError as e:
-        _fail(str(e))
+        fail(str(e))
     if as_json:
-        _json(requests.public(doc))
+        print_json(requests.public(doc))
     else:
         click.echo(f"request {doc['id']} is {doc['status']}")
 
@@ -218,11 +209,11 @@ def wait(request_id, until, timeout, as_json):
     try:
         doc = requests.wait(store, request_id, until, timeout)
     except requests.WaitTimeout as e:
-        _fail(str(e), 3)
+        fail(str(e), 3)
     except requests.RequestError as e:
-        _fail(str(e))
+        fail(str(e))
     if as_json:
-        _json(requests.public(doc))
+        print_json(requests.public(doc))
     else:
         click.echo(f"request {doc['id']} is {doc['status']}")
     sys.exit(1 if doc["status"] == "denied" else 0)
@@ -238,7 +229,7 @@ def init(group):
     try:
         done = requests.init_store(default_home(), group)
     except (requests.RequestError, StoreError) as e:
-        _fail(str(e))
+        fail(str(e))
     for line in done or [f"{default_home()} is ready (policy and store already there)"]:
         click.echo(line, err=True)
 

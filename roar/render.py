@@ -51,6 +51,10 @@ def run(doc: dict) -> None:
         click.echo(f"packages {shown}" + (f" (+{len(pk) - 8} more)" if len(pk) > 8 else ""))
     if doc.get("gpus"):
         click.echo("gpus     " + ", ".join(g["name"] for g in doc["gpus"]))
+    if doc.get("request"):
+        flag = "  DATASET MISMATCH: the data read is not the version filed" \
+            if doc.get("dataset_mismatch") else ""
+        click.echo(f"request  {doc['request']}{flag}")
     click.echo(f"procs    {len(doc['processes'])}")
     _files("inputs", doc["inputs"])
     _files("outputs", doc["outputs"])

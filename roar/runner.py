@@ -25,6 +25,7 @@ from .store import Store
 from .timing import mark
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+STOP_GRACE = 10.0  # seconds between a budget stop's SIGTERM and its SIGKILL
 SI_USER, SI_QUEUE, SI_TKILL = 0, -1, -6
 
 
@@ -212,14 +213,20 @@ def _wait_root(pid: int, gate=None) -> tuple[int, bool]:
     letting a training request's budget stop the workload."""
     interrupted = False
     started = time.monotonic()
+    stop_sent = None
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
             return status, interrupted
         if gate is not None and gate.check(time.monotonic() - started) == "stop":
             interrupted = True
+            now = time.monotonic()
+            if stop_sent is None:
+                stop_sent = now
+            # SIGTERM first; a workload that ignores it is killed after a grace
+            sig = signal.SIGKILL if now - stop_sent > STOP_GRACE else signal.SIGTERM
             try:
-                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, sig)
             except ProcessLookupError:
                 pass
         info = signal.sigtimedwait([*FORWARDED, signal.SIGCHLD], 0.5)

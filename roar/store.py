@@ -123,6 +123,8 @@ class Store:
                     return fn(txn)
             except lmdb.MapFullError:
                 self.env.set_mapsize(self.env.info()["map_size"] * 2)
+            except lmdb.MapResizedError:  # another process grew it: adopt its size
+                self.env.set_mapsize(0)
 
     def _get(self, db: str, key: bytes):
         with self.env.begin(db=self.dbs[db]) as txn:

@@ -72,7 +72,9 @@ def run_view(store: Store, run_id: str) -> dict:
         or (["run did not finish (roar was stopped)"] if status == "interrupted" else []),
         "lost_events": run.get("lost_events"), "io_uring": run.get("io_uring"),
         "connects": run.get("connects", []), "mode": run.get("mode"),
-        "counts": run.get("counts"),
+        "counts": run.get("counts"), "request": run.get("request"),
+        "dataset_mismatch": run.get("dataset_mismatch"),
+        "dataset_check": run.get("dataset_check"),
     }
 
 

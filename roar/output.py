@@ -1,0 +1,18 @@
+"""What every CLI command prints the same way: one-line errors, JSON documents."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+
+def fail(msg: str, code: int = 2):
+    """A user error: one line on stderr, a non-zero exit, no traceback."""
+    click.echo(f"roar: {msg}", err=True)
+    sys.exit(code)
+
+
+def print_json(obj) -> None:
+    click.echo(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
