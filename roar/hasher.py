@@ -159,9 +159,10 @@ class HashJob:
     def done(self) -> bool:
         return self.value is not None
 
-    def result(self) -> HashResult:
+    def result(self, timeout: float | None = None) -> HashResult | None:
+        """The result; None if it is not ready within timeout seconds."""
         if self.value is None:
-            self.hasher._wait(self)
+            self.hasher._wait(self, timeout)
         return self.value
 
 
@@ -207,11 +208,15 @@ class Hasher:
                 with self._done:
                     self._done.notify_all()
 
-    def _wait(self, job: HashJob) -> None:
+    def _wait(self, job: HashJob, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._done:
             self._waiting += 1
             while job.value is None:
-                self._done.wait(0.5)
+                left = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+                if left <= 0:
+                    break
+                self._done.wait(left)
             self._waiting -= 1
 
     def submit(self, path: str, birth: bool = False) -> HashJob:
@@ -227,8 +232,11 @@ class Hasher:
             out, self.new_entries = self.new_entries, []
         return out
 
-    def shutdown(self) -> None:
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop the workers; without wait, a hash in progress is abandoned
+        (its file is recorded as pending and hashed by a background job)."""
         for _ in self._threads:
             self.queue.put(None)
-        for t in self._threads:
-            t.join()
+        if wait:
+            for t in self._threads:
+                t.join()

@@ -29,9 +29,11 @@ INTERRUPT_SIGNALS = {1, 2, 9, 15}  # HUP, INT, KILL, TERM: somebody stopped the 
 CREATE_SLACK_NS = 20_000_000
 
 
-def _peek(job) -> HashResult | None:
-    """The result of a hash job, waiting for it; None when there is none."""
-    return job.result() if job is not None else None
+# How long the end of `roar run` waits for content hashes still in progress
+# (huge inputs or outputs); the rest are recorded as pending and filled in by
+# a background job (roar/pending.py).
+HASH_WAIT = float(os.environ.get("ROAR_HASH_WAIT", "5"))
+PENDING = "pending"
 
 
 def _bound_bytes(rec: dict) -> None:
@@ -62,6 +64,8 @@ class RunRecorder:
         self.stdio = {p for fd, p in root_fds.items() if fd == 2}
         self.wall_offset = time.time_ns() - time.monotonic_ns()
         self.hasher = Hasher(store, workers=workers)
+        self.deadline: float | None = None  # set at the end: bounds waits for hashes
+        self.pending = 0
         self.model = RunModel(root_pid, run["cwd"], run["command"], root_fds,
                               time.monotonic_ns(), self.hasher.submit)
 
@@ -93,6 +97,7 @@ class RunRecorder:
         git_root = git["root"] if git else None
         tracked = context.tracked_files(git_root) if git_root else None
         mark("finish: git ls-files")
+        self.deadline = time.monotonic() + HASH_WAIT
         files, reasons = self._file_records(git_root, tracked)
         mark("finish: file records (waits for hashes)")
         sizes = {f["path"]: f["size"] for f in files if f.get("size") is not None}
@@ -100,6 +105,9 @@ class RunRecorder:
         mark("finish: process records")
 
         reasons = list(notes or []) + reasons
+        if self.pending:
+            reasons.append(f"{self.pending} content hash(es) still being computed "
+                           f"(filled in by a background job)")
         if lost:
             reasons.insert(0, f"{lost} kernel events lost (ring buffer full)")
         for what, n in sorted(model.problems.items()):
@@ -122,11 +130,30 @@ class RunRecorder:
             "events": model.events,
         }
         run.pop("client_pid", None)
-        self.hasher.shutdown()
+        self.hasher.shutdown(wait=not self.pending)
         self.store.cache_hashes(self.hasher.take_new_entries())
         self.store.finish_run(run, files, procs)
         mark("finish: store")
+        if self.pending:
+            from .pending import start_background_fill
+
+            start_background_fill(self.store.home, run["id"])
         return run
+
+    def _result(self, job) -> HashResult | None:
+        """A hash job's result, waiting no later than the deadline (None: pending)."""
+        if job is None:
+            return None
+        if self.deadline is None:
+            return job.result()
+        return job.result(max(0.0, self.deadline - time.monotonic()))
+
+    def _pending(self, base: dict, role: str, bound_ns: int) -> dict:
+        """A record whose hash is computed later; bound_ns: the content must
+        not have changed after this (wall clock) for the late hash to count."""
+        self.pending += 1
+        return {**base, "role": role, "mode": "r" if role == "input" else "w", "hash": None,
+                "size": None, "status": PENDING, "pending_bound_ns": bound_ns}
 
     def _created_by_run(self, s, early: HashResult | None) -> bool:
         """Whether the run's own O_CREAT open made this file (so what it later
@@ -153,7 +180,7 @@ class RunRecorder:
                 a["bytes_exact"] = a["bytes_exact"] and pf.bytes_exact
                 a["processes"].append(p.key)
         kinds = {path: classify(path, git_root, tracked) for path in model.paths}
-        created = {path: self._created_by_run(s, _peek(s.early_hash))
+        created = {path: self._created_by_run(s, self._result(s.early_hash))
                    for path, s in model.paths.items()
                    if s.create_ts is not None and kinds[path] in (DATA, CODE)}
         outputs = {}
@@ -182,7 +209,7 @@ class RunRecorder:
             written = s.written or created.get(path, False)
             if s.read and s.first == "read" and not created.get(path):
                 rec = self._input_record(base, s)
-                if rec["status"] not in (OK, SPECIAL):
+                if rec["status"] not in (OK, SPECIAL, PENDING):
                     unhashed += 1
                 records.append(rec)
             elif s.read and not written:
@@ -196,7 +223,10 @@ class RunRecorder:
                     records.append({**base, "role": "temporary", "mode": "w", "hash": None,
                                     "size": None, "status": None})
                 else:
-                    res: HashResult = outputs[path].result()
+                    res = self._result(outputs[path])
+                    if res is None:
+                        records.append(self._pending(base, "output", time.time_ns()))
+                        continue
                     records.append({**base, "role": "output", "mode": "w", "hash": res.hash,
                                     "size": res.size, "status": res.status,
                                     "error": res.error})
@@ -211,7 +241,9 @@ class RunRecorder:
             # A read through an fd the run inherited, never opened by path here.
             res = self.hasher.hash_now(s.path) if s.modified_ts is None else None
         else:
-            res = s.early_hash.result()
+            res = self._result(s.early_hash)
+            if res is None:
+                return self._pending(base, "input", s.early_ts + self.wall_offset)
         if res is None:
             return {**base, "role": "input", "mode": "r", "hash": None, "size": None,
                     "status": "unverified", "error": "changed by the run before it was hashed"}
@@ -219,6 +251,12 @@ class RunRecorder:
             return {**base, "role": "input", "mode": "r", "hash": None, "size": res.size,
                     "status": "unverified",
                     "error": "overwritten by the run before its first version was hashed"}
+        if (res.status == OK and s.early_ts is not None and res.ctime_ns is not None
+                and res.ctime_ns > s.early_ts + self.wall_offset):
+            # changed (by anyone) after the run opened it and before it was hashed
+            return {**base, "role": "input", "mode": "r", "hash": None, "size": res.size,
+                    "status": "unverified",
+                    "error": "changed after the run opened it, before it was hashed"}
         return {**base, "role": "input", "mode": "r", "hash": res.hash, "size": res.size,
                 "status": res.status, "error": res.error}
 

@@ -58,3 +58,36 @@ def test_unreadable_for_the_caller(tmp_path):
     f.chmod(0)
     res, _ = hash_path(str(f))
     assert res.status == "unreadable"
+
+
+def test_pending_hashes_are_filled_in_later(tmp_path):
+    """A record whose hash was still running at the run's end is completed by
+    the background filler; a file changed after the bound becomes unverified."""
+    import time as _t
+
+    from roar.ids import new_run_id
+    from roar.pending import fill
+
+    st = Store(tmp_path / "home")
+    big, changed = tmp_path / "big.bin", tmp_path / "changed.bin"
+    big.write_bytes(os.urandom(1 << 20))
+    changed.write_bytes(b"v1")
+    bound = _t.time_ns()
+    _t.sleep(0.05)
+    changed.write_bytes(b"v2")  # changed after the run read it
+    rid = new_run_id()
+    files = [
+        {"path": str(big), "role": "input", "kind": "data", "status": "pending", "hash": None,
+         "pending_bound_ns": bound},
+        {"path": str(changed), "role": "input", "kind": "data", "status": "pending",
+         "hash": None, "pending_bound_ns": bound},
+    ]
+    st.finish_run({"id": rid, "status": "finished", "complete": False,
+                   "incomplete_reasons": ["2 content hash(es) still being computed"]}, files, [])
+    assert fill(st, rid) == 2
+    got = {f["path"]: f for f in st.run_files(rid)}
+    assert got[str(big)]["hash"] == xxhash.xxh3_128(big.read_bytes()).hexdigest()
+    assert got[str(changed)]["status"] == "unverified" and got[str(changed)]["hash"] is None
+    run = st.get_run(rid)
+    assert not run["complete"] and "hashed after the run" in run["incomplete_reasons"][0]
+    assert st.readers_of(got[str(big)]["hash"])[0][0] == rid

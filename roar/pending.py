@@ -1,0 +1,73 @@
+"""Filling in content hashes that were still being computed when a run
+ended (huge inputs or outputs): `roar run` records them as pending and
+returns; this background job hashes them and completes the record.
+
+A late hash counts only if the file has not changed since the bound the
+record carries (the run's first open for an input, the run's end for an
+output); otherwise the version is recorded as unverified, never guessed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .hasher import OK, hash_path
+from .store import Store
+
+REASON_PREFIX = "content hash(es) still being computed"
+UNHASHED_SUFFIX = "input(s) without a verified content hash"
+
+
+def start_background_fill(home: Path, run_id: str) -> None:
+    """Start the filler detached from this process (it outlives `roar run`)."""
+    env = {**os.environ, "ROAR_HOME": str(home),
+           "PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).resolve().parent.parent),
+                                                     os.environ.get("PYTHONPATH")) if p)}
+    subprocess.Popen([sys.executable, "-m", "roar.pending", run_id], env=env,
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def fill(store: Store, run_id: str) -> int:
+    """Hash every pending file record of the run; returns how many were filled."""
+    files = store.run_files(run_id)
+    filled = 0
+    unverified = 0
+    for f in files:
+        if f.get("status") != "pending":
+            continue
+        res, key = hash_path(f["path"], store.cached_hash_key)
+        bound = f.pop("pending_bound_ns", None)
+        if res.status == OK and bound is not None and (res.ctime_ns or 0) > bound:
+            f.update(hash=None, size=res.size, status="unverified",
+                     error="changed after the run used it, before it could be hashed")
+        else:
+            f.update(hash=res.hash, size=res.size, status=res.status, error=res.error)
+            if key is not None and res.hash:
+                store.cache_hashes([(key, res.hash)])
+        if f["status"] not in (OK, "special") and f["role"] == "input":
+            unverified += 1
+        filled += 1
+    if not filled:
+        return 0
+    run = store.get_run(run_id)
+    reasons = [r for r in run.get("incomplete_reasons", []) if REASON_PREFIX not in r]
+    if unverified:
+        reasons.append(f"{unverified} {UNHASHED_SUFFIX} (hashed after the run)")
+    run["incomplete_reasons"] = reasons
+    run["complete"] = not reasons
+    store.finish_run(run, files, store.run_procs(run_id))
+    return filled
+
+
+def main() -> None:
+    run_id = sys.argv[1]
+    with Store() as store:
+        fill(store, run_id)
+
+
+if __name__ == "__main__":
+    main()
