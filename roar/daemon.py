@@ -26,6 +26,7 @@ from pathlib import Path
 
 from . import cgroups, protocol
 from .events import cgroup_of
+from .privileges import run_as
 from .protocol import socket_path
 from .session import daemon_status, wait_empty
 
@@ -39,7 +40,8 @@ class DaemonError(Exception):
 class ActiveRun:
     """One client's run: its cgroup and the records waiting to be sent."""
 
-    def __init__(self, conn: socket.socket, run_id: str, path: Path, cgroup_id: int):
+    def __init__(self, conn: socket.socket, run_id: str, path: Path, cgroup_id: int,
+                 spool: Path, recovery: dict):
         self.conn = conn
         self.run_id = run_id
         self.path = path
@@ -47,6 +49,12 @@ class ActiveRun:
         self.queue: deque[bytes] = deque()
         self.wake = threading.Event()
         self.closed = False
+        # every record also goes to a spool file, kept until the client says
+        # it stored the run: if the client dies, roard rebuilds the run from it
+        self.spool_path = spool
+        self.spool = open(spool, "wb")
+        self.recovery = recovery
+        self.client_alive = True
 
 
 class Daemon:
@@ -54,6 +62,8 @@ class Daemon:
         from .probes import Probes
 
         self.sock_path = sock_path
+        self.spool_dir = sock_path.parent / "spool"
+        self.spool_dir.mkdir(mode=0o700, exist_ok=True)
         self.runs: dict[int, ActiveRun] = {}
         self.lock = threading.Lock()
         self.started = time.monotonic()
@@ -154,7 +164,7 @@ class Daemon:
             conn.sendall(protocol.encode_json({"ok": True, "cgroup": run.cgroup_id}))
             sender = threading.Thread(target=self._sender, args=(run,), daemon=True)
             sender.start()
-            self._follow(run, rfile, sender)
+            self._follow(run, rfile, sender, peer_uid)
             run = None
         except protocol.ProtocolError as e:
             _send_quietly(conn, {"ok": False, "error": str(e)})
@@ -180,8 +190,18 @@ class Daemon:
         if peer_uid != 0 and owner != peer_uid:
             raise PermissionError(f"process {pid} is not yours: you may only trace your own "
                                   f"processes")
-        path, cgid = cgroups.create(cgroup_prefix(self.sock_path) + run_id)
-        run = ActiveRun(conn, run_id, path, cgid)
+        home, root_fds = req.get("home"), req.get("root_fds", {})
+        if not (isinstance(home, str) and os.path.isabs(home)):
+            raise protocol.ProtocolError("trace needs the absolute ROAR_HOME of the client")
+        if not (isinstance(root_fds, dict) and all(
+                isinstance(k, str) and k.isdigit() and isinstance(v, str)
+                for k, v in root_fds.items())):
+            raise protocol.ProtocolError("root_fds must map fd numbers to paths")
+        name = cgroup_prefix(self.sock_path) + run_id
+        path, cgid = cgroups.create(name)
+        recovery = {"home": home, "run_id": run_id, "root_pid": pid,
+                    "root_fds": {int(k): v for k, v in root_fds.items()}}
+        run = ActiveRun(conn, run_id, path, cgid, self.spool_dir / f"{name}.spool", recovery)
         with self.lock:
             self.runs[cgid] = run
             self.last_active = time.monotonic()
@@ -194,18 +214,43 @@ class Daemon:
             raise
         return run
 
-    def _follow(self, run: ActiveRun, rfile, sender: threading.Thread) -> None:
-        """Wait for the client's word that its first process exited."""
-        linger = 0.0
+    def _next_op(self, rfile) -> dict:
         try:
             line = rfile.readline(protocol.MAX_REQUEST + 1)
-            req = protocol.parse_request(line) if line else {"op": "abort"}
-            if req["op"] == "root_exited":
-                linger = float(req.get("linger", 0))
+            return protocol.parse_request(line) if line else {"op": "gone"}
         except (protocol.ProtocolError, OSError, ValueError):
-            pass  # client gone: policy is to end its workload now (documented)
+            return {"op": "gone"}
+
+    def _follow(self, run: ActiveRun, rfile, sender: threading.Thread, peer_uid: int) -> None:
+        """Wait for the client's word that its first process exited, end the
+        run, then for its word that the run is stored. A client that goes
+        away first (killed) has its workload ended now (the documented
+        policy) and its run rebuilt from the spool, as the client's user."""
+        req = self._next_op(rfile)
+        linger = 0.0
+        if req["op"] == "root_exited":
+            try:
+                linger = float(req.get("linger", 0))
+            except (TypeError, ValueError):
+                linger = 0.0
         self._end_run(run, linger)
         sender.join()
+        run.spool.close()
+        if req["op"] == "root_exited" and self._next_op(rfile)["op"] == "stored":
+            run.spool_path.unlink(missing_ok=True)
+            return
+        self._recover(run, peer_uid)
+
+    def _recover(self, run: ActiveRun, peer_uid: int) -> None:
+        from .recover import recover_from
+
+        spool = run.spool_path
+        out = run_as(peer_uid, lambda f: recover_from(f, **run.recovery),
+                     before=lambda: open(spool, "rb"), timeout=3600)
+        print(f"roard: run {run.run_id}: client gone; rebuilt from its spool: {out}",
+              file=sys.stderr, flush=True)
+        if out.get("ok"):
+            spool.unlink(missing_ok=True)
 
     def _end_run(self, run: ActiveRun, linger: float) -> None:
         if run.closed:
@@ -225,21 +270,27 @@ class Daemon:
         run.wake.set()
 
     def _sender(self, run: ActiveRun) -> None:
-        try:
-            while True:
-                run.wake.wait(0.2)
-                run.wake.clear()
-                batch = []
-                while run.queue and len(batch) < 4096:
-                    batch.append(run.queue.popleft())
-                if batch:
-                    run.conn.sendall(protocol.encode_events(batch))
-                    continue
-                if run.closed and not run.queue:
-                    run.conn.sendall(protocol.encode_json(run.end))
-                    return
-        except OSError:
-            run.queue.clear()
+        while True:
+            run.wake.wait(0.2)
+            run.wake.clear()
+            batch = []
+            while run.queue and len(batch) < 4096:
+                batch.append(run.queue.popleft())
+            if batch:
+                self._deliver(run, protocol.encode_events(batch))
+                continue
+            if run.closed and not run.queue:
+                self._deliver(run, protocol.encode_json(run.end))
+                return
+
+    @staticmethod
+    def _deliver(run: ActiveRun, blob: bytes) -> None:
+        run.spool.write(blob)
+        if run.client_alive:
+            try:
+                run.conn.sendall(blob)
+            except OSError:
+                run.client_alive = False  # keep spooling: the run is rebuilt from it
 
     def status(self) -> dict:
         return {"pid": os.getpid(), "active_runs": len(self.runs),
@@ -310,6 +361,10 @@ def _clean_stale_cgroups(sock: Path) -> None:
         return
     if not base.is_dir():
         return
+    spool = sock.parent / "spool"
+    if spool.is_dir():  # their clients stored what they had, marked incomplete
+        for f in spool.glob(cgroup_prefix(sock) + "*.spool"):
+            f.unlink(missing_ok=True)
     for d in base.iterdir():
         if d.is_dir() and d.name.startswith(cgroup_prefix(sock)):
             try:

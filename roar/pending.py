@@ -26,9 +26,13 @@ def start_background_fill(home: Path, run_id: str) -> None:
     env = {**os.environ, "ROAR_HOME": str(home),
            "PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).resolve().parent.parent),
                                                      os.environ.get("PYTHONPATH")) if p)}
-    subprocess.Popen([sys.executable, "-m", "roar.pending", run_id], env=env,
-                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                     stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        subprocess.Popen([sys.executable, "-m", "roar.pending", run_id], env=env,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+    except OSError as e:  # the record says pending; say why it stays so
+        print(f"roar: could not start the background hashing of run {run_id}: {e}",
+              file=sys.stderr)
 
 
 def fill(store: Store, run_id: str) -> int:

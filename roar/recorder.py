@@ -87,6 +87,10 @@ class RunRecorder:
                 run["exit_code"] = 128 + run["signal"]
             else:
                 run["exit_code"] = os.WEXITSTATUS(status)
+        elif root.signal is not None:  # rebuilt without waitpid: the kernel's word
+            run["signal"], run["exit_code"] = root.signal, 128 + root.signal
+        else:
+            run["exit_code"] = root.exit_code
         root.exit_code = run.get("exit_code") if run.get("signal") is None else None
         root.signal = run.get("signal")
         if run.get("signal") in INTERRUPT_SIGNALS:

@@ -21,13 +21,10 @@ import itertools
 import json
 import os
 import pwd
-import select
 import shlex
-import signal
 import socket
 import stat
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -663,70 +660,24 @@ def daemon_review(req: dict, peer_uid: int, timeout: float = 60.0) -> dict:
     """roard's `review` op. The review is written by a forked child that has
     dropped to the caller's uid and groups: roard never opens a store path a
     client named with root's rights."""
+    from .privileges import run_as
+
     home, ref, decision, text = req.get("home"), req.get("id"), req.get("decision"), \
         req.get("text")
     if not (isinstance(home, str) and os.path.isabs(home) and isinstance(ref, str)
             and decision in ("approve", "deny") and (text is None or isinstance(text, str))):
         return {"ok": False, "error": "review needs an absolute home, an id, a decision "
                                       "(approve|deny) and an optional text"}
-    try:
-        pw = pwd.getpwuid(peer_uid)
-    except KeyError:
-        return {"ok": False, "error": f"uid {peer_uid} has no user name"}
-    _warm_up()
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: no threads, no exec; everything it needs is already imported
+
+    def write_review(_):
         try:
-            os.close(r)
-            os.setgroups(os.getgrouplist(pw.pw_name, pw.pw_gid))
-            os.setgid(pw.pw_gid)
-            os.setuid(peer_uid)
             with Store(home, readonly=True) as store:
-                out = {"ok": True, "request": review(store, ref, decision, text, peer_uid,
-                                                     "roard")}
+                return {"ok": True, "request": review(store, ref, decision, text, peer_uid,
+                                                      "roard")}
         except (RequestError, StoreError) as e:
-            out = {"ok": False, "error": str(e)}
-        except BaseException as e:  # noqa: BLE001 -- the child must answer, then _exit
-            out = {"ok": False, "error": f"{type(e).__name__}: {e}"}
-        try:
-            os.write(w, json.dumps(out).encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    chunks, deadline = [], time.monotonic() + timeout
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([r], [], [], left)[0]:
-                os.kill(pid, signal.SIGKILL)
-                return {"ok": False, "error": "the review did not finish in time"}
-            data = os.read(r, 1 << 16)
-            if not data:
-                break
-            chunks.append(data)
-    finally:
-        os.close(r)
-        os.waitpid(pid, 0)
-    try:
-        return json.loads(b"".join(chunks))
-    except ValueError:
-        return {"ok": False, "error": "the review ended without an answer"}
+            return {"ok": False, "error": str(e)}
 
-
-_warm = False
-
-
-def _warm_up() -> None:
-    """Open and close a throwaway store once, as root, so that whatever the
-    store code imports on first use (py-lmdb imports lmdb._envid at its first
-    open) is loaded before a review child drops root: after that it may not
-    be able to read the interpreter's files (roar installed under /root)."""
-    global _warm
-    if not _warm:
-        with tempfile.TemporaryDirectory() as d:
-            Store(d).close()
-        _warm = True
+    return run_as(peer_uid, write_review, timeout=timeout)
 
 
 def wait(store: Store, ref: str, until: str = "decided", timeout: float | None = None,

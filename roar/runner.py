@@ -156,8 +156,9 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, [*FORWARDED, signal.SIGCHLD])
     pid, go = _spawn_held(argv)
     try:
-        recorder = RunRecorder(store, record, pid, _inherited_fds(pid))
-        session.start(pid, run_id)
+        root_fds = _inherited_fds(pid)
+        recorder = RunRecorder(store, record, pid, root_fds)
+        session.start(pid, run_id, str(store.home.resolve()), root_fds)
         store.put_run(record)  # "running" before the command starts: never lost
     except BaseException:
         os.kill(pid, signal.SIGKILL)
@@ -190,6 +191,7 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
     if gate is not None and gate.stopped:
         notes.append(gate.stopped)
     run = recorder.finish(status, interrupted, session.lost, notes)
+    session.stored()
     session.close()
     if gate is not None:
         gate.resolve(store, run, store.run_files(run["id"]))

@@ -62,7 +62,7 @@ class EmbeddedSession:
         self.path: Path | None = None
         self.cgroup_id = 0
 
-    def start(self, pid: int, run_id: str) -> None:
+    def start(self, pid: int, run_id: str, home: str = "", root_fds: dict | None = None) -> None:
         self.path, self.cgroup_id = cgroups.create(run_id)
         self.probes.tag(self.cgroup_id, pid, time.monotonic_ns())
         cgroups.move(self.path, pid)
@@ -103,6 +103,9 @@ class EmbeddedSession:
         if self.path is not None:
             cgroups.kill_all(self.path)
             self.root_exited(0)
+
+    def stored(self) -> None:
+        pass
 
     def close(self) -> None:
         """Let a detached child pay for detaching the probes.
@@ -145,8 +148,11 @@ class DaemonSession:
             raise SessionError("roard closed the connection")
         return json.loads(frame[1])
 
-    def start(self, pid: int, run_id: str) -> None:
-        self.request({"op": "trace", "pid": pid, "run_id": run_id})
+    def start(self, pid: int, run_id: str, home: str = "", root_fds: dict | None = None) -> None:
+        """Ask roard to trace pid's new cgroup. home and root_fds let roard
+        rebuild the run into this user's store should this client die."""
+        self.request({"op": "trace", "pid": pid, "run_id": run_id, "home": home,
+                      "root_fds": {str(k): v for k, v in (root_fds or {}).items()}})
         reply = self._reply()
         if not reply.get("ok"):
             raise SessionError(f"roard refused: {reply.get('error', 'unknown error')}")
@@ -170,6 +176,10 @@ class DaemonSession:
 
     def root_exited(self, linger: float) -> None:
         self.request({"op": "root_exited", "linger": linger})
+
+    def stored(self) -> None:
+        """The run is in the store: roard may drop its spool."""
+        self.request({"op": "stored"})
 
     def abort(self) -> None:
         try:

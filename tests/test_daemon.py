@@ -193,3 +193,44 @@ def test_restart_after_kill9_cleans_stale_state(tmp_path):
         second.terminate()
         second.wait(60)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _gone_or_zombie(pid: int) -> bool:
+    """Ended: its orphaned zombie may wait for init to reap it."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+def test_killed_client_run_is_rebuilt_from_the_spool(roar):
+    """SIGKILL of `roar run`: roard ends the workload (the documented policy),
+    leaves nothing running, and stores the run from its spool, interrupted."""
+    w = roar.cwd
+    (w / "in.txt").write_text("spooled\n")
+    client = subprocess.Popen([sys.executable, "-m", "roar.cli", "run", "--", "sh", "-c",
+                               "cat in.txt > out.txt; echo $$ > pid; sleep 60"],
+                              cwd=w, env=roar.env(), stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not (w / "pid").exists() or not (w / "pid").read_text().strip():
+        assert time.monotonic() < deadline and client.poll() is None
+        time.sleep(0.05)
+    workload = int((w / "pid").read_text())
+    client.kill()
+    client.wait()
+    deadline = time.monotonic() + 60
+    while True:
+        runs = roar.json("log")
+        if runs and runs[0]["status"] == "interrupted" and runs[0]["complete"] is not None:
+            break
+        assert time.monotonic() < deadline, runs
+        time.sleep(0.2)
+    assert _gone_or_zombie(workload)
+    doc = roar.json("show", runs[0]["id"])
+    assert [(i["path"], i["hash"]) for i in doc["inputs"]] == [
+        (str(w / "in.txt"), xxh128(w / "in.txt"))]
+    assert sorted((o["path"], o["hash"]) for o in doc["outputs"]) == [
+        (str(w / "out.txt"), xxh128(w / "out.txt")), (str(w / "pid"), xxh128(w / "pid"))]
+    assert any("rebuilt by roard" in r for r in doc["incomplete_reasons"])
+    assert doc["complete"] is False and doc["signal"] == 9

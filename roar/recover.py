@@ -1,0 +1,39 @@
+"""Rebuilding a run whose `roar run` client died: roard kept every record
+of the run in a spool; this replays it through the same recorder, as the
+client's user, into the client's store. Hashes are taken now, so each is
+checked against the file's ctime (see RunRecorder) and may be unverified."""
+
+from __future__ import annotations
+
+import json
+
+from . import protocol
+from .recorder import RunRecorder
+from .store import Store
+
+NOTE = "roar run was killed before it stored the run: rebuilt by roard from its spool"
+
+
+def recover_from(spool, home: str, run_id: str, root_pid: int,
+                 root_fds: dict[int, str]) -> dict:
+    """Replay an open spool file into the run `run_id` of the store at home."""
+    with Store(home) as store:
+        run = store.get_run(run_id)
+        if run is None:
+            return {"ok": False, "error": f"run {run_id} is not in {home}"}
+        if run.get("status") != "running":
+            return {"ok": True, "note": "the client had stored the run already"}
+        recorder = RunRecorder(store, run, root_pid, root_fds)
+        end: dict = {}
+        with spool:
+            while True:
+                frame = protocol.read_frame(spool)
+                if frame is None:
+                    break
+                kind, payload = frame
+                if kind == protocol.EVENT:
+                    recorder.feed_raw(payload)
+                else:
+                    end = json.loads(payload)
+        done = recorder.finish(None, True, int(end.get("lost", 0)), [NOTE])
+        return {"ok": True, "run": done["id"], "complete": done["complete"]}
