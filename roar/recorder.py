@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from . import context
 from .classify import CODE, DATA, ENV, PSEUDO, classify
 from .events import decode
-from .hasher import OK, SPECIAL, Hasher, HashResult, birth_ns
+from .hasher import OK, SPECIAL, VANISHED, Hasher, HashResult, birth_ns
 from .model import RunModel
 from .store import Store
 from .timing import mark
@@ -168,6 +168,10 @@ class RunRecorder:
         born = early.born_ns if early is not None and early.born_ns else birth_ns(s.path)
         if born is not None:
             return born >= opened_wall
+        if s.written and s.deleted and (early is None or early.status == VANISHED):
+            # opened with O_CREAT, written and deleted by the run before it could be
+            # looked at: a scratch file (a journal, a lock), not something it consumed
+            return True
         # no birth time on this filesystem: empty and changed at the open
         return bool(early and early.size == 0 and early.ctime_ns is not None
                     and early.ctime_ns >= opened_wall)
