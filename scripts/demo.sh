@@ -73,6 +73,13 @@ echo
 echo "== roar show out/model.json"
 "$ROAR" show out/model.json
 echo
+echo "== roar inputs out/model.json   (everything upstream, by content)"
+"$ROAR" inputs out/model.json
+echo
+SHARD="$(ls data/raw/*.csv | head -1)"
+echo "== roar inputs out/model.json --contains $SHARD"
+"$ROAR" inputs out/model.json --contains "$SHARD"
+echo
 echo "== roar trace $TRAIN_ID (train)"
 "$ROAR" trace "$TRAIN_ID"
 echo
