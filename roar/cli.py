@@ -51,9 +51,13 @@ def run(name, allow_dirty, linger, request_id, command):
 
 @cli.command()
 @click.option("-n", "limit", type=int, default=20, show_default=True, help="How many runs.")
+@click.option("--link", "link", metavar="TRACKER|TEXT",
+              help="Only runs with a tracker link (wandb, mlflow, tensorboard, huggingface) "
+                   "or a link whose id, url, project or path contains TEXT.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def log(limit, as_json):
+def log(limit, link, as_json):
     """Recorded runs, newest first."""
+    from .links import matches
     from .views import log_entry
 
     try:
@@ -67,6 +71,8 @@ def log(limit, as_json):
     for run in store.iter_runs():
         if len(entries) >= limit:
             break
+        if link and not matches(run, link):
+            continue
         entries.append(log_entry(run))
     if as_json:
         print_json(entries)
@@ -182,7 +188,7 @@ def _register_feature_commands() -> None:
     """Commands that live in their own modules (lineage queries, requests)."""
     import importlib
 
-    for module in ("roar.cli_lineage", "roar.cli_requests"):
+    for module in ("roar.cli_lineage", "roar.cli_requests", "roar.cli_reproduce"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:

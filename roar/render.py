@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from .links import describe
+
 
 def _size(n) -> str:
     if n is None:
@@ -55,6 +57,10 @@ def run(doc: dict) -> None:
         flag = "  DATASET MISMATCH: the data read is not the version filed" \
             if doc.get("dataset_mismatch") else ""
         click.echo(f"request  {doc['request']}{flag}")
+    if doc.get("reproduces"):
+        click.echo(f"reproduces run {doc['reproduces']}")
+    for link in doc.get("links") or []:
+        click.echo(f"link     {describe(link)}")
     click.echo(f"procs    {len(doc['processes'])}")
     _files("inputs", doc["inputs"])
     _files("outputs", doc["outputs"])

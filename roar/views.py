@@ -75,6 +75,7 @@ def run_view(store: Store, run_id: str) -> dict:
         "counts": run.get("counts"), "request": run.get("request"),
         "dataset_mismatch": run.get("dataset_mismatch"),
         "dataset_check": run.get("dataset_check"),
+        "links": run.get("links") or [], "reproduces": run.get("reproduces"),
     }
 
 
