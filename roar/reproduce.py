@@ -733,9 +733,12 @@ def _compare(store: Store, s: dict, new_id: str, tree: str) -> tuple[list[dict],
     for o in s["outputs"]:
         got = new.pop(o["path"], None)
         rebuilt = got.get("hash") if got else None
+        where = os.path.join(tree, o["path"]) if o["inside"] else o["abs"]
+        if got is not None and rebuilt is None:
+            # a big output may still be hashed in the background: hash it here
+            rebuilt = _hash_now(where)
         if got is None:
             # not written again: still counts when the file holds the recorded content
-            where = os.path.join(tree, o["path"]) if o["inside"] else o["abs"]
             if o["hash"] and _hash_now(where) == o["hash"]:
                 rebuilt = o["hash"]
         if not o["hash"]:
