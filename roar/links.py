@@ -199,21 +199,27 @@ def merge(links: Iterable[dict]) -> list[dict]:
     return list(out.values())
 
 
-def run_links(store, run_id: str, logs: Iterable[str] = (), text: str | None = None
-              ) -> list[dict]:
-    """The links of a run: from the files it wrote (outputs and temporaries),
-    from the given log files and output text."""
-    written = [f["path"] for f in store.run_files(run_id)
+def from_records(files: Iterable[dict], logs: Iterable = (), text: str | None = None
+                 ) -> list[dict]:
+    """The links of a run from its file records (what it wrote: outputs and
+    temporaries), log files (a path, or (path, start, end) for the part of a
+    log the run wrote) and output text."""
+    written = [f["path"] for f in files
                if f.get("role") in ("output", "temporary") and f.get("path")]
     found = scan_paths(written)
-    for p in logs:
-        found += scan_log(p)
+    for log in logs:
+        found += scan_log(*log) if isinstance(log, tuple) else scan_log(log)
     if text:
         found += scan_text(text)
     return merge(found)
 
 
-def attach_links(store, run_id: str, logs: Iterable[str] = (), text: str | None = None
+def run_links(store, run_id: str, logs: Iterable = (), text: str | None = None) -> list[dict]:
+    """from_records() of a stored run."""
+    return from_records(store.run_files(run_id), logs, text)
+
+
+def attach_links(store, run_id: str, logs: Iterable = (), text: str | None = None
                  ) -> list[dict]:
     """Compute a finished run's links and store them on its record (`links`).
     Called at the end of `roar run`, and by `roar links --rescan`."""

@@ -274,6 +274,19 @@ def test_scan_text_finds_each_tracker():
         assert set(links.KEYS) <= x.keys()
 
 
+def test_a_log_scanned_from_where_the_run_started_writing(tmp_path):
+    """A log appended to by many runs: only the part this run wrote counts."""
+    log = tmp_path / "job.log"
+    log.write_text("wandb: View run old at: https://wandb.ai/acme/churn/runs/old111\n")
+    start = log.stat().st_size
+    with open(log, "a") as f:
+        f.write(WANDB_LINES)
+    found = links.from_records([], logs=[(str(log), start, log.stat().st_size)])
+    assert [x["id"] for x in found] == ["a1b2c3d4"]
+    assert found[0]["source"] == f"log:{log}"
+    assert {x["id"] for x in links.from_records([], logs=[str(log)])} == {"old111", "a1b2c3d4"}
+
+
 def _tracker_files(base: Path) -> dict[Path, str]:
     """What wandb, mlflow (file store), tensorboard and huggingface_hub's
     upload_large_folder leave in a working directory."""
