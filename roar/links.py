@@ -224,10 +224,7 @@ def attach_links(store, run_id: str, logs: Iterable = (), text: str | None = Non
     """Compute a finished run's links and store them on its record (`links`).
     Called at the end of `roar run`, and by `roar links --rescan`."""
     links = run_links(store, run_id, logs, text)
-    run = store.get_run(run_id)
-    if run is not None:
-        run["links"] = links
-        store.put_run(run)
+    store.update_run(run_id, lambda run: run.__setitem__("links", links))
     return links
 
 

@@ -57,13 +57,16 @@ def fill(store: Store, run_id: str) -> int:
         filled += 1
     if not filled:
         return 0
-    run = store.get_run(run_id)
-    reasons = [r for r in run.get("incomplete_reasons", []) if REASON_PREFIX not in r]
-    if unverified:
-        reasons.append(f"{unverified} {UNHASHED_SUFFIX} (hashed after the run)")
-    run["incomplete_reasons"] = reasons
-    run["complete"] = not reasons
-    store.finish_run(run, files, store.run_procs(run_id))
+
+    def settle(run: dict) -> None:
+        reasons = [r for r in run.get("incomplete_reasons", []) if REASON_PREFIX not in r]
+        if unverified:
+            reasons.append(f"{unverified} {UNHASHED_SUFFIX} (hashed after the run)")
+        run["incomplete_reasons"] = reasons
+        run["complete"] = not reasons
+
+    store.index_files(run_id, files)
+    store.update_run(run_id, settle)
     return filled
 
 

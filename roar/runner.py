@@ -13,11 +13,12 @@ import getpass
 import os
 import shutil
 import signal
+import stat
 import sys
 import threading
 import time
 
-from . import context
+from . import context, links
 from .ids import new_run_id
 from .recorder import RunRecorder, now_iso
 from .session import DEFAULT_LINGER, DaemonSession, EmbeddedSession, SessionError, daemon_status
@@ -153,6 +154,7 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
     gpu_thread = threading.Thread(target=lambda: gpus.append(context.gpus()), daemon=True)
     gpu_thread.start()
 
+    logs = _regular_output_files()
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, [*FORWARDED, signal.SIGCHLD])
     pid, go = _spawn_held(argv)
     try:
@@ -193,10 +195,34 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
     run = recorder.finish(status, interrupted, session.lost, notes)
     session.stored()
     session.close()
+    links.attach_links(store, run["id"], logs=[(p, start, _size(p)) for p, start in logs])
     if gate is not None:
         gate.resolve(store, run, store.run_files(run["id"]))
     _summary(run)
     return run["exit_code"] if run["exit_code"] is not None else 1
+
+
+def _regular_output_files() -> list[tuple[str, int]]:
+    """roar's stdout/stderr when they are regular files (batch jobs), with the
+    offset the run's output starts at: scanned afterwards for tracker links
+    (W&B / MLflow run URLs...) without touching what the workload writes."""
+    out = []
+    for fd in (1, 2):
+        try:
+            st = os.fstat(fd)
+            path = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and path.startswith("/") and path not in dict(out):
+            out.append((path, st.st_size))
+    return out
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
 
 
 def _consume(session, recorder: RunRecorder) -> None:

@@ -101,7 +101,7 @@ class Store:
     # -- plumbing -----------------------------------------------------------
 
     def _check_schema(self) -> None:
-        with self.env.begin(db=self.dbs["meta"]) as txn:
+        with self._begin(db=self.dbs["meta"]) as txn:
             raw = txn.get(b"schema")
         if raw is None:
             self.write(lambda txn: txn.put(b"schema", str(SCHEMA_VERSION).encode(),
@@ -115,6 +115,31 @@ class Store:
             raise StoreError(f"roar store at {self.path} has schema {found}, newer than this "
                              f"roar understands ({SCHEMA_VERSION}): upgrade roar")
 
+    def _begin(self, **kw):
+        """A read transaction; adopts a map another process grew meanwhile."""
+        try:
+            return self.env.begin(**kw)
+        except lmdb.MapResizedError:
+            self.env.set_mapsize(0)
+            return self.env.begin(**kw)
+
+    def update_run(self, run_id: str, fn) -> dict | None:
+        """Read-modify-write of a run document in one write transaction, so
+        concurrent updates (links, request resolution, late hashes) never
+        overwrite each other. fn(doc) changes doc in place."""
+        key = run_id.encode()
+
+        def tx(txn):
+            raw = txn.get(key, db=self.dbs["runs"])
+            if raw is None:
+                return None
+            doc = _loads(raw)
+            fn(doc)
+            txn.put(key, _dumps(doc), db=self.dbs["runs"])
+            return doc
+
+        return self.write(tx)
+
     def write(self, fn):
         """Run fn(txn) in one write transaction; grow the map instead of failing."""
         while True:
@@ -127,7 +152,7 @@ class Store:
                 self.env.set_mapsize(0)
 
     def _get(self, db: str, key: bytes):
-        with self.env.begin(db=self.dbs[db]) as txn:
+        with self._begin(db=self.dbs[db]) as txn:
             raw = txn.get(key)
         return None if raw is None else _loads(raw)
 
@@ -142,18 +167,27 @@ class Store:
 
         def fn(txn):
             txn.put(rid, _dumps(run), db=self.dbs["runs"])
-            txn.put(rid, _dumps(files), db=self.dbs["run_files"])
             txn.put(rid, _dumps(procs), db=self.dbs["run_procs"])
-            index: dict[tuple[str, str], list[str]] = {}
-            for f in files:
-                if f.get("hash") and f.get("role") in ("input", "output"):
-                    db = "hash_read" if f["role"] == "input" else "hash_written"
-                    index.setdefault((db, f["hash"]), []).append(f["path"])
-            put = txn.put
-            for (db, h), paths in index.items():
-                put(bytes.fromhex(h) + rid, _encode_paths(paths), db=self.dbs[db])
+            self._put_files(txn, rid, files)
 
         self.write(fn)
+
+    def index_files(self, run_id: str, files: list[dict]) -> None:
+        """Replace a run's file records (e.g. late hashes filled in) and index
+        the new hashes; the run document is left alone (see update_run)."""
+        rid = run_id.encode()
+        self.write(lambda txn: self._put_files(txn, rid, files))
+
+    def _put_files(self, txn, rid: bytes, files: list[dict]) -> None:
+        txn.put(rid, _dumps(files), db=self.dbs["run_files"])
+        index: dict[tuple[str, str], list[str]] = {}
+        for f in files:
+            if f.get("hash") and f.get("role") in ("input", "output"):
+                db = "hash_read" if f["role"] == "input" else "hash_written"
+                index.setdefault((db, f["hash"]), []).append(f["path"])
+        put = txn.put
+        for (db, h), paths in index.items():
+            put(bytes.fromhex(h) + rid, _encode_paths(paths), db=self.dbs[db])
 
     def get_run(self, run_id: str) -> dict | None:
         return self._get("runs", run_id.encode())
@@ -165,7 +199,7 @@ class Store:
         return self._get("run_procs", run_id.encode()) or []
 
     def iter_runs(self, newest_first: bool = True) -> Iterator[dict]:
-        with self.env.begin(db=self.dbs["runs"]) as txn:
+        with self._begin(db=self.dbs["runs"]) as txn:
             cur = txn.cursor()
             it = cur.iterprev() if newest_first else cur.iternext()
             if newest_first and not cur.last():
@@ -179,7 +213,7 @@ class Store:
         if not p:
             raise RefError("empty run reference")
         found = []
-        with self.env.begin(db=self.dbs["runs"]) as txn:
+        with self._begin(db=self.dbs["runs"]) as txn:
             cur = txn.cursor()
             if cur.set_range(p.encode()):
                 for key in cur.iternext(values=False):
@@ -200,7 +234,7 @@ class Store:
     def _by_hashes(self, db: str, hashes) -> dict[str, list[tuple[str, list[str]]]]:
         # one read transaction and one cursor, walked in key order, for many hashes
         out: dict[str, list[tuple[str, list[str]]]] = {}
-        with self.env.begin(db=self.dbs[db]) as txn:
+        with self._begin(db=self.dbs[db]) as txn:
             cur = txn.cursor()
             for hash_hex in sorted(set(hashes)):
                 prefix = bytes.fromhex(hash_hex)
@@ -237,7 +271,7 @@ class Store:
         found = set()
         lo = bytes.fromhex(p[: len(p) // 2 * 2])
         for db in ("hash_read", "hash_written"):
-            with self.env.begin(db=self.dbs[db]) as txn:
+            with self._begin(db=self.dbs[db]) as txn:
                 cur = txn.cursor()
                 if not cur.set_range(lo):
                     continue
@@ -257,7 +291,7 @@ class Store:
 
     def cached_hash_key(self, key: bytes) -> str | None:
         """The hash recorded for a stat_key(), if this file state was hashed before."""
-        with self.env.begin(db=self.dbs["statcache"]) as txn:
+        with self._begin(db=self.dbs["statcache"]) as txn:
             raw = txn.get(key)
         return None if raw is None else bytes(raw).decode()
 
@@ -280,12 +314,12 @@ class Store:
         return self._get(db, key.encode())
 
     def iter_docs(self, db: str) -> Iterator[tuple[str, dict]]:
-        with self.env.begin(db=self.dbs[db]) as txn:
+        with self._begin(db=self.dbs[db]) as txn:
             for key, raw in txn.cursor():
                 yield bytes(key).decode(), _loads(raw)
 
     def meta_get(self, key: str) -> bytes | None:
-        with self.env.begin(db=self.dbs["meta"]) as txn:
+        with self._begin(db=self.dbs["meta"]) as txn:
             raw = txn.get(key.encode())
         return None if raw is None else bytes(raw)
 

@@ -418,6 +418,7 @@ def _ol_schema() -> dict:
 
 
 def _validate_openlineage(events: list[dict]) -> None:
+    pytest.importorskip("openlineage.client", reason="openlineage-python not installed")
     jsonschema = pytest.importorskip("jsonschema", reason="jsonschema not installed")
     from openlineage.client import event_v2
     from openlineage.client.generated import (
