@@ -105,11 +105,35 @@ static __always_inline void fill_header(struct roar_event *ev, u64 cg, u16 type)
     ev->len2 = 0;
 }
 
+/* Wake the consumer only once a batch is waiting: one wakeup per record
+ * would cost the consumer a context switch per record. It polls with a short
+ * timeout for whatever stays below the threshold. */
+#define WAKE_EVERY 512  /* records; must be a power of two */
+#define RB_NO_WAKEUP 1
+#define RB_FORCE_WAKEUP 2
+
+BPF_ARRAY(emitted, u64, 1);
+
+static __always_inline u64 wake_flag(void)
+{
+    u32 zero = 0;
+    u64 *n = emitted.lookup(&zero);
+    if (!n)
+        return 0;
+    u64 seq = __sync_fetch_and_add(n, 1);
+    return (seq & (WAKE_EVERY - 1)) == 0 ? RB_FORCE_WAKEUP : RB_NO_WAKEUP;
+}
+
 /* Emit a header-only event built on the stack. */
+static __always_inline void emit_small_flags(struct roar_event *ev, u64 flags)
+{
+    if (events.ringbuf_output(ev, sizeof(*ev), flags) < 0)
+        count_lost(ev->cgroup);
+}
+
 static __always_inline void emit_small(struct roar_event *ev)
 {
-    if (events.ringbuf_output(ev, sizeof(*ev), 0) < 0)
-        count_lost(ev->cgroup);
+    emit_small_flags(ev, wake_flag());
 }
 
 static __always_inline struct event_buf *get_buf(u64 cg, u16 type)
@@ -146,7 +170,7 @@ static __always_inline void emit_buf(struct event_buf *b, u32 n)
     asm volatile("" : "+r"(size));
     if (size > sizeof(*b))
         size = sizeof(*b);
-    if (events.ringbuf_output(b, size, 0) < 0)
+    if (events.ringbuf_output(b, size, wake_flag()) < 0)
         count_lost(b->ev.cgroup);
 }
 
@@ -187,7 +211,8 @@ static __always_inline void flush_fd(u64 cg, u32 tgid, s32 fd, u64 epoch)
         ev.ret = s->bits;
         if (s->inexact)
             ev.flags |= EVF_BYTES_UNKNOWN;
-        emit_small(&ev);
+        /* flushes come in loops (exit, close_range): the caller's own event wakes */
+        emit_small_flags(&ev, RB_NO_WAKEUP);
     }
     fdstate.delete(&k);
 }

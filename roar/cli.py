@@ -6,6 +6,7 @@ User errors are one line on stderr and a non-zero exit, never a traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -46,7 +47,11 @@ def run(name, allow_dirty, linger, request_id, command):
         fail(str(e), e.exit_code)
     except (StoreError, SessionError, ProbeError) as e:
         fail(str(e))
-    sys.exit(code)
+    # Everything is committed (LMDB syncs at commit); skip the interpreter's
+    # teardown, which costs ~0.1 s of the run's fixed cost.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @cli.command()

@@ -28,7 +28,7 @@ from . import cgroups, protocol
 from .events import cgroup_of
 from .privileges import run_as
 from .protocol import socket_path
-from .session import daemon_status, wait_empty
+from .session import POLL_MS, daemon_status, wait_empty
 
 IDLE_DETACH = float(os.environ.get("ROARD_IDLE_DETACH", "60"))
 
@@ -85,7 +85,7 @@ class Daemon:
     def poll_loop(self) -> None:
         while not self.stopping.is_set():
             if self.probes.attached:
-                self.probes.poll(20)
+                self.probes.poll(POLL_MS)
             else:
                 time.sleep(0.1)
             for run in list(self.runs.values()):

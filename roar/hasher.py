@@ -97,6 +97,18 @@ def hash_path(path: str, lookup=None, birth: bool = False) -> tuple[HashResult, 
     """Hash one file now. Returns the result and its stat-cache key (if new).
     With birth, also note when the file was created (it may be gone later)."""
     started = time.monotonic_ns()
+    if lookup is not None and len(path) < 4000:
+        # unchanged content seen before: one stat, no open, no read
+        try:
+            st = os.stat(path)
+        except OSError:
+            st = None
+        if st is not None and stat.S_ISREG(st.st_mode):
+            known = lookup(stat_key(st))
+            if known:
+                born = birth_ns(path) if birth else None
+                return HashResult(OK, known, st.st_size, started, time.monotonic_ns(),
+                                  st.st_ctime_ns, born, cached=True), None
     try:
         if len(path) < 4000:
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)

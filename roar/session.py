@@ -17,6 +17,10 @@ from pathlib import Path
 from . import cgroups, protocol
 
 DEFAULT_LINGER = 5.0  # seconds leftover processes may outlive the run's first one
+# The kernel side wakes the consumer once per batch of records; what stays
+# below a batch is picked up by polling this often (it bounds how late an
+# input's first-read hash can start).
+POLL_MS = 5
 
 
 def wait_empty(path: Path, linger: float) -> int:
@@ -72,7 +76,7 @@ class EmbeddedSession:
 
     def _poll(self) -> None:
         while not self._stop.is_set():
-            self.probes.poll(20)
+            self.probes.poll(POLL_MS)
             if self.queue:
                 self._wake.set()
 
@@ -159,20 +163,35 @@ class DaemonSession:
         self.cgroup_id = reply["cgroup"]
 
     def records(self):
+        """Raw records until roard's end message; frames are parsed out of
+        large reads, not read one by one."""
+        head = protocol.FRAME.size
+        unpack = protocol.FRAME.unpack_from
+        buf = b""
         while True:
-            frame = protocol.read_frame(self.rfile)
-            if frame is None:
+            chunk = self.rfile.read1(1 << 20)
+            if not chunk:
                 if self.end is None:
                     self.end = {"error": "roard closed the connection before the run ended"}
                 return
-            kind, payload = frame
-            if kind == protocol.EVENT:
-                yield payload
-            else:
-                self.end = json.loads(payload)
-                self.lost = int(self.end.get("lost", 0))
-                self.killed = int(self.end.get("killed", 0))
-                return
+            buf = buf + chunk if buf else chunk
+            pos, n = 0, len(buf)
+            while n - pos >= head:
+                kind, size = unpack(buf, pos)
+                if size > protocol.MAX_FRAME:
+                    raise SessionError("roard sent a frame that is too large")
+                if n - pos - head < size:
+                    break
+                payload = buf[pos + head:pos + head + size]
+                pos += head + size
+                if kind == protocol.EVENT:
+                    yield payload
+                else:
+                    self.end = json.loads(payload)
+                    self.lost = int(self.end.get("lost", 0))
+                    self.killed = int(self.end.get("killed", 0))
+                    return
+            buf = buf[pos:]
 
     def root_exited(self, linger: float) -> None:
         self.request({"op": "root_exited", "linger": linger})

@@ -48,8 +48,11 @@ def _loads(data: bytes):
 
 
 def _encode_paths(paths: list[str]) -> bytes:
-    """Index values: the distinct paths, NUL-separated (paths never hold NUL)."""
-    return b"\0".join(os.fsencode(p) for p in sorted(set(paths)))
+    """Index values: the distinct paths, NUL-separated (paths never hold NUL).
+    Paths are str with surrogate escapes for undecodable bytes (os.fsdecode)."""
+    if len(paths) == 1:
+        return paths[0].encode("utf-8", "surrogateescape")
+    return b"\0".join(p.encode("utf-8", "surrogateescape") for p in sorted(set(paths)))
 
 
 def _decode_paths(raw) -> list[str]:
@@ -185,9 +188,11 @@ class Store:
             if f.get("hash") and f.get("role") in ("input", "output"):
                 db = "hash_read" if f["role"] == "input" else "hash_written"
                 index.setdefault((db, f["hash"]), []).append(f["path"])
-        put = txn.put
-        for (db, h), paths in index.items():
-            put(bytes.fromhex(h) + rid, _encode_paths(paths), db=self.dbs[db])
+        for name in ("hash_read", "hash_written"):
+            items = sorted((bytes.fromhex(h) + rid, _encode_paths(paths))
+                           for (db, h), paths in index.items() if db == name)
+            if items:
+                txn.cursor(db=self.dbs[name]).putmulti(items)
 
     def get_run(self, run_id: str) -> dict | None:
         return self._get("runs", run_id.encode())
