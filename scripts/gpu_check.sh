@@ -35,6 +35,7 @@ python3 -m roar.cli doctor
 
 export ROAR_HOME=/tmp/roar-home ROAR_SOCKET=/tmp/roard.sock
 python3 -m roar.daemon > "$OUTD/roard.log" 2>&1 &
+DPID=$!
 for _ in $(seq 120); do [[ -S $ROAR_SOCKET ]] && break; sleep 0.5; done
 [[ -S $ROAR_SOCKET ]] || { say "roard did not start"; cat "$OUTD/roard.log"; exit 1; }
 
@@ -72,7 +73,17 @@ for k, v in checks.items():
     print(f"gpu-check: {'PASS' if v else 'FAIL'} {k}")
 print("gpu-check:", "ALL PASS" if all(checks.values()) else "SOME FAILED")
 PY
-kill %1 2>/dev/null; wait
+# Paired timings, interleaved: the whole step (torch import, CUDA init, data
+# loading with workers, training, checkpoint) and torch's import alone.
+for i in 1 2; do
+  for mode in bare roar; do
+    pre=(); [[ $mode == roar ]] && pre=(python3 -m roar.cli run --)
+    t0=$(date +%s.%N); "${pre[@]}" python3 "$REPO/examples/gpu/train_step.py" data t.pt >/dev/null 2>&1
+    t1=$(date +%s.%N); "${pre[@]}" python3 -c 'import torch' >/dev/null 2>&1; t2=$(date +%s.%N)
+    python3 -c "print('gpu-check: timing $mode step %.2f s, import torch %.2f s' % ($t1 - $t0, $t2 - $t1))"
+  done
+done
+kill "$DPID" 2>/dev/null; wait "$DPID" 2>/dev/null
 # .gpu/ is not in git. To rebuild it on a Debian 12 machine:
 #   mkdir .gpu && cd .gpu && apt-get download libbpfcc python3-bpfcc libclang-cpp14 libllvm14 \
 #     libz3-4 libicu72 libxml2 libedit2 libbsd0 libmd0 libbpf1 libelf1 libffi8 \
