@@ -872,10 +872,9 @@ def test_ambiguous_and_unknown_references(cli):
     assert "never read or written by a recorded run" in line
 
 
-def test_unreadable_file_as_another_user(cli, foreign_python, other_user):
+def test_unreadable_file_as_another_user(foreign_python, other_user):
     from roar.store import Store
 
-    exe, path = foreign_python
     base = Path(tempfile.mkdtemp(prefix="roar-unreadable-", dir="/tmp"))
     try:
         os.chmod(base, 0o755)
@@ -891,17 +890,11 @@ def test_unreadable_file_as_another_user(cli, foreign_python, other_user):
             for f in files:
                 os.chown(os.path.join(d, f), other_user.pw_uid, other_user.pw_gid)
 
-        def as_user(*args):
-            return subprocess.run(["setpriv", f"--reuid={other_user.pw_uid}",
-                                   f"--regid={other_user.pw_gid}", "--clear-groups", exe, "-m",
-                                   "roar.cli", *map(str, args)], cwd=base, capture_output=True,
-                                  text=True, timeout=60,
-                                  env={"PYTHONPATH": path, "ROAR_HOME": str(base / "home"),
-                                       "PATH": os.environ["PATH"]})
-
-        line = one_line_error(as_user("show", secret))
+        line = one_line_error(as_other(other_user, foreign_python, "show", secret,
+                                       home=base / "home"))
         assert "cannot hash" in line and "ermission denied" in line
-        line = one_line_error(as_user("show", hidden / "f"))
+        line = one_line_error(as_other(other_user, foreign_python, "show", hidden / "f",
+                                       home=base / "home"))
         assert "is not a run id" in line  # cannot even see that it exists
     finally:
         shutil.rmtree(base, ignore_errors=True)
@@ -1174,9 +1167,10 @@ def test_roard_keeps_no_spool_of_a_stored_run(roar, roard):
 
 
 def as_other(user, python, *args, home: Path) -> subprocess.CompletedProcess:
+    """The CLI as another OS user, on the store at home."""
     exe, path = python
     return subprocess.run(["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
-                           "--clear-groups", exe, "-m", "roar.cli", *args], cwd="/",
+                           "--clear-groups", exe, "-m", "roar.cli", *map(str, args)], cwd="/",
                           capture_output=True, text=True, timeout=60,
                           env={"PYTHONPATH": path, "ROAR_HOME": str(home),
                                "PATH": os.environ["PATH"]})
