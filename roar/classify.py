@@ -30,7 +30,9 @@ CODE_SUFFIXES = (".py", ".pyx", ".pxd", ".ipynb", ".sh", ".bash", ".c", ".cc", "
 
 
 def is_pseudo(path: str) -> bool:
-    return path.startswith(PSEUDO_PREFIXES) or path in ("/proc", "/sys", "/dev")
+    # /dev/shm holds real files (datasets staged in RAM): not pseudo
+    return (path.startswith(PSEUDO_PREFIXES) and not path.startswith("/dev/shm/")) or \
+        path in ("/proc", "/sys", "/dev")
 
 
 def is_environment(path: str, git_root: str | None = None) -> bool:
@@ -46,7 +48,7 @@ def is_environment(path: str, git_root: str | None = None) -> bool:
 def needs_hash(path: str) -> bool:
     """Whether a read of this path may be a data or code input worth hashing
     (a shared library in the work tree is code: hashed too)."""
-    return not (path.startswith(PSEUDO_PREFIXES) or path.startswith(SYSTEM_PREFIXES)
+    return not (is_pseudo(path) or path.startswith(SYSTEM_PREFIXES)
                 or _ENV_PARTS.search(path))
 
 

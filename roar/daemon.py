@@ -55,6 +55,7 @@ class ActiveRun:
         self.spool = open(spool, "wb")
         self.recovery = recovery
         self.client_alive = True
+        self.ending = threading.Lock()
 
 
 class Daemon:
@@ -72,6 +73,8 @@ class Daemon:
         self.drain_requests: list[threading.Event] = []
         self.probes = Probes(self._on_record)
         self.unrouted = 0
+        self.poller = threading.Thread(target=self.poll_loop, name="roard-ringbuf",
+                                       daemon=True)
 
     # -- ring buffer ---------------------------------------------------------------
 
@@ -103,6 +106,9 @@ class Daemon:
 
     def drain(self) -> None:
         """Return once every record committed so far has been routed."""
+        if not self.poller.is_alive():  # stopping: no other consumer is left
+            self.probes.consume()
+            return
         ev = threading.Event()
         with self.lock:
             self.drain_requests.append(ev)
@@ -127,7 +133,7 @@ class Daemon:
         os.chmod(self.sock_path, 0o666)  # anyone may ask; SO_PEERCRED decides what
         srv.listen(64)
         srv.settimeout(0.5)
-        threading.Thread(target=self.poll_loop, name="roard-ringbuf", daemon=True).start()
+        self.poller.start()
         threading.Thread(target=self.idle_loop, name="roard-idle", daemon=True).start()
         while not self.stopping.is_set():
             try:
@@ -161,7 +167,8 @@ class Daemon:
             if req["op"] != "trace":
                 raise protocol.ProtocolError(f"unknown op {req['op']!r}")
             run = self._start_run(conn, req, peer_uid)
-            conn.sendall(protocol.encode_json({"ok": True, "cgroup": run.cgroup_id}))
+            conn.sendall(protocol.encode_json({"ok": True, "cgroup": run.cgroup_id,
+                                               "path": str(run.path)}))
             sender = threading.Thread(target=self._sender, args=(run,), daemon=True)
             sender.start()
             self._follow(run, rfile, sender, peer_uid)
@@ -253,6 +260,10 @@ class Daemon:
             spool.unlink(missing_ok=True)
 
     def _end_run(self, run: ActiveRun, linger: float) -> None:
+        with run.ending:  # the client's thread and a stopping daemon may race here
+            self._end_run_locked(run, linger)
+
+    def _end_run_locked(self, run: ActiveRun, linger: float) -> None:
         if run.closed:
             return
         killed = wait_empty(run.path, max(0.0, min(linger, 3600.0)))
@@ -271,8 +282,9 @@ class Daemon:
 
     def _sender(self, run: ActiveRun) -> None:
         while True:
-            run.wake.wait(0.2)
-            run.wake.clear()
+            if not run.queue:  # wait only when there is nothing to send
+                run.wake.wait(0.2)
+                run.wake.clear()
             batch = []
             while run.queue and len(batch) < 4096:
                 batch.append(run.queue.popleft())
@@ -335,6 +347,7 @@ def serve_forever(sock: Path | None = None) -> None:
     try:
         d.serve()
     finally:
+        d.poller.join(timeout=5)
         for run in list(d.runs.values()):
             d._end_run(run, 0)
         d.probes.detach()

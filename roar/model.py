@@ -240,6 +240,7 @@ class RunModel:
         p.fds[ev.fd] = FdEntry(OpenFile(path, flags), bool(flags & O_CLOEXEC))
         if path is None or flags & (O_PATH | O_DIRECTORY):
             return
+        is_new = path not in self.paths
         acc = flags & O_ACCMODE
         if acc in (O_WRONLY, O_RDWR) and flags & O_TRUNC:
             # emptied (or created) by the run: an output even if never written
@@ -253,8 +254,11 @@ class RunModel:
                 self._hash_early(s, ev.ts, bool(flags & O_CREAT))
         else:
             s = self._state(path, "write")
-        if flags & O_CREAT and s.create_ts is None:
+        if flags & O_CREAT and s.create_ts is None and is_new:
+            # only a first access can make the file the run's own: a path the run
+            # read before keeps that version as an input, whatever happens later
             s.create_ts = ev.ts
+        if flags & O_CREAT:
             s.deleted = False
 
     def _fd_path(self, p: Proc, fd: int) -> str | None:
@@ -397,8 +401,17 @@ class RunModel:
                 return
 
     def _move(self, old: str, new: str, ts: int) -> None:
-        """A rename: everything the run wrote under old now lives under new."""
+        """A rename: everything the run wrote under old now lives under new,
+        and whatever was at new (a file, or a whole tree) is replaced."""
         prefix = old + "/"
+        replaced = new + "/"
+        for path in [q for q in self.paths if q == new or q.startswith(replaced)]:
+            gone = self.paths[path]
+            if gone.modified_ts is None:  # its content changed now, even if the run
+                gone.modified_ts = ts     # never knew the file that replaced it
+            gone.deleted = True
+        d = self._modified(new, ts)
+        d.deleted = False
         for path in [q for q in self.paths if q == old or q.startswith(prefix)]:
             src = self.paths[path]
             dest = new + path[len(old):]

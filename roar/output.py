@@ -15,4 +15,6 @@ def fail(msg: str, code: int = 2):
 
 
 def print_json(obj) -> None:
-    click.echo(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
+    # ASCII-only: paths with bytes that are not UTF-8 (kept as surrogate
+    # escapes) still make valid JSON, as \udcXX escapes
+    click.echo(json.dumps(obj, indent=2, ensure_ascii=True, default=str))

@@ -164,7 +164,11 @@ class Probes:
         return n
 
     def poll(self, timeout_ms: int) -> None:
+        """Wait up to timeout_ms for a wakeup, then take everything there. The
+        kernel side wakes the consumer once per batch; epoll alone would leave
+        the records of a quiet moment waiting for the next batch."""
         self.bpf.ring_buffer_poll(timeout_ms)
+        self.bpf.ring_buffer_consume()
 
     def consume(self) -> None:
         self.bpf.ring_buffer_consume()

@@ -269,6 +269,7 @@ class RunRecorder:
                 "status": res.status, "error": res.error}
 
     def _process_records(self, git_root, tracked, sizes: dict[str, int]) -> list[dict]:
+        key = context.store_key(self.store)  # argv secrets stored as keyed hashes only
         kinds: dict[str, str] = {}
         out = []
         for p in self.model.procs:
@@ -285,7 +286,8 @@ class RunRecorder:
                               "bytes_written": pf.bytes_written if exact else None,
                               "read_calls": pf.read_calls, "write_calls": pf.write_calls})
             out.append({"key": p.key, "pid": p.pid, "ppid": p.ppid, "parent": p.parent,
-                        "argv": p.argv, "exe": p.exe, "cwd": p.cwd, "exit_code": p.exit_code,
+                        "argv": context.redact_argv(p.argv, key), "exe": p.exe,
+                        "cwd": p.cwd, "exit_code": p.exit_code,
                         "signal": p.signal, "threads": p.threads, "execs": p.execs,
                         "argv_incomplete": p.argv_incomplete,
                         "files": files})

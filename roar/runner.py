@@ -22,7 +22,7 @@ from . import context, links
 from .ids import new_run_id
 from .recorder import RunRecorder, now_iso
 from .session import DEFAULT_LINGER, DaemonSession, EmbeddedSession, SessionError, daemon_status
-from .store import Store
+from .store import Store, StoreError
 from .timing import mark
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -122,6 +122,7 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
 
     check_command(argv)
     store = store or Store()
+    store.check_space()
     key = context.store_key(store)
     cwd = os.getcwd()
     try:
@@ -173,7 +174,7 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
     os.close(go)
 
     mark("start")
-    status, interrupted = _wait_root(pid, gate)
+    status, interrupted = _wait_root(pid, gate, session)
     mark("workload")
     session.root_exited(linger)
     mark("cgroup empty and drained")
@@ -192,7 +193,15 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
     record["gpus"] = gpus[0] if gpus else None
     if gate is not None and gate.stopped:
         notes.append(gate.stopped)
-    run = recorder.finish(status, interrupted, session.lost, notes)
+    try:
+        run = recorder.finish(status, interrupted, session.lost, notes)
+    except StoreError as e:
+        session.close()  # the daemon keeps its spool: never `stored`
+        code = os.waitstatus_to_exitcode(status)
+        code = 128 - code if code < 0 else code
+        print(f"roar: the run could not be stored: {e}; the command exited {code}",
+              file=sys.stderr)
+        return code or 1
     session.stored()
     session.close()
     links.attach_links(store, run["id"], logs=[(p, start, _size(p)) for p, start in logs])
@@ -236,7 +245,7 @@ def _consume(session, recorder: RunRecorder) -> None:
             recorder.model.problem(f"internal error handling an event: {type(e).__name__}: {e}")
 
 
-def _wait_root(pid: int, gate=None) -> tuple[int, bool]:
+def _wait_root(pid: int, gate=None, session=None) -> tuple[int, bool]:
     """Wait for the first process, forwarding signals sent to roar alone and
     letting a training request's budget stop the workload."""
     interrupted = False
@@ -262,11 +271,14 @@ def _wait_root(pid: int, gate=None) -> tuple[int, bool]:
             continue
         interrupted = True
         if info.si_code in (SI_USER, SI_QUEUE, SI_TKILL):
-            # sent to roar by another process: the workload did not get it
-            try:
-                os.kill(pid, info.si_signo)
-            except ProcessLookupError:
-                pass
+            # sent to roar by another process: the workload did not get it.
+            # Every process of the run gets it, as a terminal's group would.
+            targets = set(session.pids()) if session is not None else set()
+            for target in targets | {pid}:
+                try:
+                    os.kill(target, info.si_signo)
+                except (ProcessLookupError, PermissionError):
+                    pass
         # from the terminal: the whole foreground group, workload included, got it
 
 

@@ -68,6 +68,7 @@ class EmbeddedSession:
 
     def start(self, pid: int, run_id: str, home: str = "", root_fds: dict | None = None) -> None:
         self.path, self.cgroup_id = cgroups.create(run_id)
+        self._watchdog()
         self.probes.tag(self.cgroup_id, pid, time.monotonic_ns())
         cgroups.move(self.path, pid)
         self.probes.attach()
@@ -108,21 +109,35 @@ class EmbeddedSession:
             cgroups.kill_all(self.path)
             self.root_exited(0)
 
+    def pids(self) -> list[int]:
+        return cgroups.pids(self.path) if self.path is not None else []
+
     def stored(self) -> None:
         pass
 
-    def close(self) -> None:
-        """Let a detached child pay for detaching the probes.
-
-        Each tracepoint detach waits for an RCU grace period (~70 ms, ~5 s for
-        all of them); the last holder of the perf event fds pays it. A child
-        that outlives this process holds them, so `roar run` returns at once."""
-        parent = os.getpid()
+    def _watchdog(self) -> None:
+        """A child that outlives this process. If `roar run` dies (even by
+        SIGKILL) it ends the workload and removes the run cgroup: nothing is
+        left running untraced. It also holds the probes' perf event fds, so it,
+        not `roar run`, pays for detaching them (an RCU grace period each,
+        ~5 s for all) when it exits."""
+        r, w = os.pipe()
         if os.fork() == 0:
             os.setsid()
-            while os.getppid() == parent:
-                time.sleep(0.05)
+            os.close(w)
+            os.read(r, 1)  # returns when the parent is gone, however it ended
+            if self.path is not None and self.path.exists():
+                cgroups.kill_all(self.path)
+                try:
+                    cgroups.remove(self.path)
+                except OSError:
+                    pass
             os._exit(0)
+        os.close(r)
+        self._watchdog_fd = w  # closed with this process
+
+    def close(self) -> None:
+        pass
 
 
 class DaemonSession:
@@ -142,6 +157,7 @@ class DaemonSession:
         self.lost = 0
         self.killed = 0
         self.end: dict | None = None
+        self.cgroup_path: str | None = None
 
     def request(self, obj: dict) -> None:
         self.sock.sendall(json.dumps(obj).encode() + b"\n")
@@ -161,6 +177,7 @@ class DaemonSession:
         if not reply.get("ok"):
             raise SessionError(f"roard refused: {reply.get('error', 'unknown error')}")
         self.cgroup_id = reply["cgroup"]
+        self.cgroup_path = reply.get("path")
 
     def records(self):
         """Raw records until roard's end message; frames are parsed out of
@@ -192,6 +209,9 @@ class DaemonSession:
                     self.killed = int(self.end.get("killed", 0))
                     return
             buf = buf[pos:]
+
+    def pids(self) -> list[int]:
+        return cgroups.pids(Path(self.cgroup_path)) if self.cgroup_path else []
 
     def root_exited(self, linger: float) -> None:
         self.request({"op": "root_exited", "linger": linger})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ SCHEMA_VERSION = 1
 RUN_ID_LEN = 26
 HASH_LEN = 16  # xxh3-128 digest bytes
 INITIAL_MAP_SIZE = 64 << 20
+MIN_FREE_SPACE = 256 << 10  # below this a run is refused before it starts
 DBS = ("meta", "runs", "run_files", "run_procs", "hash_read", "hash_written", "statcache",
        "requests")
 
@@ -73,7 +75,12 @@ class Store:
         self.home = Path(home) if home is not None else default_home()
         self.path = self.home / "store"
         self.readonly = readonly
-        if readonly and not (self.path / "data.mdb").exists():
+        try:
+            exists = (self.path / "data.mdb").exists()
+        except PermissionError:
+            raise StoreError(f"cannot open the roar store at {self.home}: permission denied "
+                             f"(it is someone else's; set ROAR_HOME to your own)") from None
+        if readonly and not exists:
             raise StoreError(f"no roar store at {self.home} (nothing recorded yet; set ROAR_HOME?)")
         try:
             if not readonly:
@@ -118,6 +125,24 @@ class Store:
             raise StoreError(f"roar store at {self.path} has schema {found}, newer than this "
                              f"roar understands ({SCHEMA_VERSION}): upgrade roar")
 
+    def free_space_note(self) -> str:
+        try:
+            free = shutil.disk_usage(self.path).free
+        except OSError:
+            return "disk space left unknown"
+        return f"{free // 1024} KiB of disk space left there"
+
+    def check_space(self, needed: int = MIN_FREE_SPACE) -> None:
+        """Refuse to start a run that could not be stored."""
+        try:
+            free = shutil.disk_usage(self.path).free
+        except OSError:
+            return
+        if free < needed:
+            raise StoreError(f"not enough disk space for the roar store at {self.path}: "
+                             f"{free // 1024} KiB left (free some space or set ROAR_HOME "
+                             f"elsewhere)")
+
     def _begin(self, **kw):
         """A read transaction; adopts a map another process grew meanwhile."""
         try:
@@ -144,15 +169,22 @@ class Store:
         return self.write(tx)
 
     def write(self, fn):
-        """Run fn(txn) in one write transaction; grow the map instead of failing."""
+        """Run fn(txn) in one write transaction; grow the map instead of failing.
+        A disk that cannot take the write is one clear StoreError."""
         while True:
             try:
                 with self.env.begin(write=True) as txn:
                     return fn(txn)
             except lmdb.MapFullError:
-                self.env.set_mapsize(self.env.info()["map_size"] * 2)
+                try:
+                    self.env.set_mapsize(self.env.info()["map_size"] * 2)
+                except lmdb.Error as e:
+                    raise StoreError(f"cannot grow the roar store at {self.path}: {e}") from e
             except lmdb.MapResizedError:  # another process grew it: adopt its size
                 self.env.set_mapsize(0)
+            except lmdb.Error as e:
+                raise StoreError(f"cannot write the roar store at {self.path}: {e} "
+                                 f"({self.free_space_note()})") from e
 
     def _get(self, db: str, key: bytes):
         with self._begin(db=self.dbs[db]) as txn:
