@@ -39,10 +39,9 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(skip)
 
 
-@pytest.fixture(scope="session")
-def roard(tmp_path_factory):
-    """A daemon on a private socket for the whole session; yields its socket."""
-    d = tmp_path_factory.mktemp("roard")
+def spawn_roard(d: Path) -> tuple[subprocess.Popen, Path, dict]:
+    """Start a roard whose socket (and log, spool) live in directory d; return
+    once its socket exists: (process, socket path, environment for clients)."""
     sock = d / "roard.sock"
     env = {**os.environ, "ROAR_SOCKET": str(sock), "PYTHONPATH": str(REPO)}
     log = open(d / "roard.log", "wb")
@@ -54,6 +53,13 @@ def roard(tmp_path_factory):
             proc.kill()
             pytest.fail(f"roard did not start: {(d / 'roard.log').read_text()}")
         time.sleep(0.1)
+    return proc, sock, env
+
+
+@pytest.fixture(scope="session")
+def roard(tmp_path_factory):
+    """A daemon on a private socket for the whole session; yields its socket."""
+    proc, sock, _ = spawn_roard(tmp_path_factory.mktemp("roard"))
     yield sock
     proc.terminate()
     try:

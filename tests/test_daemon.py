@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, xxh128
+from conftest import REPO, spawn_roard, xxh128
 
 pytestmark = pytest.mark.capture
 
@@ -24,15 +24,7 @@ pytestmark = pytest.mark.capture
 def public_daemon():
     base = Path(tempfile.mkdtemp(prefix="roard-", dir="/tmp"))
     os.chmod(base, 0o755)
-    sock = base / "roard.sock"
-    env = {**os.environ, "ROAR_SOCKET": str(sock), "PYTHONPATH": str(REPO)}
-    log = open(base / "roard.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "roar.daemon"], env=env, stdout=log,
-                            stderr=log, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while not sock.exists():
-        assert proc.poll() is None and time.monotonic() < deadline, (base / "roard.log").read_text()
-        time.sleep(0.1)
+    proc, sock, env = spawn_roard(base)
     yield sock, proc, env
     proc.terminate()
     proc.wait(60)
