@@ -170,6 +170,12 @@ def _review(request_id: str, decision: str, text: str | None, as_json: bool) -> 
             doc = requests.review(store, request_id, decision, text, os.getuid(), "local")
     except requests.RequestError as e:
         fail(str(e))
+    _print_status(doc, as_json)
+
+
+def _print_status(doc: dict, as_json: bool) -> None:
+    from . import requests
+
     if as_json:
         print_json(requests.public(doc))
     else:
@@ -212,10 +218,7 @@ def wait(request_id, until, timeout, as_json):
         fail(str(e), 3)
     except requests.RequestError as e:
         fail(str(e))
-    if as_json:
-        print_json(requests.public(doc))
-    else:
-        click.echo(f"request {doc['id']} is {doc['status']}")
+    _print_status(doc, as_json)
     sys.exit(1 if doc["status"] == "denied" else 0)
 
 

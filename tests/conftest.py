@@ -102,6 +102,26 @@ class Roar:
 
 
 @pytest.fixture
+def cli(tmp_path):
+    """The CLI with a private store and no daemon (for what must fail, or work,
+    before any tracing starts)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    return Roar(tmp_path / "home", None, work)
+
+
+def one_line_error(p) -> str:
+    """A user error as roar must report it: non-zero exit, one `roar: ...` line,
+    no traceback. Returns the line."""
+    err = p.stderr if isinstance(p.stderr, str) else p.stderr.decode(errors="replace")
+    assert p.returncode != 0
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("roar: "), err
+    return lines[0]
+
+
+@pytest.fixture
 def roar(roard, tmp_path):
     work = tmp_path / "work"
     work.mkdir()

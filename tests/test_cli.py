@@ -8,27 +8,11 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import pytest
-from conftest import Roar
-
-
-@pytest.fixture
-def cli(tmp_path):
-    work = tmp_path / "work"
-    work.mkdir()
-    return Roar(tmp_path / "home", None, work)
-
-
-def _one_line_error(p):
-    assert p.returncode != 0
-    assert "Traceback" not in p.stderr
-    lines = [line for line in p.stderr.splitlines() if line.strip()]
-    assert lines and lines[0].startswith("roar: ")
-    return lines[0]
+from conftest import one_line_error
 
 
 def test_show_without_store(cli):
-    line = _one_line_error(cli("show", "abc", check=False))
+    line = one_line_error(cli("show", "abc", check=False))
     assert "no roar store" in line
 
 
@@ -40,8 +24,8 @@ def test_unknown_ref_and_missing_args(cli):
     from roar.store import Store
 
     Store(cli.home).close()
-    assert "is not a run id" in _one_line_error(cli("show", "nothing-here", check=False))
-    assert "no run matches" in _one_line_error(cli("trace", "ZZZZ", check=False))
+    assert "is not a run id" in one_line_error(cli("show", "nothing-here", check=False))
+    assert "no run matches" in one_line_error(cli("trace", "ZZZZ", check=False))
     p = cli("run", check=False)
     assert p.returncode == 2 and "Traceback" not in p.stderr
 
@@ -50,7 +34,7 @@ def test_corrupt_store_refuses_before_starting_the_workload(cli):
     (cli.home / "store").mkdir(parents=True)
     (cli.home / "store" / "data.mdb").write_bytes(os.urandom(8192))
     marker = cli.cwd / "started"
-    line = _one_line_error(cli("run", "--", "touch", str(marker), check=False))
+    line = one_line_error(cli("run", "--", "touch", str(marker), check=False))
     assert "cannot open the roar store" in line and not marker.exists()
 
 
@@ -64,7 +48,7 @@ def test_non_root_without_daemon_fails_fast(cli, foreign_python, other_user):
                         "run", "--", "true"],
                        cwd=home, env=env, capture_output=True, text=True, timeout=60)
     shutil.rmtree(home)
-    line = _one_line_error(p)
+    line = one_line_error(p)
     assert "no roar daemon is running" in line and "roar daemon start" in line
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import networkx as nx
 import pytest
 import xxhash
-from conftest import REPO, Roar, xxh128
+from conftest import REPO, Roar, one_line_error, xxh128
 
 from roar import lineage
 from roar.ids import new_run_id
@@ -440,18 +440,6 @@ def test_step_key_and_args():
 # -- CLI: shapes and errors (no capture) -------------------------------------------------
 
 
-@pytest.fixture
-def cli(tmp_path):
-    work = tmp_path / "work"
-    work.mkdir()
-    return Roar(tmp_path / "home", None, work)
-
-
-def _one_line_error(p):
-    assert p.returncode != 0 and "Traceback" not in p.stderr
-    lines = [line for line in p.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("roar: ")
-    return lines[0]
 
 
 def test_cli_json_shapes(cli):
@@ -476,20 +464,20 @@ def test_cli_json_shapes(cli):
         p = cli(*args)
         assert p.stdout and not p.stderr
 
-    assert "is not a run id" in _one_line_error(cli("inputs", "nothing-here", check=False))
-    assert "ambiguous" in _one_line_error(cli("outputs", pre[0], check=False))
-    assert "is not a run id" in _one_line_error(cli("diff", pre, "zzzz", check=False))
-    assert "neither an existing file" in _one_line_error(
+    assert "is not a run id" in one_line_error(cli("inputs", "nothing-here", check=False))
+    assert "ambiguous" in one_line_error(cli("outputs", pre[0], check=False))
+    assert "is not a run id" in one_line_error(cli("diff", pre, "zzzz", check=False))
+    assert "neither an existing file" in one_line_error(
         cli("inputs", model, "--contains", "no/such", check=False))
-    assert "not both" in _one_line_error(
+    assert "not both" in one_line_error(
         cli("inputs", model, "--contains", "x", "--contains-dir", "y", check=False))
-    assert "is a directory" in _one_line_error(cli("outputs", cli.cwd, check=False))
-    assert "not a directory" in _one_line_error(
+    assert "is a directory" in one_line_error(cli("outputs", cli.cwd, check=False))
+    assert "not a directory" in one_line_error(
         cli("inputs", model, "--contains-dir", "no/such", check=False))
 
 
 def test_cli_without_store_is_one_line(cli):
-    assert "no roar store" in _one_line_error(cli("inputs", "x", check=False))
+    assert "no roar store" in one_line_error(cli("inputs", "x", check=False))
 
 
 # -- capture: a real pipeline -----------------------------------------------------------
@@ -675,9 +663,9 @@ def test_captured_identity_survives_rename_and_copy(pipeline):
 @pytest.mark.capture
 def test_captured_bad_refs_are_one_line(pipeline):
     roar, ids = pipeline
-    assert "is not a run id" in _one_line_error(roar("inputs", "no-such-model.pt",
+    assert "is not a run id" in one_line_error(roar("inputs", "no-such-model.pt",
                                                      check=False))
-    assert "ambiguous" in _one_line_error(roar("outputs", ids["make"][:2], check=False))
+    assert "ambiguous" in one_line_error(roar("outputs", ids["make"][:2], check=False))
     (roar.cwd / "stranger.bin").write_bytes(b"never recorded")
-    assert "never read or written" in _one_line_error(roar("diff", "out/model.json",
+    assert "never read or written" in one_line_error(roar("diff", "out/model.json",
                                                            "stranger.bin", check=False))

@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from conftest import REPO, Roar, xxh128
+from conftest import REPO, Roar, one_line_error, xxh128
 
 PY = sys.executable
 
@@ -65,13 +65,6 @@ def finish(proc: subprocess.Popen, timeout: float = 60) -> tuple[int, str]:
     return proc.returncode, err.decode(errors="replace")
 
 
-def one_line_error(p) -> str:
-    err = p.stderr if isinstance(p.stderr, str) else p.stderr.decode(errors="replace")
-    assert p.returncode != 0
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("roar: "), err
-    return lines[0]
 
 
 def duration_s(doc: dict) -> float:
@@ -814,12 +807,6 @@ def test_pending_hash_is_filled_in_later_or_unverified(roar, changed):
 # == bad input ============================================================================
 
 
-@pytest.fixture
-def cli(tmp_path):
-    """The CLI without a daemon (for what must fail before any tracing starts)."""
-    work = tmp_path / "work"
-    work.mkdir()
-    return Roar(tmp_path / "home", None, work)
 
 
 def test_newer_schema_store_refuses_before_starting_the_workload(cli):
