@@ -21,6 +21,7 @@ import xxhash
 from .store import stat_key
 
 CHUNK = 1 << 20
+PROGRESS_EVERY = 256 * CHUNK  # bytes between progress reports of a long hash
 RETRIES = 3
 
 OK, VANISHED, UNREADABLE, SPECIAL, UNVERIFIED = "ok", "vanished", "unreadable", "special", \
@@ -93,9 +94,11 @@ def _open_long(path: str) -> int:
         os.close(fd)
 
 
-def hash_path(path: str, lookup=None, birth: bool = False) -> tuple[HashResult, bytes | None]:
+def hash_path(path: str, lookup=None, birth: bool = False,
+              progress=None) -> tuple[HashResult, bytes | None]:
     """Hash one file now. Returns the result and its stat-cache key (if new).
-    With birth, also note when the file was created (it may be gone later)."""
+    With birth, also note when the file was created (it may be gone later);
+    progress(bytes_done, size) is called now and then while a file is read."""
     started = time.monotonic_ns()
     if lookup is not None and len(path) < 4000:
         # unchanged content seen before: one stat, no open, no read
@@ -138,11 +141,15 @@ def hash_path(path: str, lookup=None, birth: bool = False) -> tuple[HashResult, 
         for _ in range(RETRIES):
             h = xxhash.xxh3_128()
             os.lseek(fd, 0, os.SEEK_SET)
+            done = 0
             while True:
                 n = os.readv(fd, [buf])
                 if not n:
                     break
                 h.update(view[:n])
+                done += n
+                if progress is not None and not done % PROGRESS_EVERY:
+                    progress(done, st.st_size)
             after = os.fstat(fd)
             if stat_key(after) == key:
                 return HashResult(OK, h.hexdigest(), st.st_size, started,

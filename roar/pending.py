@@ -40,10 +40,10 @@ def fill(store: Store, run_id: str) -> int:
     files = store.run_files(run_id)
     filled = 0
     unverified = 0
-    for f in files:
-        if f.get("status") != "pending":
-            continue
-        res, key = hash_path(f["path"], store.cached_hash_key)
+    todo = [f for f in files if f.get("status") == "pending"]
+    for i, f in enumerate(todo):
+        res, key = hash_path(f["path"], store.cached_hash_key,
+                             progress=_reporter(store, run_id, f["path"], i, len(todo)))
         bound = f.pop("pending_bound_ns", None)
         if res.status == OK and bound is not None and (res.ctime_ns or 0) > bound:
             f.update(hash=None, size=res.size, status="unverified",
@@ -59,6 +59,7 @@ def fill(store: Store, run_id: str) -> int:
         return 0
 
     def settle(run: dict) -> None:
+        run.pop("hash_progress", None)
         reasons = [r for r in run.get("incomplete_reasons", []) if REASON_PREFIX not in r]
         if unverified:
             reasons.append(f"{unverified} {UNHASHED_SUFFIX} (hashed after the run)")
@@ -68,6 +69,16 @@ def fill(store: Store, run_id: str) -> int:
     store.index_files(run_id, files)
     store.update_run(run_id, settle)
     return filled
+
+
+def _reporter(store: Store, run_id: str, path: str, index: int, count: int):
+    """Progress of a long hash, kept on the run (`hash_progress`) for roar show."""
+    def report(done: int, size: int) -> None:
+        progress = {"path": path, "file": index + 1, "files": count,
+                    "bytes_done": done, "bytes": size}
+        store.update_run(run_id, lambda run: run.__setitem__("hash_progress", progress))
+
+    return report
 
 
 def main() -> None:

@@ -39,6 +39,11 @@ def run(doc: dict) -> None:
                + (f" (signal {doc['signal']})" if doc.get("signal") else "") + f", {state}")
     for r in doc.get("incomplete_reasons") or []:
         click.echo(f"         - {r}")
+    hp = doc.get("hash_progress")
+    if hp:
+        pct = 100 * hp["bytes_done"] // max(hp["bytes"], 1)
+        click.echo(f"         hashing {hp['path']} ({hp['file']}/{hp['files']}): {pct}% of "
+                   f"{_size(hp['bytes'])}")
     click.echo(f"command  {' '.join(doc['command'] or [])}")
     click.echo(f"cwd      {doc['cwd']}")
     click.echo(f"who      {doc['user']}@{doc['host']}  {doc['started_at']} -> "

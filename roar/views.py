@@ -74,6 +74,7 @@ def run_view(store: Store, run_id: str) -> dict:
         "connects": run.get("connects", []), "mode": run.get("mode"),
         "counts": run.get("counts"), "request": run.get("request"),
         "dataset_mismatch": run.get("dataset_mismatch"),
+        "hash_progress": run.get("hash_progress"),
         "dataset_check": run.get("dataset_check"),
         "links": run.get("links") or [], "reproduces": run.get("reproduces"),
     }

@@ -91,3 +91,15 @@ def test_pending_hashes_are_filled_in_later(tmp_path):
     run = st.get_run(rid)
     assert not run["complete"] and "hashed after the run" in run["incomplete_reasons"][0]
     assert st.readers_of(got[str(big)]["hash"])[0][0] == rid
+
+
+def test_long_hash_reports_progress(tmp_path, monkeypatch):
+    from roar import hasher
+
+    monkeypatch.setattr(hasher, "PROGRESS_EVERY", hasher.CHUNK)
+    f = tmp_path / "three_mib"
+    f.write_bytes(os.urandom(3 * hasher.CHUNK))
+    seen = []
+    res, _ = hash_path(str(f), progress=lambda done, size: seen.append((done, size)))
+    assert res.status == OK
+    assert seen == [(n * hasher.CHUNK, 3 * hasher.CHUNK) for n in (1, 2, 3)]
