@@ -38,6 +38,9 @@ def sysc(nr, *args):
         e = ctypes.get_errno()
         raise OSError(e, os.strerror(e))
     return r
+def write(path, text, dir_fd=None):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=dir_fd)
+    os.write(fd, text); os.close(fd)
 class IoVec(ctypes.Structure):
     _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
 AT_FDCWD = -100
@@ -416,9 +419,6 @@ def test_rename_renameat_renameat2_output_is_final_name(roar):
     (w / "sub").mkdir()
     put(w / "replaced.out", "old content, replaced by the run\n")
     _, doc = py(roar, f"""
-        def write(path, text, dir_fd=None):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=dir_fd)
-            os.write(fd, text); os.close(fd)
         write("a.tmp", b"renamed with rename\\n")
         os.rename("a.tmp", "a.out")                                  # rename(2)
         d = os.open("sub", os.O_RDONLY | os.O_DIRECTORY)
@@ -444,9 +444,6 @@ def test_link_linkat(roar):
     (w / "sub").mkdir()
     _, doc = py(roar, """
         import os
-        def write(path, text, dir_fd=None):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=dir_fd)
-            os.write(fd, text); os.close(fd)
         write("l.tmp", b"published with link\\n")
         os.link("l.tmp", "l.out")                                     # link(2)
         os.unlink("l.tmp")
@@ -454,7 +451,7 @@ def test_link_linkat(roar):
         write("m.tmp", b"published with linkat\\n", dir_fd=d)
         os.link("m.tmp", "m.out", src_dir_fd=d, dst_dir_fd=d)         # linkat(2)
         os.unlink("m.tmp", dir_fd=d)
-    """)
+    """, prelude=True)
     assert_versions(doc["inputs"], {}, "inputs")
     assert_versions(doc["outputs"], outputs_now(w / "l.out", w / "sub" / "m.out"), "outputs")
     assert_complete(doc)
@@ -465,9 +462,6 @@ def test_unlink_written_file_is_not_an_output(roar):
     (w / "sub").mkdir()
     _, doc = py(roar, """
         import os, shutil
-        def write(path, text, dir_fd=None):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=dir_fd)
-            os.write(fd, text); os.close(fd)
         write("scratch.tmp", b"deleted with unlink\\n")
         os.unlink("scratch.tmp")                                      # unlink(2)
         d = os.open("sub", os.O_RDONLY | os.O_DIRECTORY)
@@ -478,7 +472,7 @@ def test_unlink_written_file_is_not_an_output(roar):
             write(f"tmpdir/part{i}", b"deleted with the whole tree\\n")
         shutil.rmtree("tmpdir")                                       # unlinkat + AT_REMOVEDIR
         write("keep.txt", b"the only output\\n")
-    """)
+    """, prelude=True)
     assert_versions(doc["outputs"], outputs_now(w / "keep.txt"), "outputs")
     assert_versions(doc["inputs"], {}, "inputs")
     assert_complete(doc)
