@@ -158,9 +158,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_wait4)
 {
     if (!tagged_cgroup() || !args->stat_addr)
         return 0;
-    u32 tid = (u32)bpf_get_current_pid_tgid();
-    struct pending p = {.type = EV_REAP, .a0 = (u64)args->stat_addr, .a1 = WAIT_STATUS};
-    pending_args.update(&tid, &p);
+    stash(EV_REAP, -1, (u64)args->stat_addr, WAIT_STATUS, 0, 0);
     return 0;
 }
 
@@ -168,9 +166,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_waitid)
 {
     if (!tagged_cgroup() || !args->infop)
         return 0;
-    u32 tid = (u32)bpf_get_current_pid_tgid();
-    struct pending p = {.type = EV_REAP, .a0 = (u64)args->infop, .a1 = WAIT_SIGINFO};
-    pending_args.update(&tid, &p);
+    stash(EV_REAP, -1, (u64)args->infop, WAIT_SIGINFO, 0, 0);
     return 0;
 }
 
@@ -181,14 +177,10 @@ static __always_inline int reap_exit(long ret)
     u64 cg = tagged_cgroup();
     if (!cg)
         return 0;
-    u32 tid = (u32)bpf_get_current_pid_tgid();
-    struct pending *p = pending_args.lookup(&tid);
-    if (!p || p->type != EV_REAP)
+    struct pending p;
+    if (!unstash(&p) || p.type != EV_REAP || ret < 0)
         return 0;
-    u64 addr = p->a0, how = p->a1;
-    pending_args.delete(&tid);
-    if (ret < 0)
-        return 0;
+    u64 addr = p.a0, how = p.a1;
     struct roar_event ev = {};
     fill_header(&ev, cg, EV_REAP);
     if (how == WAIT_STATUS) {
