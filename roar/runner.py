@@ -21,7 +21,7 @@ import time
 from . import context, links
 from .ids import new_run_id
 from .recorder import RunRecorder, now_iso
-from .session import DEFAULT_LINGER, DaemonSession, EmbeddedSession, SessionError, daemon_status
+from .session import DEFAULT_LINGER, DaemonSession, EmbeddedSession, SessionError
 from .store import Store, StoreError
 from .timing import mark
 
@@ -52,11 +52,12 @@ def check_command(argv: list[str]) -> None:
 
 
 def open_session():
-    if daemon_status() is not None:
-        try:
-            return DaemonSession()
-        except SessionError:
-            pass
+    """roard when it answers on its socket (connecting is the check: no status
+    round trip on every run's start), else embedded probes for root."""
+    try:
+        return DaemonSession()
+    except SessionError:
+        pass
     if os.geteuid() != 0:
         raise RunError("no roar daemon is running and tracing needs root: ask an admin to run "
                        "`roar daemon start` (or run roar as root)")
