@@ -66,6 +66,7 @@ class RunRecorder:
         self.hasher = Hasher(store, workers=workers)
         self.deadline: float | None = None  # set at the end: bounds waits for hashes
         self.pending = 0
+        self.kinds: dict[str, str] = {}  # path -> data|code|env|pseudo, at the end
         self.model = RunModel(root_pid, run["cwd"], run["command"], root_fds,
                               time.monotonic_ns(), self.hasher.submit)
 
@@ -187,7 +188,7 @@ class RunRecorder:
                 a["bytes_written"] += pf.bytes_written
                 a["bytes_exact"] = a["bytes_exact"] and pf.bytes_exact
                 a["processes"].append(p.key)
-        kinds = {path: classify(path, git_root, tracked) for path in model.paths}
+        kinds = self.kinds = {path: classify(path, git_root, tracked) for path in model.paths}
         created = {path: self._created_by_run(s, self._result(s.early_hash))
                    for path, s in model.paths.items()
                    if s.create_ts is not None and kinds[path] in (DATA, CODE)}
@@ -270,7 +271,7 @@ class RunRecorder:
 
     def _process_records(self, git_root, tracked, sizes: dict[str, int]) -> list[dict]:
         key = context.store_key(self.store)  # argv secrets stored as keyed hashes only
-        kinds: dict[str, str] = {}
+        kinds = self.kinds  # classified once by _file_records
         out = []
         for p in self.model.procs:
             files = []
