@@ -6,7 +6,6 @@ User errors are one line on stderr and a non-zero exit, never a traceback.
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click
@@ -35,23 +34,10 @@ def cli():
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(name, allow_dirty, linger, request_id, command):
     """Run COMMAND traced: roar run [--name N] -- python train.py ..."""
-    from . import runner
-    from .probes import ProbeError
-    from .session import DEFAULT_LINGER, SessionError
+    from .runner import cli_run
 
-    try:
-        code = runner.run(list(command), name=name, allow_dirty=allow_dirty,
-                          linger=DEFAULT_LINGER if linger is None else linger,
-                          store=Store(), request_id=request_id)
-    except runner.RunError as e:
-        fail(str(e), e.exit_code)
-    except (StoreError, SessionError, ProbeError) as e:
-        fail(str(e))
-    # Everything is committed (LMDB syncs at commit); skip the interpreter's
-    # teardown, which costs ~0.1 s of the run's fixed cost.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    cli_run(name=name, allow_dirty=allow_dirty, linger=linger, request_id=request_id,
+            command=list(command))
 
 
 @cli.command()
@@ -208,7 +194,7 @@ _register_feature_commands()
 
 def main():
     try:
-        cli(standalone_mode=True)
+        cli(standalone_mode=True, prog_name="roar")
     except KeyboardInterrupt:
         sys.exit(130)
 

@@ -3,12 +3,8 @@ the Python packages of the interpreters a run used."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
-import platform
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -37,6 +33,32 @@ def _git(cwd: str, *args: str, check: bool = True) -> str | None:
     return out.stdout.decode(errors="surrogateescape")
 
 
+def _git_many(cwd: str, *commands: tuple[str, ...]) -> list[str | None]:
+    """Several read-only git commands started at once (each costs a process
+    start; `roar run` waits for them before the workload starts)."""
+    procs = []
+    for args in commands:
+        try:
+            procs.append(subprocess.Popen(["git", *args], cwd=cwd, stdout=subprocess.PIPE,
+                                          stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL))
+        except OSError:
+            procs.append(None)
+    out: list[str | None] = []
+    for p in procs:
+        if p is None:
+            out.append(None)
+            continue
+        try:
+            data, _ = p.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.communicate()
+            data = None
+        out.append(data.decode(errors="surrogateescape")
+                   if data is not None and p.returncode == 0 else None)
+    return out
+
+
 def git_root(cwd: str) -> str | None:
     top = _git(cwd, "rev-parse", "--show-toplevel")
     return top.strip() if top else None
@@ -47,16 +69,18 @@ def git_state(cwd: str, allow_dirty: bool, hash_file=None) -> dict | None:
 
     Raises GitError listing the changes when the tree is dirty and allow_dirty
     is false: a run must be reproducible from its commit."""
-    root = git_root(cwd)
-    if root is None:
+    # porcelain status paths are relative to the top level whatever the cwd
+    top, commit, branch, remote, status = _git_many(
+        cwd, ("rev-parse", "--show-toplevel"), ("rev-parse", "--verify", "-q", "HEAD"),
+        ("symbolic-ref", "--short", "-q", "HEAD"), ("remote", "get-url", "origin"),
+        ("status", "--porcelain=v1", "-z", "--untracked-files=all"))
+    if not top:
         return None
-    commit = _git(root, "rev-parse", "--verify", "-q", "HEAD")
+    root = top.strip()
     commit = commit.strip() if commit else None
-    branch = _git(root, "symbolic-ref", "--short", "-q", "HEAD")
     branch = branch.strip() if branch else None
-    remote = _git(root, "remote", "get-url", "origin")
     remote = remote.strip() if remote else None
-    status = _git(root, "status", "--porcelain=v1", "-z", "--untracked-files=all") or ""
+    status = status or ""
     entries = [e for e in status.split("\0") if e]
     changes, untracked = [], []
     skip_next = False
@@ -109,6 +133,9 @@ def is_secret(name: str, value: str) -> bool:
 
 
 def redact(value: str, key: bytes) -> dict:
+    import hashlib
+    import hmac
+
     return {"redacted": "hmac-sha256:" + hmac.new(key, value.encode(errors="surrogateescape"),
                                                    hashlib.sha256).hexdigest()}
 
@@ -131,7 +158,7 @@ def redact_argv(argv: list[str], key: bytes) -> list:
 
 
 def host() -> dict:
-    u = platform.uname()
+    u = os.uname()
     return {"host": ids.hostname(), "boot_id": ids.boot_id(), "kernel": u.release,
             "machine": u.machine, "os": _os_release()}
 
@@ -147,6 +174,8 @@ def _os_release() -> str | None:
 
 
 def gpus() -> list[dict] | None:
+    import shutil
+
     smi = shutil.which("nvidia-smi")
     if not smi:
         return None

@@ -21,6 +21,13 @@ def new_run_id(now_ms: int | None = None) -> str:
     return "".join(reversed(out))
 
 
+def now_iso() -> str:
+    """UTC wall time, milliseconds, ISO 8601 with a Z."""
+    ns = time.time_ns()
+    secs, ms = divmod(ns // 1_000_000, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{ms:03d}Z"
+
+
 def boot_id() -> str:
     try:
         with open("/proc/sys/kernel/random/boot_id") as f:

@@ -5,16 +5,15 @@ from __future__ import annotations
 import json
 import sys
 
-import click
-
 
 def fail(msg: str, code: int = 2):
     """A user error: one line on stderr, a non-zero exit, no traceback."""
-    click.echo(f"roar: {msg}", err=True)
+    sys.stdout.flush()
+    print(f"roar: {msg}", file=sys.stderr, flush=True)
     sys.exit(code)
 
 
 def print_json(obj) -> None:
     # ASCII-only: paths with bytes that are not UTF-8 (kept as surrogate
     # escapes) still make valid JSON, as \udcXX escapes
-    click.echo(json.dumps(obj, indent=2, ensure_ascii=True, default=str))
+    print(json.dumps(obj, indent=2, ensure_ascii=True, default=str))

@@ -12,12 +12,13 @@ import threading
 
 from . import cgroups
 from .events import BPF_DIR
+from .session import SessionError
 
 RINGBUF_PAGES = 16384  # 64 MiB: about 400k events of burst at ~150 bytes each
 
 
-class ProbeError(Exception):
-    pass
+class ProbeError(SessionError):
+    """The probes cannot be loaded or attached (a session that cannot start)."""
 
 
 def import_bcc():

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import datetime, timezone
 
 from . import context
 from .classify import CODE, DATA, ENV, PSEUDO, classify
 from .events import decode
 from .hasher import OK, SPECIAL, VANISHED, Hasher, HashResult, birth_ns
+from .ids import now_iso
 from .model import RunModel
 from .store import Store
 from .timing import mark
@@ -47,15 +47,11 @@ def _bound_bytes(rec: dict) -> None:
         rec["bytes_read"] = min(rec["bytes_read"], size)
 
 
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 class RunRecorder:
     """Owns one run while it is captured: model, hasher and the run document."""
 
     def __init__(self, store: Store, run: dict, root_pid: int, root_fds: dict[int, str],
-                 workers: int = 2):
+                 workers: int = 2, start_ns: int | None = None):
         self.store = store
         self.run = run
         # roar's own stderr, when redirected to a file, is shared with roar (its
@@ -68,7 +64,8 @@ class RunRecorder:
         self.pending = 0
         self.kinds: dict[str, str] = {}  # path -> data|code|env|pseudo, at the end
         self.model = RunModel(root_pid, run["cwd"], run["command"], root_fds,
-                              time.monotonic_ns(), self.hasher.submit)
+                              time.monotonic_ns() if start_ns is None else start_ns,
+                              self.hasher.submit)
 
     def feed_raw(self, raw: bytes) -> None:
         self.model.feed(decode(raw))

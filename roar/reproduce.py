@@ -32,8 +32,7 @@ from . import lineage
 from .classify import is_environment
 from .context import redact
 from .hasher import OK, hash_path
-from .ids import boot_id
-from .recorder import now_iso
+from .ids import boot_id, now_iso
 from .store import Store
 from .views import effective_status
 

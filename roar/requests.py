@@ -34,8 +34,8 @@ import lmdb
 
 from . import context, protocol
 from .hasher import OK, hash_path
-from .ids import hostname, new_run_id
-from .recorder import now_iso
+from .ids import hostname, new_run_id, now_iso
+from .policyfiles import POLICY_FILE, REPO_POLICY
 from .store import Store, StoreError
 from .views import effective_status
 
@@ -44,8 +44,6 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-POLICY_FILE = "policy.toml"
-REPO_POLICY = ".roar/policy.toml"
 STATUSES = ("pending", "approved", "denied", "running", "resolved")
 MANIFEST_PREFIX = "dataset:"
 MAX_TEXT = 4096

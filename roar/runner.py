@@ -2,7 +2,10 @@
 everything it started, and store what it did.
 
 The workload is forked first and held on a pipe until its cgroup is tagged,
-so its very first instruction after exec is traced. roar keeps the signals
+so its very first instruction after exec is traced. Only what must precede
+it (checks that may refuse the run, the "running" record, tagging) runs
+before it is released; the rest of roar's start-up (the event model and its
+imports, host and GPU facts) runs while the workload does. roar keeps the signals
 that would stop it (INT, TERM, HUP) and forwards those sent to roar alone;
 the run is then stored as interrupted, never lost.
 """
@@ -11,16 +14,16 @@ from __future__ import annotations
 
 import getpass
 import os
-import shutil
 import signal
 import stat
 import sys
 import threading
 import time
 
-from . import context, links
-from .ids import new_run_id
-from .recorder import RunRecorder, now_iso
+from . import context
+from .ids import new_run_id, now_iso
+from .output import fail
+from .policyfiles import any_policy
 from .session import DEFAULT_LINGER, DaemonSession, EmbeddedSession, SessionError
 from .store import Store, StoreError
 from .timing import mark
@@ -38,6 +41,25 @@ class RunError(Exception):
         self.exit_code = exit_code
 
 
+def cli_run(name: str | None, allow_dirty: bool, linger: float | None,
+            request_id: str | None, command: list[str]) -> None:
+    """`roar run` as the command line does it (never returns): errors are one
+    line, the exit status is the workload's."""
+    try:
+        code = run(command, name=name, allow_dirty=allow_dirty,
+                   linger=DEFAULT_LINGER if linger is None else linger,
+                   store=Store(), request_id=request_id)
+    except RunError as e:
+        fail(str(e), e.exit_code)
+    except (StoreError, SessionError) as e:
+        fail(str(e))
+    # Everything is committed (LMDB syncs at commit); skip the interpreter's
+    # teardown, which costs ~0.1 s of the run's fixed cost.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def check_command(argv: list[str]) -> None:
     """Refuse, before anything is recorded, a command that cannot be executed
     (exit 127 / 126 as a shell would)."""
@@ -47,8 +69,17 @@ def check_command(argv: list[str]) -> None:
             raise RunError(f"{cmd}: no such file", 127)
         if os.path.isdir(cmd) or not os.access(cmd, os.X_OK):
             raise RunError(f"{cmd}: permission denied (not an executable file)", 126)
-    elif shutil.which(cmd) is None:
+    elif not _on_path(cmd):
         raise RunError(f"{cmd}: command not found", 127)
+
+
+def _on_path(cmd: str) -> bool:
+    """What shutil.which answers, without its imports (on every run's start)."""
+    for d in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        p = os.path.join(d or os.curdir, cmd)
+        if os.access(p, os.F_OK | os.X_OK) and not os.path.isdir(p):
+            return True
+    return False
 
 
 def open_session():
@@ -119,8 +150,6 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
         linger: float = DEFAULT_LINGER, store: Store | None = None,
         request_id: str | None = None) -> int:
     """Run argv traced; returns the exit status roar should exit with."""
-    from . import requests
-
     check_command(argv)
     store = store or Store()
     store.check_space()
@@ -130,10 +159,14 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
         git = context.git_state(cwd, allow_dirty)
     except context.GitError as e:
         raise RunError(str(e)) from None
-    try:
-        gate = requests.gate_run(store, request_id, argv, git, getpass.getuser())
-    except requests.RequestError as e:
-        raise RunError(str(e)) from None
+    gate = None
+    if request_id is not None or any_policy(store.home, git["root"] if git else None):
+        from . import requests
+
+        try:
+            gate = requests.gate_run(store, request_id, argv, git, getpass.getuser())
+        except requests.RequestError as e:
+            raise RunError(str(e)) from None
     if git and git.get("untracked"):
         from .hasher import hash_path
 
@@ -145,23 +178,20 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
         "id": run_id, "name": name, "status": "running", "command": argv,
         "command_redacted": context.redact_argv(argv, key), "cwd": cwd,
         "user": getpass.getuser(), "uid": os.getuid(), **context.host(),
-        "started_at": now_iso(), "ended_at": None, "exit_code": None, "signal": None,
+        "started_at": now_iso(),
+        "ended_at": None, "exit_code": None, "signal": None,
         "git": git, "env": context.environment(dict(os.environ), key), "mode": session.mode,
         "client_pid": os.getpid(), "complete": None, "lost_events": None,
         "request": request_id,
     }
     if any(a != b for a, b in zip(argv, record["command_redacted"], strict=False)):
         record["command"] = record["command_redacted"]
-    gpus: list = []
-    gpu_thread = threading.Thread(target=lambda: gpus.append(context.gpus()), daemon=True)
-    gpu_thread.start()
-
     logs = _regular_output_files()
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, [*FORWARDED, signal.SIGCHLD])
     pid, go = _spawn_held(argv)
     try:
         root_fds = _inherited_fds(pid)
-        recorder = RunRecorder(store, record, pid, root_fds)
+        start_ns = time.monotonic_ns()
         session.start(pid, run_id, str(store.home.resolve()), root_fds)
         store.put_run(record)  # "running" before the command starts: never lost
     except BaseException:
@@ -169,12 +199,25 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
         os.waitpid(pid, 0)
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         raise
-    consumer = threading.Thread(target=_consume, args=(session, recorder), name="roar-model")
-    consumer.start()
     os.write(go, b"g")
     os.close(go)
-
     mark("start")
+
+    # The workload runs. Its records wait in the session until the model reads them.
+    try:
+        from .recorder import RunRecorder
+
+        recorder = RunRecorder(store, record, pid, root_fds, start_ns=start_ns)
+        consumer = threading.Thread(target=_consume, args=(session, recorder),
+                                    name="roar-model")
+        consumer.start()
+        gpus: list = []
+        gpu_thread = threading.Thread(target=lambda: gpus.append(context.gpus()), daemon=True)
+        gpu_thread.start()
+    except BaseException:
+        os.kill(pid, signal.SIGKILL)  # never leave it running unrecorded
+        raise
+    mark("model ready (the workload runs)")
     status, interrupted = _wait_root(pid, gate, session)
     mark("workload")
     session.root_exited(linger)
@@ -205,6 +248,8 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
         return code or 1
     session.stored()
     session.close()
+    from . import links
+
     links.attach_links(store, run["id"], logs=[(p, start, _size(p)) for p, start in logs])
     if gate is not None:
         gate.resolve(store, run, store.run_files(run["id"]))
@@ -235,7 +280,7 @@ def _size(path: str) -> int:
         return 0
 
 
-def _consume(session, recorder: RunRecorder) -> None:
+def _consume(session, recorder) -> None:
     """Feed every record to the model. A record the model cannot digest is a
     bug in roar: it is counted and named on the run, and the stream is still
     drained to the end so nothing else is dropped."""

@@ -181,7 +181,7 @@ def main() -> None:
 
         env = {**os.environ, "ROAR_HOME": str(home),
                "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-        cli = [sys.executable, "-m", "roar.cli"]
+        cli = [sys.executable, "-m", "roar"]
         for name, argv in [("cli: roar inputs --json", ["inputs", info["deep"], "--json"]),
                            ("cli: roar inputs --contains", ["inputs", info["deep"],
                                                             "--contains", info["member"]]),

@@ -31,7 +31,7 @@ if ! grep -q " cgroup2 " /proc/mounts; then
   say "mounted cgroup2"
 fi
 uname -r; grep PRETTY /etc/os-release; nvidia-smi -L; python3 --version
-python3 -m roar.cli doctor
+python3 -m roar doctor
 
 export ROAR_HOME=/tmp/roar-home ROAR_SOCKET=/tmp/roard.sock
 python3 -m roar.daemon > "$OUTD/roard.log" 2>&1 &
@@ -44,14 +44,14 @@ rm -rf "$W" && mkdir -p "$W" && cd "$W"
 python3 "$REPO/examples/gpu/make_shards.py" data 64
 python3 "$REPO/examples/gpu/train_step.py" data warmup.pt   # CUDA/kernel caches warm
 t0=$(date +%s.%N); python3 "$REPO/examples/gpu/train_step.py" data bare.pt; t1=$(date +%s.%N)
-ROAR_TIMING=1 python3 -m roar.cli run --name gpu-step -- \
+ROAR_TIMING=1 python3 -m roar run --name gpu-step -- \
   python3 "$REPO/examples/gpu/train_step.py" data ckpt.pt; rc=$?
 t2=$(date +%s.%N)
 say "exit $rc; bare $(python3 -c "print(round($t1 - $t0, 2))") s, traced $(python3 -c "print(round($t2 - $t1, 2))") s"
-id=$(python3 -m roar.cli log -n 1 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
-python3 -m roar.cli show "$id" --json > "$OUTD/show.json"
-python3 -m roar.cli show "$id" | head -40
-python3 -m roar.cli trace "$id" > "$OUTD/trace.txt"
+id=$(python3 -m roar log -n 1 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
+python3 -m roar show "$id" --json > "$OUTD/show.json"
+python3 -m roar show "$id" | head -40
+python3 -m roar trace "$id" > "$OUTD/trace.txt"
 head -30 "$OUTD/trace.txt"
 python3 - "$OUTD/show.json" <<'PY'
 import glob, json, sys, xxhash
@@ -77,7 +77,7 @@ PY
 # loading with workers, training, checkpoint) and torch's import alone.
 for i in 1 2; do
   for mode in bare roar; do
-    pre=(); [[ $mode == roar ]] && pre=(python3 -m roar.cli run --)
+    pre=(); [[ $mode == roar ]] && pre=(python3 -m roar run --)
     t0=$(date +%s.%N); "${pre[@]}" python3 "$REPO/examples/gpu/train_step.py" data t.pt >/dev/null 2>&1
     t1=$(date +%s.%N); "${pre[@]}" python3 -c 'import torch' >/dev/null 2>&1; t2=$(date +%s.%N)
     python3 -c "print('gpu-check: timing $mode step %.2f s, import torch %.2f s' % ($t1 - $t0, $t2 - $t1))"

@@ -81,7 +81,7 @@ class Roar:
         return env
 
     def __call__(self, *args, check=True, input=None, timeout=300, cwd=None, env=None):
-        p = subprocess.run([sys.executable, "-m", "roar.cli", *map(str, args)],
+        p = subprocess.run([sys.executable, "-m", "roar", *map(str, args)],
                            cwd=cwd or self.cwd, env=env or self.env(), capture_output=True,
                            text=True, input=input, timeout=timeout)
         if check and p.returncode != 0:

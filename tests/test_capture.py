@@ -103,7 +103,7 @@ def proc_files(proc: dict) -> dict[str, dict]:
 
 
 def roar_cmd(*args) -> list[str]:
-    return [PY, "-m", "roar.cli", *args]
+    return [PY, "-m", "roar", *args]
 
 
 def last_run(roar) -> dict:

@@ -44,7 +44,7 @@ def test_non_root_without_daemon_fails_fast(cli, foreign_python, other_user):
     os.chown(home, other_user.pw_uid, other_user.pw_gid)
     env = cli.env(ROAR_HOME=str(home / ".roar"), PYTHONPATH=path, HOME=str(home))
     p = subprocess.run(["setpriv", f"--reuid={other_user.pw_uid}",
-                        f"--regid={other_user.pw_gid}", "--clear-groups", exe, "-m", "roar.cli",
+                        f"--regid={other_user.pw_gid}", "--clear-groups", exe, "-m", "roar",
                         "run", "--", "true"],
                        cwd=home, env=env, capture_output=True, text=True, timeout=60)
     shutil.rmtree(home)
@@ -55,3 +55,34 @@ def test_non_root_without_daemon_fails_fast(cli, foreign_python, other_user):
 def test_doctor_runs(cli):
     p = cli("doctor", check=False)
     assert "Traceback" not in p.stderr and "kernel" in p.stdout
+
+
+RUN_ARGVS = [
+    ["--", "python", "train.py", "--lr", "3"],
+    ["python", "train.py", "--name", "x"],
+    ["--name", "v3", "--", "sh", "-c", "true"],
+    ["--name=v3", "--allow-dirty", "true"],
+    ["--allow-dirty", "--linger", "2.5", "--request", "R1", "--", "true", "--", "x"],
+    ["--linger=0", "--name", "--allow-dirty", "true"],  # the name is "--allow-dirty"
+    ["--name", "a", "--name", "b", "-", "x"],
+    ["--name=", "--", "--not-an-option"],
+    ["--request", "R", "ls", "-la"],
+]
+CLICK_DECIDES = [
+    [], ["--"], ["--name"], ["--linger", "soon", "true"], ["-h"], ["--help", "true"],
+    ["--unknown", "true"], ["-x", "true"], ["--allow-dirty=1", "true"],
+]
+
+
+def test_fast_run_parser_agrees_with_click():
+    """`roar run` is parsed without click (start-up cost); both must agree, and
+    what the fast parser is unsure of goes to click."""
+    from roar.__main__ import parse_run
+    from roar.cli import run
+
+    for argv in RUN_ARGVS:
+        ctx = run.make_context("run", list(argv))
+        want = dict(ctx.params, command=list(ctx.params["command"]))
+        assert parse_run(argv) == want, argv
+    for argv in CLICK_DECIDES:
+        assert parse_run(argv) is None, argv

@@ -111,7 +111,7 @@ def test_unprivileged_user_traces_own_run_into_own_store(public_daemon, foreign_
     def as_user(*args):
         return subprocess.run(["setpriv", f"--reuid={other_user.pw_uid}",
                                f"--regid={other_user.pw_gid}", "--clear-groups", exe, "-m",
-                               "roar.cli", *args], cwd=home, env=env, capture_output=True,
+                               "roar", *args], cwd=home, env=env, capture_output=True,
                               text=True, timeout=120)
 
     try:
@@ -160,7 +160,7 @@ def test_restart_after_kill9_cleans_stale_state(tmp_path):
     # a run in progress when the daemon dies
     work = tmp_path / "w"
     work.mkdir()
-    client = subprocess.Popen([sys.executable, "-m", "roar.cli", "run", "--", "sleep", "60"],
+    client = subprocess.Popen([sys.executable, "-m", "roar", "run", "--", "sleep", "60"],
                               cwd=work, env={**env, "ROAR_HOME": str(tmp_path / "h")},
                               stderr=subprocess.PIPE)
     time.sleep(3)
@@ -176,7 +176,7 @@ def test_restart_after_kill9_cleans_stale_state(tmp_path):
         left = [d for d in (cgroup2_mount() / "roar").iterdir()
                 if d.name.startswith(cgroup_prefix(sock))]
         assert left == []
-        out = subprocess.run([sys.executable, "-m", "roar.cli", "log", "--json"], cwd=work,
+        out = subprocess.run([sys.executable, "-m", "roar", "log", "--json"], cwd=work,
                              env={**env, "ROAR_HOME": str(tmp_path / "h")},
                              capture_output=True, text=True)
         runs = json.loads(out.stdout)
@@ -201,7 +201,7 @@ def test_killed_client_run_is_rebuilt_from_the_spool(roar):
     leaves nothing running, and stores the run from its spool, interrupted."""
     w = roar.cwd
     (w / "in.txt").write_text("spooled\n")
-    client = subprocess.Popen([sys.executable, "-m", "roar.cli", "run", "--", "sh", "-c",
+    client = subprocess.Popen([sys.executable, "-m", "roar", "run", "--", "sh", "-c",
                                "cat in.txt > out.txt; echo $$ > pid; sleep 60"],
                               cwd=w, env=roar.env(), stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60

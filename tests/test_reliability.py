@@ -31,7 +31,7 @@ PY = sys.executable
 
 
 def roar_cmd(*args) -> list[str]:
-    return [PY, "-m", "roar.cli", *map(str, args)]
+    return [PY, "-m", "roar", *map(str, args)]
 
 
 def last_run(roar) -> dict:
@@ -568,7 +568,7 @@ ODD_CODE = ("data = open(b'in\\nput \\xff.txt', 'rb').read()\n"
 def raw(roar, *args) -> subprocess.CompletedProcess:
     """The CLI with bytes in and bytes out (arguments and output need not be UTF-8)."""
     argv = [a if isinstance(a, bytes) else os.fsencode(str(a)) for a in args]
-    return subprocess.run([os.fsencode(PY), b"-m", b"roar.cli", *argv], cwd=roar.cwd,
+    return subprocess.run([os.fsencode(PY), b"-m", b"roar", *argv], cwd=roar.cwd,
                           env=roar.env(), capture_output=True, timeout=120)
 
 
@@ -1008,7 +1008,7 @@ def user_home(other_user):
 def user_roar(user, python, sock: Path, home: Path, *args, wait=True):
     exe, path = python
     argv = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups",
-            exe, "-m", "roar.cli", *map(str, args)]
+            exe, "-m", "roar", *map(str, args)]
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": path, "HOME": str(home),
            "ROAR_SOCKET": str(sock), "ROAR_HOME": str(home / ".roar")}
     if not wait:
@@ -1134,7 +1134,7 @@ def as_other(user, python, *args, home: Path) -> subprocess.CompletedProcess:
     """The CLI as another OS user, on the store at home."""
     exe, path = python
     return subprocess.run(["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
-                           "--clear-groups", exe, "-m", "roar.cli", *map(str, args)], cwd="/",
+                           "--clear-groups", exe, "-m", "roar", *map(str, args)], cwd="/",
                           capture_output=True, text=True, timeout=60,
                           env={"PYTHONPATH": path, "ROAR_HOME": str(home),
                                "PATH": os.environ["PATH"]})

@@ -414,7 +414,7 @@ class TeamRoar(Roar):
 
     def as_(self, user: User, *args, check=True):
         reach = (str(self.sock),) if self.sock else ()  # its directory is 0700
-        p = subprocess.run(as_user(user, [sys.executable, "-m", "roar.cli", *map(str, args)],
+        p = subprocess.run(as_user(user, [sys.executable, "-m", "roar", *map(str, args)],
                                    reach), check=False, cwd=self.cwd, env=self.env(HOME="/tmp"),
                            capture_output=True, text=True, timeout=120)
         if check and p.returncode != 0:
@@ -480,7 +480,7 @@ def test_second_user_reviews_a_team_request(team, team_store):
 def test_wait_returns_when_a_reviewer_decides(team, team_store):
     r = team_store
     first, second = create(r, gpus=4), create(r, gpus=3)
-    waiting = subprocess.Popen([sys.executable, "-m", "roar.cli", "request", "wait",
+    waiting = subprocess.Popen([sys.executable, "-m", "roar", "request", "wait",
                                 first["id"], "--json", "--timeout", "60"], cwd=r.cwd,
                                env=r.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
