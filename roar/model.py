@@ -118,6 +118,13 @@ class RunModel:
         self.procs: list[Proc] = []
         self.live: dict[int, Proc] = {}
         self.paths: dict[str, PathState] = {}
+        # per path, what each process did with it (in the order they first did)
+        self.by_path: dict[str, list[tuple[Proc, ProcFile]]] = {}
+        self.new_paths: list[str] = []  # paths seen since the recorder last looked
+        # paths whose state (or a process's use of them) may have changed since
+        # the recorder last looked: every change goes through _state, _pfile or
+        # _touch
+        self.touched: set[str] = set()
         self.connects: list[dict] = []
         self.problems: dict[str, int] = {}
         self.io_uring = False
@@ -172,15 +179,19 @@ class RunModel:
         return _normalize(posixpath.join(base, path))
 
     def _state(self, path: str, first: str) -> PathState:
+        self.touched.add(path)
         s = self.paths.get(path)
         if s is None:
             s = self.paths[path] = PathState(path=path, first=first)
+            self.new_paths.append(path)
         return s
 
     def _pfile(self, p: Proc, path: str) -> ProcFile:
+        self.touched.add(path)
         pf = p.files.get(path)
         if pf is None:
             pf = p.files[path] = ProcFile(path)
+            self.by_path.setdefault(path, []).append((p, pf))
         return pf
 
     def _modified(self, path: str, ts: int, first: str = "write") -> PathState:
@@ -406,6 +417,7 @@ class RunModel:
         prefix = old + "/"
         replaced = new + "/"
         for path in [q for q in self.paths if q == new or q.startswith(replaced)]:
+            self.touched.add(path)
             gone = self.paths[path]
             if gone.modified_ts is None:  # its content changed now, even if the run
                 gone.modified_ts = ts     # never knew the file that replaced it
@@ -413,6 +425,7 @@ class RunModel:
         d = self._modified(new, ts)
         d.deleted = False
         for path in [q for q in self.paths if q == old or q.startswith(prefix)]:
+            self.touched.add(path)
             src = self.paths[path]
             dest = new + path[len(old):]
             d = self._modified(dest, ts)
@@ -489,6 +502,7 @@ class RunModel:
         if ev.a0 & AT_REMOVEDIR:
             for q, st in self.paths.items():
                 if q.startswith(prefix):
+                    self.touched.add(q)
                     st.deleted = True
 
     def on_truncate(self, ev: E.Event) -> None:

@@ -10,6 +10,7 @@ established for sure is named in the record's incomplete_reasons.
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 
@@ -19,7 +20,7 @@ from .events import decode
 from .hasher import OK, SPECIAL, VANISHED, Hasher, HashResult, birth_ns
 from .ids import now_iso
 from .model import RunModel
-from .store import Store
+from .store import Store, encoder_for_store, index_entries
 from .timing import mark
 
 INTERRUPT_SIGNALS = {1, 2, 9, 15}  # HUP, INT, KILL, TERM: somebody stopped the run
@@ -34,6 +35,10 @@ CREATE_SLACK_NS = 20_000_000
 # a background job (roar/pending.py).
 HASH_WAIT = float(os.environ.get("ROAR_HASH_WAIT", "5"))
 PENDING = "pending"
+# Records of settled paths are built this often (in events) while the run goes on.
+PREBUILD_EVERY = 4096
+PREBUILD_TRIES = 4  # looks at a path that is not settled yet (open, hash running)
+_ENCODE = encoder_for_store()
 
 
 def _bound_bytes(rec: dict) -> None:
@@ -62,19 +67,45 @@ class RunRecorder:
         self.hasher = Hasher(store, workers=workers)
         self.deadline: float | None = None  # set at the end: bounds waits for hashes
         self.pending = 0
-        self.kinds: dict[str, str] = {}  # path -> data|code|env|pseudo, at the end
+        self.kinds: dict[str, str] = {}  # path -> data|code|env|pseudo
+        git = run.get("git")
+        self._git_root = git["root"] if git else None
+        self._tracked: frozenset | set | None = None  # git-tracked files, looked up once
+        self._rid = run["id"].encode()
+        # path -> (signature, records, their JSON, their index rows)
+        self._built: dict[str, tuple] = {}
+        self._pf_built: dict[int, tuple] = {}  # id(ProcFile) -> (signature, entry, JSON)
+        self._clean: set[str] = set()  # built, and not touched by the model since
+        self._retry: list[tuple[str, int]] = []
+        self._fed = 0
         self.model = RunModel(root_pid, run["cwd"], run["command"], root_fds,
                               time.monotonic_ns() if start_ns is None else start_ns,
                               self.hasher.submit)
 
     def feed_raw(self, raw: bytes) -> None:
         self.model.feed(decode(raw))
+        self._fed += 1
+        if self._fed % PREBUILD_EVERY == 0:
+            self.prebuild()
 
     # -- the end ---------------------------------------------------------------
 
     def finish(self, status: int | None, interrupted: bool, lost: int,
                notes: list[str] | None = None) -> dict:
         """Compute file records, hash outputs and store the finished run."""
+        # Tens of thousands of records are made here and none is garbage: the
+        # cyclic collector would only walk them again and again (~40 ms per
+        # 20,000 files).
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._finish(status, interrupted, lost, notes)
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _finish(self, status: int | None, interrupted: bool, lost: int,
+                notes: list[str] | None) -> dict:
         run = self.run
         model = self.model
         run["ended_at"] = now_iso()
@@ -100,10 +131,10 @@ class RunRecorder:
         tracked = context.tracked_files(git_root) if git_root else None
         mark("finish: git ls-files")
         self.deadline = time.monotonic() + HASH_WAIT
-        files, reasons = self._file_records(git_root, tracked)
+        files, encoded, index, reasons = self._file_records(git_root, tracked)
         mark("finish: file records (waits for hashes)")
         sizes = {f["path"]: f["size"] for f in files if f.get("size") is not None}
-        procs = self._process_records(git_root, tracked, sizes)
+        procs, encoded_procs = self._process_records(git_root, tracked, sizes)
         mark("finish: process records")
 
         reasons = list(notes or []) + reasons
@@ -134,7 +165,8 @@ class RunRecorder:
         run.pop("client_pid", None)
         self.hasher.shutdown(wait=not self.pending)
         self.store.cache_hashes(self.hasher.take_new_entries())
-        self.store.finish_run(run, files, procs)
+        self.store.finish_run(run, files, procs, encoded_files=encoded,
+                              encoded_procs=encoded_procs, index=index)
         mark("finish: store")
         if self.pending:
             from .pending import start_background_fill
@@ -174,18 +206,84 @@ class RunRecorder:
         return bool(early and early.size == 0 and early.ctime_ns is not None
                     and early.ctime_ns >= opened_wall)
 
-    def _file_records(self, git_root, tracked) -> tuple[list[dict], list[str]]:
+    # -- file records ------------------------------------------------------------
+    #
+    # A path's records depend only on its PathState, what each process did with
+    # it (and, for renamed files, with its earlier names), its kind and its hash
+    # results. Records of paths that look settled (read-only inputs whose hash is
+    # done, environment and pseudo files) are built, JSON-encoded and turned into
+    # index rows while the run is still going, in the model's thread (so the end
+    # of a run over 20,000 files does not do it all then). At the end a record is
+    # reused when the model has not touched its path since (RunModel.touched), or
+    # when a signature of what it was built from is unchanged; any other path is
+    # built then. The stored bytes are the same either way (tests/test_recorder.py).
+
+    def _agg(self, path: str) -> dict:
+        a = {"bytes_read": 0, "bytes_written": 0, "bytes_exact": True, "processes": []}
+        for p, pf in self.model.by_path.get(path, ()):
+            a["bytes_read"] += pf.bytes_read
+            a["bytes_written"] += pf.bytes_written
+            a["bytes_exact"] = a["bytes_exact"] and pf.bytes_exact
+            a["processes"].append(p.key)
+        return a
+
+    @staticmethod
+    def _sig(s, a: dict, kind: str) -> tuple:
+        return (kind, s.first, s.read, s.written, s.deleted, s.modified_ts, s.create_ts,
+                s.early_ts, tuple(s.renamed_from), a["bytes_read"], a["bytes_written"],
+                a["bytes_exact"], len(a["processes"]))
+
+    def _settled(self, s, kind: str) -> bool:
+        """Whether this path's records can be built now, before the end: only
+        the end can know about outputs, files the run created, renames and
+        hashes still running."""
+        if s.renamed_from:
+            return False
+        if kind in (ENV, PSEUDO):
+            return True
+        job = s.early_hash
+        return (s.read and s.first == "read" and not s.written and not s.deleted
+                and s.create_ts is None and s.path not in self.stdio
+                and job is not None and job.value is not None)
+
+    def prebuild(self) -> None:
+        """Build the records of the paths seen since the last call that are
+        settled (called from the model's thread while the run goes on)."""
         model = self.model
-        agg: dict[str, dict] = {}
-        for p in model.procs:
-            for pf in p.files.values():
-                a = agg.setdefault(pf.path, {"bytes_read": 0, "bytes_written": 0,
-                                             "bytes_exact": True, "processes": []})
-                a["bytes_read"] += pf.bytes_read
-                a["bytes_written"] += pf.bytes_written
-                a["bytes_exact"] = a["bytes_exact"] and pf.bytes_exact
-                a["processes"].append(p.key)
-        kinds = self.kinds = {path: classify(path, git_root, tracked) for path in model.paths}
+        if self._tracked is None:
+            self._tracked = (context.tracked_files(self._git_root) if self._git_root
+                             else frozenset())
+        self._clean.difference_update(model.touched)
+        model.touched.clear()
+        todo = self._retry + [(path, 0) for path in model.new_paths]
+        self._retry, model.new_paths = [], []
+        for path, tries in todo:
+            s = model.paths[path]
+            kind = self.kinds.get(path)
+            if kind is None:
+                kind = self.kinds[path] = classify(path, self._git_root, self._tracked)
+            if not self._settled(s, kind):
+                # still open, or its hash still running: look again a few times
+                if (tries < PREBUILD_TRIES and s.first == "read" and not s.written
+                        and not s.deleted and s.create_ts is None and not s.renamed_from):
+                    self._retry.append((path, tries + 1))
+                continue
+            a = self._agg(path)
+            recs = self._records_for(path, s, kind, a, {}, {})
+            self._built[path] = (self._sig(s, a, kind), recs, [_ENCODE(r) for r in recs],
+                                 index_entries(self._rid, recs))
+            self._prebuild_proc_files(path, kind, recs)
+            self._clean.add(path)
+
+    def _file_records(self, git_root, tracked) -> tuple[list[dict], list[bytes], list, list[str]]:
+        model = self.model
+        if tracked != self._tracked and (tracked or self._tracked):
+            # the work tree's tracked files changed: classify again, build everything now
+            self.kinds, self._built, self._pf_built, self._clean = {}, {}, {}, set()
+        kinds = self.kinds
+        for path in model.paths:
+            if path not in kinds:
+                kinds[path] = classify(path, git_root, tracked)
         created = {path: self._created_by_run(s, self._result(s.early_hash))
                    for path, s in model.paths.items()
                    if s.create_ts is not None and kinds[path] in (DATA, CODE)}
@@ -194,30 +292,57 @@ class RunRecorder:
             if ((s.written or created.get(path)) and not s.deleted and path not in self.stdio
                     and kinds[path] in (DATA, CODE)):
                 outputs[path] = self.hasher.submit(path)
-        records, reasons = [], []
-        unhashed = 0
-        empty = {"bytes_read": 0, "bytes_written": 0, "bytes_exact": True, "processes": []}
-        for path, s in sorted(model.paths.items()):
-            kind = kinds[path]
-            base = {"path": path, "kind": kind, **agg.get(path, empty)}
-            for old in s.renamed_from:  # written under a temporary name, then renamed
-                a = agg.get(old)
-                if a is not None:
-                    base["bytes_written"] += a["bytes_written"]
-                    base["bytes_exact"] = base["bytes_exact"] and a["bytes_exact"]
-                    base["processes"] = sorted(set(base["processes"]) | set(a["processes"]))
-            if kind in (ENV, PSEUDO):
-                if s.read or s.written:
-                    mode = ("r" if s.read else "") + ("w" if s.written else "")
-                    records.append({**base, "role": kind, "mode": mode, "hash": None,
-                                    "size": None, "status": None})
+        records: list[dict] = []
+        encoded: list[bytes] = []
+        index: list[tuple[str, bytes, bytes]] = []
+        clean = self._clean
+        clean.difference_update(model.touched)
+        built = self._built
+        for path in sorted(model.paths):
+            if path in clean:  # unchanged since it was built
+                hit = built[path]
+                records.extend(hit[1])
+                encoded.extend(hit[2])
+                index.extend(hit[3])
                 continue
+            s = model.paths[path]
+            kind = kinds[path]
+            a = self._agg(path)
+            hit = built.get(path)
+            if hit is not None and hit[0] == self._sig(s, a, kind):
+                records.extend(hit[1])
+                encoded.extend(hit[2])
+                index.extend(hit[3])
+                continue
+            recs = self._records_for(path, s, kind, a, created, outputs)
+            records.extend(recs)
+            encoded.extend(_ENCODE(r) for r in recs)
+            index.extend(index_entries(self._rid, recs))
+        unhashed = sum(1 for r in records if r["role"] == "input"
+                       and r["status"] not in (OK, SPECIAL, PENDING))
+        reasons = [f"{unhashed} input(s) without a verified content hash"] if unhashed else []
+        return records, encoded, index, reasons
+
+    def _records_for(self, path: str, s, kind: str, a: dict, created: dict,
+                     outputs: dict) -> list[dict]:
+        """The records of one path (none, one, or two for read-then-rewrite)."""
+        base = {"path": path, "kind": kind, **a}
+        for old in s.renamed_from:  # written under a temporary name, then renamed
+            prev = self._agg(old)
+            if prev["processes"]:
+                base["bytes_written"] += prev["bytes_written"]
+                base["bytes_exact"] = base["bytes_exact"] and prev["bytes_exact"]
+                base["processes"] = sorted(set(base["processes"]) | set(prev["processes"]))
+        records = []
+        if kind in (ENV, PSEUDO):
+            if s.read or s.written:
+                mode = ("r" if s.read else "") + ("w" if s.written else "")
+                records.append({**base, "role": kind, "mode": mode, "hash": None,
+                                "size": None, "status": None})
+        else:
             written = s.written or created.get(path, False)
             if s.read and s.first == "read" and not created.get(path):
-                rec = self._input_record(base, s)
-                if rec["status"] not in (OK, SPECIAL, PENDING):
-                    unhashed += 1
-                records.append(rec)
+                records.append(self._input_record(base, s))
             elif s.read and not written:
                 records.append({**base, "role": "internal", "mode": "r", "hash": None,
                                 "size": None, "status": None})
@@ -232,15 +357,13 @@ class RunRecorder:
                     res = self._result(outputs[path])
                     if res is None:
                         records.append(self._pending(base, "output", time.time_ns()))
-                        continue
-                    records.append({**base, "role": "output", "mode": "w", "hash": res.hash,
-                                    "size": res.size, "status": res.status,
-                                    "error": res.error})
+                    else:
+                        records.append({**base, "role": "output", "mode": "w",
+                                        "hash": res.hash, "size": res.size,
+                                        "status": res.status, "error": res.error})
         for rec in records:
             _bound_bytes(rec)
-        if unhashed:
-            reasons.append(f"{unhashed} input(s) without a verified content hash")
-        return records, reasons
+        return records
 
     def _input_record(self, base: dict, s) -> dict:
         if s.early_hash is None:
@@ -266,27 +389,58 @@ class RunRecorder:
         return {**base, "role": "input", "mode": "r", "hash": res.hash, "size": res.size,
                 "status": res.status, "error": res.error}
 
-    def _process_records(self, git_root, tracked, sizes: dict[str, int]) -> list[dict]:
+    @staticmethod
+    def _pf_sig(pf, kind: str, size: int | None) -> tuple:
+        return (kind, size, pf.read, pf.written, pf.mapped, pf.bytes_read, pf.bytes_written,
+                pf.read_calls, pf.write_calls, pf.bytes_exact)
+
+    @staticmethod
+    def _proc_file(pf, kind: str, size: int | None) -> dict:
+        nread = pf.bytes_read if size is None else min(pf.bytes_read, size)
+        exact = pf.bytes_exact
+        return {"path": pf.path, "kind": kind, "mode": pf.mode,
+                "bytes_read": nread if exact else None,
+                "bytes_written": pf.bytes_written if exact else None,
+                "read_calls": pf.read_calls, "write_calls": pf.write_calls}
+
+    def _prebuild_proc_files(self, path: str, kind: str, recs: list[dict]) -> None:
+        size = next((r["size"] for r in reversed(recs) if r.get("size") is not None), None)
+        for _, pf in self.model.by_path.get(path, ()):
+            d = self._proc_file(pf, kind, size)
+            self._pf_built[id(pf)] = (self._pf_sig(pf, kind, size), d, _ENCODE(d))
+
+    def _process_records(self, git_root, tracked,
+                         sizes: dict[str, int]) -> tuple[list[dict], list[bytes]]:
         key = context.store_key(self.store)  # argv secrets stored as keyed hashes only
         kinds = self.kinds  # classified once by _file_records
-        out = []
+        clean = self._clean  # (after _file_records took out what changed)
+        out, encoded = [], []
         for p in self.model.procs:
-            files = []
+            files, parts = [], []
             for pf in p.files.values():
                 kind = kinds.get(pf.path)
                 if kind is None:
                     kind = kinds[pf.path] = classify(pf.path, git_root, tracked)
+                hit = self._pf_built.get(id(pf))
+                if hit is not None and pf.path in clean:  # its path's records too
+                    files.append(hit[1])
+                    parts.append(hit[2])
+                    continue
                 size = sizes.get(pf.path)
-                nread = pf.bytes_read if size is None else min(pf.bytes_read, size)
-                exact = pf.bytes_exact
-                files.append({"path": pf.path, "kind": kind, "mode": pf.mode,
-                              "bytes_read": nread if exact else None,
-                              "bytes_written": pf.bytes_written if exact else None,
-                              "read_calls": pf.read_calls, "write_calls": pf.write_calls})
-            out.append({"key": p.key, "pid": p.pid, "ppid": p.ppid, "parent": p.parent,
-                        "argv": context.redact_argv(p.argv, key), "exe": p.exe,
-                        "cwd": p.cwd, "exit_code": p.exit_code,
-                        "signal": p.signal, "threads": p.threads, "execs": p.execs,
-                        "argv_incomplete": p.argv_incomplete,
-                        "files": files})
-        return out
+                if hit is not None and hit[0] == self._pf_sig(pf, kind, size):
+                    files.append(hit[1])
+                    parts.append(hit[2])
+                    continue
+                d = self._proc_file(pf, kind, size)
+                files.append(d)
+                parts.append(_ENCODE(d))
+            doc = {"key": p.key, "pid": p.pid, "ppid": p.ppid, "parent": p.parent,
+                   "argv": context.redact_argv(p.argv, key), "exe": p.exe,
+                   "cwd": p.cwd, "exit_code": p.exit_code,
+                   "signal": p.signal, "threads": p.threads, "execs": p.execs,
+                   "argv_incomplete": p.argv_incomplete}
+            # "files" last: the document's JSON is its head with the parts spliced in
+            encoded.append(_ENCODE(doc)[:-1] + b',"files":[' + b",".join(parts) + b"]}")
+            doc["files"] = files
+            out.append(doc)
+        return out, encoded

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,20 +40,41 @@ def default_home() -> Path:
     return Path.home() / ".roar"
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
+
+
 def _dumps(obj) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=True).encode()
+    return _ENCODER.encode(obj).encode()
+
+
+def _join(encoded: list[bytes]) -> bytes:
+    """The JSON list of documents encoded one by one."""
+    return b"[" + b",".join(encoded) + b"]"
+
+
+def encoder_for_store():
+    """obj -> bytes exactly as the store encodes documents, so parts encoded
+    ahead of time join into the same bytes (b"[" + b",".join(parts) + b"]")."""
+    return _dumps
 
 
 def _loads(data: bytes):
     return json.loads(bytes(data))
 
 
-def _encode_paths(paths: list[str]) -> bytes:
-    """Index values: the distinct paths, NUL-separated (paths never hold NUL).
-    Paths are str with surrogate escapes for undecodable bytes (os.fsdecode)."""
-    if len(paths) == 1:
-        return paths[0].encode("utf-8", "surrogateescape")
-    return b"\0".join(p.encode("utf-8", "surrogateescape") for p in sorted(set(paths)))
+def index_entries(rid: bytes, files: list[dict]) -> list[tuple[str, bytes, bytes]]:
+    """The hash-index rows of a run's file records, one per hashed input or
+    output: (index, content hash + run id, path). Index values are paths,
+    NUL-separated when several hold the same content (paths never hold NUL);
+    paths are str with surrogate escapes for undecodable bytes (os.fsdecode)."""
+    out = []
+    for f in files:
+        h = f.get("hash")
+        role = f.get("role")
+        if h and role in ("input", "output"):
+            out.append(("hash_read" if role == "input" else "hash_written",
+                        bytes.fromhex(h) + rid, f["path"].encode("utf-8", "surrogateescape")))
+    return out
 
 
 def _decode_paths(raw) -> list[str]:
@@ -125,9 +145,13 @@ class Store:
             raise StoreError(f"roar store at {self.path} has schema {found}, newer than this "
                              f"roar understands ({SCHEMA_VERSION}): upgrade roar")
 
+    def _free(self) -> int:
+        st = os.statvfs(self.path)  # what shutil.disk_usage reports as free
+        return st.f_bavail * st.f_frsize
+
     def free_space_note(self) -> str:
         try:
-            free = shutil.disk_usage(self.path).free
+            free = self._free()
         except OSError:
             return "disk space left unknown"
         return f"{free // 1024} KiB of disk space left there"
@@ -135,7 +159,7 @@ class Store:
     def check_space(self, needed: int = MIN_FREE_SPACE) -> None:
         """Refuse to start a run that could not be stored."""
         try:
-            free = shutil.disk_usage(self.path).free
+            free = self._free()
         except OSError:
             return
         if free < needed:
@@ -196,14 +220,20 @@ class Store:
     def put_run(self, run: dict) -> None:
         self.write(lambda txn: txn.put(run["id"].encode(), _dumps(run), db=self.dbs["runs"]))
 
-    def finish_run(self, run: dict, files: list[dict], procs: list[dict]) -> None:
-        """Store a finished run with its file records, processes and hash indexes."""
+    def finish_run(self, run: dict, files: list[dict], procs: list[dict],
+                   encoded_files: list[bytes] | None = None,
+                   encoded_procs: list[bytes] | None = None,
+                   index: list[tuple[str, bytes, bytes]] | None = None) -> None:
+        """Store a finished run with its file records, processes and hash indexes.
+        encoded_*: the same records already encoded one by one (encoder_for_store);
+        index: their index_entries."""
         rid = run["id"].encode()
 
         def fn(txn):
             txn.put(rid, _dumps(run), db=self.dbs["runs"])
-            txn.put(rid, _dumps(procs), db=self.dbs["run_procs"])
-            self._put_files(txn, rid, files)
+            txn.put(rid, _dumps(procs) if encoded_procs is None else _join(encoded_procs),
+                    db=self.dbs["run_procs"])
+            self._put_files(txn, rid, files, encoded_files, index)
 
         self.write(fn)
 
@@ -213,16 +243,20 @@ class Store:
         rid = run_id.encode()
         self.write(lambda txn: self._put_files(txn, rid, files))
 
-    def _put_files(self, txn, rid: bytes, files: list[dict]) -> None:
-        txn.put(rid, _dumps(files), db=self.dbs["run_files"])
-        index: dict[tuple[str, str], list[str]] = {}
-        for f in files:
-            if f.get("hash") and f.get("role") in ("input", "output"):
-                db = "hash_read" if f["role"] == "input" else "hash_written"
-                index.setdefault((db, f["hash"]), []).append(f["path"])
-        for name in ("hash_read", "hash_written"):
-            items = sorted((bytes.fromhex(h) + rid, _encode_paths(paths))
-                           for (db, h), paths in index.items() if db == name)
+    def _put_files(self, txn, rid: bytes, files: list[dict],
+                   encoded: list[bytes] | None = None,
+                   entries: list[tuple[str, bytes, bytes]] | None = None) -> None:
+        raw = _dumps(files) if encoded is None else _join(encoded)
+        txn.put(rid, raw, db=self.dbs["run_files"])
+        rows: dict[str, list[tuple[bytes, bytes]]] = {"hash_read": [], "hash_written": []}
+        prev = None
+        for db, key, path in sorted(index_entries(rid, files) if entries is None else entries):
+            if prev == (db, key):  # the same content under several paths
+                rows[db][-1] = (key, rows[db][-1][1] + b"\0" + path)
+            else:
+                rows[db].append((key, path))
+                prev = (db, key)
+        for name, items in rows.items():
             if items:
                 txn.cursor(db=self.dbs[name]).putmulti(items)
 

@@ -1,0 +1,92 @@
+"""The recorder on synthetic event streams over real files: file records built
+ahead of the end (while a run goes on) must be exactly those built at the end."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from roar import events as E
+from roar.ids import new_run_id
+from roar.recorder import RunRecorder
+from roar.store import Store
+
+ROOT, CHILD = 100, 200
+O_WRONLY_CREAT_TRUNC = 0o1 | 0o100 | 0o1000
+
+
+def _stream(d: str) -> list[E.Event]:
+    evs: list[E.Event] = []
+    ts = [time.monotonic_ns()]  # after the files were made: their hashes verify
+
+    def ev(type_, tgid=ROOT, fd=-1, ret=0, a0=0, a1=0, a2=0, path=None):
+        ts[0] += 10
+        evs.append(E.Event(ts[0], 1, tgid, tgid, type_, 0, fd, ret, a0, a1, a2, path=path))
+
+    def read_file(path, fd=3, tgid=ROOT, nbytes=100):
+        ev(E.EV_OPEN, tgid=tgid, fd=fd, ret=-100, path=path)
+        ev(E.EV_CLOSE, tgid=tgid, fd=fd, ret=1, a0=nbytes, a2=1 << 32)
+
+    read_file(f"{d}/a")                       # settled early; a second process reads it later
+    read_file(f"{d}/b")                       # settled early; rewritten later
+    read_file(f"{d}/d")                       # settled, never touched again
+    read_file("/usr/lib/x86_64-linux-gnu/libfoo.so.1")  # environment
+    read_file("/proc/self/status")            # pseudo
+    ev(E.EV_OPEN, fd=4, ret=-100, a0=O_WRONLY_CREAT_TRUNC, path=f"{d}/b")
+    ev(E.EV_WRITE, fd=4, a0=7)
+    ev(E.EV_CLOSE, fd=4, a1=7)
+    ev(E.EV_FORK, tgid=ROOT, ret=CHILD)
+    read_file(f"{d}/a", tgid=CHILD, nbytes=50)
+    ev(E.EV_OPEN, fd=5, ret=-100, a0=O_WRONLY_CREAT_TRUNC, path=f"{d}/out")
+    ev(E.EV_WRITE, fd=5, a0=3)
+    ev(E.EV_CLOSE, fd=5, a1=3)
+    read_file(f"{d}/e")                       # seen after the last look-ahead
+    return evs
+
+
+def _record(store: Store, d: str, evs: list[E.Event], look_ahead: bool) -> tuple:
+    run = {"id": new_run_id(), "cwd": d, "command": ["train"], "git": None, "status": "running"}
+    store.put_run(run)
+    rec = RunRecorder(store, run, ROOT, {}, start_ns=0)
+    for i, e in enumerate(evs):
+        rec.model.feed(e)
+        if look_ahead and i < len(evs) - 2:
+            for s in rec.model.paths.values():  # let hashes finish: paths become settled
+                if s.early_hash is not None:
+                    s.early_hash.result()
+            rec.prebuild()
+    built = set(rec._built)
+    done = rec.finish(0, False, 0)
+    rid = done["id"].encode()
+    raw = []
+    for db in ("run_files", "run_procs"):
+        with store._begin(db=store.dbs[db]) as txn:
+            raw.append(bytes(txn.get(rid)))
+    for db in ("hash_read", "hash_written"):  # the hash index rows of this run
+        with store._begin(db=store.dbs[db]) as txn:
+            raw.append(sorted((bytes(k[:-len(rid)]), bytes(v)) for k, v in txn.cursor()
+                              if bytes(k).endswith(rid)))
+    return store.run_files(done["id"]), raw, built
+
+
+def test_records_built_ahead_equal_records_built_at_the_end(tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    for name in "abde":
+        (d / name).write_bytes(os.urandom(100))
+    evs = _stream(str(d))
+    with Store(tmp_path / "home") as store:
+        files_end, raw_end, built_end = _record(store, str(d), evs, look_ahead=False)
+        files_ahead, raw_ahead, built = _record(store, str(d), evs, look_ahead=True)
+    assert built_end == set()
+    assert {f"{d}/a", f"{d}/b", f"{d}/d", "/proc/self/status"} <= built
+    assert f"{d}/e" not in built
+    assert files_ahead == files_end
+    # file records and process records byte for byte, and the same hash index rows
+    assert raw_ahead == raw_end
+    assert len(raw_end[2]) == 3 and len(raw_end[3]) == 1  # inputs a, d, e; output b (the
+    # synthetic "out" is not on disk: no hash, no row)
+    by_path = {(f["path"], f["role"]): f for f in files_ahead}
+    assert len(by_path[(f"{d}/a", "input")]["processes"]) == 2  # rebuilt: a second reader
+    assert by_path[(f"{d}/b", "output")]["hash"]                 # rebuilt: rewritten
+    assert by_path[(f"{d}/d", "input")]["hash"]
