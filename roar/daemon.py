@@ -167,8 +167,15 @@ class Daemon:
             if req["op"] != "trace":
                 raise protocol.ProtocolError(f"unknown op {req['op']!r}")
             run = self._start_run(conn, req, peer_uid)
-            conn.sendall(protocol.encode_json({"ok": True, "cgroup": run.cgroup_id,
-                                               "path": str(run.path)}))
+            try:
+                conn.sendall(protocol.encode_json({"ok": True, "cgroup": run.cgroup_id,
+                                                   "path": str(run.path)}))
+            except OSError:
+                # gone before it heard "ok" (it aborted while the probes were being
+                # attached): its command was never released, there is nothing to keep
+                self._discard(run)
+                run = None
+                return
             sender = threading.Thread(target=self._sender, args=(run,), daemon=True)
             sender.start()
             self._follow(run, rfile, sender, peer_uid)
@@ -234,6 +241,9 @@ class Daemon:
         away first (killed) has its workload ended now (the documented
         policy) and its run rebuilt from the spool, as the client's user."""
         req = self._next_op(rfile)
+        if req["op"] == "abort":  # refused before its command ran: nothing to keep
+            self._discard(run, sender)
+            return
         linger = 0.0
         if req["op"] == "root_exited":
             try:
@@ -247,6 +257,14 @@ class Daemon:
             run.spool_path.unlink(missing_ok=True)
             return
         self._recover(run, peer_uid)
+
+    def _discard(self, run: ActiveRun, sender: threading.Thread | None = None) -> None:
+        """End a run whose command never ran and drop its spool."""
+        self._end_run(run, linger=0)
+        if sender is not None:
+            sender.join()
+        run.spool.close()
+        run.spool_path.unlink(missing_ok=True)
 
     def _recover(self, run: ActiveRun, peer_uid: int) -> None:
         from .recover import recover_from

@@ -82,17 +82,13 @@ def _on_path(cmd: str) -> bool:
     return False
 
 
-def open_session():
+def daemon_session() -> DaemonSession | None:
     """roard when it answers on its socket (connecting is the check: no status
-    round trip on every run's start), else embedded probes for root."""
+    round trip on every run's start)."""
     try:
         return DaemonSession()
     except SessionError:
-        pass
-    if os.geteuid() != 0:
-        raise RunError("no roar daemon is running and tracing needs root: ask an admin to run "
-                       "`roar daemon start` (or run roar as root)")
-    return EmbeddedSession()
+        return None
 
 
 def _inherited_fds(pid: int) -> dict[int, str]:
@@ -153,50 +149,34 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
     check_command(argv)
     store = store or Store()
     store.check_space()
-    key = context.store_key(store)
-    cwd = os.getcwd()
-    try:
-        git = context.git_state(cwd, allow_dirty)
-    except context.GitError as e:
-        raise RunError(str(e)) from None
-    gate = None
-    if request_id is not None or any_policy(store.home, git["root"] if git else None):
-        from . import requests
-
-        try:
-            gate = requests.gate_run(store, request_id, argv, git, getpass.getuser())
-        except requests.RequestError as e:
-            raise RunError(str(e)) from None
-    if git and git.get("untracked"):
-        from .hasher import hash_path
-
-        git["untracked"] = {p: hash_path(os.path.join(git["root"], p))[0].hash
-                            for p in git["untracked"]}
-    session = open_session()
     run_id = new_run_id()
-    record = {
-        "id": run_id, "name": name, "status": "running", "command": argv,
-        "command_redacted": context.redact_argv(argv, key), "cwd": cwd,
-        "user": getpass.getuser(), "uid": os.getuid(), **context.host(),
-        "started_at": now_iso(),
-        "ended_at": None, "exit_code": None, "signal": None,
-        "git": git, "env": context.environment(dict(os.environ), key), "mode": session.mode,
-        "client_pid": os.getpid(), "complete": None, "lost_events": None,
-        "request": request_id,
-    }
-    if any(a != b for a, b in zip(argv, record["command_redacted"], strict=False)):
-        record["command"] = record["command_redacted"]
+    session = daemon_session()
+    prepared = None
+    if session is None:  # embedded probes, for root: refuse first, then load them (seconds)
+        if os.geteuid() != 0:
+            raise RunError("no roar daemon is running and tracing needs root: ask an admin to "
+                           "run `roar daemon start` (or run roar as root)")
+        prepared = _prepare(store, argv, run_id, name, allow_dirty, request_id, "embedded")
+        session = EmbeddedSession()
     logs = _regular_output_files()
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, [*FORWARDED, signal.SIGCHLD])
     pid, go = _spawn_held(argv)
     try:
         root_fds = _inherited_fds(pid)
         start_ns = time.monotonic_ns()
-        session.start(pid, run_id, str(store.home.resolve()), root_fds)
+        # roard creates the run's cgroup, tags it and moves the held workload
+        # there (a cgroup migration: milliseconds) while the checks that may
+        # still refuse the run are made here
+        session.begin(pid, run_id, str(store.home.resolve()), root_fds)
+        record, gate = prepared or _prepare(store, argv, run_id, name, allow_dirty,
+                                            request_id, session.mode)
+        session.started()
         store.put_run(record)  # "running" before the command starts: never lost
     except BaseException:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
+        session.abort()  # nothing ran: roard keeps nothing
+        session.close()
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         raise
     os.write(go, b"g")
@@ -257,6 +237,44 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
     return run["exit_code"] if run["exit_code"] is not None else 1
 
 
+def _prepare(store: Store, argv: list[str], run_id: str, name: str | None,
+             allow_dirty: bool, request_id: str | None, mode: str) -> tuple[dict, object]:
+    """The run document as it starts, and the training request's gate; raises
+    RunError when the run may not start (dirty work tree, request refused)."""
+    key = context.store_key(store)
+    cwd = os.getcwd()
+    try:
+        git = context.git_state(cwd, allow_dirty)
+    except context.GitError as e:
+        raise RunError(str(e)) from None
+    gate = None
+    if request_id is not None or any_policy(store.home, git["root"] if git else None):
+        from . import requests
+
+        try:
+            gate = requests.gate_run(store, request_id, argv, git, getpass.getuser())
+        except requests.RequestError as e:
+            raise RunError(str(e)) from None
+    if git and git.get("untracked"):
+        from .hasher import hash_path
+
+        git["untracked"] = {p: hash_path(os.path.join(git["root"], p))[0].hash
+                            for p in git["untracked"]}
+    record = {
+        "id": run_id, "name": name, "status": "running", "command": argv,
+        "command_redacted": context.redact_argv(argv, key), "cwd": cwd,
+        "user": getpass.getuser(), "uid": os.getuid(), **context.host(),
+        "started_at": now_iso(),
+        "ended_at": None, "exit_code": None, "signal": None,
+        "git": git, "env": context.environment(dict(os.environ), key), "mode": mode,
+        "client_pid": os.getpid(), "complete": None, "lost_events": None,
+        "request": request_id,
+    }
+    if any(a != b for a, b in zip(argv, record["command_redacted"], strict=False)):
+        record["command"] = record["command_redacted"]
+    return record, gate
+
+
 def _regular_output_files() -> list[tuple[str, int]]:
     """roar's stdout/stderr when they are regular files (batch jobs), with the
     offset the run's output starts at: scanned afterwards for tracker links
@@ -286,6 +304,9 @@ def _consume(session, recorder) -> None:
     drained to the end so nothing else is dropped."""
     for raw in session.records():
         try:
+            if raw is None:  # caught up with the run: work ahead on the end
+                recorder.prebuild()
+                continue
             recorder.feed_raw(raw)
         except Exception as e:  # noqa: BLE001 - reported on the run record, not hidden
             recorder.model.problem(f"internal error handling an event: {type(e).__name__}: {e}")

@@ -21,6 +21,8 @@ DEFAULT_LINGER = 5.0  # seconds leftover processes may outlive the run's first o
 # below a batch is picked up by polling this often (it bounds how late an
 # input's first-read hash can start).
 POLL_MS = 5
+# A read of roard's stream shorter than this means the client is not behind.
+IDLE_READ = 64 << 10
 
 
 def wait_empty(path: Path, linger: float) -> int:
@@ -66,6 +68,13 @@ class EmbeddedSession:
         self.path: Path | None = None
         self.cgroup_id = 0
 
+    def begin(self, pid: int, run_id: str, home: str = "", root_fds: dict | None = None) -> None:
+        """Tracing starts in started() (nothing to overlap here)."""
+        self._begun = (pid, run_id, home, root_fds)
+
+    def started(self) -> None:
+        self.start(*self._begun)
+
     def start(self, pid: int, run_id: str, home: str = "", root_fds: dict | None = None) -> None:
         self.path, self.cgroup_id = cgroups.create(run_id)
         self._watchdog()
@@ -82,13 +91,15 @@ class EmbeddedSession:
                 self._wake.set()
 
     def records(self):
-        """Raw records of this run, in order, until the run has ended."""
+        """Raw records of this run, in order, until the run has ended; None
+        whenever all that arrived so far was handed out (the consumer is idle)."""
         q = self.queue
         while True:
             while q:
                 yield q.popleft()
             if self._done.is_set() and not q:
                 return
+            yield None
             self._wake.wait(0.05)
             self._wake.clear()
 
@@ -169,10 +180,18 @@ class DaemonSession:
         return json.loads(frame[1])
 
     def start(self, pid: int, run_id: str, home: str = "", root_fds: dict | None = None) -> None:
-        """Ask roard to trace pid's new cgroup. home and root_fds let roard
-        rebuild the run into this user's store should this client die."""
+        self.begin(pid, run_id, home, root_fds)
+        self.started()
+
+    def begin(self, pid: int, run_id: str, home: str = "", root_fds: dict | None = None) -> None:
+        """Ask roard to trace pid's new cgroup (it creates it, tags it and moves
+        pid there while we go on; started() waits for its answer). home and
+        root_fds let roard rebuild the run into this user's store should this
+        client die."""
         self.request({"op": "trace", "pid": pid, "run_id": run_id, "home": home,
                       "root_fds": {str(k): v for k, v in (root_fds or {}).items()}})
+
+    def started(self) -> None:
         reply = self._reply()
         if not reply.get("ok"):
             raise SessionError(f"roard refused: {reply.get('error', 'unknown error')}")
@@ -181,7 +200,8 @@ class DaemonSession:
 
     def records(self):
         """Raw records until roard's end message; frames are parsed out of
-        large reads, not read one by one."""
+        large reads, not read one by one. None after a read that was not a
+        backlog (IDLE_READ): the consumer has caught up with the run."""
         head = protocol.FRAME.size
         unpack = protocol.FRAME.unpack_from
         buf = b""
@@ -209,6 +229,8 @@ class DaemonSession:
                     self.killed = int(self.end.get("killed", 0))
                     return
             buf = buf[pos:]
+            if n < IDLE_READ:
+                yield None
 
     def pids(self) -> list[int]:
         return cgroups.pids(Path(self.cgroup_path)) if self.cgroup_path else []
@@ -221,6 +243,8 @@ class DaemonSession:
         self.request({"op": "stored"})
 
     def abort(self) -> None:
+        """The run did not start (refused before its command was released):
+        roard ends it and keeps nothing."""
         try:
             self.request({"op": "abort"})
         except OSError:

@@ -1216,3 +1216,29 @@ def test_roar_works_without_any_network(roar):
     assert "socket(AF_UNIX" in calls  # what roar does use: roard's socket
     assert "AF_INET" not in calls, [c for c in calls.splitlines() if "AF_INET" in c]
 
+
+
+@pytest.mark.capture
+def test_refused_run_leaves_nothing_behind(roar, roard):
+    """roard starts tagging the held workload while roar run makes its checks; a
+    run refused then (dirty work tree) never runs its command, and neither a run,
+    a spool nor a cgroup is left."""
+    from roar.cgroups import PARENT, cgroup2_mount
+    from roar.daemon import cgroup_prefix
+
+    subprocess.run(["git", "init", "-q"], cwd=roar.cwd, check=True)
+    (roar.cwd / "train.py").write_text("print('hi')\n")  # untracked: the tree is dirty
+    spool = roard.parent / "spool"
+    before = set(os.listdir(spool))
+    marker = roar.cwd / "ran"
+    p = roar("run", "--", "touch", str(marker), check=False)
+    assert p.returncode == 2 and "has no commits yet" in p.stderr
+    assert "Traceback" not in p.stderr
+    assert not marker.exists()
+    assert roar.json("log") == []
+    deadline = time.monotonic() + 10
+    while set(os.listdir(spool)) != before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert set(os.listdir(spool)) == before
+    prefix = cgroup_prefix(roard)
+    assert [d for d in os.listdir(cgroup2_mount() / PARENT) if d.startswith(prefix)] == []
