@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import os
 import time
+from collections import deque
 
 from . import context
 from .classify import CODE, DATA, ENV, PSEUDO, classify
@@ -35,9 +36,10 @@ CREATE_SLACK_NS = 20_000_000
 # a background job (roar/pending.py).
 HASH_WAIT = float(os.environ.get("ROAR_HASH_WAIT", "5"))
 PENDING = "pending"
-# Records of settled paths are built this often (in events) while the run goes on.
-PREBUILD_EVERY = 4096
-PREBUILD_TRIES = 4  # looks at a path that is not settled yet (open, hash running)
+# Records of settled paths are built while the run goes on, when the model has
+# caught up with the events (idle), this many paths per look
+PREBUILD_BATCH = 512
+PREBUILD_TRIES = 8  # looks at a path not settled yet (still open, not yet read)
 _ENCODE = encoder_for_store()
 
 
@@ -76,17 +78,13 @@ class RunRecorder:
         self._built: dict[str, tuple] = {}
         self._pf_built: dict[int, tuple] = {}  # id(ProcFile) -> (signature, entry, JSON)
         self._clean: set[str] = set()  # built, and not touched by the model since
-        self._retry: list[tuple[str, int]] = []
-        self._fed = 0
+        self._todo: deque[tuple[str, int]] = deque()  # (path, looks so far)
         self.model = RunModel(root_pid, run["cwd"], run["command"], root_fds,
                               time.monotonic_ns() if start_ns is None else start_ns,
                               self.hasher.submit)
 
     def feed_raw(self, raw: bytes) -> None:
         self.model.feed(decode(raw))
-        self._fed += 1
-        if self._fed % PREBUILD_EVERY == 0:
-            self.prebuild()
 
     # -- the end ---------------------------------------------------------------
 
@@ -246,27 +244,31 @@ class RunRecorder:
                 and s.create_ts is None and s.path not in self.stdio
                 and job is not None and job.value is not None)
 
-    def prebuild(self) -> None:
-        """Build the records of the paths seen since the last call that are
-        settled (called from the model's thread while the run goes on)."""
+    def prebuild(self, budget: int = PREBUILD_BATCH) -> None:
+        """Build the records of up to `budget` settled paths seen so far
+        (called from the model's thread when it has caught up with the run)."""
         model = self.model
         if self._tracked is None:
             self._tracked = (context.tracked_files(self._git_root) if self._git_root
                              else frozenset())
         self._clean.difference_update(model.touched)
         model.touched.clear()
-        todo = self._retry + [(path, 0) for path in model.new_paths]
-        self._retry, model.new_paths = [], []
-        for path, tries in todo:
+        todo = self._todo
+        todo.extend((path, 0) for path in model.new_paths)
+        model.new_paths = []
+        for _ in range(min(budget, len(todo))):
+            path, tries = todo.popleft()
             s = model.paths[path]
             kind = self.kinds.get(path)
             if kind is None:
                 kind = self.kinds[path] = classify(path, self._git_root, self._tracked)
             if not self._settled(s, kind):
-                # still open, or its hash still running: look again a few times
-                if (tries < PREBUILD_TRIES and s.first == "read" and not s.written
-                        and not s.deleted and s.create_ts is None and not s.renamed_from):
-                    self._retry.append((path, tries + 1))
+                if (s.first == "read" and not s.written and not s.deleted
+                        and s.create_ts is None and not s.renamed_from):
+                    if s.read and s.early_hash is not None:
+                        todo.append((path, tries))  # its hash is running: look again
+                    elif tries < PREBUILD_TRIES:
+                        todo.append((path, tries + 1))  # still open: a few more looks
                 continue
             a = self._agg(path)
             recs = self._records_for(path, s, kind, a, {}, {})
