@@ -9,6 +9,7 @@ unverified rather than given a hash it may not have.
 from __future__ import annotations
 
 import ctypes
+import mmap
 import os
 import queue
 import stat
@@ -136,7 +137,9 @@ def hash_path(path: str, lookup=None, birth: bool = False,
             if known:
                 return HashResult(OK, known, st.st_size, started, time.monotonic_ns(),
                                   st.st_ctime_ns, born, cached=True), None
-        buf = bytearray(CHUNK)
+        # a page-aligned buffer: xxh3 over a bytearray's (page + 16) data runs at
+        # a third of its speed on this kind of machine (1 GiB: 0.55 s vs 0.16 s)
+        buf = mmap.mmap(-1, CHUNK)
         view = memoryview(buf)
         for _ in range(RETRIES):
             h = xxhash.xxh3_128()
