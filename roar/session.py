@@ -116,9 +116,15 @@ class EmbeddedSession:
             self._wake.set()
 
     def abort(self) -> None:
-        if self.path is not None:
-            cgroups.kill_all(self.path)
+        if self.path is None:
+            return
+        cgroups.kill_all(self.path)
+        if getattr(self, "_poller", None) is not None:
             self.root_exited(0)
+            return
+        # start() failed half way: no poller to stop, maybe not even tagged
+        self.probes.untag(self.cgroup_id)
+        cgroups.remove(self.path)
 
     def pids(self) -> list[int]:
         return cgroups.pids(self.path) if self.path is not None else []
