@@ -121,6 +121,9 @@ class RunModel:
         # per path, what each process did with it (in the order they first did)
         self.by_path: dict[str, list[tuple[Proc, ProcFile]]] = {}
         self.new_paths: list[str] = []  # paths seen since the recorder last looked
+        # every directory above a path in self.paths: a rename or rmdir of a path
+        # that is not one of them has nothing below it to move (no scan of all paths)
+        self.dirs: set[str] = set()
         # paths whose state (or a process's use of them) may have changed since
         # the recorder last looked: every change goes through _state, _pfile or
         # _touch
@@ -184,6 +187,10 @@ class RunModel:
         if s is None:
             s = self.paths[path] = PathState(path=path, first=first)
             self.new_paths.append(path)
+            d = posixpath.dirname(path)
+            while d not in self.dirs and d != "/" and d:
+                self.dirs.add(d)
+                d = posixpath.dirname(d)
         return s
 
     def _pfile(self, p: Proc, path: str) -> ProcFile:
@@ -414,9 +421,7 @@ class RunModel:
     def _move(self, old: str, new: str, ts: int) -> None:
         """A rename: everything the run wrote under old now lives under new,
         and whatever was at new (a file, or a whole tree) is replaced."""
-        prefix = old + "/"
-        replaced = new + "/"
-        for path in [q for q in self.paths if q == new or q.startswith(replaced)]:
+        for path in self._at_or_below(new):
             self.touched.add(path)
             gone = self.paths[path]
             if gone.modified_ts is None:  # its content changed now, even if the run
@@ -424,7 +429,8 @@ class RunModel:
             gone.deleted = True
         d = self._modified(new, ts)
         d.deleted = False
-        for path in [q for q in self.paths if q == old or q.startswith(prefix)]:
+        prefix = old + "/"
+        for path in self._at_or_below(old):
             self.touched.add(path)
             src = self.paths[path]
             dest = new + path[len(old):]
@@ -444,6 +450,14 @@ class RunModel:
                     entry.file.path = new + fp[len(old):]
             if proc.cwd and (proc.cwd == old or proc.cwd.startswith(prefix)):
                 proc.cwd = new + proc.cwd[len(old):]
+
+    def _at_or_below(self, path: str) -> list[str]:
+        """path itself if known, and the known paths below it (a directory)."""
+        out = [path] if path in self.paths else []
+        if path in self.dirs:
+            below = path + "/"
+            out += [q for q in self.paths if q.startswith(below)]
+        return out
 
     def on_rename(self, ev: E.Event) -> None:
         p = self._proc(ev)
@@ -499,7 +513,7 @@ class RunModel:
         prefix = path + "/"
         s = self._modified(path, ev.ts)
         s.deleted = True
-        if ev.a0 & AT_REMOVEDIR:
+        if ev.a0 & AT_REMOVEDIR and path in self.dirs:
             for q, st in self.paths.items():
                 if q.startswith(prefix):
                     self.touched.add(q)

@@ -274,3 +274,22 @@ def test_read_reported_by_the_close_summary():
     s.open("/d/b", 4)
     s.ev(E.EV_CLOSE, fd=4)  # opened, never read: not an input
     assert not s.m.paths["/d/b"].read
+
+
+def test_rmdir_marks_only_what_was_below_and_renames_keep_their_trees():
+    """Renames and rmdir of plain files touch nothing else (the model does not scan
+    every path for them); a directory's own rename or removal still reaches below."""
+    from roar.model import AT_REMOVEDIR
+
+    s = Stream()
+    for name in ("/w/keep/a", "/w/gone/b", "/w/gone/sub/c", "/w/gonex"):
+        s.open(name, 3, flags=O_WRONLY_CREAT_TRUNC)
+        s.write(3)
+        s.close(3)
+    s.ev(E.EV_UNLINK, fd=-100, a0=AT_REMOVEDIR, path="/w/gone")
+    assert s.m.paths["/w/gone/b"].deleted and s.m.paths["/w/gone/sub/c"].deleted
+    assert not s.m.paths["/w/gonex"].deleted and not s.m.paths["/w/keep/a"].deleted
+    s.ev(E.EV_RENAME, fd=-100, a0=(-100) & (2**64 - 1), path="/w/keep", path2="/w/kept")
+    assert s.m.paths["/w/kept/a"].written and s.m.paths["/w/keep/a"].deleted
+    s.ev(E.EV_RENAME, fd=-100, a0=(-100) & (2**64 - 1), path="/w/gonex", path2="/w/gone2")
+    assert s.m.paths["/w/gone2"].written and not s.m.paths["/w/kept/a"].deleted
