@@ -187,10 +187,10 @@ class RunModel:
         if s is None:
             s = self.paths[path] = PathState(path=path, first=first)
             self.new_paths.append(path)
-            d = posixpath.dirname(path)
-            while d not in self.dirs and d != "/" and d:
+            d = path.rpartition("/")[0]  # paths are absolute and normalized
+            while d and d not in self.dirs:
                 self.dirs.add(d)
-                d = posixpath.dirname(d)
+                d = d.rpartition("/")[0]
         return s
 
     def _pfile(self, p: Proc, path: str) -> ProcFile:
