@@ -21,7 +21,7 @@ from .events import decode
 from .hasher import OK, SPECIAL, VANISHED, Hasher, HashResult, birth_ns
 from .ids import now_iso
 from .model import RunModel
-from .store import Store, encoder_for_store, index_entries
+from .store import Store, encode_doc, index_entries
 from .timing import mark
 
 INTERRUPT_SIGNALS = {1, 2, 9, 15}  # HUP, INT, KILL, TERM: somebody stopped the run
@@ -40,7 +40,6 @@ PENDING = "pending"
 # caught up with the events (idle), this many paths per look
 PREBUILD_BATCH = 512
 PREBUILD_TRIES = 8  # looks at a path not settled yet (still open, not yet read)
-_ENCODE = encoder_for_store()
 
 
 def _bound_bytes(rec: dict) -> None:
@@ -231,6 +230,12 @@ class RunRecorder:
                 s.early_ts, tuple(s.renamed_from), a["bytes_read"], a["bytes_written"],
                 a["bytes_exact"], len(a["processes"]))
 
+    @staticmethod
+    def _read_only(s) -> bool:
+        """Only read by the run so far: nothing written, created, moved or deleted."""
+        return (s.first == "read" and not s.written and not s.deleted
+                and s.create_ts is None and not s.renamed_from)
+
     def _settled(self, s, kind: str) -> bool:
         """Whether this path's records can be built now, before the end: only
         the end can know about outputs, files the run created, renames and
@@ -240,9 +245,14 @@ class RunRecorder:
         if kind in (ENV, PSEUDO):
             return True
         job = s.early_hash
-        return (s.read and s.first == "read" and not s.written and not s.deleted
-                and s.create_ts is None and s.path not in self.stdio
+        return (s.read and self._read_only(s) and s.path not in self.stdio
                 and job is not None and job.value is not None)
+
+    def _build(self, path: str, s, kind: str, a: dict, created: dict,
+               outputs: dict) -> tuple[list[dict], list[bytes], list]:
+        """A path's records, their JSON and their hash-index rows."""
+        recs = self._records_for(path, s, kind, a, created, outputs)
+        return recs, [encode_doc(r) for r in recs], index_entries(self._rid, recs)
 
     def prebuild(self, budget: int = PREBUILD_BATCH) -> None:
         """Build the records of up to `budget` settled paths seen so far
@@ -263,18 +273,16 @@ class RunRecorder:
             if kind is None:
                 kind = self.kinds[path] = classify(path, self._git_root, self._tracked)
             if not self._settled(s, kind):
-                if (s.first == "read" and not s.written and not s.deleted
-                        and s.create_ts is None and not s.renamed_from):
+                if self._read_only(s):
                     if s.read and s.early_hash is not None:
                         todo.append((path, tries))  # its hash is running: look again
                     elif tries < PREBUILD_TRIES:
                         todo.append((path, tries + 1))  # still open: a few more looks
                 continue
             a = self._agg(path)
-            recs = self._records_for(path, s, kind, a, {}, {})
-            self._built[path] = (self._sig(s, a, kind), recs, [_ENCODE(r) for r in recs],
-                                 index_entries(self._rid, recs))
-            self._prebuild_proc_files(path, kind, recs)
+            parts = self._build(path, s, kind, a, {}, {})
+            self._built[path] = (self._sig(s, a, kind), *parts)
+            self._prebuild_proc_files(path, kind, parts[0])
             self._clean.add(path)
 
     def _file_records(self, git_root, tracked) -> tuple[list[dict], list[bytes], list, list[str]]:
@@ -302,24 +310,19 @@ class RunRecorder:
         built = self._built
         for path in sorted(model.paths):
             if path in clean:  # unchanged since it was built
-                hit = built[path]
-                records.extend(hit[1])
-                encoded.extend(hit[2])
-                index.extend(hit[3])
-                continue
-            s = model.paths[path]
-            kind = kinds[path]
-            a = self._agg(path)
-            hit = built.get(path)
-            if hit is not None and hit[0] == self._sig(s, a, kind):
-                records.extend(hit[1])
-                encoded.extend(hit[2])
-                index.extend(hit[3])
-                continue
-            recs = self._records_for(path, s, kind, a, created, outputs)
-            records.extend(recs)
-            encoded.extend(_ENCODE(r) for r in recs)
-            index.extend(index_entries(self._rid, recs))
+                parts = built[path][1:]
+            else:
+                s = model.paths[path]
+                kind = kinds[path]
+                a = self._agg(path)
+                hit = built.get(path)
+                if hit is not None and hit[0] == self._sig(s, a, kind):
+                    parts = hit[1:]
+                else:
+                    parts = self._build(path, s, kind, a, created, outputs)
+            records.extend(parts[0])
+            encoded.extend(parts[1])
+            index.extend(parts[2])
         unhashed = sum(1 for r in records if r["role"] == "input"
                        and r["status"] not in (OK, SPECIAL, PENDING))
         reasons = [f"{unhashed} input(s) without a verified content hash"] if unhashed else []
@@ -409,7 +412,7 @@ class RunRecorder:
         size = next((r["size"] for r in reversed(recs) if r.get("size") is not None), None)
         for _, pf in self.model.by_path.get(path, ()):
             d = self._proc_file(pf, kind, size)
-            self._pf_built[id(pf)] = (self._pf_sig(pf, kind, size), d, _ENCODE(d))
+            self._pf_built[id(pf)] = (self._pf_sig(pf, kind, size), d, encode_doc(d))
 
     def _process_records(self, git_root, tracked,
                          sizes: dict[str, int]) -> tuple[list[dict], list[bytes]]:
@@ -435,14 +438,14 @@ class RunRecorder:
                     continue
                 d = self._proc_file(pf, kind, size)
                 files.append(d)
-                parts.append(_ENCODE(d))
+                parts.append(encode_doc(d))
             doc = {"key": p.key, "pid": p.pid, "ppid": p.ppid, "parent": p.parent,
                    "argv": context.redact_argv(p.argv, key), "exe": p.exe,
                    "cwd": p.cwd, "exit_code": p.exit_code,
                    "signal": p.signal, "threads": p.threads, "execs": p.execs,
                    "argv_incomplete": p.argv_incomplete}
             # "files" last: the document's JSON is its head with the parts spliced in
-            encoded.append(_ENCODE(doc)[:-1] + b',"files":[' + b",".join(parts) + b"]}")
+            encoded.append(encode_doc(doc)[:-1] + b',"files":[' + b",".join(parts) + b"]}")
             doc["files"] = files
             out.append(doc)
         return out, encoded
