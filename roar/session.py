@@ -70,12 +70,10 @@ class EmbeddedSession:
 
     def begin(self, pid: int, run_id: str, home: str = "", root_fds: dict | None = None) -> None:
         """Tracing starts in started() (nothing to overlap here)."""
-        self._begun = (pid, run_id, home, root_fds)
+        self._begun = (pid, run_id)
 
     def started(self) -> None:
-        self.start(*self._begun)
-
-    def start(self, pid: int, run_id: str, home: str = "", root_fds: dict | None = None) -> None:
+        pid, run_id = self._begun
         self.path, self.cgroup_id = cgroups.create(run_id)
         self._watchdog()
         self.probes.tag(self.cgroup_id, pid, time.monotonic_ns())
@@ -184,10 +182,6 @@ class DaemonSession:
         if frame is None or frame[0] != protocol.JSON:
             raise SessionError("roard closed the connection")
         return json.loads(frame[1])
-
-    def start(self, pid: int, run_id: str, home: str = "", root_fds: dict | None = None) -> None:
-        self.begin(pid, run_id, home, root_fds)
-        self.started()
 
     def begin(self, pid: int, run_id: str, home: str = "", root_fds: dict | None = None) -> None:
         """Ask roard to trace pid's new cgroup (it creates it, tags it and moves
