@@ -21,18 +21,6 @@ class GitError(Exception):
     """The working tree is not in a state a run may start from."""
 
 
-def _git(cwd: str, *args: str, check: bool = True) -> str | None:
-    try:
-        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if out.returncode != 0:
-        if check:
-            return None
-        return None
-    return out.stdout.decode(errors="surrogateescape")
-
-
 def _git_many(cwd: str, *commands: tuple[str, ...]) -> list[str | None]:
     """Several read-only git commands started at once (each costs a process
     start; `roar run` waits for them before the workload starts)."""
@@ -57,6 +45,11 @@ def _git_many(cwd: str, *commands: tuple[str, ...]) -> list[str | None]:
         out.append(data.decode(errors="surrogateescape")
                    if data is not None and p.returncode == 0 else None)
     return out
+
+
+def _git(cwd: str, *args: str) -> str | None:
+    """One read-only git command's output; None if it failed."""
+    return _git_many(cwd, args)[0]
 
 
 def git_root(cwd: str) -> str | None:

@@ -43,19 +43,15 @@ def default_home() -> Path:
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
 
 
-def _dumps(obj) -> bytes:
+def encode_doc(obj) -> bytes:
+    """A document as the store encodes it. Parts encoded one by one join into
+    the same bytes as their list (_join)."""
     return _ENCODER.encode(obj).encode()
 
 
 def _join(encoded: list[bytes]) -> bytes:
     """The JSON list of documents encoded one by one."""
     return b"[" + b",".join(encoded) + b"]"
-
-
-def encoder_for_store():
-    """obj -> bytes exactly as the store encodes documents, so parts encoded
-    ahead of time join into the same bytes (b"[" + b",".join(parts) + b"]")."""
-    return _dumps
 
 
 def _loads(data: bytes):
@@ -187,7 +183,7 @@ class Store:
                 return None
             doc = _loads(raw)
             fn(doc)
-            txn.put(key, _dumps(doc), db=self.dbs["runs"])
+            txn.put(key, encode_doc(doc), db=self.dbs["runs"])
             return doc
 
         return self.write(tx)
@@ -218,20 +214,20 @@ class Store:
     # -- runs -----------------------------------------------------------------
 
     def put_run(self, run: dict) -> None:
-        self.write(lambda txn: txn.put(run["id"].encode(), _dumps(run), db=self.dbs["runs"]))
+        self.write(lambda txn: txn.put(run["id"].encode(), encode_doc(run), db=self.dbs["runs"]))
 
     def finish_run(self, run: dict, files: list[dict], procs: list[dict],
                    encoded_files: list[bytes] | None = None,
                    encoded_procs: list[bytes] | None = None,
                    index: list[tuple[str, bytes, bytes]] | None = None) -> None:
         """Store a finished run with its file records, processes and hash indexes.
-        encoded_*: the same records already encoded one by one (encoder_for_store);
+        encoded_*: the same records already encoded one by one (encode_doc);
         index: their index_entries."""
         rid = run["id"].encode()
 
         def fn(txn):
-            txn.put(rid, _dumps(run), db=self.dbs["runs"])
-            txn.put(rid, _dumps(procs) if encoded_procs is None else _join(encoded_procs),
+            txn.put(rid, encode_doc(run), db=self.dbs["runs"])
+            txn.put(rid, encode_doc(procs) if encoded_procs is None else _join(encoded_procs),
                     db=self.dbs["run_procs"])
             self._put_files(txn, rid, files, encoded_files, index)
 
@@ -246,7 +242,7 @@ class Store:
     def _put_files(self, txn, rid: bytes, files: list[dict],
                    encoded: list[bytes] | None = None,
                    entries: list[tuple[str, bytes, bytes]] | None = None) -> None:
-        raw = _dumps(files) if encoded is None else _join(encoded)
+        raw = encode_doc(files) if encoded is None else _join(encoded)
         txn.put(rid, raw, db=self.dbs["run_files"])
         rows: dict[str, list[tuple[bytes, bytes]]] = {"hash_read": [], "hash_written": []}
         prev = None
@@ -379,7 +375,7 @@ class Store:
     # -- generic records (used by features that keep their own documents) ----
 
     def put_doc(self, db: str, key: str, doc: dict) -> None:
-        self.write(lambda txn: txn.put(key.encode(), _dumps(doc), db=self.dbs[db]))
+        self.write(lambda txn: txn.put(key.encode(), encode_doc(doc), db=self.dbs[db]))
 
     def get_doc(self, db: str, key: str) -> dict | None:
         return self._get(db, key.encode())
