@@ -3,14 +3,14 @@
 `roar run` is parsed here, without click: importing click is ~40 ms of every
 run's fixed cost on a small machine. Anything this parser is not sure of
 (help, an option it does not know, a value that does not parse) goes to the
-click CLI in roar/cli.py, which owns every message and every other command.
+click CLI in roar/cli/main.py, which owns every message and every other command.
 """
 
 from __future__ import annotations
 
 import sys
 
-# `roar run`'s options, as declared on the click command in roar/cli.py
+# `roar run`'s options, as declared on the click command in roar/cli/main.py
 # (tests/test_cli.py checks both parse alike).
 RUN_VALUES = {"--name": "name", "--linger": "linger", "--request": "request_id"}
 RUN_FLAGS = {"--allow-dirty": "allow_dirty"}
@@ -58,10 +58,10 @@ def main() -> None:
     if args[:1] == ["run"]:
         parsed = parse_run(args[1:])
         if parsed is not None:
-            from .runner import cli_run
+            from roar.cli.run import cli_run
 
             cli_run(**parsed)
-    from .cli import main as click_main
+    from roar.cli.main import main as click_main
 
     click_main()
 

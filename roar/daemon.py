@@ -24,11 +24,11 @@ import time
 from collections import deque
 from pathlib import Path
 
-from . import cgroups, protocol
-from .events import cgroup_of
-from .privileges import run_as
-from .protocol import socket_path
-from .session import POLL_MS, daemon_status, wait_empty
+from roar.capture import cgroups, protocol
+from roar.capture.events import cgroup_of
+from roar.capture.privileges import run_as
+from roar.capture.protocol import socket_path
+from roar.capture.session import POLL_MS, daemon_status, wait_empty
 
 IDLE_DETACH = float(os.environ.get("ROARD_IDLE_DETACH", "60"))
 
@@ -60,7 +60,7 @@ class ActiveRun:
 
 class Daemon:
     def __init__(self, sock_path: Path):
-        from .probes import Probes
+        from roar.capture.probes import Probes
 
         self.sock_path = sock_path
         self.spool_dir = sock_path.parent / "spool"
@@ -160,7 +160,7 @@ class Daemon:
                 conn.sendall(protocol.encode_json(self.status()))
                 return
             if req["op"] == "review":  # training requests: the reviewer is the peer's uid
-                from .requests import daemon_review
+                from roar.requests.training import daemon_review
 
                 conn.sendall(protocol.encode_json(daemon_review(req, peer_uid)))
                 return
@@ -267,7 +267,7 @@ class Daemon:
         run.spool_path.unlink(missing_ok=True)
 
     def _recover(self, run: ActiveRun, peer_uid: int) -> None:
-        from .recover import recover_from
+        from roar.record.recover import recover_from
 
         spool = run.spool_path
         out = run_as(peer_uid, lambda f: recover_from(f, **run.recovery),

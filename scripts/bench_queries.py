@@ -32,9 +32,9 @@ import xxhash
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from roar import lineage
-from roar.ids import new_run_id
-from roar.store import Store
+from roar.query import lineage
+from roar.record.ids import new_run_id
+from roar.record.store import Store
 
 BATCH = 200  # runs per write transaction
 

@@ -22,7 +22,7 @@ def _capture_unavailable() -> str | None:
     if os.geteuid() != 0:
         return "capture tests need root"
     try:
-        from roar.probes import import_bcc
+        from roar.capture.probes import import_bcc
 
         import_bcc()
     except Exception as e:  # any reason BCC cannot load is a reason to skip

@@ -21,7 +21,7 @@ def test_log_json_without_store_is_empty(cli):
 
 
 def test_unknown_ref_and_missing_args(cli):
-    from roar.store import Store
+    from roar.record.store import Store
 
     Store(cli.home).close()
     assert "is not a run id" in one_line_error(cli("show", "nothing-here", check=False))
@@ -78,7 +78,7 @@ def test_fast_run_parser_agrees_with_click():
     """`roar run` is parsed without click (start-up cost); both must agree, and
     what the fast parser is unsure of goes to click."""
     from roar.__main__ import parse_run
-    from roar.cli import run
+    from roar.cli.main import run
 
     for argv in RUN_ARGVS:
         ctx = run.make_context("run", list(argv))

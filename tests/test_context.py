@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
-from roar import context
-from roar.classify import CODE, DATA, ENV, PSEUDO, classify
+from roar.record import context
+from roar.record.classify import CODE, DATA, ENV, PSEUDO, classify
 
 
 def test_classify():

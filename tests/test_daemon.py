@@ -170,7 +170,7 @@ def test_restart_after_kill9_cleans_stale_state(tmp_path):
     second = start()
     try:
         assert client.wait(60) != 0  # its workload was ended, the client told
-        from roar.cgroups import cgroup2_mount
+        from roar.capture.cgroups import cgroup2_mount
         from roar.daemon import cgroup_prefix
 
         left = [d for d in (cgroup2_mount() / "roar").iterdir()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import struct
 
-from roar import events as E
+from roar.capture import events as E
 
 
 def test_layout_parsed_from_header():

@@ -6,8 +6,8 @@ import os
 
 import xxhash
 
-from roar.hasher import OK, SPECIAL, VANISHED, Hasher, hash_path
-from roar.store import Store
+from roar.record.hasher import OK, SPECIAL, VANISHED, Hasher, hash_path
+from roar.record.store import Store
 
 
 def test_hash_matches_xxh3_128(tmp_path):
@@ -65,8 +65,8 @@ def test_pending_hashes_are_filled_in_later(tmp_path):
     the background filler; a file changed after the bound becomes unverified."""
     import time as _t
 
-    from roar.ids import new_run_id
-    from roar.pending import fill
+    from roar.record.ids import new_run_id
+    from roar.record.pending import fill
 
     st = Store(tmp_path / "home")
     big, changed = tmp_path / "big.bin", tmp_path / "changed.bin"
@@ -94,7 +94,7 @@ def test_pending_hashes_are_filled_in_later(tmp_path):
 
 
 def test_long_hash_reports_progress(tmp_path, monkeypatch):
-    from roar import hasher
+    from roar.record import hasher
 
     monkeypatch.setattr(hasher, "PROGRESS_EVERY", hasher.CHUNK)
     f = tmp_path / "three_mib"

@@ -18,9 +18,9 @@ import pytest
 import xxhash
 from conftest import REPO, Roar, one_line_error, xxh128
 
-from roar import lineage
-from roar.ids import new_run_id
-from roar.store import RefError, Store
+from roar.query import lineage
+from roar.record.ids import new_run_id
+from roar.record.store import RefError, Store
 
 T0 = 1_750_000_000_000
 

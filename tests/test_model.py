@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from concurrent.futures import Future
 
-from roar import events as E
-from roar.hasher import HashResult
-from roar.model import O_CLOEXEC, O_RDWR, O_TRUNC, RunModel
+from roar.capture import events as E
+from roar.record.hasher import HashResult
+from roar.record.model import O_CLOEXEC, O_RDWR, O_TRUNC, RunModel
 
 O_WRONLY_CREAT_TRUNC = 0o1 | 0o100 | O_TRUNC
 ROOT = 100
@@ -279,7 +279,7 @@ def test_read_reported_by_the_close_summary():
 def test_rmdir_marks_only_what_was_below_and_renames_keep_their_trees():
     """Renames and rmdir of plain files touch nothing else (the model does not scan
     every path for them); a directory's own rename or removal still reaches below."""
-    from roar.model import AT_REMOVEDIR
+    from roar.record.model import AT_REMOVEDIR
 
     s = Stream()
     for name in ("/w/keep/a", "/w/gone/b", "/w/gone/sub/c", "/w/gonex"):

@@ -85,7 +85,7 @@ def alive(pid: int) -> bool:
 
 def cgroup_of(pid: int) -> Path:
     """The cgroup v2 directory a live process is in."""
-    from roar.cgroups import cgroup2_mount
+    from roar.capture.cgroups import cgroup2_mount
 
     with open(f"/proc/{pid}/cgroup") as f:
         rel = next(line[3:].strip() for line in f if line.startswith("0::"))
@@ -203,7 +203,7 @@ def test_sigkill_of_embedded_client_leaves_nothing_behind(tmp_path):
             time.sleep(0.1)
         left_pid, left_cg = alive(pid), cg.exists()
     finally:
-        from roar.cgroups import kill_all, remove
+        from roar.capture.cgroups import kill_all, remove
 
         if proc.poll() is None:
             proc.kill()
@@ -415,8 +415,8 @@ def _daemon_request(sock: Path, req: dict):
 def test_roard_delivers_a_backlog_at_full_speed(roard, tmp_path, storm):
     """The raw protocol, read as fast as possible: how quickly roard hands a run's
     records to its client once the workload has ended."""
-    from roar import protocol
-    from roar.ids import new_run_id
+    from roar.capture import protocol
+    from roar.record.ids import new_run_id
 
     n = 200_000
     work = subprocess.Popen(["sh", "-c", f"read go; exec {storm} close {n}"],
@@ -455,8 +455,8 @@ def test_ring_buffer_overflow_is_counted_exactly(roard, tmp_path, storm):
     active, so roard's delivery speed after a run ends does not matter here.)"""
     import threading
 
-    from roar import protocol
-    from roar.ids import new_run_id
+    from roar.capture import protocol
+    from roar.record.ids import new_run_id
 
     def burst(n: int) -> tuple[int, int, float]:
         work = subprocess.Popen(["sh", "-c", f"read go; exec {storm} close {n}"],
@@ -504,9 +504,9 @@ def test_ring_buffer_overflow_is_counted_exactly(roard, tmp_path, storm):
 
 def test_lost_events_make_the_run_incomplete(tmp_path):
     """What roard reports lost is stored on the run: incomplete, with the count."""
-    from roar.ids import new_run_id
-    from roar.recorder import RunRecorder
-    from roar.store import Store
+    from roar.record.ids import new_run_id
+    from roar.record.recorder import RunRecorder
+    from roar.record.store import Store
 
     with Store(tmp_path / "home") as st:
         rid = new_run_id()
@@ -728,7 +728,7 @@ def _pending_filler(run_id: str) -> int | None:
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        if b"roar.pending" in argv and run_id.encode() in argv:
+        if b"roar.record.pending" in argv and run_id.encode() in argv:
             return int(pid)
     return None
 
@@ -810,7 +810,7 @@ def test_pending_hash_is_filled_in_later_or_unverified(roar, changed):
 
 
 def test_newer_schema_store_refuses_before_starting_the_workload(cli):
-    from roar import store as S
+    from roar.record import store as S
 
     st = S.Store(cli.home)
     st.meta_put("schema", str(S.SCHEMA_VERSION + 1).encode())
@@ -823,8 +823,8 @@ def test_newer_schema_store_refuses_before_starting_the_workload(cli):
 
 
 def test_ambiguous_and_unknown_references(cli):
-    from roar.ids import new_run_id
-    from roar.store import Store
+    from roar.record.ids import new_run_id
+    from roar.record.store import Store
 
     a, b = new_run_id(), new_run_id()
     assert a[:4] == b[:4]  # time-ordered: the same leading characters
@@ -844,7 +844,7 @@ def test_ambiguous_and_unknown_references(cli):
 
 
 def test_unreadable_file_as_another_user(foreign_python, other_user):
-    from roar.store import Store
+    from roar.record.store import Store
 
     base = Path(tempfile.mkdtemp(prefix="roar-unreadable-", dir="/tmp"))
     try:
@@ -919,7 +919,7 @@ def test_repo_without_commits_is_refused_naming_the_file(roar):
 
 
 def start_roard(base: Path) -> tuple[subprocess.Popen, Path]:
-    from roar.session import daemon_status
+    from roar.capture.session import daemon_status
 
     sock = base / "roard.sock"
     env = {**os.environ, "ROAR_SOCKET": str(sock), "PYTHONPATH": str(REPO)}
@@ -935,7 +935,7 @@ def start_roard(base: Path) -> tuple[subprocess.Popen, Path]:
 
 def stop_roard(proc: subprocess.Popen, sock: Path) -> None:
     """Stop a daemon of ours, whatever state it is in, and remove what it left."""
-    from roar.cgroups import cgroup2_mount, kill_all, remove
+    from roar.capture.cgroups import cgroup2_mount, kill_all, remove
     from roar.daemon import cgroup_prefix
 
     if proc.poll() is None:
@@ -1144,8 +1144,8 @@ def as_other(user, python, *args, home: Path) -> subprocess.CompletedProcess:
 def private_stores(tmp_path_factory):
     """Two root-owned stores with a run each: one made from nothing, one in a
     ROAR_HOME that already existed with mode 0755."""
-    from roar.ids import new_run_id
-    from roar.store import Store
+    from roar.record.ids import new_run_id
+    from roar.record.store import Store
 
     base = Path(tempfile.mkdtemp(prefix="roar-private-", dir="/tmp"))
     os.chmod(base, 0o755)
@@ -1223,7 +1223,7 @@ def test_refused_run_leaves_nothing_behind(roar, roard):
     """roard starts tagging the held workload while roar run makes its checks; a
     run refused then (dirty work tree) never runs its command, and neither a run,
     a spool nor a cgroup is left."""
-    from roar.cgroups import PARENT, cgroup2_mount
+    from roar.capture.cgroups import PARENT, cgroup2_mount
     from roar.daemon import cgroup_prefix
 
     subprocess.run(["git", "init", "-q"], cwd=roar.cwd, check=True)

@@ -23,9 +23,9 @@ import pytest
 from conftest import Roar, xxh128
 from test_lineage import History, _git, _h
 
-from roar import export, links, reproduce
-from roar.context import redact, store_key
-from roar.reproduce import ReproduceError
+from roar.query import export, links, reproduce
+from roar.query.reproduce import ReproduceError
+from roar.record.context import redact, store_key
 
 # -- unit: the plan ---------------------------------------------------------------------------
 

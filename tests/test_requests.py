@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from conftest import Roar, xxh128
 
-from roar import requests
-from roar.requests import RequestError
-from roar.store import Store
+from roar.record.store import Store
+from roar.requests import training as requests
+from roar.requests.training import RequestError
 
 ISSUE_KEYS = ["id", "status", "requester", "datasets", "gpus", "gpu_type", "hours",
               "estimated_cost", "rationale", "reviews", "run", "cost", "outputs",
@@ -117,7 +117,7 @@ def test_dataset_version_pins_directory_content(tmp_path):
     (d / "sub" / "b.bin").write_bytes(b"b")
     v = requests.dataset_version(str(d))
     assert v.files == {"a.bin": xxh128(d / "a.bin"), "sub/b.bin": xxh128(d / "sub" / "b.bin")}
-    from roar.lineage import dataset_version
+    from roar.query.lineage import dataset_version
 
     assert v.hash == dataset_version(v.files.items())  # the version `roar inputs` shows
     (d / "sub" / "b.bin").write_bytes(b"B")

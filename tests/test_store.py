@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from roar import store as S
-from roar.ids import new_run_id
-from roar.store import RefError, Store, StoreError
+from roar.record import store as S
+from roar.record.ids import new_run_id
+from roar.record.store import RefError, Store, StoreError
 
 
 def _run(rid, **kw):
@@ -83,7 +83,7 @@ def test_kill9_mid_write_keeps_committed_runs(tmp_path):
     code = f"""
 import os, sys
 sys.path.insert(0, {str(S.__file__.rsplit('/roar/', 1)[0])!r})
-from roar.store import Store
+from roar.record.store import Store
 st = Store({str(tmp_path)!r})
 st.put_run({{"id": "A" * 26, "status": "finished"}})
 txn = st.env.begin(write=True)

@@ -20,13 +20,13 @@ import sys
 import threading
 import time
 
-from . import context
-from .ids import new_run_id, now_iso
-from .output import fail
-from .policyfiles import any_policy
-from .session import DEFAULT_LINGER, DaemonSession, EmbeddedSession, SessionError
-from .store import Store, StoreError
-from .timing import mark
+from roar.capture.session import DEFAULT_LINGER, DaemonSession, EmbeddedSession, SessionError
+from roar.cli.output import fail
+from roar.record import context
+from roar.record.ids import new_run_id, now_iso
+from roar.record.store import Store, StoreError
+from roar.record.timing import mark
+from roar.requests.policyfiles import any_policy
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 STOP_GRACE = 10.0  # seconds between a budget stop's SIGTERM and its SIGKILL
@@ -185,7 +185,7 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
 
     # The workload runs. Its records wait in the session until the model reads them.
     try:
-        from .recorder import RunRecorder
+        from roar.record.recorder import RunRecorder
 
         recorder = RunRecorder(store, record, pid, root_fds, start_ns=start_ns)
         consumer = threading.Thread(target=_consume, args=(session, recorder),
@@ -228,7 +228,7 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
         return code or 1
     session.stored()
     session.close()
-    from . import links
+    from roar.query import links
 
     links.attach_links(store, run["id"], logs=[(p, start, _size(p)) for p, start in logs])
     if gate is not None:
@@ -249,14 +249,14 @@ def _prepare(store: Store, argv: list[str], run_id: str, name: str | None,
         raise RunError(str(e)) from None
     gate = None
     if request_id is not None or any_policy(store.home, git["root"] if git else None):
-        from . import requests
+        from roar.requests import training as requests
 
         try:
             gate = requests.gate_run(store, request_id, argv, git, getpass.getuser())
         except requests.RequestError as e:
             raise RunError(str(e)) from None
     if git and git.get("untracked"):
-        from .hasher import hash_path
+        from roar.record.hasher import hash_path
 
         git["untracked"] = {p: hash_path(os.path.join(git["root"], p))[0].hash
                             for p in git["untracked"]}

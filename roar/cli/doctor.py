@@ -8,10 +8,10 @@ from pathlib import Path
 
 import click
 
-from . import cgroups
-from .probes import ProbeError, ensure_tracefs, import_bcc, program_text
-from .session import daemon_status
-from .store import Store, StoreError
+from roar.capture import cgroups
+from roar.capture.probes import ProbeError, ensure_tracefs, import_bcc, program_text
+from roar.capture.session import daemon_status
+from roar.record.store import Store, StoreError
 
 
 def _line(ok: bool | None, what: str, detail: str, fix: str = "") -> bool:

@@ -1,6 +1,6 @@
-"""`roar inputs`, `roar outputs` and `roar diff`: parse, ask roar.lineage, print.
+"""`roar inputs`, `roar outputs` and `roar diff`: parse, ask roar.query.lineage, print.
 
-Registered into the main command group by roar.cli at import.
+Registered into the main command group by roar.cli.main at import.
 """
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ import os
 
 import click
 
-from .output import fail, print_json
-from .store import RefError, Store, StoreError
+from roar.cli.output import fail, print_json
+from roar.record.store import RefError, Store, StoreError
 
 
 def _resolve(store: Store, ref: str) -> tuple[str, str]:
-    from .views import resolve
+    from roar.query.views import resolve
 
     if os.path.isdir(ref):
         raise RefError(f"{ref} is a directory: give a file, a content hash or a run id (to ask "
@@ -44,7 +44,7 @@ def _h(h: str | None) -> str:
 
 
 def _size(n) -> str:
-    from .render import _size as size
+    from roar.cli.render import _size as size
 
     return size(n)
 
@@ -178,7 +178,7 @@ def _show_contains_dir(doc: dict) -> None:
 def inputs(ref, files, contains, contains_dir, as_json):
     """Every input that fed REF (a run, an artifact path or a content hash),
     through every upstream run, by content."""
-    from . import lineage
+    from roar.query import lineage
 
     if contains and contains_dir:
         fail("give --contains or --contains-dir, not both")
@@ -212,7 +212,7 @@ def inputs(ref, files, contains, contains_dir, as_json):
 def outputs(ref, as_json):
     """Everything derived from REF, transitively: the runs that read it and
     what they wrote, the runs that read that, and so on."""
-    from . import lineage
+    from roar.query import lineage
 
     try:
         store, target = _target(ref)
@@ -294,7 +294,7 @@ def _show_diff(doc: dict) -> None:
 def diff(a, b, as_json):
     """What changed between A and B (runs or artifacts) across their upstream
     DAGs: data, args, code, command, exit status, packages, environment."""
-    from . import lineage
+    from roar.query import lineage
 
     try:
         store, target_a = _target(a)

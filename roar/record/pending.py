@@ -14,8 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .hasher import OK, hash_path
-from .store import Store
+from roar.record.hasher import OK, hash_path
+from roar.record.store import Store
 
 REASON_PREFIX = "content hash(es) still being computed"
 UNHASHED_SUFFIX = "input(s) without a verified content hash"
@@ -24,10 +24,10 @@ UNHASHED_SUFFIX = "input(s) without a verified content hash"
 def start_background_fill(home: Path, run_id: str) -> None:
     """Start the filler detached from this process (it outlives `roar run`)."""
     env = {**os.environ, "ROAR_HOME": str(home),
-           "PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).resolve().parent.parent),
+           "PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[2]),
                                                      os.environ.get("PYTHONPATH")) if p)}
     try:
-        subprocess.Popen([sys.executable, "-m", "roar.pending", run_id], env=env,
+        subprocess.Popen([sys.executable, "-m", "roar.record.pending", run_id], env=env,
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, start_new_session=True)
     except OSError as e:  # the record says pending; say why it stays so

@@ -28,13 +28,13 @@ import tempfile
 
 import networkx as nx
 
-from . import lineage
-from .classify import is_environment
-from .context import redact
-from .hasher import OK, hash_path
-from .ids import boot_id, now_iso
-from .store import Store
-from .views import effective_status
+from roar.query import lineage
+from roar.query.views import effective_status
+from roar.record.classify import is_environment
+from roar.record.context import redact
+from roar.record.hasher import OK, hash_path
+from roar.record.ids import boot_id, now_iso
+from roar.record.store import Store
 
 REDACTED = "hmac-sha256:"
 # who reproduces, not who recorded: taken from the current environment
@@ -553,10 +553,10 @@ def requirements(doc: dict) -> str:
 def _roar_command() -> list[str]:
     """The roar CLI as a subprocess, importing roar and its dependencies from
     where this process does, whatever PYTHONPATH the recorded environment holds."""
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     paths = [here] + [p for p in sys.path if p]
     code = (f"import sys; sys.path[:0] = {paths!r}; sys.argv[0] = 'roar'; "
-            f"from roar.cli import main; main()")
+            f"from roar.cli.main import main; main()")
     return [sys.executable, "-I", "-c", code]
 
 

@@ -15,14 +15,14 @@ import os
 import time
 from collections import deque
 
-from . import context
-from .classify import CODE, DATA, ENV, PSEUDO, classify
-from .events import decode
-from .hasher import OK, SPECIAL, VANISHED, Hasher, HashResult, birth_ns
-from .ids import now_iso
-from .model import RunModel
-from .store import Store, encode_doc, index_entries
-from .timing import mark
+from roar.capture.events import decode
+from roar.record import context
+from roar.record.classify import CODE, DATA, ENV, PSEUDO, classify
+from roar.record.hasher import OK, SPECIAL, VANISHED, Hasher, HashResult, birth_ns
+from roar.record.ids import now_iso
+from roar.record.model import RunModel
+from roar.record.store import Store, encode_doc, index_entries
+from roar.record.timing import mark
 
 INTERRUPT_SIGNALS = {1, 2, 9, 15}  # HUP, INT, KILL, TERM: somebody stopped the run
 # File timestamps come from a coarse clock (a jiffy or two behind the event
@@ -33,7 +33,7 @@ CREATE_SLACK_NS = 20_000_000
 
 # How long the end of `roar run` waits for content hashes still in progress
 # (huge inputs or outputs); the rest are recorded as pending and filled in by
-# a background job (roar/pending.py).
+# a background job (roar/record/pending.py).
 HASH_WAIT = float(os.environ.get("ROAR_HASH_WAIT", "5"))
 PENDING = "pending"
 # Records of settled paths are built while the run goes on, when the model has
@@ -166,7 +166,7 @@ class RunRecorder:
                               encoded_procs=encoded_procs, index=index)
         mark("finish: store")
         if self.pending:
-            from .pending import start_background_fill
+            from roar.record.pending import start_background_fill
 
             start_background_fill(self.store.home, run["id"])
         return run

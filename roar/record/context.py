@@ -8,7 +8,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from . import ids
+from roar.record import ids
 
 SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|KEY|CREDENTIAL|AUTH|^AWS_", re.I)
 SECRET_VALUE = re.compile(

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 
-from . import protocol
-from .recorder import RunRecorder
-from .store import Store
+from roar.capture import protocol
+from roar.record.recorder import RunRecorder
+from roar.record.store import Store
 
 NOTE = "roar run was killed before it stored the run: rebuilt by roard from its spool"
 

@@ -12,9 +12,9 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-BPF_DIR = Path(__file__).resolve().parent / "bpf"
+BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 if not BPF_DIR.is_dir():  # source checkout: bpf/ sits beside the package
-    BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
+    BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
 HEADER = BPF_DIR / "roar_event.h"
 
 _CTYPES = {"u16": "H", "s16": "h", "u32": "I", "s32": "i", "u64": "Q", "s64": "q"}

@@ -14,7 +14,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from . import cgroups, protocol
+from roar.capture import cgroups, protocol
 
 DEFAULT_LINGER = 5.0  # seconds leftover processes may outlive the run's first one
 # The kernel side wakes the consumer once per batch of records; what stays
@@ -56,7 +56,7 @@ class EmbeddedSession:
     mode = "embedded"
 
     def __init__(self):
-        from .probes import Probes  # BCC is imported only when embedded
+        from roar.capture.probes import Probes  # BCC is imported only when embedded
 
         self.queue: deque[bytes] = deque()
         self.probes = Probes(self.queue.append)

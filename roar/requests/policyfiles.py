@@ -1,5 +1,5 @@
 """Where training-request policies live. Every `roar run` looks for them;
-only when one exists (or a request is named) is roar/requests.py loaded."""
+only when one exists (or a request is named) is roar/requests/training.py loaded."""
 
 from __future__ import annotations
 

@@ -10,9 +10,9 @@ import re
 import sys
 import threading
 
-from . import cgroups
-from .events import BPF_DIR
-from .session import SessionError
+from roar.capture import cgroups
+from roar.capture.events import BPF_DIR
+from roar.capture.session import SessionError
 
 RINGBUF_PAGES = 16384  # 64 MiB: about 400k events of burst at ~150 bytes each
 

@@ -22,7 +22,7 @@ def warm_up() -> None:
     to read the interpreter's files (roar installed under /root)."""
     global _warm
     if not _warm:
-        from .store import Store
+        from roar.record.store import Store
 
         with tempfile.TemporaryDirectory() as d:
             Store(d).close()

@@ -1,7 +1,7 @@
 """Export of a target's upstream DAG to the lineage ecosystem: OpenLineage run
 events, W3C PROV-JSON, and a Graphviz picture (DOT, or SVG through `dot`).
 
-Everything is read from the upstream graph of roar.lineage, so an export shows
+Everything is read from the upstream graph of roar.query.lineage, so an export shows
 exactly what `roar inputs` shows: runs, and the file versions (content
 hashes) they read and wrote.
 """
@@ -16,11 +16,11 @@ import subprocess
 import uuid
 from importlib import metadata
 
-from . import lineage
-from .classify import CODE, DATA
-from .ids import _CROCKFORD
-from .store import Store
-from .views import effective_status
+from roar.query import lineage
+from roar.query.views import effective_status
+from roar.record.classify import CODE, DATA
+from roar.record.ids import _CROCKFORD
+from roar.record.store import Store
 
 FORMATS = ("openlineage", "prov", "dot", "svg")
 HASH_ALGORITHM = "xxh3-128"

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import os
 
-from .classify import CODE, DATA
-from .hasher import OK, hash_path
-from .ids import boot_id
-from .store import RefError, Store
+from roar.record.classify import CODE, DATA
+from roar.record.hasher import OK, hash_path
+from roar.record.ids import boot_id
+from roar.record.store import RefError, Store
 
 
 def effective_status(run: dict) -> str:

@@ -10,8 +10,8 @@ import sys
 
 import click
 
-from .output import fail, print_json
-from .store import RefError, Store, StoreError
+from roar.cli.output import fail, print_json
+from roar.record.store import RefError, Store, StoreError
 
 
 def _store() -> Store:
@@ -34,7 +34,7 @@ def cli():
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(name, allow_dirty, linger, request_id, command):
     """Run COMMAND traced: roar run [--name N] -- python train.py ..."""
-    from .runner import cli_run
+    from roar.cli.run import cli_run
 
     cli_run(name=name, allow_dirty=allow_dirty, linger=linger, request_id=request_id,
             command=list(command))
@@ -48,8 +48,8 @@ def run(name, allow_dirty, linger, request_id, command):
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def log(limit, link, as_json):
     """Recorded runs, newest first."""
-    from .links import matches
-    from .views import log_entry
+    from roar.query.links import matches
+    from roar.query.views import log_entry
 
     try:
         store = _store()
@@ -85,7 +85,8 @@ def log(limit, link, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def show(ref, as_json):
     """The record of a run (id or prefix) or an artifact (path or content hash)."""
-    from . import render, views
+    from roar.cli import render
+    from roar.query import views
 
     try:
         store = _store()
@@ -108,7 +109,8 @@ def show(ref, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def trace(run_ref, all_files, as_json):
     """The process tree of a run and what each process touched."""
-    from . import render, views
+    from roar.cli import render
+    from roar.query import views
 
     try:
         store = _store()
@@ -124,7 +126,7 @@ def trace(run_ref, all_files, as_json):
 @cli.command()
 def doctor():
     """Check everything roar needs on this machine, one line each."""
-    from .doctor import run_checks
+    from roar.cli.doctor import run_checks
 
     sys.exit(0 if run_checks() else 1)
 
@@ -137,7 +139,7 @@ def daemon():
 @daemon.command("start")
 def daemon_start():
     """Start roard in the background."""
-    from . import daemon as d
+    from roar import daemon as d
 
     try:
         pid = d.start_background()
@@ -149,7 +151,7 @@ def daemon_start():
 @daemon.command("stop")
 def daemon_stop():
     """Stop roard."""
-    from . import daemon as d
+    from roar import daemon as d
 
     try:
         d.stop()
@@ -162,7 +164,7 @@ def daemon_stop():
 @click.option("--json", "as_json", is_flag=True)
 def daemon_status(as_json):
     """Whether roard is running (exit 0) or not (exit 1)."""
-    from .session import daemon_status as status
+    from roar.capture.session import daemon_status as status
 
     st = status()
     if as_json:
@@ -179,7 +181,7 @@ def _register_feature_commands() -> None:
     """Commands that live in their own modules (lineage queries, requests)."""
     import importlib
 
-    for module in ("roar.cli_lineage", "roar.cli_requests", "roar.cli_reproduce"):
+    for module in ("roar.cli.lineage", "roar.cli.requests", "roar.cli.reproduce"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:

@@ -1,6 +1,6 @@
 """`roar request ...`: file, list, show, review and wait on training requests.
-Thin commands over roar.requests; user errors are one line and exit 2.
-roar.requests is imported inside the commands: every roar command loads
+Thin commands over roar.requests.training; user errors are one line and exit 2.
+roar.requests.training is imported inside the commands: every roar command loads
 this module, only these need that one."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import sys
 
 import click
 
-from .output import fail, print_json
-from .store import Store, StoreError
+from roar.cli.output import fail, print_json
+from roar.record.store import Store, StoreError
 
 
 def _store(readonly: bool = True) -> Store:
@@ -95,7 +95,7 @@ def request_group():
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def create(datasets, gpus, gpu_type, hours, rationale, command_line, as_json, command):
     """File a request: roar request create --dataset data/ --gpus 2 --hours 4 --rationale ..."""
-    from . import requests
+    from roar.requests import training as requests
 
     if command_line and command:
         fail("give the command either with --command or after --, not both")
@@ -120,7 +120,7 @@ def create(datasets, gpus, gpu_type, hours, rationale, command_line, as_json, co
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_requests(status, as_json):
     """Requests, newest first."""
-    from . import requests
+    from roar.requests import training as requests
 
     if status and status not in requests.STATUSES:
         fail(f"unknown status '{status}' (one of {', '.join(requests.STATUSES)})")
@@ -147,7 +147,7 @@ def list_requests(status, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def show(request_id, as_json):
     """One request: datasets, budget, reviews and, once run, its result."""
-    from . import requests
+    from roar.requests import training as requests
 
     store = _store()
     try:
@@ -161,7 +161,7 @@ def show(request_id, as_json):
 
 
 def _review(request_id: str, decision: str, text: str | None, as_json: bool) -> None:
-    from . import requests
+    from roar.requests import training as requests
 
     store = _store()
     try:
@@ -174,7 +174,7 @@ def _review(request_id: str, decision: str, text: str | None, as_json: bool) -> 
 
 
 def _print_status(doc: dict, as_json: bool) -> None:
-    from . import requests
+    from roar.requests import training as requests
 
     if as_json:
         print_json(requests.public(doc))
@@ -209,7 +209,7 @@ def deny(request_id, reason, as_json):
 def wait(request_id, until, timeout, as_json):
     """Block until a request is decided: exit 0 approved (or resolved), 1 denied,
     3 on timeout."""
-    from . import requests
+    from roar.requests import training as requests
 
     store = _store()
     try:
@@ -226,8 +226,8 @@ def wait(request_id, until, timeout, as_json):
 @click.option("--group", help="Share the store with this OS group (a team store).")
 def init(group):
     """Create the store and a starter policy ($ROAR_HOME/policy.toml)."""
-    from . import requests
-    from .store import default_home
+    from roar.record.store import default_home
+    from roar.requests import training as requests
 
     try:
         done = requests.init_store(default_home(), group)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .links import describe
+from roar.query.links import describe
 
 
 def _size(n) -> str:

@@ -1,7 +1,7 @@
-"""`roar reproduce`, `roar links` and `roar export`: parse, ask roar.reproduce,
-roar.links or roar.export, print.
+"""`roar reproduce`, `roar links` and `roar export`: parse, ask roar.query.reproduce,
+roar.query.links or roar.query.export, print.
 
-Registered into the main command group by roar.cli at import.
+Registered into the main command group by roar.cli.main at import.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import sys
 
 import click
 
-from .output import fail, print_json
-from .store import RefError, Store, StoreError
+from roar.cli.output import fail, print_json
+from roar.record.store import RefError, Store, StoreError
 
 SOURCE_LABEL = {"git": "git", "patch": "patch", "local": "here", "in_place": "in place",
                 "elsewhere": "ELSEWHERE", "missing": "MISSING", "empty": "empty",
@@ -36,8 +36,8 @@ def _target_line(t: dict) -> str:
 
 
 def _env_line(s: dict) -> str:
-    from .lineage import env_noise
-    from .reproduce import IDENTITY_ENV, ROAR_ENV
+    from roar.query.lineage import env_noise
+    from roar.query.reproduce import IDENTITY_ENV, ROAR_ENV
 
     env = s["env"]
     differ = [k for k, v in sorted(env.items()) if isinstance(v, str)
@@ -126,7 +126,7 @@ def _show_plan(doc: dict, ref: str) -> None:
 
 
 def _show_result(res: dict) -> None:
-    from .cli_lineage import _show_diff
+    from roar.cli.lineage import _show_diff
 
     ran = [r for r in res["steps"] if r["action"] == "run"]
     reused = sum(1 for r in res["steps"] if r["action"] == "reuse")
@@ -179,8 +179,8 @@ def reproduce(ref, execute, yes, from_scratch, workdir, keep, repo, requirements
               no_packages, as_json):
     """Rebuild REF (an artifact path, content hash or run id) from its record:
     print the plan, or run it with --run and compare every output by content."""
-    from . import reproduce as rp
-    from .views import resolve
+    from roar.query import reproduce as rp
+    from roar.query.views import resolve
 
     try:
         store = Store(readonly=True)
@@ -232,7 +232,7 @@ def reproduce(ref, execute, yes, from_scratch, workdir, keep, repo, requirements
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def links(run_ref, rescan, logs, as_json):
     """Experiment-tracker links of a run: W&B, MLflow, TensorBoard, Hugging Face."""
-    from . import links as lk
+    from roar.query import links as lk
 
     try:
         store = Store(readonly=True)
@@ -261,8 +261,8 @@ def links(run_ref, rescan, logs, as_json):
               help="OpenLineage job namespace.")
 def export_cmd(ref, fmt, output, namespace):
     """Export the upstream DAG of REF (a run, an artifact path or a content hash)."""
-    from . import export as ex
-    from .views import resolve
+    from roar.query import export as ex
+    from roar.query.views import resolve
 
     try:
         store = Store(readonly=True)

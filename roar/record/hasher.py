@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import xxhash
 
-from .store import stat_key
+from roar.record.store import stat_key
 
 CHUNK = 1 << 20
 PROGRESS_EVERY = 256 * CHUNK  # bytes between progress reports of a long hash

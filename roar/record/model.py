@@ -16,8 +16,9 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
-from . import events as E
-from .classify import needs_hash
+from roar.record.classify import needs_hash
+
+from roar.capture import events as E
 
 O_ACCMODE = 0o3
 O_WRONLY = 0o1

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 import networkx as nx
 import xxhash
 
-from .classify import CODE, CODE_SUFFIXES, DATA
-from .hasher import OK, SPECIAL, hash_path
-from .store import RefError, Store
-from .views import effective_status
+from roar.query.views import effective_status
+from roar.record.classify import CODE, CODE_SUFFIXES, DATA
+from roar.record.hasher import OK, SPECIAL, hash_path
+from roar.record.store import RefError, Store
 
 EMPTY_HASH = xxhash.xxh3_128(b"").hexdigest()
 

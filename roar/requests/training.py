@@ -32,12 +32,13 @@ from pathlib import Path
 
 import lmdb
 
-from . import context, protocol
-from .hasher import OK, hash_path
-from .ids import hostname, new_run_id, now_iso
-from .policyfiles import POLICY_FILE, REPO_POLICY
-from .store import Store, StoreError
-from .views import effective_status
+from roar.capture import protocol
+from roar.query.views import effective_status
+from roar.record import context
+from roar.record.hasher import OK, hash_path
+from roar.record.ids import hostname, new_run_id, now_iso
+from roar.record.store import Store, StoreError
+from roar.requests.policyfiles import POLICY_FILE, REPO_POLICY
 
 try:
     import tomllib
@@ -324,7 +325,7 @@ def dataset_version(path: str, store: Store | None = None) -> DatasetVersion:
                     files[os.path.relpath(full, path)] = content(full)
         if not files:
             raise RequestError(f"dataset {path} holds no files")
-        from .lineage import dataset_version as version_of  # networkx: only when filing
+        from roar.query.lineage import dataset_version as version_of  # networkx: only when filing
 
         version = version_of(files.items())
     elif os.path.exists(path):
@@ -658,7 +659,7 @@ def daemon_review(req: dict, peer_uid: int, timeout: float = 60.0) -> dict:
     """roard's `review` op. The review is written by a forked child that has
     dropped to the caller's uid and groups: roard never opens a store path a
     client named with root's rights."""
-    from .privileges import run_as
+    from roar.capture.privileges import run_as
 
     home, ref, decision, text = req.get("home"), req.get("id"), req.get("decision"), \
         req.get("text")

@@ -1,0 +1,1 @@
+"""Capture: the kernel side's loading, run cgroups, the event stream and its transport."""

@@ -1,0 +1,1 @@
+"""Queries over stored records: views, lineage, diff, reproduce, export, links."""

@@ -1,0 +1,1 @@
+"""Recording: events to the process model, hashes, classification and the LMDB store."""

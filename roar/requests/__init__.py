@@ -1,0 +1,1 @@
+"""Training requests: policies, filing, review and the gate before a run."""
