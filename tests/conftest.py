@@ -11,9 +11,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+import xxhash
+
+from roar.record.ids import new_run_id
+from roar.record.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -179,3 +184,176 @@ def other_user():
 
     yield pwd.getpwnam(name)
     subprocess.run(["userdel", name], capture_output=True)
+
+# -- helpers shared by test files ------------------------------------------------------
+
+PY = sys.executable
+
+
+def roar_cmd(*args) -> list[str]:
+    return [PY, "-m", "roar", *map(str, args)]
+
+
+def last_run(roar) -> dict:
+    last = roar.json("log", "-n", "1")[0]
+    return roar.json("show", last["id"])
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"roar run exited {proc.returncode} early: {err}")
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def start(roar, *cmd, name=None) -> subprocess.Popen:
+    extra = ["--name", name] if name else []
+    return subprocess.Popen(roar_cmd("run", *extra, "--", *cmd), cwd=roar.cwd, env=roar.env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 60) -> tuple[int, str]:
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, err.decode(errors="replace")
+
+
+def duration_s(doc: dict) -> float:
+    def t(s):
+        return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+
+    return t(doc["ended_at"]) - t(doc["started_at"])
+
+
+def alive(pid: int) -> bool:
+    """A process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def cgroup_of(pid: int) -> Path:
+    """The cgroup v2 directory a live process is in."""
+    from roar.capture.cgroups import cgroup2_mount
+
+    with open(f"/proc/{pid}/cgroup") as f:
+        rel = next(line[3:].strip() for line in f if line.startswith("0::"))
+    return cgroup2_mount() / rel.lstrip("/")
+
+
+def git(cwd, *args) -> str:
+    """git in cwd with a throwaway identity; returns its output (stripped)."""
+    return subprocess.run(["git", "-C", str(cwd), "-c", "user.email=t@e", "-c", "user.name=t",
+                           *map(str, args)], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def as_other(user, python, *args, home: Path) -> subprocess.CompletedProcess:
+    """The CLI as another OS user, on the store at home."""
+    exe, path = python
+    return subprocess.run(["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
+                           "--clear-groups", exe, "-m", "roar", *map(str, args)], cwd="/",
+                          capture_output=True, text=True, timeout=60,
+                          env={"PYTHONPATH": path, "ROAR_HOME": str(home),
+                               "PATH": os.environ["PATH"]})
+
+
+def start_roard(base: Path) -> tuple[subprocess.Popen, Path]:
+    from roar.capture.session import daemon_status
+
+    sock = base / "roard.sock"
+    env = {**os.environ, "ROAR_SOCKET": str(sock), "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([PY, "-m", "roar.daemon"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=open(base / "roard.log", "wb"), start_new_session=True)
+    deadline = time.monotonic() + 120
+    while (daemon_status(sock) or {}).get("pid") != proc.pid:
+        assert proc.poll() is None, (base / "roard.log").read_text()
+        assert time.monotonic() < deadline, "roard did not start"
+        time.sleep(0.1)
+    return proc, sock
+
+
+def stop_roard(proc: subprocess.Popen, sock: Path) -> None:
+    """Stop a daemon of ours, whatever state it is in, and remove what it left."""
+    from roar.capture.cgroups import cgroup2_mount, kill_all, remove
+    from roar.daemon import cgroup_prefix
+
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    base = cgroup2_mount() / "roar"
+    for d in base.glob(cgroup_prefix(sock) + "*") if base.is_dir() else []:
+        kill_all(d)
+        remove(d)
+
+
+# -- synthetic stores (lineage, reproduce) ----------------------------------------------
+
+T0 = 1_750_000_000_000
+
+
+def hash_of(content: bytes) -> str:
+    """The content hash roar records (xxh3-128), of bytes in memory."""
+    return xxhash.xxh3_128(content).hexdigest()
+
+
+def iso_ms(ms: int) -> str:
+    """A time in ms since the epoch as the store writes it."""
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(
+        timespec="milliseconds").replace("+00:00", "Z")
+
+
+class History:
+    """A store filled with synthetic runs, one minute apart, as finish_run stores them."""
+
+    def __init__(self, home: Path):
+        self.store = Store(home)
+        self.t = T0
+
+    def run(self, command, reads=(), writes=(), code=(), cwd="/w", env=None, packages=None,
+            git=None, complete=True, reasons=(), status="finished", exit_code=0,
+            exe="/usr/bin/python3.11", unverified=(), at=None) -> str:
+        """reads/writes/code: (path, content bytes) pairs; unverified: input paths
+        read without a verified hash."""
+        self.t += 60_000
+        t = self.t if at is None else at
+        rid = new_run_id(t)
+
+        def rec(path, content, role, kind="data"):
+            return {"path": path, "kind": kind, "role": role, "hash": hash_of(content),
+                    "size": len(content), "status": "ok", "bytes_read": len(content),
+                    "bytes_written": 0, "processes": ["k1"]}
+
+        files = [rec(p, c, "input") for p, c in reads]
+        files += [rec(p, c, "input", "code") for p, c in code]
+        files += [{"path": p, "kind": "data", "role": "input", "hash": None, "size": 3,
+                   "status": "unverified", "bytes_read": 3, "bytes_written": 0,
+                   "processes": ["k1"]} for p in unverified]
+        files += [rec(p, c, "output") for p, c in writes]
+        files.append({"path": "/usr/lib/libc.so.6", "kind": "env", "role": "env", "hash": None,
+                      "size": None, "status": None, "bytes_read": 0, "bytes_written": 0,
+                      "processes": ["k1"]})
+        run = {"id": rid, "name": None, "status": status, "command": list(command), "cwd": cwd,
+               "user": "u", "host": "h", "boot_id": "b", "started_at": iso_ms(t),
+               "ended_at": iso_ms(t + 30_000), "exit_code": exit_code, "signal": None,
+               "git": git, "env": env if env is not None else {"HOME": "/root"},
+               "packages": packages if packages is not None else {"numpy": "1.26.4"},
+               "complete": complete, "incomplete_reasons": list(reasons), "lost_events": 0,
+               "counts": {}}
+        procs = [{"key": "k1", "pid": 10, "ppid": 1, "parent": None, "argv": list(command),
+                  "exe": exe, "exit_code": exit_code, "signal": None, "files": []}]
+        self.store.finish_run(run, files, procs)
+        return rid

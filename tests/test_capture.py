@@ -14,17 +14,15 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
-from conftest import xxh128
+from conftest import PY, last_run, roar_cmd, xxh128
 
 pytestmark = pytest.mark.capture
 
-PY = sys.executable
 
 # Raw syscalls from python, for the variants the os module never issues.
 PRELUDE = """\
@@ -100,15 +98,6 @@ def trace(roar, run_id: str, *extra) -> dict:
 
 def proc_files(proc: dict) -> dict[str, dict]:
     return {f["path"]: f for f in proc["files"]}
-
-
-def roar_cmd(*args) -> list[str]:
-    return [PY, "-m", "roar", *args]
-
-
-def last_run(roar) -> dict:
-    last = roar.json("log", "-n", "1")[0]
-    return roar.json("show", last["id"])
 
 
 # -- opens ---------------------------------------------------------------------------

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
+from conftest import git
 
 from roar.record import context
 from roar.record.classify import CODE, DATA, ENV, PSEUDO, classify
@@ -46,18 +45,14 @@ def test_secret_args_are_redacted():
     assert out[2].startswith("hmac")
 
 
-def _git(cwd, *args):
-    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
-
-
 @pytest.fixture
 def repo(tmp_path):
-    _git(tmp_path, "init", "-q", "-b", "main")
-    _git(tmp_path, "config", "user.email", "t@e")
-    _git(tmp_path, "config", "user.name", "t")
+    git(tmp_path, "init", "-q", "-b", "main")
+    git(tmp_path, "config", "user.email", "t@e")
+    git(tmp_path, "config", "user.name", "t")
     (tmp_path / "train.py").write_text("print(1)\n")
-    _git(tmp_path, "add", ".")
-    _git(tmp_path, "commit", "-qm", "init")
+    git(tmp_path, "add", ".")
+    git(tmp_path, "commit", "-qm", "init")
     return tmp_path
 
 
@@ -75,7 +70,7 @@ def test_git_state_clean_and_dirty(repo):
 
 def test_no_repo_and_repo_without_commits(tmp_path):
     assert context.git_state(str(tmp_path), False) is None
-    _git(tmp_path, "init", "-q")
+    git(tmp_path, "init", "-q")
     assert context.git_state(str(tmp_path), False)["commit"] is None
     (tmp_path / "a").write_text("a")
     with pytest.raises(context.GitError, match="no commits"):
@@ -83,7 +78,7 @@ def test_no_repo_and_repo_without_commits(tmp_path):
 
 
 def test_detached_head(repo):
-    _git(repo, "checkout", "-q", "--detach")
+    git(repo, "checkout", "-q", "--detach")
     g = context.git_state(str(repo), False)
     assert g["detached"] and g["branch"] is None
 

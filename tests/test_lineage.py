@@ -8,74 +8,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 import networkx as nx
 import pytest
-import xxhash
-from conftest import REPO, Roar, one_line_error, xxh128
+from conftest import REPO, History, Roar, git, hash_of, one_line_error, xxh128
 
 from roar.query import lineage
-from roar.record.ids import new_run_id
 from roar.record.store import RefError, Store
-
-T0 = 1_750_000_000_000
-
-
-def _h(content: bytes) -> str:
-    return xxhash.xxh3_128(content).hexdigest()
-
-
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(
-        timespec="milliseconds").replace("+00:00", "Z")
-
-
-class History:
-    """A store filled with synthetic runs, one minute apart, as finish_run stores them."""
-
-    def __init__(self, home: Path):
-        self.store = Store(home)
-        self.t = T0
-
-    def run(self, command, reads=(), writes=(), code=(), cwd="/w", env=None, packages=None,
-            git=None, complete=True, reasons=(), status="finished", exit_code=0,
-            exe="/usr/bin/python3.11", unverified=(), at=None) -> str:
-        """reads/writes/code: (path, content bytes) pairs; unverified: input paths
-        read without a verified hash."""
-        self.t += 60_000
-        t = self.t if at is None else at
-        rid = new_run_id(t)
-
-        def rec(path, content, role, kind="data"):
-            return {"path": path, "kind": kind, "role": role, "hash": _h(content),
-                    "size": len(content), "status": "ok", "bytes_read": len(content),
-                    "bytes_written": 0, "processes": ["k1"]}
-
-        files = [rec(p, c, "input") for p, c in reads]
-        files += [rec(p, c, "input", "code") for p, c in code]
-        files += [{"path": p, "kind": "data", "role": "input", "hash": None, "size": 3,
-                   "status": "unverified", "bytes_read": 3, "bytes_written": 0,
-                   "processes": ["k1"]} for p in unverified]
-        files += [rec(p, c, "output") for p, c in writes]
-        files.append({"path": "/usr/lib/libc.so.6", "kind": "env", "role": "env", "hash": None,
-                      "size": None, "status": None, "bytes_read": 0, "bytes_written": 0,
-                      "processes": ["k1"]})
-        run = {"id": rid, "name": None, "status": status, "command": list(command), "cwd": cwd,
-               "user": "u", "host": "h", "boot_id": "b", "started_at": _iso(t),
-               "ended_at": _iso(t + 30_000), "exit_code": exit_code, "signal": None,
-               "git": git, "env": env if env is not None else {"HOME": "/root"},
-               "packages": packages if packages is not None else {"numpy": "1.26.4"},
-               "complete": complete, "incomplete_reasons": list(reasons), "lost_events": 0,
-               "counts": {}}
-        procs = [{"key": "k1", "pid": 10, "ppid": 1, "parent": None, "argv": list(command),
-                  "exe": exe, "exit_code": exit_code, "signal": None, "files": []}]
-        self.store.finish_run(run, files, procs)
-        return rid
-
 
 RAW = [(f"/w/data/raw/shard-{i}.csv", f"row {i}\n".encode()) for i in range(3)]
 FEATURES = b"features v1"
@@ -109,15 +50,15 @@ def _pipeline(h: History, raw=RAW, lr="0.1", env=None, features=FEATURES, model=
 
 def test_inputs_walks_every_upstream_run_by_content(hist):
     pre, train, _ = _pipeline(hist)
-    doc = lineage.inputs(hist.store, ("artifact", _h(MODEL)))
+    doc = lineage.inputs(hist.store, ("artifact", hash_of(MODEL)))
     assert doc["complete"] and doc["reasons"] == []
     assert doc["target"]["produced_by"] == [train]
     by_path = {e["path"]: e for e in doc["inputs"]}
     feat = by_path["/w/out/features.json"]
-    assert (feat["hash"], feat["produced_by"], feat["depth"]) == (_h(FEATURES), pre, 1)
+    assert (feat["hash"], feat["produced_by"], feat["depth"]) == (hash_of(FEATURES), pre, 1)
     for path, content in RAW:
         e = by_path[path]
-        assert (e["hash"], e["produced_by"], e["depth"]) == (_h(content), None, 2)
+        assert (e["hash"], e["produced_by"], e["depth"]) == (hash_of(content), None, 2)
         assert e["dataset"] == "/w/data/raw"
     assert by_path["/w/train.py"]["kind"] == "code"
     assert "/w/evaluate.py" not in by_path  # downstream of the model, not upstream
@@ -128,15 +69,15 @@ def test_inputs_walks_every_upstream_run_by_content(hist):
 
 def test_dataset_version_is_over_the_pairs_actually_read(hist):
     _pipeline(hist)
-    doc = lineage.inputs(hist.store, ("artifact", _h(MODEL)))
+    doc = lineage.inputs(hist.store, ("artifact", hash_of(MODEL)))
     [ds] = doc["datasets"]
     assert ds["path"] == "/w/data/raw" and ds["count"] == 3 and ds["depth"] == 2
     assert ds["produced"] == 0 and ds["produced_by"] == []
     assert ds["version"] == lineage.dataset_version(
-        (Path(p).name, _h(c)) for p, c in RAW)
+        (Path(p).name, hash_of(c)) for p, c in RAW)
     assert [m["path"] for m in ds["members"]] == ["shard-0.csv", "shard-1.csv", "shard-2.csv"]
     # a subset read is another version of the dataset
-    other = lineage.dataset_version((Path(p).name, _h(c)) for p, c in RAW[:2])
+    other = lineage.dataset_version((Path(p).name, hash_of(c)) for p, c in RAW[:2])
     assert other != ds["version"]
 
 
@@ -152,11 +93,11 @@ def test_read_then_rewrite_is_two_versions_not_a_cycle(hist):
     v1, v2, v3 = b"state 1", b"state 2", b"state 3"
     a = hist.run(["python3", "step.py"], reads=[("/w/state", v1)], writes=[("/w/state", v2)])
     b = hist.run(["python3", "step.py"], reads=[("/w/state", v2)], writes=[("/w/state", v3)])
-    g = lineage.upstream(hist.store, ("artifact", _h(v3)))
+    g = lineage.upstream(hist.store, ("artifact", hash_of(v3)))
     assert nx.is_directed_acyclic_graph(g)
-    doc = lineage.inputs(hist.store, ("artifact", _h(v3)))
+    doc = lineage.inputs(hist.store, ("artifact", hash_of(v3)))
     assert [(e["hash"], e["produced_by"], e["depth"]) for e in doc["inputs"]
-            if e["kind"] == "data"] == [(_h(v2), a, 1), (_h(v1), None, 2)]
+            if e["kind"] == "data"] == [(hash_of(v2), a, 1), (hash_of(v1), None, 2)]
     assert {r["id"] for r in doc["runs"]} == {a, b}
 
 
@@ -168,11 +109,11 @@ def test_identical_outputs_link_every_producer_but_not_later_ones(hist):
                     writes=[("/w/out", b"out")])
     late = hist.run(["python3", "again.py"], writes=[("/w/c.bin", b"same")])
     doc = lineage.inputs(hist.store, ("run", user))
-    [e] = [e for e in doc["inputs"] if e["hash"] == _h(b"same")]
+    [e] = [e for e in doc["inputs"] if e["hash"] == hash_of(b"same")]
     assert e["producers"] == sorted([first, second]) and e["produced_by"] == first
     assert late not in {r["id"] for r in doc["runs"]}
     # as a target, content written by several runs links to all of them
-    t = lineage.inputs(hist.store, ("artifact", _h(b"same")))["target"]
+    t = lineage.inputs(hist.store, ("artifact", hash_of(b"same")))["target"]
     assert t["produced_by"] == [first, second, late]
 
 
@@ -192,7 +133,7 @@ def test_walk_loads_only_the_upstream_part(hist, monkeypatch):
     loaded = []
     real = hist.store.get_run
     monkeypatch.setattr(hist.store, "get_run", lambda rid: loaded.append(rid) or real(rid))
-    lineage.inputs(hist.store, ("artifact", _h(MODEL)))
+    lineage.inputs(hist.store, ("artifact", hash_of(MODEL)))
     assert len(set(loaded)) == 2
 
 
@@ -201,14 +142,14 @@ def test_walk_loads_only_the_upstream_part(hist, monkeypatch):
 
 def test_contains_yes_with_evidence_and_no(hist):
     pre, _, _ = _pipeline(hist)
-    target = ("artifact", _h(MODEL))
-    yes = lineage.contains(hist.store, target, _h(RAW[1][1]))
+    target = ("artifact", hash_of(MODEL))
+    yes = lineage.contains(hist.store, target, hash_of(RAW[1][1]))
     assert yes["answer"] == "yes" and yes["reasons"] == []
     assert yes["evidence"] == [{"run": pre, "path": RAW[1][0], "depth": 2}]
-    no = lineage.contains(hist.store, target, _h(b"never read"))
+    no = lineage.contains(hist.store, target, hash_of(b"never read"))
     assert no["answer"] == "no" and no["evidence"] == [] and no["reasons"] == []
     # metrics are downstream of the model: not in its training data
-    assert lineage.contains(hist.store, target, _h(b"m1"))["answer"] == "no"
+    assert lineage.contains(hist.store, target, hash_of(b"m1"))["answer"] == "no"
 
 
 @pytest.mark.parametrize("flaw", ["incomplete", "interrupted", "unverified", "running"])
@@ -222,12 +163,12 @@ def test_contains_is_unknown_when_upstream_capture_is_incomplete(hist, flaw):
                    writes=[("/w/out/features.json", FEATURES)], **kw)
     hist.run(["python3", "train.py"], reads=[("/w/out/features.json", FEATURES)],
              writes=[("/w/out/model.pt", MODEL)])
-    target = ("artifact", _h(MODEL))
-    doc = lineage.contains(hist.store, target, _h(b"never read"))
+    target = ("artifact", hash_of(MODEL))
+    doc = lineage.contains(hist.store, target, hash_of(b"never read"))
     assert doc["answer"] == "unknown"
     assert doc["reasons"] and all(pre[:10] in r for r in doc["reasons"])
     # what was seen is still a yes
-    assert lineage.contains(hist.store, target, _h(RAW[0][1]))["answer"] == "yes"
+    assert lineage.contains(hist.store, target, hash_of(RAW[0][1]))["answer"] == "yes"
     doc = lineage.inputs(hist.store, target)
     assert doc["complete"] is False
     if flaw == "unverified":  # listed all the same, never dropped
@@ -237,7 +178,7 @@ def test_contains_is_unknown_when_upstream_capture_is_incomplete(hist, flaw):
 
 def test_contains_on_content_no_run_wrote_is_unknown(hist):
     _pipeline(hist)
-    doc = lineage.contains(hist.store, ("artifact", _h(RAW[0][1])), _h(b"anything"))
+    doc = lineage.contains(hist.store, ("artifact", hash_of(RAW[0][1])), hash_of(b"anything"))
     assert doc["answer"] == "unknown" and "no recorded run wrote" in doc["reasons"][0]
 
 
@@ -249,7 +190,7 @@ def test_contains_dir_reports_each_file(hist, tmp_path):
     (d / "shard-1.csv").write_bytes(b"edited since")
     (d / "sub").mkdir()
     (d / "sub" / "copy.csv").write_bytes(RAW[2][1])
-    doc = lineage.contains_dir(hist.store, ("artifact", _h(MODEL)), str(d))
+    doc = lineage.contains_dir(hist.store, ("artifact", hash_of(MODEL)), str(d))
     answers = {f["path"]: f["answer"] for f in doc["files"]}
     assert answers == {"shard-0.csv": "yes", "shard-1.csv": "no", "sub/copy.csv": "yes"}
     assert (doc["answer"], doc["reached"], doc["total"]) == ("yes", 2, 3)
@@ -259,9 +200,9 @@ def test_content_ref_accepts_files_hashes_and_prefixes(hist, tmp_path):
     _pipeline(hist)
     f = tmp_path / "x"
     f.write_bytes(FEATURES)
-    assert lineage.content_ref(hist.store, str(f)) == (_h(FEATURES), str(f))
-    assert lineage.content_ref(hist.store, _h(b"unknown"))[0] == _h(b"unknown")
-    assert lineage.content_ref(hist.store, _h(FEATURES)[:10])[0] == _h(FEATURES)
+    assert lineage.content_ref(hist.store, str(f)) == (hash_of(FEATURES), str(f))
+    assert lineage.content_ref(hist.store, hash_of(b"unknown"))[0] == hash_of(b"unknown")
+    assert lineage.content_ref(hist.store, hash_of(FEATURES)[:10])[0] == hash_of(FEATURES)
     with pytest.raises(RefError, match="neither an existing file"):
         lineage.content_ref(hist.store, "no/such/file")
     with pytest.raises(RefError, match="--contains-dir"):
@@ -275,7 +216,7 @@ def test_outputs_is_transitive(hist):
     pre, train, ev = _pipeline(hist)
     hist.run(["python3", "unrelated.py"], reads=[("/w/other", b"other")],
              writes=[("/w/o2", b"o2")])
-    doc = lineage.outputs(hist.store, ("artifact", _h(RAW[0][1])))
+    doc = lineage.outputs(hist.store, ("artifact", hash_of(RAW[0][1])))
     assert doc["complete"]
     got = {(e["path"], e["run"], e["depth"]) for e in doc["outputs"]}
     assert got == {("/w/out/features.json", pre, 1), ("/w/out/model.pt", train, 2),
@@ -292,7 +233,7 @@ def test_outputs_ignores_earlier_readers_of_identical_content(hist):
     src = hist.run(["python3", "make.py"], reads=[("/w/users.csv", b"pii")],
                    writes=[("/w/x", b"same")])
     later = hist.run(["python3", "use.py"], reads=[("/w/x", b"same")], writes=[("/w/l", b"l")])
-    doc = lineage.outputs(hist.store, ("artifact", _h(b"pii")))
+    doc = lineage.outputs(hist.store, ("artifact", hash_of(b"pii")))
     assert {e["run"] for e in doc["outputs"]} == {src, later}
     assert early not in {r["id"] for r in doc["runs"]}
 
@@ -300,7 +241,7 @@ def test_outputs_ignores_earlier_readers_of_identical_content(hist):
 def test_outputs_incomplete_downstream_is_said(hist):
     hist.run(["python3", "make.py"], reads=[("/w/users.csv", b"pii")],
              writes=[("/w/x", b"x")], complete=False, reasons=["io_uring used"])
-    doc = lineage.outputs(hist.store, ("artifact", _h(b"pii")))
+    doc = lineage.outputs(hist.store, ("artifact", hash_of(b"pii")))
     assert doc["complete"] is False and "io_uring used" in doc["reasons"][0]
 
 
@@ -313,7 +254,7 @@ def _kinds(doc):
 
 def test_diff_same_upstream_has_no_changes(hist):
     _pipeline(hist)
-    doc = lineage.diff(hist.store, ("artifact", _h(MODEL)), ("artifact", _h(MODEL)))
+    doc = lineage.diff(hist.store, ("artifact", hash_of(MODEL)), ("artifact", hash_of(MODEL)))
     assert doc["changes"] == [] and all(s["a"] == s["b"] for s in doc["steps"])
 
 
@@ -327,7 +268,7 @@ def test_diff_retrain_reports_args_and_env_before_noise(hist):
                      "redacted": "hmac-sha256:" + "3" * 64},
                       "SAME_SECRET": {"redacted": "hmac-sha256:2"}},
                  exe="/usr/bin/python3.12", exit_code=1)
-    doc = lineage.diff(hist.store, ("artifact", _h(MODEL)), ("artifact", _h(b"model v2")))
+    doc = lineage.diff(hist.store, ("artifact", hash_of(MODEL)), ("artifact", hash_of(b"model v2")))
     kinds = _kinds(doc)
     assert ("args", "train.py", "--lr") in kinds and ("args", "train.py", "#2") in kinds
     lr = next(c for c in doc["changes"] if c["key"] == "--lr")
@@ -348,7 +289,7 @@ def test_diff_upstream_data_change_leads(hist):
     _pipeline(hist)
     raw2 = [RAW[0], (RAW[1][0], b"row 1 edited"), RAW[2], ("/w/data/raw/shard-3.csv", b"new")]
     _pipeline(hist, raw=raw2, features=b"features v2", model=b"model v2")
-    doc = lineage.diff(hist.store, ("artifact", _h(MODEL)), ("artifact", _h(b"model v2")))
+    doc = lineage.diff(hist.store, ("artifact", hash_of(MODEL)), ("artifact", hash_of(b"model v2")))
     first = doc["changes"][0]
     assert (first["kind"], first["step"], first["key"]) == ("data", "preprocess.py", "data/raw")
     assert first["dataset"] and first["changed"] == ["shard-1.csv"]
@@ -365,10 +306,10 @@ def test_diff_steps_added_and_removed(hist):
     t = hist.run(["python3", "train.py", "out/features.json", "/w/out/m3.pt"],
                  reads=[("/w/out/features.json", FEATURES), ("/w/aug.json", b"aug")],
                  code=[("/w/train.py", b"train")], writes=[("/w/out/m3.pt", b"m3")])
-    doc = lineage.diff(hist.store, ("artifact", _h(MODEL)), ("run", t))
+    doc = lineage.diff(hist.store, ("artifact", hash_of(MODEL)), ("run", t))
     added = [c for c in doc["changes"] if c["kind"] == "step_added"]
     assert [(c["step"], c["b"]) for c in added] == [("augment.py", extra)]
-    back = lineage.diff(hist.store, ("run", t), ("artifact", _h(MODEL)))
+    back = lineage.diff(hist.store, ("run", t), ("artifact", hash_of(MODEL)))
     assert [c["a"] for c in back["changes"] if c["kind"] == "step_removed"] == [extra]
 
 
@@ -383,29 +324,24 @@ def test_diff_code_without_a_repository_compares_recorded_hashes(hist):
                  git=git2, cwd="/nonexistent/repo", writes=[("/o/b", b"b")])
     doc = lineage.diff(hist.store, ("run", a), ("run", b))
     code = [(c["key"], c["a"], c["b"]) for c in doc["changes"] if c["kind"] == "code"]
-    assert code == [("commit", "a" * 40, "b" * 40), ("train.py", _h(b"v1"), _h(b"v2"))]
-
-
-def _git(root, *args):
-    return subprocess.run(["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t",
-                           *args], check=True, capture_output=True, text=True).stdout.strip()
+    assert code == [("commit", "a" * 40, "b" * 40), ("train.py", hash_of(b"v1"), hash_of(b"v2"))]
 
 
 def test_diff_code_uses_git_between_recorded_commits(hist, tmp_path):
     repo = tmp_path / "repo"
     repo.mkdir()
-    _git(repo, "init", "-q")
+    git(repo, "init", "-q")
     (repo / "train.py").write_text("a = 1\n")
     (repo / "util.py").write_text("x\n")
     (repo / "unused.py").write_text("u\n")
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-qm", "one")
-    c1 = _git(repo, "rev-parse", "HEAD")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "one")
+    c1 = git(repo, "rev-parse", "HEAD")
     v1 = (repo / "train.py").read_bytes()
     (repo / "train.py").write_text("a = 2\nb = 3\n")
     (repo / "unused.py").write_text("changed, never read\n")
-    _git(repo, "commit", "-qam", "two")
-    c2 = _git(repo, "rev-parse", "HEAD")
+    git(repo, "commit", "-qam", "two")
+    c2 = git(repo, "rev-parse", "HEAD")
     v2 = (repo / "train.py").read_bytes()
     r = str(repo)
     a = hist.run(["python3", "train.py"], cwd=r, git={"root": r, "commit": c1, "dirty": False},
@@ -448,19 +384,19 @@ def test_cli_json_shapes(cli):
     for i in range(40):  # enough runs that a one-character prefix is ambiguous
         h.run(["true"], writes=[(f"/o/{i}", b"%d" % i)])
     h.store.close()
-    model = _h(MODEL)
+    model = hash_of(MODEL)
     doc = cli.json("inputs", model)
     assert {"target", "complete", "inputs", "datasets"} <= doc.keys()
-    doc = cli.json("inputs", model, "--contains", _h(RAW[0][1]))
+    doc = cli.json("inputs", model, "--contains", hash_of(RAW[0][1]))
     assert {"answer", "hash", "evidence", "reasons"} <= doc.keys() and doc["answer"] == "yes"
-    doc = cli.json("outputs", _h(RAW[0][1]))
+    doc = cli.json("outputs", hash_of(RAW[0][1]))
     assert {"target", "complete", "outputs"} <= doc.keys()
     doc = cli.json("diff", pre, train)
     assert {"a", "b", "changes"} <= doc.keys()
     for c in doc["changes"]:
         assert {"kind", "step", "key", "a", "b"} <= c.keys()
     for args in (["inputs", model], ["inputs", model, "--files"], ["outputs", model],
-                 ["diff", pre, train], ["inputs", model, "--contains", _h(b"none")]):
+                 ["diff", pre, train], ["inputs", model, "--contains", hash_of(b"none")]):
         p = cli(*args)
         assert p.stdout and not p.stderr
 
@@ -499,9 +435,9 @@ def pipeline(roard, tmp_path_factory):
     for name in ("make_data.py", "preprocess.py", "train.py", "evaluate.py"):
         shutil.copy(REPO / "examples" / "pipeline" / name, work / name)
     (work / ".gitignore").write_text("data/\nout/\nmodels/\n__pycache__/\n")
-    _git(work, "init", "-q")
-    _git(work, "add", "-A")
-    _git(work, "commit", "-qm", "pipeline")
+    git(work, "init", "-q")
+    git(work, "add", "-A")
+    git(work, "commit", "-qm", "pipeline")
     ids = {}
     ids["make"] = _capture(roar, "make_data.py", "data/raw", "--shards", "4", "--rows", "20")["id"]
     ids["pre"] = _capture(roar, "preprocess.py", "data/raw", "out/features.json")["id"]

@@ -20,8 +20,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-from conftest import Roar, xxh128
-from test_lineage import History, _git, _h
+from conftest import History, Roar, git, hash_of, xxh128
 
 from roar.query import export, links, reproduce
 from roar.query.reproduce import ReproduceError
@@ -40,10 +39,10 @@ def repo_hist(tmp_path):
     (w / "pre.py").write_text("pre")
     (w / "train.py").write_text("train")
     (w / ".gitignore").write_text("data/\nout/\n")
-    _git(w, "init", "-q")
-    _git(w, "add", "-A")
-    _git(w, "commit", "-qm", "code")
-    git = {"root": str(w), "commit": _git(w, "rev-parse", "HEAD"), "branch": "main",
+    git(w, "init", "-q")
+    git(w, "add", "-A")
+    git(w, "commit", "-qm", "code")
+    state = {"root": str(w), "commit": git(w, "rev-parse", "HEAD"), "branch": "main",
            "remote": None, "dirty": False, "patch": None, "untracked": None}
     raw = []
     for i in range(3):
@@ -60,15 +59,15 @@ def repo_hist(tmp_path):
     ids["pre"] = h.run(["python3", "pre.py", "data/raw", "out/features.json"], cwd=str(w),
                        reads=raw + [(str(ext), ext.read_bytes())],
                        code=[(str(w / "pre.py"), b"pre")],
-                       writes=[(str(w / "out" / "features.json"), b"features v1")], git=git,
+                       writes=[(str(w / "out" / "features.json"), b"features v1")], git=state,
                        packages={"numpy": "1.26.4"})
     ids["train"] = h.run(["python3", "train.py", "out/features.json", "out/model.pt", "--lr",
                           "0.1"], cwd=str(w), reads=[(str(w / "out" / "features.json"),
                                                       b"features v1")],
                          code=[(str(w / "train.py"), b"train")],
-                         writes=[(str(w / "out" / "model.pt"), b"model v1")], git=git,
+                         writes=[(str(w / "out" / "model.pt"), b"model v1")], git=state,
                          packages={"numpy": "1.26.4", "torch": "2.3.0"})
-    h.w, h.ext, h.ids, h.git = w, ext, ids, git
+    h.w, h.ext, h.ids, h.git = w, ext, ids, state
     yield h
     h.store.close()
 
@@ -79,7 +78,7 @@ def _by_path(step):
 
 def test_plan_lists_steps_in_order_and_where_each_input_comes_from(repo_hist):
     h = repo_hist
-    doc = reproduce.plan(h.store, ("artifact", _h(b"model v1")), check_packages=False)
+    doc = reproduce.plan(h.store, ("artifact", hash_of(b"model v1")), check_packages=False)
     pre, train = doc["steps"]
     assert (pre["run"], train["run"]) == (h.ids["pre"], h.ids["train"])
     assert [s["index"] for s in doc["steps"]] == [1, 2]
@@ -106,7 +105,7 @@ def test_plan_from_scratch_finds_inputs_by_content(repo_hist, tmp_path):
     shutil.move(h.w / "data" / "raw" / "shard-0.csv", moved)
     h.run(["cat", str(moved)], reads=[(str(moved), b"row 0\n")])
     (h.w / "data" / "raw" / "shard-1.csv").unlink()  # gone for good
-    doc = reproduce.plan(h.store, ("artifact", _h(b"model v1")), from_scratch=True,
+    doc = reproduce.plan(h.store, ("artifact", hash_of(b"model v1")), from_scratch=True,
                          check_packages=False)
     pre = doc["steps"][0]
     assert pre["action"] == "run"
@@ -125,7 +124,7 @@ def test_plan_from_scratch_finds_inputs_by_content(repo_hist, tmp_path):
     # an input outside the repository is used in place: found elsewhere is not enough
     shutil.move(h.ext, tmp_path / "ext" / "moved.csv")
     h.run(["cat", "x"], reads=[(str(tmp_path / "ext" / "moved.csv"), b"lookup table\n")])
-    ins = _by_path(reproduce.plan(h.store, ("artifact", _h(b"model v1")), from_scratch=True,
+    ins = _by_path(reproduce.plan(h.store, ("artifact", hash_of(b"model v1")), from_scratch=True,
                                   check_packages=False)["steps"][0])
     assert ins[str(h.ext)]["source"] == "elsewhere"
 
@@ -136,17 +135,17 @@ def test_plan_of_a_run_and_of_content_nobody_wrote(repo_hist):
     assert [s["run"] for s in doc["steps"]] == [h.ids["pre"]]
     assert doc["steps"][0]["action"] == "run"
     with pytest.raises(ReproduceError, match="no recorded run wrote"):
-        reproduce.plan(h.store, ("artifact", _h(b"row 2\n")), check_packages=False)
+        reproduce.plan(h.store, ("artifact", hash_of(b"row 2\n")), check_packages=False)
 
 
 def test_plan_without_git_or_commit_is_blocked(tmp_path):
     h = History(tmp_path / "home")
     h.run(["python3", "make.py"], writes=[("/nowhere/out.bin", b"x")])
-    doc = reproduce.plan(h.store, ("artifact", _h(b"x")), check_packages=False)
+    doc = reproduce.plan(h.store, ("artifact", hash_of(b"x")), check_packages=False)
     assert any("not recorded in a git work tree" in b for b in doc["blockers"])
     h.run(["python3", "make.py"], writes=[("/nowhere/out2.bin", b"y")],
           git={"root": "/nowhere", "commit": "ab" * 20, "remote": "git@example.com:t/r.git"})
-    doc = reproduce.plan(h.store, ("artifact", _h(b"y")), check_packages=False)
+    doc = reproduce.plan(h.store, ("artifact", hash_of(b"y")), check_packages=False)
     assert any("--repo PATH" in b and "git@example.com:t/r.git" in b for b in doc["blockers"])
     h.store.close()
 
@@ -160,7 +159,7 @@ def test_secrets_are_flagged_and_must_be_supplied(repo_hist, monkeypatch):
           git=h.git, env={"HOME": "/root", "WANDB_API_KEY": redact("s3cret", key),
                           "LR_SCALE": "3"})
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    doc = reproduce.plan(h.store, ("artifact", _h(b"m2")), check_packages=False)
+    doc = reproduce.plan(h.store, ("artifact", hash_of(b"m2")), check_packages=False)
     train = doc["steps"][-1]
     assert train["redacted"] == ["WANDB_API_KEY"]
     [sec] = doc["secrets"]
@@ -169,10 +168,10 @@ def test_secrets_are_flagged_and_must_be_supplied(repo_hist, monkeypatch):
     with pytest.raises(ReproduceError, match="WANDB_API_KEY.*set it in your environment"):
         reproduce.check_runnable(doc)
     monkeypatch.setenv("WANDB_API_KEY", "s3cret")
-    doc = reproduce.plan(h.store, ("artifact", _h(b"m2")), check_packages=False)
+    doc = reproduce.plan(h.store, ("artifact", hash_of(b"m2")), check_packages=False)
     assert doc["secrets"][0]["matches"] is True and doc["runnable"]
     monkeypatch.setenv("WANDB_API_KEY", "rotated")
-    doc = reproduce.plan(h.store, ("artifact", _h(b"m2")), check_packages=False)
+    doc = reproduce.plan(h.store, ("artifact", hash_of(b"m2")), check_packages=False)
     assert doc["secrets"][0]["matches"] is False and doc["runnable"]
     assert any("WANDB_API_KEY" in w and "not to the recorded value" in w
                for w in doc["warnings"])
@@ -186,7 +185,7 @@ def test_redacted_argument_blocks(repo_hist):
     h = repo_hist
     h.run(["python3", "push.py", "hmac-sha256:" + "0" * 64],
           writes=[(str(h.w / "out" / "pushed"), b"p")], cwd=str(h.w), git=h.git)
-    doc = reproduce.plan(h.store, ("artifact", _h(b"p")), check_packages=False)
+    doc = reproduce.plan(h.store, ("artifact", hash_of(b"p")), check_packages=False)
     assert any("argument 2 was a secret" in b for b in doc["blockers"])
 
 
@@ -198,7 +197,7 @@ def test_package_drift_and_requirements(repo_hist):
           git=h.git, exe=sys.executable,
           packages={"click": "0.0.1", "surely-not-installed-roar-test": "1.0",
                     "numpy": "1.26.4"})
-    doc = reproduce.plan(h.store, ("artifact", _h(b"m3")))
+    doc = reproduce.plan(h.store, ("artifact", hash_of(b"m3")))
     train = doc["steps"][-1]
     assert train["interpreter"]["path"] == sys.executable
     assert train["interpreter"]["version"] == sys.version.split()[0]
@@ -477,7 +476,7 @@ def _validate_openlineage(events: list[dict]) -> None:
 
 def test_export_openlineage_is_valid_and_complete(repo_hist):
     h = repo_hist
-    events = export.openlineage_events(h.store, ("artifact", _h(b"model v1")))
+    events = export.openlineage_events(h.store, ("artifact", hash_of(b"model v1")))
     assert [(e["eventType"], e["run"]["facets"]["roar_run"]["roarRunId"]) for e in events] == [
         ("START", h.ids["pre"]), ("COMPLETE", h.ids["pre"]), ("START", h.ids["train"]),
         ("COMPLETE", h.ids["train"])]
@@ -487,10 +486,10 @@ def test_export_openlineage_is_valid_and_complete(repo_hist):
     assert done["job"]["facets"]["sourceCodeLocation"]["version"] == h.git["commit"]
     [out] = done["outputs"]
     assert out["name"] == str(h.w / "out" / "model.pt")
-    assert out["facets"]["version"]["datasetVersion"] == _h(b"model v1")
-    assert out["facets"]["roar_contentHash"]["hash"] == _h(b"model v1")
+    assert out["facets"]["version"]["datasetVersion"] == hash_of(b"model v1")
+    assert out["facets"]["roar_contentHash"]["hash"] == hash_of(b"model v1")
     assert out["facets"]["roar_contentHash"]["algorithm"] == "xxh3-128"
-    assert done["inputs"][0]["facets"]["version"]["datasetVersion"] == _h(b"features v1")
+    assert done["inputs"][0]["facets"]["version"]["datasetVersion"] == hash_of(b"features v1")
     assert len(events[1]["inputs"]) == 4  # three shards and the lookup table
     assert events[0]["run"]["runId"] == events[1]["run"]["runId"] == export.run_uuid(
         h.ids["pre"])
@@ -499,7 +498,7 @@ def test_export_openlineage_is_valid_and_complete(repo_hist):
 def test_export_prov_validates_with_the_prov_package(repo_hist):
     prov_model = pytest.importorskip("prov.model", reason="the prov package is not installed")
     h = repo_hist
-    text = export.export(h.store, ("artifact", _h(b"model v1")), "prov")
+    text = export.export(h.store, ("artifact", hash_of(b"model v1")), "prov")
     doc = prov_model.ProvDocument.deserialize(content=text, format="json")
     recs = doc.get_records()
     kinds: dict[str, int] = {}
@@ -510,7 +509,7 @@ def test_export_prov_validates_with_the_prov_package(repo_hist):
     assert kinds["ProvUsage"] == 7 and kinds["ProvGeneration"] == 2
     assert kinds["ProvAssociation"] == 2
     model = next(r for r in doc.get_records(prov_model.ProvEntity)
-                 if str(r.identifier).endswith(_h(b"model v1")))
+                 if str(r.identifier).endswith(hash_of(b"model v1")))
     gen = [r for r in doc.get_records(prov_model.ProvGeneration)
            if str(r.args[0]) == str(model.identifier)]
     assert str(gen[0].args[1]).endswith(h.ids["train"])
@@ -522,12 +521,12 @@ def test_export_prov_validates_with_the_prov_package(repo_hist):
 
 def test_export_dot_and_svg(repo_hist, tmp_path):
     h = repo_hist
-    text = export.dot(h.store, ("artifact", _h(b"model v1")))
+    text = export.dot(h.store, ("artifact", hash_of(b"model v1")))
     assert text.startswith("digraph roar {") and text.rstrip().endswith("}")
     assert f'"run:{h.ids["pre"]}"' in text and f'"run:{h.ids["train"]}"' in text
     assert "3 files" in text  # the shards fold into one dataset node
-    assert f'"run:{h.ids["pre"]}" -> "ver:{_h(b"features v1")}"' in text
-    assert f'"ver:{_h(b"features v1")}" -> "run:{h.ids["train"]}"' in text
+    assert f'"run:{h.ids["pre"]}" -> "ver:{hash_of(b"features v1")}"' in text
+    assert f'"ver:{hash_of(b"features v1")}" -> "run:{h.ids["train"]}"' in text
     h.store.close()
     cli = Roar(tmp_path / "home", None, h.w)
     if shutil.which("dot"):
@@ -596,10 +595,10 @@ def _state(repo: Path) -> dict:
             p = Path(base) / n
             st = p.lstat()
             files[str(p.relative_to(repo))] = (st.st_size, st.st_mtime_ns)
-    return {"head": _git(repo, "rev-parse", "HEAD"),
-            "branch": _git(repo, "symbolic-ref", "-q", "HEAD"),
-            "status": _git(repo, "status", "--porcelain=v1", "--ignored", "-uall"),
-            "worktrees": _git(repo, "worktree", "list", "--porcelain"),
+    return {"head": git(repo, "rev-parse", "HEAD"),
+            "branch": git(repo, "symbolic-ref", "-q", "HEAD"),
+            "status": git(repo, "status", "--porcelain=v1", "--ignored", "-uall"),
+            "worktrees": git(repo, "worktree", "list", "--porcelain"),
             "index": hashlib.sha256((repo / ".git" / "index").read_bytes()).hexdigest(),
             "files": files}
 
@@ -617,23 +616,23 @@ def pipe(roard, tmp_path_factory):
                        ("noisy.py", NOISY), ("config.json", '{"epochs": 3}\n'),
                        (".gitignore", "data/\nout/\n__pycache__/\n")):
         (work / name).write_text(text)
-    _git(work, "init", "-q", "-b", "main")
-    _git(work, "add", "-A")
-    _git(work, "commit", "-qm", "pipeline")
+    git(work, "init", "-q", "-b", "main")
+    git(work, "add", "-A")
+    git(work, "commit", "-qm", "pipeline")
     ids = {}
     py = sys.executable
     ids["gen"] = roar.run(py, "gen.py", "data/raw", "--rows", "40",
                           env=roar.env(PIPE_SEED="7"))[1]["id"]
     (work / "README.md").write_text("the pipeline\n")
-    _git(work, "add", "README.md")
-    _git(work, "commit", "-qm", "readme")
+    git(work, "add", "README.md")
+    git(work, "commit", "-qm", "readme")
     ids["prep"] = roar.run(py, "prep.py", "data/raw", "out/features.json", "--scale", "3")[1]["id"]
     (work / "config.json").write_text('{"epochs": 4}\n')
     p = roar("run", "--allow-dirty", "--", py, "train.py", "out/features.json",
              "out/model.json", "--lr", "0.1", env=roar.env(PIPE_API_TOKEN="tok-123"))
     assert "finished, exit 0" in p.stderr, p.stderr
     ids["train"] = roar.json("log", "-n", "1")[0]["id"]
-    _git(work, "checkout", "config.json")
+    git(work, "checkout", "config.json")
     ids["noisy"] = roar.run(py, "noisy.py", "out/features.json", "out/noisy.json")[1]["id"]
     ids["train2"] = roar.run(py, "train.py", "out/noisy.json", "out/model_noisy.json", "--lr",
                              "0.5", env=roar.env(PIPE_API_TOKEN="tok-123"))[1]["id"]
@@ -737,7 +736,7 @@ def test_captured_nondeterministic_step_is_reported(pipe, tmp_path):
     assert res["workdir"] == str(workdir.resolve())
     assert (workdir / "repo" / "out" / "noisy.json").exists()
     assert _state(roar.cwd)["status"] == before["status"]
-    _git(roar.cwd, "worktree", "remove", "--force", str(workdir / "repo"))
+    git(roar.cwd, "worktree", "remove", "--force", str(workdir / "repo"))
     assert _state(roar.cwd) == before
     out = roar("reproduce", "out/model_noisy.json", "--from-scratch", "--run", "--yes",
                check=False, env=roar.env(PIPE_API_TOKEN="tok-123")).stdout

@@ -1,0 +1,58 @@
+"""roard stopped while a run is active: the run is interrupted and stored, its
+workload and cgroup gone."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from conftest import (
+    PY,
+    Roar,
+    alive,
+    cgroup_of,
+    finish,
+    last_run,
+    start,
+    start_roard,
+    stop_roard,
+    wait_for,
+)
+
+
+@pytest.mark.capture
+def test_daemon_stop_with_a_run_active_interrupts_it(tmp_path):
+    base = Path(tempfile.mkdtemp(prefix="roard-stop-", dir="/tmp"))
+    proc, sock = start_roard(base)
+    client = None
+    try:
+        work = tmp_path / "work"
+        work.mkdir()
+        r = Roar(tmp_path / "home", sock, work)
+        client = start(r, PY, "-c", "import os, time\nopen('pid', 'w').write(str(os.getpid()))"
+                                    "\ntime.sleep(120)\n")
+        wait_for(work / "pid", client)
+        time.sleep(0.2)
+        workload = int((work / "pid").read_text())
+        cg = cgroup_of(workload)
+        proc.terminate()
+        try:
+            proc.wait(8)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail("roard did not stop within 8 s of SIGTERM")
+        rc, err = finish(client, 20)
+        assert rc != 0 and "Traceback" not in err, err
+        assert not alive(workload) and not cg.exists()
+        doc = last_run(r)
+        assert doc["status"] == "interrupted" and doc["complete"] is False
+    finally:
+        if client is not None and client.poll() is None:
+            client.kill()
+            client.wait()
+        stop_roard(proc, sock)
+        shutil.rmtree(base, ignore_errors=True)
