@@ -16,9 +16,8 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
-from roar.record.classify import needs_hash
-
 from roar.capture import events as E
+from roar.record.classify import needs_hash
 
 O_ACCMODE = 0o3
 O_WRONLY = 0o1
