@@ -12,14 +12,16 @@ import sys
 
 # `roar run`'s options, as declared on the click command in roar/cli/main.py
 # (tests/test_cli.py checks both parse alike).
-RUN_VALUES = {"--name": "name", "--linger": "linger", "--request": "request_id"}
+RUN_VALUES = {"--name": "name", "--linger": "linger", "--request": "request_id",
+              "--group": "group"}
 RUN_FLAGS = {"--allow-dirty": "allow_dirty"}
 
 
 def parse_run(args: list[str]) -> dict | None:
     """The arguments of `roar run` as click would parse them, or None when
     click should decide (help, unknown options, bad values, no command)."""
-    opts: dict = {"name": None, "allow_dirty": False, "linger": None, "request_id": None}
+    opts: dict = {"name": None, "allow_dirty": False, "linger": None, "request_id": None,
+                  "group": None}
     i = 0
     while i < len(args):
         arg = args[i]

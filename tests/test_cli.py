@@ -67,10 +67,12 @@ RUN_ARGVS = [
     ["--name", "a", "--name", "b", "-", "x"],
     ["--name=", "--", "--not-an-option"],
     ["--request", "R", "ls", "-la"],
+    ["--group", "job-7", "--", "python", "train.py"],
+    ["--group=g", "--name", "n", "true"],
 ]
 CLICK_DECIDES = [
     [], ["--"], ["--name"], ["--linger", "soon", "true"], ["-h"], ["--help", "true"],
-    ["--unknown", "true"], ["-x", "true"], ["--allow-dirty=1", "true"],
+    ["--unknown", "true"], ["-x", "true"], ["--allow-dirty=1", "true"], ["--group"],
 ]
 
 

@@ -31,13 +31,15 @@ def cli():
 @click.option("--linger", type=float, default=None,
               help="Seconds leftover processes may outlive the first one (default 5).")
 @click.option("--request", "request_id", help="The approved training request this run fulfils.")
+@click.option("--group", help="The distributed job this run is part of (default: from "
+                              "SLURM_JOB_ID, TORCHELASTIC_RUN_ID or MASTER_ADDR:MASTER_PORT).")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def run(name, allow_dirty, linger, request_id, command):
+def run(name, allow_dirty, linger, request_id, group, command):
     """Run COMMAND traced: roar run [--name N] -- python train.py ..."""
     from roar.cli.run import cli_run
 
     cli_run(name=name, allow_dirty=allow_dirty, linger=linger, request_id=request_id,
-            command=list(command))
+            command=list(command), group=group)
 
 
 @cli.command()
@@ -45,8 +47,9 @@ def run(name, allow_dirty, linger, request_id, command):
 @click.option("--link", "link", metavar="TRACKER|TEXT",
               help="Only runs with a tracker link (wandb, mlflow, tensorboard, huggingface) "
                    "or a link whose id, url, project or path contains TEXT.")
+@click.option("--group", "group", metavar="G", help="Only the runs of job group G.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def log(limit, link, as_json):
+def log(limit, link, group, as_json):
     """Recorded runs, newest first."""
     from roar.query.links import matches
     from roar.query.views import log_entry
@@ -59,7 +62,9 @@ def log(limit, link, as_json):
             return
         fail(str(e))
     entries = []
-    for run in store.iter_runs():
+    runs = store.iter_runs() if group is None else (
+        store.get_run(rid) for rid in reversed(store.group_runs(group)))
+    for run in runs:
         if len(entries) >= limit:
             break
         if link and not matches(run, link):
@@ -84,10 +89,23 @@ def log(limit, link, as_json):
 @click.argument("ref")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def show(ref, as_json):
-    """The record of a run (id or prefix) or an artifact (path or content hash)."""
+    """The record of a run (id or prefix), an artifact (path or content hash)
+    or a distributed job (group:G)."""
     from roar.cli import render
     from roar.query import views
 
+    if ref.startswith("group:"):
+        from roar.query.groups import local_group
+
+        try:
+            doc = local_group(_store(), ref[len("group:"):])
+        except (StoreError, RefError) as e:
+            fail(str(e))
+        if as_json:
+            print_json(doc)
+        else:
+            render.group(doc)
+        return
     try:
         store = _store()
         kind, key = views.resolve(store, ref)

@@ -117,3 +117,26 @@ def trace(doc: dict) -> None:
 
     for r in roots:
         show(r, 0)
+
+
+def group(doc: dict) -> None:
+    """`roar show group:G`: one line per rank's run, then the job's files."""
+    world = doc.get("world_size")
+    if doc["complete"]:
+        state = "complete"
+    elif doc["missing"]:
+        state = "INCOMPLETE: missing rank(s) " + ", ".join(map(str, doc["missing"]))
+    else:
+        state = "INCOMPLETE"
+    click.echo(f"group    {doc['group']}  ({doc['source']}; {len(doc['ranks'])} run(s) on "
+               f"{len(doc['nodes'])} node(s)" + (f", world size {world}" if world else "")
+               + f"), {state}")
+    for r in doc["ranks"]:
+        rank = "-" if r["rank"] is None else str(r["rank"])
+        done = "complete" if r["complete"] else "INCOMPLETE"
+        click.echo(f"  rank {rank:>4}  {r['run'][:10]}  {r['host'] or '?':<20}  "
+                   f"{r['status'] or '?':<11}  {done}")
+    for title, key in (("inputs", "inputs"), ("outputs", "outputs")):
+        click.echo(f"{title} ({len(doc[key])}):")
+        for f in doc[key]:
+            click.echo(f"  {_hash(f['hash']):<16}  {len(f['runs'])} run(s)  {f['path']}")

@@ -22,7 +22,7 @@ import time
 
 from roar.capture.session import DEFAULT_LINGER, DaemonSession, EmbeddedSession, SessionError
 from roar.cli.output import fail
-from roar.record import context
+from roar.record import context, groups
 from roar.record.ids import new_run_id, now_iso
 from roar.record.store import Store, StoreError
 from roar.record.timing import mark
@@ -42,13 +42,13 @@ class RunError(Exception):
 
 
 def cli_run(name: str | None, allow_dirty: bool, linger: float | None,
-            request_id: str | None, command: list[str]) -> None:
+            request_id: str | None, command: list[str], group: str | None = None) -> None:
     """`roar run` as the command line does it (never returns): errors are one
     line, the exit status is the workload's."""
     try:
         code = run(command, name=name, allow_dirty=allow_dirty,
                    linger=DEFAULT_LINGER if linger is None else linger,
-                   store=Store(), request_id=request_id)
+                   store=Store(), request_id=request_id, group=group)
     except RunError as e:
         fail(str(e), e.exit_code)
     except (StoreError, SessionError) as e:
@@ -144,9 +144,12 @@ def _spawn_held(argv: list[str]) -> tuple[int, int]:
 
 def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
         linger: float = DEFAULT_LINGER, store: Store | None = None,
-        request_id: str | None = None) -> int:
-    """Run argv traced; returns the exit status roar should exit with."""
+        request_id: str | None = None, group: str | None = None) -> int:
+    """Run argv traced; returns the exit status roar should exit with.
+    group: the job group (--group); else found in the environment (groups.detect)."""
     check_command(argv)
+    if group is not None and (why := groups.check_flag(group)):
+        raise RunError(why)
     store = store or Store()
     store.check_space()
     run_id = new_run_id()
@@ -156,7 +159,8 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
         if os.geteuid() != 0:
             raise RunError("no roar daemon is running and tracing needs root: ask an admin to "
                            "run `roar daemon start` (or run roar as root)")
-        prepared = _prepare(store, argv, run_id, name, allow_dirty, request_id, "embedded")
+        prepared = _prepare(store, argv, run_id, name, allow_dirty, request_id, "embedded",
+                            group)
         session = EmbeddedSession()
     logs = _regular_output_files()
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, [*FORWARDED, signal.SIGCHLD])
@@ -169,7 +173,7 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
         # still refuse the run are made here
         session.begin(pid, run_id, str(store.home.resolve()), root_fds)
         record, gate = prepared or _prepare(store, argv, run_id, name, allow_dirty,
-                                            request_id, session.mode)
+                                            request_id, session.mode, group)
         session.started()
         store.put_run(record)  # "running" before the command starts: never lost
     except BaseException:
@@ -238,7 +242,8 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
 
 
 def _prepare(store: Store, argv: list[str], run_id: str, name: str | None,
-             allow_dirty: bool, request_id: str | None, mode: str) -> tuple[dict, object]:
+             allow_dirty: bool, request_id: str | None, mode: str,
+             group: str | None = None) -> tuple[dict, object]:
     """The run document as it starts, and the training request's gate; raises
     RunError when the run may not start (dirty work tree, request refused)."""
     key = context.store_key(store)
@@ -268,7 +273,7 @@ def _prepare(store: Store, argv: list[str], run_id: str, name: str | None,
         "ended_at": None, "exit_code": None, "signal": None,
         "git": git, "env": context.environment(dict(os.environ), key), "mode": mode,
         "client_pid": os.getpid(), "complete": None, "lost_events": None,
-        "request": request_id,
+        "request": request_id, "group": groups.detect(os.environ, group),
     }
     if any(a != b for a, b in zip(argv, record["command_redacted"], strict=False)):
         record["command"] = record["command_redacted"]

@@ -22,7 +22,7 @@ HASH_LEN = 16  # xxh3-128 digest bytes
 INITIAL_MAP_SIZE = 64 << 20
 MIN_FREE_SPACE = 256 << 10  # below this a run is refused before it starts
 DBS = ("meta", "runs", "run_files", "run_procs", "hash_read", "hash_written", "statcache",
-       "requests")
+       "requests", "groups")
 
 
 class StoreError(Exception):
@@ -214,7 +214,32 @@ class Store:
     # -- runs -----------------------------------------------------------------
 
     def put_run(self, run: dict) -> None:
-        self.write(lambda txn: txn.put(run["id"].encode(), encode_doc(run), db=self.dbs["runs"]))
+        def fn(txn):
+            txn.put(run["id"].encode(), encode_doc(run), db=self.dbs["runs"])
+            self._index_group(txn, run)
+
+        self.write(fn)
+
+    def _index_group(self, txn, run: dict) -> None:
+        """groups: job group id, NUL, run id -> nothing (roar/record/groups.py)."""
+        group = run.get("group")
+        if group and group.get("id"):
+            txn.put(group["id"].encode("utf-8", "surrogateescape") + b"\0" + run["id"].encode(),
+                    b"", db=self.dbs["groups"])
+
+    def group_runs(self, group_id: str) -> list[str]:
+        """Ids of the runs of a job group, oldest first."""
+        prefix = group_id.encode("utf-8", "surrogateescape") + b"\0"
+        out = []
+        with self._begin(db=self.dbs["groups"]) as txn:
+            cur = txn.cursor()
+            if cur.set_range(prefix):
+                for key in cur.iternext(values=False):
+                    key = bytes(key)
+                    if not key.startswith(prefix):
+                        break
+                    out.append(key[len(prefix):].decode())
+        return out
 
     def finish_run(self, run: dict, files: list[dict], procs: list[dict],
                    encoded_files: list[bytes] | None = None,
@@ -227,6 +252,7 @@ class Store:
 
         def fn(txn):
             txn.put(rid, encode_doc(run), db=self.dbs["runs"])
+            self._index_group(txn, run)
             txn.put(rid, encode_doc(procs) if encoded_procs is None else _join(encoded_procs),
                     db=self.dbs["run_procs"])
             self._put_files(txn, rid, files, encoded_files, index)
