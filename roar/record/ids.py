@@ -37,4 +37,6 @@ def boot_id() -> str:
 
 
 def hostname() -> str:
-    return socket.gethostname()
+    """This node's host id: ROAR_HOST_ID when set (nodes whose hostnames repeat,
+    e.g. containers, or simulated nodes), else the hostname."""
+    return os.environ.get("ROAR_HOST_ID") or socket.gethostname()

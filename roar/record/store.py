@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +23,7 @@ HASH_LEN = 16  # xxh3-128 digest bytes
 INITIAL_MAP_SIZE = 64 << 20
 MIN_FREE_SPACE = 256 << 10  # below this a run is refused before it starts
 DBS = ("meta", "runs", "run_files", "run_procs", "hash_read", "hash_written", "statcache",
-       "requests", "groups")
+       "requests", "groups", "outbox")
 
 
 class StoreError(Exception):
@@ -184,6 +185,7 @@ class Store:
             doc = _loads(raw)
             fn(doc)
             txn.put(key, encode_doc(doc), db=self.dbs["runs"])
+            self._outbox(txn, key)
             return doc
 
         return self.write(tx)
@@ -213,10 +215,16 @@ class Store:
 
     # -- runs -----------------------------------------------------------------
 
+    def _outbox(self, txn, rid: bytes) -> None:
+        """Queue the run for the shared store (roar.shared.outbox) in the same
+        transaction as its change: a change is never stored without it."""
+        txn.put(rid, struct.pack(">Q", time.time_ns()), db=self.dbs["outbox"])
+
     def put_run(self, run: dict) -> None:
         def fn(txn):
             txn.put(run["id"].encode(), encode_doc(run), db=self.dbs["runs"])
             self._index_group(txn, run)
+            self._outbox(txn, run["id"].encode())
 
         self.write(fn)
 
@@ -253,6 +261,7 @@ class Store:
         def fn(txn):
             txn.put(rid, encode_doc(run), db=self.dbs["runs"])
             self._index_group(txn, run)
+            self._outbox(txn, rid)
             txn.put(rid, encode_doc(procs) if encoded_procs is None else _join(encoded_procs),
                     db=self.dbs["run_procs"])
             self._put_files(txn, rid, files, encoded_files, index)
@@ -263,7 +272,12 @@ class Store:
         """Replace a run's file records (e.g. late hashes filled in) and index
         the new hashes; the run document is left alone (see update_run)."""
         rid = run_id.encode()
-        self.write(lambda txn: self._put_files(txn, rid, files))
+
+        def fn(txn):
+            self._put_files(txn, rid, files)
+            self._outbox(txn, rid)
+
+        self.write(fn)
 
     def _put_files(self, txn, rid: bytes, files: list[dict],
                    encoded: list[bytes] | None = None,
