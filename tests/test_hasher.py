@@ -83,7 +83,8 @@ def test_pending_hashes_are_filled_in_later(tmp_path):
          "hash": None, "pending_bound_ns": bound},
     ]
     st.finish_run({"id": rid, "status": "finished", "complete": False,
-                   "incomplete_reasons": ["2 content hash(es) still being computed"]}, files, [])
+                   "incomplete_reasons": ["2 content hash(es) still being computed "
+                                          "(filled in by a background job)"]}, files, [])
     assert fill(st, rid) == 2
     got = {f["path"]: f for f in st.run_files(rid)}
     assert got[str(big)]["hash"] == xxhash.xxh3_128(big.read_bytes()).hexdigest()

@@ -224,7 +224,7 @@ def attach_links(store, run_id: str, logs: Iterable = (), text: str | None = Non
     """Compute a finished run's links and store them on its record (`links`).
     Called at the end of `roar run`, and by `roar links --rescan`."""
     links = run_links(store, run_id, logs, text)
-    store.update_run(run_id, lambda run: run.__setitem__("links", links))
+    store.set_links(run_id, links)
     return links
 
 

@@ -846,9 +846,8 @@ def execute(store: Store, doc: dict, workdir: str | None = None, keep: bool = Fa
                 failed = {"index": s["index"], "message": f"roar run exited {code} without "
                                                           f"recording a run"}
                 break
+            store.mark_reproduces(new_id, s["run"])
             rec = store.get_run(new_id)
-            rec["reproduces"] = s["run"]
-            store.put_run(rec)
             r["outputs"], r["extra"] = _compare(store, s, new_id, tree)
             r["exit_code"] = rec.get("exit_code")
             if r["exit_code"] != s["exit_code"]:

@@ -8,6 +8,7 @@ import os
 from roar.record.classify import CODE, DATA
 from roar.record.hasher import OK, hash_path
 from roar.record.ids import boot_id
+from roar.record.records import Reason, messages, reason
 from roar.record.store import RefError, Store
 
 
@@ -69,7 +70,7 @@ def run_view(store: Store, run_id: str) -> dict:
                        "exit_code": p["exit_code"], "signal": p.get("signal")} for p in procs],
         "complete": bool(run.get("complete")) and status == "finished",
         "incomplete_reasons": run.get("incomplete_reasons")
-        or (["run did not finish (roar was stopped)"] if status == "interrupted" else []),
+        or (messages([reason(Reason.NOT_FINISHED)]) if status == "interrupted" else []),
         "lost_events": run.get("lost_events"), "io_uring": run.get("io_uring"),
         "connects": run.get("connects", []), "mode": run.get("mode"),
         "counts": run.get("counts"), "request": run.get("request"),

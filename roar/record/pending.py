@@ -15,10 +15,8 @@ import sys
 from pathlib import Path
 
 from roar.record.hasher import OK, hash_path
+from roar.record.records import Reason, reason
 from roar.record.store import Store
-
-REASON_PREFIX = "content hash(es) still being computed"
-UNHASHED_SUFFIX = "input(s) without a verified content hash"
 
 
 def start_background_fill(home: Path, run_id: str) -> None:
@@ -58,16 +56,10 @@ def fill(store: Store, run_id: str) -> int:
     if not filled:
         return 0
 
-    def settle(run: dict) -> None:
-        run.pop("hash_progress", None)
-        reasons = [r for r in run.get("incomplete_reasons", []) if REASON_PREFIX not in r]
-        if unverified:
-            reasons.append(f"{unverified} {UNHASHED_SUFFIX} (hashed after the run)")
-        run["incomplete_reasons"] = reasons
-        run["complete"] = not reasons
-
     store.index_files(run_id, files)
-    store.update_run(run_id, settle)
+    store.set_hash_progress(run_id, None)
+    store.replace_reasons(run_id, {Reason.HASH_PENDING},
+                          [reason(Reason.UNHASHED_LATE, n=unverified)] if unverified else [])
     return filled
 
 
@@ -76,7 +68,7 @@ def _reporter(store: Store, run_id: str, path: str, index: int, count: int):
     def report(done: int, size: int) -> None:
         progress = {"path": path, "file": index + 1, "files": count,
                     "bytes_done": done, "bytes": size}
-        store.update_run(run_id, lambda run: run.__setitem__("hash_progress", progress))
+        store.set_hash_progress(run_id, progress)
 
     return report
 

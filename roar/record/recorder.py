@@ -21,6 +21,7 @@ from roar.record.classify import CODE, DATA, ENV, PSEUDO, classify
 from roar.record.hasher import OK, SPECIAL, VANISHED, Hasher, HashResult, birth_ns
 from roar.record.ids import now_iso
 from roar.record.model import RunModel
+from roar.record.records import Reason, RunStatus, messages, reason
 from roar.record.store import Store, encode_doc, index_entries
 from roar.record.timing import mark
 
@@ -121,7 +122,7 @@ class RunRecorder:
         root.signal = run.get("signal")
         if run.get("signal") in INTERRUPT_SIGNALS:
             interrupted = True
-        run["status"] = "interrupted" if interrupted else "finished"
+        run["status"] = (RunStatus.INTERRUPTED if interrupted else RunStatus.FINISHED).value
 
         git = run.get("git")
         git_root = git["root"] if git else None
@@ -134,21 +135,21 @@ class RunRecorder:
         procs, encoded_procs = self._process_records(git_root, tracked, sizes)
         mark("finish: process records")
 
-        reasons = list(notes or []) + reasons
+        reasons = [reason(Reason.NOTE, text=n) for n in notes or []] + reasons
         if self.pending:
-            reasons.append(f"{self.pending} content hash(es) still being computed "
-                           f"(filled in by a background job)")
+            reasons.append(reason(Reason.HASH_PENDING, n=self.pending))
         if lost:
-            reasons.insert(0, f"{lost} kernel events lost (ring buffer full)")
+            reasons.insert(0, reason(Reason.LOST_EVENTS, n=lost))
         for what, n in sorted(model.problems.items()):
-            reasons.append(f"{what} ({n}x)")
+            reasons.append(reason(Reason.MODEL_PROBLEM, what=what, n=n))
         if model.io_uring:
-            reasons.append("io_uring used: file I/O submitted through it is not traced")
+            reasons.append(reason(Reason.IO_URING))
         if interrupted:
-            reasons.append("run was interrupted")
+            reasons.append(reason(Reason.INTERRUPTED))
         run["lost_events"] = lost
         run["complete"] = not reasons
-        run["incomplete_reasons"] = reasons
+        run["reasons"] = reasons
+        run["incomplete_reasons"] = messages(reasons)
         run["io_uring"] = model.io_uring
         run["connects"] = model.connects
         run["packages"] = context.packages(p["path"] for p in files if p["kind"] == ENV)
@@ -285,7 +286,7 @@ class RunRecorder:
             self._prebuild_proc_files(path, kind, parts[0])
             self._clean.add(path)
 
-    def _file_records(self, git_root, tracked) -> tuple[list[dict], list[bytes], list, list[str]]:
+    def _file_records(self, git_root, tracked) -> tuple[list[dict], list[bytes], list, list[dict]]:
         model = self.model
         if tracked != self._tracked and (tracked or self._tracked):
             # the work tree's tracked files changed: classify again, build everything now
@@ -325,7 +326,7 @@ class RunRecorder:
             index.extend(parts[2])
         unhashed = sum(1 for r in records if r["role"] == "input"
                        and r["status"] not in (OK, SPECIAL, PENDING))
-        reasons = [f"{unhashed} input(s) without a verified content hash"] if unhashed else []
+        reasons = [reason(Reason.UNHASHED_INPUTS, n=unhashed)] if unhashed else []
         return records, encoded, index, reasons
 
     def _records_for(self, path: str, s, kind: str, a: dict, created: dict,

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import lmdb
 
+from roar.record.records import FileVersion, Process, Reason, Run, decode, encode, messages
+
 SCHEMA_VERSION = 1
 RUN_ID_LEN = 26
 HASH_LEN = 16  # xxh3-128 digest bytes
@@ -41,13 +43,10 @@ def default_home() -> Path:
     return Path.home() / ".roar"
 
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
-
-
 def encode_doc(obj) -> bytes:
-    """A document as the store encodes it. Parts encoded one by one join into
-    the same bytes as their list (_join)."""
-    return _ENCODER.encode(obj).encode()
+    """A document as the store encodes it (roar.record.records.encode). Parts
+    encoded one by one join into the same bytes as their list (_join)."""
+    return encode(obj)
 
 
 def _join(encoded: list[bytes]) -> bytes:
@@ -55,8 +54,7 @@ def _join(encoded: list[bytes]) -> bytes:
     return b"[" + b",".join(encoded) + b"]"
 
 
-def _loads(data: bytes):
-    return json.loads(bytes(data))
+_loads = decode
 
 
 def index_entries(rid: bytes, files: list[dict]) -> list[tuple[str, bytes, bytes]]:
@@ -175,7 +173,9 @@ class Store:
     def update_run(self, run_id: str, fn) -> dict | None:
         """Read-modify-write of a run document in one write transaction, so
         concurrent updates (links, request resolution, late hashes) never
-        overwrite each other. fn(doc) changes doc in place."""
+        overwrite each other. fn(doc) changes doc in place. The typed updates
+        below are built on it; nothing writes a whole run document after it
+        was started (a stale copy written back loses what others stored)."""
         key = run_id.encode()
 
         def tx(txn):
@@ -189,6 +189,44 @@ class Store:
             return doc
 
         return self.write(tx)
+
+    # -- typed updates of a stored run --------------------------------------------
+
+    def set_links(self, run_id: str, links: list[dict]) -> None:
+        """The run's tracker links (roar.query.links)."""
+        self.update_run(run_id, lambda run: run.__setitem__("links", links))
+
+    def mark_request(self, run_id: str, request_id: str, mismatch: bool | None,
+                     checks: list[dict] | None) -> None:
+        """The training request a run resolved, and its dataset check."""
+        self.update_run(run_id, lambda run: run.update(
+            request=request_id, dataset_mismatch=mismatch, dataset_check=checks))
+
+    def mark_reproduces(self, run_id: str, of: str) -> None:
+        """The run is a reproduction of run `of` (roar reproduce --run)."""
+        self.update_run(run_id, lambda run: run.__setitem__("reproduces", of))
+
+    def set_hash_progress(self, run_id: str, progress: dict | None) -> None:
+        """Progress of a late hash (roar show), or None once it is done."""
+        def fn(run):
+            if progress is None:
+                run.pop("hash_progress", None)
+            else:
+                run["hash_progress"] = progress
+
+        self.update_run(run_id, fn)
+
+    def replace_reasons(self, run_id: str, drop: set[Reason], add: list[dict]) -> None:
+        """Take the reasons with codes in `drop` off the run, add `add`, and
+        set `complete` from what is left."""
+        def fn(doc):
+            rec = Run.from_doc(doc)
+            rec.reasons = [r for r in rec.reasons if Reason(r["code"]) not in drop] + add
+            doc["reasons"] = rec.reasons
+            doc["incomplete_reasons"] = messages(rec.reasons)
+            doc["complete"] = not rec.reasons
+
+        self.update_run(run_id, fn)
 
     def write(self, fn):
         """Run fn(txn) in one write transaction; grow the map instead of failing.
@@ -259,7 +297,13 @@ class Store:
         rid = run["id"].encode()
 
         def fn(txn):
-            txn.put(rid, encode_doc(run), db=self.dbs["runs"])
+            # merged over the stored document: a field another writer stored
+            # while the run went on is kept
+            stored = txn.get(rid, db=self.dbs["runs"])
+            doc = run if stored is None else {**_loads(stored), **run}
+            if "client_pid" not in run:  # the recorder's end took it off
+                doc.pop("client_pid", None)
+            txn.put(rid, encode_doc(doc), db=self.dbs["runs"])
             self._index_group(txn, run)
             self._outbox(txn, rid)
             txn.put(rid, encode_doc(procs) if encoded_procs is None else _join(encoded_procs),
@@ -304,6 +348,19 @@ class Store:
 
     def run_procs(self, run_id: str) -> list[dict]:
         return self._get("run_procs", run_id.encode()) or []
+
+    def run(self, run_id: str) -> Run | None:
+        """The typed run record (get_run's document, decoded)."""
+        doc = self.get_run(run_id)
+        return None if doc is None else Run.from_doc(doc)
+
+    def files(self, run_id: str) -> list[FileVersion]:
+        """The typed file records of a run."""
+        return [FileVersion.from_doc(f) for f in self.run_files(run_id)]
+
+    def processes(self, run_id: str) -> list[Process]:
+        """The typed process records of a run."""
+        return [Process.from_doc(p) for p in self.run_procs(run_id)]
 
     def iter_runs(self, newest_first: bool = True) -> Iterator[dict]:
         with self._begin(db=self.dbs["runs"]) as txn:

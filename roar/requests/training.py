@@ -845,10 +845,9 @@ class Gate:
             })
 
         doc = _update(store, self.id, change)
-        run["request"] = self.id
-        run["dataset_mismatch"] = mismatch
-        run["dataset_check"] = checks
-        store.put_run(run)
+        # only these fields: the caller's copy of the run is stale (links and
+        # late hashes were stored after it was read)
+        store.mark_request(run["id"], self.id, mismatch, checks)
         cost = "" if doc["cost"] is None else f", cost {doc['cost']:.2f} {doc['currency']}"
         print(f"roar: request {self.id} resolved by run {run['id']}: "
               f"{doc['gpu_hours'] or 0:.4g} GPU-hours{cost}", file=sys.stderr)

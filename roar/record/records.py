@@ -1,0 +1,432 @@
+"""The typed records roar stores and answers with: Run, FileVersion, Process
+(with its ProcessFile entries), Link, the run's status and the reasons a
+capture is incomplete, and the one encoder/decoder between them and the
+JSON documents the store keeps and `--json` prints.
+
+A field of the record is added here, once: the store, the views (`roar show`,
+`roar log`, `roar trace` --json), the Python API (`roar.open`) and the JSON
+Schemas under docs/schemas/ all read these definitions.
+
+Every record keeps the keys it does not know in `extra`, so a document
+written by a newer roar (or a field another feature adds) survives a
+decode/encode round trip unchanged. Stores written before this module existed
+decode too: missing fields take their defaults, reasons stored as sentences
+become Reason(TEXT).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class RunStatus(str, enum.Enum):
+    """Where a run stands. A str, so documents and comparisons with the
+    stored strings keep working."""
+
+    RUNNING = "running"  # written at start; stays so only while roar records it
+    FINISHED = "finished"
+    INTERRUPTED = "interrupted"  # a signal stopped it, a budget stop, or roar was killed
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Role(str, enum.Enum):
+    """What a run did with a file version (FileVersion.role)."""
+
+    INPUT = "input"  # read before the run wrote it: hashed at the first read-open
+    OUTPUT = "output"  # written and left behind: hashed at the end
+    INTERNAL = "internal"  # read back after the run itself wrote it
+    TEMPORARY = "temporary"  # written, then deleted by the run
+    LOG = "log"  # roar's own stderr redirected to a file (shared with roar)
+    ENV = "env"  # interpreter, libraries, site-packages: summarised as packages
+    PSEUDO = "pseudo"  # /proc, /dev, /sys
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Reason(str, enum.Enum):
+    """Why a run's capture is incomplete: a code with parameters, stored as
+    {"code": ..., **params}; MESSAGES turns it into the sentence shown.
+    Programs (the late-hash filler, queries) test codes, never sentences."""
+
+    LOST_EVENTS = "lost_events"  # n
+    HASH_PENDING = "hash_pending"  # n
+    UNHASHED_INPUTS = "unhashed_inputs"  # n
+    UNHASHED_LATE = "unhashed_late"  # n (found by the background filler)
+    MODEL_PROBLEM = "model_problem"  # what, n
+    IO_URING = "io_uring"
+    INTERRUPTED = "interrupted"
+    NOT_FINISHED = "not_finished"  # still marked running, its roar gone
+    NOTE = "note"  # text: a sentence from the session or the request gate
+    TEXT = "text"  # text: a reason stored as a sentence by an older roar
+
+    def __str__(self) -> str:
+        return self.value
+
+
+MESSAGES = {
+    Reason.LOST_EVENTS: "{n} kernel events lost (ring buffer full)",
+    Reason.HASH_PENDING: "{n} content hash(es) still being computed "
+                         "(filled in by a background job)",
+    Reason.UNHASHED_INPUTS: "{n} input(s) without a verified content hash",
+    Reason.UNHASHED_LATE: "{n} input(s) without a verified content hash (hashed after the run)",
+    Reason.MODEL_PROBLEM: "{what} ({n}x)",
+    Reason.IO_URING: "io_uring used: file I/O submitted through it is not traced",
+    Reason.INTERRUPTED: "run was interrupted",
+    Reason.NOT_FINISHED: "run did not finish (roar was stopped)",
+    Reason.NOTE: "{text}",
+    Reason.TEXT: "{text}",
+}
+
+
+def reason(code: Reason, **params) -> dict:
+    """A stored reason: its code and the parameters its message needs."""
+    return {"code": code.value, **params}
+
+
+def message(r: dict) -> str:
+    """The sentence of a stored reason."""
+    return MESSAGES[Reason(r["code"])].format(**r)
+
+
+def messages(reasons: list[dict]) -> list[str]:
+    return [message(r) for r in reasons]
+
+
+def _template_re(template: str) -> re.Pattern:
+    out, pos = "", 0
+    for m in re.finditer(r"\{(\w+)\}", template):
+        out += re.escape(template[pos:m.start()])
+        out += rf"(?P<{m[1]}>\d+)" if m[1] == "n" else rf"(?P<{m[1]}>.+)"
+        pos = m.end()
+    return re.compile(out + re.escape(template[pos:]))
+
+
+_LEGACY = None
+
+
+def from_sentence(text: str) -> dict:
+    """The reason behind a sentence stored by a roar that had no codes (the
+    same templates wrote them); TEXT when none matches."""
+    global _LEGACY
+    if _LEGACY is None:
+        _LEGACY = [(code, _template_re(t)) for code, t in MESSAGES.items()
+                   if code not in (Reason.NOTE, Reason.TEXT, Reason.MODEL_PROBLEM)]
+        _LEGACY.append((Reason.MODEL_PROBLEM, _template_re(MESSAGES[Reason.MODEL_PROBLEM])))
+    for code, rx in _LEGACY:
+        m = rx.fullmatch(text)
+        if m:
+            return reason(code, **{k: int(v) if k == "n" else v
+                                   for k, v in m.groupdict().items()})
+    return reason(Reason.TEXT, text=text)
+
+
+# -- the records -----------------------------------------------------------------------
+
+
+class _Record:
+    """Decoding from and encoding to a document, for the dataclasses below:
+    fields in declaration order, then the keys kept in `extra`."""
+
+    extra: dict
+
+    @classmethod
+    def from_doc(cls, doc: dict):
+        names = _field_names(cls)
+        known = {k: v for k, v in doc.items() if k in names}
+        extra = {k: v for k, v in doc.items() if k not in names}
+        obj = cls(**known)
+        obj.extra = extra
+        obj._decoded()
+        return obj
+
+    def _decoded(self) -> None:
+        """Turn decoded strings into their types (enums, nested records)."""
+
+    def to_doc(self) -> dict:
+        doc = {}
+        for f in dataclasses.fields(self):
+            if f.name == "extra":
+                continue
+            doc[f.name] = _plain(getattr(self, f.name))
+        doc.update(self.extra)
+        return doc
+
+
+def _field_names(cls) -> frozenset:
+    names = _NAMES.get(cls)
+    if names is None:
+        names = _NAMES[cls] = frozenset(f.name for f in dataclasses.fields(cls)) - {"extra"}
+    return names
+
+
+_NAMES: dict[type, frozenset] = {}
+
+
+def _plain(v):
+    if isinstance(v, enum.Enum):
+        return v.value
+    if isinstance(v, _Record):
+        return v.to_doc()
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
+    return v
+
+
+def _enum(cls, v):
+    if v is None or isinstance(v, cls):
+        return v
+    try:
+        return cls(v)
+    except ValueError:
+        return v  # a value a newer roar wrote: kept as it is
+
+
+@dataclass
+class FileVersion(_Record):
+    """One version of one path as a run used it: (path, content hash), the
+    role it played, its kind (data, code, env, pseudo) and the bytes moved."""
+
+    path: str
+    role: Role | str
+    kind: str  # roar.record.classify: data | code | env | pseudo
+    hash: str | None = None  # xxh3-128 hex; None: not hashed (env, pseudo, unverified)
+    size: int | None = None
+    mode: str | None = None  # "r", "w" or "rw"
+    status: str | None = None  # hash status: ok, special, vanished, pending, unverified, ...
+    error: str | None = None
+    bytes_read: int | None = None  # None: unknown (a call the probes could not size)
+    bytes_written: int | None = None
+    processes: list[str] = field(default_factory=list)  # Process.key of each user
+    extra: dict = field(default_factory=dict)
+
+    def _decoded(self) -> None:
+        self.role = _enum(Role, self.role)
+
+    @property
+    def bytes(self) -> int | None:
+        """Bytes the run moved through this version: read for an input,
+        written otherwise."""
+        return self.bytes_read if self.role == Role.INPUT else self.bytes_written
+
+
+@dataclass
+class ProcessFile(_Record):
+    """What one process did with one path."""
+
+    path: str
+    kind: str
+    mode: str | None = None
+    bytes_read: int | None = None
+    bytes_written: int | None = None
+    read_calls: int | None = None
+    write_calls: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Process(_Record):
+    """One process of a run; `key` is its identity across pid reuse."""
+
+    key: str
+    pid: int
+    ppid: int | None = None
+    parent: str | None = None  # the parent's key
+    argv: list[Any] = field(default_factory=list)  # secrets stored as {"redacted": ...}
+    exe: str | None = None
+    cwd: str | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    threads: int = 1
+    execs: int | None = None
+    argv_incomplete: bool | None = None
+    files: list[ProcessFile] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+
+    def _decoded(self) -> None:
+        self.files = [f if isinstance(f, ProcessFile) else ProcessFile.from_doc(f)
+                      for f in self.files]
+
+
+@dataclass
+class Link(_Record):
+    """A run's link to an experiment tracker (W&B, MLflow, TensorBoard,
+    Hugging Face...), found in what it wrote or printed."""
+
+    tracker: str
+    id: str | None = None
+    url: str | None = None
+    project: str | None = None
+    path: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Run(_Record):
+    """One `roar run`: the command, where and by whom it ran, how it ended and
+    whether its capture is complete (and if not, why)."""
+
+    id: str  # ULID-like: time-ordered, unique across hosts
+    status: RunStatus | str = RunStatus.RUNNING
+    name: str | None = None
+    command: list[Any] = field(default_factory=list)
+    command_redacted: list[Any] | None = None
+    cwd: str | None = None
+    user: str | None = None
+    uid: int | None = None
+    host: str | None = None
+    boot_id: str | None = None
+    kernel: str | None = None
+    machine: str | None = None
+    os: str | None = None
+    started_at: str | None = None
+    ended_at: str | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    git: dict | None = None
+    env: dict = field(default_factory=dict)
+    mode: str | None = None  # daemon | embedded
+    complete: bool | None = None
+    reasons: list[dict] = field(default_factory=list)  # {"code": Reason, **params}
+    lost_events: int | None = None
+    io_uring: bool | None = None
+    connects: list[Any] = field(default_factory=list)
+    packages: dict = field(default_factory=dict)
+    counts: dict | None = None
+    gpus: list[dict] | None = None
+    request: str | None = None
+    dataset_mismatch: bool | None = None
+    dataset_check: list[dict] | None = None
+    links: list[Link] = field(default_factory=list)
+    reproduces: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_doc(cls, doc: dict) -> Run:
+        doc = dict(doc)
+        sentences = doc.pop("incomplete_reasons", None)
+        run = super().from_doc(doc)
+        if not run.reasons and sentences:  # stored before reasons had codes
+            run.reasons = [from_sentence(s) for s in sentences]
+        return run
+
+    def _decoded(self) -> None:
+        self.status = _enum(RunStatus, self.status)
+        self.links = [x if isinstance(x, Link) else Link.from_doc(x) for x in self.links or []]
+        self.env = self.env or {}
+        self.packages = self.packages or {}
+        self.connects = self.connects or []
+        self.reasons = self.reasons or []
+
+    @property
+    def incomplete_reasons(self) -> list[str]:
+        return messages(self.reasons)
+
+    def to_doc(self) -> dict:
+        doc = super().to_doc()
+        # the sentences, beside the codes: what `roar show --json` has always
+        # printed, and what an older roar reading this store shows
+        doc["incomplete_reasons"] = self.incomplete_reasons
+        return doc
+
+
+# -- one encoder -------------------------------------------------------------------------
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
+
+
+def encode(obj) -> bytes:
+    """A record (or a document, or a list of them) as stored: compact,
+    ASCII-only JSON (paths that are not UTF-8 are kept as \\udcXX escapes)."""
+    if isinstance(obj, _Record):
+        obj = obj.to_doc()
+    elif isinstance(obj, list) and obj and isinstance(obj[0], _Record):
+        obj = [r.to_doc() for r in obj]
+    return _ENCODER.encode(obj).encode()
+
+
+def decode(raw: bytes | memoryview | str):
+    """The document behind encode()'s bytes (records are typed by the caller:
+    Run.from_doc and so on)."""
+    return json.loads(bytes(raw) if not isinstance(raw, str) else raw)
+
+
+def to_json(obj) -> Any:
+    """A record, a list of them, or a document holding them, as plain JSON
+    values (what `--json` prints)."""
+    if isinstance(obj, _Record):
+        return obj.to_doc()
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, list | tuple):
+        return [to_json(x) for x in obj]
+    if isinstance(obj, dict):
+        return {k: to_json(v) for k, v in obj.items()}
+    return obj
+
+
+# -- JSON Schema, from the types -----------------------------------------------------------
+
+
+def json_schema(tp) -> dict:
+    """The JSON Schema of a type used in the records above."""
+    if isinstance(tp, str):
+        tp = eval(tp, globals())  # noqa: S307 - our own annotations (from __future__)
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        opts = [json_schema(a) for a in typing.get_args(tp)]
+        return {"anyOf": opts}
+    if origin is list:
+        (item,) = typing.get_args(tp) or (Any,)
+        return {"type": "array", "items": json_schema(item)}
+    if tp is Any:
+        return {}
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return {"type": "string", "enum": [m.value for m in tp]}
+    if isinstance(tp, type) and issubclass(tp, _Record):
+        return {"$ref": f"#/$defs/{tp.__name__}"}
+    simple = {str: "string", int: "integer", bool: "boolean", float: "number",
+              dict: "object", type(None): "null", list: "array"}
+    return {"type": simple[tp]}
+
+
+def record_schema(cls) -> dict:
+    """The schema of a record's document: every field, and additional keys
+    allowed (documents keep keys a newer roar adds)."""
+    hints = typing.get_type_hints(cls, globals())
+    props = {f.name: json_schema(hints[f.name]) for f in dataclasses.fields(cls)
+             if f.name != "extra"}
+    required = [f.name for f in dataclasses.fields(cls) if f.name != "extra"
+                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if cls is Run:
+        props["incomplete_reasons"] = {"type": "array", "items": {"type": "string"}}
+    return {"type": "object", "properties": props, "required": required}
+
+
+RECORDS = (Run, FileVersion, Process, ProcessFile, Link)
+
+
+def defs() -> dict:
+    return {cls.__name__: record_schema(cls) for cls in RECORDS}
+
+
+def view_schema(title: str, cls, names: list[str], overrides: dict | None = None,
+                required: bool = True) -> dict:
+    """The schema of a view that shows some of a record's fields (e.g. `roar
+    log --json` shows eight of Run's): each field's schema comes from the type."""
+    hints = typing.get_type_hints(cls, globals())
+    props = {n: json_schema(hints[n]) for n in names if n in hints}
+    props.update(overrides or {})
+    out = {"title": title, "type": "object", "properties": props}
+    if required:
+        out["required"] = list(props)
+    return out
