@@ -13,15 +13,15 @@ import sys
 # `roar run`'s options, as declared on the click command in roar/cli/main.py
 # (tests/test_cli.py checks both parse alike).
 RUN_VALUES = {"--name": "name", "--linger": "linger", "--request": "request_id",
-              "--group": "group"}
-RUN_FLAGS = {"--allow-dirty": "allow_dirty"}
+              "--group": "group", "--policy": "policy"}
+RUN_FLAGS = {"--allow-dirty": "allow_dirty", "--audit": "audit"}
 
 
 def parse_run(args: list[str]) -> dict | None:
     """The arguments of `roar run` as click would parse them, or None when
     click should decide (help, unknown options, bad values, no command)."""
     opts: dict = {"name": None, "allow_dirty": False, "linger": None, "request_id": None,
-                  "group": None}
+                  "group": None, "audit": False, "policy": None}
     i = 0
     while i < len(args):
         arg = args[i]

@@ -56,6 +56,7 @@ class ActiveRun:
         self.recovery = recovery
         self.client_alive = True
         self.ending = threading.Lock()
+        self.killed_at_ns: int | None = None  # when an audit policy's kill ended it
 
 
 class Daemon:
@@ -241,6 +242,9 @@ class Daemon:
         away first (killed) has its workload ended now (the documented
         policy) and its run rebuilt from the spool, as the client's user."""
         req = self._next_op(rfile)
+        while req["op"] == "kill":  # an audit policy's kill: the whole run, at once
+            run.killed_at_ns = cgroups.kill_tree(run.path)
+            req = self._next_op(rfile)
         if req["op"] == "abort":  # refused before its command ran: nothing to keep
             self._discard(run, sender)
             return
@@ -295,7 +299,7 @@ class Daemon:
         except OSError:
             pass
         run.closed = True
-        run.end = {"lost": lost, "killed": killed}
+        run.end = {"lost": lost, "killed": killed, "killed_at_ns": run.killed_at_ns}
         run.wake.set()
 
     def _sender(self, run: ActiveRun) -> None:

@@ -62,6 +62,7 @@ class EmbeddedSession:
         self.probes = Probes(self.queue.append)
         self.lost = 0
         self.killed = 0
+        self.killed_at_ns: int | None = None
         self._stop = threading.Event()
         self._done = threading.Event()
         self._wake = threading.Event()
@@ -127,6 +128,11 @@ class EmbeddedSession:
     def pids(self) -> list[int]:
         return cgroups.pids(self.path) if self.path is not None else []
 
+    def kill_run(self) -> None:
+        """End every process of the run now (an audit policy's kill)."""
+        if self.path is not None:
+            self.killed_at_ns = cgroups.kill_tree(self.path)
+
     def stored(self) -> None:
         pass
 
@@ -171,6 +177,7 @@ class DaemonSession:
         self.rfile = self.sock.makefile("rb", buffering=1 << 20)
         self.lost = 0
         self.killed = 0
+        self.killed_at_ns: int | None = None
         self.end: dict | None = None
         self.cgroup_path: str | None = None
 
@@ -227,6 +234,7 @@ class DaemonSession:
                     self.end = json.loads(payload)
                     self.lost = int(self.end.get("lost", 0))
                     self.killed = int(self.end.get("killed", 0))
+                    self.killed_at_ns = self.end.get("killed_at_ns")
                     return
             buf = buf[pos:]
             if n < IDLE_READ:
@@ -237,6 +245,11 @@ class DaemonSession:
 
     def root_exited(self, linger: float) -> None:
         self.request({"op": "root_exited", "linger": linger})
+
+    def kill_run(self) -> None:
+        """Ask roard to end every process of the run now (an audit policy's
+        kill); the time it did is in its end message (killed_at_ns)."""
+        self.request({"op": "kill"})
 
     def stored(self) -> None:
         """The run is in the store: roard may drop its spool."""

@@ -33,13 +33,17 @@ def cli():
 @click.option("--request", "request_id", help="The approved training request this run fulfils.")
 @click.option("--group", help="The distributed job this run is part of (default: from "
                               "SLURM_JOB_ID, TORCHELASTIC_RUN_ID or MASTER_ADDR:MASTER_PORT).")
+@click.option("--audit", is_flag=True,
+              help="Audit the session: alerts, secret reads, outside writes (roar audit RUN).")
+@click.option("--policy", type=click.Path(dir_okay=False),
+              help="Audit policy (TOML, docs/audit.md); implies --audit.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def run(name, allow_dirty, linger, request_id, group, command):
+def run(name, allow_dirty, linger, request_id, group, audit, policy, command):
     """Run COMMAND traced: roar run [--name N] -- python train.py ..."""
     from roar.cli.run import cli_run
 
     cli_run(name=name, allow_dirty=allow_dirty, linger=linger, request_id=request_id,
-            command=list(command), group=group)
+            command=list(command), group=group, audit=audit, policy=policy)
 
 
 @cli.command()
@@ -199,7 +203,8 @@ def _register_feature_commands() -> None:
     """Commands that live in their own modules (lineage queries, requests)."""
     import importlib
 
-    for module in ("roar.cli.lineage", "roar.cli.requests", "roar.cli.reproduce"):
+    for module in ("roar.cli.lineage", "roar.cli.requests", "roar.cli.reproduce",
+                   "roar.cli.audit"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:

@@ -254,8 +254,9 @@ def links(run_ref, rescan, logs, as_json):
 
 @click.command("export")
 @click.argument("ref")
-@click.option("--format", "fmt", type=click.Choice(["openlineage", "prov", "dot", "svg"]),
-              required=True, help="openlineage (JSON lines), prov (PROV-JSON), dot or svg.")
+@click.option("--format", "fmt", type=click.Choice(["openlineage", "prov", "dot", "svg", "jsonl"]),
+              required=True, help="openlineage (JSON lines), prov (PROV-JSON), dot, svg, or "
+                                  "jsonl (a session's events and alerts, one a line).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write here, not stdout.")
 @click.option("--namespace", default="roar", show_default=True,
               help="OpenLineage job namespace.")

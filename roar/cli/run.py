@@ -42,13 +42,15 @@ class RunError(Exception):
 
 
 def cli_run(name: str | None, allow_dirty: bool, linger: float | None,
-            request_id: str | None, command: list[str], group: str | None = None) -> None:
+            request_id: str | None, command: list[str], group: str | None = None,
+            audit: bool = False, policy: str | None = None) -> None:
     """`roar run` as the command line does it (never returns): errors are one
     line, the exit status is the workload's."""
     try:
         code = run(command, name=name, allow_dirty=allow_dirty,
                    linger=DEFAULT_LINGER if linger is None else linger,
-                   store=Store(), request_id=request_id, group=group)
+                   store=Store(), request_id=request_id, group=group,
+                   audit=audit or policy is not None, policy=policy)
     except RunError as e:
         fail(str(e), e.exit_code)
     except (StoreError, SessionError) as e:
@@ -144,14 +146,18 @@ def _spawn_held(argv: list[str]) -> tuple[int, int]:
 
 def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
         linger: float = DEFAULT_LINGER, store: Store | None = None,
-        request_id: str | None = None, group: str | None = None) -> int:
+        request_id: str | None = None, group: str | None = None, audit: bool = False,
+        policy: str | None = None) -> int:
     """Run argv traced; returns the exit status roar should exit with.
-    group: the job group (--group); else found in the environment (groups.detect)."""
+    group: the job group (--group); else found in the environment (groups.detect).
+    audit: also keep the session's audit (roar/record/audit.py), under the
+    policy file given, if any."""
     check_command(argv)
     if group is not None and (why := groups.check_flag(group)):
         raise RunError(why)
     store = store or Store()
     store.check_space()
+    audit_policy = _load_policy(policy) if audit else None
     run_id = new_run_id()
     session = daemon_session()
     prepared = None
@@ -192,7 +198,10 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
         from roar.record.recorder import RunRecorder
 
         recorder = RunRecorder(store, record, pid, root_fds, start_ns=start_ns)
-        consumer = threading.Thread(target=_consume, args=(session, recorder),
+        feeder = recorder
+        if audit_policy is not None:
+            feeder = _tracker(store, record, recorder, audit_policy, session)
+        consumer = threading.Thread(target=_consume, args=(session, recorder, feeder),
                                     name="roar-model")
         consumer.start()
         gpus: list = []
@@ -221,6 +230,14 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
     record["gpus"] = gpus[0] if gpus else None
     if gate is not None and gate.stopped:
         notes.append(gate.stopped)
+    if feeder is not recorder:
+        record["audit"] = feeder.finish(session.killed_at_ns)
+        if feeder.stream is not None:
+            feeder.stream.close({"type": "end", "run": run_id})
+            feeder.stream.path.unlink(missing_ok=True)
+        if feeder.killed_by:
+            notes.append(f"killed by policy: {feeder.killed_by}")
+            print(f"roar: killed by policy: {feeder.killed_by}", file=sys.stderr)
     try:
         run = recorder.finish(status, interrupted, session.lost, notes)
     except StoreError as e:
@@ -303,16 +320,40 @@ def _size(path: str) -> int:
         return 0
 
 
-def _consume(session, recorder) -> None:
-    """Feed every record to the model. A record the model cannot digest is a
-    bug in roar: it is counted and named on the run, and the stream is still
-    drained to the end so nothing else is dropped."""
+def _load_policy(path: str | None):
+    """The audit policy, refused (one line) before anything runs."""
+    from roar.record import audit
+
+    try:
+        return audit.load_policy(path, os.getcwd(), audit.homes_of())
+    except audit.PolicyError as e:
+        raise RunError(str(e)) from None
+
+
+def _tracker(store, record, recorder, policy, session):
+    """The audit tracker of an audited run; its workspace defaults to the git
+    work tree (else the working directory)."""
+    from roar.record import audit
+
+    git = record.get("git")
+    if git and not policy.workspace_given:  # relative globs follow the workspace
+        policy = audit.load_policy(policy.source, git["root"], policy.homes)
+    stream = audit.EventStream(audit.stream_path(store.home, record["id"]))
+    return audit.AuditTracker(recorder, policy, kill=session.kill_run, stream=stream)
+
+
+def _consume(session, recorder, feeder=None) -> None:
+    """Feed every record to the model (through the audit tracker, if any). A
+    record the model cannot digest is a bug in roar: it is counted and named
+    on the run, and the stream is still drained to the end so nothing else
+    is dropped."""
+    feeder = feeder or recorder
     for raw in session.records():
         try:
             if raw is None:  # caught up with the run: work ahead on the end
                 recorder.prebuild()
                 continue
-            recorder.feed_raw(raw)
+            feeder.feed_raw(raw)
         except Exception as e:  # noqa: BLE001 - reported on the run record, not hidden
             recorder.model.problem(f"internal error handling an event: {type(e).__name__}: {e}")
 

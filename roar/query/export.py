@@ -22,7 +22,7 @@ from roar.record.classify import CODE, DATA
 from roar.record.ids import _CROCKFORD
 from roar.record.store import Store
 
-FORMATS = ("openlineage", "prov", "dot", "svg")
+FORMATS = ("openlineage", "prov", "dot", "svg", "jsonl")
 HASH_ALGORITHM = "xxh3-128"
 
 
@@ -319,6 +319,13 @@ def svg(dot_text: str) -> str:
 def export(store: Store, target: tuple[str, str], fmt: str, namespace: str = "roar") -> str:
     """The text of an export: OpenLineage as JSON lines (one event a line), PROV
     as one JSON document, DOT or SVG."""
+    if fmt == "jsonl":  # a session's events and alerts, for a SIEM (roar/query/audit.py)
+        if target[0] != "run":
+            raise ExportError("--format jsonl exports a session's events: give a run")
+        from roar.query.audit import events
+
+        return "".join(json.dumps(e, separators=(",", ":"), ensure_ascii=True) + "\n"
+                       for e in events(store, target[1]))
     if fmt == "openlineage":
         return "".join(json.dumps(e, separators=(",", ":")) + "\n"
                        for e in openlineage_events(store, target, namespace))

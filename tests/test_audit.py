@@ -1,0 +1,226 @@
+"""Agent auditing: policies (unit), and real sessions of a scripted agent
+(tests/audit_agent.py) under `roar run --audit` with alert and kill rules."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from roar.record import audit
+
+AGENT = Path(__file__).with_name("audit_agent.py")
+
+
+# -- policies (no privileges) ---------------------------------------------------
+
+
+def test_globs_follow_homes_names_and_workspace():
+    m = audit.PathMatcher(["~/.ssh/**", "**/.env", "*.pem", "conf/*.yml"], ["/home/a", "/h2"],
+                          "/ws")
+    assert m.match("/home/a/.ssh/id_rsa") and m.match("/h2/.ssh/keys/deep")
+    assert not m.match("/home/b/.ssh/id_rsa")
+    assert m.match("/srv/app/.env") and m.match("/.env") and not m.match("/srv/app/.envrc")
+    assert m.match("/x/y/cert.pem") and not m.match("/x/pem")
+    assert m.match("/ws/conf/a.yml") and not m.match("/ws/conf/sub/a.yml")
+
+
+def test_connect_entries():
+    loop = audit.Endpoint.parse("127.0.0.0/8:*")
+    assert loop.match({"family": "inet", "address": "127.0.0.1", "port": 80})
+    assert not loop.match({"family": "inet", "address": "10.0.0.1", "port": 80})
+    https = audit.Endpoint.parse("0.0.0.0/0:443")
+    assert https.match({"family": "inet", "address": "1.2.3.4", "port": 443})
+    assert not https.match({"family": "inet", "address": "1.2.3.4", "port": 80})
+    v6 = audit.Endpoint.parse("[::1]:8000-8100")
+    assert v6.match({"family": "inet6", "address": "::1", "port": 8080})
+    assert not v6.match({"family": "inet6", "address": "::1", "port": 9000})
+    mapped = audit.Endpoint.parse("10.0.0.0/8")
+    assert mapped.match({"family": "inet6", "address": "::ffff:10.1.2.3", "port": 1})
+    with pytest.raises(audit.PolicyError):
+        audit.Endpoint.parse("example.com:80")
+
+
+def test_policy_file_errors_are_one_line(tmp_path):
+    bad = tmp_path / "p.toml"
+    for text, needle in [('[[rule]]\nkind = "nope"\n', "kind must be one of"),
+                         ('[[rule]]\nkind = "exec"\naction = "alert"\n', "needs match"),
+                         ('[[rule]]\nkind = "exec"\nmatch = ["x"]\naction = "boom"\n',
+                          "alert or kill"),
+                         ("workspace = 3\n", "workspace must be a path"),
+                         ("wat = 1\n", "unknown key"), ("[[rule]\n", "not valid TOML")]:
+        bad.write_text(text)
+        with pytest.raises(audit.PolicyError, match=needle):
+            audit.load_policy(str(bad), "/ws", ["/h"])
+    with pytest.raises(audit.PolicyError, match="cannot read"):
+        audit.load_policy(str(tmp_path / "missing.toml"), "/ws", ["/h"])
+
+
+def test_rules_fire_on_what_they_name(tmp_path):
+    p = tmp_path / "p.toml"
+    p.write_text('workspace = "ws"\n'
+                 '[[rule]]\nkind = "write_outside"\nallow = ["/tmp/**"]\n'
+                 '[[rule]]\nkind = "connect"\nallow = ["127.0.0.0/8:*", "[::1]"]\n'
+                 '[[rule]]\nname = "no-curl"\nkind = "exec"\nmatch = ["curl", "*/wget"]\n'
+                 'action = "kill"\n')
+    pol = audit.load_policy(str(p), "/elsewhere", ["/h"])
+    assert pol.workspace == str(tmp_path / "ws") and pol.workspace_given
+    wo, conn, ex = pol.rules
+    assert audit._fires(wo, "/etc/passwd") and not audit._fires(wo, "/tmp/x")
+    assert audit._fires(conn, {"family": "inet", "address": "8.8.8.8", "port": 53})
+    assert not audit._fires(conn, {"family": "inet6", "address": "::1", "port": 53})
+    assert ex.name == "no-curl" and ex.action == "kill"
+    assert audit._fires(ex, ("/usr/bin/curl", "curl")) and audit._fires(ex, ("/bin/wget", "x"))
+    assert not audit._fires(ex, ("/usr/bin/git", "git"))
+    assert pol.in_workspace(str(tmp_path / "ws" / "a")) and not pol.in_workspace("/wsx")
+
+
+def test_run_with_a_bad_policy_is_refused_before_it_starts(cli):
+    marker = cli.cwd / "started"
+    (cli.cwd / "p.toml").write_text('[[rule]]\nkind = "nope"\n')
+    p = cli("run", "--policy", "p.toml", "--", "touch", str(marker), check=False)
+    from conftest import one_line_error
+
+    assert "kind must be one of" in one_line_error(p) and not marker.exists()
+
+
+# -- real sessions ---------------------------------------------------------------
+
+
+def _git_workspace(root: Path) -> Path:
+    ws = root / "ws"
+    ws.mkdir()
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    (ws / "tracked.txt").write_text("version one\n")
+    (ws / ".gitignore").write_text("*.txt\n!tracked.txt\nready\n")
+    for cmd in (["init", "-q"], ["add", "."], ["commit", "-qm", "init"]):
+        subprocess.run(["git", *cmd], cwd=ws, check=True, env=env, capture_output=True)
+    return ws
+
+
+def _agent_setup(tmp_path: Path) -> tuple[Path, Path, Path, dict]:
+    ws = _git_workspace(tmp_path)
+    home = tmp_path / "agent-home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_rsa").write_text("-----BEGIN FAKE KEY-----\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    return ws, home, outside, {"HOME": str(home)}
+
+
+POLICY = """
+[[rule]]
+name = "ssh-keys"
+kind = "secret_read"
+match = ["~/.ssh/**"]
+action = "{secret_action}"
+
+[[rule]]
+name = "stay-in-workspace"
+kind = "write_outside"
+action = "alert"
+
+[[rule]]
+name = "loopback-only"
+kind = "connect"
+allow = ["10.0.0.0/8:*"]
+action = "alert"
+
+[[rule]]
+name = "no-git"
+kind = "exec"
+match = ["git"]
+action = "alert"
+"""
+
+
+def _policy(tmp_path: Path, secret_action: str = "alert") -> Path:
+    p = tmp_path / "policy.toml"
+    p.write_text(POLICY.format(secret_action=secret_action))
+    return p
+
+
+@pytest.mark.capture
+def test_audited_run_reports_what_the_agent_did(roar, tmp_path):
+    ws, home, outside, env = _agent_setup(tmp_path)
+    policy = _policy(tmp_path)
+    p = roar("run", "--policy", policy, "--", sys.executable, AGENT, ws, outside, "2",
+             cwd=ws, env=roar.env(**env), check=False)
+    assert p.returncode == 0, p.stderr
+    run_id = roar.json("log", "-n", "1")[0]["id"]
+    rep = roar.json("audit", run_id)
+    assert rep["kind"] == "run" and rep["workspace"] == str(ws)
+    argvs = [c["argv"] for c in rep["commands"]]
+    assert ["git", "status", "--short"] in argvs
+    assert any(a[:2] == ["sh", "-c"] and "step 1" in a[2] for a in argvs)
+    assert sum(1 for a in argvs if a[1:2] == ["-c"] and "py_1.txt" in a[2]) == 1
+    git = next(c for c in rep["commands"] if c["argv"][:1] == ["git"])
+    assert git["exe_hash"] and git["exit"] == 0 and git["exe"].endswith("/git")
+    secret = str(home / ".ssh" / "id_rsa")
+    assert rep["secret_reads"] == [secret]
+    assert any(r["path"] == secret and r["hash"] for r in rep["reads"])
+    for i in range(2):
+        assert str(outside / f"out_{i}.txt") in rep["outside_workspace"]
+        assert str(ws / f"daemon_{i}.txt") in rep["created"]  # by the daemonized helper
+    writes = {w["path"]: w for w in rep["writes"]}
+    assert writes[str(ws / "step_1.txt")]["after"] and writes[str(ws / "step_1.txt")]["before"] \
+        is None
+    assert any(n["family"] == "inet" and n["address"] == "127.0.0.1" and n["port"]
+               for n in rep["network"])
+    rules = {(a["rule"], a["kind"]) for a in rep["alerts"]}
+    assert rules == {("ssh-keys", "secret_read"), ("stay-in-workspace", "write_outside"),
+                     ("loopback-only", "connect"), ("no-git", "exec")}
+    assert sum(1 for a in rep["alerts"] if a["rule"] == "no-git") == 2
+    assert rep["git"]["before"]["commit"] == rep["git"]["after"]["commit"]
+    # the alerts are on the run as `roar show` gives it, and in the jsonl export
+    lines = [json.loads(x) for x in roar("export", run_id, "--format", "jsonl").stdout.splitlines()]
+    assert {x["type"] for x in lines} >= {"session", "exec", "file", "connect", "alert"}
+    assert sum(1 for x in lines if x["type"] == "alert") == len(rep["alerts"])
+
+
+@pytest.mark.capture
+def test_before_hash_of_an_overwritten_file(roar, tmp_path):
+    ws, home, outside, env = _agent_setup(tmp_path)
+    (outside / "keep.txt").write_text("old content\n")
+    script = (f"import time\nopen({str(ws / 'tracked.txt')!r}, 'w').write('version two')\n"
+              f"f = open({str(outside / 'keep.txt')!r}, 'r+')\ntime.sleep(0.3)\n"
+              "f.seek(0, 2); f.write('more'); f.close()\n")
+    roar("run", "--audit", "--", sys.executable, "-c", script, cwd=ws, env=roar.env(**env))
+    rep = roar.json("audit", roar.json("log", "-n", "1")[0]["id"])
+    from conftest import xxh128
+
+    w = {x["path"]: x for x in rep["writes"]}
+    tracked = w[str(ws / "tracked.txt")]  # truncated at open: HEAD's blob is the pre-image
+    assert tracked["before_status"] == "HEAD's version (git)"
+    assert tracked["after"] == xxh128(ws / "tracked.txt") != tracked["before"]
+    keep = w[str(outside / "keep.txt")]
+    (tmp_path / "old").write_text("old content\n")
+    assert keep["before"] == xxh128(tmp_path / "old") and keep["after"] == xxh128(
+        outside / "keep.txt")
+
+
+@pytest.mark.capture
+def test_kill_rule_ends_the_session_and_says_why(roar, tmp_path):
+    ws, home, outside, env = _agent_setup(tmp_path)
+    policy = _policy(tmp_path, secret_action="kill")
+    t0 = time.monotonic()
+    p = roar("run", "--policy", policy, "--", sys.executable, AGENT, ws, outside, "3",
+             cwd=ws, env=roar.env(**env), check=False)
+    assert time.monotonic() - t0 < 60
+    assert p.returncode == 128 + 9 and "killed by policy: ssh-keys" in p.stderr
+    run_id = roar.json("log", "-n", "1")[0]["id"]
+    doc = roar.json("show", run_id)
+    assert "killed by policy: ssh-keys" in doc["incomplete_reasons"]
+    rep = roar.json("audit", run_id)
+    assert rep["killed_by"] == "ssh-keys" and rep["kill"]["killed_ms"] < 1000
+    # decided in userspace: what the agent did within those milliseconds (its
+    # next write) may have happened, nothing later did
+    assert not (ws / "daemon_0.txt").exists() and not (ws / "step_1.txt").exists()
+    print(f"kill: decided {rep['kill']['decided_ms']} ms, session killed "
+          f"{rep['kill']['killed_ms']} ms after the violating open")
