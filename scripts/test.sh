@@ -5,6 +5,34 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash scripts/setup.sh
 
+# -- CI strictness (owner: tests) ----------------------------------------------------
+# Under `.ci/run` (CI=true) the capture tests must run: the probes are compiled and
+# loaded once before pytest starts, and the tools the tests use must be there. Any
+# of these missing fails the run here, with the reason; tests/conftest.py fails any
+# capture test that skips anyway.
+if [[ ${CI:-} == true || ${CI:-} == 1 ]]; then
+  export CI=true
+  missing=()
+  for tool in gcc strace setpriv unshare useradd userdel groupadd groupdel git mount; do
+    command -v "$tool" >/dev/null || missing+=("$tool")
+  done
+  [[ ${#missing[@]} -eq 0 ]] || { echo "test.sh: CI: missing tools: ${missing[*]}" >&2; exit 1; }
+  want="$(.venv/bin/python -c 'import sys; print(sys.version_info[:2])')"
+  have="$(/usr/bin/python3 -c 'import sys; print(sys.version_info[:2])' 2>/dev/null || true)"
+  [[ $want == "$have" ]] || {
+    echo "test.sh: CI: /usr/bin/python3 ${have:-missing} is not the test interpreter's $want" \
+         "(the foreign-user tests need it)" >&2; exit 1; }
+  if ! err="$(.venv/bin/python -c '
+from roar.capture.probes import Probes
+p = Probes(lambda raw: None)
+print(f"test.sh: CI: probes load ({len(p.names)} programs)")' 2>&1)"; then
+    echo "test.sh: CI: the probes cannot load, capture tests cannot run:" >&2
+    echo "$err" | tail -n 5 >&2
+    exit 1
+  fi
+  echo "$err"
+fi
+
 rc=0
 .venv/bin/python -m pytest -q tests "$@" || rc=$?
 if [[ $rc -eq 5 ]]; then

@@ -23,6 +23,13 @@ from roar.record.store import Store
 REPO = Path(__file__).resolve().parent.parent
 
 
+# CI (`.ci/run` sets CI=true): capture tests must run. A reason that would skip
+# them stops the session, and a capture test that skips anyway (a missing tool,
+# an unavailable kernel feature) fails with its reason: a run that could not
+# trace must never pass as green.
+CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
 def _capture_unavailable() -> str | None:
     if os.geteuid() != 0:
         return "capture tests need root"
@@ -38,10 +45,22 @@ def _capture_unavailable() -> str | None:
 def pytest_collection_modifyitems(config, items):
     reason = _capture_unavailable()
     if reason:
+        if CI and any("capture" in item.keywords for item in items):
+            pytest.exit(f"CI: capture tests cannot run: {reason}", returncode=1)
         skip = pytest.mark.skip(reason=reason)
         for item in items:
             if "capture" in item.keywords:
                 item.add_marker(skip)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if CI and rep.skipped and "capture" in item.keywords and not hasattr(rep, "wasxfail"):
+        why = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        rep.outcome = "failed"
+        rep.longrepr = f"CI: a capture test may not skip: {why}"
 
 
 def spawn_roard(d: Path) -> tuple[subprocess.Popen, Path, dict]:
