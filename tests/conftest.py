@@ -11,13 +11,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import Future
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 import xxhash
 
+from roar.capture import events as E
+from roar.record.hasher import HashResult
 from roar.record.ids import new_run_id
+from roar.record.model import RunModel
 from roar.record.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
@@ -376,3 +380,48 @@ class History:
                   "exe": exe, "exit_code": exit_code, "signal": None, "files": []}]
         self.store.finish_run(run, files, procs)
         return rid
+
+
+# -- synthetic event streams (model, recorder) ----------------------------------------
+
+O_WRONLY_CREAT_TRUNC = 0o1 | 0o100 | 0o1000
+ROOT = 100  # the run's first process in synthetic streams
+
+
+class Stream:
+    """Builds events with increasing timestamps and feeds them to a model."""
+
+    def __init__(self, cwd="/work", fds=None):
+        self.ts = 1000
+        self.hashed: list[str] = []
+
+        def submit(path, birth=False):
+            self.hashed.append(path)
+            f = Future()
+            f.set_result(HashResult("ok", f"h:{path}", 1, self.ts, self.ts))
+            return f
+
+        self.m = RunModel(ROOT, cwd, ["python3", "train.py"], fds or {}, 0, submit)
+
+    def ev(self, type_, tgid=ROOT, tid=None, fd=-1, ret=0, a0=0, a1=0, a2=0, flags=0,
+           path=None, path2=None, argv=None):
+        self.ts += 10
+        e = E.Event(self.ts, 1, tgid, tid or tgid, type_, flags, fd, ret, a0, a1, a2,
+                    path=path, path2=path2, argv=argv)
+        self.m.feed(e)
+        return e
+
+    def open(self, path, fd, flags=0, tgid=ROOT, dirfd=-100):
+        return self.ev(E.EV_OPEN, tgid=tgid, fd=fd, ret=dirfd, a0=flags, path=path)
+
+    def read(self, fd, tgid=ROOT):
+        return self.ev(E.EV_READ, tgid=tgid, fd=fd, a0=1)
+
+    def write(self, fd, tgid=ROOT):
+        return self.ev(E.EV_WRITE, tgid=tgid, fd=fd, a0=2)
+
+    def close(self, fd, tgid=ROOT, rbytes=0, wbytes=0):
+        return self.ev(E.EV_CLOSE, tgid=tgid, fd=fd, a0=rbytes, a1=wbytes)
+
+    def fork(self, child, parent=ROOT, thread=False, clone_flags=0):
+        return self.ev(E.EV_FORK, tgid=parent, ret=child, a0=int(thread), a1=clone_flags)

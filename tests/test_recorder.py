@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 import time
 
+from conftest import O_WRONLY_CREAT_TRUNC
+
 from roar.capture import events as E
 from roar.record.ids import new_run_id
 from roar.record.recorder import RunRecorder
 from roar.record.store import Store
 
 ROOT, CHILD = 100, 200
-O_WRONLY_CREAT_TRUNC = 0o1 | 0o100 | 0o1000
 
 
 def _stream(d: str) -> list[E.Event]:

@@ -1,0 +1,476 @@
+"""One test per rule of the process model (roar/record/model.py), on synthetic
+event streams: fd tables (inheritance, dup flags, close-on-exec, close_range),
+working directories through renames, file versions, renames over a target,
+O_TMPFILE + linkat, truncation, exits and reaps, fd aliases, endpoints.
+Each test fails when its rule is broken; tests/test_model.py has the first set."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+
+import pytest
+from conftest import O_WRONLY_CREAT_TRUNC, ROOT, Stream
+
+from roar.capture import events as E
+from roar.record.model import (
+    AT_EMPTY_PATH,
+    CLONE_FILES,
+    CLOSE_RANGE_CLOEXEC,
+    FD_MAP_READ,
+    O_CLOEXEC,
+    O_CREAT,
+    O_DIRECTORY,
+    O_PATH,
+    O_RDWR,
+    O_TMPFILE,
+    decode_sockaddr,
+)
+
+AT_FDCWD_U64 = (-100) & (2**64 - 1)  # a dirfd as the kernel hands it over in a0
+
+
+def rename(s: Stream, old: str, new: str, tgid: int = ROOT):
+    return s.ev(E.EV_RENAME, tgid=tgid, fd=-100, a0=AT_FDCWD_U64, path=old, path2=new)
+
+
+def exec_(s: Stream, tgid: int, exe: str = "/bin/true", ret: int = 0):
+    s.ev(E.EV_EXEC, tgid=tgid, fd=-100, path=exe, argv=[exe])
+    s.ev(E.EV_EXEC_RET, tgid=tgid, ret=ret)
+
+
+# -- fd tables ---------------------------------------------------------------------------
+
+
+def test_fork_inherits_each_fds_close_on_exec_flag():
+    s = Stream()
+    s.open("/d/keep", 3)
+    s.open("/d/drop", 4, flags=O_CLOEXEC)
+    s.fork(200)
+    child = s.m.live[200]
+    assert (child.fds[3].cloexec, child.fds[4].cloexec) == (False, True)
+    exec_(s, 200)
+    assert set(child.fds) == {3}
+    assert set(s.m.root.fds) == {3, 4}  # the parent did not exec
+
+
+def test_child_fd_table_is_a_copy_unless_clone_files():
+    s = Stream()
+    s.open("/d/a", 3)
+    s.fork(200)                           # a copy: the child's close is its own
+    s.fork(300, clone_flags=CLONE_FILES)  # one table shared with the parent
+    s.close(3, tgid=200)
+    assert 3 in s.m.root.fds and 3 in s.m.live[300].fds
+    s.close(3, tgid=300)
+    assert 3 not in s.m.root.fds
+    s.open("/d/b", 5, tgid=300)
+    assert s.m.root.fds[5].file.path == "/d/b"
+
+
+def test_dup_shares_the_open_file_and_takes_its_own_cloexec_flag():
+    s = Stream()
+    s.open("/d/a", 3, flags=O_CLOEXEC)
+    s.ev(E.EV_DUP, fd=3, ret=7, a0=0)  # dup2: the new fd never has FD_CLOEXEC
+    s.ev(E.EV_DUP, fd=3, ret=8, a0=1)  # dup3(O_CLOEXEC) / F_DUPFD_CLOEXEC
+    fds = s.m.root.fds
+    assert fds[7].file is fds[3].file and fds[8].file is fds[3].file
+    assert (fds[3].cloexec, fds[7].cloexec, fds[8].cloexec) == (True, False, True)
+    exec_(s, ROOT)
+    assert set(s.m.root.fds) == {7}
+
+
+def test_dup_onto_itself_changes_nothing():
+    s = Stream()
+    s.open("/d/a", 3, flags=O_CLOEXEC)
+    s.ev(E.EV_DUP, fd=3, ret=3, a0=0)  # dup2(3, 3) returns 3 and leaves its flags
+    assert s.m.root.fds[3].cloexec is True
+
+
+def test_dup_of_an_unknown_fd_forgets_what_the_target_named():
+    s = Stream()
+    s.open("/d/a", 4)
+    s.ev(E.EV_DUP, fd=9, ret=4)  # fd 9 names nothing the run opened (a pipe, a socket)
+    assert 4 not in s.m.root.fds
+    s.read(4)
+    assert not s.m.paths["/d/a"].read
+
+
+def test_fcntl_setfd_sets_and_clears_close_on_exec():
+    s = Stream()
+    s.open("/d/a", 3)
+    s.open("/d/b", 4, flags=O_CLOEXEC)
+    s.ev(E.EV_FDFLAGS, fd=3, a0=1)
+    s.ev(E.EV_FDFLAGS, fd=4, a0=0)
+    assert (s.m.root.fds[3].cloexec, s.m.root.fds[4].cloexec) == (True, False)
+    exec_(s, ROOT)
+    assert set(s.m.root.fds) == {4}
+
+
+def test_close_range_bounds_are_inclusive_and_cloexec_only_marks():
+    s = Stream()
+    for fd in (3, 4, 5, 6):
+        s.open(f"/d/{fd}", fd)
+    s.ev(E.EV_CLOSE_RANGE, fd=4, a0=5, a1=CLOSE_RANGE_CLOEXEC)
+    assert [fd for fd, e in sorted(s.m.root.fds.items()) if e.cloexec] == [4, 5]
+    s.ev(E.EV_CLOSE_RANGE, fd=4, a0=5, a1=0)
+    assert set(s.m.root.fds) == {3, 6}
+
+
+def test_failed_exec_keeps_fds_marked_close_on_exec():
+    s = Stream()
+    s.open("/d/a", 3, flags=O_CLOEXEC)
+    exec_(s, ROOT, "/nope", ret=-2)
+    assert 3 in s.m.root.fds and s.m.root.execs == 0
+    exec_(s, ROOT, "/bin/cat")
+    assert 3 not in s.m.root.fds and s.m.root.execs == 1
+
+
+def test_thread_creation_shares_the_process_and_makes_no_new_one():
+    s = Stream()
+    s.fork(101, thread=True)
+    s.open("/d/a", 3, tgid=ROOT)
+    assert [p.pid for p in s.m.procs] == [ROOT] and s.m.root.threads == 2
+
+
+# -- working directories -------------------------------------------------------------
+
+
+def test_cwd_follows_a_rename_of_its_directory():
+    s = Stream()
+    s.ev(E.EV_CHDIR, path="/w/run")
+    s.fork(200)
+    s.ev(E.EV_CHDIR, tgid=200, path="/w/run/sub")
+    rename(s, "/w/run", "/w/done")
+    assert s.m.root.cwd == "/w/done" and s.m.live[200].cwd == "/w/done/sub"
+    s.open("x.csv", 3)
+    assert "/w/done/x.csv" in s.m.paths and "/w/run/x.csv" not in s.m.paths
+
+
+def test_cwd_beside_a_renamed_directory_is_left_alone():
+    s = Stream()
+    s.ev(E.EV_CHDIR, path="/w/run2")
+    rename(s, "/w/run", "/w/done")  # /w/run2 is not below /w/run
+    assert s.m.root.cwd == "/w/run2"
+
+
+def test_relative_chdir_and_unknown_fchdir():
+    s = Stream(cwd="/w")
+    s.ev(E.EV_CHDIR, path="data/../models")
+    assert s.m.root.cwd == "/w/models"
+    s.ev(E.EV_FCHDIR, fd=42)  # an fd the model never saw open
+    assert s.m.root.cwd is None and "fchdir to an unknown directory" in s.m.problems
+    s.open("rel", 3)
+    assert "relative path with unknown base directory" in s.m.problems
+
+
+def test_open_relative_to_an_unknown_dirfd_is_a_problem_not_a_guess():
+    s = Stream()
+    s.open("x", 3, dirfd=17)
+    assert not s.m.paths and s.m.problems == {"relative path with unknown base directory": 1}
+
+
+def test_truncated_path_is_reported():
+    s = Stream()
+    s.ev(E.EV_OPEN, fd=3, ret=-100, flags=E.EVF_TRUNCATED, path="/d/" + "x" * 50)
+    assert "path longer than PATH_MAX" in s.m.problems
+
+
+# -- versions ------------------------------------------------------------------------
+
+
+def test_read_then_rewrite_keeps_the_first_read_and_when_it_changed():
+    s = Stream()
+    s.open("/d/w.bin", 3)
+    s.read(3)
+    s.close(3)
+    read_ts = s.ts
+    s.open("/d/w.bin", 4, flags=O_WRONLY_CREAT_TRUNC)
+    st = s.m.paths["/d/w.bin"]
+    assert st.first == "read" and st.read and st.written
+    assert st.modified_ts is not None and st.modified_ts > read_ts
+    assert st.create_ts is None  # it existed before: the run did not make it
+    assert s.hashed == ["/d/w.bin"]  # v1 hashed at the read-open, before the rewrite
+
+
+def test_o_creat_on_a_new_path_notes_its_birth_and_not_on_a_read_path():
+    s = Stream()
+    s.open("/d/new", 3, flags=O_CREAT | O_RDWR)
+    assert s.m.paths["/d/new"].create_ts is not None
+    s.open("/d/old", 4)
+    s.open("/d/old", 5, flags=O_CREAT | O_RDWR)
+    assert s.m.paths["/d/old"].create_ts is None
+
+
+def test_o_path_and_directory_opens_are_no_file_access():
+    s = Stream()
+    s.open("/d", 3, flags=O_DIRECTORY)
+    s.open("/d/f", 4, flags=O_PATH)
+    assert s.m.paths == {} and s.hashed == []
+    assert s.m.root.fds[3].file.path == "/d"
+
+
+def test_read_only_mapping_is_read_not_written():
+    s = Stream()
+    s.open("/d/w.safetensors", 3)
+    s.ev(E.EV_MMAP, fd=3, a0=FD_MAP_READ)
+    st = s.m.paths["/d/w.safetensors"]
+    assert st.read and not st.written and st.modified_ts is None
+
+
+def test_unlink_then_create_is_live_again():
+    s = Stream()
+    s.open("/d/f", 3, flags=O_WRONLY_CREAT_TRUNC)
+    s.ev(E.EV_UNLINK, fd=-100, path="/d/f")
+    assert s.m.paths["/d/f"].deleted
+    s.open("/d/f", 4, flags=O_CREAT | O_RDWR)
+    assert not s.m.paths["/d/f"].deleted
+
+
+def test_close_summary_keeps_byte_counts_and_says_when_they_are_inexact():
+    s = Stream()
+    s.open("/d/a", 3)
+    s.ev(E.EV_CLOSE, fd=3, ret=1, a0=10, a1=0, a2=(2 << 32) | 0, flags=E.EVF_BYTES_UNKNOWN)
+    pf = s.m.root.files["/d/a"]
+    assert (pf.bytes_read, pf.read_calls, pf.write_calls, pf.bytes_exact) == (10, 2, 0, False)
+
+
+# -- renames, links, truncation -----------------------------------------------------------
+
+
+def test_rename_over_an_input_replaces_it_and_keeps_the_input():
+    s = Stream()
+    s.open("/d/cfg", 3)
+    s.read(3)
+    s.close(3)
+    s.open("/d/cfg.tmp", 4, flags=O_WRONLY_CREAT_TRUNC)
+    s.write(4)
+    rename(s, "/d/cfg.tmp", "/d/cfg")
+    cfg, tmp = s.m.paths["/d/cfg"], s.m.paths["/d/cfg.tmp"]
+    assert cfg.first == "read" and cfg.read and cfg.written and not cfg.deleted
+    assert cfg.modified_ts is not None and cfg.renamed_from == ["/d/cfg.tmp"]
+    assert tmp.deleted and not tmp.written
+
+
+def test_rename_over_an_output_marks_the_replaced_file_changed():
+    s = Stream()
+    s.open("/d/old-out", 3, flags=O_WRONLY_CREAT_TRUNC)
+    s.write(3)
+    s.open("/d/seen", 4)  # read, never written: the rename replaces it
+    s.read(4)
+    rename(s, "/d/old-out", "/d/seen")
+    seen = s.m.paths["/d/seen"]
+    assert seen.written and not seen.deleted and seen.modified_ts is not None
+
+
+def test_rename_of_a_file_read_but_never_written_moves_no_write():
+    s = Stream()
+    s.open("/d/in", 3)
+    s.read(3)
+    rename(s, "/d/in", "/d/moved")
+    assert not s.m.paths["/d/moved"].written and s.m.paths["/d/moved"].renamed_from == []
+    assert s.m.paths["/d/in"].deleted and s.m.paths["/d/in"].modified_ts is not None
+
+
+def test_rename_with_an_unknown_side_changes_nothing():
+    s = Stream()
+    s.open("/d/a", 3, flags=O_WRONLY_CREAT_TRUNC)
+    s.write(3)
+    s.ev(E.EV_RENAME, fd=-100, a0=AT_FDCWD_U64, path="/d/a", path2=None, flags=E.EVF_FAULT)
+    assert not s.m.paths["/d/a"].deleted
+
+
+def test_o_tmpfile_is_nothing_until_linked_then_an_output_under_its_name():
+    s = Stream()
+    s.open("/d", 3, flags=O_TMPFILE | O_DIRECTORY | O_RDWR)
+    s.write(3)
+    assert s.m.paths == {}  # an unnamed file: no path, no output
+    s.ev(E.EV_LINK, fd=3, a0=AT_FDCWD_U64, a1=AT_EMPTY_PATH, path="", path2="/d/final")
+    final = s.m.paths["/d/final"]
+    assert final.written and not final.deleted and s.m.root.files["/d/final"].written
+    assert s.m.root.fds[3].file.path == "/d/final"  # later writes go to the name
+    s.close(3, wbytes=5)
+    assert s.m.root.files["/d/final"].bytes_written == 5
+
+
+def test_o_tmpfile_linked_through_proc_self_fd():
+    s = Stream()
+    s.open("/d", 4, flags=O_TMPFILE | O_DIRECTORY | O_RDWR)
+    s.write(4)
+    s.ev(E.EV_LINK, fd=-100, a0=AT_FDCWD_U64, a1=0x400, path="/proc/self/fd/4",
+         path2="/d/linked")  # AT_SYMLINK_FOLLOW
+    assert s.m.paths["/d/linked"].written and "/proc/self/fd/4" not in s.m.paths
+
+
+def test_o_tmpfile_never_linked_leaves_no_trace():
+    s = Stream()
+    s.open("/d", 3, flags=O_TMPFILE | O_DIRECTORY | O_RDWR)
+    s.write(3)
+    s.close(3)
+    assert s.m.paths == {} and s.m.root.files == {}
+
+
+def test_hard_link_of_a_written_file_is_written_too():
+    s = Stream()
+    s.open("/d/a", 3, flags=O_WRONLY_CREAT_TRUNC)
+    s.write(3)
+    s.ev(E.EV_LINK, fd=-100, a0=AT_FDCWD_U64, path="/d/a", path2="/d/b")
+    s.open("/d/in", 4)
+    s.read(4)
+    s.ev(E.EV_LINK, fd=-100, a0=AT_FDCWD_U64, path="/d/in", path2="/d/in-link")
+    assert s.m.paths["/d/b"].written and not s.m.paths["/d/in-link"].written
+    assert not s.m.paths["/d/a"].deleted
+
+
+def test_truncate_by_path_and_ftruncate_by_fd_are_writes():
+    s = Stream()
+    s.open("/d/a", 3)
+    s.read(3)
+    s.ev(E.EV_TRUNCATE, a0=0, path="/d/a")
+    s.open("/d/b", 4, flags=O_RDWR)
+    s.ev(E.EV_FTRUNCATE, fd=4, a0=0)
+    for p in ("/d/a", "/d/b"):
+        st = s.m.paths[p]
+        assert st.written and st.modified_ts is not None and s.m.root.files[p].written
+    assert s.m.paths["/d/a"].first == "read" and s.m.paths["/d/b"].first == "read"
+
+
+def test_ftruncate_of_an_unknown_fd_is_ignored():
+    s = Stream()
+    s.ev(E.EV_FTRUNCATE, fd=9, a0=0)
+    assert s.m.paths == {}
+
+
+# -- exits and reaps -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status,code,sig", [
+    (3 << 8, 3, None),      # exit(3)
+    (0, 0, None),
+    (9, None, 9),           # killed by SIGKILL
+    (15 | 0x80, None, 15),  # SIGTERM with a core dump
+])
+def test_reap_status_is_the_authoritative_exit(status, code, sig):
+    s = Stream()
+    s.fork(300)
+    s.ev(E.EV_EXIT, tgid=300, a0=99, a1=0, flags=E.EVF_EXITED)  # what exit_group said
+    s.ev(E.EV_REAP, ret=300, a0=status)
+    p = next(p for p in s.m.procs if p.pid == 300)
+    assert (p.exit_code, p.signal) == (code, sig)
+
+
+def test_reap_applies_to_the_latest_process_with_that_pid():
+    s = Stream()
+    s.fork(300)
+    s.ev(E.EV_EXIT, tgid=300, a0=1, flags=E.EVF_EXITED)
+    s.fork(300)
+    s.ev(E.EV_EXIT, tgid=300, a0=2, flags=E.EVF_EXITED)
+    s.ev(E.EV_REAP, ret=300, a0=5 << 8)
+    first, second = (p for p in s.m.procs if p.pid == 300)
+    assert (first.exit_code, second.exit_code) == (1, 5)
+
+
+def test_exit_with_both_flags_is_an_exit_code_and_drops_the_fd_table():
+    s = Stream()
+    s.fork(300)
+    s.open("/d/a", 3, tgid=300)
+    p = s.m.live[300]
+    s.ev(E.EV_EXIT, tgid=300, a0=4, a1=6, flags=E.EVF_EXITED | E.EVF_SIGNALED)
+    assert (p.exit_code, p.signal) == (4, None) and p.fds == {} and 300 not in s.m.live
+    assert p.end_ts == s.ts
+
+
+def test_pid_reused_without_an_exit_is_a_problem():
+    s = Stream()
+    s.fork(300)
+    s.fork(300)
+    assert s.m.problems == {"process exit not seen before its pid was reused": 1}
+    assert [p.end_ts is not None for p in s.m.procs if p.pid == 300] == [True, False]
+
+
+def test_exec_with_a_truncated_argv_is_flagged_on_its_process():
+    s = Stream()
+    s.ev(E.EV_EXEC, fd=-100, path="/bin/x", argv=["x", "a"], flags=E.EVF_TRUNCATED)
+    s.ev(E.EV_EXEC_RET, ret=0)
+    assert s.m.root.argv_incomplete and s.m.root.exe == "/bin/x" and not s.m.problems
+
+
+# -- fd aliases --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alias", ["/dev/stdin", "/dev/fd/0", "/proc/self/fd/0",
+                                   "/proc/thread-self/fd/0", f"/proc/{ROOT}/fd/0"])
+def test_fd_alias_names_the_file_behind_the_fd(alias):
+    s = Stream(fds={0: "/data/in.csv"})
+    s.open(alias, 3)
+    s.read(3)
+    assert s.m.paths["/data/in.csv"].read and alias not in s.m.paths
+    assert s.hashed == ["/data/in.csv"]
+
+
+def test_fd_alias_of_another_process_and_of_stdout():
+    s = Stream(fds={1: "/logs/out.txt"})
+    s.fork(200)
+    s.open("/d/x", 5, tgid=200)
+    s.open("/proc/200/fd/5", 3)
+    s.open("/dev/stdout", 4, flags=O_WRONLY_CREAT_TRUNC)
+    assert "/d/x" in s.m.paths and "/proc/200/fd/5" not in s.m.paths
+    assert s.m.paths["/logs/out.txt"].written
+
+
+def test_fd_alias_of_an_unknown_fd_stays_what_it_says():
+    s = Stream()
+    s.open("/dev/fd/9", 3)
+    s.open("/proc/4242/fd/1", 4)  # a process outside the run
+    assert {"/dev/fd/9", "/proc/4242/fd/1"} <= set(s.m.paths)
+
+
+# -- endpoints ---------------------------------------------------------------------------
+
+
+def _in6(addr: str, port: int) -> bytes:
+    return (struct.pack("<H", socket.AF_INET6) + struct.pack(">H", port) + b"\0" * 4
+            + socket.inet_pton(socket.AF_INET6, addr) + b"\0" * 4)
+
+
+def test_ipv6_endpoint_is_decoded():
+    assert decode_sockaddr(_in6("2001:db8::7", 8443)) == {
+        "family": "inet6", "address": "2001:db8::7", "port": 8443}
+    assert decode_sockaddr(_in6("::1", 22))["address"] == "::1"
+    assert decode_sockaddr(_in6("::1", 22)[:20]) is None  # too short for the address
+
+
+def test_ipv4_and_unix_endpoints_and_short_records():
+    raw4 = struct.pack("<H", socket.AF_INET) + struct.pack(">H", 5432) + bytes([127, 0, 0, 1])
+    assert decode_sockaddr(raw4) == {"family": "inet", "address": "127.0.0.1", "port": 5432}
+    assert decode_sockaddr(raw4[:7]) is None and decode_sockaddr(b"\x02") is None
+    unix = struct.pack("<H", socket.AF_UNIX)
+    assert decode_sockaddr(unix + b"/run/x.sock\0junk")["address"] == "/run/x.sock"
+    assert decode_sockaddr(unix + b"\0abstract\0")["address"] == "@abstract"
+    assert decode_sockaddr(struct.pack("<H", 99) + b"\0" * 20) is None
+
+
+def test_connect_to_a_relative_unix_socket_resolves_against_cwd():
+    s = Stream(cwd="/w")
+    ev = E.Event(s.ts + 1, 1, ROOT, ROOT, E.EV_CONNECT, 0, 5, 0, 0, 0, 0,
+                 raw=struct.pack("<H", socket.AF_UNIX) + b"sock/db\0")
+    s.m.feed(ev)
+    s.m.feed(E.Event(s.ts + 2, 1, ROOT, ROOT, E.EV_CONNECT, 0, 6, 0, 0, 0, 0, raw=_in6("::1", 1)))
+    assert s.m.connects == [
+        {"family": "unix", "address": "/w/sock/db", "port": None, "process": s.m.root.key},
+        {"family": "inet6", "address": "::1", "port": 1, "process": s.m.root.key}]
+
+
+# -- paths -------------------------------------------------------------------------------
+
+
+def test_dotdot_steps_out_of_where_a_symlink_really_points(tmp_path):
+    real = tmp_path / "real" / "deep"
+    real.mkdir(parents=True)
+    os.symlink(real, tmp_path / "link")
+    s = Stream(cwd=str(tmp_path))
+    s.open("link/../x", 3)
+    s.open(str(tmp_path / "a/./b//c"), 4)
+    s.open(str(tmp_path / "a/..b"), 5)  # a name starting with two dots: no step up
+    assert {str(tmp_path / "real" / "x"), str(tmp_path / "a/b/c"),
+            str(tmp_path / "a/..b")} <= set(s.m.paths)
