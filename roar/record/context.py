@@ -133,20 +133,37 @@ def redact(value: str, key: bytes) -> dict:
                                                    hashlib.sha256).hexdigest()}
 
 
+# the password of a URL's userinfo (postgres://user:PASSWORD@host/db); the rest of
+# the URL stays readable
+URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*):([^/\s@]+)@")
+
+
+def _url_passwords(value: str, key: bytes) -> str:
+    return URL_PASSWORD.sub(lambda m: f"{m[1]}:{redact(m[2], key)['redacted']}@", value)
+
+
 def environment(env: dict[str, str], key: bytes) -> dict:
-    return {k: (redact(v, key) if is_secret(k, v) else v) for k, v in sorted(env.items())}
+    return {k: (redact(v, key) if is_secret(k, v) else _url_passwords(v, key))
+            for k, v in sorted(env.items())}
 
 
 def redact_argv(argv: list[str], key: bytes) -> list:
-    """argv with token-looking values (and --token=... style values) replaced."""
+    """argv with secrets replaced: token-looking values, the value of a secret-named
+    option (--token=X and --token X) and the passwords of URLs."""
     out = []
+    secret_option = False  # the previous argument was --token, --password, ...
     for a in argv:
-        if "=" in a and a.startswith("-"):
-            name, _, value = a.partition("=")
-            if value and is_secret(name, value):
+        was_option, secret_option = secret_option, False
+        if a.startswith("-"):
+            name, eq, value = a.partition("=")
+            if eq and value and is_secret(name, value):
                 out.append(f"{name}={redact(value, key)['redacted']}")
                 continue
-        out.append(redact(a, key)["redacted"] if SECRET_VALUE.match(a) else a)
+            secret_option = not eq and a.startswith("--") and bool(SECRET_NAME.search(a))
+        elif was_option or SECRET_VALUE.match(a):
+            out.append(redact(a, key)["redacted"])
+            continue
+        out.append(_url_passwords(a, key))
     return out
 
 
