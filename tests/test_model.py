@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from concurrent.futures import Future
-
 from conftest import O_WRONLY_CREAT_TRUNC, ROOT, Stream
 
 from roar.capture import events as E
-from roar.record.hasher import HashResult
-from roar.record.model import O_CLOEXEC, O_RDWR, O_TRUNC, RunModel
+from roar.record.model import O_CLOEXEC, O_RDWR
+
 
 def test_relative_open_resolves_against_cwd_and_is_hashed_at_open():
     s = Stream()

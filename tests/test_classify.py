@@ -1,0 +1,95 @@
+"""Classification of paths (roar/record/classify.py): one test per rule, and
+which reads are worth hashing at open (needs_hash)."""
+
+from __future__ import annotations
+
+import pytest
+
+from roar.record.classify import CODE, DATA, ENV, PSEUDO, classify, is_environment, needs_hash
+
+ROOT = "/repo"
+TRACKED = {"train.py", "conf/base.yaml", "data/labels.csv"}
+
+
+@pytest.mark.parametrize("path", ["/proc/self/status", "/sys/fs/cgroup/x", "/dev/null",
+                                  "/dev/nvidia0", "/proc", "/sys", "/dev"])
+def test_pseudo_filesystems(path):
+    assert classify(path, ROOT, TRACKED) == PSEUDO and not needs_hash(path)
+
+
+def test_dev_shm_holds_real_files():
+    assert classify("/dev/shm/batch-0.npy") == DATA and needs_hash("/dev/shm/batch-0.npy")
+    assert classify("/devices/x") == DATA  # only the /dev/ tree is pseudo
+
+
+@pytest.mark.parametrize("path", [
+    "/repo/.venv/lib/python3.11/site-packages/numpy/__init__.py",   # site-packages
+    "/usr/lib/python3/dist-packages/bcc/__init__.py",               # dist-packages
+    "/repo/pkg/__pycache__/m.cpython-311.pyc",                      # byte code
+    "/home/u/.pyenv/versions/3.11.7/lib/python3.11/os.py",          # a pyenv interpreter
+    "/opt/miniconda/envs/train/lib/libcudart.so.12",                # a conda env
+    "/repo/venv/bin/python3", "/repo/.env/lib/x", "/repo/env/include/y.h",
+    "/repo/.venv/pyvenv.cfg",
+    "/home/u/lib/python3.11/abc.py", "/x/lib64/python3/y.py",       # an interpreter's lib
+    "/repo/build/m.pyc",
+])
+def test_environment_by_its_parts(path):
+    assert classify(path, ROOT, TRACKED) == ENV and is_environment(path, ROOT)
+    assert not needs_hash(path)
+
+
+@pytest.mark.parametrize("path", ["/usr/share/zoneinfo/UTC", "/lib/x86_64-linux-gnu/libc.so.6",
+                                  "/lib64/ld-linux-x86-64.so.2", "/etc/hosts", "/bin/sh",
+                                  "/sbin/ldconfig", "/var/lib/dpkg/status", "/run/x",
+                                  "/opt/conda/lib/libz.so", "/nix/store/abc-x/lib/y",
+                                  "/snap/core/1/lib/z", "/var/cache/ldconfig/aux-cache",
+                                  "/lib32/x", "/libx32/y"])
+def test_system_prefixes_are_environment(path):
+    assert classify(path) == ENV and not needs_hash(path)
+
+
+def test_shared_library_outside_the_work_tree_is_environment_but_hashed_when_read():
+    assert classify("/data/ext/libcustom.so.1") == ENV
+    assert classify("/data/ext/libcustom.so") == ENV
+    assert needs_hash("/data/ext/libcustom.so.1")  # a library in a work tree is code
+    assert classify("/data/ext/libcustom.so.txt") == DATA
+
+
+def test_in_the_work_tree_a_shared_library_is_not_environment():
+    assert classify("/repo/build/ext.so", ROOT, TRACKED) == DATA
+    assert classify("/repo/build/ext.so", ROOT, {"build/ext.so"}) == CODE
+
+
+def test_git_metadata_is_environment():
+    assert classify("/repo/.git", ROOT, TRACKED) == ENV
+    assert classify("/repo/.git/HEAD", ROOT, TRACKED) == ENV
+    assert classify("/repo/.gitignore", ROOT, TRACKED) == DATA
+    assert classify("/repo/.github/x.yml", ROOT, TRACKED) == CODE  # a code suffix
+
+
+def test_tracked_files_are_code_whatever_their_suffix():
+    assert classify("/repo/data/labels.csv", ROOT, TRACKED) == CODE
+    assert classify("/repo/data/other.csv", ROOT, TRACKED) == DATA
+
+
+@pytest.mark.parametrize("name", ["x.py", "nb.ipynb", "run.sh", "k.cu", "conf.yaml", "c.toml",
+                                  "Makefile", "Dockerfile", "q.sql", "m.R"])
+def test_code_suffixes_in_the_work_tree(name):
+    assert classify(f"/repo/src/{name}", ROOT, TRACKED) == CODE
+    assert classify(f"/repo/src/{name}", ROOT, None) == CODE
+
+
+def test_code_suffix_outside_the_work_tree_or_without_git_is_data():
+    assert classify("/elsewhere/helper.py", ROOT, TRACKED) == DATA
+    assert classify("/repo/helper.py") == DATA  # no git root known
+    assert classify("/repo2/helper.py", ROOT, TRACKED) == DATA  # a sibling, not below
+
+
+def test_git_root_with_a_trailing_slash():
+    assert classify("/repo/train.py", "/repo/", TRACKED) == CODE
+    assert classify("/repo/.git/HEAD", "/repo/", TRACKED) == ENV
+
+
+def test_plain_data():
+    assert classify("/data/imagenet/train/0001.jpg", ROOT, TRACKED) == DATA
+    assert needs_hash("/data/imagenet/train/0001.jpg")
