@@ -16,10 +16,6 @@ from roar.record.store import RefError, Store, StoreError
 def _resolve(store: Store, ref: str) -> tuple[str, str]:
     from roar.query.views import resolve
 
-    if os.path.isdir(ref):
-        raise RefError(f"{ref} is a directory: give a file, a content hash or a run id (to ask "
-                       f"which of its files fed a target: roar inputs TARGET --contains-dir "
-                       f"{ref})")
     return resolve(store, ref)
 
 
@@ -185,7 +181,9 @@ def inputs(ref, files, contains, contains_dir, as_json):
     try:
         store, target = _target(ref)
         if contains:
-            h, path = lineage.content_ref(store, contains)
+            from roar.query.views import content_ref
+
+            h, path = content_ref(store, contains)
             doc = lineage.contains(store, target, h, path)
         elif contains_dir:
             doc = lineage.contains_dir(store, target, contains_dir)

@@ -17,6 +17,7 @@ the recorded one.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import itertools
 import json
 import os
@@ -25,8 +26,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-
-import networkx as nx
 
 from roar.query import lineage
 from roar.query.views import effective_status
@@ -182,7 +181,7 @@ def _patch_paths(patch: str | None) -> set[str]:
 # -- choosing the runs ------------------------------------------------------------------------
 
 
-def _producers(g: nx.DiGraph, runs: lineage.RunCache, h: str,
+def _producers(g: lineage.Graph, runs: lineage.RunCache, h: str,
                reader: lineage.RunInfo | None) -> list[lineage.RunInfo]:
     vn = ("ver", h)
     if vn not in g:
@@ -211,7 +210,34 @@ def _best(cands: list[lineage.RunInfo], reader: lineage.RunInfo | None) -> linea
     return max(cands, key=rank)
 
 
-def _select(g: nx.DiGraph, runs: lineage.RunCache, target: tuple[str, str]):
+def _steps_in_order(chosen: dict[str, lineage.RunInfo], edges: set[tuple[str, str]]
+                    ) -> list[str]:
+    """Producers before their readers, ties by start time (Kahn's algorithm
+    with a heap); runs that fed each other fall back to time order."""
+    def key(rid: str) -> tuple[str, str]:
+        return (chosen[rid].started, rid)
+
+    after: dict[str, list[str]] = {r: [] for r in chosen}
+    waiting = dict.fromkeys(chosen, 0)
+    for p, r in edges:
+        after[p].append(r)
+        waiting[r] += 1
+    ready = [key(r) for r, n in waiting.items() if n == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        _, rid = heapq.heappop(ready)
+        order.append(rid)
+        for r in after[rid]:
+            waiting[r] -= 1
+            if waiting[r] == 0:
+                heapq.heappush(ready, key(r))
+    if len(order) < len(chosen):
+        return sorted(chosen, key=key)
+    return order
+
+
+def _select(g: lineage.Graph, runs: lineage.RunCache, target: tuple[str, str]):
     """(final run ids, {(reader, hash): producer}, run ids in the order to run)."""
     if target[0] == "run":
         final = [runs.get(target[1])]
@@ -238,14 +264,7 @@ def _select(g: nx.DiGraph, runs: lineage.RunCache, target: tuple[str, str]):
                 p = _best(cands, info)
                 made_by[(info.id, h)] = p.id
                 queue.append(p)
-    dag = nx.DiGraph()
-    dag.add_nodes_from(chosen)
-    dag.add_edges_from((p, r) for (r, _), p in made_by.items())
-    try:
-        order = list(nx.lexicographical_topological_sort(
-            dag, key=lambda rid: (chosen[rid].started, rid)))
-    except nx.NetworkXUnfeasible:  # runs that fed each other: fall back to time order
-        order = sorted(chosen, key=lambda rid: (chosen[rid].started, rid))
+    order = _steps_in_order(chosen, {(p, r) for (r, _), p in made_by.items()})
     return [i.id for i in final], made_by, [chosen[r] for r in order]
 
 

@@ -1,14 +1,16 @@
 """Read-back views of the store: the documents `roar show`, `roar log` and
-`roar trace` print (their --json shapes), and reference resolution."""
+`roar trace` print (their --json shapes), and reference resolution: the one
+place a run id, content hash or path given by a user is turned into what it
+names (resolve, content_ref)."""
 
 from __future__ import annotations
 
 import os
 
 from roar.record.classify import CODE, DATA
+from roar.record.codes import Reason, messages, reason
 from roar.record.hasher import OK, hash_path
 from roar.record.ids import boot_id
-from roar.record.records import Reason, messages, reason
 from roar.record.store import RefError, Store
 
 
@@ -99,16 +101,15 @@ def _run_ref(store: Store, run_id: str, paths: list[str]) -> dict:
 def resolve(store: Store, ref: str) -> tuple[str, str]:
     """('run', id) or ('artifact', hash) for a run id/prefix, hash/prefix or path."""
     if os.path.isdir(ref):
-        raise RefError(f"{ref} is a directory: give a file, a run id or a content hash "
-                       f"(roar inputs --contains-dir takes directories)")
+        raise RefError(f"{ref} is a directory: give a file, a content hash or a run id (to ask "
+                       f"which of its files fed a target: roar inputs TARGET --contains-dir "
+                       f"{ref})")
     if os.path.exists(ref):
-        res, _ = hash_path(ref, store.cached_hash_key)
-        if res.status != OK:
-            raise RefError(f"cannot hash {ref}: {res.error or res.status}")
-        if not store.writers_of(res.hash) and not store.readers_of(res.hash):
-            raise RefError(f"{ref} (content {res.hash[:16]}) was never read or written by a "
+        h = _hash_now(store, ref)
+        if not store.writers_of(h) and not store.readers_of(h):
+            raise RefError(f"{ref} (content {h[:16]}) was never read or written by a "
                            f"recorded run")
-        return "artifact", res.hash
+        return "artifact", h
     try:
         return "run", store.resolve_run(ref)
     except RefError as run_err:
@@ -119,6 +120,29 @@ def resolve(store: Store, ref: str) -> tuple[str, str]:
             raise
         raise RefError(f"'{ref}' is not a run id, a recorded content hash or an existing "
                        f"path") from None
+
+
+def _hash_now(store: Store, path: str) -> str:
+    res, _ = hash_path(path, store.cached_hash_key)
+    if res.status != OK:
+        raise RefError(f"cannot hash {path}: {res.error or res.status}")
+    return res.hash
+
+
+def content_ref(store: Store, ref: str) -> tuple[str, str | None]:
+    """(hash, path or None) for a --contains argument: an existing file (hashed
+    now) or a content hash (full, or a prefix the store knows)."""
+    if os.path.isdir(ref):
+        raise RefError(f"{ref} is a directory: use --contains-dir")
+    if os.path.exists(ref):
+        return _hash_now(store, ref), os.path.abspath(ref)
+    r = ref.strip().lower()
+    if len(r) == 32 and all(c in "0123456789abcdef" for c in r):
+        return r, None
+    h = store.resolve_hash(r)
+    if h:
+        return h, None
+    raise RefError(f"'{ref}' is neither an existing file nor a recorded content hash")
 
 
 def trace_view(store: Store, run_id: str, all_files: bool = False) -> dict:

@@ -14,8 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from roar.record.codes import Reason, reason
 from roar.record.hasher import OK, hash_path
-from roar.record.records import Reason, reason
 from roar.record.store import Store
 
 

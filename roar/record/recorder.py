@@ -18,10 +18,10 @@ from collections import deque
 from roar.capture.events import decode
 from roar.record import context
 from roar.record.classify import CODE, DATA, ENV, PSEUDO, classify
+from roar.record.codes import Reason, RunStatus, messages, reason
 from roar.record.hasher import OK, SPECIAL, VANISHED, Hasher, HashResult, birth_ns
 from roar.record.ids import now_iso
 from roar.record.model import RunModel
-from roar.record.records import Reason, RunStatus, messages, reason
 from roar.record.store import Store, encode_doc, index_entries
 from roar.record.timing import mark
 

@@ -1,7 +1,8 @@
 """The typed records roar stores and answers with: Run, FileVersion, Process
-(with its ProcessFile entries), Link, the run's status and the reasons a
-capture is incomplete, and the one encoder/decoder between them and the
-JSON documents the store keeps and `--json` prints.
+(with its ProcessFile entries), Link, and the answers of the lineage queries
+(Artifact, Upstream, Derived, Membership, Change); with the codes of
+roar/record/codes.py (RunStatus, Role, Reason and its messages, the one
+encoder/decoder), re-exported here.
 
 A field of the record is added here, once: the store, the views (`roar show`,
 `roar log`, `roar trace` --json), the Python API (`roar.open`) and the JSON
@@ -11,123 +12,32 @@ Every record keeps the keys it does not know in `extra`, so a document
 written by a newer roar (or a field another feature adds) survives a
 decode/encode round trip unchanged. Stores written before this module existed
 decode too: missing fields take their defaults, reasons stored as sentences
-become Reason(TEXT).
+are read back as codes (codes.from_sentence).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
-import json
-import re
-import types
-import typing
 from dataclasses import dataclass, field
-from typing import Any
 
+from roar.record.codes import (  # noqa: F401 - the codes are part of the records' API
+    MESSAGES,
+    Reason,
+    Role,
+    RunStatus,
+    decode,
+    encode,
+    from_sentence,
+    message,
+    messages,
+    reason,
+    to_json,
+)
 
-class RunStatus(str, enum.Enum):
-    """Where a run stands. A str, so documents and comparisons with the
-    stored strings keep working."""
-
-    RUNNING = "running"  # written at start; stays so only while roar records it
-    FINISHED = "finished"
-    INTERRUPTED = "interrupted"  # a signal stopped it, a budget stop, or roar was killed
-
-    def __str__(self) -> str:
-        return self.value
-
-
-class Role(str, enum.Enum):
-    """What a run did with a file version (FileVersion.role)."""
-
-    INPUT = "input"  # read before the run wrote it: hashed at the first read-open
-    OUTPUT = "output"  # written and left behind: hashed at the end
-    INTERNAL = "internal"  # read back after the run itself wrote it
-    TEMPORARY = "temporary"  # written, then deleted by the run
-    LOG = "log"  # roar's own stderr redirected to a file (shared with roar)
-    ENV = "env"  # interpreter, libraries, site-packages: summarised as packages
-    PSEUDO = "pseudo"  # /proc, /dev, /sys
-
-    def __str__(self) -> str:
-        return self.value
-
-
-class Reason(str, enum.Enum):
-    """Why a run's capture is incomplete: a code with parameters, stored as
-    {"code": ..., **params}; MESSAGES turns it into the sentence shown.
-    Programs (the late-hash filler, queries) test codes, never sentences."""
-
-    LOST_EVENTS = "lost_events"  # n
-    HASH_PENDING = "hash_pending"  # n
-    UNHASHED_INPUTS = "unhashed_inputs"  # n
-    UNHASHED_LATE = "unhashed_late"  # n (found by the background filler)
-    MODEL_PROBLEM = "model_problem"  # what, n
-    IO_URING = "io_uring"
-    INTERRUPTED = "interrupted"
-    NOT_FINISHED = "not_finished"  # still marked running, its roar gone
-    NOTE = "note"  # text: a sentence from the session or the request gate
-    TEXT = "text"  # text: a reason stored as a sentence by an older roar
-
-    def __str__(self) -> str:
-        return self.value
-
-
-MESSAGES = {
-    Reason.LOST_EVENTS: "{n} kernel events lost (ring buffer full)",
-    Reason.HASH_PENDING: "{n} content hash(es) still being computed "
-                         "(filled in by a background job)",
-    Reason.UNHASHED_INPUTS: "{n} input(s) without a verified content hash",
-    Reason.UNHASHED_LATE: "{n} input(s) without a verified content hash (hashed after the run)",
-    Reason.MODEL_PROBLEM: "{what} ({n}x)",
-    Reason.IO_URING: "io_uring used: file I/O submitted through it is not traced",
-    Reason.INTERRUPTED: "run was interrupted",
-    Reason.NOT_FINISHED: "run did not finish (roar was stopped)",
-    Reason.NOTE: "{text}",
-    Reason.TEXT: "{text}",
-}
-
-
-def reason(code: Reason, **params) -> dict:
-    """A stored reason: its code and the parameters its message needs."""
-    return {"code": code.value, **params}
-
-
-def message(r: dict) -> str:
-    """The sentence of a stored reason."""
-    return MESSAGES[Reason(r["code"])].format(**r)
-
-
-def messages(reasons: list[dict]) -> list[str]:
-    return [message(r) for r in reasons]
-
-
-def _template_re(template: str) -> re.Pattern:
-    out, pos = "", 0
-    for m in re.finditer(r"\{(\w+)\}", template):
-        out += re.escape(template[pos:m.start()])
-        out += rf"(?P<{m[1]}>\d+)" if m[1] == "n" else rf"(?P<{m[1]}>.+)"
-        pos = m.end()
-    return re.compile(out + re.escape(template[pos:]))
-
-
-_LEGACY = None
-
-
-def from_sentence(text: str) -> dict:
-    """The reason behind a sentence stored by a roar that had no codes (the
-    same templates wrote them); TEXT when none matches."""
-    global _LEGACY
-    if _LEGACY is None:
-        _LEGACY = [(code, _template_re(t)) for code, t in MESSAGES.items()
-                   if code not in (Reason.NOTE, Reason.TEXT, Reason.MODEL_PROBLEM)]
-        _LEGACY.append((Reason.MODEL_PROBLEM, _template_re(MESSAGES[Reason.MODEL_PROBLEM])))
-    for code, rx in _LEGACY:
-        m = rx.fullmatch(text)
-        if m:
-            return reason(code, **{k: int(v) if k == "n" else v
-                                   for k, v in m.groupdict().items()})
-    return reason(Reason.TEXT, text=text)
+# `typing` is imported by the schema functions only (a few ms that the query
+# commands need not pay); annotations are strings (from __future__ annotations)
+Any = "Any"
 
 
 # -- the records -----------------------------------------------------------------------
@@ -339,48 +249,23 @@ class Run(_Record):
         return doc
 
 
-# -- one encoder -------------------------------------------------------------------------
-
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
-
-
-def encode(obj) -> bytes:
-    """A record (or a document, or a list of them) as stored: compact,
-    ASCII-only JSON (paths that are not UTF-8 are kept as \\udcXX escapes)."""
-    if isinstance(obj, _Record):
-        obj = obj.to_doc()
-    elif isinstance(obj, list) and obj and isinstance(obj[0], _Record):
-        obj = [r.to_doc() for r in obj]
-    return _ENCODER.encode(obj).encode()
-
-
-def decode(raw: bytes | memoryview | str):
-    """The document behind encode()'s bytes (records are typed by the caller:
-    Run.from_doc and so on)."""
-    return json.loads(bytes(raw) if not isinstance(raw, str) else raw)
-
-
-def to_json(obj) -> Any:
-    """A record, a list of them, or a document holding them, as plain JSON
-    values (what `--json` prints)."""
-    if isinstance(obj, _Record):
-        return obj.to_doc()
-    if isinstance(obj, enum.Enum):
-        return obj.value
-    if isinstance(obj, list | tuple):
-        return [to_json(x) for x in obj]
-    if isinstance(obj, dict):
-        return {k: to_json(v) for k, v in obj.items()}
-    return obj
-
-
 # -- JSON Schema, from the types -----------------------------------------------------------
+
+
+def _hints(cls) -> dict:
+    import typing
+
+    return typing.get_type_hints(cls, {**globals(), "Any": typing.Any})
 
 
 def json_schema(tp) -> dict:
     """The JSON Schema of a type used in the records above."""
+    import types
+    import typing
+
     if isinstance(tp, str):
-        tp = eval(tp, globals())  # noqa: S307 - our own annotations (from __future__)
+        tp = eval(tp, {**globals(), "Any": typing.Any})  # noqa: S307 - our own annotations
+    Any = typing.Any  # noqa: N806
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         opts = [json_schema(a) for a in typing.get_args(tp)]
@@ -402,7 +287,7 @@ def json_schema(tp) -> dict:
 def record_schema(cls) -> dict:
     """The schema of a record's document: every field, and additional keys
     allowed (documents keep keys a newer roar adds)."""
-    hints = typing.get_type_hints(cls, globals())
+    hints = _hints(cls)
     props = {f.name: json_schema(hints[f.name]) for f in dataclasses.fields(cls)
              if f.name != "extra"}
     required = [f.name for f in dataclasses.fields(cls) if f.name != "extra"
@@ -412,7 +297,7 @@ def record_schema(cls) -> dict:
     return {"type": "object", "properties": props, "required": required}
 
 
-RECORDS = (Run, FileVersion, Process, ProcessFile, Link)
+RECORDS = (Run, FileVersion, Process, ProcessFile, Link)  # stored records (schemas)
 
 
 def defs() -> dict:
@@ -423,10 +308,83 @@ def view_schema(title: str, cls, names: list[str], overrides: dict | None = None
                 required: bool = True) -> dict:
     """The schema of a view that shows some of a record's fields (e.g. `roar
     log --json` shows eight of Run's): each field's schema comes from the type."""
-    hints = typing.get_type_hints(cls, globals())
+    hints = _hints(cls)
     props = {n: json_schema(hints[n]) for n in names if n in hints}
     props.update(overrides or {})
     out = {"title": title, "type": "object", "properties": props}
     if required:
         out["required"] = list(props)
     return out
+
+
+# -- answers of the lineage queries (the Python API's return types) ------------------------
+
+
+@dataclass
+class Artifact(_Record):
+    """A content hash as the store knows it: the paths it was seen under and
+    the runs that wrote and read it (`roar show HASH|PATH`)."""
+
+    hash: str
+    paths: list[str] = field(default_factory=list)
+    produced_by: list[str] = field(default_factory=list)  # run ids
+    read_by: list[str] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Upstream(_Record):
+    """An input version that fed a target, through any number of runs
+    (`roar inputs`): depth 1 is read by the target run itself."""
+
+    path: str
+    hash: str | None
+    depth: int
+    kind: str | None = None
+    size: int | None = None
+    produced_by: str | None = None  # the run that wrote it, when recorded
+    paths: list[str] = field(default_factory=list)
+    read_by: list[str] = field(default_factory=list)
+    dataset: str | None = None  # the dataset directory it belongs to
+    status: str | None = None  # hash status, when it has no verified hash
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Derived(_Record):
+    """A version derived from a target (`roar outputs`): written by `run`."""
+
+    path: str
+    hash: str | None
+    run: str
+    depth: int
+    kind: str | None = None
+    size: int | None = None
+    paths: list[str] = field(default_factory=list)
+    status: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Membership(_Record):
+    """Was this content read upstream of a target? yes / no / unknown; unknown
+    (never no) when the capture upstream is incomplete, with its reasons."""
+
+    answer: str
+    hash: str
+    path: str | None = None
+    evidence: list[dict] = field(default_factory=list)  # {run, path, depth}
+    reasons: list[str] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Change(_Record):
+    """One difference between two runs' upstream DAGs (`roar diff`)."""
+
+    kind: str  # data, args, code, command, exit, packages, env, step_added, step_removed
+    key: Any
+    step: str
+    a: Any = None
+    b: Any = None
+    extra: dict = field(default_factory=dict)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import lmdb
 
-from roar.record.records import FileVersion, Process, Reason, Run, decode, encode, messages
+from roar.record.codes import Reason, decode, encode, from_sentence, messages
 
 SCHEMA_VERSION = 1
 RUN_ID_LEN = 26
@@ -220,11 +220,13 @@ class Store:
         """Take the reasons with codes in `drop` off the run, add `add`, and
         set `complete` from what is left."""
         def fn(doc):
-            rec = Run.from_doc(doc)
-            rec.reasons = [r for r in rec.reasons if Reason(r["code"]) not in drop] + add
-            doc["reasons"] = rec.reasons
-            doc["incomplete_reasons"] = messages(rec.reasons)
-            doc["complete"] = not rec.reasons
+            reasons = doc.get("reasons")
+            if reasons is None:  # stored by a roar without codes
+                reasons = [from_sentence(s) for s in doc.get("incomplete_reasons") or []]
+            reasons = [r for r in reasons if Reason(r["code"]) not in drop] + add
+            doc["reasons"] = reasons
+            doc["incomplete_reasons"] = messages(reasons)
+            doc["complete"] = not reasons
 
         self.update_run(run_id, fn)
 
@@ -349,17 +351,26 @@ class Store:
     def run_procs(self, run_id: str) -> list[dict]:
         return self._get("run_procs", run_id.encode()) or []
 
-    def run(self, run_id: str) -> Run | None:
-        """The typed run record (get_run's document, decoded)."""
+    # typed reads: roar.record.records is imported here, not at the top (its
+    # dataclasses cost milliseconds that `roar run` does not need)
+
+    def run(self, run_id: str):
+        """The typed run record (records.Run), or None."""
+        from roar.record.records import Run
+
         doc = self.get_run(run_id)
         return None if doc is None else Run.from_doc(doc)
 
-    def files(self, run_id: str) -> list[FileVersion]:
-        """The typed file records of a run."""
+    def files(self, run_id: str) -> list:
+        """The typed file records of a run (records.FileVersion)."""
+        from roar.record.records import FileVersion
+
         return [FileVersion.from_doc(f) for f in self.run_files(run_id)]
 
-    def processes(self, run_id: str) -> list[Process]:
-        """The typed process records of a run."""
+    def processes(self, run_id: str) -> list:
+        """The typed process records of a run (records.Process)."""
+        from roar.record.records import Process
+
         return [Process.from_doc(p) for p in self.run_procs(run_id)]
 
     def iter_runs(self, newest_first: bool = True) -> Iterator[dict]:

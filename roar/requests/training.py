@@ -325,7 +325,7 @@ def dataset_version(path: str, store: Store | None = None) -> DatasetVersion:
                     files[os.path.relpath(full, path)] = content(full)
         if not files:
             raise RequestError(f"dataset {path} holds no files")
-        from roar.query.lineage import dataset_version as version_of  # networkx: only when filing
+        from roar.query.lineage import dataset_version as version_of  # lineage: only when filing
 
         version = version_of(files.items())
     elif os.path.exists(path):
