@@ -30,11 +30,26 @@ def effective_status(run: dict) -> str:
     return "running"
 
 
+# The fields each view shows, by the names of roar.record.records' fields: the
+# views below build their documents from them and roar/query/schemas.py their
+# JSON Schemas (docs/schemas/), with each field's type taken from the records.
+LOG_FIELDS = ("id", "name", "command", "status", "started_at", "exit_code", "complete",
+              "counts")
+SHOW_FIELDS = ("id", "name", "status", "command", "cwd", "user", "host", "boot_id", "kernel",
+               "started_at", "ended_at", "exit_code", "signal", "git", "env", "packages",
+               "gpus", "inputs", "outputs", "processes", "complete", "incomplete_reasons",
+               "lost_events", "io_uring", "connects", "mode", "counts", "request",
+               "dataset_mismatch", "hash_progress", "dataset_check", "links", "reproduces")
+SHOW_FILE_FIELDS = ("path", "hash", "size", "kind", "status")  # + bytes_read | bytes_written
+SHOW_PROCESS_FIELDS = ("pid", "ppid", "argv", "exit_code", "signal")
+TRACE_PROCESS_FIELDS = ("key", "pid", "ppid", "parent", "argv", "exe", "exit_code", "signal",
+                        "threads", "files")
+
+
 def log_entry(run: dict) -> dict:
-    return {"id": run["id"], "name": run.get("name"), "command": run.get("command"),
-            "status": effective_status(run), "started_at": run.get("started_at"),
-            "exit_code": run.get("exit_code"), "complete": run.get("complete"),
-            "counts": run.get("counts")}
+    doc = {k: run.get(k) for k in LOG_FIELDS}
+    doc["status"] = effective_status(run)
+    return doc
 
 
 def _public_git(git: dict | None) -> dict | None:
@@ -68,8 +83,7 @@ def run_view(store: Store, run_id: str) -> dict:
                    if f["role"] == "input" and f["kind"] in (DATA, CODE)],
         "outputs": [entry(f, "bytes_written") for f in files
                     if f["role"] == "output" and f["kind"] in (DATA, CODE)],
-        "processes": [{"pid": p["pid"], "ppid": p["ppid"], "argv": p["argv"],
-                       "exit_code": p["exit_code"], "signal": p.get("signal")} for p in procs],
+        "processes": [{k: p.get(k) for k in SHOW_PROCESS_FIELDS} for p in procs],
         "complete": bool(run.get("complete")) and status == "finished",
         "incomplete_reasons": run.get("incomplete_reasons")
         or (messages([reason(Reason.NOT_FINISHED)]) if status == "interrupted" else []),
@@ -151,9 +165,7 @@ def trace_view(store: Store, run_id: str, all_files: bool = False) -> dict:
     out = []
     for p in procs:
         files = [f for f in p["files"] if all_files or f["kind"] in (DATA, CODE)]
-        out.append({"key": p["key"], "pid": p["pid"], "ppid": p["ppid"],
-                    "parent": p["parent"], "argv": p["argv"], "exe": p.get("exe"),
-                    "exit_code": p["exit_code"], "signal": p.get("signal"),
+        out.append({**{k: p.get(k) for k in TRACE_PROCESS_FIELDS},
                     "threads": p.get("threads", 1), "files": files})
     return {"run": run_id, "name": run.get("name"), "complete": run.get("complete"),
             "processes": out}
