@@ -2,8 +2,7 @@
  * per-process and per-open-file dedup state, the ring buffer, loss counters,
  * and the helpers every program uses to filter and emit.
  *
- * Built by BCC with -DTAG_LEVEL=<level of run cgroups in the v2 hierarchy>
- * and -DRINGBUF_PAGES=<pages>.
+ * Built by BCC with -DRINGBUF_PAGES=<pages>.
  */
 #ifndef ROAR_MAPS_H
 #define ROAR_MAPS_H
@@ -56,6 +55,9 @@ struct event_buf {
 };
 
 BPF_HASH(tagged, u64, u64, 4096);                 /* run cgroup id -> 1 */
+/* bit L set: some run cgroup sits at level L. Run cgroups live below their
+ * callers' own cgroups (a Slurm step, a pod, a systemd scope), so at any level */
+BPF_ARRAY(tag_levels, u64, 1);
 BPF_HASH(lost, u64, u64, 4096);                   /* run cgroup id -> events lost */
 BPF_HASH(procs, u32, struct proc_state, 65536);   /* tgid -> state */
 BPF_TABLE("lru_hash", struct fd_key, struct fd_state, fdstate, 262144);
@@ -68,13 +70,25 @@ BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 #define FLUSH_MAX 256  /* fds flushed by one loop at exit or close_range */
 
 /* The run cgroup this task belongs to (itself or an ancestor), or 0. Must be
- * the first thing every program does: untagged tasks return here. */
+ * the first thing every program does: untagged tasks return here, after one
+ * array lookup and one ancestor lookup per level in use. The deepest tagged
+ * ancestor wins: a run started inside another run is recorded by the inner one. */
 static __always_inline u64 tagged_cgroup(void)
 {
-    u64 cg = bpf_get_current_ancestor_cgroup_id(TAG_LEVEL);
-    if (cg == 0 || !tagged.lookup(&cg))
+    int zero = 0;
+    u64 *mask = tag_levels.lookup(&zero);
+    if (!mask || !*mask)
         return 0;
-    return cg;
+    u64 m = *mask;
+#pragma unroll
+    for (int level = ROAR_TAG_LEVELS - 1; level > 0; level--) {
+        if (!(m & (1ULL << level)))
+            continue;
+        u64 cg = bpf_get_current_ancestor_cgroup_id(level);
+        if (cg && tagged.lookup(&cg))
+            return cg;
+    }
+    return 0;
 }
 
 static __always_inline void count_lost(u64 cg)

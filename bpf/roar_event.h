@@ -10,6 +10,7 @@
 #define ROAR_PATH_MAX 4096
 #define ROAR_ARGV_MAX 8192
 #define ROAR_SOCKADDR_MAX 128
+#define ROAR_TAG_LEVELS 24  /* run cgroups are looked for at levels 1..ROAR_TAG_LEVELS-1 */
 
 /* event types */
 #define EV_OPEN 1        /* fd=new fd, a0=open flags, a1=mode, ret=dirfd, data=path */

@@ -57,6 +57,7 @@ class ActiveRun:
         self.client_alive = True
         self.ending = threading.Lock()
         self.killed_at_ns: int | None = None  # when an audit policy's kill ended it
+        self.placement: cgroups.Placement | None = None
 
 
 class Daemon:
@@ -170,7 +171,8 @@ class Daemon:
             run = self._start_run(conn, req, peer_uid)
             try:
                 conn.sendall(protocol.encode_json({"ok": True, "cgroup": run.cgroup_id,
-                                                   "path": str(run.path)}))
+                                                   "path": str(run.path),
+                                                   "placement": run.placement.record()}))
             except OSError:
                 # gone before it heard "ok" (it aborted while the probes were being
                 # attached): its command was never released, there is nothing to keep
@@ -184,6 +186,8 @@ class Daemon:
         except protocol.ProtocolError as e:
             _send_quietly(conn, {"ok": False, "error": str(e)})
         except PermissionError as e:
+            _send_quietly(conn, {"ok": False, "error": str(e)})
+        except cgroups.CgroupError as e:
             _send_quietly(conn, {"ok": False, "error": str(e)})
         except (OSError, ValueError, KeyError) as e:
             _send_quietly(conn, {"ok": False, "error": f"{type(e).__name__}: {e}"})
@@ -213,17 +217,21 @@ class Daemon:
                 for k, v in root_fds.items())):
             raise protocol.ProtocolError("root_fds must map fd numbers to paths")
         name = cgroup_prefix(self.sock_path) + run_id
-        path, cgid = cgroups.create(name)
+        # below the held workload's own cgroup (= its caller's): the job's limits,
+        # device programs and kill path keep applying (cgroups.place)
+        placement = cgroups.place(name, pid)
+        cgid = placement.cgroup_id
         recovery = {"home": home, "run_id": run_id, "root_pid": pid,
                     "root_fds": {int(k): v for k, v in root_fds.items()}}
-        run = ActiveRun(conn, run_id, path, cgid, self.spool_dir / f"{name}.spool", recovery)
+        run = ActiveRun(conn, run_id, placement.path, cgid, self.spool_dir / f"{name}.spool",
+                        recovery)
+        run.placement = placement
         with self.lock:
             self.runs[cgid] = run
             self.last_active = time.monotonic()
         try:
             self.probes.attach()
-            self.probes.tag(cgid, pid, time.monotonic_ns())
-            cgroups.move(path, pid)
+            self.probes.tag(cgid, pid, time.monotonic_ns(), placement.level)
         except BaseException:
             self._end_run(run, linger=0)
             raise
@@ -249,6 +257,10 @@ class Daemon:
             self._discard(run, sender)
             return
         linger = 0.0
+        if req["op"] == "gone":
+            note = killed_with_job(run.path, run.placement)
+            if note:
+                run.recovery["notes"] = [note]
         if req["op"] == "root_exited":
             try:
                 linger = float(req.get("linger", 0))
@@ -387,26 +399,44 @@ def cgroup_prefix(sock: Path) -> str:
     return "d" + hashlib.sha1(str(sock).encode()).hexdigest()[:8] + "-"
 
 
+def killed_with_job(path: Path, placement, wait: float = 1.0) -> str | None:
+    """Why a run's client vanished, when its job was ended around it: the run
+    cgroup empties on its own (nothing of roard's doing) and no process is
+    left in the caller's own cgroup. That is what the job's cgroup.kill (and
+    scancel, pod deletion, systemctl stop, an OOM kill of the job) does; a
+    roar run killed alone leaves its workload running."""
+    deadline = time.monotonic() + wait
+    while cgroups.populated(path):
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.02)
+    if placement.parent != placement.caller or placement.caller == "/":
+        return None
+    caller_dir = path.parent.parent
+    try:
+        left = (caller_dir / "cgroup.procs").read_text().split()
+    except OSError:
+        return None
+    if left:
+        return None
+    return (f"ended together with every process of the caller's cgroup {placement.caller} "
+            f"(killed from outside: the job's cgroup.kill, scancel, pod deletion, systemctl "
+            f"stop or an OOM kill of the job)")
+
+
 def _clean_stale_cgroups(sock: Path) -> None:
     """Run cgroups left by a daemon on this socket that died: end their
-    processes and remove them."""
-    try:
-        base = cgroups.cgroup2_mount() / cgroups.PARENT
-    except cgroups.CgroupError:
-        return
-    if not base.is_dir():
-        return
+    processes and remove them (they may be below any caller's cgroup)."""
     spool = sock.parent / "spool"
     if spool.is_dir():  # their clients stored what they had, marked incomplete
         for f in spool.glob(cgroup_prefix(sock) + "*.spool"):
             f.unlink(missing_ok=True)
-    for d in base.iterdir():
-        if d.is_dir() and d.name.startswith(cgroup_prefix(sock)):
-            try:
-                cgroups.kill_all(d)
-                cgroups.remove(d)
-            except OSError:
-                pass
+    for d in cgroups.run_cgroups(cgroup_prefix(sock)):
+        try:
+            cgroups.kill_all(d)
+            cgroups.remove(d)
+        except OSError:
+            pass
 
 
 def start_background(timeout: float = 60.0) -> int:

@@ -1,16 +1,29 @@
-"""Run cgroups in the cgroup v2 hierarchy: one per run, under <mount>/roar/.
+"""Run cgroups in the cgroup v2 hierarchy: one per run, made BELOW THE
+CALLER'S OWN cgroup (<caller>/roar/<run>), so every ancestor's limits,
+device programs, accounting and kill path (cgroup.kill, scancel, pod
+deletion, systemctl stop) still apply to the traced workload.
+
+Where the caller's cgroup cannot take a child (cgroup.max.descendants or
+max.depth reached, a threaded cgroup, not writable), the run cgroup is made
+below the nearest ancestor that can, and the Placement says so (it goes on
+the run record and `roar doctor` explains it): never a silent escape.
 
 A run cgroup's id (its directory's inode number) is what the kernel side
-matches with bpf_get_current_ancestor_cgroup_id(), so processes that move
-into child cgroups (containers, systemd scopes) stay traced.
+matches with bpf_get_current_ancestor_cgroup_id(level), so processes that
+move into child cgroups (containers, systemd scopes) stay traced. Run cgroups
+sit at varying levels now: the probes keep a mask of the levels in use.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
+
+from roar.capture.events import TAG_LEVELS
 
 PARENT = "roar"
 
@@ -19,8 +32,7 @@ class CgroupError(Exception):
     pass
 
 
-def cgroup2_mount() -> Path:
-    """Where the v2 hierarchy is mounted (/sys/fs/cgroup or .../unified)."""
+def _mounts() -> list[tuple[str, str]]:
     found = []
     with open("/proc/self/mountinfo") as f:
         for line in f:
@@ -28,6 +40,12 @@ def cgroup2_mount() -> Path:
             if right.split(" ", 1)[0] == "cgroup2":
                 parts = left.split()
                 found.append((parts[4], parts[3]))
+    return found
+
+
+def cgroup2_mount() -> Path:
+    """Where the v2 hierarchy is mounted (/sys/fs/cgroup or .../unified)."""
+    found = _mounts()
     if not found:
         raise CgroupError("no cgroup v2 hierarchy is mounted (mount -t cgroup2 none "
                           "/sys/fs/cgroup/unified)")
@@ -35,27 +53,153 @@ def cgroup2_mount() -> Path:
     return Path(found[0][0])
 
 
-def _mount_root_depth(mount: Path) -> int:
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            parts = line.split()
-            if parts[4] == str(mount):
-                root = parts[3].strip("/")
-                return len(root.split("/")) if root else 0
-    return 0
+def _mount_root(mount: Path) -> str:
+    """The cgroup the mount shows at its top ("/" unless mounted from a subtree)."""
+    for where, root in _mounts():
+        if where == str(mount):
+            return "/" + root.strip("/") if root.strip("/") else "/"
+    return "/"
 
 
-def run_level() -> int:
-    """Level of run cgroups in the hierarchy (root = 0): <root>/roar/<run>."""
-    return _mount_root_depth(cgroup2_mount()) + 2
+def _depth(cgroup: str) -> int:
+    c = cgroup.strip("/")
+    return len(c.split("/")) if c else 0
 
 
-def create(run_id: str) -> tuple[Path, int]:
-    base = cgroup2_mount() / PARENT
-    base.mkdir(exist_ok=True)
-    path = base / run_id
-    path.mkdir()
-    return path, os.stat(path).st_ino
+def level_of(path: Path) -> int:
+    """Level of a cgroup directory in the hierarchy (root = 0)."""
+    mount = cgroup2_mount()
+    return _depth(_mount_root(mount)) + len(path.relative_to(mount).parts)
+
+
+def cgroup_of(pid: int | str = "self") -> str:
+    """A process's cgroup v2 path, as /proc shows it ("/" for the root)."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            for line in f:
+                if line.startswith("0::"):
+                    return line[3:].strip() or "/"
+    except FileNotFoundError:
+        raise CgroupError(f"no process {pid}") from None
+    raise CgroupError(f"process {pid} is in no cgroup v2 (cgroup v1 only)")
+
+
+def _dir_of(cgroup: str, mount: Path) -> Path | None:
+    """The directory of a cgroup path under the mount; None when the mount does
+    not show it (a cgroup namespace, a mount of a subtree)."""
+    root = _mount_root(mount)
+    if cgroup.startswith("/.."):
+        return None
+    rel = os.path.relpath(cgroup, root)
+    if rel == ".":
+        return mount
+    if rel.startswith(".."):
+        return None
+    return mount / rel
+
+
+@dataclass
+class Placement:
+    """Where a run cgroup was made, and why there."""
+
+    path: Path       # the run cgroup's directory
+    cgroup_id: int   # its inode number: what the probes match
+    level: int       # its level in the hierarchy (root = 0)
+    caller: str      # the caller's cgroup (of the held workload), e.g. /job42/step0
+    parent: str      # the cgroup the run cgroup was made below (caller's, or an ancestor)
+    note: str | None = None  # set when parent is not the caller's cgroup: what that means
+
+    def record(self) -> dict:
+        """What the run document keeps (`cgroup`)."""
+        return {"path": _cg_path(self.path), "caller": self.caller, "parent": self.parent,
+                "below_caller": self.parent == self.caller, "note": self.note}
+
+
+def _cg_path(path: Path) -> str:
+    try:
+        mount = cgroup2_mount()
+        rel = path.relative_to(mount)
+    except (CgroupError, ValueError):
+        return str(path)
+    root = _mount_root(mount)
+    return (root.rstrip("/") + "/" + str(rel)) if str(rel) != "." else root
+
+
+def _ancestors(cgroup: str) -> list[str]:
+    """cgroup itself, then each ancestor up to "/"."""
+    out = [cgroup]
+    while cgroup not in ("/", ""):
+        cgroup = os.path.dirname(cgroup.rstrip("/")) or "/"
+        out.append(cgroup)
+    return out
+
+
+def _why(e: OSError) -> str:
+    if e.errno == errno.EAGAIN:
+        return "cgroup.max.descendants or cgroup.max.depth of it or an ancestor reached"
+    if e.errno == errno.EOPNOTSUPP:
+        return "it is a threaded cgroup: processes cannot move below it"
+    if e.errno == errno.EBUSY:
+        return "the kernel refused the move (no-internal-process rule)"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"not writable here ({e.strerror}): not delegated"
+    return e.strerror or str(e)
+
+
+def place(name: str, pid: int) -> Placement:
+    """Make the run cgroup `name` below pid's own cgroup and move pid there;
+    below the nearest ancestor that can take it when that cgroup cannot (the
+    Placement's note says which and what it means). CgroupError when none can."""
+    mount = cgroup2_mount()
+    caller = cgroup_of(pid)
+    first_failure = None
+    base_depth = _depth(_mount_root(mount))
+    for parent in _ancestors(caller):
+        where = _dir_of(parent, mount)
+        if where is None:
+            first_failure = first_failure or "this cgroup namespace does not show it"
+            continue
+        level = base_depth + len(where.relative_to(mount).parts) + 2
+        if level >= TAG_LEVELS:
+            first_failure = first_failure or f"deeper than the {TAG_LEVELS - 1} levels roar traces"
+            continue
+        try:
+            path = _make(where / PARENT, name)
+        except OSError as e:
+            first_failure = first_failure or _why(e)
+            continue
+        try:
+            move(path, pid)
+        except OSError as e:
+            first_failure = first_failure or _why(e)
+            remove(path)
+            if e.errno == errno.ESRCH:
+                raise CgroupError(f"no process {pid}") from None
+            continue
+        note = None
+        if parent != caller:
+            note = (f"the run cgroup could not be made below the caller's cgroup {caller} "
+                    f"({first_failure}); it was made below {parent}: the limits, device "
+                    f"programs, accounting and cgroup.kill of {caller} (and of the cgroups "
+                    f"between it and {parent}) do not reach the workload; those of {parent} "
+                    f"and above still do")
+        return Placement(path, os.stat(path).st_ino, level, caller, parent, note)
+    raise CgroupError(f"no run cgroup could be made below {caller} or any ancestor: "
+                      f"{first_failure}")
+
+
+def _make(base: Path, name: str) -> Path:
+    """mkdir base/name, base made first; another run may remove an empty base
+    between the two (remove()): try again."""
+    for _ in range(5):
+        try:
+            base.mkdir(exist_ok=True)
+            path = base / name
+            path.mkdir()
+            return path
+        except FileNotFoundError:
+            continue
+    raise OSError(errno.ENOENT, f"{base} keeps disappearing")
 
 
 def move(path: Path, pid: int) -> None:
@@ -111,7 +255,9 @@ def kill_tree(path: Path) -> int:
 
 
 def remove(path: Path, timeout: float = 5.0) -> None:
-    """Remove a run cgroup (and any children), once its processes are gone."""
+    """Remove a run cgroup (and any children), once its processes are gone, and
+    the `roar` directory it was made in when that is empty and inside someone's
+    cgroup (a job manager removing its cgroup must find nothing of roar's)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -119,6 +265,7 @@ def remove(path: Path, timeout: float = 5.0) -> None:
                 for s in subdirs:
                     os.rmdir(os.path.join(d, s))
             os.rmdir(path)
+            _remove_parent(path.parent)
             return
         except FileNotFoundError:
             return
@@ -127,3 +274,79 @@ def remove(path: Path, timeout: float = 5.0) -> None:
                 raise
             kill_all(path)
             time.sleep(0.02)
+
+
+def _remove_parent(base: Path) -> None:
+    if base.name != PARENT:
+        return
+    try:
+        if base.parent == cgroup2_mount():
+            return  # <root>/roar: shared by every run from the root cgroup, kept
+        os.rmdir(base)
+    except (OSError, CgroupError):
+        pass  # another run's cgroup is in it (EBUSY): that run removes it
+
+
+def run_cgroups(prefix: str) -> list[Path]:
+    """Every run cgroup in the hierarchy whose name starts with prefix (left by
+    a roard that died: they may be anywhere below its callers' cgroups)."""
+    out = []
+    try:
+        mount = cgroup2_mount()
+    except CgroupError:
+        return out
+    for d, subdirs, _ in os.walk(mount):
+        if os.path.basename(d) == PARENT:
+            out.extend(Path(d) / s for s in subdirs if s.startswith(prefix))
+            subdirs[:] = [s for s in subdirs if not s.startswith(prefix)]
+    return out
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        raw = path.read_text().strip()
+    except OSError:
+        return None
+    return None if raw == "max" else int(raw)
+
+
+def _stat(path: Path) -> dict[str, int]:
+    try:
+        return {k: int(v) for k, v in (line.split() for line in
+                                       (path / "cgroup.stat").read_text().splitlines())}
+    except (OSError, ValueError):
+        return {}
+
+
+def obstacle(cgroup: str) -> str | None:
+    """Why a run cgroup could not be made below `cgroup` now (None: nothing
+    known stands in the way). What place() would meet, found without making
+    anything: for `roar doctor`."""
+    mount = cgroup2_mount()
+    where = _dir_of(cgroup, mount)
+    if where is None:
+        return "this cgroup namespace does not show it"
+    if _depth(_mount_root(mount)) + len(where.relative_to(mount).parts) + 2 >= TAG_LEVELS:
+        return f"deeper than the {TAG_LEVELS - 1} levels roar traces"
+    try:
+        if (where / "cgroup.type").read_text().strip() == "threaded":
+            return "it is a threaded cgroup: processes cannot move below it"
+    except OSError:
+        pass
+    # roar adds two levels (roar/<run>) and up to two cgroups below each ancestor
+    d = where
+    added_depth = 2
+    while True:
+        limit = _read_int(d / "cgroup.max.descendants")
+        if limit is not None and _stat(d).get("nr_descendants", 0) + 2 > limit:
+            return f"cgroup.max.descendants of {_cg_path(d)} reached"
+        limit = _read_int(d / "cgroup.max.depth")
+        if limit is not None and added_depth > limit:
+            return f"cgroup.max.depth of {_cg_path(d)} reached"
+        if d == mount:
+            break
+        d = d.parent
+        added_depth += 1
+    if os.geteuid() == 0 and not os.access(where, os.W_OK):
+        return "not writable here: not delegated"
+    return None

@@ -41,6 +41,7 @@ CONSTS, FIELDS, FORMAT = _parse_header(HEADER.read_text())
 HEADER_STRUCT = struct.Struct(FORMAT)
 HEADER_SIZE = HEADER_STRUCT.size
 PATH_MAX = CONSTS["ROAR_PATH_MAX"]
+TAG_LEVELS = CONSTS["ROAR_TAG_LEVELS"]  # run cgroups can be traced at levels 1..TAG_LEVELS-1
 CGROUP_OFFSET = struct.calcsize(FORMAT[: 1 + FIELDS.index("cgroup")])
 
 EVENT_NAMES = {v: k[3:].lower() for k, v in CONSTS.items() if k.startswith("EV_")}

@@ -10,8 +10,7 @@ import re
 import sys
 import threading
 
-from roar.capture import cgroups
-from roar.capture.events import BPF_DIR
+from roar.capture.events import BPF_DIR, TAG_LEVELS
 from roar.capture.session import SessionError
 
 RINGBUF_PAGES = 16384  # 64 MiB: about 400k events of burst at ~150 bytes each
@@ -93,8 +92,8 @@ class Probes:
             def _trace_autoload(self):  # attach later, on demand
                 pass
 
-        self.level = cgroups.run_level()
-        cflags = [f"-DTAG_LEVEL={self.level}", f"-DRINGBUF_PAGES={ringbuf_pages}",
+        self.levels: dict[int, int] = {}  # level -> run cgroups tagged there
+        cflags = [f"-DRINGBUF_PAGES={ringbuf_pages}",
                   "-Wno-macro-redefined", "-Wno-unused-value"]
         try:
             self.bpf = _BPF(text=program_text(), cflags=cflags)
@@ -108,6 +107,8 @@ class Probes:
                 self.names.append(name)
         self.attached = False
         self._attach_lock = threading.Lock()
+        self._levels_lock = threading.Lock()
+        self._tagged_levels: dict[int, int] = {}
         self.sink = sink
         self._cb = self.bpf["events"].open_ring_buffer(self._on_record)
 
@@ -133,24 +134,44 @@ class Probes:
                 self.bpf.detach_tracepoint(tp)
             self.attached = False
 
-    def tag(self, cgroup_id: int, root_pid: int, epoch: int) -> None:
-        """Start tracing a run cgroup; root_pid gets a fresh epoch so no stale
-        per-fd state of an earlier process with its pid can hide its reads."""
+    def tag(self, cgroup_id: int, root_pid: int, epoch: int, level: int) -> None:
+        """Start tracing a run cgroup at `level` of the hierarchy; root_pid gets a
+        fresh epoch so no stale per-fd state of an earlier process with its pid
+        can hide its reads."""
+        if not 0 < level < TAG_LEVELS:
+            raise ProbeError(f"a run cgroup at level {level} cannot be traced "
+                             f"(levels 1..{TAG_LEVELS - 1})")
         tagged = self.bpf["tagged"]
         lost = self.bpf["lost"]
         lost[lost.Key(cgroup_id)] = lost.Leaf(0)
         procs = self.bpf["procs"]
         procs[procs.Key(root_pid)] = procs.Leaf(epoch, 0, 0, 0, 0)
+        with self._levels_lock:
+            self.levels[level] = self.levels.get(level, 0) + 1
+            self._tagged_levels[cgroup_id] = level
+            self._write_levels()
         tagged[tagged.Key(cgroup_id)] = tagged.Leaf(1)
+
+    def _write_levels(self) -> None:
+        mask = 0
+        for level, n in self.levels.items():
+            if n:
+                mask |= 1 << level
+        table = self.bpf["tag_levels"]
+        table[table.Key(0)] = table.Leaf(mask)
 
     def untag(self, cgroup_id: int) -> int:
         """Stop tracing a run cgroup; returns its lost-event count."""
         tagged = self.bpf["tagged"]
-        self.bpf["lost"]
         try:
             del tagged[tagged.Key(cgroup_id)]
         except KeyError:
             pass
+        with self._levels_lock:
+            level = self._tagged_levels.pop(cgroup_id, None)
+            if level is not None:
+                self.levels[level] -= 1
+                self._write_levels()
         return self.lost(cgroup_id, pop=True)
 
     def lost(self, cgroup_id: int, pop: bool = False) -> int:

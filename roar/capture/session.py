@@ -68,6 +68,7 @@ class EmbeddedSession:
         self._wake = threading.Event()
         self.path: Path | None = None
         self.cgroup_id = 0
+        self.placement: dict | None = None
 
     def begin(self, pid: int, run_id: str, home: str = "", root_fds: dict | None = None) -> None:
         """Tracing starts in started() (nothing to overlap here)."""
@@ -75,10 +76,11 @@ class EmbeddedSession:
 
     def started(self) -> None:
         pid, run_id = self._begun
-        self.path, self.cgroup_id = cgroups.create(run_id)
+        placement = cgroups.place(run_id, pid)  # below our own cgroup: the job's
+        self.placement = placement.record()
+        self.path, self.cgroup_id = placement.path, placement.cgroup_id
         self._watchdog()
-        self.probes.tag(self.cgroup_id, pid, time.monotonic_ns())
-        cgroups.move(self.path, pid)
+        self.probes.tag(self.cgroup_id, pid, time.monotonic_ns(), placement.level)
         self.probes.attach()
         self._poller = threading.Thread(target=self._poll, name="roar-ringbuf", daemon=True)
         self._poller.start()
@@ -146,6 +148,12 @@ class EmbeddedSession:
         if os.fork() == 0:
             os.setsid()
             os.close(w)
+            # out of the job's cgroup: when the job is killed whole (cgroup.kill),
+            # this is what removes the run cgroup it made there
+            try:
+                cgroups.move(cgroups.cgroup2_mount(), os.getpid())
+            except (OSError, cgroups.CgroupError):
+                pass
             os.read(r, 1)  # returns when the parent is gone, however it ended
             if self.path is not None and self.path.exists():
                 cgroups.kill_all(self.path)
@@ -180,6 +188,7 @@ class DaemonSession:
         self.killed_at_ns: int | None = None
         self.end: dict | None = None
         self.cgroup_path: str | None = None
+        self.placement: dict | None = None
 
     def request(self, obj: dict) -> None:
         self.sock.sendall(json.dumps(obj).encode() + b"\n")
@@ -204,6 +213,7 @@ class DaemonSession:
             raise SessionError(f"roard refused: {reply.get('error', 'unknown error')}")
         self.cgroup_id = reply["cgroup"]
         self.cgroup_path = reply.get("path")
+        self.placement = reply.get("placement")
 
     def records(self):
         """Raw records until roard's end message; frames are parsed out of

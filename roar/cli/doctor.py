@@ -50,8 +50,8 @@ def run_checks() -> bool:
                   else "missing", "run scripts/setup.sh (installs and links kernel headers)")
     try:
         mount = cgroups.cgroup2_mount()
-        good &= _line(True, "cgroup v2", f"{mount} (run cgroups at level "
-                      f"{cgroups.run_level()})")
+        good &= _line(True, "cgroup v2", str(mount))
+        _placement_lines()
     except cgroups.CgroupError as e:
         good &= _line(False, "cgroup v2", str(e))
     try:
@@ -86,3 +86,33 @@ def run_checks() -> bool:
         ok = None if "no roar store" in str(e) else False
         good &= _line(ok, "store", str(e))
     return bool(good)
+
+
+def _placement_lines() -> None:
+    """Where a run started from here would be placed, and the last runs that
+    could not be placed below their caller's cgroup (cgroups.place)."""
+    try:
+        mine = cgroups.cgroup_of()
+        why = cgroups.obstacle(mine)
+    except (cgroups.CgroupError, OSError) as e:
+        _line(None, "placement", f"unknown: {e}")
+        return
+    if why is None:
+        _line(True, "placement", f"run cgroups go below the caller's own cgroup (here {mine}): "
+              f"its limits, device programs, accounting and cgroup.kill apply to the workload")
+    else:
+        _line(None, "placement", f"a run started here cannot get a cgroup below {mine} ({why}): "
+              f"it gets one below the nearest ancestor that can, and the limits, device "
+              f"programs, accounting and cgroup.kill of {mine} will not reach the workload "
+              f"(said on the run's record, `cgroup`)")
+    try:
+        store = Store(readonly=True)
+    except StoreError:
+        return
+    for i, run in enumerate(store.iter_runs()):
+        if i >= 100:
+            break
+        cg = run.get("cgroup") or {}
+        if cg and not cg.get("below_caller", True):
+            _line(None, "placement", f"run {run['id']}: {cg.get('note')}")
+            break

@@ -181,6 +181,7 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
         record, gate = prepared or _prepare(store, argv, run_id, name, allow_dirty,
                                             request_id, session.mode, group)
         session.started()
+        record["cgroup"] = session.placement  # where the run cgroup is, and why there
         store.put_run(record)  # "running" before the command starts: never lost
     except BaseException:
         os.kill(pid, signal.SIGKILL)
@@ -192,6 +193,8 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
     os.write(go, b"g")
     os.close(go)
     mark("start")
+    if session.placement and session.placement.get("note"):
+        print(f"roar: warning: {session.placement['note']}", file=sys.stderr)
 
     # The workload runs. Its records wait in the session until the model reads them.
     try:

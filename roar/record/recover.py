@@ -15,8 +15,9 @@ NOTE = "roar run was killed before it stored the run: rebuilt by roard from its 
 
 
 def recover_from(spool, home: str, run_id: str, root_pid: int,
-                 root_fds: dict[int, str]) -> dict:
-    """Replay an open spool file into the run `run_id` of the store at home."""
+                 root_fds: dict[int, str], notes: list[str] | None = None) -> dict:
+    """Replay an open spool file into the run `run_id` of the store at home;
+    notes: what roard knows of why the client died (on the run's reasons)."""
     with Store(home) as store:
         run = store.get_run(run_id)
         if run is None:
@@ -35,5 +36,5 @@ def recover_from(spool, home: str, run_id: str, root_pid: int,
                     recorder.feed_raw(payload)
                 else:
                     end = json.loads(payload)
-        done = recorder.finish(None, True, int(end.get("lost", 0)), [NOTE])
+        done = recorder.finish(None, True, int(end.get("lost", 0)), [NOTE, *(notes or [])])
         return {"ok": True, "run": done["id"], "complete": done["complete"]}

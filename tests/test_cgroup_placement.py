@@ -1,0 +1,252 @@
+"""A traced workload stays inside its job's cgroup (roar/capture/cgroups.py):
+real cgroups, as root. A "job" is a cgroup v2 directory (plus a cgroup v1
+pids cgroup: on this kind of machine the v1 hierarchies own the controllers,
+so v2 limits cannot be set; the v2 device program, placement and cgroup.kill
+can). `roar run` is started inside the job as a job manager would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from conftest import PY
+
+pytestmark = pytest.mark.capture
+
+V1_PIDS = Path("/sys/fs/cgroup/pids")
+
+
+class Job:
+    """A job cgroup (v2, and v1 pids when mounted); everything in it is killed
+    and removed afterwards."""
+
+    def __init__(self):
+        from roar.capture.cgroups import cgroup2_mount
+
+        self.name = f"roartest-job-{uuid.uuid4().hex[:8]}"
+        self.v2 = cgroup2_mount() / self.name
+        self.v2.mkdir()
+        self.v1 = V1_PIDS / self.name if (V1_PIDS / "cgroup.procs").exists() else None
+        if self.v1 is not None:
+            self.v1.mkdir()
+
+    @property
+    def cgroup(self) -> str:
+        return "/" + self.name
+
+    def enter(self) -> None:
+        """preexec_fn: the child joins the job (as scancel's victims would be)."""
+        for d in (self.v2, self.v1):
+            if d is not None:
+                with open(d / "cgroup.procs", "w") as f:
+                    f.write("0")
+
+    def left_behind(self) -> list[str]:
+        return sorted(str(p.relative_to(self.v2)) for p in self.v2.iterdir() if p.is_dir())
+
+    def remove(self) -> None:
+        if self.v2.exists():
+            (self.v2 / "cgroup.kill").write_text("1")
+            deadline = time.monotonic() + 10
+            while (self.v2 / "cgroup.procs").read_text().strip() or any(
+                    p.is_dir() for p in self.v2.iterdir()):
+                for sub in sorted((p for p in self.v2.rglob("*") if p.is_dir()),
+                                  key=lambda p: -len(p.parts)):
+                    try:
+                        sub.rmdir()
+                    except OSError:
+                        pass
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            self.v2.rmdir()
+        if self.v1 is not None and self.v1.exists():
+            for pid in (self.v1 / "cgroup.procs").read_text().split():
+                try:
+                    os.kill(int(pid), 9)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + 10
+            while (self.v1 / "cgroup.procs").read_text().strip() and \
+                    time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.v1.rmdir()
+
+
+@pytest.fixture
+def job():
+    j = Job()
+    yield j
+    j.remove()
+
+
+def in_job(roar, job, *args, check=True, **kw):
+    p = subprocess.run([PY, "-m", "roar", *map(str, args)], cwd=roar.cwd, env=roar.env(),
+                       capture_output=True, text=True, timeout=300, preexec_fn=job.enter, **kw)
+    if check and p.returncode != 0:
+        raise AssertionError(f"roar {args} exited {p.returncode}: {p.stderr}")
+    return p
+
+
+def _last(roar) -> dict:
+    last = roar.json("log", "-n", "1")[0]
+    return roar.json("show", last["id"]), roar.store_doc(last["id"])
+
+
+@pytest.fixture
+def store_doc(roar):
+    """The raw run document (the `cgroup` placement record lives there)."""
+    from roar.record.store import Store
+
+    def get(run_id):
+        with Store(roar.home, readonly=True) as s:
+            return s.get_run(run_id)
+
+    roar.store_doc = get
+    return get
+
+
+def test_workload_stays_inside_the_job(roar, job, store_doc):
+    out = roar.cwd / "cg.txt"
+    p = in_job(roar, job, "run", "--", "sh", "-c", f"cat /proc/self/cgroup > {out}")
+    assert "warning" not in p.stderr
+    lines = dict(line.split(":", 2)[::2] for line in out.read_text().splitlines())
+    assert lines["0"].startswith(job.cgroup + "/roar/"), lines["0"]  # v2: below the job
+    if job.v1 is not None:
+        pids_line = next(v for k, v in (line.split(":", 2)[1:] for line in
+                                        out.read_text().splitlines()) if k == "pids")
+        assert pids_line == job.cgroup  # v1 memberships untouched
+    run, doc = _last(roar)
+    assert run["status"] == "finished" and run["complete"]
+    assert [o["path"] for o in run["outputs"]] == [str(out)]  # traced
+    assert doc["cgroup"]["caller"] == job.cgroup and doc["cgroup"]["below_caller"]
+    assert doc["cgroup"]["path"] == lines["0"] and doc["cgroup"]["note"] is None
+    assert job.left_behind() == []  # its run cgroup and the roar/ directory are gone
+
+
+@pytest.mark.skipif(not (V1_PIDS / "cgroup.procs").exists(), reason="no cgroup v1 pids")
+def test_the_jobs_pids_limit_still_applies(roar, job):
+    (job.v1 / "pids.max").write_text("40")
+    # the workload waits until roar run's own threads (counted in the job too) are up
+    script = ("import os, time\n"
+              "time.sleep(1.5)\n"
+              "ok = fail = 0\n"
+              "for _ in range(80):\n"
+              "    try:\n"
+              "        if os.fork() == 0:\n"
+              "            time.sleep(3); os._exit(0)\n"
+              "        ok += 1\n"
+              "    except BlockingIOError:\n"
+              "        fail += 1\n"
+              "open('forks', 'w').write(f'{ok} {fail}')\n")
+    in_job(roar, job, "run", "--linger", "10", "--", PY, "-c", script)
+    ok, fail = map(int, (roar.cwd / "forks").read_text().split())
+    assert fail > 0 and ok < 40, (ok, fail)  # the job's limit, counted with roar run's own
+    assert int((job.v1 / "pids.events").read_text().split()[1]) > 0  # max events
+
+
+DEVICE_DENY = r"""
+#include <uapi/linux/bpf.h>
+int deny_dev_zero(struct bpf_cgroup_dev_ctx *ctx)
+{
+    if ((ctx->access_type & 0xFFFF) == BPF_DEVCG_DEV_CHAR && ctx->major == 1 && ctx->minor == 5)
+        return 0;
+    return 1;
+}
+"""
+
+
+def test_the_jobs_device_program_still_applies(roar, job):
+    """A cgroup v2 device program on the job (how v2 restricts GPUs) denies
+    /dev/zero: the traced workload is denied too."""
+    from roar.capture.probes import import_bcc
+
+    bcc = import_bcc()
+    b = bcc.BPF(text=DEVICE_DENY.encode())
+    fn = b.load_func(b"deny_dev_zero", bcc.BPF.CGROUP_DEVICE)
+    fd = os.open(job.v2, os.O_RDONLY)
+    try:
+        b.attach_func(fn, fd, bcc.BPFAttachType.CGROUP_DEVICE)
+        probe = "head -c1 /dev/zero >/dev/null 2>&1 && echo open || echo denied"
+        p = in_job(roar, job, "run", "--", "sh", "-c", f"({probe}) > dev.txt")
+        assert p.returncode == 0
+        assert (roar.cwd / "dev.txt").read_text().strip() == "denied"
+        subprocess.run(["sh", "-c", f"({probe}) > outside.txt"], cwd=roar.cwd, check=True)
+        assert (roar.cwd / "outside.txt").read_text().strip() == "open"
+    finally:
+        try:
+            b.detach_func(fn, fd, bcc.BPFAttachType.CGROUP_DEVICE)
+        finally:
+            os.close(fd)
+            b.cleanup()
+
+
+def test_cgroup_kill_of_the_job_ends_the_run_interrupted(roar, job, store_doc):
+    ready = roar.cwd / "ready"
+    client = subprocess.Popen([PY, "-m", "roar", "run", "--", "sh", "-c",
+                               f"echo x > {ready}; exec sleep 120"], cwd=roar.cwd,
+                              env=roar.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              preexec_fn=job.enter)
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        assert client.poll() is None, client.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert job.left_behind() == ["roar"]
+    (job.v2 / "cgroup.kill").write_text("1")
+    assert client.wait(30) == -9  # roar run was in the job too
+    deadline = time.monotonic() + 60
+    while True:  # roard rebuilds the run from its spool, in the background
+        runs = roar.json("log")
+        doc = store_doc(runs[0]["id"]) if runs else None
+        if doc and doc["status"] != "running":
+            break
+        assert time.monotonic() < deadline, "the run was never stored"
+        time.sleep(0.2)
+    run = roar.json("show", runs[0]["id"])
+    assert run["status"] == "interrupted" and run["signal"] == 9
+    assert any("cgroup.kill" in r and job.cgroup in r for r in run["incomplete_reasons"]), run
+    assert str(ready) in [o["path"] for o in run["outputs"]]
+    deadline = time.monotonic() + 10
+    while job.left_behind() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert job.left_behind() == []  # nothing of roar's in the job
+    spool = roar.sock.parent / "spool"
+    assert not [f for f in os.listdir(spool) if run["id"] in f]
+
+
+def test_a_job_that_cannot_take_a_child_is_said_so(roar, job, store_doc):
+    """cgroup.max.descendants=0: no cgroup can be made below the job; the run
+    goes below the job's parent, is traced, and the record, stderr and
+    roar doctor say what that means."""
+    (job.v2 / "cgroup.max.descendants").write_text("0")
+    out = roar.cwd / "cg.txt"
+    p = in_job(roar, job, "run", "--", "sh", "-c", f"cat /proc/self/cgroup > {out}")
+    assert "roar: warning: the run cgroup could not be made below the caller's cgroup " \
+           f"{job.cgroup} (cgroup.max.descendants" in p.stderr
+    run, doc = _last(roar)
+    assert run["complete"] and [o["path"] for o in run["outputs"]] == [str(out)]
+    cg = doc["cgroup"]
+    assert cg["caller"] == job.cgroup and cg["parent"] == "/" and not cg["below_caller"]
+    assert "cgroup.kill of " + job.cgroup in cg["note"]
+    doctor = in_job(roar, job, "doctor", check=False).stdout
+    assert f"cannot get a cgroup below {job.cgroup} (cgroup.max.descendants" in doctor
+    assert f"run {run['id']}: the run cgroup could not be made" in doctor
+
+
+def test_doctor_says_where_runs_go(roar, job):
+    doctor = in_job(roar, job, "doctor", check=False).stdout
+    assert f"run cgroups go below the caller's own cgroup (here {job.cgroup})" in doctor
+
+
+def test_no_leftover_roar_directory_when_runs_overlap(roar, job):
+    """Two runs in one job share <job>/roar; the last one out removes it."""
+    a = subprocess.Popen([PY, "-m", "roar", "run", "--", "sleep", "1"], cwd=roar.cwd,
+                         env=roar.env(), stderr=subprocess.PIPE, preexec_fn=job.enter)
+    in_job(roar, job, "run", "--", "true")
+    assert a.wait(60) == 0
+    assert job.left_behind() == []
