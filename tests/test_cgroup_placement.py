@@ -250,3 +250,26 @@ def test_no_leftover_roar_directory_when_runs_overlap(roar, job):
     in_job(roar, job, "run", "--", "true")
     assert a.wait(60) == 0
     assert job.left_behind() == []
+
+
+def test_embedded_run_killed_with_its_job_leaves_nothing(cli, job):
+    """Without roard (root: embedded probes), the job's cgroup.kill ends roar run
+    and its workload; roar run's watchdog, moved out of the job for this, ends
+    and removes the run cgroup, and the run reads as interrupted."""
+    ready = cli.cwd / "ready"
+    client = subprocess.Popen([PY, "-m", "roar", "run", "--", "sh", "-c",
+                               f"echo x > {ready}; exec sleep 120"], cwd=cli.cwd,
+                              env=cli.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              preexec_fn=job.enter)
+    deadline = time.monotonic() + 120
+    while not ready.exists():
+        assert client.poll() is None, client.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    (job.v2 / "cgroup.kill").write_text("1")
+    assert client.wait(30) == -9
+    deadline = time.monotonic() + 30
+    while job.left_behind() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert job.left_behind() == []
+    assert cli.json("log")[0]["status"] == "interrupted"
