@@ -98,7 +98,8 @@ class PathState:
     """The run's history of one path."""
 
     path: str
-    first: str  # "read" | "write": the run's first access decides input vs internal
+    first: str | None  # "read" | "write": the run's first access decides input vs
+    # internal; None while the path was only opened for writing, not yet written
     read: bool = False
     written: bool = False
     deleted: bool = False
@@ -181,7 +182,7 @@ class RunModel:
             return base  # AT_EMPTY_PATH style: the dirfd itself
         return _normalize(posixpath.join(base, path))
 
-    def _state(self, path: str, first: str) -> PathState:
+    def _state(self, path: str, first: str | None) -> PathState:
         self.touched.add(path)
         s = self.paths.get(path)
         if s is None:
@@ -191,6 +192,8 @@ class RunModel:
             while d and d not in self.dirs:
                 self.dirs.add(d)
                 d = d.rpartition("/")[0]
+        elif s.first is None:  # only opened for writing so far: this is its first access
+            s.first = first
         return s
 
     def _pfile(self, p: Proc, path: str) -> ProcFile:
@@ -271,7 +274,9 @@ class RunModel:
             if not s.deleted:
                 self._hash_early(s, ev.ts, bool(flags & O_CREAT))
         else:
-            s = self._state(path, "write")
+            # opened for writing, not truncated: nothing read or changed yet (sort -o
+            # opens its output before it reads the same file as input)
+            s = self._state(path, None)
         if flags & O_CREAT and s.create_ts is None and is_new:
             # only a first access can make the file the run's own: a path the run
             # read before keeps that version as an input, whatever happens later
