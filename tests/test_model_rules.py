@@ -193,6 +193,30 @@ def test_read_then_rewrite_keeps_the_first_read_and_when_it_changed():
     assert s.hashed == ["/d/w.bin"]  # v1 hashed at the read-open, before the rewrite
 
 
+def test_open_for_writing_without_truncation_is_no_access_yet():
+    """sort -o f f: f is opened O_WRONLY|O_CREAT (kept as stdout), then read, then
+    truncated through stdout and written: the read came first, v1 is an input."""
+    s = Stream()
+    s.open("/d/words", 3, flags=0o1 | O_CREAT)
+    assert s.m.paths["/d/words"].first is None and s.hashed == []
+    s.ev(E.EV_DUP, fd=3, ret=1)
+    s.open("/d/words", 4)
+    s.read(4)
+    s.ev(E.EV_FTRUNCATE, fd=1, a0=0)
+    s.ev(E.EV_WRITE, fd=1, a0=2)
+    st = s.m.paths["/d/words"]
+    assert st.first == "read" and st.read and st.written and s.hashed == ["/d/words"]
+
+
+def test_opened_for_writing_then_written_then_read_back_is_not_an_input():
+    s = Stream()
+    s.open("/d/log", 3, flags=0o1 | O_CREAT | 0o2000)  # O_APPEND
+    s.write(3)
+    s.open("/d/log", 4)
+    s.read(4)
+    assert s.m.paths["/d/log"].first == "write" and s.hashed == []
+
+
 def test_o_creat_on_a_new_path_notes_its_birth_and_not_on_a_read_path():
     s = Stream()
     s.open("/d/new", 3, flags=O_CREAT | O_RDWR)

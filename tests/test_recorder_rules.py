@@ -83,6 +83,25 @@ def test_read_then_rewrite_stores_v1_as_input_and_v2_as_output(store, tmp_path):
     assert doc["complete"] is True and doc["counts"]["inputs"] == 1
 
 
+def test_sort_o_in_place_stores_v1_as_input_and_v2_as_output(store, tmp_path):
+    """sort -o words words opens its output (O_WRONLY|O_CREAT, no truncation) before
+    it reads the same file: the read is still the run's first access."""
+    f = tmp_path / "words"
+    f.write_bytes(b"pear\napple\n")
+    time.sleep(0.05)  # born well before the run's O_CREAT open (recorder.CREATE_SLACK_NS)
+    r = Run(store, tmp_path)
+    r.ev(E.EV_OPEN, fd=3, ret=-100, a0=0o1 | 0o100 | 0o2000000, path=f)
+    r.ev(E.EV_DUP, fd=3, ret=1)
+    r.read(f, fd=4)
+    r.settle(f)
+    f.write_bytes(b"apple\npear\n")
+    r.ev(E.EV_FTRUNCATE, fd=1, a0=0)
+    r.ev(E.EV_WRITE, fd=1, a0=2)
+    _, files = r.finish()
+    assert by_role(files, "input") == [(str(f), hash_of(b"pear\napple\n"), "ok")]
+    assert by_role(files, "output") == [(str(f), hash_of(b"apple\npear\n"), "ok")]
+
+
 def test_input_rewritten_before_its_hash_is_unverified_never_v2(store, tmp_path):
     f = tmp_path / "state.bin"
     f.write_bytes(b"version 1")
