@@ -47,6 +47,13 @@ def _capture_unavailable() -> str | None:
 
 
 def pytest_collection_modifyitems(config, items):
+    # a strict xfail must name the failure it documents (raises=KnownBug or another
+    # exception type): one that passes on any failure hides a new bug inside it
+    loose = [item.nodeid for item in items for m in item.iter_markers("xfail")
+             if not m.kwargs.get("raises")]
+    if loose:
+        raise pytest.UsageError("xfail without raises= (see KnownBug in tests/conftest.py): "
+                                + ", ".join(loose))
     reason = _capture_unavailable()
     if reason:
         if CI and any("capture" in item.keywords for item in items):
@@ -209,6 +216,13 @@ def other_user():
     subprocess.run(["userdel", name], capture_output=True)
 
 # -- helpers shared by test files ------------------------------------------------------
+
+
+class KnownBug(AssertionError):
+    """The exact failure a strict xfail documents. Such a test raises it where the
+    bug shows and is marked xfail(strict=True, raises=KnownBug): any other failure
+    inside it fails the test, and a fix makes it XPASS, which fails too."""
+
 
 PY = sys.executable
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PY, last_run, roar_cmd, xxh128
+from conftest import PY, KnownBug, last_run, roar_cmd, xxh128
 
 pytestmark = pytest.mark.capture
 
@@ -913,7 +913,16 @@ def test_o_tmpfile_linked_into_place_is_the_output(roar):
 # -- versions --------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
+def unverified_inputs(doc: dict, *paths: str) -> None:
+    """The failure the pre-image xfails document, and only that one: raises KnownBug
+    when one of these inputs was recorded 'unverified' instead of its first version."""
+    got = versions(doc["inputs"])
+    bad = [p for p in paths if p in got and got[p]["status"] == "unverified"]
+    if bad:
+        raise KnownBug(f"pre-image race: inputs recorded unverified instead of v1: {bad}")
+
+
+@pytest.mark.xfail(strict=True, raises=KnownBug, reason=(
     'roar bug: pre-image race not closed (DESIGN hashing rules): an input rewritten '
     "within ~10 ms of its read is recorded 'unverified' instead of v1"))
 def test_read_v1_then_rewrite_same_path(roar):
@@ -931,12 +940,13 @@ def test_read_v1_then_rewrite_same_path(roar):
         os.replace("config.json.tmp", "config.json")
     """)
     assert xxh128(path) != v1 and xxh128(cfg) != c1
+    unverified_inputs(doc, path, cfg)
     assert_versions(doc["inputs"], {path: v1, cfg: c1}, "inputs")
     assert_versions(doc["outputs"], outputs_now(w / "data.csv", w / "config.json"), "outputs")
     assert_complete(doc)
 
 
-@pytest.mark.xfail(strict=True, reason=(
+@pytest.mark.xfail(strict=True, raises=KnownBug, reason=(
     'roar bug: pre-image race not closed (DESIGN hashing rules): sort -o rewrites its '
     "input before the userspace hash starts; input 'unverified'"))
 def test_sort_in_place_reads_v1_writes_v2(roar):
@@ -944,6 +954,7 @@ def test_sort_in_place_reads_v1_writes_v2(roar):
     path, v1 = put(w / "words.txt", "pear\napple\nfig\n")
     _, doc = roar.run("sort", "-o", "words.txt", "words.txt")
     assert (w / "words.txt").read_text() == "apple\nfig\npear\n"
+    unverified_inputs(doc, path)
     assert_versions(doc["inputs"], {path: v1}, "inputs")
     assert_versions(doc["outputs"], outputs_now(w / "words.txt"), "outputs")
     assert_complete(doc)
