@@ -58,6 +58,10 @@ class ActiveRun:
         self.ending = threading.Lock()
         self.killed_at_ns: int | None = None  # when an audit policy's kill ended it
         self.placement: cgroups.Placement | None = None
+        self.peer_uid = -1
+        self.attached: list[dict] | None = None  # attach: the processes it started with
+        self.origin: Path | None = None  # attach: the cgroup they were taken from
+        self.detached = False
 
 
 class Daemon:
@@ -166,13 +170,20 @@ class Daemon:
 
                 conn.sendall(protocol.encode_json(daemon_review(req, peer_uid)))
                 return
-            if req["op"] != "trace":
+            if req["op"] == "detach":  # roar detach RUN: the owner of the run, or root
+                conn.sendall(protocol.encode_json(self._detach_op(req, peer_uid)))
+                return
+            if req["op"] not in ("trace", "attach"):
                 raise protocol.ProtocolError(f"unknown op {req['op']!r}")
-            run = self._start_run(conn, req, peer_uid)
+            if req["op"] == "attach":
+                run = self._start_attach(conn, req, peer_uid)
+            else:
+                run = self._start_run(conn, req, peer_uid)
             try:
                 conn.sendall(protocol.encode_json({"ok": True, "cgroup": run.cgroup_id,
                                                    "path": str(run.path),
-                                                   "placement": run.placement.record()}))
+                                                   "placement": run.placement.record(),
+                                                   "procs": run.attached}))
             except OSError:
                 # gone before it heard "ok" (it aborted while the probes were being
                 # attached): its command was never released, there is nothing to keep
@@ -237,6 +248,90 @@ class Daemon:
             raise
         return run
 
+    def _start_attach(self, conn, req: dict, peer_uid: int) -> ActiveRun:
+        """A run of a live process tree (roar attach): the tree moves into a
+        fresh run cgroup; what each process was doing is snapshotted for the
+        client's model. Only the owner of the processes, or root, may."""
+        from roar.capture import attach
+
+        pid, run_id, home = req.get("pid"), req.get("run_id"), req.get("home")
+        if not isinstance(pid, int) or pid <= 1:
+            raise protocol.ProtocolError("attach needs a pid")
+        if not isinstance(run_id, str) or not run_id.isalnum() or len(run_id) > 64:
+            raise protocol.ProtocolError("attach needs an alphanumeric run_id")
+        if not (isinstance(home, str) and os.path.isabs(home)):
+            raise protocol.ProtocolError("attach needs the absolute ROAR_HOME of the client")
+
+        def owner_ok(p: int) -> bool:
+            try:
+                return peer_uid == 0 or os.stat(f"/proc/{p}").st_uid == peer_uid
+            except FileNotFoundError:
+                return False
+
+        if not os.path.exists(f"/proc/{pid}"):
+            raise protocol.ProtocolError(f"no process {pid}")
+        if not owner_ok(pid):
+            raise PermissionError(f"process {pid} is not yours: you may only attach to your "
+                                  f"own processes")
+        with self.lock:
+            if any(pid in (p["pid"] for p in r.attached or ()) or
+                   pid in cgroups.pids(r.path) for r in self.runs.values()):
+                raise protocol.ProtocolError(f"process {pid} is already traced by roar")
+        name = cgroup_prefix(self.sock_path) + run_id
+        # the run cgroup goes below the process's own cgroup, as for roar run
+        # (cgroups.place); the root moves there first, its tree follows once tagged
+        placement = cgroups.place(name, pid)
+        cgid = placement.cgroup_id
+        recovery = {"home": home, "run_id": run_id, "root_pid": pid, "root_fds": {}}
+        run = ActiveRun(conn, run_id, placement.path, cgid, self.spool_dir / f"{name}.spool",
+                        recovery)
+        run.placement = placement
+        run.peer_uid = peer_uid
+        run.origin = (cgroups._dir_of(placement.caller, cgroups.cgroup2_mount())
+                      or placement.path.parent.parent)
+        with self.lock:
+            self.runs[cgid] = run
+            self.last_active = time.monotonic()
+        try:
+            self.probes.attach()
+            self.probes.tag(cgid, pid, time.monotonic_ns(), placement.level)
+            run.attached = attach.move_tree(pid, placement.path, owner_ok)
+        except BaseException:
+            self._detach(run)
+            self._end_run(run, linger=0)
+            raise
+        return run
+
+    def _detach(self, run: ActiveRun) -> None:
+        """Give an attached tree back: every process left in the run cgroup
+        returns to the cgroup the tree was taken from (the run then ends
+        when its client sees the cgroup empty)."""
+        from roar.capture import attach
+
+        if run.origin is None or run.closed:
+            return
+        run.detached = True
+        attach.move_back(run.path, run.origin)
+
+    def _detach_op(self, req: dict, peer_uid: int) -> dict:
+        run_id = req.get("run_id")
+        if not isinstance(run_id, str) or not run_id:
+            raise protocol.ProtocolError("detach needs a run id")
+        with self.lock:
+            found = [r for r in self.runs.values() if r.run_id.startswith(run_id.upper())]
+        if not found:
+            return {"ok": False, "error": f"no attached session {run_id} is live"}
+        if len(found) > 1:
+            return {"ok": False, "error": f"run prefix {run_id} is ambiguous"}
+        run = found[0]
+        if run.origin is None:
+            return {"ok": False, "error": f"run {run.run_id} was started by roar run, not "
+                                          f"attached: stop its command instead"}
+        if peer_uid not in (0, run.peer_uid):
+            return {"ok": False, "error": f"run {run.run_id} is not yours"}
+        self._detach(run)
+        return {"ok": True, "run": run.run_id}
+
     def _next_op(self, rfile) -> dict:
         try:
             line = rfile.readline(protocol.MAX_REQUEST + 1)
@@ -250,9 +345,16 @@ class Daemon:
         away first (killed) has its workload ended now (the documented
         policy) and its run rebuilt from the spool, as the client's user."""
         req = self._next_op(rfile)
-        while req["op"] == "kill":  # an audit policy's kill: the whole run, at once
-            run.killed_at_ns = cgroups.kill_tree(run.path)
+        while req["op"] in ("kill", "detach"):
+            if req["op"] == "kill":  # an audit policy's kill: the whole run, at once
+                run.killed_at_ns = cgroups.kill_tree(run.path)
+            else:
+                self._detach(run)
             req = self._next_op(rfile)
+        if req["op"] == "gone" and run.origin is not None:
+            # the client of an attached session died: the session was not roar's
+            # to start, so it is not roar's to end; it goes back where it was
+            self._detach(run)
         if req["op"] == "abort":  # refused before its command ran: nothing to keep
             self._discard(run, sender)
             return
@@ -311,7 +413,8 @@ class Daemon:
         except OSError:
             pass
         run.closed = True
-        run.end = {"lost": lost, "killed": killed, "killed_at_ns": run.killed_at_ns}
+        run.end = {"lost": lost, "killed": killed, "killed_at_ns": run.killed_at_ns,
+                   "detached": run.detached}
         run.wake.set()
 
     def _sender(self, run: ActiveRun) -> None:

@@ -224,3 +224,80 @@ def test_kill_rule_ends_the_session_and_says_why(roar, tmp_path):
     assert not (ws / "daemon_0.txt").exists() and not (ws / "step_1.txt").exists()
     print(f"kill: decided {rep['kill']['decided_ms']} ms, session killed "
           f"{rep['kill']['killed_ms']} ms after the violating open")
+
+
+def _wait_for(path: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def _attach(roar, pid: int, *args) -> tuple[subprocess.Popen, str]:
+    """roar attach PID in the background; returns it and the run id it printed."""
+    p = subprocess.Popen([sys.executable, "-m", "roar", "attach", str(pid), "--json", *args],
+                         env=roar.env(), cwd=roar.cwd, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    line = p.stdout.readline()
+    assert line, p.stderr.read()
+    first = json.loads(line)
+    assert first["event"] == "attached" and first["pid"] == pid
+    return p, first["run"]
+
+
+@pytest.mark.capture
+def test_attach_mid_way_reports_exactly_what_followed(roar, tmp_path):
+    ws, home, outside, env = _agent_setup(tmp_path)
+    gate = tmp_path / "go"
+    agent = subprocess.Popen([sys.executable, AGENT, ws, outside, "2", gate], cwd=ws,
+                             env={**os.environ, **env})
+    try:
+        _wait_for(ws / "ready")  # iteration 0 is done, before the attach
+        att, run_id = _attach(roar, agent.pid, "--policy", _policy(tmp_path), "--name", "agent")
+        gate.touch()
+        assert agent.wait(60) == 0
+        out, err = att.communicate(timeout=60)
+    finally:
+        agent.kill()
+    assert att.returncode == 0, err
+    assert json.loads(out.splitlines()[-1])["event"] == "ended"
+    rep = roar.json("audit", run_id)
+    assert rep["kind"] == "attached" and rep["membership"] == "unknown"
+    assert not rep["complete"] and any("before the attach" in r
+                                       for r in rep["incomplete_reasons"])
+    argvs = [" ".join(c["argv"]) for c in rep["commands"]]
+    # iteration 1, all of it; iteration 0, none of it
+    assert any("step 1" in a for a in argvs) and not any("step 0" in a for a in argvs)
+    assert any("py_1.txt" in a for a in argvs) and not any("py_0.txt" in a for a in argvs)
+    assert sum(1 for a in argvs if a == "git status --short") == 1
+    root = next(c for c in rep["commands"] if c["pid"] == agent.pid)
+    assert root["attached"] and root["exe_hash"] and root["exit"] == 0
+    written = {w["path"] for w in rep["writes"]}
+    assert {str(ws / "step_1.txt"), str(ws / "py_1.txt"), str(ws / "daemon_1.txt"),
+            str(outside / "out_1.txt")} <= written
+    assert not {str(ws / "step_0.txt"), str(outside / "out_0.txt")} & written
+    assert rep["outside_workspace"] == [str(outside / "out_1.txt")]
+    assert rep["secret_reads"] == [str(home / ".ssh" / "id_rsa")]
+    assert any(n["address"] == "127.0.0.1" and n["port"] for n in rep["network"])
+    kinds = [a["kind"] for a in rep["alerts"]]
+    assert sorted(set(kinds)) == ["connect", "exec", "secret_read", "write_outside"]
+    assert kinds.count("exec") == 1  # git, once: iteration 0's git was before the attach
+
+
+@pytest.mark.capture
+def test_detach_gives_the_tree_back(roar, tmp_path):
+    ws, home, outside, env = _agent_setup(tmp_path)
+    sleeper = subprocess.Popen(["sh", "-c", "sleep 30 & wait"], cwd=ws)
+    try:
+        before = Path(f"/proc/{sleeper.pid}/cgroup").read_text()
+        att, run_id = _attach(roar, sleeper.pid)
+        assert Path(f"/proc/{sleeper.pid}/cgroup").read_text() != before
+        roar("detach", run_id[:10])
+        out, err = att.communicate(timeout=60)
+        assert att.returncode == 0, err
+        assert Path(f"/proc/{sleeper.pid}/cgroup").read_text() == before
+        assert sleeper.poll() is None  # untouched: still running
+    finally:
+        sleeper.kill()
+    doc = roar.json("show", run_id)
+    assert any("detached" in r for r in doc["incomplete_reasons"])

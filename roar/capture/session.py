@@ -214,6 +214,7 @@ class DaemonSession:
         self.cgroup_id = reply["cgroup"]
         self.cgroup_path = reply.get("path")
         self.placement = reply.get("placement")
+        self.attached = reply.get("procs")  # attach: the processes taken over
 
     def records(self):
         """Raw records until roard's end message; frames are parsed out of
@@ -261,6 +262,16 @@ class DaemonSession:
         kill); the time it did is in its end message (killed_at_ns)."""
         self.request({"op": "kill"})
 
+    def attach(self, pid: int, run_id: str, home: str) -> None:
+        """Ask roard to move pid's live process tree into a new run cgroup
+        (roar attach); started() waits for the answer, then .attached holds
+        a snapshot of each process taken over."""
+        self.request({"op": "attach", "pid": pid, "run_id": run_id, "home": home})
+
+    def detach(self) -> None:
+        """Give the attached tree back to its cgroup; the run then ends."""
+        self.request({"op": "detach"})
+
     def stored(self) -> None:
         """The run is in the store: roard may drop its spool."""
         self.request({"op": "stored"})
@@ -276,6 +287,17 @@ class DaemonSession:
     def close(self) -> None:
         self.rfile.close()
         self.sock.close()
+
+
+def detach_run(run_id: str, path: Path | None = None) -> dict:
+    """roard's answer to `roar detach RUN` ({ok, run} or {ok: false, error})."""
+    s = DaemonSession(path)
+    try:
+        s.sock.settimeout(30)
+        s.request({"op": "detach", "run_id": run_id})
+        return s._reply()
+    finally:
+        s.close()
 
 
 def daemon_status(path: Path | None = None, timeout: float = 2.0) -> dict | None:

@@ -87,6 +87,32 @@ def _render(doc: dict) -> None:
                  f"{s.get('branch') or '(detached)'}{' dirty' if s.get('dirty') else ''}")
 
 
+@click.command("attach")
+@click.argument("pid", type=int)
+@click.option("--name", help="A name for the session's run.")
+@click.option("--policy", type=click.Path(dir_okay=False), help="Audit policy (docs/audit.md).")
+@click.option("--json", "as_json", is_flag=True,
+              help="JSON lines on stdout: attached (at once), ended.")
+def attach_cmd(pid, name, policy, as_json):
+    """Record a running process tree from now on (an agent session), audited."""
+    from roar.cli.attach import cli_attach
+
+    cli_attach(pid, name, policy, as_json)
+
+
+@click.command("detach")
+@click.argument("run_ref")
+def detach_cmd(run_ref):
+    """Stop recording an attached session; its processes go on untouched."""
+    from roar.cli.attach import AttachError, detach
+
+    try:
+        run_id = detach(run_ref)
+    except AttachError as e:
+        fail(str(e))
+    click.echo(f"roar: detached {run_id}", err=True)
+
+
 def register(cli: click.Group) -> None:
-    for cmd in (audit_cmd,):
+    for cmd in (audit_cmd, attach_cmd, detach_cmd):
         cli.add_command(cmd)

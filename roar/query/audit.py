@@ -26,15 +26,18 @@ def report(store: Store, run_id: str) -> dict:
     kind = a.get("kind") or ("attached" if run.get("mode") == "attached" else "run")
     status = effective_status(run)
 
+    attached = {p["pid"] for p in a.get("attached") or ()}
     commands = []
     for p in procs:
         # a command is what a process ran: every exec, and the session's first
         # (or, attached, already running) processes; a plain fork is not one
-        if p.get("execs") or p.get("parent") is None:
+        adopted = p["pid"] in attached and not p.get("execs") and p["key"].endswith(
+            procs[0]["key"].partition("@")[2])
+        if p.get("execs") or p.get("parent") is None or adopted:
             commands.append({"pid": p["pid"], "ppid": p.get("ppid"), "argv": p.get("argv"),
                              "exe": p.get("exe"), "exe_hash": exe_hashes.get(p.get("exe")),
                              "exit": p.get("exit_code"), "signal": p.get("signal"),
-                             "attached": bool(p.get("attached"))})
+                             "attached": adopted or (p.get("parent") is None and bool(attached))})
     reads, writes = [], []
     for f in files:
         role, path = f.get("role"), f["path"]

@@ -387,7 +387,19 @@ class AuditTracker:
         self.exe_jobs: dict[str, object] = {}
         self.before: dict[str, object] = {}  # path -> hash job of its pre-image, or a status
         self._n_connects = 0
+        self.attached: list[dict] = []  # roar attach: the processes taken over
         self._rules = {k: [r for r in policy.rules if r.kind == k] for k in KINDS}
+
+    def adopted(self, snap: dict) -> None:
+        """A process that was running when roar attached (its snapshot)."""
+        self.attached.append({"pid": snap["pid"], "ppid": snap["ppid"], "argv": snap["argv"],
+                              "exe": snap["exe"], "cwd": snap["cwd"]})
+        exe = snap["exe"]
+        if exe and exe not in self.exe_jobs:
+            self.exe_jobs[exe] = self.recorder.hasher.submit(exe)
+        if self.stream is not None:
+            self.stream.put({"type": "attached", "run": self.run_id, "pid": snap["pid"],
+                             "ts": _iso(time.time_ns()), "argv": snap["argv"], "exe": exe})
 
     # -- the event loop ---------------------------------------------------------
 
@@ -650,6 +662,7 @@ class AuditTracker:
                     s.first == "read" or path in self.before):
                 deleted.append(path)
         doc = {"kind": self.kind, "policy": self.policy.doc(), "alerts": self.alerts,
+               "attached": self.attached,
                "secret_reads": list(self.secret_reads), "outside_workspace": list(self.outside),
                "renamed": self.renamed, "created": sorted(created), "deleted": sorted(deleted),
                "before": before, "exe_hashes": exe_hashes, "killed_by": self.killed_by,
