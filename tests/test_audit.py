@@ -301,3 +301,67 @@ def test_detach_gives_the_tree_back(roar, tmp_path):
         sleeper.kill()
     doc = roar.json("show", run_id)
     assert any("detached" in r for r in doc["incomplete_reasons"])
+
+
+def test_a_slow_stream_reader_never_stalls_capture(tmp_path):
+    """The writer blocks on a full pipe nobody reads: events past the bound
+    are counted as skipped (put never waits) and the stream says how many."""
+    fifo = tmp_path / "live" / "run.jsonl"
+    fifo.parent.mkdir()
+    os.mkfifo(fifo)
+    r = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    st = audit.EventStream(fifo)
+    total = audit.STREAM_MAX * 3
+    t0 = time.monotonic()
+    for i in range(total):
+        st.put({"type": "exec", "i": i})
+    put_s = time.monotonic() - t0
+    assert st.skipped > 0
+    os.set_blocking(r, True)
+    chunks = []
+    import threading
+
+    reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: os.read(r, 1 << 16),
+                                                                b"")))
+    reader.start()
+    st.close({"type": "end"})
+    reader.join(30)
+    os.close(r)
+    lines = [json.loads(x) for x in b"".join(chunks).decode().splitlines()]
+    kept = [x for x in lines if x["type"] == "exec"]
+    skipped = sum(x["count"] for x in lines if x["type"] == "skipped")
+    assert skipped == st.skipped and len(kept) + skipped == total
+    assert [x["i"] for x in kept] == sorted(x["i"] for x in kept) and lines[-1]["type"] == "end"
+    assert put_s < 5  # no put waited for the writer
+
+
+@pytest.mark.capture
+def test_watch_streams_a_live_session(roar, tmp_path):
+    ws, home, outside, env = _agent_setup(tmp_path)
+    gate = tmp_path / "go"
+    run = subprocess.Popen([sys.executable, "-m", "roar", "run", "--policy", _policy(tmp_path),
+                            "--", sys.executable, AGENT, ws, outside, "2", gate], cwd=ws,
+                           env=roar.env(**env), stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(ws / "ready")
+        run_id = roar.json("log", "-n", "1")[0]["id"]
+        watch = subprocess.Popen([sys.executable, "-m", "roar", "watch", run_id[:12], "--json"],
+                                 env=roar.env(), cwd=roar.cwd, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        time.sleep(1)
+        gate.touch()
+        out, err = watch.communicate(timeout=120)
+        assert run.wait(120) == 0
+    finally:
+        run.kill()
+    assert watch.returncode == 0, err
+    evs = [json.loads(x) for x in out.splitlines()]
+    assert evs[-1] == {"type": "end", "run": run_id}
+    assert all(e["run"] == run_id for e in evs)
+    types = {e["type"] for e in evs}
+    assert {"exec", "file", "connect", "alert"} <= types
+    assert any(e["type"] == "exec" and "step 1" in " ".join(e["argv"]) for e in evs)
+    assert any(e["type"] == "file" and e["op"] == "written" and e["path"] == str(ws / "py_1.txt")
+               for e in evs)
+    assert any(e["type"] == "alert" and e["rule"] == "ssh-keys" for e in evs)
+    assert all({"pid", "ts"} <= e.keys() for e in evs if e["type"] != "end")

@@ -113,6 +113,58 @@ def detach_cmd(run_ref):
     click.echo(f"roar: detached {run_id}", err=True)
 
 
+@click.command("watch")
+@click.argument("run_ref", required=False)
+@click.option("--all", "all_runs", is_flag=True, help="Every live audited session of this store.")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines (docs/audit.md).")
+def watch_cmd(run_ref, all_runs, as_json):
+    """Follow an audited session live: execs, files, connects, alerts."""
+    import json
+
+    from roar.query.audit import follow, live_streams
+
+    try:
+        store = Store(readonly=True)
+        if all_runs:
+            paths = live_streams(store.home)
+        elif run_ref:
+            paths = live_streams(store.home, store.resolve_run(run_ref))
+        else:
+            fail("give a run (or --all)")
+    except (StoreError, RefError) as e:
+        fail(str(e))
+    if not paths:
+        fail("no live audited session" + (f" {run_ref}" if run_ref else "") +
+             " (roar export RUN --format jsonl gives a finished one's events)")
+    try:
+        for ev in follow(paths):
+            if as_json:
+                click.echo(json.dumps(ev, separators=(",", ":")))
+            else:
+                click.echo(_line(ev))
+    except (BrokenPipeError, KeyboardInterrupt):
+        pass
+
+
+def _line(ev: dict) -> str:
+    t = ev.get("ts", "")[11:23]
+    run = (ev.get("run") or "")[:10]
+    kind = ev["type"]
+    if kind == "exec" or kind == "attached":
+        what = " ".join(ev.get("argv") or [])
+    elif kind == "file":
+        what = f"{ev['op']:<7} {ev['path']}"
+    elif kind == "connect":
+        what = ev["address"] if ev.get("port") is None else f"{ev['address']}:{ev['port']}"
+    elif kind == "alert":
+        what = f"{ev['action'].upper()} {ev['rule']}: {ev['detail']}"
+    elif kind == "skipped":
+        what = f"{ev['count']} event(s) skipped (the record stays complete)"
+    else:
+        what = ""
+    return f"{t}  {run}  {kind:<8} {ev.get('pid', ''):>7}  {what}"
+
+
 def register(cli: click.Group) -> None:
-    for cmd in (audit_cmd, attach_cmd, detach_cmd):
+    for cmd in (audit_cmd, attach_cmd, detach_cmd, watch_cmd):
         cli.add_command(cmd)

@@ -5,6 +5,10 @@ and its file records."""
 
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
+
 from roar.query.views import _public_git, effective_status
 from roar.record.classify import PSEUDO
 from roar.record.store import RefError, Store
@@ -110,3 +114,49 @@ def events(store: Store, run_id: str) -> list[dict]:
     for al in rep["alerts"]:
         out.append({"type": "alert", "run": rid, **al})
     return out
+
+
+def live_streams(home: Path, run_id: str | None = None, wait: float = 2.0) -> list[Path]:
+    """The event streams of live audited sessions (one run's, or all);
+    a run that just started gets `wait` seconds to open its stream."""
+    from roar.record.audit import stream_path
+
+    if run_id is None:
+        d = home / "live"
+        return sorted(d.glob("*.jsonl")) if d.is_dir() else []
+    path = stream_path(home, run_id)
+    deadline = time.monotonic() + wait
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [path] if path.exists() else []
+
+
+def follow(paths: list[Path], poll: float = 0.05):
+    """The events of live streams as they are written, until each has ended."""
+    files = {}
+    for p in paths:
+        try:
+            files[p] = open(p)
+        except FileNotFoundError:  # ended between listing and opening
+            continue
+    partial = dict.fromkeys(files, "")
+    while files:
+        idle = True
+        for p, f in list(files.items()):
+            line = f.readline()
+            if not line:
+                continue
+            idle = False
+            if not line.endswith("\n"):  # the writer is mid-line
+                partial[p] += line
+                continue
+            ev = json.loads(partial[p] + line)
+            partial[p] = ""
+            yield ev
+            if ev.get("type") == "end":
+                f.close()
+                del files[p]
+        if idle:
+            for p in [p for p in files if not p.exists()]:
+                files.pop(p).close()  # its writer is gone without an end (killed)
+            time.sleep(poll)
