@@ -11,3 +11,4 @@
 #include "files.h"
 #include "process.h"
 #include "net.h"
+#include "tls.h"

@@ -11,6 +11,7 @@
 #define ROAR_ARGV_MAX 8192
 #define ROAR_SOCKADDR_MAX 128
 #define ROAR_TAG_LEVELS 24  /* run cgroups are looked for at levels 1..ROAR_TAG_LEVELS-1 */
+#define TLS_PEEK 4096          /* head of an HTTP message over TLS kept (bytes) */
 
 /* event types */
 #define EV_OPEN 1        /* fd=new fd, a0=open flags, a1=mode, ret=dirfd, data=path */
@@ -36,6 +37,10 @@
 #define EV_CLOSE_RANGE 20 /* fd=first, a0=last, a1=flags */
 #define EV_FDFLAGS 21    /* fcntl(F_SETFD): fd, a0=1 if close-on-exec */
 #define EV_REAP 22       /* a parent reaped a child: ret=child pid, a0=wait status (as waitpid) */
+#define EV_TLS_WRITE 23  /* HTTP request head written over TLS: a0=SSL*, a1=call bytes, a2/ret=body
+                            bytes read/written on that SSL* since its last message, data=head */
+#define EV_TLS_READ 24   /* HTTP response head read over TLS: fields as EV_TLS_WRITE */
+#define EV_TLS_FREE 25   /* SSL_free: a0=SSL*, a2/ret=body bytes read/written since the last head */
 
 /* event flags */
 #define EVF_TRUNCATED 1      /* a string hit its size limit: path or argv is incomplete */

@@ -90,7 +90,7 @@ def decode(buf: bytes) -> Event:
         if parts and parts[-1] == b"":
             parts.pop()
         ev.argv = [os.fsdecode(p) for p in parts]
-    elif t == EV_CONNECT:  # noqa: F821
+    elif t in (EV_CONNECT, EV_TLS_WRITE, EV_TLS_READ):  # noqa: F821
         ev.raw = bytes(data[:len1])
     elif len1 or len2:
         ev.path = _cstr(data[:len1]) if len1 else None

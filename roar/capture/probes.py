@@ -16,6 +16,33 @@ from roar.capture.session import SessionError
 RINGBUF_PAGES = 16384  # 64 MiB: about 400k events of burst at ~150 bytes each
 
 
+# OpenSSL entry points whose plaintext carries HTTP: (symbol, program, on return)
+TLS_PROBES = (("SSL_write", "roar_tls_write", False),
+              ("SSL_write_ex", "roar_tls_write", False),
+              ("SSL_read", "roar_tls_read_enter", False),
+              ("SSL_read", "roar_tls_read_return", True),
+              ("SSL_read_ex", "roar_tls_read_ex_enter", False),
+              ("SSL_read_ex", "roar_tls_read_return", True),
+              ("SSL_free", "roar_tls_free", False))
+TLS_LIBRARY = re.compile(r"(^|/)libssl(-[0-9a-f]+)?\.so(\.[0-9.]+)?$")
+
+
+def tls_libraries() -> list[str]:
+    """The host's OpenSSL libraries, from the dynamic linker's cache: probed
+    while a run is traced, so the first HTTPS request of a run is seen. Private
+    copies are found when a traced process opens one (attach_tls)."""
+    found = {}
+    try:
+        out = os.popen("ldconfig -p 2>/dev/null").read()
+    except OSError:
+        out = ""
+    for line in out.splitlines():
+        path = line.rpartition("=> ")[2].strip()
+        if TLS_LIBRARY.search(path) and os.path.exists(path):
+            found.setdefault(os.path.realpath(path), None)
+    return sorted(found)
+
+
 class ProbeError(SessionError):
     """The probes cannot be loaded or attached (a session that cannot start)."""
 
@@ -106,6 +133,7 @@ class Probes:
                 self.bpf.load_func(name, bcc.BPF.TRACEPOINT)
                 self.names.append(name)
         self.attached = False
+        self.tls: dict[str, list[tuple[str, bool]]] = {}  # library -> probes attached
         self._attach_lock = threading.Lock()
         self._levels_lock = threading.Lock()
         self._tagged_levels: dict[int, int] = {}
@@ -124,6 +152,8 @@ class Probes:
                 tp = name[len(b"tracepoint__"):].replace(b"__", b":")
                 self.bpf.attach_tracepoint(tp=tp, fn_name=name)
             self.attached = True
+            for lib in tls_libraries():
+                self._attach_tls(lib)
 
     def detach(self) -> None:
         with self._attach_lock:
@@ -132,7 +162,43 @@ class Probes:
             for name in self.names:
                 tp = name[len(b"tracepoint__"):].replace(b"__", b":")
                 self.bpf.detach_tracepoint(tp)
+            for lib, probes in self.tls.items():
+                for sym, ret in probes:
+                    try:
+                        if ret:
+                            self.bpf.detach_uretprobe(name=lib, sym=sym)
+                        else:
+                            self.bpf.detach_uprobe(name=lib, sym=sym)
+                    except Exception:  # noqa: BLE001 - the library may be gone; nothing left to undo
+                        pass
+            self.tls = {}
             self.attached = False
+
+    def _attach_tls(self, lib: str) -> bool:
+        """Probe one OpenSSL library's SSL_read/SSL_write (and _ex) and SSL_free.
+        A library without a symbol (OpenSSL 1.0 has no _ex) gets the others;
+        one that cannot be probed at all is left out (its TLS stays uninspected)."""
+        if lib in self.tls:
+            return True
+        done = []
+        for sym, fn, ret in TLS_PROBES:
+            try:
+                if ret:
+                    self.bpf.attach_uretprobe(name=lib, sym=sym, fn_name=fn)
+                else:
+                    self.bpf.attach_uprobe(name=lib, sym=sym, fn_name=fn)
+            except Exception:  # noqa: BLE001 - BCC raises bare Exception for a missing symbol
+                continue
+            done.append((sym, ret))
+        if done:
+            self.tls[lib] = done
+        return bool(done)
+
+    def attach_tls(self, lib: str) -> bool:
+        """Probe an OpenSSL library a traced process opened (a private copy in a
+        wheel or a venv) while the probes are attached."""
+        with self._attach_lock:
+            return self.attached and self._attach_tls(lib)
 
     def tag(self, cgroup_id: int, root_pid: int, epoch: int, level: int) -> None:
         """Start tracing a run cgroup at `level` of the hierarchy; root_pid gets a

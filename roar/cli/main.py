@@ -97,6 +97,7 @@ def show(ref, as_json):
     or a distributed job (group:G)."""
     from roar.cli import render
     from roar.query import views
+    from roar.record.remote import is_url
 
     if ref.startswith("group:"):
         from roar.query.groups import local_group
@@ -112,15 +113,21 @@ def show(ref, as_json):
         return
     try:
         store = _store()
-        kind, key = views.resolve(store, ref)
-        doc = views.run_view(store, key) if kind == "run" else views.artifact_view(
-            store, key, ref)
+        if is_url(ref):
+            kind, key = views.resolve_remote(store, ref)
+            doc = views.remote_view(store, key)
+        else:
+            kind, key = views.resolve(store, ref)
+            doc = views.run_view(store, key) if kind == "run" else views.artifact_view(
+                store, key, ref)
     except (StoreError, RefError) as e:
         fail(str(e))
     if as_json:
         print_json(doc)
     elif kind == "run":
         render.run(doc)
+    elif kind == "remote":
+        render.remote(doc)
     else:
         render.artifact(doc)
 

@@ -27,6 +27,9 @@ def _files(title: str, files: list[dict]) -> None:
         return
     for f in files:
         note = "" if f.get("status") in ("ok", None) else f"  [{f['status']}]"
+        if f["kind"] == "remote":
+            note = f"  @{f['version'] or '?'}" + (f" (hash from {f['hash_source']})"
+                                                 if f.get("hash_source") else "")
         click.echo(f"  {_hash(f['hash']):<16}  {_size(f.get('size')):>7}  {f['kind']:<4}  "
                    f"{f['path']}{note}")
 
@@ -69,10 +72,24 @@ def run(doc: dict) -> None:
     click.echo(f"procs    {len(doc['processes'])}")
     _files("inputs", doc["inputs"])
     _files("outputs", doc["outputs"])
+    blind = (doc.get("remote") or {}).get("uninspected") or []
+    if blind:
+        click.echo("uninspected network I/O: " + ", ".join(
+            f"{e['address']}:{e['port']}" for e in blind[:10]))
     if doc.get("connects"):
         eps = sorted({f"{c['address']}:{c['port']}" if c.get("port") else c["address"]
                       for c in doc["connects"]})
         click.echo("network  " + ", ".join(eps[:10]))
+
+
+def remote(doc: dict) -> None:
+    click.echo(f"remote   {doc['url']}")
+    click.echo(f"versions ({len(doc['versions'])}):")
+    for v in doc["versions"]:
+        click.echo(f"  {v['version'] or '(unknown version)'}")
+        for role, what in (("written_by", "written by"), ("read_by", "read by")):
+            if v[role]:
+                click.echo(f"    {what:<10} " + ", ".join(r[:10] for r in v[role]))
 
 
 def artifact(doc: dict) -> None:

@@ -21,6 +21,7 @@ import xxhash
 from roar.query.views import content_ref, effective_status  # noqa: F401 - content_ref: API
 from roar.record.classify import CODE, CODE_SUFFIXES, DATA
 from roar.record.hasher import OK, SPECIAL, hash_path
+from roar.record.remote import REMOTE
 from roar.record.store import RefError, Store
 
 EMPTY_HASH = xxhash.xxh3_128(b"").hexdigest()
@@ -95,7 +96,7 @@ class RunCache:
         if rec is not None:
             ins, outs = [], []
             for f in self.store.run_files(run_id):
-                if f.get("kind") not in (DATA, CODE):
+                if f.get("kind") not in (DATA, CODE, REMOTE):
                     continue
                 if f.get("role") == "input":
                     ins.append(f)
@@ -188,6 +189,21 @@ def _ver_node(h: str) -> tuple[str, str]:
     return ("ver", h)
 
 
+def _version_keys(f: dict) -> list[tuple[str, dict]]:
+    """The version nodes a file record links through, with their attributes:
+    its content hash; a remote object also its url@version identity (so the
+    run that uploaded a version links to the runs that downloaded it even
+    when the content hash is unknown)."""
+    keys = []
+    base = {"size": f.get("size"), "kind": f.get("kind")}
+    if f.get("hash"):
+        keys.append((f["hash"], base))
+    if f.get("kind") == REMOTE and f.get("ident"):
+        keys.append((f["ident"], {**base, "url": f["url"], "version": f.get("version"),
+                                  "ident": True, "content": f.get("hash")}))
+    return keys
+
+
 def _same_content_link(size: int | None, paths_a, paths_b) -> bool:
     """Whether two accesses of one content hash may be the same file. Empty
     content is written everywhere (markers, locks): it links only by path."""
@@ -240,23 +256,21 @@ def _walk(store: Store, target: tuple[str, str], runs: RunCache, up: bool) -> Gr
 
     depth = 0
     while level:
-        pending: list[tuple[RunInfo, dict]] = []
+        pending: list[tuple[RunInfo, dict, str]] = []
         for rid in level:
             info = runs.get(rid)
             for f in info.inputs if up else info.outputs:
-                h = f.get("hash")
-                if not h:
-                    continue
-                vn = _ver_node(h)
-                if vn not in nodes:
-                    nodes[vn] = {"depth": depth + 1, "size": f.get("size"), "kind": f.get("kind")}
-                own_edge(rid, vn, [f["path"]])
-                pending.append((info, f))
-        linked.update(lookup({f["hash"] for _, f in pending} - linked.keys()))
+                for h, attrs in _version_keys(f):
+                    vn = _ver_node(h)
+                    if vn not in nodes:
+                        nodes[vn] = {"depth": depth + 1, **attrs}
+                    own_edge(rid, vn, [f["path"]])
+                    pending.append((info, f, h))
+        linked.update(lookup({h for _, _, h in pending} - linked.keys()))
         level = []
-        for info, f in pending:
-            vn = _ver_node(f["hash"])
-            for oid, paths in linked[f["hash"]]:
+        for info, f, h in pending:
+            vn = _ver_node(h)
+            for oid, paths in linked[h]:
                 if oid == info.id:
                     continue
                 other = runs.get(oid)
@@ -345,11 +359,16 @@ def inputs(store: Store, target: tuple[str, str]) -> dict:
     for n, attrs in g.nodes(data=True):
         if n[0] != "ver" or not any(True for _ in g.successors(n)):
             continue  # the target itself, unless some upstream run read it too
-        h = n[1]
+        if attrs.get("ident") and attrs.get("content"):
+            continue  # a remote object listed once, under its content hash
+        h = None if attrs.get("ident") else n[1]
         reads = sorted((g.nodes[r]["depth"], r[1], p) for r in g.successors(n)
                        for p in g.edges[n, r]["paths"])
         producers = sorted(g.predecessors(n), key=lambda r: r[1])
+        extra = {"url": attrs["url"], "version": attrs.get("version")} if attrs.get(
+            "ident") else {}
         entries.append({
+            **extra,
             "path": reads[0][2], "hash": h, "size": attrs.get("size"),
             "produced_by": producers[0][1] if producers else None,
             "depth": attrs["depth"], "kind": attrs.get("kind"),
@@ -360,7 +379,7 @@ def inputs(store: Store, target: tuple[str, str]) -> dict:
     # inputs that have no verified hash are inputs all the same: listed, never dropped
     for info, depth in _runs_of(g):
         for f in info.inputs:
-            if not f.get("hash"):
+            if not f.get("hash") and not f.get("ident"):
                 entries.append({"path": f["path"], "hash": None, "size": f.get("size"),
                                 "produced_by": None, "depth": depth + 1, "kind": f.get("kind"),
                                 "paths": [f["path"]], "producers": [], "read_by": [info.id],
@@ -480,13 +499,21 @@ def datasets(g: Graph) -> list[dict]:
 # -- membership ------------------------------------------------------------------------
 
 
-def _membership(g: Graph, h: str, complete: bool, path: str | None = None) -> dict:
-    vn = _ver_node(h)
+def _membership(g: Graph, h: str | None, complete: bool, path: str | None = None
+                ) -> dict:
     evidence = []
-    if vn in g:
+    # by content; a remote object (h None, path its URL) by name, any version
+    vns = [_ver_node(h)] if h else [n for n in g if n[0] == "ver" and g.nodes[n].get(
+        "url") == path]
+    for vn in vns:
+        if vn not in g:
+            continue
         for r in g.successors(vn):
             for p in g.edges[vn, r]["paths"]:
-                evidence.append({"run": r[1], "path": p, "depth": g.nodes[r]["depth"] + 1})
+                e = {"run": r[1], "path": p, "depth": g.nodes[r]["depth"] + 1}
+                if not h:
+                    e["version"] = g.nodes[vn].get("version")
+                evidence.append(e)
     evidence.sort(key=lambda e: (e["depth"], e["run"], e["path"]))
     answer = "yes" if evidence else ("no" if complete else "unknown")
     out = {"answer": answer, "hash": h, "evidence": evidence}
@@ -555,14 +582,19 @@ def outputs(store: Store, target: tuple[str, str]) -> dict:
     for n, attrs in g.nodes(data=True):
         if n[0] != "ver" or (target[0] == "artifact" and n[1] == target[1]):
             continue
+        if attrs.get("ident") and attrs.get("content"):
+            continue  # a remote object listed once, under its content hash
+        extra = {"url": attrs["url"], "version": attrs.get("version")} if attrs.get(
+            "ident") else {}
         for r in sorted(g.predecessors(n), key=lambda r: r[1]):
             paths = g.edges[r, n]["paths"]
-            entries.append({"path": paths[0], "hash": n[1], "run": r[1],
+            entries.append({**extra, "path": paths[0],
+                            "hash": None if attrs.get("ident") else n[1], "run": r[1],
                             "depth": attrs["depth"], "kind": attrs.get("kind"),
                             "size": attrs.get("size"), "paths": paths})
     for info, depth in _runs_of(g):
         for f in info.outputs:
-            if not f.get("hash"):
+            if not f.get("hash") and not f.get("ident"):
                 entries.append({"path": f["path"], "hash": None, "run": info.id,
                                 "depth": depth + 1, "kind": f.get("kind"),
                                 "size": f.get("size"), "paths": [f["path"]],

@@ -11,7 +11,18 @@ from roar.record.classify import CODE, DATA
 from roar.record.codes import Reason, messages, reason
 from roar.record.hasher import OK, hash_path
 from roar.record.ids import boot_id
+from roar.record.remote import REMOTE, ident_key, is_url, normalize_ref, url_key
 from roar.record.store import RefError, Store
+
+SHOWN = (DATA, CODE, REMOTE)  # kinds listed as a run's inputs and outputs
+
+
+def remote_entry(f: dict) -> dict:
+    """A remote object as `roar show --json` lists it among inputs/outputs."""
+    return {"kind": REMOTE, "path": f["path"], "url": f["url"], "method": f.get("method"),
+            "version": f.get("version"), "size": f.get("size"), "hash": f.get("hash"),
+            "hash_source": f.get("hash_source"), "endpoint": f.get("endpoint"),
+            "ranges": f.get("ranges") or [], "status": f.get("status")}
 
 
 def effective_status(run: dict) -> str:
@@ -67,6 +78,8 @@ def run_view(store: Store, run_id: str) -> dict:
     procs = store.run_procs(run_id)
 
     def entry(f, bytes_key):
+        if f["kind"] == REMOTE:
+            return remote_entry(f)
         return {"path": f["path"], "hash": f.get("hash"), "size": f.get("size"),
                 "kind": f["kind"], bytes_key: f.get(bytes_key, 0), "status": f.get("status")}
 
@@ -80,15 +93,16 @@ def run_view(store: Store, run_id: str) -> dict:
         "git": _public_git(run.get("git")), "env": run.get("env", {}),
         "packages": run.get("packages", {}), "gpus": run.get("gpus"),
         "inputs": [entry(f, "bytes_read") for f in files
-                   if f["role"] == "input" and f["kind"] in (DATA, CODE)],
+                   if f["role"] == "input" and f["kind"] in SHOWN],
         "outputs": [entry(f, "bytes_written") for f in files
-                    if f["role"] == "output" and f["kind"] in (DATA, CODE)],
+                    if f["role"] == "output" and f["kind"] in SHOWN],
         "processes": [{k: p.get(k) for k in SHOW_PROCESS_FIELDS} for p in procs],
         "complete": bool(run.get("complete")) and status == "finished",
         "incomplete_reasons": run.get("incomplete_reasons")
         or (messages([reason(Reason.NOT_FINISHED)]) if status == "interrupted" else []),
         "lost_events": run.get("lost_events"), "io_uring": run.get("io_uring"),
-        "connects": run.get("connects", []), "mode": run.get("mode"),
+        "connects": run.get("connects", []), "remote": run.get("remote"),
+        "mode": run.get("mode"),
         "counts": run.get("counts"), "request": run.get("request"),
         "dataset_mismatch": run.get("dataset_mismatch"),
         "hash_progress": run.get("hash_progress"),
@@ -112,8 +126,52 @@ def _run_ref(store: Store, run_id: str, paths: list[str]) -> dict:
             "started_at": run.get("started_at"), "paths": paths}
 
 
+def remote_view(store: Store, url: str) -> dict:
+    """Which runs read and wrote which versions of a remote object (the JSON
+    of `roar show s3://...`): {url, versions: [{version, ident, written_by,
+    read_by}]}, versions in the order runs first touched them."""
+    key = url_key(url)
+    versions: dict[str, dict] = {}
+    for role, rows in (("written_by", store.writers_of(key)), ("read_by", store.readers_of(key))):
+        for run_id, names in rows:
+            for v in names:
+                entry = versions.setdefault(v, {"version": v or None,
+                                                "ident": ident_key(url, v or None),
+                                                "written_by": [], "read_by": []})
+                if run_id not in entry[role]:
+                    entry[role].append(run_id)
+    found = sorted(versions.values(),
+                   key=lambda e: min(e["written_by"] + e["read_by"]))
+    return {"kind": "remote", "url": url, "versions": found}
+
+
+def resolve_remote(store: Store, ref: str) -> tuple[str, str]:
+    """('remote', url) named by a URL the store has records of."""
+    url = normalize_ref(ref)
+    if not remote_view(store, url)["versions"]:
+        raise RefError(f"{url} was never read or written by a recorded run")
+    return "remote", url
+
+
+def remote_target(store: Store, url: str) -> str:
+    """The lineage key of a remote object's newest version: the one the newest
+    writing run wrote, else the one the newest reader read (its url@version
+    key, or the url's own key when no version was seen)."""
+    view = remote_view(store, url)
+    def newest(e, role):
+        return max(e[role]) if e[role] else ""
+    written = [e for e in view["versions"] if e["written_by"]]
+    pick = max(written or view["versions"],
+               key=lambda e: newest(e, "written_by" if written else "read_by"))
+    return pick["ident"] or url_key(url)
+
+
 def resolve(store: Store, ref: str) -> tuple[str, str]:
-    """('run', id) or ('artifact', hash) for a run id/prefix, hash/prefix or path."""
+    """('run', id) or ('artifact', hash) for a run id/prefix, hash/prefix or
+    path; a URL (s3://, gs://, https://) names its newest recorded version."""
+    if is_url(ref):
+        _, url = resolve_remote(store, ref)
+        return "artifact", remote_target(store, url)
     if os.path.isdir(ref):
         raise RefError(f"{ref} is a directory: give a file, a content hash or a run id (to ask "
                        f"which of its files fed a target: roar inputs TARGET --contains-dir "
@@ -145,11 +203,14 @@ def _hash_now(store: Store, path: str) -> str:
 
 def content_ref(store: Store, ref: str) -> tuple[str, str | None]:
     """(hash, path or None) for a --contains argument: an existing file (hashed
-    now) or a content hash (full, or a prefix the store knows)."""
+    now) or a content hash (full, or a prefix the store knows); a URL gives
+    (None, the object's name): any version of it counts."""
     if os.path.isdir(ref):
         raise RefError(f"{ref} is a directory: use --contains-dir")
     if os.path.exists(ref):
         return _hash_now(store, ref), os.path.abspath(ref)
+    if is_url(ref):
+        return None, normalize_ref(ref)
     r = ref.strip().lower()
     if len(r) == 32 and all(c in "0123456789abcdef" for c in r):
         return r, None

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from roar.capture import events as E
 from roar.record.classify import needs_hash
+from roar.record.remote import RemoteLog
 
 O_ACCMODE = 0o3
 O_WRONLY = 0o1
@@ -130,6 +131,7 @@ class RunModel:
         # _touch
         self.touched: set[str] = set()
         self.connects: list[dict] = []
+        self.remote = RemoteLog()  # HTTP exchanges seen in TLS plaintext
         self.problems: dict[str, int] = {}
         self.io_uring = False
         self.events = 0
@@ -565,6 +567,18 @@ class RunModel:
             endpoint["process"] = p.key
             self.connects.append(endpoint)
 
+    def on_tls_write(self, ev: E.Event) -> None:
+        p = self._proc(ev)
+        self.remote.request(ev.tgid, p.key, ev.a0, ev.raw, ev.a1, ev.a2, ev.ret, ev.ts)
+
+    def on_tls_read(self, ev: E.Event) -> None:
+        self._proc(ev)
+        self.remote.response(ev.tgid, ev.a0, ev.raw, ev.a1, ev.a2, ev.ret)
+
+    def on_tls_free(self, ev: E.Event) -> None:
+        self._proc(ev)
+        self.remote.freed(ev.tgid, ev.a0, ev.a2, ev.ret)
+
     def on_iouring(self, ev: E.Event) -> None:
         self._proc(ev)
         self.io_uring = True
@@ -593,6 +607,9 @@ _HANDLERS = {
     E.EV_CONNECT: RunModel.on_connect,
     E.EV_IOURING: RunModel.on_iouring,
     E.EV_REAP: RunModel.on_reap,
+    E.EV_TLS_WRITE: RunModel.on_tls_write,
+    E.EV_TLS_READ: RunModel.on_tls_read,
+    E.EV_TLS_FREE: RunModel.on_tls_free,
 }
 
 _FD_ALIAS = re.compile(r"^/dev/(?:(?P<std>stdin|stdout|stderr)|fd/(?P<fd>\d+))$"

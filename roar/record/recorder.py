@@ -16,7 +16,7 @@ import time
 from collections import deque
 
 from roar.capture.events import decode
-from roar.record import context
+from roar.record import context, remote
 from roar.record.classify import CODE, DATA, ENV, PSEUDO, classify
 from roar.record.codes import Reason, RunStatus, messages, reason
 from roar.record.hasher import OK, SPECIAL, VANISHED, Hasher, HashResult, birth_ns
@@ -134,6 +134,10 @@ class RunRecorder:
         sizes = {f["path"]: f["size"] for f in files if f.get("size") is not None}
         procs, encoded_procs = self._process_records(git_root, tracked, sizes)
         mark("finish: process records")
+        remote_files, remote_reasons = self._remote_records(files)
+        files += remote_files
+        encoded += [encode_doc(r) for r in remote_files]
+        index += index_entries(self._rid, remote_files)
 
         reasons = [reason(Reason.NOTE, text=n) for n in notes or []] + reasons
         if self.pending:
@@ -144,6 +148,7 @@ class RunRecorder:
             reasons.append(reason(Reason.MODEL_PROBLEM, what=what, n=n))
         if model.io_uring:
             reasons.append(reason(Reason.IO_URING))
+        reasons += remote_reasons
         if interrupted:
             reasons.append(reason(Reason.INTERRUPTED))
         run["lost_events"] = lost
@@ -154,9 +159,10 @@ class RunRecorder:
         run["connects"] = model.connects
         run["packages"] = context.packages(p["path"] for p in files if p["kind"] == ENV)
         run["counts"] = {
-            "inputs": sum(1 for f in files if f["role"] == "input" and f["kind"] in (DATA, CODE)),
+            "inputs": sum(1 for f in files if f["role"] == "input"
+                          and f["kind"] in (DATA, CODE, remote.REMOTE)),
             "outputs": sum(1 for f in files if f["role"] == "output"
-                           and f["kind"] in (DATA, CODE)),
+                           and f["kind"] in (DATA, CODE, remote.REMOTE)),
             "processes": len(procs),
             "events": model.events,
         }
@@ -171,6 +177,20 @@ class RunRecorder:
 
             start_background_fill(self.store.home, run["id"])
         return run
+
+    def _remote_records(self, files: list[dict]) -> tuple[list[dict], list[str]]:
+        """Remote objects (record/remote.py) as file records of kind remote,
+        with the run's remote summary; and what makes its remote inputs unsure:
+        network peers whose traffic could not be read."""
+        model = self.model
+        remote_files, telemetry = model.remote.objects(remote.nondata_hosts())
+        remote.attach_hashes(remote_files, files)
+        blind = remote.uninspected(model.connects, model.remote.exchanges)
+        self.run["remote"] = {"objects": len(remote_files), "telemetry": telemetry,
+                              "uninspected": blind}
+        reasons = [reason(Reason.UNINSPECTED_NET, address=e["address"], port=e["port"])
+                   for e in blind]
+        return remote_files, reasons
 
     def _result(self, job) -> HashResult | None:
         """A hash job's result, waiting no later than the deadline (None: pending)."""

@@ -35,9 +35,117 @@ from roar.record.codes import (  # noqa: F401 - the codes are part of the record
     to_json,
 )
 
+<<<<<<< HEAD
 # `typing` is imported by the schema functions only (a few ms that the query
 # commands need not pay); annotations are strings (from __future__ annotations)
 Any = "Any"
+=======
+class RunStatus(str, enum.Enum):
+    """Where a run stands. A str, so documents and comparisons with the
+    stored strings keep working."""
+
+    RUNNING = "running"  # written at start; stays so only while roar records it
+    FINISHED = "finished"
+    INTERRUPTED = "interrupted"  # a signal stopped it, a budget stop, or roar was killed
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Role(str, enum.Enum):
+    """What a run did with a file version (FileVersion.role)."""
+
+    INPUT = "input"  # read before the run wrote it: hashed at the first read-open
+    OUTPUT = "output"  # written and left behind: hashed at the end
+    INTERNAL = "internal"  # read back after the run itself wrote it
+    TEMPORARY = "temporary"  # written, then deleted by the run
+    LOG = "log"  # roar's own stderr redirected to a file (shared with roar)
+    ENV = "env"  # interpreter, libraries, site-packages: summarised as packages
+    PSEUDO = "pseudo"  # /proc, /dev, /sys
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Reason(str, enum.Enum):
+    """Why a run's capture is incomplete: a code with parameters, stored as
+    {"code": ..., **params}; MESSAGES turns it into the sentence shown.
+    Programs (the late-hash filler, queries) test codes, never sentences."""
+
+    LOST_EVENTS = "lost_events"  # n
+    HASH_PENDING = "hash_pending"  # n
+    UNHASHED_INPUTS = "unhashed_inputs"  # n
+    UNHASHED_LATE = "unhashed_late"  # n (found by the background filler)
+    MODEL_PROBLEM = "model_problem"  # what, n
+    IO_URING = "io_uring"
+    UNINSPECTED_NET = "uninspected_net"  # address, port (record/remote.py)
+    INTERRUPTED = "interrupted"
+    NOT_FINISHED = "not_finished"  # still marked running, its roar gone
+    NOTE = "note"  # text: a sentence from the session or the request gate
+    TEXT = "text"  # text: a reason stored as a sentence by an older roar
+
+    def __str__(self) -> str:
+        return self.value
+
+
+MESSAGES = {
+    Reason.LOST_EVENTS: "{n} kernel events lost (ring buffer full)",
+    Reason.HASH_PENDING: "{n} content hash(es) still being computed "
+                         "(filled in by a background job)",
+    Reason.UNHASHED_INPUTS: "{n} input(s) without a verified content hash",
+    Reason.UNHASHED_LATE: "{n} input(s) without a verified content hash (hashed after the run)",
+    Reason.MODEL_PROBLEM: "{what} ({n}x)",
+    Reason.IO_URING: "io_uring used: file I/O submitted through it is not traced",
+    Reason.UNINSPECTED_NET: "uninspected network I/O with {address}:{port}: bytes received "
+                            "from it may be inputs",
+    Reason.INTERRUPTED: "run was interrupted",
+    Reason.NOT_FINISHED: "run did not finish (roar was stopped)",
+    Reason.NOTE: "{text}",
+    Reason.TEXT: "{text}",
+}
+
+
+def reason(code: Reason, **params) -> dict:
+    """A stored reason: its code and the parameters its message needs."""
+    return {"code": code.value, **params}
+
+
+def message(r: dict) -> str:
+    """The sentence of a stored reason."""
+    return MESSAGES[Reason(r["code"])].format(**r)
+
+
+def messages(reasons: list[dict]) -> list[str]:
+    return [message(r) for r in reasons]
+
+
+def _template_re(template: str) -> re.Pattern:
+    out, pos = "", 0
+    for m in re.finditer(r"\{(\w+)\}", template):
+        out += re.escape(template[pos:m.start()])
+        out += rf"(?P<{m[1]}>\d+)" if m[1] == "n" else rf"(?P<{m[1]}>.+)"
+        pos = m.end()
+    return re.compile(out + re.escape(template[pos:]))
+
+
+_LEGACY = None
+
+
+def from_sentence(text: str) -> dict:
+    """The reason behind a sentence stored by a roar that had no codes (the
+    same templates wrote them); TEXT when none matches."""
+    global _LEGACY
+    if _LEGACY is None:
+        _LEGACY = [(code, _template_re(t)) for code, t in MESSAGES.items()
+                   if code not in (Reason.NOTE, Reason.TEXT, Reason.MODEL_PROBLEM)]
+        _LEGACY.append((Reason.MODEL_PROBLEM, _template_re(MESSAGES[Reason.MODEL_PROBLEM])))
+    for code, rx in _LEGACY:
+        m = rx.fullmatch(text)
+        if m:
+            return reason(code, **{k: int(v) if k == "n" else v
+                                   for k, v in m.groupdict().items()})
+    return reason(Reason.TEXT, text=text)
+>>>>>>> 4d93cc3 (remote: HTTP over TLS seen through OpenSSL uprobes; remote objects (url@version) as inputs/outputs, joined to lineage by version and by content)
 
 
 # -- the records -----------------------------------------------------------------------

@@ -66,9 +66,16 @@ def index_entries(rid: bytes, files: list[dict]) -> list[tuple[str, bytes, bytes
     for f in files:
         h = f.get("hash")
         role = f.get("role")
-        if h and role in ("input", "output"):
-            out.append(("hash_read" if role == "input" else "hash_written",
-                        bytes.fromhex(h) + rid, f["path"].encode("utf-8", "surrogateescape")))
+        if role not in ("input", "output"):
+            continue
+        db = "hash_read" if role == "input" else "hash_written"
+        if h:
+            out.append((db, bytes.fromhex(h) + rid, f["path"].encode("utf-8", "surrogateescape")))
+        if f.get("kind") == "remote":  # record/remote.py: by url@version, and by url
+            if f.get("ident"):
+                out.append((db, bytes.fromhex(f["ident"]) + rid, f["url"].encode()))
+            out.append((db, bytes.fromhex(f["url_key"]) + rid,
+                        (f.get("version") or "").encode()))
     return out
 
 
