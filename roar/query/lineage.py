@@ -50,8 +50,10 @@ class RunInfo:
     def ended(self) -> str | None:
         return self.record.get("ended_at")
 
-    def problems(self) -> list[str]:
-        """Why what this run read or wrote may be incomplete (empty when it is not)."""
+    def problems(self, known: set[str] | frozenset = frozenset()) -> list[str]:
+        """Why what this run read or wrote may be incomplete (empty when it is not).
+        known: remote versions (url@version keys) whose content another run's
+        record gives."""
         rec = self.record
         status = effective_status(rec)
         out = []
@@ -62,11 +64,11 @@ class RunInfo:
         if status != "running" and not rec.get("complete"):
             out += rec.get("incomplete_reasons") or ["capture marked incomplete"]
         for f in self.inputs:
-            if not f.get("hash") and f.get("status") != SPECIAL:
+            if not f.get("hash") and f.get("status") != SPECIAL and f.get("ident") not in known:
                 out.append(f"input {f['path']} has no verified content hash "
                            f"({f.get('status') or 'unhashed'})")
         for f in self.outputs:
-            if not f.get("hash") and f.get("status") != SPECIAL:
+            if not f.get("hash") and f.get("status") != SPECIAL and f.get("ident") not in known:
                 out.append(f"output {f['path']} has no verified content hash "
                            f"({f.get('status') or 'unhashed'})")
         return list(dict.fromkeys(out))
@@ -282,6 +284,13 @@ def _walk(store: Store, target: tuple[str, str], runs: RunCache, up: bool) -> Gr
                     nodes[_run_node(oid)] = {"depth": depth + 1}
                     level.append(oid)
                 link_edge(oid, vn, paths)
+                attrs = nodes[vn]
+                if attrs.get("ident") and not attrs.get("content") and not attrs.get("learned"):
+                    # the content of a remote version, from the other side's record
+                    for g in other.outputs if up else other.inputs:
+                        if g.get("ident") == h and g.get("hash"):
+                            attrs["learned"] = g["hash"]
+                            break
         depth += 1
 
     return Graph(nodes, edges, runs=runs)
@@ -320,8 +329,9 @@ def _completeness(g: Graph, target: tuple[str, str], upstream_side: bool
     if upstream_side and target[0] == "artifact" and not any(
             True for _ in g.predecessors(_ver_node(target[1]))):
         reasons.append("no recorded run wrote this content: what it was made from is unknown")
+    known = {n[1] for n, a in g.nodes(data=True) if a.get("content") or a.get("learned")}
     for info, _ in _runs_of(g):
-        for p in info.problems():
+        for p in info.problems(known):
             reasons.append(f"run {info.id[:10]} ({step_key(info)}): {p}")
     return not reasons, reasons
 
@@ -361,7 +371,7 @@ def inputs(store: Store, target: tuple[str, str]) -> dict:
             continue  # the target itself, unless some upstream run read it too
         if attrs.get("ident") and attrs.get("content"):
             continue  # a remote object listed once, under its content hash
-        h = None if attrs.get("ident") else n[1]
+        h = attrs.get("learned") if attrs.get("ident") else n[1]
         reads = sorted((g.nodes[r]["depth"], r[1], p) for r in g.successors(n)
                        for p in g.edges[n, r]["paths"])
         producers = sorted(g.predecessors(n), key=lambda r: r[1])
@@ -503,8 +513,8 @@ def _membership(g: Graph, h: str | None, complete: bool, path: str | None = None
                 ) -> dict:
     evidence = []
     # by content; a remote object (h None, path its URL) by name, any version
-    vns = [_ver_node(h)] if h else [n for n in g if n[0] == "ver" and g.nodes[n].get(
-        "url") == path]
+    vns = ([_ver_node(h)] + [n for n in g if n[0] == "ver" and g.nodes[n].get("learned") == h]
+           if h else [n for n in g if n[0] == "ver" and g.nodes[n].get("url") == path])
     for vn in vns:
         if vn not in g:
             continue

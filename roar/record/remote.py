@@ -291,8 +291,8 @@ class RemoteLog:
                 rec = uploads.setdefault(params["uploadId"], _record(
                     "output", ident, "PUT", ex.pid_key))
                 if "partNumber" in params:
-                    rec["size"] = (rec["size"] or 0) + (_int(ex.req_headers.get(
-                        "content-length")) or ex.body_out)
+                    rec["size"] = (rec["size"] or 0) + (_body_size(ex.req_headers)
+                                                        or ex.body_out)
                     rec["bytes_written"] += ex.body_out
                 else:  # completion
                     rec["version"] = version_of(ex.resp_headers, rec["size"])
@@ -329,9 +329,17 @@ class RemoteLog:
         return records, telemetry
 
 
+def _body_size(headers: dict[str, str]) -> int | None:
+    """The size of a request's object body: S3's aws-chunked uploads (with
+    trailing checksums) say it apart from the encoded length."""
+    return _int(headers.get("x-amz-decoded-content-length")) or (
+        None if "aws-chunked" in headers.get("content-encoding", "")
+        else _int(headers.get("content-length")))
+
+
 def _size(ex: Exchange, role: str) -> int | None:
     if role == "output":
-        return _int(ex.req_headers.get("content-length"))
+        return _body_size(ex.req_headers)
     cr = ex.resp_headers.get("content-range", "")
     if "/" in cr and cr.rpartition("/")[2].isdigit():
         return int(cr.rpartition("/")[2])
