@@ -53,6 +53,7 @@ class Reason(str, enum.Enum):
     UNHASHED_LATE = "unhashed_late"  # n (found by the background filler)
     MODEL_PROBLEM = "model_problem"  # what, n
     IO_URING = "io_uring"
+    UNINSPECTED_NET = "uninspected_net"  # address, port (record/remote.py)
     INTERRUPTED = "interrupted"
     NOT_FINISHED = "not_finished"  # still marked running, its roar gone
     NOTE = "note"  # text: a sentence from the session or the request gate
@@ -70,6 +71,8 @@ MESSAGES = {
     Reason.UNHASHED_LATE: "{n} input(s) without a verified content hash (hashed after the run)",
     Reason.MODEL_PROBLEM: "{what} ({n}x)",
     Reason.IO_URING: "io_uring used: file I/O submitted through it is not traced",
+    Reason.UNINSPECTED_NET: "uninspected network I/O with {address}:{port}: bytes received "
+                            "from it may be inputs",
     Reason.INTERRUPTED: "run was interrupted",
     Reason.NOT_FINISHED: "run did not finish (roar was stopped)",
     Reason.NOTE: "{text}",
