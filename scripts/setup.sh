@@ -42,6 +42,8 @@ apt_install python3-bpfcc libbpfcc bpfcc-tools python3-venv git
 # socket), setpriv/unshare (util-linux), useradd/groupadd (passwd), and the
 # system python3 the foreign-user tests run roar with.
 apt_install gcc libc6-dev strace util-linux passwd python3
+# remote data tests (owner: remote): a self-signed certificate, curl over HTTPS
+apt_install openssl curl ca-certificates
 
 # 2. Kernel headers (BCC compiles its C programs against them) ---------------
 HEADERS="ok: /lib/modules/$KREL/build"

@@ -229,10 +229,12 @@ def https(cert):
 
 
 def test_curl_and_urllib_gets_are_remote_inputs(roar, https, cert):
-    code = ("import ssl, sys, urllib.request; c = ssl.create_default_context(cafile=sys.argv[2]);"
-            "urllib.request.urlopen(sys.argv[1] + '/py?token=SECRETTOKEN&x=1', context=c).read()")
+    # the signed URL comes from a file (as from a config): the store must not keep its token
+    (roar.cwd / "url.txt").write_text(f"{https}/py?token=SECRETTOKEN&x=1")
+    code = ("import ssl, sys, urllib.request; c = ssl.create_default_context(cafile=sys.argv[1]);"
+            "urllib.request.urlopen(open('url.txt').read(), context=c).read()")
     script = (f"curl -sf --cacert {cert[0]} {https}/curl -o /dev/null && "
-              f"{sys.executable} -c \"{code}\" {https} {cert[0]}")
+              f"{sys.executable} -c \"{code}\" {cert[0]}")
     p, doc = roar.run("sh", "-c", script)
     ins = {f["url"]: f for f in _remote(doc, "inputs")}
     assert set(ins) == {f"{https}/curl", f"{https}/py?x=1"}, doc["inputs"]

@@ -846,6 +846,14 @@ def _compare(key: str, ra: RunInfo, rb: RunInfo, ga: Graph, gb: Graph,
                added=sorted(set(mb) - set(ma)), removed=sorted(set(ma) - set(mb)),
                changed=sorted(p for p in set(ma) & set(mb) if ma[p] != mb[p]),
                count_a=len(ma), count_b=len(mb), derived=False, **extra)
+    # remote objects: by name, their versions
+    rem_a = {f["url"]: f.get("version") or f.get("hash") for f in ra.inputs
+             if f.get("kind") == REMOTE}
+    rem_b = {f["url"]: f.get("version") or f.get("hash") for f in rb.inputs
+             if f.get("kind") == REMOTE}
+    for url in sorted(set(rem_a) | set(rem_b)):
+        if rem_a.get(url) != rem_b.get(url):
+            change("data", url, rem_a.get(url), rem_b.get(url), remote=True, derived=False)
 
     # args
     argv_a, argv_b = ra.record.get("command") or [], rb.record.get("command") or []
