@@ -10,6 +10,7 @@ agree, the versions must be recorded, and no credential may reach the store.
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import shutil
 import socket
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import xxh128
+from conftest import REPO, xxh128
 
 pytestmark = pytest.mark.capture
 
@@ -174,6 +175,13 @@ def test_s3_pipeline_by_key_version_and_content(roar, s3, cert):
     assert v["written_by"] == [up_id] and v["read_by"] == [train_id]
     down = roar.json("outputs", "s3://bkt/data/a.bin")
     assert "s3://bkt/models/model.bin" in {e.get("url") or e["path"] for e in down["outputs"]}
+
+    # every document meets its published schema
+    jsonschema = pytest.importorskip("jsonschema")
+    for name, doc in (("show-run", train), ("show-run", pub), ("show-remote", view),
+                      ("inputs", doc), ("outputs", down)):
+        schema = json.loads((REPO / "docs" / "schemas" / f"{name}.schema.json").read_text())
+        jsonschema.Draft202012Validator(schema).validate(doc)
 
     # no credential, signature or secret in the store
     raw = b"".join(p.read_bytes() for p in (roar.home / "store").glob("*.mdb"))

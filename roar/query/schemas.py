@@ -42,13 +42,32 @@ def _file_entry(bytes_key: str) -> dict:
     return _strict(s)
 
 
+def _remote_entry() -> dict:
+    s = R.view_schema("remote object", R.RemoteObject, list(views.SHOW_REMOTE_FIELDS),
+                      {"kind": {"const": "remote"}})
+    s.pop("title")
+    return _strict(s)
+
+
+def _show_remote() -> dict:
+    version = {"type": "object", "required": ["version", "ident", "written_by", "read_by"],
+               "properties": {"version": _nullable({"type": "string"}),
+                              "ident": _nullable({"type": "string"}),
+                              "written_by": _array({"type": "string"}),
+                              "read_by": _array({"type": "string"})}}
+    return _strict({"title": "roar show URL --json", "type": "object",
+                    "required": ["kind", "url", "versions"],
+                    "properties": {"kind": {"const": "remote"}, "url": {"type": "string"},
+                                   "versions": _array(_strict(version))}})
+
+
 def _show_run() -> dict:
     procs = R.view_schema("process", R.Process, list(views.SHOW_PROCESS_FIELDS))
     procs.pop("title")
     s = R.view_schema("roar show RUN --json", R.Run, list(views.SHOW_FIELDS), {
         "status": R.json_schema(R.RunStatus),
-        "inputs": _array(_file_entry("bytes_read")),
-        "outputs": _array(_file_entry("bytes_written")),
+        "inputs": _array({"anyOf": [_file_entry("bytes_read"), _remote_entry()]}),
+        "outputs": _array({"anyOf": [_file_entry("bytes_written"), _remote_entry()]}),
         "processes": _array(_strict(procs)),
         "incomplete_reasons": _array({"type": "string"}),
         "hash_progress": _nullable({"type": "object"}),
@@ -122,7 +141,8 @@ def _diff() -> dict:
 def schemas() -> dict[str, dict]:
     """{file name: schema} of docs/schemas/."""
     docs = {
-        "show-run": _show_run(), "show-artifact": _show_artifact(), "log": _log(),
+        "show-run": _show_run(), "show-artifact": _show_artifact(),
+        "show-remote": _show_remote(), "log": _log(),
         "trace": _trace(), "inputs": _lineage("roar inputs REF --json", "inputs", "Upstream"),
         "inputs-contains": _contains(), "outputs": _lineage("roar outputs REF --json",
                                                             "outputs", "Derived"),

@@ -19,10 +19,7 @@ SHOWN = (DATA, CODE, REMOTE)  # kinds listed as a run's inputs and outputs
 
 def remote_entry(f: dict) -> dict:
     """A remote object as `roar show --json` lists it among inputs/outputs."""
-    return {"kind": REMOTE, "path": f["path"], "url": f["url"], "method": f.get("method"),
-            "version": f.get("version"), "size": f.get("size"), "hash": f.get("hash"),
-            "hash_source": f.get("hash_source"), "endpoint": f.get("endpoint"),
-            "ranges": f.get("ranges") or [], "status": f.get("status")}
+    return {k: f.get(k) for k in SHOW_REMOTE_FIELDS}
 
 
 def effective_status(run: dict) -> str:
@@ -49,9 +46,11 @@ LOG_FIELDS = ("id", "name", "command", "status", "started_at", "exit_code", "com
 SHOW_FIELDS = ("id", "name", "status", "command", "cwd", "user", "host", "boot_id", "kernel",
                "started_at", "ended_at", "exit_code", "signal", "git", "env", "packages",
                "gpus", "inputs", "outputs", "processes", "complete", "incomplete_reasons",
-               "lost_events", "io_uring", "connects", "mode", "counts", "request",
+               "lost_events", "io_uring", "connects", "remote", "mode", "counts", "request",
                "dataset_mismatch", "hash_progress", "dataset_check", "links", "reproduces")
 SHOW_FILE_FIELDS = ("path", "hash", "size", "kind", "status")  # + bytes_read | bytes_written
+SHOW_REMOTE_FIELDS = ("kind", "path", "url", "method", "version", "size", "hash", "hash_source",
+                      "endpoint", "ranges", "status")
 SHOW_PROCESS_FIELDS = ("pid", "ppid", "argv", "exit_code", "signal")
 TRACE_PROCESS_FIELDS = ("key", "pid", "ppid", "parent", "argv", "exe", "exit_code", "signal",
                         "threads", "files")

@@ -130,6 +130,37 @@ class FileVersion(_Record):
 
 
 @dataclass
+class RemoteObject(_Record):
+    """One version of a remote object as a run used it (roar/record/remote.py):
+    its name (`url`: s3://, gs:// or the URL without credentials), the method,
+    the version the server named, and a content hash where the record shows
+    one (`hash_source` says how: downloaded-file, uploaded-file)."""
+
+    path: str  # = url: remote objects sit beside files in a run's records
+    role: Role | str
+    kind: str  # "remote"
+    url: str
+    method: str | None = None
+    version: str | None = None  # "s3:<version id>", "etag:<etag>", "gcs:<generation>", ...
+    size: int | None = None
+    hash: str | None = None
+    hash_source: str | None = None
+    endpoint: str | None = None  # scheme://host[:port] the request went to
+    store: str | None = None  # s3 | gcs | azure | huggingface | http
+    ranges: list[str] = field(default_factory=list)
+    status: str | None = None  # ok | multipart
+    processes: list[str] = field(default_factory=list)
+    bytes_read: int | None = None
+    bytes_written: int | None = None
+    ident: str | None = None  # index key of url@version
+    url_key: str | None = None  # index key of url
+    extra: dict = field(default_factory=dict)
+
+    def _decoded(self) -> None:
+        self.role = _enum(Role, self.role)
+
+
+@dataclass
 class ProcessFile(_Record):
     """What one process did with one path."""
 
@@ -210,6 +241,7 @@ class Run(_Record):
     lost_events: int | None = None
     io_uring: bool | None = None
     connects: list[Any] = field(default_factory=list)
+    remote: dict | None = None  # {objects, telemetry, uninspected} (record/remote.py)
     packages: dict = field(default_factory=dict)
     counts: dict | None = None
     gpus: list[dict] | None = None
@@ -297,7 +329,7 @@ def record_schema(cls) -> dict:
     return {"type": "object", "properties": props, "required": required}
 
 
-RECORDS = (Run, FileVersion, Process, ProcessFile, Link)  # stored records (schemas)
+RECORDS = (Run, FileVersion, RemoteObject, Process, ProcessFile, Link)  # stored records (schemas)
 
 
 def defs() -> dict:
@@ -347,6 +379,8 @@ class Upstream(_Record):
     read_by: list[str] = field(default_factory=list)
     dataset: str | None = None  # the dataset directory it belongs to
     status: str | None = None  # hash status, when it has no verified hash
+    url: str | None = None  # a remote object's name (path is the same) and
+    version: str | None = None  # its version, when listed by url@version
     extra: dict = field(default_factory=dict)
 
 
@@ -362,6 +396,8 @@ class Derived(_Record):
     size: int | None = None
     paths: list[str] = field(default_factory=list)
     status: str | None = None
+    url: str | None = None  # a remote object's name and version (roar/record/remote.py)
+    version: str | None = None
     extra: dict = field(default_factory=dict)
 
 
