@@ -178,10 +178,10 @@ def test_s3_pipeline_by_key_version_and_content(roar, s3, cert):
 
     # every document meets its published schema
     jsonschema = pytest.importorskip("jsonschema")
-    for name, doc in (("show-run", train), ("show-run", pub), ("show-remote", view),
-                      ("inputs", doc), ("outputs", down)):
+    for name, shown in (("show-run", train), ("show-run", pub), ("show-remote", view),
+                        ("inputs", doc), ("outputs", down)):
         schema = json.loads((REPO / "docs" / "schemas" / f"{name}.schema.json").read_text())
-        jsonschema.Draft202012Validator(schema).validate(doc)
+        jsonschema.Draft202012Validator(schema).validate(shown)
 
     # no credential, signature or secret in the store
     raw = b"".join(p.read_bytes() for p in (roar.home / "store").glob("*.mdb"))
