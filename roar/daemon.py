@@ -24,7 +24,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from roar.capture import cgroups, protocol
+from roar.capture import cgroups, namespaces, protocol
 from roar.capture.events import cgroup_of
 from roar.capture.privileges import run_as
 from roar.capture.protocol import socket_path
@@ -62,6 +62,8 @@ class ActiveRun:
         self.attached: list[dict] | None = None  # attach: the processes it started with
         self.origin: Path | None = None  # attach: the cgroup they were taken from
         self.detached = False
+        self.namespaces: dict | None = None
+        self.view: tuple[int, int] | None = None  # the workload's mount ns and root (fds)
 
 
 class Daemon:
@@ -178,16 +180,19 @@ class Daemon:
             if req["op"] == "attach":
                 run = self._start_attach(conn, req, peer_uid)
             else:
-                run = self._start_run(conn, req, peer_uid)
+                run = self._start_run(conn, req, peer_uid, peer_pid)
             try:
                 conn.sendall(protocol.encode_json({"ok": True, "cgroup": run.cgroup_id,
                                                    "path": str(run.path),
                                                    "placement": run.placement.record(),
-                                                   "procs": run.attached}))
+                                                   "procs": run.attached,
+                                                   "pid": run.recovery.get("root_pid"),
+                                                   "namespaces": run.namespaces}))
             except OSError:
                 # gone before it heard "ok" (it aborted while the probes were being
                 # attached): its command was never released, there is nothing to keep
                 self._discard(run)
+                namespaces.close_view(run.view)
                 run = None
                 return
             sender = threading.Thread(target=self._sender, args=(run,), daemon=True)
@@ -207,12 +212,17 @@ class Daemon:
                 self._end_run(run, linger=0)
             conn.close()
 
-    def _start_run(self, conn, req: dict, peer_uid: int) -> ActiveRun:
+    def _start_run(self, conn, req: dict, peer_uid: int, peer_pid: int) -> ActiveRun:
         pid, run_id = req.get("pid"), req.get("run_id")
         if not isinstance(pid, int) or pid <= 0:
             raise protocol.ProtocolError("trace needs a pid")
         if not isinstance(run_id, str) or not run_id.isalnum() or len(run_id) > 64:
             raise protocol.ProtocolError("trace needs an alphanumeric run_id")
+        # the pid is the caller's namespace's (a container's): find it from here
+        try:
+            pid = namespaces.resolve_pid(peer_pid, pid)
+        except LookupError as e:
+            raise protocol.ProtocolError(str(e)) from None
         try:
             owner = os.stat(f"/proc/{pid}").st_uid
         except FileNotFoundError:
@@ -237,6 +247,13 @@ class Daemon:
         run = ActiveRun(conn, run_id, placement.path, cgid, self.spool_dir / f"{name}.spool",
                         recovery)
         run.placement = placement
+        try:
+            run.namespaces = namespaces.identity(pid)
+            if run.namespaces["container"]:  # a rebuild must see its files as it did
+                run.view = namespaces.open_view(pid)
+        except OSError:
+            cgroups.remove(placement.path)
+            raise
         with self.lock:
             self.runs[cgid] = run
             self.last_active = time.monotonic()
@@ -340,6 +357,14 @@ class Daemon:
             return {"op": "gone"}
 
     def _follow(self, run: ActiveRun, rfile, sender: threading.Thread, peer_uid: int) -> None:
+        try:
+            self._follow_run(run, rfile, sender, peer_uid)
+        finally:
+            namespaces.close_view(run.view)
+            run.view = None
+
+    def _follow_run(self, run: ActiveRun, rfile, sender: threading.Thread,
+                    peer_uid: int) -> None:
         """Wait for the client's word that its first process exited, end the
         run, then for its word that the run is stored. A client that goes
         away first (killed) has its workload ended now (the documented
@@ -388,8 +413,15 @@ class Daemon:
         from roar.record.recover import recover_from
 
         spool = run.spool_path
-        out = run_as(peer_uid, lambda f: recover_from(f, **run.recovery),
-                     before=lambda: open(spool, "rb"), timeout=3600)
+
+        def before():
+            f = open(spool, "rb")  # roard's path, then the workload's view (paths, store)
+            if run.view is not None:
+                namespaces.enter_view(run.view)
+            return f
+
+        out = run_as(peer_uid, lambda f: recover_from(f, **run.recovery), before=before,
+                     timeout=3600)
         print(f"roard: run {run.run_id}: client gone; rebuilt from its spool: {out}",
               file=sys.stderr, flush=True)
         if out.get("ok"):

@@ -14,7 +14,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from roar.capture import cgroups, protocol
+from roar.capture import cgroups, namespaces, protocol
 
 DEFAULT_LINGER = 5.0  # seconds leftover processes may outlive the run's first one
 # The kernel side wakes the consumer once per batch of records; what stays
@@ -69,6 +69,8 @@ class EmbeddedSession:
         self.path: Path | None = None
         self.cgroup_id = 0
         self.placement: dict | None = None
+        self.host_pid: int | None = None
+        self.namespaces: dict | None = None
 
     def begin(self, pid: int, run_id: str, home: str = "", root_fds: dict | None = None) -> None:
         """Tracing starts in started() (nothing to overlap here)."""
@@ -78,6 +80,9 @@ class EmbeddedSession:
         pid, run_id = self._begun
         placement = cgroups.place(run_id, pid)  # below our own cgroup: the job's
         self.placement = placement.record()
+        # embedded, the probes are ours: our pid namespace must be the kernel's
+        self.host_pid = pid
+        self.namespaces = namespaces.identity(pid)
         self.path, self.cgroup_id = placement.path, placement.cgroup_id
         self._watchdog()
         self.probes.tag(self.cgroup_id, pid, time.monotonic_ns(), placement.level)
@@ -189,6 +194,8 @@ class DaemonSession:
         self.end: dict | None = None
         self.cgroup_path: str | None = None
         self.placement: dict | None = None
+        self.host_pid: int | None = None
+        self.namespaces: dict | None = None
 
     def request(self, obj: dict) -> None:
         self.sock.sendall(json.dumps(obj).encode() + b"\n")
@@ -215,6 +222,9 @@ class DaemonSession:
         self.cgroup_path = reply.get("path")
         self.placement = reply.get("placement")
         self.attached = reply.get("procs")  # attach: the processes taken over
+        # the workload's pid as the kernel's records name it (a container's differs)
+        self.host_pid = reply.get("pid")
+        self.namespaces = reply.get("namespaces")
 
     def records(self):
         """Raw records until roard's end message; frames are parsed out of

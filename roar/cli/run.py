@@ -182,6 +182,7 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
                                             request_id, session.mode, group)
         session.started()
         record["cgroup"] = session.placement  # where the run cgroup is, and why there
+        record["namespaces"] = session.namespaces
         store.put_run(record)  # "running" before the command starts: never lost
     except BaseException:
         os.kill(pid, signal.SIGKILL)
@@ -200,7 +201,8 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
     try:
         from roar.record.recorder import RunRecorder
 
-        recorder = RunRecorder(store, record, pid, root_fds, start_ns=start_ns)
+        recorder = RunRecorder(store, record, session.host_pid or pid, root_fds,
+                               start_ns=start_ns)
         feeder = recorder
         if audit_policy is not None:
             feeder = _tracker(store, record, recorder, audit_policy, session)

@@ -47,7 +47,8 @@ SHOW_FIELDS = ("id", "name", "status", "command", "cwd", "user", "host", "boot_i
                "started_at", "ended_at", "exit_code", "signal", "git", "env", "packages",
                "gpus", "inputs", "outputs", "processes", "complete", "incomplete_reasons",
                "lost_events", "io_uring", "connects", "remote", "mode", "counts", "request",
-               "dataset_mismatch", "hash_progress", "dataset_check", "links", "reproduces")
+               "dataset_mismatch", "hash_progress", "dataset_check", "links", "reproduces",
+               "group", "cgroup", "namespaces")
 SHOW_FILE_FIELDS = ("path", "hash", "size", "kind", "status")  # + bytes_read | bytes_written
 SHOW_REMOTE_FIELDS = ("kind", "path", "url", "method", "version", "size", "hash", "hash_source",
                       "endpoint", "ranges", "status")
@@ -107,6 +108,8 @@ def run_view(store: Store, run_id: str) -> dict:
         "hash_progress": run.get("hash_progress"),
         "dataset_check": run.get("dataset_check"),
         "links": run.get("links") or [], "reproduces": run.get("reproduces"),
+        "group": run.get("group"), "cgroup": run.get("cgroup"),
+        "namespaces": run.get("namespaces"),
     }
 
 

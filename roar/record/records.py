@@ -250,6 +250,9 @@ class Run(_Record):
     dataset_check: list[dict] | None = None
     links: list[Link] = field(default_factory=list)
     reproduces: str | None = None
+    group: dict | None = None  # the distributed job (roar/record/groups.py)
+    cgroup: dict | None = None  # where the run cgroup was made (capture/cgroups.Placement)
+    namespaces: dict | None = None  # the workload's mount/pid namespaces and root
     extra: dict = field(default_factory=dict)
 
     @classmethod
