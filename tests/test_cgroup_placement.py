@@ -273,3 +273,16 @@ def test_embedded_run_killed_with_its_job_leaves_nothing(cli, job):
         time.sleep(0.1)
     assert job.left_behind() == []
     assert cli.json("log")[0]["status"] == "interrupted"
+
+
+@pytest.mark.skipif(not (V1_PIDS / "cgroup.procs").exists(), reason="no cgroup v1 pids")
+def test_a_job_at_its_pids_limit_gets_one_line_not_a_traceback(roar, job):
+    """roar run's own threads count in the job's pids.max: roar run and its
+    held command fit in 3, its threads do not. The command is ended and the
+    user gets one line."""
+    from conftest import one_line_error
+
+    (job.v1 / "pids.max").write_text("3")
+    p = in_job(roar, job, "run", "--", "sleep", "1", check=False)
+    assert "pids.max" in one_line_error(p)
+    assert roar.json("log")[0]["status"] == "interrupted"

@@ -212,6 +212,10 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
         gpus: list = []
         gpu_thread = threading.Thread(target=lambda: gpus.append(context.gpus()), daemon=True)
         gpu_thread.start()
+    except RuntimeError as e:  # "can't start new thread": roar's threads count in pids.max
+        os.kill(pid, signal.SIGKILL)  # never leave it running unrecorded
+        raise RunError(f"could not start roar's threads ({e}): the process limit of the "
+                       f"job's cgroup (pids.max) is reached; the command was ended", 1) from None
     except BaseException:
         os.kill(pid, signal.SIGKILL)  # never leave it running unrecorded
         raise
