@@ -20,12 +20,17 @@ import errno
 import os
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from roar.capture.events import TAG_LEVELS
-
 PARENT = "roar"
+
+
+def _tag_levels() -> int:
+    """Levels 1..N-1 are traced (bpf/roar_event.h). Imported here, not at the
+    top: `roar run` imports this module on its start path and never places."""
+    from roar.capture.events import TAG_LEVELS
+
+    return TAG_LEVELS
 
 
 class CgroupError(Exception):
@@ -98,16 +103,18 @@ def _dir_of(cgroup: str, mount: Path) -> Path | None:
     return mount / rel
 
 
-@dataclass
 class Placement:
-    """Where a run cgroup was made, and why there."""
+    """Where a run cgroup was made, and why there. (A plain class: dataclasses
+    cost `roar run` ~13 ms to import.)"""
 
-    path: Path       # the run cgroup's directory
-    cgroup_id: int   # its inode number: what the probes match
-    level: int       # its level in the hierarchy (root = 0)
-    caller: str      # the caller's cgroup (of the held workload), e.g. /job42/step0
-    parent: str      # the cgroup the run cgroup was made below (caller's, or an ancestor)
-    note: str | None = None  # set when parent is not the caller's cgroup: what that means
+    def __init__(self, path: Path, cgroup_id: int, level: int, caller: str, parent: str,
+                 note: str | None = None):
+        self.path = path            # the run cgroup's directory
+        self.cgroup_id = cgroup_id  # its inode number: what the probes match
+        self.level = level          # its level in the hierarchy (root = 0)
+        self.caller = caller        # the caller's cgroup (of the held workload)
+        self.parent = parent        # the cgroup it was made below (caller's or an ancestor)
+        self.note = note            # set when parent is not caller's: what that means
 
     def record(self) -> dict:
         """What the run document keeps (`cgroup`)."""
@@ -160,8 +167,9 @@ def place(name: str, pid: int) -> Placement:
             first_failure = first_failure or "this cgroup namespace does not show it"
             continue
         level = base_depth + len(where.relative_to(mount).parts) + 2
-        if level >= TAG_LEVELS:
-            first_failure = first_failure or f"deeper than the {TAG_LEVELS - 1} levels roar traces"
+        if level >= _tag_levels():
+            first_failure = first_failure or (f"deeper than the {_tag_levels() - 1} levels "
+                                              f"roar traces")
             continue
         try:
             path = _make(where / PARENT, name)
@@ -326,8 +334,8 @@ def obstacle(cgroup: str) -> str | None:
     where = _dir_of(cgroup, mount)
     if where is None:
         return "this cgroup namespace does not show it"
-    if _depth(_mount_root(mount)) + len(where.relative_to(mount).parts) + 2 >= TAG_LEVELS:
-        return f"deeper than the {TAG_LEVELS - 1} levels roar traces"
+    if _depth(_mount_root(mount)) + len(where.relative_to(mount).parts) + 2 >= _tag_levels():
+        return f"deeper than the {_tag_levels() - 1} levels roar traces"
     try:
         if (where / "cgroup.type").read_text().strip() == "threaded":
             return "it is a threaded cgroup: processes cannot move below it"
