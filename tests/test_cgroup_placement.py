@@ -18,6 +18,19 @@ from conftest import PY
 pytestmark = pytest.mark.capture
 
 V1_PIDS = Path("/sys/fs/cgroup/pids")
+V1_MEMORY = Path("/sys/fs/cgroup/memory")
+
+
+def _own_v1(hierarchy: Path) -> Path | None:
+    """This process's cgroup in a v1 hierarchy (the job is made below it, so
+    whatever limits the test itself runs under still apply)."""
+    if not (hierarchy / "cgroup.procs").exists():
+        return None
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, ctrls, path = line.split(":", 2)
+        if hierarchy.name in ctrls.split(","):
+            return hierarchy / path.lstrip("/")
+    return None
 
 
 class Job:
@@ -33,6 +46,10 @@ class Job:
         self.v1 = V1_PIDS / self.name if (V1_PIDS / "cgroup.procs").exists() else None
         if self.v1 is not None:
             self.v1.mkdir()
+        own = _own_v1(V1_MEMORY)
+        self.mem = own / self.name if own is not None else None
+        if self.mem is not None:
+            self.mem.mkdir()
 
     @property
     def cgroup(self) -> str:
@@ -40,7 +57,7 @@ class Job:
 
     def enter(self) -> None:
         """preexec_fn: the child joins the job (as scancel's victims would be)."""
-        for d in (self.v2, self.v1):
+        for d in (self.v2, self.v1, self.mem):
             if d is not None:
                 with open(d / "cgroup.procs", "w") as f:
                     f.write("0")
@@ -64,17 +81,18 @@ class Job:
                     break
                 time.sleep(0.05)
             self.v2.rmdir()
-        if self.v1 is not None and self.v1.exists():
-            for pid in (self.v1 / "cgroup.procs").read_text().split():
+        for v1 in (self.v1, self.mem):
+            if v1 is None or not v1.exists():
+                continue
+            for pid in (v1 / "cgroup.procs").read_text().split():
                 try:
                     os.kill(int(pid), 9)
                 except ProcessLookupError:
                     pass
             deadline = time.monotonic() + 10
-            while (self.v1 / "cgroup.procs").read_text().strip() and \
-                    time.monotonic() < deadline:
+            while (v1 / "cgroup.procs").read_text().strip() and time.monotonic() < deadline:
                 time.sleep(0.05)
-            self.v1.rmdir()
+            v1.rmdir()
 
 
 @pytest.fixture
@@ -147,6 +165,20 @@ def test_the_jobs_pids_limit_still_applies(roar, job):
     ok, fail = map(int, (roar.cwd / "forks").read_text().split())
     assert fail > 0 and ok < 40, (ok, fail)  # the job's limit, counted with roar run's own
     assert int((job.v1 / "pids.events").read_text().split()[1]) > 0  # max events
+
+
+@pytest.mark.skipif(_own_v1(V1_MEMORY) is None, reason="no cgroup v1 memory controller")
+def test_the_jobs_memory_limit_still_applies(roar, job):
+    """The job's memory limit (v1 here) OOM-kills a traced workload that
+    outgrows it; the run records the kill."""
+    (job.mem / "memory.limit_in_bytes").write_text(str(400 << 20))
+    p = in_job(roar, job, "run", "--", PY, "-c", "x = b'1' * (1 << 30)", check=False)
+    assert p.returncode == 137, p.stderr  # SIGKILL by the job's OOM killer
+    oom = dict(line.split() for line in (job.mem / "memory.oom_control").read_text()
+               .splitlines())
+    assert int(oom.get("oom_kill", 0)) >= 1
+    run = roar.json("show", roar.json("log", "-n", "1")[0]["id"])
+    assert run["signal"] == 9
 
 
 DEVICE_DENY = r"""
