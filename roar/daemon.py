@@ -241,19 +241,19 @@ class Daemon:
         # below the held workload's own cgroup (= its caller's): the job's limits,
         # device programs and kill path keep applying (cgroups.place)
         placement = cgroups.place(name, pid)
+        try:  # before the run (and its spool) exists: a refused client may have ended pid
+            ns = namespaces.identity(pid)
+            view = namespaces.open_view(pid) if ns["container"] else None
+        except OSError:
+            cgroups.remove(placement.path)
+            raise protocol.ProtocolError(f"process {pid} ended before it was traced") from None
         cgid = placement.cgroup_id
         recovery = {"home": home, "run_id": run_id, "root_pid": pid,
                     "root_fds": {int(k): v for k, v in root_fds.items()}}
         run = ActiveRun(conn, run_id, placement.path, cgid, self.spool_dir / f"{name}.spool",
                         recovery)
         run.placement = placement
-        try:
-            run.namespaces = namespaces.identity(pid)
-            if run.namespaces["container"]:  # a rebuild must see its files as it did
-                run.view = namespaces.open_view(pid)
-        except OSError:
-            cgroups.remove(placement.path)
-            raise
+        run.namespaces, run.view = ns, view  # a rebuild must see its files as it did
         with self.lock:
             self.runs[cgid] = run
             self.last_active = time.monotonic()
