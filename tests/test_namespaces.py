@@ -141,3 +141,16 @@ def test_a_killed_client_in_a_chroot_is_rebuilt_in_its_view(roar, chroot):
         files = {f["path"]: f for f in s.run_files(doc["id"]) if f["kind"] == "data"}
     assert files["/job/input"]["hash"] == xxh128(root / "job" / "input")
     assert files["/job/output"]["hash"] == xxh128(root / "job" / "output")
+
+
+def test_embedded_mode_in_a_pid_namespace_is_refused_in_one_line(cli):
+    """Without a reachable roard, a root `roar run` in its own pid namespace
+    would load the probes itself, whose records carry host pids: it refuses."""
+    from conftest import one_line_error
+
+    marker = cli.cwd / "ran"
+    p = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", PY, "-m", "roar", "run",
+                        "--", "touch", str(marker)], cwd=cli.cwd, env=cli.env(),
+                       capture_output=True, text=True, timeout=120)
+    assert "pid namespace of its own" in one_line_error(p)
+    assert not marker.exists()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 
 CLONE_NEWNS = 0x00020000
+PROC_PID_INIT_INO = 0xEFFFFFFC  # the initial pid namespace's fixed inode (linux/proc_ns.h)
 
 
 def ns_pid(host_pid: int) -> int:
@@ -23,6 +24,15 @@ def ns_pid(host_pid: int) -> int:
             if line.startswith("NSpid:"):
                 return int(line.split()[-1])
     return host_pid  # kernels before 4.1 have no NSpid: no nested view to translate
+
+
+def in_child_pid_namespace() -> bool:
+    """Whether this process sees pids other than the kernel's global ones
+    (its pid namespace is not the initial one)."""
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino != PROC_PID_INIT_INO
+    except OSError:
+        return False  # no /proc (a bare chroot): nothing to tell; the pids then match
 
 
 def children(pid: int) -> list[int]:

@@ -165,6 +165,13 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
         if os.geteuid() != 0:
             raise RunError("no roar daemon is running and tracing needs root: ask an admin to "
                            "run `roar daemon start` (or run roar as root)")
+        from roar.capture.namespaces import in_child_pid_namespace
+
+        if in_child_pid_namespace():
+            raise RunError("no roar daemon is reachable and this is a pid namespace of its own "
+                           "(a container): the kernel's records name host pids, which only a "
+                           "roard on the host can match; run roard there and set ROAR_SOCKET "
+                           "to its socket (docs/deploy.md)")
         prepared = _prepare(store, argv, run_id, name, allow_dirty, request_id, "embedded",
                             group)
         session = EmbeddedSession()
