@@ -31,6 +31,7 @@ from roar.capture.protocol import socket_path
 from roar.capture.session import POLL_MS, daemon_status, wait_empty
 
 IDLE_DETACH = float(os.environ.get("ROARD_IDLE_DETACH", "60"))
+CHAIN_PAGE = 4000  # chain entries per answer (a frame holds at most 1 MiB)
 
 
 class DaemonError(Exception):
@@ -171,6 +172,9 @@ class Daemon:
                 from roar.requests.training import daemon_review
 
                 conn.sendall(protocol.encode_json(daemon_review(req, peer_uid)))
+                return
+            if req["op"] in ("chain", "chain_get"):  # tamper evidence (roar/record/chain.py)
+                conn.sendall(protocol.encode_json(self._chain_op(req, peer_uid)))
                 return
             if req["op"] == "detach":  # roar detach RUN: the owner of the run, or root
                 conn.sendall(protocol.encode_json(self._detach_op(req, peer_uid)))
@@ -348,6 +352,31 @@ class Daemon:
             return {"ok": False, "error": f"run {run.run_id} is not yours"}
         self._detach(run)
         return {"ok": True, "run": run.run_id}
+
+    def _chain_op(self, req: dict, peer_uid: int) -> dict:
+        """Append to, or read, the caller's own chain (its uid's file)."""
+        from roar.record import chain
+
+        f = chain.ChainFile(chain.state_dir(self.sock_path, protocol.DEFAULT_SOCKET), peer_uid)
+        if req["op"] == "chain_get":
+            offset = req.get("offset", 0)
+            if not isinstance(offset, int) or offset < 0:
+                raise protocol.ProtocolError("chain_get needs an offset")
+            with self.lock:
+                entries = f.entries()
+            part = entries[offset:offset + CHAIN_PAGE]
+            end = offset + len(part)
+            return {"ok": True, "entries": part, "next": end if end < len(entries) else None}
+        run_id, home, dig = req.get("run_id"), req.get("home"), req.get("digest")
+        pending = req.get("pending", [])
+        if not (isinstance(run_id, str) and run_id.isalnum() and len(run_id) <= 64
+                and isinstance(home, str) and os.path.isabs(home)
+                and isinstance(dig, str) and len(dig) == 64
+                and isinstance(pending, list) and all(isinstance(p, str) for p in pending)):
+            raise protocol.ProtocolError("chain needs run_id, home, digest and pending")
+        with self.lock:
+            entry = f.append(home, run_id, dig, pending)
+        return {"ok": True, "seq": entry["seq"], "head": entry["head"]}
 
     def _next_op(self, rfile) -> dict:
         try:

@@ -365,3 +365,32 @@ def test_watch_streams_a_live_session(roar, tmp_path):
                for e in evs)
     assert any(e["type"] == "alert" and e["rule"] == "ssh-keys" for e in evs)
     assert all({"pid", "ts"} <= e.keys() for e in evs if e["type"] != "end")
+
+
+@pytest.mark.capture
+def test_verify_finds_a_record_edited_or_deleted_in_the_store(roar, tmp_path):
+    (roar.cwd / "in.txt").write_text("data\n")
+    ids = []
+    for i in range(4):
+        roar("run", "--", "sh", "-c", f"cat in.txt > out{i}.txt")
+        ids.append(roar.json("log", "-n", "1")[0]["id"])
+    assert roar.json("verify") == {"ok": True, "checked": 4, "problems": []}
+    chain_file = roar.sock.parent / "state" / "chain" / "0"
+    assert chain_file.stat().st_mode & 0o077 == 0 and chain_file.stat().st_uid == 0
+    from roar.record.store import Store
+
+    with Store(roar.home) as store:  # the traced user rewrites history in their store
+        doc = store.get_run(ids[1])
+        doc["command"] = ["sh", "-c", "echo innocent"]
+        store.put_run(doc)
+        files = store.run_files(ids[2])
+        files[0]["hash"] = "0" * 32
+        store.index_files(ids[2], files)
+        store.write(lambda txn: txn.delete(ids[3].encode(), db=store.dbs["runs"]))
+    p = roar("verify", "--json", check=False)
+    assert p.returncode == 1
+    doc = json.loads(p.stdout)
+    assert not doc["ok"] and doc["checked"] == 4
+    assert {(x["run"], x["problem"].split(" (")[0]) for x in doc["problems"]} == {
+        (ids[1], "edited after it was stored"), (ids[2], "edited after it was stored"),
+        (ids[3], "missing from the store")}

@@ -20,8 +20,11 @@ class ProtocolError(Exception):
     pass
 
 
+DEFAULT_SOCKET = Path("/run/roar/roard.sock")  # the system roard's
+
+
 def socket_path() -> Path:
-    return Path(os.environ.get("ROAR_SOCKET", "/run/roar/roard.sock"))
+    return Path(os.environ.get("ROAR_SOCKET", str(DEFAULT_SOCKET)))
 
 
 def encode_json(obj) -> bytes:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from roar.capture import cgroups
 from roar.capture.session import DaemonSession, SessionError
-from roar.cli.run import _consume
+from roar.cli.run import _chain, _consume
 from roar.record import audit, context
 from roar.record.ids import new_run_id, now_iso
 from roar.record.model import FdEntry, OpenFile
@@ -125,6 +125,7 @@ def attach(pid: int, name: str | None = None, policy_path: str | None = None,
     run = recorder.finish(None, False, session.lost, notes)
     session.stored()
     session.close()
+    _chain(store, run["id"])
     return run
 
 

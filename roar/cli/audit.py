@@ -165,6 +165,29 @@ def _line(ev: dict) -> str:
     return f"{t}  {run}  {kind:<8} {ev.get('pid', ''):>7}  {what}"
 
 
+@click.command("verify")
+@click.option("--json", "as_json", is_flag=True, help="{ok, checked, problems: [{run, problem}]}")
+def verify_cmd(as_json):
+    """Check the store against the tamper-evident chain roard keeps (exit 1 on problems)."""
+    import sys
+
+    from roar.record import chain
+
+    try:
+        store = Store(readonly=True)
+        doc = chain.verify(store, chain.fetch_entries())
+    except (StoreError, chain.ChainError) as e:
+        fail(str(e))
+    if as_json:
+        print_json(doc)
+    else:
+        click.echo(f"{doc['checked']} run(s) checked against the chain: "
+                   + ("ok" if doc["ok"] else f"{len(doc['problems'])} problem(s)"))
+        for p in doc["problems"]:
+            click.echo(f"  {p['run']}  {p['problem']}")
+    sys.exit(0 if doc["ok"] else 1)
+
+
 def register(cli: click.Group) -> None:
-    for cmd in (audit_cmd, attach_cmd, detach_cmd, watch_cmd):
+    for cmd in (audit_cmd, attach_cmd, detach_cmd, watch_cmd, verify_cmd):
         cli.add_command(cmd)

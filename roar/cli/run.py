@@ -270,6 +270,7 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
     links.attach_links(store, run["id"], logs=[(p, start, _size(p)) for p, start in logs])
     if gate is not None:
         gate.resolve(store, run, store.run_files(run["id"]))
+    _chain(store, run["id"])
     _summary(run)
     return run["exit_code"] if run["exit_code"] is not None else 1
 
@@ -334,6 +335,15 @@ def _size(path: str) -> int:
         return os.stat(path).st_size
     except OSError:
         return 0
+
+
+def _chain(store: Store, run_id: str) -> None:
+    """Append the stored run to the tamper-evident chain roard keeps."""
+    from roar.record import chain
+
+    why = chain.append_run(store, run_id)
+    if why:
+        print(f"roar: run {run_id} is not in the tamper-evident chain: {why}", file=sys.stderr)
 
 
 def _load_policy(path: str | None):

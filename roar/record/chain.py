@@ -1,0 +1,216 @@
+"""Tamper evidence: every stored run is appended to a hash chain whose
+entries and head are kept by roard, as root, where the traced user cannot
+rewrite them (/var/lib/roar/chain/<uid>, or next to a private socket).
+
+An entry is (store, run id, digest of the run's stored records, head), with
+head = sha256(previous head, store, run, digest). `roar verify` recomputes
+each digest from the store and compares: a record edited or deleted after
+it was chained is found. What is digested is the part of a record that is
+final when the run is stored (its identity, command, environment, timing,
+exit, git state, audit, every file record's path/role/kind/hash/size and
+every process) - fields filled in later by roar itself (tracker links, a
+training request's check, late hashes of files still pending at the end)
+are left out, so roar's own updates never read as tampering.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+DEFAULT_STATE = Path("/var/lib/roar")
+GENESIS = "0" * 64
+# Run document fields roar itself may change after the run is stored.
+VOLATILE_RUN = frozenset({"links", "dataset_mismatch", "dataset_check", "hash_progress",
+                          "request", "outbox", "synced"})
+# ...and those a late hash settles (only when hashes were pending at the end).
+PENDING_RUN = frozenset({"complete", "reasons", "incomplete_reasons", "counts"})
+FILE_FIELDS = ("path", "role", "kind", "mode", "hash", "size", "status")
+PENDING_FILE = frozenset({"hash", "size", "status"})
+
+
+def _canon(obj) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      default=str).encode()
+
+
+def pending_paths(files: list[dict]) -> list[str]:
+    return sorted(f["path"] for f in files if f.get("status") == "pending")
+
+
+def digest(run: dict, files: list[dict], procs: list[dict], pending: list[str]) -> str:
+    """The digest of a stored run's final part (see the module docstring)."""
+    skip = VOLATILE_RUN | (PENDING_RUN if pending else frozenset())
+    late = set(pending)
+    doc = {k: v for k, v in run.items() if k not in skip}
+    fl = []
+    for f in files:
+        rec = {k: f.get(k) for k in FILE_FIELDS}
+        if f["path"] in late:
+            for k in PENDING_FILE:
+                rec.pop(k)
+        fl.append(rec)
+    fl.sort(key=lambda r: (r["path"], str(r.get("role"))))
+    h = hashlib.sha256()
+    h.update(_canon(doc))
+    h.update(_canon(fl))
+    h.update(_canon(procs))
+    return h.hexdigest()
+
+
+def run_digest(store, run_id: str) -> tuple[str, list[str]] | None:
+    """(digest, pending paths) of a run as the store holds it now."""
+    run = store.get_run(run_id)
+    if run is None:
+        return None
+    files = store.run_files(run_id)
+    return digest(run, files, store.run_procs(run_id), []), pending_paths(files)
+
+
+def _head(prev: str, home: str, run_id: str, dig: str) -> str:
+    return hashlib.sha256(f"{prev}\n{home}\n{run_id}\n{dig}".encode()).hexdigest()
+
+
+# -- roard's side: the chain files ---------------------------------------------------
+
+
+def state_dir(sock: Path, default_sock: Path) -> Path:
+    """Where roard keeps its root-owned state: /var/lib/roar for the system
+    daemon, beside the socket for a private one (tests), or ROARD_STATE_DIR."""
+    env = os.environ.get("ROARD_STATE_DIR")
+    if env:
+        return Path(env)
+    return DEFAULT_STATE if sock == default_sock else sock.parent / "state"
+
+
+class ChainFile:
+    """One user's chain: JSON lines, appended under roard's lock."""
+
+    def __init__(self, base: Path, uid: int):
+        self.dir = base / "chain"
+        self.path = self.dir / str(uid)
+
+    def entries(self) -> list[dict]:
+        try:
+            with open(self.path) as f:
+                return [json.loads(line) for line in f if line.strip()]
+        except FileNotFoundError:
+            return []
+
+    def append(self, home: str, run_id: str, dig: str, pending: list[str]) -> dict:
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        old = self.entries()
+        prev = old[-1]["head"] if old else GENESIS
+        entry = {"seq": len(old), "home": home, "run": run_id, "digest": dig,
+                 "pending": pending, "head": _head(prev, home, run_id, dig)}
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, _canon(entry) + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return entry
+
+
+# -- the client's side ---------------------------------------------------------------
+
+
+def verify(store, entries: list[dict]) -> dict:
+    """{ok, checked, problems: [{run, problem}]} for this store's runs."""
+    home = str(store.home.resolve())
+    problems = []
+    prev = GENESIS
+    mine = set()
+    for e in entries:
+        if e.get("head") != _head(prev, e["home"], e["run"], e["digest"]):
+            problems.append({"run": e.get("run"), "problem": "the chain itself is broken here "
+                             "(roard's state was edited)"})
+        prev = e.get("head", "")
+        if e["home"] != home:
+            continue
+        mine.add(e["run"])
+        run = store.get_run(e["run"])
+        if run is None:
+            problems.append({"run": e["run"], "problem": "missing from the store (deleted)"})
+            continue
+        files = store.run_files(e["run"])
+        dig = digest(run, files, store.run_procs(e["run"]), e.get("pending") or [])
+        if dig != e["digest"]:
+            problems.append({"run": e["run"], "problem": "edited after it was stored "
+                             "(its records no longer match the chain)"})
+    for run in store.iter_runs():
+        if run["id"] not in mine and run.get("status") not in ("running", None):
+            problems.append({"run": run["id"], "problem": "not in the chain (stored without "
+                             "roard, or edited into the store)"})
+    return {"ok": not problems, "checked": len(mine), "problems": problems}
+
+
+def _ask(req: dict) -> dict | None:
+    """roard's answer to one request; None when no roard answers."""
+    from roar.capture.session import DaemonSession, SessionError
+
+    try:
+        s = DaemonSession()
+    except SessionError:
+        return None
+    try:
+        s.sock.settimeout(30)
+        s.request(req)
+        return s._reply()
+    except (OSError, SessionError, ValueError):
+        return None
+    finally:
+        s.close()
+
+
+def _local_chain() -> ChainFile | None:
+    """Root with no roard running writes the chain roard would keep."""
+    if os.geteuid() != 0:
+        return None
+    from roar.capture.protocol import DEFAULT_SOCKET, socket_path
+
+    return ChainFile(state_dir(socket_path(), DEFAULT_SOCKET), 0)
+
+
+def append_run(store, run_id: str) -> str | None:
+    """Chain a run just stored; returns why it could not be, or None."""
+    got = run_digest(store, run_id)
+    if got is None:
+        return f"run {run_id} is not in the store"
+    dig, pending = got
+    home = str(store.home.resolve())
+    reply = _ask({"op": "chain", "home": home, "run_id": run_id, "digest": dig,
+                  "pending": pending})
+    if reply is not None:
+        return None if reply.get("ok") else reply.get("error", "roard refused")
+    local = _local_chain()
+    if local is None:
+        return "no roard is running to keep the tamper-evident chain"
+    local.append(home, run_id, dig, pending)
+    return None
+
+
+def fetch_entries() -> list[dict]:
+    """This user's chain, from roard (or read directly by root without roard)."""
+    out: list[dict] = []
+    offset = 0
+    while True:
+        reply = _ask({"op": "chain_get", "offset": offset})
+        if reply is None:
+            local = _local_chain()
+            if local is None:
+                raise ChainError("roar verify needs roard (it keeps the chain): "
+                                 "`roar daemon start` as root")
+            return local.entries()
+        if not reply.get("ok"):
+            raise ChainError(reply.get("error", "roard refused"))
+        out.extend(reply["entries"])
+        if reply.get("next") is None:
+            return out
+        offset = reply["next"]
+
+
+class ChainError(Exception):
+    """The chain cannot be read; the message says why."""
