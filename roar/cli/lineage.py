@@ -19,8 +19,10 @@ def _resolve(store: Store, ref: str) -> tuple[str, str]:
     return resolve(store, ref)
 
 
-def _target(ref: str) -> tuple[Store, tuple[str, str]]:
-    store = Store(readonly=True)
+def _target(ref: str, local: bool = False) -> tuple[Store, tuple[str, str]]:
+    from roar.shared.backend import query_store
+
+    store = query_store(local)
     return store, _resolve(store, ref)
 
 
@@ -170,16 +172,18 @@ def _show_contains_dir(doc: dict) -> None:
                    "yes / no / unknown.")
 @click.option("--contains-dir", metavar="DIR",
               help="Which files of DIR (by content) were read upstream.")
+@click.option("--local", is_flag=True, help="This node's store only, not the shared store.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def inputs(ref, files, contains, contains_dir, as_json):
+def inputs(ref, files, contains, contains_dir, local, as_json):
     """Every input that fed REF (a run, an artifact path or a content hash),
     through every upstream run, by content."""
     from roar.query import lineage
+    from roar.shared.backend import qualify
 
     if contains and contains_dir:
         fail("give --contains or --contains-dir, not both")
     try:
-        store, target = _target(ref)
+        store, target = _target(ref, local)
         if contains:
             from roar.query.views import content_ref
 
@@ -189,6 +193,7 @@ def inputs(ref, files, contains, contains_dir, as_json):
             doc = lineage.contains_dir(store, target, contains_dir)
         else:
             doc = lineage.inputs(store, target)
+        doc = qualify(store, doc)
     except (StoreError, RefError) as e:
         fail(str(e))
     if as_json:
@@ -206,15 +211,17 @@ def inputs(ref, files, contains, contains_dir, as_json):
 
 @click.command()
 @click.argument("ref")
+@click.option("--local", is_flag=True, help="This node's store only, not the shared store.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def outputs(ref, as_json):
+def outputs(ref, local, as_json):
     """Everything derived from REF, transitively: the runs that read it and
     what they wrote, the runs that read that, and so on."""
     from roar.query import lineage
+    from roar.shared.backend import qualify
 
     try:
-        store, target = _target(ref)
-        doc = lineage.outputs(store, target)
+        store, target = _target(ref, local)
+        doc = qualify(store, lineage.outputs(store, target))
     except (StoreError, RefError) as e:
         fail(str(e))
     if as_json:
@@ -288,14 +295,15 @@ def _show_diff(doc: dict) -> None:
 @click.command()
 @click.argument("a")
 @click.argument("b")
+@click.option("--local", is_flag=True, help="This node's store only, not the shared store.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def diff(a, b, as_json):
+def diff(a, b, local, as_json):
     """What changed between A and B (runs or artifacts) across their upstream
     DAGs: data, args, code, command, exit status, packages, environment."""
     from roar.query import lineage
 
     try:
-        store, target_a = _target(a)
+        store, target_a = _target(a, local)
         doc = lineage.diff(store, target_a, _resolve(store, b))
     except (StoreError, RefError) as e:
         fail(str(e))

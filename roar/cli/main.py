@@ -11,12 +11,14 @@ import sys
 import click
 
 from roar.cli.output import fail, print_json
-from roar.record.store import RefError, Store, StoreError
+from roar.record.store import RefError, StoreError
 
 
-def _store() -> Store:
-    return Store(readonly=True)
+def _store(local: bool = False):
+    """The store queries read: the shared one when configured, unless --local."""
+    from roar.shared.backend import query_store
 
+    return query_store(local)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -52,14 +54,15 @@ def run(name, allow_dirty, linger, request_id, group, audit, policy, command):
               help="Only runs with a tracker link (wandb, mlflow, tensorboard, huggingface) "
                    "or a link whose id, url, project or path contains TEXT.")
 @click.option("--group", "group", metavar="G", help="Only the runs of job group G.")
+@click.option("--local", is_flag=True, help="This node's store only, not the shared store.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def log(limit, link, group, as_json):
+def log(limit, link, group, local, as_json):
     """Recorded runs, newest first."""
     from roar.query.links import matches
     from roar.query.views import log_entry
 
     try:
-        store = _store()
+        store = _store(local)
     except StoreError as e:
         if as_json and "no roar store" in str(e):
             print_json([])
@@ -91,8 +94,9 @@ def log(limit, link, group, as_json):
 
 @cli.command()
 @click.argument("ref")
+@click.option("--local", is_flag=True, help="This node's store only, not the shared store.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def show(ref, as_json):
+def show(ref, local, as_json):
     """The record of a run (id or prefix), an artifact (path or content hash)
     or a distributed job (group:G)."""
     from roar.cli import render
@@ -103,7 +107,7 @@ def show(ref, as_json):
         from roar.query.groups import local_group
 
         try:
-            doc = local_group(_store(), ref[len("group:"):])
+            doc = local_group(_store(local), ref[len("group:"):])
         except (StoreError, RefError) as e:
             fail(str(e))
         if as_json:
@@ -112,7 +116,7 @@ def show(ref, as_json):
             render.group(doc)
         return
     try:
-        store = _store()
+        store = _store(local)
         if is_url(ref):
             kind, key = views.resolve_remote(store, ref)
             doc = views.remote_view(store, key)
@@ -135,14 +139,15 @@ def show(ref, as_json):
 @cli.command()
 @click.argument("run_ref")
 @click.option("--all", "all_files", is_flag=True, help="Include environment and pseudo files.")
+@click.option("--local", is_flag=True, help="This node's store only, not the shared store.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def trace(run_ref, all_files, as_json):
+def trace(run_ref, all_files, local, as_json):
     """The process tree of a run and what each process touched."""
     from roar.cli import render
     from roar.query import views
 
     try:
-        store = _store()
+        store = _store(local)
         doc = views.trace_view(store, store.resolve_run(run_ref), all_files)
     except (StoreError, RefError) as e:
         fail(str(e))
@@ -211,7 +216,7 @@ def _register_feature_commands() -> None:
     import importlib
 
     for module in ("roar.cli.lineage", "roar.cli.requests", "roar.cli.reproduce",
-                   "roar.cli.audit"):
+                   "roar.cli.audit", "roar.cli.sync"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:

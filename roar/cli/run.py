@@ -271,6 +271,11 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
     if gate is not None:
         gate.resolve(store, run, store.run_files(run["id"]))
     _chain(store, run["id"])
+    from roar.shared.outbox import kick
+
+    problem = kick(store.home)  # the run is in the outbox already; this pushes it soon
+    if problem:
+        print(f"roar: {problem}", file=sys.stderr)
     _summary(run)
     return run["exit_code"] if run["exit_code"] is not None else 1
 

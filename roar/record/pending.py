@@ -77,6 +77,9 @@ def main() -> None:
     run_id = sys.argv[1]
     with Store() as store:
         fill(store, run_id)
+        from roar.shared.outbox import kick
+
+        kick(store.home)  # the late hashes re-queued the run
 
 
 if __name__ == "__main__":

@@ -120,6 +120,23 @@ class SharedStore:
         rows = self._q("SELECT procs FROM runs WHERE id = %s", (run_id,))
         return rows[0][0] if rows else []
 
+    def run(self, run_id: str):
+        """The typed run record, as Store.run."""
+        from roar.record.records import Run
+
+        doc = self.get_run(run_id)
+        return None if doc is None else Run.from_doc(doc)
+
+    def files(self, run_id: str):
+        from roar.record.records import FileVersion
+
+        return [FileVersion.from_doc(f) for f in self.run_files(run_id)]
+
+    def processes(self, run_id: str):
+        from roar.record.records import Process
+
+        return [Process.from_doc(p) for p in self.run_procs(run_id)]
+
     def iter_runs(self, newest_first: bool = True) -> Iterator[dict]:
         order, cmp = ("DESC", "<") if newest_first else ("ASC", ">")
         last = None
