@@ -121,6 +121,16 @@ if [[ ! -x $VENV/bin/roar || "$(cat "$STAMP" 2>/dev/null || true)" != "$want" ]]
   echo "$want" > "$STAMP"
 fi
 
+# -- shared store (roar/shared): a PostgreSQL server from the OS packages ------
+# The tests and scripts/bench_cluster start their own throwaway cluster with
+# initdb/pg_ctl (tests/pgserver.py) as the `postgres` user; the distribution's
+# default cluster is not used. faketime skews one simulated node's clock in
+# the cluster bench.
+apt_install postgresql faketime
+PG="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)"
+[[ -x $PG/initdb ]] || die "postgresql installed but no /usr/lib/postgresql/*/bin/initdb"
+# -- end shared store ---------------------------------------------------------
+
 # 5. Summary -----------------------------------------------------------------
 BCC="$(/usr/bin/python3 -c 'import bcc, os; print(os.path.dirname(bcc.__file__))' 2>/dev/null || echo 'NOT importable')"
 echo "setup: done"
@@ -130,3 +140,4 @@ echo "  tracefs  /sys/kernel/tracing, debugfs /sys/kernel/debug"
 echo "  bcc      $BCC"
 echo "  venv     $VENV ($("$VENV/bin/python" -c 'import sys; print(sys.version.split()[0])'))"
 echo "  roar     $VENV/bin/roar"
+echo "  postgres $PG"

@@ -33,7 +33,8 @@ def sync(everything, as_json):
                  f"shared = \"postgresql://...\" in {store.home / 'config.toml'}")
         if everything:
             outbox.requeue_all(store)
-        doc = outbox.push(store, url)
+        with outbox.push_lock(store.home, wait=True):
+            doc = outbox.push(store, url)
     except StoreError as e:
         fail(str(e))
     if as_json:

@@ -14,6 +14,7 @@ pushes in the foreground."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -248,19 +249,29 @@ def kick(home: Path) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def push_lock(home: Path, wait: bool):
+    """One pusher per store at a time. Yields False when not waiting and
+    another pusher holds it (that one loops until the outbox is empty)."""
+    with open(home / "outbox.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
 def background(home: Path, url: str, retry_for: float = RETRY_FOR_S) -> None:
-    """Push until the outbox is empty, one pusher per store (a lock file); an
-    unreachable store is retried with backoff for retry_for seconds."""
-    lock_path = home / "outbox.lock"
+    """Push until the outbox is empty; an unreachable store is retried with
+    backoff for retry_for seconds (the lock is not held while waiting)."""
     deadline = time.monotonic() + retry_for
     delay = 1.0
     with Store(home) as store:
         while True:
-            with open(lock_path, "a") as lock:
-                try:
-                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    return  # another pusher has it; it loops until the outbox is empty
+            with push_lock(home, wait=False) as mine:
+                if not mine:
+                    return
                 res = push(store, url)
             if res["pending"] == 0:
                 return
