@@ -34,6 +34,10 @@ def shared_url(home: Path) -> str | None:
             raw = path.read_bytes()
         except FileNotFoundError:
             continue
+        except PermissionError:
+            if path.parent == home:  # someone else's ROAR_HOME: the store says so itself
+                continue
+            raise ConfigError(f"cannot read {path}: permission denied") from None
         except OSError as e:
             raise ConfigError(f"cannot read {path}: {e.strerror}") from None
         try:
