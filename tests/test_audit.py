@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -394,3 +395,63 @@ def test_verify_finds_a_record_edited_or_deleted_in_the_store(roar, tmp_path):
     assert {(x["run"], x["problem"].split(" (")[0]) for x in doc["problems"]} == {
         (ids[1], "edited after it was stored"), (ids[2], "edited after it was stored"),
         (ids[3], "missing from the store")}
+
+
+ASK = """
+import json, socket, struct, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(json.dumps({"op": "attach", "pid": int(sys.argv[2]), "run_id": "X1",
+                      "home": "/tmp"}).encode() + b"\\n")
+head = s.recv(5, socket.MSG_WAITALL)
+kind, n = struct.unpack("<cI", head)
+print(s.recv(n, socket.MSG_WAITALL).decode())
+"""
+
+
+@pytest.mark.capture
+def test_only_the_owner_may_attach(other_user):
+    """Another user asking roard to attach to root's process is refused, by
+    the credentials of its socket (SO_PEERCRED), and the process stays put."""
+    import tempfile
+
+    from conftest import start_roard, stop_roard
+
+    base = Path(tempfile.mkdtemp(prefix="roar-attach-", dir="/tmp"))
+    os.chmod(base, 0o755)
+    proc, sock = start_roard(base)
+    victim = subprocess.Popen(["sleep", "30"])
+    try:
+        before = Path(f"/proc/{victim.pid}/cgroup").read_text()
+        p = subprocess.run(["setpriv", f"--reuid={other_user.pw_uid}",
+                            f"--regid={other_user.pw_gid}", "--clear-groups",
+                            "/usr/bin/python3", "-c", ASK, str(sock), str(victim.pid)],
+                           capture_output=True, text=True, timeout=60, cwd="/")
+        reply = json.loads(p.stdout)
+        assert reply["ok"] is False and "not yours" in reply["error"], p.stderr
+        assert Path(f"/proc/{victim.pid}/cgroup").read_text() == before
+    finally:
+        victim.kill()
+        stop_roard(proc, sock)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.capture
+def test_kill_rule_stops_an_attached_session(roar, tmp_path):
+    ws, home, outside, env = _agent_setup(tmp_path)
+    gate = tmp_path / "go"
+    agent = subprocess.Popen([sys.executable, AGENT, ws, outside, "3", gate], cwd=ws,
+                             env={**os.environ, **env})
+    try:
+        _wait_for(ws / "ready")
+        att, run_id = _attach(roar, agent.pid, "--policy", _policy(tmp_path, "kill"))
+        gate.touch()
+        assert agent.wait(60) == -9  # SIGKILL, through the run cgroup
+        out, err = att.communicate(timeout=60)
+    finally:
+        agent.kill()
+    assert att.returncode == 0, err
+    rep = roar.json("audit", run_id)
+    assert rep["killed_by"] == "ssh-keys" and rep["kill"]["killed_ms"] < 1000
+    assert "killed by policy: ssh-keys" in rep["incomplete_reasons"]
+    assert not (ws / "daemon_1.txt").exists() and not (ws / "step_2.txt").exists()
