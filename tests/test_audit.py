@@ -180,6 +180,8 @@ def test_audited_run_reports_what_the_agent_did(roar, tmp_path):
     assert sum(1 for a in rep["alerts"] if a["rule"] == "no-git") == 2
     assert rep["git"]["before"]["commit"] == rep["git"]["after"]["commit"]
     # the alerts are on the run as `roar show` gives it, and in the jsonl export
+    assert roar.json("show", run_id)["alerts"] == rep["alerts"]
+    assert "alert    " in roar("show", run_id).stdout
     lines = [json.loads(x) for x in roar("export", run_id, "--format", "jsonl").stdout.splitlines()]
     assert {x["type"] for x in lines} >= {"session", "exec", "file", "connect", "alert"}
     assert sum(1 for x in lines if x["type"] == "alert") == len(rep["alerts"])

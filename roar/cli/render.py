@@ -42,6 +42,8 @@ def run(doc: dict) -> None:
                + (f" (signal {doc['signal']})" if doc.get("signal") else "") + f", {state}")
     for r in doc.get("incomplete_reasons") or []:
         click.echo(f"         - {r}")
+    for a in doc.get("alerts") or []:
+        click.echo(f"alert    {a['ts'][11:23]} {a['action']} {a['rule']}: {a['detail']}")
     hp = doc.get("hash_progress")
     if hp:
         pct = 100 * hp["bytes_done"] // max(hp["bytes"], 1)

@@ -72,6 +72,8 @@ def _show_run() -> dict:
         "incomplete_reasons": _array({"type": "string"}),
         "hash_progress": _nullable({"type": "object"}),
         "links": _array({"$ref": "#/$defs/Link"}),
+        "alerts": _array({"type": "object", "required": ["rule", "kind", "action", "detail",
+                                                           "ts"]}),
     })
     return _strict(s)
 

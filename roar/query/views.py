@@ -48,7 +48,7 @@ SHOW_FIELDS = ("id", "name", "status", "command", "cwd", "user", "host", "boot_i
                "gpus", "inputs", "outputs", "processes", "complete", "incomplete_reasons",
                "lost_events", "io_uring", "connects", "remote", "mode", "counts", "request",
                "dataset_mismatch", "hash_progress", "dataset_check", "links", "reproduces",
-               "group", "cgroup", "namespaces")
+               "group", "cgroup", "namespaces", "alerts")
 SHOW_FILE_FIELDS = ("path", "hash", "size", "kind", "status")  # + bytes_read | bytes_written
 SHOW_REMOTE_FIELDS = ("kind", "path", "url", "method", "version", "size", "hash", "hash_source",
                       "endpoint", "ranges", "status")
@@ -110,6 +110,8 @@ def run_view(store: Store, run_id: str) -> dict:
         "links": run.get("links") or [], "reproduces": run.get("reproduces"),
         "group": run.get("group"), "cgroup": run.get("cgroup"),
         "namespaces": run.get("namespaces"),
+        # an audited session's policy alerts (roar audit RUN has the whole report)
+        "alerts": (run.get("audit") or {}).get("alerts") or [],
     }
 
 
