@@ -57,6 +57,11 @@ class PgServer:
         self._pg("initdb", "-D", str(self.data), "-U", "roar", "--auth=trust", "-E", "UTF8",
                  "--no-sync")
 
+    def allow(self, cidr: str) -> None:
+        """Let clients from cidr in (trust: a throwaway test cluster); before start()."""
+        with open(self.data / "pg_hba.conf", "a") as f:
+            f.write(f"host all all {cidr} trust\n")
+
     def _pg(self, prog: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         cmd = [str(self.bindir / prog), *args]
         if self.user is not None:
