@@ -214,7 +214,8 @@ def reproduce(ref, execute, yes, from_scratch, workdir, keep, repo, requirements
     try:
         # with --json, stdout carries the document: the steps' own output goes to stderr
         res = rp.execute(store, doc, workdir=workdir, keep=keep,
-                         stdout=sys.stderr if as_json else None)
+                         stdout=sys.stderr if as_json else None,
+                         echo=lambda msg: click.echo(f"roar: {msg}", err=True))
     except (StoreError, rp.ReproduceError) as e:
         fail(str(e))
     if as_json:

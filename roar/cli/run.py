@@ -265,11 +265,14 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
         return code or 1
     session.stored()
     session.close()
+    for msg in recorder.messages:
+        print(f"roar: {msg}", file=sys.stderr)
     from roar.query import links
 
     links.attach_links(store, run["id"], logs=[(p, start, _size(p)) for p, start in logs])
     if gate is not None:
         gate.resolve(store, run, store.run_files(run["id"]))
+        _say(gate)
     _chain(store, run["id"])
     from roar.shared.outbox import kick
 
@@ -299,6 +302,7 @@ def _prepare(store: Store, argv: list[str], run_id: str, name: str | None,
             gate = requests.gate_run(store, request_id, argv, git, getpass.getuser())
         except requests.RequestError as e:
             raise RunError(str(e)) from None
+        _say(gate)
     if git and git.get("untracked"):
         from roar.record.hasher import hash_path
 
@@ -399,7 +403,9 @@ def _wait_root(pid: int, gate=None, session=None) -> tuple[int, bool]:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
             return status, interrupted
-        if gate is not None and gate.check(time.monotonic() - started) == "stop":
+        verdict = gate.check(time.monotonic() - started) if gate is not None else None
+        _say(gate)
+        if verdict == "stop":
             interrupted = True
             now = time.monotonic()
             if stop_sent is None:
@@ -424,6 +430,12 @@ def _wait_root(pid: int, gate=None, session=None) -> tuple[int, bool]:
                 except (ProcessLookupError, PermissionError):
                     pass
         # from the terminal: the whole foreground group, workload included, got it
+
+
+def _say(gate) -> None:
+    """Print what the training request's gate has to say (roar's own stderr)."""
+    for msg in gate.take_messages() if gate is not None else ():
+        print(f"roar: {msg}", file=sys.stderr)
 
 
 def _summary(run: dict) -> None:

@@ -803,12 +803,12 @@ def check_runnable(doc: dict) -> None:
 
 
 def execute(store: Store, doc: dict, workdir: str | None = None, keep: bool = False,
-            stdout=None, echo=None) -> dict:
+            stdout=None, echo=lambda msg: None) -> dict:
     """Run a plan: each step that must run, in order, in a git worktree under
     `roar run`; then compare every rebuilt output with the recorded one. The
-    JSON of `roar reproduce REF --run --json` (under "result")."""
+    JSON of `roar reproduce REF --run --json` (under "result"). echo(msg) is
+    told each step as it starts (the CLI prints it)."""
     check_runnable(doc)
-    echo = echo or (lambda msg: print(msg, file=sys.stderr))
     sources = {s["repo"]["source"] for s in doc["steps"] if s["action"] == RUN}
     if workdir:
         base = os.path.realpath(workdir)
@@ -842,7 +842,7 @@ def execute(store: Store, doc: dict, workdir: str | None = None, keep: bool = Fa
             argv = [relocate(a) for a in s["command"]]
             env = step_env(s, store, cwd, relocate)
             n = running.index(s) + 1
-            echo(f"roar: reproduce step {s['index']} ({n} of {len(running)} to run): "
+            echo(f"reproduce step {s['index']} ({n} of {len(running)} to run): "
                  f"{s['step']}: {' '.join(argv)}")
             since = now_iso()
             cmd = _roar_command() + ["run", "--allow-dirty"]

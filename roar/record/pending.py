@@ -19,8 +19,9 @@ from roar.record.hasher import OK, hash_path
 from roar.record.store import Store
 
 
-def start_background_fill(home: Path, run_id: str) -> None:
-    """Start the filler detached from this process (it outlives `roar run`)."""
+def start_background_fill(home: Path, run_id: str) -> str | None:
+    """Start the filler detached from this process (it outlives `roar run`);
+    returns why it could not be started, if it could not."""
     env = {**os.environ, "ROAR_HOME": str(home),
            "PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[2]),
                                                      os.environ.get("PYTHONPATH")) if p)}
@@ -29,8 +30,8 @@ def start_background_fill(home: Path, run_id: str) -> None:
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, start_new_session=True)
     except OSError as e:  # the record says pending; say why it stays so
-        print(f"roar: could not start the background hashing of run {run_id}: {e}",
-              file=sys.stderr)
+        return f"could not start the background hashing of run {run_id}: {e}"
+    return None
 
 
 def fill(store: Store, run_id: str) -> int:

@@ -68,6 +68,7 @@ class RunRecorder:
         self.wall_offset = time.time_ns() - time.monotonic_ns()
         self.hasher = Hasher(store, workers=workers)
         self.deadline: float | None = None  # set at the end: bounds waits for hashes
+        self.messages: list[str] = []  # for the user, printed by `roar run`
         self.pending = 0
         self.kinds: dict[str, str] = {}  # path -> data|code|env|pseudo
         git = run.get("git")
@@ -175,7 +176,9 @@ class RunRecorder:
         if self.pending:
             from roar.record.pending import start_background_fill
 
-            start_background_fill(self.store.home, run["id"])
+            problem = start_background_fill(self.store.home, run["id"])
+            if problem:
+                self.messages.append(problem)
         return run
 
     def _remote_records(self, files: list[dict]) -> tuple[list[dict], list[str]]:

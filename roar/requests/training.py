@@ -24,7 +24,6 @@ import pwd
 import shlex
 import socket
 import stat
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -749,10 +748,13 @@ def _hours_between(start: str | None, end: str | None) -> float | None:
 
 class Gate:
     """One approved request's hold on one run: budget while it runs,
-    resolution after."""
+    resolution after. It prints nothing: what the user should read (approval,
+    warnings, budget, resolution) is queued in `messages`, and `roar run`
+    prints them (take_messages) as they come."""
 
     def __init__(self, store: Store, doc: dict, policy: Policy, retry_of: str | None = None):
         self.store = store
+        self.messages: list[str] = []
         self.id = doc["id"]
         self.retry_of = retry_of  # a run of this request that roar lost (killed mid-run)
         self.gpus = doc["gpus"]
@@ -800,25 +802,26 @@ class Gate:
             lost = self._claim()
             if lost:
                 self.stopped = f"stopped: {lost}"
-                print(f"roar: {self.stopped}", file=sys.stderr)
+                self.messages.append(self.stopped)
                 return "stop"
         if self.stopped:
             return "stop"
         used = self._used(elapsed)
         if not self.warned and used >= self.warn_at:
             self.warned = True
-            print(f"roar: request {self.id}: {used:.0%} of the approved {self.budget()} used "
-                  f"after {elapsed:.0f}s", file=sys.stderr)
+            self.messages.append(f"request {self.id}: {used:.0%} of the approved "
+                                 f"{self.budget()} used after {elapsed:.0f}s")
         if used > 1:
             if self.on_exceed == "stop":
                 self.stopped = (f"stopped: the approved budget of request {self.id} "
                                 f"({self.budget()}) was used up after {elapsed:.0f}s")
-                print(f"roar: {self.stopped}", file=sys.stderr)
+                self.messages.append(self.stopped)
                 return "stop"
             if not self.exceeded:
                 self.exceeded = True
-                print(f"roar: request {self.id}: the approved {self.budget()} are used up; "
-                      f"the run goes on (policy: budget.on_exceed = \"warn\")", file=sys.stderr)
+                self.messages.append(f"request {self.id}: the approved {self.budget()} are "
+                                     f"used up; the run goes on (policy: budget.on_exceed = "
+                                     f"\"warn\")")
             return "warn"
         return "warn" if self.warned else "ok"
 
@@ -849,14 +852,19 @@ class Gate:
         # late hashes were stored after it was read)
         store.mark_request(run["id"], self.id, mismatch, checks)
         cost = "" if doc["cost"] is None else f", cost {doc['cost']:.2f} {doc['currency']}"
-        print(f"roar: request {self.id} resolved by run {run['id']}: "
-              f"{doc['gpu_hours'] or 0:.4g} GPU-hours{cost}", file=sys.stderr)
+        self.messages.append(f"request {self.id} resolved by run {run['id']}: "
+                             f"{doc['gpu_hours'] or 0:.4g} GPU-hours{cost}")
         for c in checks:
             if c["status"] in ("changed", "not_read"):
                 what = (f"{c['changed_count']} file(s) read differ from the filed version"
                         if c["status"] == "changed" else "nothing of it was read")
-                print(f"roar: DATASET MISMATCH: {c['path']}: {what}", file=sys.stderr)
+                self.messages.append(f"DATASET MISMATCH: {c['path']}: {what}")
         return doc
+
+    def take_messages(self) -> list[str]:
+        """The messages queued since the last call (oldest first)."""
+        out, self.messages = self.messages, []
+        return out
 
 
 def gate_run(store: Store, request_id: str | None, argv: list[str], git: dict | None,
@@ -884,27 +892,28 @@ def gate_run(store: Store, request_id: str | None, argv: list[str], git: dict | 
         raise RequestError(f"request {rid} was denied by {last.get('by')}: "
                            f"{last.get('comment')}")
     retry_of = None
+    messages = []
     if status == "running":
         earlier = store.get_run(doc["run"]) if doc.get("run") else None
         if earlier is None or effective_status(earlier) != "interrupted":
             raise RequestError(f"request {rid} is in use by run {doc.get('run')}, still running")
         retry_of = doc["run"]
-        print(f"roar: request {rid}: its run {retry_of} was cut off (roar itself was "
-              f"stopped); this run takes its place", file=sys.stderr)
+        messages.append(f"request {rid}: its run {retry_of} was cut off (roar itself was "
+                        f"stopped); this run takes its place")
     if status == "resolved":
         raise RequestError(f"request {rid} was already used by run {doc.get('run')}; file a "
                            f"new request for another run")
     if doc.get("command") and list(doc["command"]) != list(argv):
-        print(f"roar: warning: request {rid} was filed for `{shlex.join(doc['command'])}`, "
-              f"this run is `{shlex.join(argv)}`", file=sys.stderr)
+        messages.append(f"warning: request {rid} was filed for `{shlex.join(doc['command'])}`, "
+                        f"this run is `{shlex.join(argv)}`")
     commit = (git or {}).get("commit")
     if doc.get("commit") and commit and commit != doc["commit"]:
-        print(f"roar: warning: request {rid} was filed at commit {doc['commit'][:12]}, this "
-              f"run is at {commit[:12]}", file=sys.stderr)
+        messages.append(f"warning: request {rid} was filed at commit {doc['commit'][:12]}, "
+                        f"this run is at {commit[:12]}")
     seen = visible_gpus()
     if seen > doc["gpus"]:
-        print(f"roar: warning: this run can use {seen} GPUs; request {rid} approved "
-              f"{doc['gpus']}", file=sys.stderr)
+        messages.append(f"warning: this run can use {seen} GPUs; request {rid} approved "
+                        f"{doc['gpus']}")
     gate = Gate(store, doc, policy, retry_of)
-    print(f"roar: request {rid} approved: budget {gate.budget()}", file=sys.stderr)
+    gate.messages = [*messages, f"request {rid} approved: budget {gate.budget()}"]
     return gate
