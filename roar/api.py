@@ -36,12 +36,16 @@ __all__ = ["Roar", "open"]
 
 
 class Roar:
-    """A roar store opened for questions. `shared` is handed to the shared
-    store (PostgreSQL, roar/shared) when one is configured; queries here read
-    the node's own store."""
+    """A roar store opened for questions: the node's own store, or with
+    `shared` (a postgresql:// URL) the shared store of every node (roar/shared)."""
 
     def __init__(self, home: str | Path | None = None, shared: str | None = None):
-        self.store = Store(home, readonly=True)
+        if shared:
+            from roar.shared.backend import SharedStore
+
+            self.store = SharedStore(shared, Path(home) if home is not None else None)
+        else:
+            self.store = Store(home, readonly=True)
         self.shared = shared
 
     def close(self) -> None:
@@ -100,7 +104,10 @@ class Roar:
         target = views.resolve(self.store, ref)
         if contains is not None:
             h, path = views.content_ref(self.store, contains)
-            return Membership.from_doc(lineage.contains(self.store, target, h, path))
+            from roar.shared.backend import qualify  # unknown while runs are unsynced
+
+            return Membership.from_doc(qualify(self.store,
+                                               lineage.contains(self.store, target, h, path)))
         return [Upstream.from_doc(e) for e in lineage.inputs(self.store, target)["inputs"]]
 
     def outputs(self, ref: str) -> list[Derived]:

@@ -153,6 +153,11 @@ def test_three_nodes_sync_then_query_from_an_empty_fourth(tmp_path, shared):
     assert shown["host"] == "node-c"
     assert d.json("trace", ids["prep"])["run"] == ids["prep"]
     assert d.json("diff", ids["train0"], ids["train1"])["a"]["id"] == ids["train0"]
+    import roar
+
+    with roar.open(d.home, shared=shared) as api:  # the Python API over the shared store
+        assert {r.id for r in api.runs()} == set(ids.values())
+        assert api.inputs(hash_of(MODEL), contains=hash_of(RAW)).answer == "yes"
     # --local: this node's store only (D has none)
     one_line_error(d.roar("log", "--local", check=False))
     assert a.json("log", "--local")[0]["id"] == ids["prep"]
