@@ -14,6 +14,19 @@ def test_layout_parsed_from_header():
     assert E.EVENT_NAMES[E.EV_OPEN] == "open"
 
 
+def test_every_event_constant_is_named_in_the_module_with_the_headers_value():
+    import re
+    from pathlib import Path
+
+    text = E.HEADER.read_text()
+    defined = dict(re.findall(r"^#define\s+(EVF?_\w+)\s+(\w+)", text, re.M))
+    assert defined and "EV_OPEN" in defined
+    source = Path(E.__file__).read_text()
+    for name, value in defined.items():
+        assert getattr(E, name) == int(value, 0), name
+        assert re.search(rf"^{name} = ", source, re.M), f"{name}: not greppable in events.py"
+
+
 def _record(type_, len1=0, len2=0, data=b"", **kw):
     vals = dict(ts=1, cgroup=77, tgid=10, tid=11, type=type_, flags=0, fd=3, ret=-100, a0=0,
                 a1=0, a2=0, len1=len1, len2=len2)

@@ -45,7 +45,45 @@ TAG_LEVELS = CONSTS["ROAR_TAG_LEVELS"]  # run cgroups can be traced at levels 1.
 CGROUP_OFFSET = struct.calcsize(FORMAT[: 1 + FIELDS.index("cgroup")])
 
 EVENT_NAMES = {v: k[3:].lower() for k, v in CONSTS.items() if k.startswith("EV_")}
-globals().update({k: v for k, v in CONSTS.items() if k.startswith(("EV_", "EVF_"))})
+
+# Event types and flags, by name, with the header's values (a reader greps
+# for EV_OPEN and finds it here). A name the header adds must be added here:
+# the check below refuses to start with one missing.
+EV_OPEN = CONSTS["EV_OPEN"]
+EV_READ = CONSTS["EV_READ"]
+EV_WRITE = CONSTS["EV_WRITE"]
+EV_MMAP = CONSTS["EV_MMAP"]
+EV_CLOSE = CONSTS["EV_CLOSE"]
+EV_DUP = CONSTS["EV_DUP"]
+EV_FORK = CONSTS["EV_FORK"]
+EV_EXEC = CONSTS["EV_EXEC"]
+EV_EXEC_RET = CONSTS["EV_EXEC_RET"]
+EV_EXIT = CONSTS["EV_EXIT"]
+EV_RENAME = CONSTS["EV_RENAME"]
+EV_LINK = CONSTS["EV_LINK"]
+EV_UNLINK = CONSTS["EV_UNLINK"]
+EV_TRUNCATE = CONSTS["EV_TRUNCATE"]
+EV_FTRUNCATE = CONSTS["EV_FTRUNCATE"]
+EV_CHDIR = CONSTS["EV_CHDIR"]
+EV_FCHDIR = CONSTS["EV_FCHDIR"]
+EV_CONNECT = CONSTS["EV_CONNECT"]
+EV_IOURING = CONSTS["EV_IOURING"]
+EV_CLOSE_RANGE = CONSTS["EV_CLOSE_RANGE"]
+EV_FDFLAGS = CONSTS["EV_FDFLAGS"]
+EV_REAP = CONSTS["EV_REAP"]
+EV_TLS_WRITE = CONSTS["EV_TLS_WRITE"]
+EV_TLS_READ = CONSTS["EV_TLS_READ"]
+EV_TLS_FREE = CONSTS["EV_TLS_FREE"]
+
+EVF_TRUNCATED = CONSTS["EVF_TRUNCATED"]
+EVF_FAULT = CONSTS["EVF_FAULT"]
+EVF_EXITED = CONSTS["EVF_EXITED"]
+EVF_SIGNALED = CONSTS["EVF_SIGNALED"]
+EVF_BYTES_UNKNOWN = CONSTS["EVF_BYTES_UNKNOWN"]
+
+_MISSING = {k for k in CONSTS if k.startswith(("EV_", "EVF_"))} - globals().keys()
+if _MISSING:
+    raise RuntimeError(f"{HEADER}: {', '.join(sorted(_MISSING))} not named in {__file__}")
 
 
 @dataclass(slots=True)
@@ -83,14 +121,14 @@ def decode(buf: bytes) -> Event:
     len1, len2 = h[11], h[12]
     data = buf[HEADER_SIZE:]
     t = ev.type
-    if t == EV_EXEC:  # noqa: F821 - defined from the header above
+    if t == EV_EXEC:
         ev.path = _cstr(data[:len1]) if len1 else None
         blob = data[PATH_MAX : PATH_MAX + len2]
         parts = blob.split(b"\0")
         if parts and parts[-1] == b"":
             parts.pop()
         ev.argv = [os.fsdecode(p) for p in parts]
-    elif t in (EV_CONNECT, EV_TLS_WRITE, EV_TLS_READ):  # noqa: F821
+    elif t in (EV_CONNECT, EV_TLS_WRITE, EV_TLS_READ):
         ev.raw = bytes(data[:len1])
     elif len1 or len2:
         ev.path = _cstr(data[:len1]) if len1 else None
