@@ -52,6 +52,32 @@ def read_frame(f) -> tuple[bytes, bytes] | None:
     return kind, payload
 
 
+class NoDaemon(Exception):
+    """Nothing answers on roard's socket."""
+
+
+def ask(request: dict, path: Path | None = None, timeout: float | None = None) -> dict:
+    """One request to roard and its one JSON answer: the small client every
+    one-shot op uses (status, training-request review). NoDaemon when nothing
+    listens; ProtocolError when roard hangs up without an answer."""
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(path or socket_path()))
+        except OSError as e:
+            raise NoDaemon(f"roard is not reachable: {e.strerror}") from None
+        sock.sendall(json.dumps(request).encode() + b"\n")
+        frame = read_frame(sock.makefile("rb"))
+    finally:
+        sock.close()
+    if frame is None or frame[0] != JSON:
+        raise ProtocolError("roard closed the connection without an answer")
+    return json.loads(frame[1])
+
+
 def parse_request(line: bytes) -> dict:
     if len(line) > MAX_REQUEST:
         raise ProtocolError("request too large")

@@ -313,14 +313,6 @@ def detach_run(run_id: str, path: Path | None = None) -> dict:
 def daemon_status(path: Path | None = None, timeout: float = 2.0) -> dict | None:
     """roard's status, or None when no daemon answers."""
     try:
-        s = DaemonSession(path)
-    except SessionError:
+        return protocol.ask({"op": "status"}, path, timeout)
+    except (OSError, protocol.NoDaemon, protocol.ProtocolError, ValueError):
         return None
-    try:
-        s.sock.settimeout(timeout)
-        s.request({"op": "status"})
-        return s._reply()
-    except (OSError, SessionError, ValueError):
-        return None
-    finally:
-        s.close()

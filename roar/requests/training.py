@@ -22,7 +22,6 @@ import json
 import os
 import pwd
 import shlex
-import socket
 import stat
 import time
 from dataclasses import dataclass, field
@@ -634,19 +633,13 @@ def review(store: Store, ref: str, decision: str, text: str | None, uid: int,
 def review_via_daemon(home: Path, ref: str, decision: str, text: str | None) -> dict | None:
     """Ask roard to record the review under the caller's uid, as the kernel
     tells it (SO_PEERCRED). None when no daemon answers or it predates reviews."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.connect(str(protocol.socket_path()))
-    except OSError:
-        sock.close()
+        reply = protocol.ask({"op": "review", "home": str(Path(home).absolute()), "id": ref,
+                              "decision": decision, "text": text})
+    except protocol.NoDaemon:
         return None
-    with sock:
-        sock.sendall(json.dumps({"op": "review", "home": str(Path(home).absolute()), "id": ref,
-                                 "decision": decision, "text": text}).encode() + b"\n")
-        frame = protocol.read_frame(sock.makefile("rb"))
-    if frame is None or frame[0] != protocol.JSON:
-        raise RequestError("roard closed the connection without an answer")
-    reply = json.loads(frame[1])
+    except protocol.ProtocolError as e:
+        raise RequestError(str(e)) from None
     if reply.get("ok"):
         return reply["request"]
     if "unknown op" in reply.get("error", ""):
