@@ -10,6 +10,7 @@ import re
 import sys
 import threading
 
+from roar.capture import features
 from roar.capture.events import BPF_DIR, TAG_LEVELS
 from roar.capture.session import SessionError
 
@@ -113,6 +114,11 @@ class Probes:
             raise ProbeError("loading eBPF probes needs root (or start the daemon: roar daemon "
                              "start)")
         ensure_tracefs()
+        text = program_text()
+        try:  # a kernel without these would load nothing, or probes that never fire
+            features.require(text)
+        except features.FeatureError as e:
+            raise ProbeError(str(e)) from None
         bcc = import_bcc()
 
         class _BPF(bcc.BPF):
@@ -123,7 +129,7 @@ class Probes:
         cflags = [f"-DRINGBUF_PAGES={ringbuf_pages}",
                   "-Wno-macro-redefined", "-Wno-unused-value"]
         try:
-            self.bpf = _BPF(text=program_text(), cflags=cflags)
+            self.bpf = _BPF(text=text, cflags=cflags)
         except Exception as e:  # BCC raises bare Exception with the compiler's reason
             raise ProbeError(f"compiling the eBPF programs failed: {e} (run roar doctor)") from e
         self.names = []

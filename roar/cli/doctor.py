@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from roar.capture import cgroups
+from roar.capture import cgroups, features
 from roar.capture.probes import ProbeError, ensure_tracefs, import_bcc, program_text
 from roar.capture.session import daemon_status
 from roar.record.store import Store, StoreError
@@ -28,32 +28,25 @@ def _mounted(where: str) -> bool:
 def run_checks() -> bool:
     good = True
     release = platform.release()
-    good &= _line(True, "kernel", f"{release} ({platform.machine()})")
-    btf = Path("/sys/kernel/btf/vmlinux").exists()
-    _line(btf or None, "btf", "present" if btf else "absent (not required by roar)")
+    good &= _line(True, "kernel", f"{release} ({platform.machine()}); roar is tested on "
+                  f"{features.TESTED_KERNELS}, minimum {features.MIN_KERNEL}")
     root = os.geteuid() == 0
     if root:
         mounted = ensure_tracefs()
         if mounted:
             _line(True, "tracefs", f"mounted {', '.join(mounted)} now")
-    tracing = _mounted("/sys/kernel/tracing") or _mounted("/sys/kernel/debug")
-    tp = Path("/sys/kernel/tracing/events/syscalls/sys_enter_openat")
-    if not tp.exists():
-        tp = Path("/sys/kernel/debug/tracing/events/syscalls/sys_enter_openat")
-    good &= _line(tracing, "tracefs", "mounted" if tracing else "not mounted",
-                  "mount -t tracefs tracefs /sys/kernel/tracing (as root)")
-    good &= _line(tp.exists() if tracing else False, "tracepoints",
-                  "syscalls:* available" if tp.exists() else "syscall tracepoints missing",
-                  "a kernel with CONFIG_FTRACE_SYSCALLS=y is required")
+    # what the kernel itself offers, probed (not inferred from the version):
+    # one line per missing feature, with the reason and the fix
+    for f in features.probe_all():
+        ok = f.ok if f.required else (True if f.ok else None)
+        good &= _line(ok, f.name, f.detail, f.fix)
     headers = Path(f"/lib/modules/{release}/build")
     good &= _line(headers.exists(), "headers", str(headers.resolve()) if headers.exists()
                   else "missing", "run scripts/setup.sh (installs and links kernel headers)")
     try:
-        mount = cgroups.cgroup2_mount()
-        good &= _line(True, "cgroup v2", str(mount))
         _placement_lines()
-    except cgroups.CgroupError as e:
-        good &= _line(False, "cgroup v2", str(e))
+    except cgroups.CgroupError:
+        pass  # the cgroup v2 feature line above says why
     try:
         bcc = import_bcc()
         good &= _line(True, "bcc", f"python bindings at {Path(bcc.__file__).parent}")

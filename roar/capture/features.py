@@ -1,0 +1,289 @@
+"""Kernel feature probes: what roar's kernel side needs, asked of the running
+kernel itself (a map created, a program verified, a tracepoint looked up)
+rather than inferred from its version number, since distribution kernels
+backport and compile out features independently of `uname -r`.
+
+Owns the list of features roar requires and the one-line reason and fix for
+each one that is missing; `roar doctor` prints them, roard and embedded
+`roar run` refuse to start with them (tracing nothing would look like success).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+# bpf(2) commands, map/program types and helper ids from include/uapi/linux/bpf.h
+# (stable kernel ABI numbers).
+BPF_MAP_CREATE = 0
+BPF_PROG_LOAD = 5
+BPF_MAP_TYPE_RINGBUF = 27
+BPF_PROG_TYPE_TRACEPOINT = 5
+BPF_FUNC_get_current_ancestor_cgroup_id = 123
+_SYS_BPF = {"x86_64": 321, "aarch64": 280}
+_ATTR_SIZE = 128  # >= sizeof(union bpf_attr) of the fields used; the tail stays zero
+
+TRACING_ROOTS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+MIN_KERNEL = "5.10"  # the oldest kernel vm-tests/ boots and passes (see docs/vm-tests.md)
+TESTED_KERNELS = "Debian 11 (5.10), Debian 12 (6.1), Debian 13 (6.12)"
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One thing the kernel must offer. ok is None when it could not be probed
+    (e.g. not root); required=False marks what roar can use but does not need."""
+
+    name: str
+    ok: bool | None
+    detail: str
+    fix: str = ""
+    required: bool = True
+
+    def line(self) -> str:
+        """The one line a user sees for a missing feature: reason, then fix."""
+        return f"{self.name}: {self.detail}" + (f" -> {self.fix}" if self.fix else "")
+
+
+class FeatureError(Exception):
+    """The running kernel lacks something roar needs; the message is one line."""
+
+
+# -- bpf(2) --------------------------------------------------------------------------------
+
+def _bpf(cmd: int, attr: ctypes.Array) -> tuple[int, int]:
+    """Call bpf(2); returns (result, errno)."""
+    nr = _SYS_BPF.get(platform.machine())
+    if nr is None:
+        return -1, errno.ENOSYS
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    ret = libc.syscall(ctypes.c_long(nr), ctypes.c_int(cmd), attr, ctypes.c_uint(_ATTR_SIZE))
+    return ret, ctypes.get_errno()
+
+
+def _unprobeable(err: int) -> str | None:
+    if err == errno.EPERM:
+        return "cannot probe without root (bpf() refused: EPERM)"
+    if err == errno.ENOSYS:
+        return f"cannot probe: no bpf() syscall number for {platform.machine()}"
+    return None
+
+
+def probe_ringbuf() -> Feature:
+    """A BPF_MAP_TYPE_RINGBUF map can be created (Linux 5.8+): every record
+    reaches userspace through one."""
+    attr = (ctypes.c_uint32 * (_ATTR_SIZE // 4))()
+    attr[0] = BPF_MAP_TYPE_RINGBUF
+    attr[3] = os.sysconf("SC_PAGE_SIZE")  # max_entries: the buffer size, a page multiple
+    fd, err = _bpf(BPF_MAP_CREATE, attr)
+    if fd >= 0:
+        os.close(fd)
+        return Feature("ring buffer", True, "BPF ring buffer maps can be created")
+    why = _unprobeable(err)
+    if why:
+        return Feature("ring buffer", None, why)
+    return Feature("ring buffer", False,
+                   f"this kernel cannot create a BPF ring buffer ({errno.errorcode.get(err, err)});"
+                   " roar delivers every record through one",
+                   f"use Linux {MIN_KERNEL} or newer (ring buffers arrived in 5.8)")
+
+
+def probe_ancestor_cgroup_helper() -> Feature:
+    """A tracepoint program calling bpf_get_current_ancestor_cgroup_id passes
+    the verifier: it is how every program tells a run's processes (and their
+    child cgroups) from the rest of the host."""
+    insns = (ctypes.c_uint64 * 4)()
+    # struct bpf_insn {u8 code; u8 dst:4, src:4; s16 off; s32 imm}, little endian
+    insns[0] = 0xB7 | (1 << 8) | (1 << 32)  # r1 = 1 (ancestor level)
+    insns[1] = 0x85 | (BPF_FUNC_get_current_ancestor_cgroup_id << 32)  # call helper
+    insns[2] = 0xB7  # r0 = 0
+    insns[3] = 0x95  # exit
+    license = ctypes.create_string_buffer(b"GPL")
+    log = ctypes.create_string_buffer(4096)
+    attr = (ctypes.c_uint32 * (_ATTR_SIZE // 4))()
+    attr[0] = BPF_PROG_TYPE_TRACEPOINT
+    attr[1] = len(insns)
+    ptr = ctypes.cast(insns, ctypes.c_void_p).value
+    attr[2], attr[3] = ptr & 0xFFFFFFFF, ptr >> 32
+    lic = ctypes.cast(license, ctypes.c_void_p).value
+    attr[4], attr[5] = lic & 0xFFFFFFFF, lic >> 32
+    attr[6] = 1  # log_level
+    attr[7] = len(log)
+    lp = ctypes.cast(log, ctypes.c_void_p).value
+    attr[8], attr[9] = lp & 0xFFFFFFFF, lp >> 32
+    fd, err = _bpf(BPF_PROG_LOAD, attr)
+    name = "cgroup helper"
+    if fd >= 0:
+        os.close(fd)
+        return Feature(name, True, "bpf_get_current_ancestor_cgroup_id is usable in tracepoints")
+    why = _unprobeable(err)
+    if why:
+        return Feature(name, None, why)
+    verifier = log.value.decode(errors="replace").strip().splitlines()
+    reason = verifier[-1] if verifier else errno.errorcode.get(err, str(err))
+    return Feature(name, False,
+                   f"tracepoint programs cannot call bpf_get_current_ancestor_cgroup_id "
+                   f"(verifier: {reason})",
+                   f"use Linux {MIN_KERNEL} or newer")
+
+
+# -- tracepoints ---------------------------------------------------------------------------
+
+_TP = re.compile(r"TRACEPOINT_PROBE\(\s*(\w+)\s*,\s*(\w+)\s*\)")
+_TP_MACRO = re.compile(r"#define\s+(\w+)\((\w+)[^)]*\)[^\n]*\\\n\s*"
+                       r"TRACEPOINT_PROBE\(\s*(\w+)\s*,\s*(\w+)##\2\s*\)")
+
+
+def required_tracepoints(text: str | None = None) -> list[tuple[str, str]]:
+    """Every (category, event) the kernel side attaches, read from the bpf/
+    sources: direct TRACEPOINT_PROBE(...) uses and macros that build the
+    event name from their first argument (READ_PROBE(read, ...))."""
+    if text is None:
+        from roar.capture.probes import program_text  # probes imports this module
+
+        text = program_text()
+    found = {(c, e) for c, e in _TP.findall(text)}
+    for macro, _arg, cat, prefix in _TP_MACRO.findall(text):
+        for name in re.findall(rf"^\s*{macro}\(\s*(\w+)\s*,", text, re.M):
+            found.add((cat, prefix + name))
+    return sorted(found)
+
+
+def tracing_root() -> Path | None:
+    for root in TRACING_ROOTS:
+        if Path(root, "events").is_dir():
+            return Path(root)
+    return None
+
+
+def probe_tracepoints(text: str | None = None) -> list[Feature]:
+    """One Feature per missing tracepoint (or one for a whole missing category,
+    e.g. syscalls:* on a kernel without CONFIG_FTRACE_SYSCALLS)."""
+    wanted = required_tracepoints(text)
+    root = tracing_root()
+    if root is None:
+        if os.geteuid() != 0:
+            return [Feature("tracepoints", None, "tracefs is not mounted and mounting it needs "
+                            "root: cannot check", "run roar doctor as root")]
+        return [Feature("tracepoints", False, "tracefs is not mounted",
+                        "mount -t tracefs tracefs /sys/kernel/tracing")]
+    missing = [(c, e) for c, e in wanted if not (root / "events" / c / e).is_dir()]
+    out: list[Feature] = []
+    by_cat: dict[str, list[str]] = {}
+    for c, e in missing:
+        by_cat.setdefault(c, []).append(e)
+    for cat, events in sorted(by_cat.items()):
+        total = sum(1 for c, _ in wanted if c == cat)
+        if len(events) == total:
+            fix = ("a kernel built with CONFIG_FTRACE_SYSCALLS=y" if cat == "syscalls"
+                   else f"a kernel with the {cat}:* tracepoints")
+            out.append(Feature(f"tracepoints {cat}", False,
+                               f"none of the {total} {cat}:* tracepoints roar attaches exist",
+                               fix))
+            continue
+        for e in events:
+            out.append(Feature(f"tracepoint {cat}:{e}", False,
+                               f"{root}/events/{cat}/{e} does not exist (roar attaches it)",
+                               f"use Linux {MIN_KERNEL} or newer"))
+    if not out:
+        out.append(Feature("tracepoints", True, f"all {len(wanted)} tracepoints roar attaches "
+                           f"exist under {root}"))
+    return out
+
+
+# -- cgroups -------------------------------------------------------------------------------
+
+def cgroup_mode() -> tuple[str, Path | None]:
+    """('unified' | 'hybrid' | 'legacy' | 'none', the cgroup2 mount point)."""
+    v2: list[str] = []
+    v1 = False
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fstype = right.split(" ", 1)[0]
+            if fstype == "cgroup2":
+                v2.append(left.split()[4])
+            elif fstype == "cgroup":
+                v1 = True
+    if not v2:
+        return ("legacy" if v1 else "none"), None
+    v2.sort(key=lambda m: (m != "/sys/fs/cgroup", m))
+    return ("hybrid" if v1 else "unified"), Path(v2[0])
+
+
+def probe_cgroup2() -> Feature:
+    """A cgroup v2 hierarchy roar can make run cgroups in. No controller is
+    needed: roar uses only cgroup.procs, cgroup.events and the cgroup id."""
+    mode, mount = cgroup_mode()
+    if mount is None:
+        what = ("the system booted with cgroup v1 only (legacy hierarchy)" if mode == "legacy"
+                else "no cgroup hierarchy is mounted")
+        return Feature("cgroup v2", False,
+                       f"{what}: roar tags a run by its cgroup v2 id and every task would sit "
+                       "in the v2 root",
+                       "boot with systemd.unified_cgroup_hierarchy=1 (or, without systemd, "
+                       "mount -t cgroup2 none /sys/fs/cgroup)")
+    controllers = ""
+    try:
+        controllers = (mount / "cgroup.controllers").read_text().strip()
+    except OSError:
+        pass
+    detail = f"{mode} hierarchy, cgroup2 at {mount} (controllers: {controllers or 'none'})"
+    if os.geteuid() == 0 and not os.access(mount, os.W_OK):
+        return Feature("cgroup v2", False, f"{detail} is read-only: roar cannot create run "
+                       "cgroups", "run roard on the host, or mount the cgroup2 hierarchy "
+                       "read-write")
+    return Feature("cgroup v2", True, detail)
+
+
+# -- optional extras (reported, not required) ------------------------------------------------
+
+def probe_extras() -> list[Feature]:
+    """Hooks stock kernels may offer beyond the tracepoint floor (see
+    docs/vm-tests.md): reported by roar doctor, never required."""
+    out = []
+    root = tracing_root()
+    kprobes = root is not None and (root / "kprobe_events").exists()
+    out.append(Feature("kprobes", kprobes, "kprobe_events present" if kprobes else
+                       "absent (CONFIG_KPROBE_EVENTS off; roar does not need them)",
+                       required=False))
+    btf = Path("/sys/kernel/btf/vmlinux").exists()
+    out.append(Feature("btf", btf, "/sys/kernel/btf/vmlinux present" if btf
+                       else "absent (roar does not need it)", required=False))
+    try:
+        lsms = Path("/sys/kernel/security/lsm").read_text().strip()
+    except OSError:
+        lsms = ""
+    out.append(Feature("bpf lsm", "bpf" in lsms.split(","),
+                       f"active LSMs: {lsms or 'unknown (securityfs not readable)'}",
+                       required=False))
+    return out
+
+
+# -- all together ----------------------------------------------------------------------------
+
+def probe_all(text: str | None = None) -> list[Feature]:
+    """Every required feature, then the optional extras."""
+    return [probe_ringbuf(), probe_ancestor_cgroup_helper(), *probe_tracepoints(text),
+            probe_cgroup2(), *probe_extras()]
+
+
+def missing(features: list[Feature]) -> list[Feature]:
+    return [f for f in features if f.required and f.ok is False]
+
+
+def require(text: str | None = None) -> None:
+    """Raise FeatureError (one line) if the kernel lacks anything roar needs.
+    Run by roard and embedded sessions before compiling the probes: a kernel
+    without these would load nothing, or load probes that never fire."""
+    gone = missing([probe_ringbuf(), probe_ancestor_cgroup_helper(),
+                    *probe_tracepoints(text), probe_cgroup2()])
+    if gone:
+        first = gone[0].line()
+        more = f" (and {len(gone) - 1} more: run roar doctor)" if len(gone) > 1 else ""
+        raise FeatureError(f"this kernel cannot run roar: {first}{more}")

@@ -1,0 +1,128 @@
+"""Kernel feature probes (roar/capture/features.py) and what roar doctor and
+the vm-tests smoke list make of them.
+
+The probes run against this machine's real kernel (root for the bpf() ones);
+a missing feature is shown with a tracepoint list naming one that does not
+exist, since this kernel has everything roar needs. The refusal on a kernel
+that really lacks cgroup v2 is checked by vm-tests/ (debian12-cgv1 boot).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+
+import pytest
+from conftest import REPO, one_line_error
+
+from roar.capture import features
+
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="bpf() probes need root")
+
+FAKE = """
+#define READ_PROBE(name, count_expr, vec)                     \\
+    TRACEPOINT_PROBE(syscalls, sys_enter_##name)              \\
+    { return 0; }
+READ_PROBE(read, args->count, 0)
+READ_PROBE(pread64, args->count, 0)
+TRACEPOINT_PROBE(sched, sched_process_fork) { return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_roar_no_such_call) { return 0; }
+"""
+
+
+def test_tracepoints_are_read_from_the_sources_including_macro_built_names():
+    assert features.required_tracepoints(FAKE) == [
+        ("sched", "sched_process_fork"), ("syscalls", "sys_enter_pread64"),
+        ("syscalls", "sys_enter_read"), ("syscalls", "sys_enter_roar_no_such_call")]
+
+
+def test_tracepoint_list_matches_every_probe_in_bpf():
+    """Every TRACEPOINT_PROBE the kernel side defines is in the list, counted
+    independently from the C: direct uses plus one per *_PROBE(name, ...) line."""
+    text = "".join(p.read_text() for p in sorted((REPO / "bpf").glob("*.[ch]")))
+    direct = set(re.findall(r"TRACEPOINT_PROBE\((\w+), (\w+)\)", text))
+    built = {("syscalls", "sys_enter_" + n)
+             for n in re.findall(r"^(?:READ|WRITE)_PROBE\((\w+),", text, re.M)}
+    assert set(features.required_tracepoints()) == direct | built
+    assert ("syscalls", "sys_enter_read") in built and ("sched", "sched_process_exit") in direct
+
+
+@root_only
+def test_this_kernel_has_everything_roar_needs():
+    got = {f.name: f for f in features.probe_all()}
+    for name in ("ring buffer", "cgroup helper", "tracepoints", "cgroup v2"):
+        assert got[name].ok is True, got[name].line()
+    assert features.missing(list(got.values())) == []
+    features.require()  # does not raise
+
+
+@root_only
+def test_missing_tracepoint_is_one_line_with_reason_and_fix():
+    out = features.probe_tracepoints(FAKE)
+    assert [f.name for f in out] == ["tracepoint syscalls:sys_enter_roar_no_such_call"]
+    line = out[0].line()
+    assert "does not exist" in line and "->" in line and "\n" not in line
+    with pytest.raises(features.FeatureError, match="sys_enter_roar_no_such_call"):
+        features.require(FAKE)
+
+
+@root_only
+def test_a_whole_missing_category_is_one_line():
+    text = "TRACEPOINT_PROBE(roarnone, a)\nTRACEPOINT_PROBE(roarnone, b)\n"
+    out = features.probe_tracepoints(text)
+    assert len(out) == 1 and out[0].ok is False and "none of the 2" in out[0].detail
+
+
+def test_cgroup_mode_names_this_machines_hierarchy():
+    mode, mount = features.cgroup_mode()
+    assert mode in ("unified", "hybrid")
+    assert (mount / "cgroup.procs").exists()
+
+
+def test_bpf_probes_without_privileges_say_so_instead_of_failing(other_user, foreign_python):
+    code = ("from roar.capture import features as f\n"
+            "for p in (f.probe_ringbuf(), f.probe_ancestor_cgroup_helper()):\n"
+            "    print(p.ok, p.detail)\n")
+    exe, path = foreign_python
+    p = subprocess.run([exe, "-c", code], env={"PYTHONPATH": path}, capture_output=True,
+                       text=True, user=other_user.pw_uid, group=other_user.pw_gid, cwd="/")
+    assert p.returncode == 0, p.stderr
+    for line in p.stdout.splitlines():
+        assert line.startswith("None cannot probe without root"), p.stdout
+
+
+def test_doctor_prints_a_line_per_feature(cli):
+    p = cli("doctor", check=False)
+    assert "Traceback" not in p.stderr
+    for what in ("ring buffer", "cgroup helper", "tracepoints", "cgroup v2", "minimum 5.10"):
+        assert what in p.stdout, p.stdout
+
+
+def test_refusal_reaches_the_user_as_one_line(cli, tmp_path):
+    """The line roard and embedded roar run print when a feature is missing
+    (FeatureError -> ProbeError -> `roar: ...`): a copy of roar whose kernel
+    side attaches a tracepoint this kernel lacks, run embedded."""
+    if os.geteuid() != 0:
+        pytest.skip("embedded roar run needs root")
+    import shutil
+
+    base = tmp_path / "copy"
+    shutil.copytree(REPO / "roar", base / "roar", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "bpf", base / "bpf")
+    with open(base / "bpf" / "net.h", "a") as f:
+        f.write("\nTRACEPOINT_PROBE(syscalls, sys_enter_roar_no_such_call) { return 0; }\n")
+    p = cli("run", "--", "true", check=False, env=cli.env(PYTHONPATH=str(base)))
+    line = one_line_error(p)
+    assert "this kernel cannot run roar" in line and "sys_enter_roar_no_such_call" in line
+
+
+def test_smoke_list_names_tests_that_exist():
+    """vm-tests/smoke.txt names pytest node ids; a renamed or moved test must
+    fail here, not silently shrink the suite the guests run."""
+    ids = [line.strip() for line in (REPO / "vm-tests/smoke.txt").read_text().splitlines()
+           if line.strip() and not line.startswith("#")]
+    assert len(ids) >= 10
+    for node in ids:
+        path, _, name = node.partition("::")
+        assert re.search(rf"^def {re.escape(name)}\(", (REPO / path).read_text(), re.M), node
