@@ -234,13 +234,41 @@ TRACEPOINT_PROBE(signal, signal_deliver)
     return 0;
 }
 
+#if !EXIT_HAS_GROUP_DEAD
+#include <linux/sched/signal.h>
+#endif
+
+/* Is the exiting thread the last of its group? Recent kernels say so in the
+ * tracepoint (group_dead: 6.18 here); stock distribution kernels (5.10, 6.1,
+ * 6.12) do not, and there the answer is signal->live, which do_exit()
+ * decrements before firing the tracepoint. That read needs struct layouts, so it is compiled only
+ * there (-DEXIT_HAS_GROUP_DEAD=0, probed from the tracepoint's format file),
+ * where BCC compiles against the running kernel's own headers. */
+#if !EXIT_HAS_GROUP_DEAD
+static __always_inline int last_thread_exiting(void)
+{
+    struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+    struct signal_struct *sig = NULL;
+    int live = 1;
+    bpf_probe_read_kernel(&sig, sizeof(sig), &task->signal);
+    if (sig)
+        bpf_probe_read_kernel(&live, sizeof(live), &sig->live.counter);
+    return live == 0;
+}
+#endif
+
 TRACEPOINT_PROBE(sched, sched_process_exit)
 {
     u64 cg = tagged_cgroup();
     if (!cg)
         return 0;
+#if EXIT_HAS_GROUP_DEAD
     if (!args->group_dead)
         return 0;
+#else
+    if (!last_thread_exiting())
+        return 0;
+#endif
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
     struct roar_event ev = {};
     fill_header(&ev, cg, EV_EXIT);

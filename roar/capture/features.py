@@ -161,6 +161,24 @@ def tracing_root() -> Path | None:
     return None
 
 
+def tracepoint_fields(category: str, event: str) -> set[str]:
+    """The argument names a tracepoint offers (its tracefs format file);
+    empty when it cannot be read."""
+    root = tracing_root()
+    try:
+        text = (root / "events" / category / event / "format").read_text() if root else ""
+    except OSError:
+        return set()
+    return set(re.findall(r"field:[^;]*?(\w+)(?:\[[^\]]*\])?;", text))
+
+
+def compile_flags() -> list[str]:
+    """-D flags for bpf/ that depend on what this kernel's tracepoints carry
+    (fields differ between kernel versions; BCC fails on a missing one)."""
+    group_dead = "group_dead" in tracepoint_fields("sched", "sched_process_exit")
+    return [f"-DEXIT_HAS_GROUP_DEAD={int(group_dead)}"]
+
+
 def probe_tracepoints(text: str | None = None) -> list[Feature]:
     """One Feature per missing tracepoint (or one for a whole missing category,
     e.g. syscalls:* on a kernel without CONFIG_FTRACE_SYSCALLS)."""

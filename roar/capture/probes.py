@@ -126,7 +126,7 @@ class Probes:
                 pass
 
         self.levels: dict[int, int] = {}  # level -> run cgroups tagged there
-        cflags = [f"-DRINGBUF_PAGES={ringbuf_pages}",
+        cflags = [f"-DRINGBUF_PAGES={ringbuf_pages}", *features.compile_flags(),
                   "-Wno-macro-redefined", "-Wno-unused-value"]
         try:
             self.bpf = _BPF(text=text, cflags=cflags)
