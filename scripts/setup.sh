@@ -131,6 +131,12 @@ PG="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
 [[ -x $PG/initdb ]] || die "postgresql installed but no /usr/lib/postgresql/*/bin/initdb"
 # -- end shared store ---------------------------------------------------------
 
+# vm-tests (vm-tests/run.sh) -------------------------------------------------
+# qemu and debootstrap boot roar on stock distribution kernels; the guests'
+# downloads and images live in /var/cache/roar-vm-tests, outside the repo.
+apt_install qemu-system-x86 qemu-utils debootstrap e2fsprogs
+# -- end vm-tests -------------------------------------------------------------
+
 # 5. Summary -----------------------------------------------------------------
 BCC="$(/usr/bin/python3 -c 'import bcc, os; print(os.path.dirname(bcc.__file__))' 2>/dev/null || echo 'NOT importable')"
 echo "setup: done"

@@ -39,4 +39,14 @@ if [[ $rc -eq 5 ]]; then
   echo "test.sh: pytest collected no tests; treating that as a failure" >&2
   exit 1
 fi
-exit "$rc"
+[[ $rc -eq 0 ]] || exit "$rc"
+
+# vm-tests: roar on stock distribution kernels under qemu (vm-tests/run.sh).
+# CI boots the --quick set (one stock kernel and the cgroup-v1 refusal boot);
+# ROAR_VM_TESTS=full boots every kernel in vm-tests/kernels.list, =0 skips.
+case "${ROAR_VM_TESTS:-${CI:+quick}}" in
+  quick) bash vm-tests/run.sh --quick || exit 1 ;;
+  full) bash vm-tests/run.sh || exit 1 ;;
+  *) echo "test.sh: vm-tests skipped (ROAR_VM_TESTS=quick|full, default quick in CI)" ;;
+esac
+exit 0

@@ -1,0 +1,60 @@
+#!/bin/bash
+# Inside a vm-tests guest (started by roar-vm-test.service): run roar on this
+# kernel and leave what happened in /mnt/results for vm-tests/judge.py.
+#   roar.expect=pass   roar doctor, one embedded `roar run`, the capture smoke
+#                      suite (vm-tests/smoke.txt, or tests/test_capture.py
+#                      with roar.tests=full) under pytest
+#   roar.expect=refuse roar doctor, embedded `roar run` and roard must each
+#                      refuse with one line (this boot lacks a needed feature)
+set -u
+R=/mnt/results
+arg() { sed -n "s/.*\<roar\.$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
+EXPECT="$(arg expect)" TESTS="$(arg tests)"
+PY=/opt/roar-venv/bin/python
+export PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+echo "roar-vm: kernel $(uname -r), expect=$EXPECT tests=$TESTS"
+uname -r > "$R/kernel"
+
+# a private writable copy of the project (the share is read-only)
+rm -rf /root/roar && mkdir -p /root/roar
+tar -C /mnt/roar --exclude=./.git --exclude=./.venv --exclude='*.pyc' -cf - . | tar -C /root/roar -xf -
+cd /root/roar
+export PYTHONPATH=/root/roar
+
+$PY -m roar doctor > "$R/doctor.txt" 2>&1; echo $? > "$R/doctor.rc"
+cat "$R/doctor.txt"
+
+home=/tmp/roar-home; work=/tmp/roar-work; mkdir -p "$home" "$work"
+export ROAR_HOME=$home ROAR_SOCKET=$home/no-daemon.sock
+if [[ $EXPECT == refuse ]]; then
+  (cd "$work" && $PY -m roar run -- true) > "$R/refuse-run.out" 2> "$R/refuse-run.err"
+  echo $? > "$R/refuse-run.rc"
+  ROAR_SOCKET=$home/roard.sock timeout 120 $PY -m roar.daemon > "$R/refuse-roard.out" \
+    2> "$R/refuse-roard.err"
+  echo $? > "$R/refuse-roard.rc"
+  head -n 5 "$R"/refuse-*.err
+else
+  # embedded mode (no roard): one run whose input hash is checked by judge.py
+  head -c 65536 /dev/urandom > "$work/input.bin"
+  $PY -c 'import sys, xxhash; print(xxhash.xxh3_128(open(sys.argv[1], "rb").read()).hexdigest())' \
+    "$work/input.bin" > "$R/embedded.expect"
+  (cd "$work" && $PY -m roar run -- cp input.bin output.bin) > "$R/embedded.out" 2>&1
+  echo $? > "$R/embedded.rc"
+  $PY -c 'import sys, xxhash; print(xxhash.xxh3_128(open(sys.argv[1], "rb").read()).hexdigest())' \
+    "$work/output.bin" >> "$R/embedded.expect"
+  id="$(cd "$work" && $PY -m roar log -n 1 --json | $PY -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')"
+  (cd "$work" && $PY -m roar show "$id" --json) > "$R/embedded.json" 2>> "$R/embedded.out"
+  unset ROAR_HOME ROAR_SOCKET
+  if [[ $TESTS == full ]]; then sel=(tests/test_capture.py)
+  else mapfile -t sel < <(grep -v '^\s*\(#\|$\)' vm-tests/smoke.txt); fi
+  $PY -m pytest -p no:cacheprovider -q -rfEs --junitxml="$R/junit.xml" "${sel[@]}" \
+    > "$R/pytest.txt" 2>&1
+  echo $? > "$R/pytest.rc"
+  tail -n 30 "$R/pytest.txt"
+fi
+if [[ -f vm-tests/guest/measure.sh && $EXPECT == pass && -n "$(arg measure)" ]]; then
+  bash vm-tests/guest/measure.sh > "$R/measure.txt" 2>&1
+fi
+sync
+echo done > "$R/done"
+echo "roar-vm: done"
