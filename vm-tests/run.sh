@@ -119,7 +119,8 @@ apt_private() {  # apt_private SUITE apt-get|apt-cache ARGS... : own sources, st
   "$tool" -q -o Dir::Etc::SourceList="$d/sources.list" -o Dir::Etc::SourceParts=/dev/null \
     -o Dir::Etc::Preferences=/dev/null -o Dir::Etc::PreferencesParts=/dev/null \
     -o Dir::State="$d/state" -o Dir::State::status="$d/state/status" \
-    -o Dir::Cache="$d/cache" -o APT::Architecture=amd64 -o Debug::NoLocking=1 "$@"
+    -o Dir::Cache="$d/cache" -o APT::Architecture=amd64 -o Debug::NoLocking=1 \
+    -o APT::Sandbox::User=root "$@"
 }
 
 apt_private_update() {
@@ -289,7 +290,8 @@ boot() {  # boot NAME -> sets VERDICT and WHY; results in $RUNS/NAME
   WHY="$verdict"
 }
 
-# -- main --------------------------------------------------------------------------
+# -- main (a function: bash reads it whole, so editing this file mid-run is safe) ------
+main() {
 build_rootfs
 for n in "${WANT[@]}"; do fetch_kernel "$n"; install_kernel "$n"; done
 build_image
@@ -303,3 +305,5 @@ for n in "${WANT[@]}"; do
   [[ $VERDICT == PASS ]] || failed=1
 done
 exit "$failed"
+}
+main

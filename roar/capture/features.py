@@ -29,8 +29,11 @@ _SYS_BPF = {"x86_64": 321, "aarch64": 280}
 _ATTR_SIZE = 128  # >= sizeof(union bpf_attr) of the fields used; the tail stays zero
 
 TRACING_ROOTS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
-MIN_KERNEL = "5.10"  # the oldest kernel vm-tests/ boots and passes (see docs/vm-tests.md)
-TESTED_KERNELS = "Debian 11 (5.10), Debian 12 (6.1), Debian 13 (6.12)"
+# The floor the probed features imply (ring buffer 5.8, close_range 5.9); no
+# stock kernel this old has passed vm-tests yet (docs/vm-tests.md has the status).
+MIN_KERNEL = "5.9"
+TESTED_KERNELS = ("6.18 (CI VM, full suite); stock Debian 5.10/6.1/6.12 in progress, "
+                  "see docs/vm-tests.md")
 
 
 @dataclass(frozen=True)

@@ -136,7 +136,11 @@ class Probes:
         for i in range(bcc.lib.bpf_num_functions(self.bpf.module)):
             name = bcc.lib.bpf_function_name(self.bpf.module, i)
             if name.startswith(b"tracepoint__"):
-                self.bpf.load_func(name, bcc.BPF.TRACEPOINT)
+                try:
+                    self.bpf.load_func(name, bcc.BPF.TRACEPOINT)
+                except Exception as e:  # BCC raises bare Exception with the verifier's reason
+                    raise ProbeError(f"the kernel refused {name.decode()}: "
+                                     f"{str(e).splitlines()[0]} (run roar doctor)") from e
                 self.names.append(name)
         self.attached = False
         self.tls: dict[str, list[tuple[str, bool]]] = {}  # library -> probes attached
