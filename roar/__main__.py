@@ -14,14 +14,14 @@ import sys
 # (tests/test_cli.py checks both parse alike).
 RUN_VALUES = {"--name": "name", "--linger": "linger", "--request": "request_id",
               "--group": "group", "--policy": "policy"}
-RUN_FLAGS = {"--allow-dirty": "allow_dirty", "--audit": "audit"}
+RUN_FLAGS = {"--allow-dirty": "allow_dirty", "--audit": "audit", "--no-git": "no_git"}
 
 
 def parse_run(args: list[str]) -> dict | None:
     """The arguments of `roar run` as click would parse them, or None when
     click should decide (help, unknown options, bad values, no command)."""
-    opts: dict = {"name": None, "allow_dirty": False, "linger": None, "request_id": None,
-                  "group": None, "audit": False, "policy": None}
+    opts: dict = {"name": None, "allow_dirty": False, "no_git": False, "linger": None,
+                  "request_id": None, "group": None, "audit": False, "policy": None}
     i = 0
     while i < len(args):
         arg = args[i]

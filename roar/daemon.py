@@ -660,7 +660,35 @@ def stop(timeout: float = 30.0) -> None:
     raise DaemonError(f"roard (pid {pid}) did not stop within {timeout:.0f}s")
 
 
-def main() -> None:
+ROARD_HELP = """usage: roard [--help] [--version]
+
+roard, roar's privileged tracing daemon: run it as root (or use `roar daemon
+start`, or the systemd unit). It serves unprivileged `roar run` clients on a
+Unix socket until SIGTERM.
+
+environment:
+  ROAR_SOCKET         the socket to serve (default /run/roar/roard.sock)
+  ROARD_IDLE_DETACH   seconds without runs before the probes are detached
+                      (default 60)
+"""
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("-h", "--help"):
+        print(ROARD_HELP, end="")
+        return
+    if argv and argv[0] in ("-V", "--version"):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"roard {version('roar')}")
+        except PackageNotFoundError:
+            print("roard (version unknown: roar is not installed)")
+        return
+    if argv:
+        print(f"roard: unknown argument {argv[0]!r} (roard --help)", file=sys.stderr)
+        sys.exit(2)
     try:
         serve_forever()
     except DaemonError as e:

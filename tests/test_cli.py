@@ -27,7 +27,7 @@ def test_unknown_ref_and_missing_args(cli):
     assert "is not a run id" in one_line_error(cli("show", "nothing-here", check=False))
     assert "no run matches" in one_line_error(cli("trace", "ZZZZ", check=False))
     p = cli("run", check=False)
-    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.returncode == 125 and "Traceback" not in p.stderr
 
 
 def test_corrupt_store_refuses_before_starting_the_workload(cli):
@@ -63,6 +63,7 @@ RUN_ARGVS = [
     ["--name", "v3", "--", "sh", "-c", "true"],
     ["--name=v3", "--allow-dirty", "true"],
     ["--allow-dirty", "--linger", "2.5", "--request", "R1", "--", "true", "--", "x"],
+    ["--no-git", "--name", "n", "true"],
     ["--linger=0", "--name", "--allow-dirty", "true"],  # the name is "--allow-dirty"
     ["--name", "a", "--name", "b", "-", "x"],
     ["--name=", "--", "--not-an-option"],

@@ -45,7 +45,7 @@ def test_repo_without_commits_is_refused_naming_the_file(roar):
     (w / "train.py").write_text("print('hi')\n")
     marker = w / "started"
     p = roar("run", "--", "touch", marker, check=False)
-    assert p.returncode == 2 and "Traceback" not in p.stderr and not marker.exists()
+    assert p.returncode == 125 and "Traceback" not in p.stderr and not marker.exists()
     first = p.stderr.splitlines()[0]
     assert first.startswith("roar: ") and "has no commits yet" in first and "--allow-dirty" in first
     assert "untracked: train.py" in p.stderr
@@ -69,7 +69,7 @@ def test_refused_run_leaves_nothing_behind(roar, roard):
     before = set(os.listdir(spool))
     marker = roar.cwd / "ran"
     p = roar("run", "--", "touch", str(marker), check=False)
-    assert p.returncode == 2 and "has no commits yet" in p.stderr
+    assert p.returncode == 125 and "has no commits yet" in p.stderr
     assert "Traceback" not in p.stderr
     assert not marker.exists()
     assert roar.json("log") == []

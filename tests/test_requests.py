@@ -281,10 +281,10 @@ def test_pending_request_refused_before_the_command_starts(req):
     assert doc["status"] == "pending"
     marker = req.cwd / "started"
     p = req("run", "--request", doc["id"], "--", "sh", "-c", f"touch {marker}", check=False)
-    assert p.returncode == 2 and "is pending review" in p.stderr
+    assert p.returncode == 125 and "is pending review" in p.stderr
     assert not marker.exists()
     p = req("run", "--request", "01NOSUCHREQUEST", "--", "touch", marker, check=False)
-    assert p.returncode == 2 and "no training request" in p.stderr
+    assert p.returncode == 125 and "no training request" in p.stderr
     assert not marker.exists()
 
 
@@ -292,11 +292,11 @@ def test_policy_can_require_a_request_for_every_run(req):
     marker = req.cwd / "started"
     write_policy(req.home, POLICY + '[runs]\nrequire_request = "always"\n')
     p = req("run", "--", "touch", marker, check=False)
-    assert p.returncode == 2 and "requires a training request for every run" in p.stderr
+    assert p.returncode == 125 and "requires a training request for every run" in p.stderr
     write_policy(req.home, POLICY + '[runs]\nrequire_request = "above_gpus"\nabove_gpus = 1\n')
     p = req("run", "--", "touch", marker, check=False,
             env=req.env(CUDA_VISIBLE_DEVICES="0,1"))
-    assert p.returncode == 2 and "can use 2 GPUs" in p.stderr
+    assert p.returncode == 125 and "can use 2 GPUs" in p.stderr
     assert not marker.exists()
 
 
@@ -499,7 +499,7 @@ def test_wait_returns_when_a_reviewer_decides(team, team_store):
     assert p.returncode == 1 and "is denied" in p.stdout
     marker = r.cwd / "started"
     p = r("run", "--request", second["id"], "--", "touch", marker, check=False)
-    assert p.returncode == 2 and "denied by" in p.stderr and "use the v3 data" in p.stderr
+    assert p.returncode == 125 and "denied by" in p.stderr and "use the v3 data" in p.stderr
     assert not marker.exists()
 
 
@@ -560,7 +560,7 @@ def test_run_resolves_request_and_flags_the_wrong_dataset_version(roar):
         assert s.get_run(wrong["run"])["dataset_mismatch"] is True
     assert "MISMATCH" in roar("request", "show", second["id"]).stdout
     p = roar("run", "--request", second["id"], "--", *cmd, check=False)
-    assert p.returncode == 2 and "already used by run" in p.stderr
+    assert p.returncode == 125 and "already used by run" in p.stderr
 
 
 @pytest.mark.capture

@@ -13,10 +13,17 @@ from roar.capture.probes import ProbeError, ensure_tracefs, import_bcc, program_
 from roar.capture.session import daemon_status
 from roar.record.store import Store, StoreError
 
+# the checks made so far: {"check", "status" (ok | warn | fail), "detail", "fix"}
+_checks: list[dict] = []
+_quiet = False
+
 
 def _line(ok: bool | None, what: str, detail: str, fix: str = "") -> bool:
     mark = {True: "ok  ", False: "FAIL", None: "warn"}[ok]
-    click.echo(f"[{mark}] {what:<12} {detail}" + (f"  -> {fix}" if fix and not ok else ""))
+    _checks.append({"check": what, "status": mark.strip().lower(), "detail": detail,
+                    "fix": fix if fix and not ok else None})
+    if not _quiet:
+        click.echo(f"[{mark}] {what:<12} {detail}" + (f"  -> {fix}" if fix and not ok else ""))
     return ok is not False
 
 
@@ -25,7 +32,18 @@ def _mounted(where: str) -> bool:
         return any(line.split()[1] == where for line in f)
 
 
+def checks() -> tuple[bool, list[dict]]:
+    """Every check, silently: (all passed, the checks) for `roar doctor --json`."""
+    global _quiet
+    _quiet = True
+    try:
+        return run_checks(), list(_checks)
+    finally:
+        _quiet = False
+
+
 def run_checks() -> bool:
+    _checks.clear()
     good = True
     release = platform.release()
     good &= _line(True, "kernel", f"{release} ({platform.machine()}); roar is tested on "

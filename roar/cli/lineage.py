@@ -6,11 +6,15 @@ Registered into the main command group by roar.cli.main at import.
 from __future__ import annotations
 
 import os
+import sys
 
 import click
 
 from roar.cli.output import fail, print_json
 from roar.record.store import RefError, Store, StoreError
+
+# `roar inputs --contains ... --exit-code`: 2 is left to errors (fail())
+ANSWER_EXIT = {"yes": 0, "no": 1, "unknown": 3}
 
 
 def _resolve(store: Store, ref: str) -> tuple[str, str]:
@@ -173,8 +177,11 @@ def _show_contains_dir(doc: dict) -> None:
 @click.option("--contains-dir", metavar="DIR",
               help="Which files of DIR (by content) were read upstream.")
 @click.option("--local", is_flag=True, help="This node's store only, not the shared store.")
+@click.option("--exit-code", is_flag=True,
+              help="With --contains/--contains-dir: exit 0 for yes, 1 for no, 3 for unknown "
+                   "(2 stays an error).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def inputs(ref, files, contains, contains_dir, local, as_json):
+def inputs(ref, files, contains, contains_dir, local, exit_code, as_json):
     """Every input that fed REF (a run, an artifact path or a content hash),
     through every upstream run, by content."""
     from roar.query import lineage
@@ -182,6 +189,8 @@ def inputs(ref, files, contains, contains_dir, local, as_json):
 
     if contains and contains_dir:
         fail("give --contains or --contains-dir, not both")
+    if exit_code and not (contains or contains_dir):
+        fail("--exit-code answers --contains or --contains-dir")
     try:
         store, target = _target(ref, local)
         if contains:
@@ -204,6 +213,8 @@ def inputs(ref, files, contains, contains_dir, local, as_json):
         _show_contains_dir(doc)
     else:
         _show_inputs(doc, files)
+    if exit_code:
+        sys.exit(ANSWER_EXIT[doc["answer"]])
 
 
 # -- outputs ---------------------------------------------------------------------
@@ -296,8 +307,11 @@ def _show_diff(doc: dict) -> None:
 @click.argument("a")
 @click.argument("b")
 @click.option("--local", is_flag=True, help="This node's store only, not the shared store.")
+@click.option("--exit-code", is_flag=True,
+              help="Exit 1 when A and B differ (shell-noise environment variables aside), "
+                   "0 when they do not, as git diff --exit-code.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def diff(a, b, local, as_json):
+def diff(a, b, local, exit_code, as_json):
     """What changed between A and B (runs or artifacts) across their upstream
     DAGs: data, args, code, command, exit status, packages, environment."""
     from roar.query import lineage
@@ -311,6 +325,9 @@ def diff(a, b, local, as_json):
         print_json(doc)
     else:
         _show_diff(doc)
+    if exit_code:
+        differ = any(not (c["kind"] == "env" and c.get("noise")) for c in doc["changes"])
+        sys.exit(1 if differ else 0)
 
 
 def register(cli: click.Group) -> None:

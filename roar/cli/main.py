@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from roar.cli.output import fail, print_json
+from roar.cli.output import RUN_REFUSED, fail, print_json
 from roar.record.store import RefError, StoreError
 
 
@@ -27,9 +27,42 @@ def cli():
     """roar records what your ML runs read and wrote, by content, with eBPF."""
 
 
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+RUN_EPILOG = """\b
+Exit status:
+  the command's own status (128+N when it died of signal N);
+  125  roar failed or refused before the command started (bad option,
+       dirty git tree, store or daemon problem, refused training request);
+  126  the command exists but cannot be executed;
+  127  the command was not found.
+\b
+The command's environment gets ROAR_RUN_ID (this run's id): a tracker or
+notebook can store it, and `roar links` / `roar log --link` find it back.
+\b
+Environment: ROAR_HOME (the store, default ~/.roar), ROAR_SOCKET (roard's
+socket, default /run/roar/roard.sock), ROAR_HASH_WAIT (seconds the end of a
+run waits for hashes before handing them to background hashing, default 5),
+ROAR_TIMING (print start-up timings). See the README for every variable.
+"""
+
+
+class _RunCommand(click.Command):
+    """`roar run`, whose own usage errors exit 125 (as env, timeout and nice
+    do): a script can tell them from the command's exit status."""
+
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as e:
+            e.exit_code = RUN_REFUSED
+            raise
+
+
+@cli.command(cls=_RunCommand, epilog=RUN_EPILOG,
+             context_settings={"allow_interspersed_args": False})
 @click.option("--name", help="A name for the run.")
 @click.option("--allow-dirty", is_flag=True, help="Run from a dirty git tree; store the patch.")
+@click.option("--no-git", is_flag=True,
+              help="Record no git state (and do not refuse when git fails).")
 @click.option("--linger", type=float, default=None,
               help="Seconds leftover processes may outlive the first one (default 5).")
 @click.option("--request", "request_id", help="The approved training request this run fulfils.")
@@ -40,12 +73,16 @@ def cli():
 @click.option("--policy", type=click.Path(dir_okay=False),
               help="Audit policy (TOML, docs/audit.md); implies --audit.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def run(name, allow_dirty, linger, request_id, group, audit, policy, command):
-    """Run COMMAND traced: roar run [--name N] -- python train.py ..."""
+def run(name, allow_dirty, no_git, linger, request_id, group, audit, policy, command):
+    """Run COMMAND traced: roar run [--name N] -- python train.py ...
+
+    Options go before the command (or before `--`); an option roar does not
+    know is refused, never run as the command."""
     from roar.cli.run import cli_run
 
-    cli_run(name=name, allow_dirty=allow_dirty, linger=linger, request_id=request_id,
-            command=list(command), group=group, audit=audit, policy=policy)
+    cli_run(name=name, allow_dirty=allow_dirty, no_git=no_git, linger=linger,
+            request_id=request_id, command=list(command), group=group, audit=audit,
+            policy=policy)
 
 
 @cli.command()
@@ -158,11 +195,19 @@ def trace(run_ref, all_files, local, as_json):
 
 
 @cli.command()
-def doctor():
-    """Check everything roar needs on this machine, one line each."""
-    from roar.cli.doctor import run_checks
+@click.option("--json", "as_json", is_flag=True,
+              help="Machine-readable: {ok, checks: [{check, status, detail, fix}]}.")
+def doctor(as_json):
+    """Check everything roar needs on this machine, one line each (exit 1 if
+    something roar needs is missing)."""
+    from roar.cli import doctor as d
 
-    sys.exit(0 if run_checks() else 1)
+    if as_json:
+        ok, found = d.checks()
+        print_json({"ok": ok, "checks": found})
+    else:
+        ok = d.run_checks()
+    sys.exit(0 if ok else 1)
 
 
 @cli.group()

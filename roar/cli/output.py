@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import sys
 
+# `roar run` refused or failed before its command started (as env, timeout, nice)
+RUN_REFUSED = 125
+
 
 def fail(msg: str, code: int = 2):
     """A user error: one line on stderr, a non-zero exit, no traceback."""

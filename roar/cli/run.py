@@ -21,7 +21,7 @@ import threading
 import time
 
 from roar.capture.session import DEFAULT_LINGER, DaemonSession, EmbeddedSession, SessionError
-from roar.cli.output import fail
+from roar.cli.output import RUN_REFUSED, fail
 from roar.record import context, groups
 from roar.record.ids import new_run_id, now_iso
 from roar.record.store import Store, StoreError
@@ -36,25 +36,25 @@ SI_USER, SI_QUEUE, SI_TKILL = 0, -1, -6
 class RunError(Exception):
     """The run could not start; nothing was executed."""
 
-    def __init__(self, message: str, exit_code: int = 2):
+    def __init__(self, message: str, exit_code: int = RUN_REFUSED):
         super().__init__(message)
         self.exit_code = exit_code
 
 
 def cli_run(name: str | None, allow_dirty: bool, linger: float | None,
             request_id: str | None, command: list[str], group: str | None = None,
-            audit: bool = False, policy: str | None = None) -> None:
+            audit: bool = False, policy: str | None = None, no_git: bool = False) -> None:
     """`roar run` as the command line does it (never returns): errors are one
     line, the exit status is the workload's."""
     try:
         code = run(command, name=name, allow_dirty=allow_dirty,
                    linger=DEFAULT_LINGER if linger is None else linger,
                    store=Store(), request_id=request_id, group=group,
-                   audit=audit or policy is not None, policy=policy)
+                   audit=audit or policy is not None, policy=policy, no_git=no_git)
     except RunError as e:
         fail(str(e), e.exit_code)
     except (StoreError, SessionError) as e:
-        fail(str(e))
+        fail(str(e), RUN_REFUSED)
     # Everything is committed (LMDB syncs at commit); skip the interpreter's
     # teardown, which costs ~0.1 s of the run's fixed cost.
     sys.stdout.flush()
@@ -113,8 +113,9 @@ def _inherited_fds(pid: int) -> dict[int, str]:
     return out
 
 
-def _spawn_held(argv: list[str]) -> tuple[int, int]:
-    """Fork the workload, blocked until we write to the returned pipe."""
+def _spawn_held(argv: list[str], run_id: str) -> tuple[int, int]:
+    """Fork the workload, blocked until we write to the returned pipe. Its
+    environment names the run (ROAR_RUN_ID) for trackers and notebooks to store."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -126,7 +127,8 @@ def _spawn_held(argv: list[str]) -> tuple[int, int]:
             go = os.read(r, 1)
             os.close(r)
             if go != b"g":
-                os._exit(125)
+                os._exit(RUN_REFUSED)
+            os.environ["ROAR_RUN_ID"] = run_id
             try:
                 os.execvp(argv[0], argv)
             except FileNotFoundError:
@@ -139,7 +141,7 @@ def _spawn_held(argv: list[str]) -> tuple[int, int]:
                 os.write(2, f"roar: {argv[0]}: {e.strerror}\n".encode())
                 os._exit(126)
         finally:
-            os._exit(125)
+            os._exit(RUN_REFUSED)
     os.close(r)
     return pid, w
 
@@ -147,7 +149,7 @@ def _spawn_held(argv: list[str]) -> tuple[int, int]:
 def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
         linger: float = DEFAULT_LINGER, store: Store | None = None,
         request_id: str | None = None, group: str | None = None, audit: bool = False,
-        policy: str | None = None) -> int:
+        policy: str | None = None, no_git: bool = False) -> int:
     """Run argv traced; returns the exit status roar should exit with.
     group: the job group (--group); else found in the environment (groups.detect).
     audit: also keep the session's audit (roar/record/audit.py), under the
@@ -173,11 +175,11 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
                            "roard on the host can match; run roard there and set ROAR_SOCKET "
                            "to its socket (docs/deploy.md)")
         prepared = _prepare(store, argv, run_id, name, allow_dirty, request_id, "embedded",
-                            group)
+                            group, no_git)
         session = EmbeddedSession()
     logs = _regular_output_files()
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, [*FORWARDED, signal.SIGCHLD])
-    pid, go = _spawn_held(argv)
+    pid, go = _spawn_held(argv, run_id)
     try:
         root_fds = _inherited_fds(pid)
         start_ns = time.monotonic_ns()
@@ -186,7 +188,7 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
         # still refuse the run are made here
         session.begin(pid, run_id, str(store.home.resolve()), root_fds)
         record, gate = prepared or _prepare(store, argv, run_id, name, allow_dirty,
-                                            request_id, session.mode, group)
+                                            request_id, session.mode, group, no_git)
         session.started()
         record["cgroup"] = session.placement  # where the run cgroup is, and why there
         record["namespaces"] = session.namespaces
@@ -285,13 +287,13 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
 
 def _prepare(store: Store, argv: list[str], run_id: str, name: str | None,
              allow_dirty: bool, request_id: str | None, mode: str,
-             group: str | None = None) -> tuple[dict, object]:
+             group: str | None = None, no_git: bool = False) -> tuple[dict, object]:
     """The run document as it starts, and the training request's gate; raises
     RunError when the run may not start (dirty work tree, request refused)."""
     key = context.store_key(store)
     cwd = os.getcwd()
     try:
-        git = context.git_state(cwd, allow_dirty)
+        git = None if no_git else context.git_state(cwd, allow_dirty)
     except context.GitError as e:
         raise RunError(str(e)) from None
     gate = None

@@ -7,6 +7,11 @@ huggingface), `id`, `url`, `project`, `path` (a local directory), `source`
 `experiment`, `experiment_id`, `tracking_uri`, `run_name`, `repo_type`,
 `revision`). Unknown values are None. Links are stored on the run record
 (`links`) by attach_links().
+
+A back-link is the other direction: the tracker's record naming the roar run
+(the workload's environment has ROAR_RUN_ID; a W&B config or an MLflow tag
+that stores it). `backlink` is the file of the tracker's record holding the
+run id, or None.
 """
 
 from __future__ import annotations
@@ -157,8 +162,34 @@ def _mlflow_link(m: re.Match, source: str) -> dict:
                  run_name=run_meta.get("run_name") or None, tracking_uri="file://" + root)
 
 
-def scan_paths(paths: Iterable[str]) -> list[dict]:
-    """Links from the paths a run wrote (and what those directories hold now)."""
+BACKLINK_FILES = 200  # files of one tracker record searched for the run id
+BACKLINK_SIZE = 1 << 20  # bytes of each
+
+
+def find_backlink(folder: str, run_id: str) -> str | None:
+    """The file under a tracker's run folder that stores `run_id` (a W&B
+    config.yaml, an MLflow tag or param file...), or None."""
+    needle = run_id.encode()
+    seen = 0
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        for name in sorted(filenames):
+            seen += 1
+            if seen > BACKLINK_FILES:
+                return None
+            p = os.path.join(dirpath, name)
+            try:
+                with open(p, "rb") as f:
+                    if needle in f.read(BACKLINK_SIZE):
+                        return p
+            except OSError:
+                continue
+    return None
+
+
+def scan_paths(paths: Iterable[str], run_id: str | None = None) -> list[dict]:
+    """Links from the paths a run wrote (and what those directories hold now);
+    with `run_id`, each W&B or MLflow link says where its record stores it."""
     found = []
     seen: set[str] = set()
     for p in sorted(set(paths)):
@@ -180,6 +211,10 @@ def scan_paths(paths: Iterable[str]) -> list[dict]:
             if folder not in seen:
                 seen.add(folder)
                 found.append(_link("huggingface", source, path=folder, kind="upload"))
+    if run_id:
+        for link in found:
+            if link["tracker"] in ("wandb", "mlflow") and link.get("path"):
+                link["backlink"] = find_backlink(link["path"], run_id)
     return found
 
 
@@ -199,14 +234,14 @@ def merge(links: Iterable[dict]) -> list[dict]:
     return list(out.values())
 
 
-def from_records(files: Iterable[dict], logs: Iterable = (), text: str | None = None
-                 ) -> list[dict]:
+def from_records(files: Iterable[dict], logs: Iterable = (), text: str | None = None,
+                 run_id: str | None = None) -> list[dict]:
     """The links of a run from its file records (what it wrote: outputs and
     temporaries), log files (a path, or (path, start, end) for the part of a
     log the run wrote) and output text."""
     written = [f["path"] for f in files
                if f.get("role") in ("output", "temporary") and f.get("path")]
-    found = scan_paths(written)
+    found = scan_paths(written, run_id)
     for log in logs:
         found += scan_log(*log) if isinstance(log, tuple) else scan_log(log)
     if text:
@@ -216,7 +251,7 @@ def from_records(files: Iterable[dict], logs: Iterable = (), text: str | None = 
 
 def run_links(store, run_id: str, logs: Iterable = (), text: str | None = None) -> list[dict]:
     """from_records() of a stored run."""
-    return from_records(store.run_files(run_id), logs, text)
+    return from_records(store.run_files(run_id), logs, text, run_id)
 
 
 def attach_links(store, run_id: str, logs: Iterable = (), text: str | None = None
@@ -257,6 +292,8 @@ def describe(link: dict) -> str:
             parts.append(f"({link['path']})")
     if link.get("offline"):
         parts.append("[offline]")
+    if link.get("backlink"):
+        parts.append(f"[links back: {link['backlink']}]")
     if link.get("tracker") == "mlflow" and link.get("tracking_uri") and not link.get("url"):
         parts.append(f"tracking {link['tracking_uri']}")
     return "  ".join(parts)

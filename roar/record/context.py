@@ -21,27 +21,37 @@ class GitError(Exception):
     """The working tree is not in a state a run may start from."""
 
 
-def _git_many(cwd: str, *commands: tuple[str, ...]) -> list[str | None]:
+def _git_many(cwd: str, *commands: tuple[str, ...],
+              errors: list | None = None) -> list[str | None]:
     """Several read-only git commands started at once (each costs a process
-    start; `roar run` waits for them before the workload starts)."""
+    start; `roar run` waits for them before the workload starts). `errors`,
+    when given, gets git's message for each command that failed (None where it
+    did not, or where git is not installed)."""
     procs = []
     for args in commands:
         try:
             procs.append(subprocess.Popen(["git", *args], cwd=cwd, stdout=subprocess.PIPE,
-                                          stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL))
+                                          stderr=subprocess.PIPE if errors is not None
+                                          else subprocess.DEVNULL, stdin=subprocess.DEVNULL))
         except OSError:
             procs.append(None)
     out: list[str | None] = []
     for p in procs:
         if p is None:
             out.append(None)
+            if errors is not None:
+                errors.append(None)
             continue
         try:
-            data, _ = p.communicate(timeout=60)
+            data, err = p.communicate(timeout=60)
         except subprocess.TimeoutExpired:
             p.kill()
             p.communicate()
-            data = None
+            data, err = None, b"git did not answer within 60 s"
+        if errors is not None:
+            errors.append(None if p.returncode == 0 and data is not None else
+                          " ".join((err or b"").decode(errors="replace").split())
+                          or f"git {' '.join(p.args[1:])} exited {p.returncode}")
         out.append(data.decode(errors="surrogateescape")
                    if data is not None and p.returncode == 0 else None)
     return out
@@ -61,12 +71,24 @@ def git_state(cwd: str, allow_dirty: bool, hash_file=None) -> dict | None:
     """Commit, branch, remote and dirtiness of the repo around cwd (None outside git).
 
     Raises GitError listing the changes when the tree is dirty and allow_dirty
-    is false: a run must be reproducible from its commit."""
+    is false: a run must be reproducible from its commit. A git failure other
+    than "not a repository" (dubious ownership, a broken index...) is refused
+    with git's own reason too: the dirty-tree check must not be skipped
+    silently; allow_dirty runs without git state then."""
     # porcelain status paths are relative to the top level whatever the cwd
+    errors: list = []
     top, commit, branch, remote, status = _git_many(
         cwd, ("rev-parse", "--show-toplevel"), ("rev-parse", "--verify", "-q", "HEAD"),
         ("symbolic-ref", "--short", "-q", "HEAD"), ("remote", "get-url", "origin"),
-        ("status", "--porcelain=v1", "-z", "--untracked-files=all"))
+        ("status", "--porcelain=v1", "-z", "--untracked-files=all"), errors=errors)
+    # HEAD, the branch and the remote may rightly be missing; the top level
+    # and the status may not, inside a repository
+    failed = errors[0] if not top else errors[4] if status is None else None
+    if failed and not (not top and "not a git repository" in failed):
+        if allow_dirty:
+            return None
+        raise GitError(f"git failed in {cwd}: {failed} (fix it, or pass --allow-dirty or "
+                       f"--no-git to run without git state)")
     if not top:
         return None
     root = top.strip()

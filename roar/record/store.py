@@ -98,10 +98,16 @@ class Store:
         self.path = self.home / "store"
         self.readonly = readonly
         try:
+            if self.home.exists() and not self.home.is_dir():
+                raise StoreError(f"the roar store's home {self.home} is not a directory "
+                                 f"(set ROAR_HOME to a directory you own)")
             exists = (self.path / "data.mdb").exists()
         except PermissionError:
             raise StoreError(f"cannot open the roar store at {self.home}: permission denied "
                              f"(it is someone else's; set ROAR_HOME to your own)") from None
+        except OSError as e:
+            raise StoreError(f"cannot open the roar store at {self.home}: {e.strerror or e} "
+                             f"(set ROAR_HOME to a directory you own)") from None
         if readonly and not exists:
             raise StoreError(f"no roar store at {self.home} (nothing recorded yet; set ROAR_HOME?)")
         try:
@@ -119,6 +125,9 @@ class Store:
         except PermissionError as e:
             raise StoreError(f"cannot open the roar store at {self.path}: permission denied "
                              f"(set ROAR_HOME to a directory you own)") from e
+        except OSError as e:  # ROAR_HOME a file, under /proc, on a full or read-only disk
+            raise StoreError(f"cannot open the roar store at {self.path}: "
+                             f"{e.strerror or e} (set ROAR_HOME to a directory you own)") from e
         self._check_schema()
 
     def close(self) -> None:
