@@ -118,9 +118,6 @@ static __always_inline u64 iov_sum(const u64 *vec, u64 vlen)
     return total;
 }
 
-/* transfer calls ask for "up to len": counted, capped, later bounded by file size */
-#define XFER(len) ((len) > (1ULL << 40) ? (1ULL << 40) : (len))
-
 READ_PROBE(read, args->count, 0)
 READ_PROBE(pread64, args->count, 0)
 READ_PROBE(readv, IOV_SUM(args->vec, args->vlen), IOV_INEXACT(args->vlen))
@@ -132,35 +129,61 @@ WRITE_PROBE(writev, IOV_SUM(args->vec, args->vlen), IOV_INEXACT(args->vlen))
 WRITE_PROBE(pwritev, IOV_SUM(args->vec, args->vlen), IOV_INEXACT(args->vlen))
 WRITE_PROBE(pwritev2, IOV_SUM(args->vec, args->vlen), IOV_INEXACT(args->vlen))
 
-TRACEPOINT_PROBE(syscalls, sys_enter_sendfile64)
+/* Transfer calls (sendfile, splice, copy_file_range) ask for "up to len",
+ * and callers pass huge lengths (coreutils' cat asks copy_file_range for
+ * 2^62 bytes to copy a 3-byte file): the size asked is no count. The enter
+ * marks the access (a write is reported at once: its time bounds input
+ * hashes) and keeps both fds; the exit adds what the kernel says it moved. */
+#define XFER_PENDING 0x10000  /* a pending.type no event type uses */
+
+static __always_inline void add_bytes(s32 fd, u32 bit, u64 bytes)
+{
+    if (fd < 0)
+        return;
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    struct fd_key k = {.tgid = tgid, .fd = fd};
+    struct fd_state *s = fdstate.lookup(&k);
+    if (!s)
+        return;
+    if (bit == FD_READ)
+        __sync_fetch_and_add(&s->rbytes, bytes);
+    else
+        __sync_fetch_and_add(&s->wbytes, bytes);
+}
+
+static __always_inline int xfer_enter(s32 fd_in, s32 fd_out)
 {
     u64 cg = tagged_cgroup();
     if (!cg)
         return 0;
-    on_access(cg, args->in_fd, FD_READ, XFER(args->count), 0);
-    on_access(cg, args->out_fd, FD_WRITE, XFER(args->count), 0);
+    on_access(cg, fd_in, FD_READ, 0, 0);
+    on_access(cg, fd_out, FD_WRITE, 0, 0);
+    stash(XFER_PENDING, fd_in, (u64)(s64)fd_out, 0, 0, 0);
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_splice)
+static __always_inline int xfer_exit(long ret)
 {
     u64 cg = tagged_cgroup();
     if (!cg)
         return 0;
-    on_access(cg, args->fd_in, FD_READ, XFER(args->len), 0);
-    on_access(cg, args->fd_out, FD_WRITE, XFER(args->len), 0);
+    struct pending p;
+    if (!unstash(&p) || p.type != XFER_PENDING || ret <= 0)
+        return 0;
+    add_bytes(p.fd, FD_READ, (u64)ret);
+    add_bytes((s32)p.a0, FD_WRITE, (u64)ret);
     return 0;
 }
 
+TRACEPOINT_PROBE(syscalls, sys_enter_sendfile64) { return xfer_enter(args->in_fd, args->out_fd); }
+TRACEPOINT_PROBE(syscalls, sys_enter_splice) { return xfer_enter(args->fd_in, args->fd_out); }
 TRACEPOINT_PROBE(syscalls, sys_enter_copy_file_range)
 {
-    u64 cg = tagged_cgroup();
-    if (!cg)
-        return 0;
-    on_access(cg, args->fd_in, FD_READ, XFER(args->len), 0);
-    on_access(cg, args->fd_out, FD_WRITE, XFER(args->len), 0);
-    return 0;
+    return xfer_enter(args->fd_in, args->fd_out);
 }
+TRACEPOINT_PROBE(syscalls, sys_exit_sendfile64) { return xfer_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_splice) { return xfer_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_copy_file_range) { return xfer_exit(args->ret); }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_mmap)
 {
