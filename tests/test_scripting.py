@@ -157,3 +157,22 @@ def test_workload_knows_its_run_id_and_trackers_link_back(roar):
     assert link["tracker"] == "mlflow"
     assert link["backlink"] == str(roar.cwd / run_dir / "tags" / "roar.run_id")
     assert "links back" in roar("links", doc["id"]).stdout
+
+
+def test_every_environment_variable_roar_reads_is_documented():
+    """README's table and `roar run --help` name every ROAR*/CUDA variable the
+    code reads (os.environ.get / os.environ[...])."""
+    import re
+
+    read = set()
+    for path in (REPO / "roar").rglob("*.py"):
+        read |= set(re.findall(r"environ(?:\.get\(|\[)\"((?:ROAR|CUDA)[A-Z_]*)\"",
+                               path.read_text()))
+    assert {"ROAR_HOME", "ROAR_SOCKET", "ROAR_HASH_WAIT"} <= read
+    readme = (REPO / "README.md").read_text()
+    missing = sorted(v for v in read if f"`{v}`" not in readme)
+    assert not missing, f"not in README's environment table: {missing}"
+    from roar.cli.main import RUN_EPILOG
+
+    for v in ("ROAR_HOME", "ROAR_SOCKET", "ROAR_HASH_WAIT", "ROAR_TIMING", "ROAR_RUN_ID"):
+        assert v in RUN_EPILOG
