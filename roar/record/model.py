@@ -399,8 +399,9 @@ class RunModel:
         p.exe, p.argv = pending[0], pending[1]
         p.argv_incomplete = bool(pending[2] & (E.EVF_TRUNCATED | E.EVF_FAULT))
         p.execs += 1
-        for fd in [fd for fd, e in p.fds.items() if e.cloexec]:
-            del p.fds[fd]
+        # execve first gives a process that shared its table (CLONE_FILES) a copy of
+        # its own, then closes the close-on-exec fds in it: the others keep theirs
+        p.fds = {fd: FdEntry(e.file, False) for fd, e in p.fds.items() if not e.cloexec}
 
     def on_exit(self, ev: E.Event) -> None:
         p = self.live.pop(ev.tgid, None)
