@@ -93,3 +93,35 @@ def test_git_root_with_a_trailing_slash():
 def test_plain_data():
     assert classify("/data/imagenet/train/0001.jpg", ROOT, TRACKED) == DATA
     assert needs_hash("/data/imagenet/train/0001.jpg")
+
+
+@pytest.mark.parametrize("path", [
+    "/home/u/.pyenv/shims/python3", "/home/u/.pyenv/libexec/pyenv-exec",
+    "/home/u/.pyenv/plugins/pyenv-virtualenv/bin/pyenv-sh-activate",
+    "/home/u/.triton/cache/ab/kernel.cubin", "/home/u/.nv/ComputeCache/0/1/x",
+    "/tmp/torchinductor_u/fx_graph_cache/y", "/home/u/.cache/pip/http/z",
+    "/home/u/.cache/torch_extensions/py311/op.so",
+    "/home/u/.rustup/toolchains/x/lib/libLLVM.so.22.1-rust-1.95.0-stable",
+])
+def test_tool_caches_pyenv_and_versioned_libraries_are_environment(path):
+    assert classify(path, ROOT, TRACKED) == ENV
+
+
+@pytest.mark.parametrize("path", [
+    "/home/u/.cache/huggingface/datasets/x.arrow",  # a dataset cache is data
+    "/home/u/.cache/torch/hub/checkpoints/resnet.pth",  # downloaded weights too
+    "/tmp/torchinductor.txt", "/data/libsvm.so.txt",
+])
+def test_data_caches_stay_data(path):
+    assert classify(path) == DATA
+
+
+def test_a_virtualenv_is_found_by_its_pyvenv_cfg_whatever_its_name(tmp_path):
+    venv = tmp_path / "my-tools-2024"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    exe = f"{venv}/bin/python3"
+    assert classify(exe) == ENV and not needs_hash(exe)
+    plain = tmp_path / "project"
+    (plain / "bin").mkdir(parents=True)
+    assert classify(f"{plain}/bin/tool") == DATA  # no pyvenv.cfg: not a venv
