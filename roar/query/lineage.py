@@ -20,6 +20,7 @@ import xxhash
 
 from roar.query.views import content_ref, effective_status  # noqa: F401 - content_ref: API
 from roar.record.classify import CODE, CODE_SUFFIXES, DATA
+from roar.record.context import git
 from roar.record.hasher import OK, SPECIAL, hash_path
 from roar.record.remote import REMOTE
 from roar.record.store import RefError, Store
@@ -783,15 +784,13 @@ def _git_numstat(roots: list[str], ca: str, cb: str, files: list[str]) -> dict |
     first recorded repository that knows both; None when none does."""
     for root in dict.fromkeys(r for r in roots if r and os.path.isdir(r)):
         try:
-            p = subprocess.run(["git", "-C", root, "diff", "--numstat", "--no-renames", ca, cb,
-                                "--", *files], capture_output=True, text=True, timeout=60,
-                               check=False)
+            p = git(root, "diff", "--numstat", "--no-renames", ca, cb, "--", *files)
         except (OSError, subprocess.TimeoutExpired):
             continue
         if p.returncode != 0:
             continue
         out = {}
-        for line in p.stdout.splitlines():
+        for line in p.stdout.decode(errors="surrogateescape").splitlines():
             parts = line.split("\t", 2)
             if len(parts) == 3:
                 added, deleted, path = parts

@@ -30,7 +30,7 @@ import tempfile
 from roar.query import lineage
 from roar.query.views import effective_status
 from roar.record.classify import is_environment
-from roar.record.context import redact
+from roar.record.context import git, redact
 from roar.record.hasher import OK, hash_path
 from roar.record.ids import boot_id, now_iso
 from roar.record.store import Store
@@ -111,9 +111,7 @@ def _hash_now(path: str) -> str | None:
 
 
 def _git(cwd: str, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess:
-    # the user's hooks never run for roar's own checkouts
-    return subprocess.run(["git", "-c", "core.hooksPath=/dev/null", *args], cwd=cwd,
-                          input=input, capture_output=True, timeout=600, check=False)
+    return git(cwd, *args, input=input, timeout=600)  # checkouts of big trees take a while
 
 
 def _has_commit(repo: str, commit: str) -> bool:

@@ -21,6 +21,19 @@ class GitError(Exception):
     """The working tree is not in a state a run may start from."""
 
 
+GIT = ("git", "-c", "core.hooksPath=/dev/null")  # the user's hooks never run for roar
+
+
+def git(cwd: str, *args: str, input: bytes | None = None,
+        timeout: float = 60) -> subprocess.CompletedProcess:
+    """One git command, the way roar runs git everywhere (recording, lineage,
+    reproduce): output captured as bytes, hooks off; raises OSError when git
+    cannot be started and subprocess.TimeoutExpired past timeout."""
+    return subprocess.run([*GIT, *args], cwd=cwd, input=input, capture_output=True,
+                          stdin=None if input is not None else subprocess.DEVNULL,
+                          timeout=timeout, check=False)
+
+
 def _git_many(cwd: str, *commands: tuple[str, ...],
               errors: list | None = None) -> list[str | None]:
     """Several read-only git commands started at once (each costs a process
@@ -30,7 +43,7 @@ def _git_many(cwd: str, *commands: tuple[str, ...],
     procs = []
     for args in commands:
         try:
-            procs.append(subprocess.Popen(["git", *args], cwd=cwd, stdout=subprocess.PIPE,
+            procs.append(subprocess.Popen([*GIT, *args], cwd=cwd, stdout=subprocess.PIPE,
                                           stderr=subprocess.PIPE if errors is not None
                                           else subprocess.DEVNULL, stdin=subprocess.DEVNULL))
         except OSError:
