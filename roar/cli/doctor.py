@@ -47,7 +47,7 @@ def run_checks() -> bool:
     good = True
     release = platform.release()
     good &= _line(True, "kernel", f"{release} ({platform.machine()}); roar is tested on "
-                  f"{features.TESTED_KERNELS}; features imply Linux {features.MIN_KERNEL}+")
+                  f"{features.TESTED_KERNELS}; oldest that loads: {features.MIN_KERNEL}")
     root = os.geteuid() == 0
     if root:
         mounted = ensure_tracefs()

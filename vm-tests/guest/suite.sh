@@ -17,7 +17,11 @@ uname -r > "$R/kernel"
 
 # a private writable copy of the project (the share is read-only)
 rm -rf /root/roar && mkdir -p /root/roar
-tar -C /mnt/roar --exclude=./.git --exclude=./.venv --exclude='*.pyc' -cf - . | tar -C /root/roar -xf -
+if [[ -b /dev/vdb ]]; then  # the project as a tar on a disk (run.sh): no 9p client involved
+  tar -C /root/roar -xf /dev/vdb
+else
+  tar -C /mnt/roar --exclude=./.git --exclude=./.venv --exclude='*.pyc' -cf - . | tar -C /root/roar -xf -
+fi
 cd /root/roar
 export PYTHONPATH=/root/roar
 
