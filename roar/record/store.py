@@ -17,6 +17,7 @@ from pathlib import Path
 
 import lmdb
 
+from roar.record import storecheck
 from roar.record.codes import Reason, decode, encode, from_sentence, messages
 
 SCHEMA_VERSION = 1
@@ -111,13 +112,20 @@ class Store:
         if readonly and not exists:
             raise StoreError(f"no roar store at {self.home} (nothing recorded yet; set ROAR_HOME?)")
         try:
+            team = storecheck.check_dirs(self.home, self.path)
             if not readonly:
                 self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
                 self.path.mkdir(mode=0o700, exist_ok=True)
+                team = storecheck.check_dirs(self.home, self.path)  # lost a race to another
+            storecheck.check_files(self.path, team)
+            storecheck.check_data_file(self.path / "data.mdb")
+        except storecheck.UnsafeStore as e:
+            raise StoreError(f"refusing the roar store at {self.home}: {e}") from None
+        try:
             size = max(INITIAL_MAP_SIZE, _file_size(self.path / "data.mdb") * 2)
             self.env = lmdb.open(str(self.path), map_size=size, max_dbs=len(DBS) + 4,
                                  subdir=True, readonly=False, create=not readonly,
-                                 lock=True, max_readers=512)
+                                 lock=True, max_readers=512, mode=0o660 if team else 0o600)
             self.dbs = {name: self.env.open_db(name.encode()) for name in DBS}
         except lmdb.Error as e:
             raise StoreError(f"cannot open the roar store at {self.path}: {e} "

@@ -1,0 +1,125 @@
+"""A store is used only where it is its user's alone, and a damaged one is
+refused with one line before anything runs: a directory another user made
+(or may write), LMDB files of the wrong owner or mode, an empty, truncated or
+overwritten data.mdb (which LMDB would map: SIGBUS, or a silent new store)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, one_line_error
+
+from roar.record.store import Store, StoreError
+
+
+def _fill(home, n=400):
+    """A store with a few hundred pages of data."""
+    with Store(home) as s:
+        s.write(lambda txn: [txn.put(b"k%05d" % i, os.urandom(900), db=s.dbs["statcache"])
+                             for i in range(n)])
+    return home / "store" / "data.mdb"
+
+
+def _roar(home, *args, cwd):
+    env = {**os.environ, "ROAR_HOME": str(home), "PYTHONPATH": str(REPO),
+           "ROAR_SOCKET": str(home.parent / "no-daemon.sock")}
+    return subprocess.run([sys.executable, "-m", "roar", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def _refused_everywhere(home, tmp_path, words):
+    """run (before its command), log and show all refuse with one line."""
+    marker = tmp_path / "ran"
+    for args in (["run", "--", "touch", str(marker)], ["log"], ["show", "x"]):
+        p = _roar(home, *args, cwd=tmp_path)
+        assert p.returncode not in (-7, 135), p  # never SIGBUS
+        line = one_line_error(p)
+        assert any(w in line for w in words), line
+    assert not marker.exists()  # the workload never ran
+
+
+def test_store_directory_made_by_another_user_is_refused(tmp_path, other_user):
+    """User B makes the directory (mode 0777) where A's store will go: A's roar
+    refuses it and writes nothing there."""
+    home = tmp_path / "shared"
+    home.mkdir()  # as B would have made it (B cannot reach pytest's tmp_path)
+    os.chown(home, other_user.pw_uid, other_user.pw_gid)
+    os.chmod(home, 0o777)
+    p = _roar(home, "run", "--", "true", cwd=tmp_path)
+    assert "belongs to another user" in one_line_error(p)
+    assert os.listdir(home) == []
+
+
+def test_group_or_world_writable_store_directory_is_refused(tmp_path):
+    home = tmp_path / "h"
+    home.mkdir()
+    os.chmod(home, 0o777)
+    with pytest.raises(StoreError, match="may be written by other users"):
+        Store(home)
+    assert os.listdir(home) == []
+    os.chmod(home, 0o700)
+    _fill(home, 1)
+    os.chmod(home / "store", 0o775)
+    with pytest.raises(StoreError, match="may be written by other users"):
+        Store(home, readonly=True)
+
+
+def test_store_files_are_private_and_foreign_or_writable_files_refused(tmp_path, other_user):
+    home = tmp_path / "h"
+    data = _fill(home, 1)
+    for f in ("data.mdb", "lock.mdb"):
+        assert (home / "store" / f).stat().st_mode & 0o777 == 0o600
+    assert home.stat().st_mode & 0o777 == 0o700
+    os.chmod(data, 0o644)  # as an older roar left it: made private, still usable
+    Store(home, readonly=True).close()
+    assert data.stat().st_mode & 0o777 == 0o600
+    os.chmod(data, 0o666)
+    with pytest.raises(StoreError, match="may be written by other users"):
+        Store(home, readonly=True)
+    os.chmod(data, 0o600)
+    os.chown(data, other_user.pw_uid, other_user.pw_gid)
+    with pytest.raises(StoreError, match="belongs to another user"):
+        Store(home, readonly=True)
+
+
+def test_team_store_is_group_shared(tmp_path):
+    from roar.requests.training import init_store
+
+    home = tmp_path / "team"
+    init_store(home, group="root")
+    assert (home / "store").stat().st_mode & 0o7777 == 0o3770
+    assert (home / "store" / "data.mdb").stat().st_mode & 0o777 == 0o660
+    with Store(home) as s:  # a team store is not refused for its group write bits
+        s.write(lambda txn: txn.put(b"x", b"y", db=s.dbs["meta"]))
+    assert (home / "store" / "data.mdb").stat().st_mode & 0o777 == 0o660
+
+
+def test_zero_length_data_file_is_refused_not_replaced(tmp_path):
+    home = tmp_path / "h"
+    data = _fill(home)
+    data.write_bytes(b"")
+    _refused_everywhere(home, tmp_path, ["is empty"])
+    assert data.stat().st_size == 0  # not silently made a new store
+
+
+def test_truncated_data_file_is_refused_before_mapping(tmp_path):
+    home = tmp_path / "h"
+    data = _fill(home)
+    size = data.stat().st_size
+    with open(data, "r+b") as f:
+        f.truncate(size // 2)
+    _refused_everywhere(home, tmp_path, ["truncated"])
+    with open(data, "r+b") as f:
+        f.truncate(100)
+    _refused_everywhere(home, tmp_path, ["truncated"])
+
+
+def test_data_file_that_is_not_lmdb_is_refused(tmp_path):
+    home = tmp_path / "h"
+    data = _fill(home)
+    with open(data, "r+b") as f:
+        f.write(os.urandom(4096 * 2))  # both header pages overwritten
+    _refused_everywhere(home, tmp_path, ["not an LMDB file", "corrupt header"])
