@@ -144,14 +144,26 @@ class Daemon:
         srv.settimeout(0.5)
         self.poller.start()
         threading.Thread(target=self.idle_loop, name="roard-idle", daemon=True).start()
+        failing = False
         while not self.stopping.is_set():
             try:
                 conn, _ = srv.accept()
             except TimeoutError:
                 continue
-            except OSError:
-                break
-            threading.Thread(target=self.client, args=(conn,), daemon=True).start()
+            except OSError as e:
+                # out of fds or memory (EMFILE, ENFILE, ENOBUFS...): a user's
+                # flood of connections must not end the daemon everyone relies on
+                if not failing:
+                    print(f"roard: accept failed: {e.strerror or e}; retrying until it "
+                          f"succeeds", file=sys.stderr, flush=True)
+                failing = True
+                self.stopping.wait(0.1)
+                continue
+            failing = False
+            try:
+                threading.Thread(target=self.client, args=(conn,), daemon=True).start()
+            except RuntimeError:  # no thread to be had: drop this one, keep serving
+                conn.close()
         srv.close()
 
     def client(self, conn: socket.socket) -> None:

@@ -85,6 +85,8 @@ def parse_request(line: bytes) -> dict:
         req = json.loads(line)
     except (ValueError, UnicodeDecodeError):
         raise ProtocolError("request is not JSON") from None
+    except RecursionError:  # a deeply nested request: refused, not a traceback
+        raise ProtocolError("request is nested too deeply") from None
     if not isinstance(req, dict) or not isinstance(req.get("op"), str):
         raise ProtocolError("request has no op")
     return req

@@ -419,7 +419,8 @@ def _wait_root(pid: int, gate=None, session=None) -> tuple[int, bool]:
             except ProcessLookupError:
                 pass
         info = signal.sigtimedwait([*FORWARDED, signal.SIGCHLD], 0.5)
-        if info is None or info.si_signo == signal.SIGCHLD:
+        # SIGCONT after a stop (Ctrl-Z, fg) ends the wait with signo 0: no signal
+        if info is None or info.si_signo not in FORWARDED:
             continue
         interrupted = True
         if info.si_code in (SI_USER, SI_QUEUE, SI_TKILL):
