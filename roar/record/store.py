@@ -120,7 +120,10 @@ class Store:
             storecheck.check_files(self.path, team)
             storecheck.check_data_file(self.path / "data.mdb")
         except storecheck.UnsafeStore as e:
-            raise StoreError(f"refusing the roar store at {self.home}: {e}") from None
+            raise StoreError(f"cannot open the roar store at {self.home}: {e}") from None
+        except OSError as e:  # ROAR_HOME a file, under /proc, on a full or read-only disk
+            raise StoreError(f"cannot open the roar store at {self.path}: "
+                             f"{e.strerror or e} (set ROAR_HOME to a directory you own)") from e
         try:
             size = max(INITIAL_MAP_SIZE, _file_size(self.path / "data.mdb") * 2)
             self.env = lmdb.open(str(self.path), map_size=size, max_dbs=len(DBS) + 4,

@@ -30,9 +30,9 @@ class UnsafeStore(Exception):
 
 
 def is_team_dir(st: os.stat_result) -> bool:
-    """A team store's directory: setgid and sticky, for a group the user is in."""
-    return (bool(st.st_mode & stat.S_ISGID) and bool(st.st_mode & stat.S_ISVTX)
-            and (st.st_gid == os.getgid() or st.st_gid in os.getgroups()))
+    """A team store's directory (`roar request init --group`): setgid and
+    sticky; its group's members may write, nobody else may."""
+    return bool(st.st_mode & stat.S_ISGID) and bool(st.st_mode & stat.S_ISVTX)
 
 
 def check_dirs(home: Path, store_dir: Path) -> bool:
@@ -43,7 +43,7 @@ def check_dirs(home: Path, store_dir: Path) -> bool:
     for d in (home, store_dir):
         try:
             st = os.stat(d)
-        except FileNotFoundError:
+        except OSError:  # missing or unreachable: opening it says why, in one line
             continue
         if not stat.S_ISDIR(st.st_mode):
             raise UnsafeStore(f"{d} is not a directory")
