@@ -162,8 +162,9 @@ class Probes:
                 tp = name[len(b"tracepoint__"):].replace(b"__", b":")
                 self.bpf.attach_tracepoint(tp=tp, fn_name=name)
             self.attached = True
-            for lib in tls_libraries():
-                self._attach_tls(lib)
+            if os.environ.get("ROAR_TLS_PROBES", "1") != "0":  # 0: no HTTPS plaintext (bench)
+                for lib in tls_libraries():
+                    self._attach_tls(lib)
 
     def detach(self) -> None:
         with self._attach_lock:
