@@ -31,7 +31,7 @@ TLS_LIBRARY = re.compile(r"(^|/)libssl(-[0-9a-f]+)?\.so(\.[0-9.]+)?$")
 def tls_libraries() -> list[str]:
     """The host's OpenSSL libraries, from the dynamic linker's cache: probed
     while a run is traced, so the first HTTPS request of a run is seen. Private
-    copies are found when a traced process opens one (attach_tls)."""
+    copies (in a wheel or a venv) are not probed: their TLS stays uninspected."""
     found = {}
     try:
         out = os.popen("ldconfig -p 2>/dev/null").read()
@@ -204,12 +204,6 @@ class Probes:
         if done:
             self.tls[lib] = done
         return bool(done)
-
-    def attach_tls(self, lib: str) -> bool:
-        """Probe an OpenSSL library a traced process opened (a private copy in a
-        wheel or a venv) while the probes are attached."""
-        with self._attach_lock:
-            return self.attached and self._attach_tls(lib)
 
     def tag(self, cgroup_id: int, root_pid: int, epoch: int, level: int) -> None:
         """Start tracing a run cgroup at `level` of the hierarchy; root_pid gets a
