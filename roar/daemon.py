@@ -20,6 +20,7 @@ import struct
 import subprocess
 import sys
 import threading
+import tempfile
 import time
 from collections import deque
 from pathlib import Path
@@ -142,6 +143,7 @@ class Daemon:
         os.chmod(self.sock_path, 0o666)  # anyone may ask; SO_PEERCRED decides what
         srv.listen(64)
         srv.settimeout(0.5)
+        _warm_up_store_code()
         self.poller.start()
         threading.Thread(target=self.idle_loop, name="roard-idle", daemon=True).start()
         failing = False
@@ -529,6 +531,17 @@ def _send_quietly(conn, obj) -> None:
 
 def _pidfile(sock: Path) -> Path:
     return sock.with_name(sock.name + ".pid")
+
+
+def _warm_up_store_code() -> None:
+    """Open and close a throwaway store once, as root, so that whatever the
+    store code imports on first use (py-lmdb imports lmdb._envid at its first
+    open) is loaded before a child of run_as drops root: after that it may not
+    be able to read the interpreter's files (roar installed under /root)."""
+    from roar.record.store import Store
+
+    with tempfile.TemporaryDirectory() as d:
+        Store(d).close()
 
 
 def serve_forever(sock: Path | None = None) -> None:

@@ -18,7 +18,7 @@ def _pending_filler(run_id: str) -> int | None:
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        if b"roar.record.pending" in argv and run_id.encode() in argv:
+        if b"roar.cli.fill" in argv and run_id.encode() in argv:
             return int(pid)
     return None
 

@@ -140,3 +140,25 @@ def decode(buf: bytes) -> Event:
 def cgroup_of(buf: bytes) -> int:
     """The run cgroup of a raw record, without decoding the rest."""
     return struct.unpack_from("<Q", buf, CGROUP_OFFSET)[0]
+
+
+def program_text() -> str:
+    """bpf/roar.bpf.c with its local includes inlined: BCC generates tracepoint
+    argument structs only for programs in the main file."""
+    seen: set[str] = set()
+
+    def inline(path: str) -> str:
+        out = []
+        with open(path) as f:
+            for line in f:
+                m = re.match(r'#include "(.+)"', line)
+                if m:
+                    inc = os.path.join(os.path.dirname(path), m.group(1))
+                    if inc not in seen:
+                        seen.add(inc)
+                        out.append(inline(inc))
+                    continue
+                out.append(line)
+        return "".join(out)
+
+    return inline(str(BPF_DIR / "roar.bpf.c"))

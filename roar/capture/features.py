@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from roar.capture.events import program_text
+
 # bpf(2) commands, map/program types and helper ids from include/uapi/linux/bpf.h
 # (stable kernel ABI numbers).
 BPF_MAP_CREATE = 0
@@ -150,8 +152,6 @@ def required_tracepoints(text: str | None = None) -> list[tuple[str, str]]:
     sources: direct TRACEPOINT_PROBE(...) uses and macros that build the
     event name from their first argument (READ_PROBE(read, ...))."""
     if text is None:
-        from roar.capture.probes import program_text  # probes imports this module
-
         text = program_text()
     found = {(c, e) for c, e in _TP.findall(text)}
     for macro, _arg, cat, prefix in _TP_MACRO.findall(text):

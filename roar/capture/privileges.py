@@ -9,25 +9,7 @@ import os
 import pwd
 import select
 import signal
-import tempfile
 import time
-
-_warm = False
-
-
-def warm_up() -> None:
-    """Open and close a throwaway store once, as root, so that whatever the
-    store code imports on first use (py-lmdb imports lmdb._envid at its first
-    open) is loaded before a child drops root: after that it may not be able
-    to read the interpreter's files (roar installed under /root)."""
-    global _warm
-    if not _warm:
-        from roar.record.store import Store
-
-        with tempfile.TemporaryDirectory() as d:
-            Store(d).close()
-        _warm = True
-
 
 def run_as(uid: int, fn, before=None, timeout: float = 60.0) -> dict:
     """fn(prepared) in a forked child running as uid (with its groups);
@@ -38,7 +20,6 @@ def run_as(uid: int, fn, before=None, timeout: float = 60.0) -> dict:
         pw = pwd.getpwuid(uid)
     except KeyError:
         return {"ok": False, "error": f"uid {uid} has no user name"}
-    warm_up()
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: no other threads, no exec; what it needs is imported

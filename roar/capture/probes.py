@@ -11,8 +11,8 @@ import sys
 import threading
 
 from roar.capture import features
-from roar.capture.events import BPF_DIR, TAG_LEVELS
-from roar.capture.session import SessionError
+from roar.capture.events import BPF_DIR, TAG_LEVELS, program_text
+from roar.capture.protocol import SessionError
 
 RINGBUF_PAGES = 16384  # 64 MiB: about 400k events of burst at ~150 bytes each
 
@@ -82,28 +82,6 @@ def ensure_tracefs() -> list[str]:
             if os.system(f"mount -t {fstype} {fstype} {where} 2>/dev/null") == 0:
                 mounted.append(where)
     return mounted
-
-
-def program_text() -> str:
-    """bpf/roar.bpf.c with its local includes inlined: BCC generates tracepoint
-    argument structs only for programs in the main file."""
-    seen: set[str] = set()
-
-    def inline(path: str) -> str:
-        out = []
-        with open(path) as f:
-            for line in f:
-                m = re.match(r'#include "(.+)"', line)
-                if m:
-                    inc = os.path.join(os.path.dirname(path), m.group(1))
-                    if inc not in seen:
-                        seen.add(inc)
-                        out.append(inline(inc))
-                    continue
-                out.append(line)
-        return "".join(out)
-
-    return inline(str(BPF_DIR / "roar.bpf.c"))
 
 
 class Probes:

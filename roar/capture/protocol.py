@@ -52,6 +52,10 @@ def read_frame(f) -> tuple[bytes, bytes] | None:
     return kind, payload
 
 
+class SessionError(Exception):
+    """A capture session (embedded probes or roard's) cannot start or go on."""
+
+
 class NoDaemon(Exception):
     """Nothing answers on roard's socket."""
 

@@ -15,6 +15,7 @@ from collections import deque
 from pathlib import Path
 
 from roar.capture import cgroups, namespaces, protocol
+from roar.capture.protocol import SessionError
 
 DEFAULT_LINGER = 5.0  # seconds leftover processes may outlive the run's first one
 # The kernel side wakes the consumer once per batch of records; what stays
@@ -44,10 +45,6 @@ def wait_empty(path: Path, linger: float) -> int:
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
     return 0
-
-
-class SessionError(Exception):
-    pass
 
 
 class EmbeddedSession:

@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 from roar.capture import cgroups
-from roar.capture.session import DaemonSession, SessionError
+from roar.capture.protocol import SessionError
+from roar.capture.session import DaemonSession
 from roar.cli.run import _chain, _consume
 from roar.record import audit, context
 from roar.record.ids import new_run_id, now_iso

@@ -9,7 +9,8 @@ from pathlib import Path
 import click
 
 from roar.capture import cgroups, features
-from roar.capture.probes import ProbeError, ensure_tracefs, import_bcc, program_text
+from roar.capture.events import program_text
+from roar.capture.probes import ProbeError, ensure_tracefs, import_bcc
 from roar.capture.session import daemon_status
 from roar.record.store import Store, StoreError
 

@@ -20,7 +20,8 @@ import sys
 import threading
 import time
 
-from roar.capture.session import DEFAULT_LINGER, DaemonSession, EmbeddedSession, SessionError
+from roar.capture.protocol import SessionError
+from roar.capture.session import DEFAULT_LINGER, DaemonSession, EmbeddedSession
 from roar.cli.output import RUN_REFUSED, fail
 from roar.record import context, groups
 from roar.record.ids import new_run_id, now_iso

@@ -149,7 +149,8 @@ def verify(store, entries: list[dict]) -> dict:
 
 def _ask(req: dict) -> dict | None:
     """roard's answer to one request; None when no roard answers."""
-    from roar.capture.session import DaemonSession, SessionError
+    from roar.capture.protocol import SessionError
+    from roar.capture.session import DaemonSession
 
     try:
         s = DaemonSession()

@@ -20,13 +20,14 @@ from roar.record.store import Store
 
 
 def start_background_fill(home: Path, run_id: str) -> str | None:
-    """Start the filler detached from this process (it outlives `roar run`);
-    returns why it could not be started, if it could not."""
+    """Start the filler detached from this process (it outlives `roar run`):
+    roar/cli/fill.py, which also pushes the completed run to a shared store.
+    Returns why it could not be started, if it could not."""
     env = {**os.environ, "ROAR_HOME": str(home),
            "PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[2]),
                                                      os.environ.get("PYTHONPATH")) if p)}
     try:
-        subprocess.Popen([sys.executable, "-m", "roar.record.pending", run_id], env=env,
+        subprocess.Popen([sys.executable, "-m", "roar.cli.fill", run_id], env=env,
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, start_new_session=True)
     except OSError as e:  # the record says pending; say why it stays so
@@ -72,16 +73,3 @@ def _reporter(store: Store, run_id: str, path: str, index: int, count: int):
         store.set_hash_progress(run_id, progress)
 
     return report
-
-
-def main() -> None:
-    run_id = sys.argv[1]
-    with Store() as store:
-        fill(store, run_id)
-        from roar.shared.outbox import kick
-
-        kick(store.home)  # the late hashes re-queued the run
-
-
-if __name__ == "__main__":
-    main()
