@@ -60,3 +60,90 @@ def test_roard_keeps_no_spool_of_a_stored_run(roar, roard):
     spool = roard.parent / "spool"
     assert spool.stat().st_mode & 0o077 == 0
     assert not (spool / f"{cgroup_prefix(roard)}{doc['id']}.spool").exists()
+
+
+# secrets in the places issue 13 found stored and exported in clear
+MORE = {
+    "remote_token": "ghp_" + "R" * 36,
+    "db_password": "dbPw-7x9q",
+    "dsn_key": "0123456789abcdef0123456789abcdef",
+    "mlflow_password": "mlPw-4k2z",
+    "mysql_short": "myPw-8r1t",
+    "script_mysql": "scPw-5u3w",
+    "script_curl": "cuPw-2v6y",
+    "script_option": "opPw-9m0n",
+    "script_assign": "asPw-1b4c",
+}
+
+
+@pytest.mark.capture
+def test_secrets_in_urls_short_options_and_scripts_never_reach_store_or_exports(roar):
+    """A real run in a repo whose remote carries a token, with credentials in URL
+    env values, `mysql -pSECRET` (a real program named mysql) and secrets inside
+    an `sh -c` script: none of them is in the store, in `show`/`trace`, or in
+    the OpenLineage and PROV exports; the rest stays readable."""
+    from conftest import git
+
+    s = MORE
+    bin_dir = roar.cwd / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "mysql").write_text('#!/bin/sh\necho "$@" | wc -c > mysql.out\n')
+    (bin_dir / "mysql").chmod(0o755)
+    (roar.cwd / ".gitignore").write_text("bin/\n*.out\n")
+    git(roar.cwd, "init", "-q", "-b", "main")
+    git(roar.cwd, "add", ".")
+    git(roar.cwd, "commit", "-qm", "one")
+    git(roar.cwd, "remote", "add", "origin",
+        f"https://ci-bot:{s['remote_token']}@git.example.com/acme/repo.git")
+    env = roar.env(PATH=f"{bin_dir}:{os.environ['PATH']}",
+                   DATABASE_URL=f"postgres://alice:{s['db_password']}@db.example/runs",
+                   SENTRY_DSN=f"https://{s['dsn_key']}@o1.ingest.sentry.io/42",
+                   MLFLOW_TRACKING_URI=f"https://bob:{s['mlflow_password']}@ml.example.com")
+    script = (f"mysql -uroot -p{s['script_mysql']} -e 'select 1'; "
+              f"echo curl -u bob:{s['script_curl']} > curl.out; "
+              f"echo --password {s['script_option']} && TOKEN={s['script_assign']} true")
+    p = roar("run", "--", "mysql", f"-p{s['mysql_short']}", "db", env=env)
+    assert p.returncode == 0, p.stderr
+    p = roar("run", "--", "sh", "-c", script, env=env)
+    assert p.returncode == 0, p.stderr
+    doc = last_run(roar)
+    # what is not secret stays readable
+    assert doc["git"]["remote"] == "https://ci-bot@git.example.com/acme/repo.git"
+    assert doc["env"]["DATABASE_URL"].startswith("postgres://alice:hmac-sha256:")
+    assert doc["env"]["DATABASE_URL"].endswith("@db.example/runs")
+    assert doc["command"][2].startswith("mysql -uroot -phmac-sha256:")
+    assert "-e 'select 1'; echo curl -u bob:hmac-sha256:" in doc["command"][2]
+    runs = roar.json("log")
+    shown = json.dumps([[roar.json("show", r["id"]), roar.json("trace", r["id"], "--all")]
+                        for r in runs])
+    exports = "".join(roar("export", r["id"], "--format", fmt).stdout
+                      for r in runs for fmt in ("openlineage", "prov"))
+    assert "ci-bot@git.example.com/acme/repo.git" in exports  # the remote, less its token
+    for what, text in (("show/trace", shown), ("export", exports)):
+        leaked = {k for k, v in s.items() if v in text}
+        assert not leaked, f"{what}: {leaked}"
+    on_disk: dict = {}
+    for d, _, files in os.walk(roar.home):
+        for name in files:
+            data = Path(d, name).read_bytes()
+            on_disk.update({k: name for k, v in s.items() if v.encode() in data})
+    assert on_disk == {}
+
+
+def test_exports_redact_runs_stored_before_the_rules(tmp_path):
+    """A run stored in clear (by a roar before these rules) is exported with its
+    command and git remote redacted: exports only ever show redacted values."""
+    from conftest import History
+
+    from roar.query import export
+
+    h = History(tmp_path / "home")
+    h.store.meta_put("redaction_key", b"k" * 32)
+    git = {"root": "/w", "commit": "a" * 40, "branch": "main", "dirty": False,
+           "remote": f"https://bot:{MORE['remote_token']}@git.example.com/r.git"}
+    rid = h.run(["sh", "-c", f"mysql -p{MORE['script_mysql']} db"],
+                writes=[("/w/out", b"x")], git=git)
+    text = (export.export(h.store, ("run", rid), "openlineage")
+            + export.export(h.store, ("run", rid), "prov"))
+    assert MORE["remote_token"] not in text and MORE["script_mysql"] not in text
+    assert "https://bot@git.example.com/r.git" in text and "mysql -phmac-sha256:" in text

@@ -18,6 +18,7 @@ from importlib import metadata
 
 from roar.query import lineage
 from roar.query.views import effective_status
+from roar.record import context
 from roar.record.classify import CODE, DATA
 from roar.record.ids import _CROCKFORD
 from roar.record.store import Store
@@ -78,6 +79,23 @@ def _upstream(store: Store, target: tuple[str, str]):
     return g, order
 
 
+def _redacted(store: Store):
+    """What an export may show of a record's command and git remote: redacted
+    again with the store's key (runs stored before a redaction rule existed keep
+    their secrets out of exports too; redacting twice changes nothing)."""
+    key = store.meta_get("redaction_key") or b""
+
+    def command(rec: dict) -> list:
+        argv = rec.get("command") or []
+        return context.redact_argv(argv, key) if all(isinstance(a, str) for a in argv) \
+            else argv
+
+    def remote(git: dict) -> str | None:
+        return context.url_without_credentials(git["remote"]) if git.get("remote") else None
+
+    return command, remote
+
+
 def run_uuid(run_id: str) -> str:
     """The run id (a ULID: 128 bits) written as a UUID, as OpenLineage wants."""
     value = 0
@@ -115,6 +133,7 @@ def openlineage_events(store: Store, target: tuple[str, str], namespace: str = "
     (namespace file://HOST, name the absolute path) with their content hash as
     the dataset version and in a roar_contentHash facet."""
     _, order = _upstream(store, target)
+    command, remote = _redacted(store)
     events = []
     for info in order:
         rec = info.record
@@ -123,10 +142,10 @@ def openlineage_events(store: Store, target: tuple[str, str], namespace: str = "
         job_facets = {"jobType": _facet(OL_FACETS["jobType"], processingType="BATCH",
                                         integration="ROAR", jobType="COMMAND")}
         if git.get("commit"):
-            url = git.get("remote") or f"file://{git.get('root')}"
+            url = remote(git) or f"file://{git.get('root')}"
             loc = {"type": "git", "url": url, "version": git["commit"]}
             if git.get("remote"):
-                loc["repoUrl"] = git["remote"]
+                loc["repoUrl"] = remote(git)
             cwd = info.rel(rec.get("cwd") or "")
             if cwd and cwd != rec.get("cwd"):
                 loc["path"] = cwd
@@ -140,7 +159,7 @@ def openlineage_events(store: Store, target: tuple[str, str], namespace: str = "
             "processing_engine": _facet(OL_FACETS["processing_engine"], version=roar_version(),
                                         name="roar"),
             RUN_FACET: _facet(RUN_SCHEMA_URL, roarRunId=info.id, name=rec.get("name"),
-                              command=rec.get("command"), cwd=rec.get("cwd"),
+                              command=command(rec), cwd=rec.get("cwd"),
                               user=rec.get("user"), host=host, status=status,
                               exitCode=rec.get("exit_code"), complete=not info.problems(),
                               incompleteReasons=info.problems(), gitCommit=git.get("commit"),
@@ -179,6 +198,7 @@ def prov_document(store: Store, target: tuple[str, str]) -> dict:
     content hash, with every path it had), activities are runs, agents are the
     users who ran them; used / wasGeneratedBy / wasAssociatedWith link them."""
     g, order = _upstream(store, target)
+    command, _ = _redacted(store)
     doc: dict = {"prefix": dict(PROV_PREFIXES), "entity": {}, "activity": {}, "agent": {},
                  "used": {}, "wasGeneratedBy": {}, "wasAssociatedWith": {}}
     for n, attrs in g.nodes(data=True):
@@ -206,7 +226,7 @@ def prov_document(store: Store, target: tuple[str, str]) -> dict:
         rec = info.record
         act = f"run:{info.id}"
         a = {"prov:label": lineage.step_key(info), "prov:startTime": info.started,
-             "roar:command": " ".join(map(str, rec.get("command") or [])),
+             "roar:command": " ".join(map(str, command(rec))),
              "roar:status": effective_status(rec), "roar:complete": not info.problems()}
         if info.ended:
             a["prov:endTime"] = info.ended

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from roar.record import ids
 
-SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|KEY|CREDENTIAL|AUTH|^AWS_", re.I)
+SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|KEY|CREDENTIAL|AUTH|DSN|^AWS_", re.I)
 SECRET_VALUE = re.compile(
     r"^(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_\w{20,}|hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_\-]{16,}"
     r"|xox[abpr]-[A-Za-z0-9\-]{10,}|(?:AKIA|ASIA)[A-Z0-9]{16}|glpat-[A-Za-z0-9_\-]{20})$"
@@ -107,7 +107,7 @@ def git_state(cwd: str, allow_dirty: bool, hash_file=None) -> dict | None:
     root = top.strip()
     commit = commit.strip() if commit else None
     branch = branch.strip() if branch else None
-    remote = remote.strip() if remote else None
+    remote = url_without_credentials(remote.strip()) if remote else None
     status = status or ""
     entries = [e for e in status.split("\0") if e]
     changes, untracked = [], []
@@ -160,46 +160,203 @@ def is_secret(name: str, value: str) -> bool:
     return bool(SECRET_NAME.search(name) or SECRET_VALUE.match(value))
 
 
+HASHED = re.compile(r"^hmac-sha256:[0-9a-f]{64}$")
+
+
 def redact(value: str, key: bytes) -> dict:
+    """The keyed hash of a secret. A value that is such a hash already stays
+    (redacting twice changes nothing: exports redact what they show again)."""
     import hashlib
     import hmac
 
+    if HASHED.match(value):
+        return {"redacted": value}
     return {"redacted": "hmac-sha256:" + hmac.new(key, value.encode(errors="surrogateescape"),
                                                    hashlib.sha256).hexdigest()}
 
 
-# the password of a URL's userinfo (postgres://user:PASSWORD@host/db); the rest of
-# the URL stays readable
-URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*):([^/\s@]+)@")
+def _hidden(value: str, key: bytes) -> str:
+    return redact(value, key)["redacted"]
+
+
+# the userinfo of a URL (scheme://USERINFO@host/...): up to the last @ before the
+# path, so a password holding an @ is hidden whole
+URL_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)([^/\s?#]*)@")
+# a userinfo without a password that is a credential itself (https://TOKEN@host,
+# a Sentry DSN's key): token-shaped, or a long run of letters and digits
+TOKEN_USER = re.compile(r"^(?=.*[0-9])(?=.*[A-Za-z])[A-Za-z0-9_\-]{20,}$")
+
+
+def _url_credentials(value: str, hide) -> str:
+    def one(m: re.Match) -> str:
+        user, colon, password = m[2].partition(":")
+        if colon:
+            return f"{m[1]}{user}:{hide(password)}@" if password else m[0]
+        if SECRET_VALUE.match(user) or TOKEN_USER.match(user):
+            return f"{m[1]}{hide(user)}@"
+        return m[0]
+
+    return URL_USERINFO.sub(one, value)
 
 
 def _url_passwords(value: str, key: bytes) -> str:
-    return URL_PASSWORD.sub(lambda m: f"{m[1]}:{redact(m[2], key)['redacted']}@", value)
+    """The password (or token) of each URL in value replaced by its keyed hash;
+    the rest of the URL stays readable."""
+    return _url_credentials(value, lambda s: _hidden(s, key))
+
+
+def url_without_credentials(url: str) -> str:
+    """A URL with the password or token of its userinfo removed (a git remote:
+    it names the repository, and rotating a token must not make it differ)."""
+    def one(m: re.Match) -> str:
+        user, colon, _ = m[2].partition(":")
+        if colon:
+            return f"{m[1]}{user}@" if user else m[1]
+        return m[1] if SECRET_VALUE.match(user) or TOKEN_USER.match(user) else m[0]
+
+    return URL_USERINFO.sub(one, url)
 
 
 def environment(env: dict[str, str], key: bytes) -> dict:
-    return {k: (redact(v, key) if is_secret(k, v) else _url_passwords(v, key))
+    """The environment as stored: secret-named and token-shaped values as keyed
+    hashes, URL passwords hidden, and a value holding spaces (JAVA_OPTS, a
+    command line) read with the argument rules word by word."""
+    return {k: (redact(v, key) if is_secret(k, v) else _url_passwords(_script(v, key, 0), key))
             for k, v in sorted(env.items())}
 
 
-def redact_argv(argv: list[str], key: bytes) -> list:
-    """argv with secrets replaced: token-looking values, the value of a secret-named
-    option (--token=X and --token X) and the passwords of URLs."""
-    out = []
-    secret_option = False  # the previous argument was --token, --password, ...
-    for a in argv:
-        was_option, secret_option = secret_option, False
+# Programs whose short option takes a password: "attached" only as -pSECRET
+# (mysql's `-p NAME` names a database and `-p` alone prompts), "both" also as
+# `-p SECRET`, "userpass" a USER:PASSWORD whose password part is the secret.
+# psql's -p is a port (its password comes from PGPASSWORD, a secret-named
+# variable) and is not listed; neither is any program not named here.
+_MYSQL = ("mysql", "mysqldump", "mysqladmin", "mysqlimport", "mysqlcheck", "mysqlshow",
+          "mysqlslap", "mysqlpump", "mysqlbinlog", "mariadb", "mariadb-dump", "mariadb-admin",
+          "mariadb-import", "mariadb-check", "mariadb-show", "mariadb-slap", "mariadb-binlog")
+_MONGO = ("mongo", "mongosh", "mongodump", "mongorestore", "mongoexport", "mongoimport",
+          "mongostat", "mongotop", "mongofiles")
+PASSWORD_OPTIONS: dict[str, dict[str, str]] = {
+    **{p: {"-p": "attached"} for p in _MYSQL},
+    **{p: {"-p": "both"} for p in _MONGO},
+    "sshpass": {"-p": "both"},
+    "redis-cli": {"-a": "both"},
+    "zip": {"-P": "both"}, "unzip": {"-P": "both"},
+    "7z": {"-p": "attached"}, "7za": {"-p": "attached"}, "7zr": {"-p": "attached"},
+    "curl": {"-u": "userpass", "-U": "userpass", "--user": "userpass",
+             "--proxy-user": "userpass"},
+}
+HEADER_OPTIONS = ("-H", "--header")  # curl, wget: a secret-named header's value is hidden
+SECRET_HEADER = re.compile(r"AUTH|TOKEN|KEY|SECRET|COOKIE|PASSWORD", re.I)
+ASSIGNMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.+)$", re.S)
+SHELL_OPERATORS = set(";&|()<>\n")
+_MAX_DEPTH = 8  # sh -c "bash -c 'mysql -pX'" nests; deeper strings are hashed whole
+
+
+def _secret_value(how: str, value: str, key: bytes) -> str:
+    if how == "userpass":
+        user, colon, password = value.partition(":")
+        return f"{user}:{_hidden(password, key)}" if colon and password else value
+    if how == "header":
+        name, colon, rest = value.partition(":")
+        return f"{name}: {_hidden(rest.strip(), key)}" \
+            if colon and rest.strip() and SECRET_HEADER.search(name) else value
+    return _hidden(value, key)
+
+
+def _tokens(argv: list[str], key: bytes, depth: int) -> list[str]:
+    """The argument rules over one command's words (an argv, or one command of a
+    shell script); returns the words with the secrets hidden."""
+    out = list(argv)
+    program = None  # the last word naming a program of PASSWORD_OPTIONS
+    take = None  # how the next word is a secret (after --token, -p, -H ...)
+    for i, a in enumerate(argv):
+        how, take = take, None
+        if how and not a.startswith("-"):
+            out[i] = _secret_value(how, a, key)
+            continue
+        base = os.path.basename(a)
+        if base in PASSWORD_OPTIONS:
+            program = base
+            continue
+        options = PASSWORD_OPTIONS.get(program, {})
         if a.startswith("-"):
             name, eq, value = a.partition("=")
-            if eq and value and is_secret(name, value):
-                out.append(f"{name}={redact(value, key)['redacted']}")
+            if eq:
+                if not value:
+                    continue
+                if is_secret(name, value):
+                    out[i] = f"{name}={_hidden(value, key)}"
+                elif name in HEADER_OPTIONS or options.get(name) == "userpass":
+                    out[i] = f"{name}={_secret_value(options.get(name, 'header'), value, key)}"
+                else:
+                    out[i] = f"{name}={_script(value, key, depth)}"
                 continue
-            secret_option = not eq and a.startswith("--") and bool(SECRET_NAME.search(a))
-        elif was_option or SECRET_VALUE.match(a):
-            out.append(redact(a, key)["redacted"])
+            if a in HEADER_OPTIONS:
+                take = "header"
+            elif a in options:
+                take = options[a] if options[a] != "attached" else None
+            elif a[:2] in options and len(a) > 2 and not a.startswith("--"):
+                out[i] = a[:2] + _secret_value(options[a[:2]].replace("both", "attached"),
+                                               a[2:], key)
+            elif (a.startswith("--") or (len(a) > 3 and a[1:].isalpha())) \
+                    and SECRET_NAME.search(a):
+                take = "secret"  # --token VALUE, -password VALUE
             continue
-        out.append(_url_passwords(a, key))
+        m = ASSIGNMENT.match(a)
+        if m and is_secret(m[1], m[2]):  # TOKEN=x (a shell or `env` assignment)
+            out[i] = f"{m[1]}={_hidden(m[2], key)}"
+        elif SECRET_VALUE.match(a):
+            out[i] = _hidden(a, key)
+        else:
+            out[i] = _script(a, key, depth)
     return out
+
+
+def _script(text: str, key: bytes, depth: int) -> str:
+    """A word holding spaces (sh -c's script, ssh's remote command, a header, an
+    env value) read as a shell command line: each of its commands gets the
+    argument rules, and each word found secret is replaced where it stands. A
+    secret that cannot be found as written (escaped or quoted in pieces) hides
+    the whole text."""
+    if not any(c.isspace() for c in text):
+        return text
+    if depth >= _MAX_DEPTH:
+        return _hidden(text, key)
+    import shlex
+
+    try:
+        lex = shlex.shlex(text, posix=True, punctuation_chars=True)
+        lex.whitespace_split = True
+        lex.commenters = ""
+        words = list(lex)
+    except ValueError:  # unbalanced quotes: plain words
+        words = text.split()
+    commands: list[list[str]] = [[]]
+    for w in words:
+        if w and set(w) <= SHELL_OPERATORS:
+            commands.append([])
+        else:
+            commands[-1].append(w)
+    for cmd in commands:
+        for before, after in zip(cmd, _tokens(cmd, key, depth + 1), strict=True):
+            if before == after:
+                continue
+            where = re.compile(r"(?<![^\s'\";&|()<>`])" + re.escape(before)
+                               + r"(?![^\s'\";&|()<>`])")
+            if not where.search(text):
+                return _hidden(text, key)
+            text = where.sub(lambda _m, a=after: a, text)
+    return text
+
+
+def redact_argv(argv: list[str], key: bytes) -> list:
+    """argv with secrets replaced by keyed hashes: token-looking values, the value
+    of a secret-named option (--token=X, --token X, -password X) or assignment
+    (TOKEN=X), the passwords of PASSWORD_OPTIONS' programs (mysql -pX, curl -u
+    U:P), secret-named headers (-H 'Authorization: ...'), the passwords and
+    tokens of URLs; an argument holding spaces (sh -c SCRIPT) is read as a shell
+    command line with the same rules."""
+    return [_url_passwords(a, key) for a in _tokens(list(argv), key, 0)]
 
 
 def host() -> dict:
