@@ -43,6 +43,22 @@ PREBUILD_BATCH = 512
 PREBUILD_TRIES = 8  # looks at a path not settled yet (still open, not yet read)
 
 
+def _version(base: dict, role: str, mode: str | None = None, *, res: HashResult | None = None,
+             size: int | None = None, status: str | None = None,
+             error: str | None = None) -> dict:
+    """The one place a file record (a FileVersion's document, roar/record/records.py)
+    is built: `base` holds the path, kind and byte counts; `res` a finished hash.
+    Inputs and internal reads are mode r, everything else w unless given; an
+    `error` key is present when a hash was attempted or a reason is given."""
+    rec = {**base, "role": role, "mode": mode or ("r" if role in ("input", "internal") else "w"),
+           "hash": None, "size": size, "status": status}
+    if res is not None:
+        rec.update(hash=res.hash, size=res.size, status=res.status, error=res.error)
+    elif error is not None:
+        rec["error"] = error
+    return rec
+
+
 def _bound_bytes(rec: dict) -> None:
     """Read sizes are what calls asked for; a single pass cannot move more
     than the file holds, so bound them by its size. Unknown stays unknown."""
@@ -207,8 +223,7 @@ class RunRecorder:
         """A record whose hash is computed later; bound_ns: the content must
         not have changed after this (wall clock) for the late hash to count."""
         self.pending += 1
-        return {**base, "role": role, "mode": "r" if role == "input" else "w", "hash": None,
-                "size": None, "status": PENDING, "pending_bound_ns": bound_ns}
+        return {**_version(base, role, status=PENDING), "pending_bound_ns": bound_ns}
 
     def _created_by_run(self, s, early: HashResult | None) -> bool:
         """Whether the run's own O_CREAT open made this file (so what it later
@@ -366,30 +381,24 @@ class RunRecorder:
         if kind in (ENV, PSEUDO):
             if s.read or s.written:
                 mode = ("r" if s.read else "") + ("w" if s.written else "")
-                records.append({**base, "role": kind, "mode": mode, "hash": None,
-                                "size": None, "status": None})
+                records.append(_version(base, kind, mode))
         else:
             written = s.written or created.get(path, False)
             if s.read and s.first == "read" and not created.get(path):
                 records.append(self._input_record(base, s))
             elif s.read and not written:
-                records.append({**base, "role": "internal", "mode": "r", "hash": None,
-                                "size": None, "status": None})
+                records.append(_version(base, "internal"))
             if written and path in self.stdio:
-                records.append({**base, "role": "log", "mode": "w", "hash": None,
-                                "size": None, "status": None})
+                records.append(_version(base, "log"))
             elif written:
                 if s.deleted:
-                    records.append({**base, "role": "temporary", "mode": "w", "hash": None,
-                                    "size": None, "status": None})
+                    records.append(_version(base, "temporary"))
                 else:
                     res = self._result(outputs[path])
                     if res is None:
                         records.append(self._pending(base, "output", time.time_ns()))
                     else:
-                        records.append({**base, "role": "output", "mode": "w",
-                                        "hash": res.hash, "size": res.size,
-                                        "status": res.status, "error": res.error})
+                        records.append(_version(base, "output", res=res))
         for rec in records:
             _bound_bytes(rec)
         return records
@@ -403,20 +412,17 @@ class RunRecorder:
             if res is None:
                 return self._pending(base, "input", s.early_ts + self.wall_offset)
         if res is None:
-            return {**base, "role": "input", "mode": "r", "hash": None, "size": None,
-                    "status": "unverified", "error": "changed by the run before it was hashed"}
+            return _version(base, "input", status="unverified",
+                            error="changed by the run before it was hashed")
         if res.status == OK and s.modified_ts is not None and res.finished_ns > s.modified_ts:
-            return {**base, "role": "input", "mode": "r", "hash": None, "size": res.size,
-                    "status": "unverified",
-                    "error": "overwritten by the run before its first version was hashed"}
+            return _version(base, "input", size=res.size, status="unverified",
+                            error="overwritten by the run before its first version was hashed")
         if (res.status == OK and s.early_ts is not None and res.ctime_ns is not None
                 and res.ctime_ns > s.early_ts + self.wall_offset):
             # changed (by anyone) after the run opened it and before it was hashed
-            return {**base, "role": "input", "mode": "r", "hash": None, "size": res.size,
-                    "status": "unverified",
-                    "error": "changed after the run opened it, before it was hashed"}
-        return {**base, "role": "input", "mode": "r", "hash": res.hash, "size": res.size,
-                "status": res.status, "error": res.error}
+            return _version(base, "input", size=res.size, status="unverified",
+                            error="changed after the run opened it, before it was hashed")
+        return _version(base, "input", res=res)
 
     @staticmethod
     def _pf_sig(pf, kind: str, size: int | None) -> tuple:
