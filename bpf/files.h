@@ -5,7 +5,10 @@
 #ifndef ROAR_FILES_H
 #define ROAR_FILES_H
 
-#include "maps.h"
+#include "tagging.h"
+#include "emit.h"
+#include "stash.h"
+#include "fdstate.h"
 
 #define O_WRONLY_ 01
 #define O_RDWR_ 02
@@ -295,8 +298,6 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close)
     return 0;
 }
 
-#define CLOSE_RANGE_CLOEXEC_ 4
-
 TRACEPOINT_PROBE(syscalls, sys_enter_close_range)
 {
     u64 cg = tagged_cgroup();
@@ -308,7 +309,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close_range)
     ev.fd = args->fd;
     ev.a0 = args->max_fd;
     ev.a1 = args->flags;
-    if (!(args->flags & CLOSE_RANGE_CLOEXEC_)) {
+    if (!(args->flags & CLOSE_RANGE_CLOEXEC)) {
         struct proc_state *p = procs.lookup(&tgid);
         if (p) {
             u32 first = args->fd;

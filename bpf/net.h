@@ -2,7 +2,8 @@
 #ifndef ROAR_NET_H
 #define ROAR_NET_H
 
-#include "maps.h"
+#include "tagging.h"
+#include "emit.h"
 
 TRACEPOINT_PROBE(syscalls, sys_enter_connect)
 {

@@ -5,12 +5,17 @@
 #ifndef ROAR_PROCESS_H
 #define ROAR_PROCESS_H
 
-#include "maps.h"
+#include "tagging.h"
+#include "emit.h"
+#include "stash.h"
+#include "fdstate.h"
 
 #define CLONE_THREAD_ 0x00010000
 #define SIGKILL_ 9
 #define SIGSTOP_ 19
 #define ARGV_MAX_ARGS 256
+
+BPF_HASH(clone_flags, u32, u64, 16384);           /* tid -> flags of the clone in progress */
 
 TRACEPOINT_PROBE(syscalls, sys_enter_clone)
 {

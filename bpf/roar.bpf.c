@@ -2,12 +2,11 @@
  * the processes of tagged cgroups do with files and processes.
  *
  * Every program first checks that the current task is inside a tagged run
- * cgroup (tagged_cgroup in maps.h); everyone else returns at once.
+ * cgroup (tagged_cgroup in tagging.h); everyone else returns at once.
  */
 #include <uapi/linux/ptrace.h>
 #include <linux/fs.h>  /* rwf_t, used by the preadv2/pwritev2 tracepoint formats */
 
-#include "maps.h"
 #include "files.h"
 #include "process.h"
 #include "net.h"

@@ -1,8 +1,10 @@
-/* roar_event.h - the one definition of the record the kernel side emits.
+/* roar_event.h - the one definition of everything both sides of the kernel
+ * boundary read: the record the kernel side emits, its constants, the access
+ * bits it reports, and the per-process state userspace seeds for a run's root.
  *
- * Userspace (roar/events.py) parses this file to build its decoder, so the
- * layout below and the #define constants are the single source of truth.
- * Keep field types to u16/u32/s32/u64/s64 and one field per line.
+ * Userspace (roar/capture/events.py) parses this file by name, so the structs
+ * and #define constants below are the single source of truth. Keep field
+ * types to u16/u32/s32/u64/s64 and one field per line.
  */
 #ifndef ROAR_EVENT_H
 #define ROAR_EVENT_H
@@ -49,6 +51,16 @@
 #define EVF_SIGNALED 8       /* EV_EXIT: a1 holds the fatal signal */
 #define EVF_BYTES_UNKNOWN 16 /* EV_CLOSE: some calls were counted without their sizes */
 
+/* access bits of an open file: EV_MMAP's a0, EV_CLOSE's ret */
+#define FD_READ 1
+#define FD_WRITE 2
+#define FD_MAP_READ 4
+#define FD_MAP_WRITE 8
+
+/* close_range(2) flag (linux/close_range.h): EV_CLOSE_RANGE's a1. With it the
+ * range is only marked close-on-exec, nothing is closed. */
+#define CLOSE_RANGE_CLOEXEC 4  /* 1U << 2 */
+
 struct roar_event {
     u64 ts;
     u64 cgroup;
@@ -63,6 +75,16 @@ struct roar_event {
     u64 a2;
     u32 len1;
     u32 len2;
+};
+
+/* The procs map's value, per tgid. Userspace writes a run's root process
+ * (it was forked before its cgroup was tagged) with a fresh epoch. */
+struct proc_state {
+    u64 epoch;      /* changes whenever a tgid is (re)born: stale fd entries never match */
+    u32 maxfd;      /* highest fd seen from open/dup: bounds the flush loop at exit */
+    u32 exit_code;  /* from exit/exit_group */
+    u32 signal;     /* fatal signal delivered with the default action */
+    u32 state;      /* EVF_EXITED | EVF_SIGNALED */
 };
 
 #endif

@@ -12,7 +12,8 @@
 #ifndef ROAR_TLS_H
 #define ROAR_TLS_H
 
-#include "maps.h"
+#include "tagging.h"
+#include "emit.h"
 
 struct tls_key {
     u32 tgid;

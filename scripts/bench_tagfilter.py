@@ -4,7 +4,7 @@
     sudo .venv/bin/python scripts/bench_tagfilter.py [--reps 7] [--count 400000]
 
 Run cgroups now sit below each caller's own cgroup, at any level, so the
-first check of every program (tagged_cgroup in bpf/maps.h) looks up a mask of
+first check of every program (tagged_cgroup in bpf/tagging.h) looks up a mask of
 the levels in use and one ancestor id per level set, where it used to look up
 one ancestor id at a fixed level. This times an untagged `dd` of 4 KiB reads
 from /dev/zero (the syscall-heaviest shape, one read per 4 KiB) while one
@@ -13,7 +13,7 @@ program on sys_enter_read runs each filter and returns:
   detached      no program attached
   empty         a program that returns at once (the tracepoint's own cost)
   fixed-level   the old filter: bpf_get_current_ancestor_cgroup_id(2) + hash lookup
-  mask-0        the new filter (bpf/maps.h), no level in use (the mask lookup alone)
+  mask-0        the new filter (bpf/tagging.h), no level in use (the mask lookup alone)
   mask-1        the new filter, one level in use
   mask-3        the new filter, three levels in use (runs from three cgroup depths)
 
@@ -57,7 +57,7 @@ PROGRAMS = {
 
 def program(body: str) -> bytes:
     # inlined, as probes.program_text does: BCC rewrites map use in the main file only
-    maps = (REPO / "bpf" / "maps.h").read_text().replace(
+    maps = (REPO / "bpf" / "tagging.h").read_text().replace(
         '#include "roar_event.h"', (REPO / "bpf" / "roar_event.h").read_text())
     return ("#include <uapi/linux/ptrace.h>\n" + maps + "\n"
             "BPF_ARRAY(hits, u64, 1);\n"

@@ -3,7 +3,11 @@ kernel side lays out."""
 
 from __future__ import annotations
 
+import re
 import struct
+from pathlib import Path
+
+import pytest
 
 from roar.capture import events as E
 
@@ -15,16 +19,88 @@ def test_layout_parsed_from_header():
 
 
 def test_every_event_constant_is_named_in_the_module_with_the_headers_value():
-    import re
-    from pathlib import Path
-
     text = E.HEADER.read_text()
-    defined = dict(re.findall(r"^#define\s+(EVF?_\w+)\s+(\w+)", text, re.M))
-    assert defined and "EV_OPEN" in defined
+    shared = "|".join(E.SHARED_PREFIXES)
+    defined = dict(re.findall(rf"^#define\s+((?:{shared})\w+)\s+(\w+)", text, re.M))
+    assert {"EV_OPEN", "EVF_FAULT", "FD_MAP_WRITE", "CLOSE_RANGE_CLOEXEC"} <= defined.keys()
     source = Path(E.__file__).read_text()
     for name, value in defined.items():
         assert getattr(E, name) == int(value, 0), name
         assert re.search(rf"^{name} = ", source, re.M), f"{name}: not greppable in events.py"
+
+
+def test_facts_of_both_sides_are_defined_once_in_the_header():
+    """Every #define and struct of roar_event.h is defined there only: no other
+    bpf/ file redefines one, and no module of roar/ assigns a shared name
+    except events.py, which reads it from the header by name."""
+    import ast
+
+    text = E.HEADER.read_text()
+    defines = set(re.findall(r"^#define\s+(\w+)", text, re.M)) - {"ROAR_EVENT_H"}
+    structs = set(re.findall(r"^struct (\w+)\s*\{", text, re.M))
+    assert {"roar_event", "proc_state"} <= structs and "FD_READ" in defines
+    for src in sorted(E.BPF_DIR.glob("*.[ch]")):
+        if src == E.HEADER:
+            continue
+        other = src.read_text()
+        again = set(re.findall(r"^\s*#define\s+(\w+)", other, re.M)) & defines
+        again |= set(re.findall(r"^struct (\w+)\s*\{", other, re.M)) & structs
+        assert not again, f"{src.name} redefines {sorted(again)} (roar_event.h has them)"
+    shared = {n for n in E.CONSTS if n.startswith(E.SHARED_PREFIXES)}
+    package = Path(E.__file__).resolve().parents[1]
+    for mod in sorted(package.rglob("*.py")):
+        tree = ast.parse(mod.read_text())
+        for node in ast.walk(tree):
+            targets = (node.targets if isinstance(node, ast.Assign)
+                       else [node.target] if isinstance(node, ast.AnnAssign) else [])
+            names = {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+            for name in names & shared:
+                # events.py reads each from the header: NAME = CONSTS["NAME"]
+                assert mod.name == "events.py" and ast.unparse(node.value) == \
+                    f"CONSTS['{name}']", f"{mod}: {name} defined again ({ast.unparse(node)})"
+
+
+def test_close_range_flag_is_the_kernels():
+    uapi = Path("/usr/include/linux/close_range.h")
+    if not uapi.exists():
+        pytest.skip("no kernel UAPI headers installed")
+    value = re.search(r"#define CLOSE_RANGE_CLOEXEC\s+\(1U << (\d+)\)", uapi.read_text())
+    assert value and E.CLOSE_RANGE_CLOEXEC == 1 << int(value.group(1))
+
+
+@pytest.mark.capture
+def test_compiled_kernel_side_agrees_with_what_python_reads(capfd):
+    """Compile the real kernel side with a static assertion per shared constant
+    (the value Python decodes with): a redefinition anywhere in bpf/ that the
+    compiler takes fails here. The procs map BCC built has the fields Python
+    parses from struct proc_state (probes.tag writes the root's epoch by name)."""
+    from roar.capture import features
+    from roar.capture.probes import import_bcc, program_text
+
+    bcc = import_bcc()
+    shared = {n: v for n, v in E.CONSTS.items() if n.startswith(E.SHARED_PREFIXES)}
+    asserts = "".join(f'_Static_assert({n} == {v}, "{n}");\n' for n, v in shared.items())
+
+    class _BPF(bcc.BPF):
+        def _trace_autoload(self):  # compile only: nothing is loaded or attached
+            pass
+
+    cflags = ["-DRINGBUF_PAGES=16", *features.compile_flags(), "-Wno-macro-redefined",
+              "-Wno-unused-value"]
+    b = _BPF(text=(program_text() + asserts).encode(), cflags=cflags)
+    try:
+        leaf = b[b"procs"].Leaf
+        assert [f[0] for f in leaf._fields_] == E.PROC_STATE_FIELDS
+        state = leaf()
+        state.epoch = 7
+        assert state.epoch == 7 and state.maxfd == 0
+    finally:
+        b.cleanup()
+    capfd.readouterr()
+    wrong = asserts.replace(f"FD_READ == {E.FD_READ}", f"FD_READ == {E.FD_READ + 64}")
+    with pytest.raises(Exception, match="Failed to compile"):  # the assertion can fail
+        _BPF(text=(program_text() + wrong).encode(), cflags=cflags)
+    assert '"FD_READ"' in capfd.readouterr().err  # clang names the failed assertion
 
 
 def _record(type_, len1=0, len2=0, data=b"", **kw):

@@ -20,24 +20,31 @@ HEADER = BPF_DIR / "roar_event.h"
 _CTYPES = {"u16": "H", "s16": "h", "u32": "I", "s32": "i", "u64": "Q", "s64": "q"}
 
 
-def _parse_header(text: str) -> tuple[dict[str, int], list[str], str]:
-    consts = {
-        name: int(value, 0)
-        for name, value in re.findall(r"^#define\s+(\w+)\s+(-?(?:0x)?[0-9a-fA-F]+)\b", text, re.M)
-    }
-    body = re.search(r"struct roar_event\s*\{(.*?)\};", text, re.S)
+def struct_fields(text: str, struct_name: str) -> tuple[list[str], str]:
+    """The field names of a struct in the header, and its struct-module format."""
+    body = re.search(rf"struct {struct_name}\s*\{{(.*?)\}};", text, re.S)
     if not body:
-        raise RuntimeError(f"{HEADER}: struct roar_event not found")
+        raise RuntimeError(f"{HEADER}: struct {struct_name} not found")
     fields, fmt = [], "<"
     for ctype, name in re.findall(r"^\s*(\w+)\s+(\w+);", body.group(1), re.M):
         if ctype not in _CTYPES:
             raise RuntimeError(f"{HEADER}: unsupported field type {ctype} {name}")
         fields.append(name)
         fmt += _CTYPES[ctype]
-    return consts, fields, fmt
+    return fields, fmt
 
 
-CONSTS, FIELDS, FORMAT = _parse_header(HEADER.read_text())
+def _parse_header(text: str) -> tuple[dict[str, int], list[str], str]:
+    consts = {
+        name: int(value, 0)
+        for name, value in re.findall(r"^#define\s+(\w+)\s+(-?(?:0x)?[0-9a-fA-F]+)\b", text, re.M)
+    }
+    return (consts, *struct_fields(text, "roar_event"))
+
+
+_TEXT = HEADER.read_text()
+CONSTS, FIELDS, FORMAT = _parse_header(_TEXT)
+PROC_STATE_FIELDS = struct_fields(_TEXT, "proc_state")[0]  # the procs map's value
 HEADER_STRUCT = struct.Struct(FORMAT)
 HEADER_SIZE = HEADER_STRUCT.size
 PATH_MAX = CONSTS["ROAR_PATH_MAX"]
@@ -81,7 +88,16 @@ EVF_EXITED = CONSTS["EVF_EXITED"]
 EVF_SIGNALED = CONSTS["EVF_SIGNALED"]
 EVF_BYTES_UNKNOWN = CONSTS["EVF_BYTES_UNKNOWN"]
 
-_MISSING = {k for k in CONSTS if k.startswith(("EV_", "EVF_"))} - globals().keys()
+# Access bits of an open file (EV_MMAP's a0, EV_CLOSE's ret)
+FD_READ = CONSTS["FD_READ"]
+FD_WRITE = CONSTS["FD_WRITE"]
+FD_MAP_READ = CONSTS["FD_MAP_READ"]
+FD_MAP_WRITE = CONSTS["FD_MAP_WRITE"]
+
+CLOSE_RANGE_CLOEXEC = CONSTS["CLOSE_RANGE_CLOEXEC"]  # EV_CLOSE_RANGE's a1: mark, do not close
+
+SHARED_PREFIXES = ("EV_", "EVF_", "FD_", "CLOSE_RANGE_")  # the names both sides read
+_MISSING = {k for k in CONSTS if k.startswith(SHARED_PREFIXES)} - globals().keys()
 if _MISSING:
     raise RuntimeError(f"{HEADER}: {', '.join(sorted(_MISSING))} not named in {__file__}")
 

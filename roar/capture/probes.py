@@ -194,7 +194,9 @@ class Probes:
         lost = self.bpf["lost"]
         lost[lost.Key(cgroup_id)] = lost.Leaf(0)
         procs = self.bpf["procs"]
-        procs[procs.Key(root_pid)] = procs.Leaf(epoch, 0, 0, 0, 0)
+        state = procs.Leaf()  # struct proc_state (roar_event.h): zeroed, then by name
+        state.epoch = epoch
+        procs[procs.Key(root_pid)] = state
         with self._levels_lock:
             self.levels[level] = self.levels.get(level, 0) + 1
             self._tagged_levels[cgroup_id] = level

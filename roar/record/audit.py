@@ -28,10 +28,9 @@ from pathlib import Path
 import tomllib
 
 from roar.capture import events as E
+from roar.capture.events import FD_MAP_WRITE, FD_WRITE
 from roar.record.model import (
     AT_FDCWD,
-    FD_MAP_WRITE,
-    FD_WRITE,
     O_ACCMODE,
     O_CREAT,
     O_DIRECTORY,

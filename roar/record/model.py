@@ -17,6 +17,12 @@ import struct
 from dataclasses import dataclass, field
 
 from roar.capture import events as E
+from roar.capture.events import (  # defined once, in bpf/roar_event.h
+    CLOSE_RANGE_CLOEXEC,
+    FD_MAP_READ,
+    FD_MAP_WRITE,
+    FD_READ,
+)
 from roar.record.classify import needs_hash
 from roar.record.remote import RemoteLog
 
@@ -33,8 +39,6 @@ AT_FDCWD = -100
 AT_EMPTY_PATH = 0x1000
 AT_REMOVEDIR = 0x200
 CLONE_FILES = 0x400
-CLOSE_RANGE_CLOEXEC = 4
-FD_READ, FD_WRITE, FD_MAP_READ, FD_MAP_WRITE = 1, 2, 4, 8
 
 
 @dataclass(slots=True)

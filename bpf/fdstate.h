@@ -1,0 +1,74 @@
+/* fdstate.h - per-process and per-open-file state: the epoch that tells one
+ * life of a tgid from the next, and the access bits and byte counters of each
+ * (tgid, fd), reported when the fd is closed or its process exits.
+ */
+#ifndef ROAR_FDSTATE_H
+#define ROAR_FDSTATE_H
+
+#include "roar_event.h"
+#include "emit.h"
+
+struct fd_key {
+    u32 tgid;
+    s32 fd;
+};
+
+struct fd_state {
+    u64 epoch;
+    u64 rbytes;
+    u64 wbytes;
+    u32 rcalls;
+    u32 wcalls;
+    u32 bits;
+    u32 inexact;
+};
+
+BPF_HASH(procs, u32, struct proc_state, 65536);   /* tgid -> state (struct in roar_event.h) */
+BPF_TABLE("lru_hash", struct fd_key, struct fd_state, fdstate, 262144);
+
+#define FLUSH_MAX 256  /* fds flushed by one loop at exit or close_range */
+
+static __always_inline u64 proc_epoch(u32 tgid)
+{
+    struct proc_state *p = procs.lookup(&tgid);
+    return p ? p->epoch : 0;
+}
+
+static __always_inline void note_fd(u32 tgid, s32 fd)
+{
+    struct proc_state *p = procs.lookup(&tgid);
+    if (p && fd > 0 && (u32)fd > p->maxfd)
+        p->maxfd = fd;
+}
+
+/* Drop dedup state for an fd number that now names a new open file. */
+static __always_inline void forget_fd(u32 tgid, s32 fd)
+{
+    struct fd_key k = {.tgid = tgid, .fd = fd};
+    fdstate.delete(&k);
+}
+
+/* Emit the close summary of (tgid, fd) if it has dedup state; forget it. */
+static __always_inline void flush_fd(u64 cg, u32 tgid, s32 fd, u64 epoch)
+{
+    struct fd_key k = {.tgid = tgid, .fd = fd};
+    struct fd_state *s = fdstate.lookup(&k);
+    if (!s)
+        return;
+    if (s->epoch == epoch) {
+        struct roar_event ev = {};
+        fill_header(&ev, cg, EV_CLOSE);
+        ev.fd = fd;
+        ev.a0 = s->rbytes;
+        ev.a1 = s->wbytes;
+        ev.a2 = ((u64)s->rcalls << 32) | s->wcalls;
+        ev.ret = s->bits;
+        if (s->inexact)
+            ev.flags |= EVF_BYTES_UNKNOWN;
+        /* flushes come in loops (exit, close_range): the caller's own event wakes */
+        emit_small_flags(&ev, RB_NO_WAKEUP);
+    }
+    fdstate.delete(&k);
+}
+
+#endif
