@@ -56,6 +56,11 @@ def parse_run(args: list[str]) -> dict | None:
 
 
 def main() -> None:
+    # file names are bytes: one that is not UTF-8 reaches roar as surrogate
+    # escapes (PEP 383) and is printed back as the same bytes, as ls does
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="surrogateescape")
     args = sys.argv[1:]
     if args[:1] == ["run"]:
         parsed = parse_run(args[1:])

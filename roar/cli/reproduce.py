@@ -272,8 +272,11 @@ def export_cmd(ref, fmt, output, namespace):
     except (StoreError, RefError, ex.ExportError) as e:
         fail(str(e))
     if output:
-        with open(output, "w") as f:
-            f.write(text)
+        try:  # paths that are not UTF-8 are written as their bytes, as on stdout
+            with open(output, "w", errors="surrogateescape") as f:
+                f.write(text)
+        except OSError as e:
+            fail(f"cannot write {output}: {e.strerror}")
     else:
         click.echo(text, nl=False)
 

@@ -132,15 +132,11 @@ def _spawn_held(argv: list[str], run_id: str) -> tuple[int, int]:
             os.environ["ROAR_RUN_ID"] = run_id
             try:
                 os.execvp(argv[0], argv)
-            except FileNotFoundError:
-                os.write(2, f"roar: {argv[0]}: command not found\n".encode())
-                os._exit(127)
-            except PermissionError:
-                os.write(2, f"roar: {argv[0]}: permission denied\n".encode())
-                os._exit(126)
-            except OSError as e:
-                os.write(2, f"roar: {argv[0]}: {e.strerror}\n".encode())
-                os._exit(126)
+            except OSError as e:  # the name as given, bytes that are not UTF-8 too
+                why = {FileNotFoundError: "command not found",
+                       PermissionError: "permission denied"}.get(type(e), e.strerror)
+                os.write(2, f"roar: {argv[0]}: {why}\n".encode("utf-8", "surrogateescape"))
+                os._exit(127 if isinstance(e, FileNotFoundError) else 126)
         finally:
             os._exit(RUN_REFUSED)
     os.close(r)

@@ -330,7 +330,7 @@ def svg(dot_text: str) -> str:
         raise ExportError("SVG needs Graphviz, and `dot` is not on PATH: install graphviz "
                           "(apt-get install graphviz), or use --format dot")
     p = subprocess.run([exe, "-Tsvg"], input=dot_text, capture_output=True, text=True,
-                       timeout=300, check=False)
+                       errors="surrogateescape", timeout=300, check=False)
     if p.returncode != 0:
         raise ExportError(f"dot -Tsvg failed: {p.stderr.strip().splitlines()[-1:]}")
     return p.stdout

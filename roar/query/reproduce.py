@@ -629,7 +629,8 @@ class _Trees:
         src, commit = s["repo"]["source"], s["commit"]
         patch = ((store.get_run(s["run"]) or {}).get("git") or {}).get("patch") if s["patch"] \
             else None
-        want = (commit, hashlib.sha256(patch.encode()).hexdigest() if patch else None)
+        want = (commit, hashlib.sha256(patch.encode("utf-8", "surrogateescape")).hexdigest()
+                if patch else None)
         t = self.trees.get(src)
         if t is None:
             name = os.path.basename(src.rstrip("/")) or "repo"

@@ -355,12 +355,13 @@ def ident_key(url: str, version: str | None) -> str | None:
     unknown."""
     if version is None:
         return None
-    return xxhash.xxh3_128(f"remote:{url}@{version}".encode()).hexdigest()
+    return xxhash.xxh3_128(f"remote:{url}@{version}".encode("utf-8", "surrogateescape")
+                           ).hexdigest()
 
 
 def url_key(url: str) -> str:
     """The index key of a remote object, any version (hex)."""
-    return xxhash.xxh3_128(f"url:{url}".encode()).hexdigest()
+    return xxhash.xxh3_128(f"url:{url}".encode("utf-8", "surrogateescape")).hexdigest()
 
 
 URL_REF = re.compile(r"^[a-z][a-z0-9+.\-]*://", re.I)

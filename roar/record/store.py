@@ -414,7 +414,9 @@ class Store:
         p = prefix.strip().upper()
         if not p:
             raise RefError("empty run reference")
-        found = []
+        found: list[str] = []
+        if not p.isascii():  # run ids are ASCII; a name with bytes that are not UTF-8 is no id
+            raise RefError(f"no run matches '{prefix}'")
         with self._begin(db=self.dbs["runs"]) as txn:
             cur = txn.cursor()
             if cur.set_range(p.encode()):
@@ -510,10 +512,10 @@ class Store:
     # -- generic records (used by features that keep their own documents) ----
 
     def put_doc(self, db: str, key: str, doc: dict) -> None:
-        self.write(lambda txn: txn.put(key.encode(), encode_doc(doc), db=self.dbs[db]))
+        self.write(lambda txn: txn.put(_key(key), encode_doc(doc), db=self.dbs[db]))
 
     def get_doc(self, db: str, key: str) -> dict | None:
-        return self._get(db, key.encode())
+        return self._get(db, _key(key))
 
     def iter_docs(self, db: str) -> Iterator[tuple[str, dict]]:
         with self._begin(db=self.dbs[db]) as txn:
@@ -527,6 +529,12 @@ class Store:
 
     def meta_put(self, key: str, value: bytes) -> None:
         self.write(lambda txn: txn.put(key.encode(), value, db=self.dbs["meta"]))
+
+
+def _key(key: str) -> bytes:
+    """A document key as stored: a key given by a user may hold bytes that are
+    not UTF-8 (as surrogate escapes); it is then no key of the store."""
+    return key.encode("utf-8", "surrogateescape")
 
 
 def _file_size(p: Path) -> int:
