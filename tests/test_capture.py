@@ -1045,17 +1045,18 @@ def test_stdin_redirect_read_by_first_process(roar):
     assert_complete(doc)
 
 
-def test_stdout_redirect_is_an_output_stderr_redirect_is_the_log(roar):
-    """`roar run -- step > features.csv` makes features.csv an output (the
-    workload alone writes it). A redirected stderr is shared with roar, whose
-    summary lands there after the record is made: the run's log, not hashed."""
+def test_stdout_and_stderr_redirects_are_the_logs(roar):
+    """`roar run -- step > out.txt 2> log.txt`: files the caller opened for the
+    run are its logs (bytes written, no version), whoever else writes there;
+    a file the workload opens itself is an output (tests/test_capture_outputs.py)."""
     w = roar.cwd
     with open(w / "redirected.txt", "wb") as out, open(w / "log.txt", "wb") as err:
         _, doc = _run_with_stdio(roar, ["sh", "-c", "echo to the redirect; echo oops >&2"],
                                  stdout=out, stderr=err)
     assert (w / "redirected.txt").read_text() == "to the redirect\n"
-    assert_versions(doc["outputs"], {str(w / "redirected.txt"): xxh128(w / "redirected.txt")},
-                    "outputs")
+    assert doc["outputs"] == []
+    assert {f["path"]: f["bytes_written"] for f in doc["logs"]} == {
+        str(w / "redirected.txt"): 16, str(w / "log.txt"): 5}
     root = trace(roar, doc["id"])["processes"][0]
     assert "w" in proc_files(root)[str(w / "log.txt")]["mode"]
     assert "oops" in (w / "log.txt").read_text()

@@ -125,3 +125,84 @@ def test_a_virtualenv_is_found_by_its_pyvenv_cfg_whatever_its_name(tmp_path):
     plain = tmp_path / "project"
     (plain / "bin").mkdir(parents=True)
     assert classify(f"{plain}/bin/tool") == DATA  # no pyvenv.cfg: not a venv
+
+
+# -- the user's rules (roar/record/classify.py load_rules) ---------------------------------
+
+from roar.record.classify import RulesError, explain, load_rules, rules_from_docs  # noqa: E402
+
+
+def _rules(tmp_path, store: str | None = None, repo: str | None = None):
+    home, tree = tmp_path / "home", tmp_path / "repo"
+    home.mkdir(exist_ok=True)
+    tree.mkdir(exist_ok=True)
+    if store is not None:
+        (home / "config.toml").write_text(store)
+    if repo is not None:
+        (tree / ".roar.toml").write_text(repo)
+    return load_rules(home, str(tree)), str(tree), home
+
+
+def test_rule_globs_directories_and_names_anywhere(tmp_path):
+    rules, tree, home = _rules(tmp_path, store='[classify]\ndata = ["*.parquet", "/opt/x/"]\n'
+                               'environment = ["/data/tools/**/bin/*"]\nignore = ["~/.locks/"]\n')
+    assert classify("/usr/share/a/b.parquet", rules=rules) == DATA  # a name, at any depth
+    assert classify("/opt/x/lib/libz.so", rules=rules) == DATA  # a directory: all below
+    assert classify("/opt/xy/lib/libz.so", rules=rules) == ENV  # not a prefix match
+    assert classify("/data/tools/a/b/bin/run", rules=rules) == ENV
+    assert classify("/data/tools/a/b/run", rules=rules) == DATA
+    import os
+    assert classify(os.path.expanduser("~/.locks/1"), rules=rules) == PSEUDO
+    kind, why = explain("/opt/x/lib/libz.so", rules=rules)
+    assert why == f"data rule '/opt/x/' in {home / 'config.toml'}"
+
+
+def test_repo_rules_are_relative_to_the_work_tree_and_win(tmp_path):
+    rules, tree, home = _rules(tmp_path, store='[classify]\nenvironment = ["*.json"]\n',
+                               repo='[classify]\ncode = ["conf/**/*.json"]\n')
+    assert classify(f"{tree}/conf/a/b.json", tree, set(), rules) == CODE
+    kind, why = explain(f"{tree}/conf/b.json", tree, set(), rules)
+    assert (kind, why) == (CODE, f"code rule 'conf/**/*.json' in {tree}/.roar.toml")
+    assert classify(f"{tree}/other/b.json", tree, set(), rules) == ENV  # the store's rule
+    assert classify("/elsewhere/conf/b.json", tree, set(), rules) == ENV
+
+
+def test_longest_pattern_wins_within_a_file(tmp_path):
+    rules, _, _ = _rules(tmp_path, store='[classify]\nenvironment = ["/data/"]\n'
+                         'data = ["/data/sets/"]\n')
+    assert classify("/data/sets/x", rules=rules) == DATA
+    assert classify("/data/other/x", rules=rules) == ENV
+
+
+def test_rules_round_trip_through_the_run_record(tmp_path):
+    rules, tree, _ = _rules(tmp_path, repo='[classify]\ndata = ["build/*.so"]\n')
+    again = rules_from_docs([r.to_doc() for r in rules])
+    assert again == rules
+    assert classify(f"{tree}/build/x.so", tree, set(), again) == DATA
+
+
+@pytest.mark.parametrize("text,message", [
+    ("[classify\n", "is not valid TOML"),
+    ("classify = 3\n", "classify must be a table"),
+    ("[classify]\nbogus = ['x']\n", "[classify] has no 'bogus'"),
+    ("[classify]\ndata = 'x'\n", "classify.data must be a list of non-empty globs"),
+    ("[classify]\ndata = ['']\n", "classify.data must be a list of non-empty globs"),
+])
+def test_a_bad_rules_file_is_one_message_naming_it(tmp_path, text, message):
+    with pytest.raises(RulesError) as e:
+        _rules(tmp_path, store=text)
+    assert message in str(e.value) and str(tmp_path / "home" / "config.toml") in str(e.value)
+
+
+def test_explain_says_which_built_in_rule(tmp_path):
+    assert explain("/proc/self/maps")[1].startswith("a pseudo filesystem")
+    assert explain("/x/.venv/lib/python3.11/site-packages/a.py")[1] == \
+        "installed Python packages (site-packages)"
+    assert explain("/usr/bin/env") == (ENV, "a system location (/usr/)")
+    assert explain("/root/.config/pip/pip.conf")[0] == ENV
+    assert explain("/home/u/.gitconfig")[0] == ENV
+    assert explain("/repo/train.py", "/repo", {"train.py"}) == (
+        CODE, "tracked by git in the work tree /repo")
+    assert explain("/repo/d.csv", "/repo", set())[0] == DATA
+    assert explain("/data/d.csv") == (DATA, "outside the work tree and every environment "
+                                             "location")

@@ -63,6 +63,12 @@ def attach(pid: int, name: str | None = None, policy_path: str | None = None,
                                    audit.homes_of(pid))
     except audit.PolicyError as e:
         raise AttachError(str(e)) from None
+    from roar.record.classify import RulesError, load_rules
+
+    try:
+        rules = load_rules(store.home, git["root"] if git else None)
+    except RulesError as e:
+        raise AttachError(str(e)) from None
     try:
         session = DaemonSession()
     except SessionError as e:
@@ -87,6 +93,7 @@ def attach(pid: int, name: str | None = None, policy_path: str | None = None,
         "started_at": now_iso(), "ended_at": None, "exit_code": None, "signal": None,
         "git": git, "env": {}, "mode": "attached", "attached_pid": pid,
         "client_pid": os.getpid(), "complete": None, "lost_events": None,
+        "classify_rules": [r.to_doc() for r in rules],
     }
     record["command"] = record["command_redacted"]
     if git and git.get("untracked"):

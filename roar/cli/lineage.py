@@ -222,9 +222,13 @@ def inputs(ref, files, contains, contains_dir, local, exit_code, as_json):
 
 @click.command()
 @click.argument("ref")
+@click.option("--all", "all_files", is_flag=True,
+              help="List every file written into environment locations (installs, builds, "
+                   "byte code), not one line per place.")
 @click.option("--local", is_flag=True, help="This node's store only, not the shared store.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def outputs(ref, local, as_json):
+@click.option("--json", "as_json", is_flag=True,
+              help="Machine-readable output (environment outputs under env_outputs).")
+def outputs(ref, all_files, local, as_json):
     """Everything derived from REF, transitively: the runs that read it and
     what they wrote, the runs that read that, and so on."""
     from roar.query import lineage
@@ -248,6 +252,18 @@ def outputs(ref, local, as_json):
         extra = f"  [{e['status']}]" if e.get("status") else ""
         click.echo(f"  {e['depth']:<5}  {_h(e['hash']):<16}  {_size(e.get('size')):>7}  "
                    f"{e['run'][:10]:<10}  {_p(e['path'])}{extra}")
+    env = doc["env_outputs"]
+    if env and all_files:
+        click.echo(f"environment outputs ({len(env)}):")
+        for e in env:
+            extra = f"  [{e['status']}]" if e.get("status") not in ("ok", None) else ""
+            click.echo(f"  {e['depth']:<5}  {_h(e['hash']):<16}  {_size(e.get('size')):>7}  "
+                       f"{e['run'][:10]:<10}  {_p(e['path'])}{extra}")
+    elif env:
+        from roar.cli.render import env_outputs
+
+        env_outputs(env)
+        click.echo("  (each file: --all, or --json)")
 
 
 # -- diff ------------------------------------------------------------------------

@@ -6,6 +6,7 @@ User errors are one line on stderr and a non-zero exit, never a traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -132,13 +133,31 @@ def log(limit, link, group, local, as_json):
 @cli.command()
 @click.argument("ref")
 @click.option("--local", is_flag=True, help="This node's store only, not the shared store.")
+@click.option("--explain", is_flag=True,
+              help="Why each file of the run (or this path) got its kind and role: the rule "
+                   "and where it is written.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def show(ref, local, as_json):
+def show(ref, local, explain, as_json):
     """The record of a run (id or prefix), an artifact (path or content hash)
     or a distributed job (group:G)."""
     from roar.cli import render
     from roar.query import views
     from roar.record.remote import is_url
+
+    if explain:
+        try:
+            store = _store(local)
+            if os.path.lexists(ref) or ref.startswith("/"):
+                doc = views.explain_path(store, ref)
+            else:
+                doc = views.explain_run(store, store.resolve_run(ref))
+        except (StoreError, RefError) as e:
+            fail(str(e))
+        if as_json:
+            print_json(doc)
+        else:
+            render.explain(doc)
+        return
 
     if ref.startswith("group:"):
         from roar.query.groups import local_group

@@ -34,6 +34,37 @@ def _files(title: str, files: list[dict]) -> None:
                    f"{f['path']}{note}")
 
 
+def env_outputs(files: list[dict], run_id: str | None = None) -> None:
+    """What a run wrote into environment locations, one line per place."""
+    if not files:
+        return
+    from roar.query.views import env_groups
+
+    click.echo(f"environment outputs ({len(files)} files):")
+    for g in env_groups(files):
+        pk = g["packages"]
+        what = (f"installed {', '.join(f'{k} {v}' for k, v in list(pk.items())[:4])}"
+                + (f" (+{len(pk) - 4})" if len(pk) > 4 else "")) if pk else g["why"]
+        click.echo(f"  {g['files']:>5} files {_size(g['size']):>7}  into {g['root']}  ({what})")
+    if run_id:
+        click.echo(f"  (each file: roar outputs {run_id[:10]} --all, or --json)")
+
+
+def explain(doc: dict) -> None:
+    """`roar show --explain`: why each file got its kind (and role)."""
+    if "files" not in doc:  # one path
+        click.echo(f"{doc['path']}: {doc['kind']}, because {doc['why']}")
+        return
+    roles = {}
+    for f in doc["files"]:
+        roles.setdefault(f["role"], f["role_why"])
+        click.echo(f"{f['role']:<9} {f['kind']:<6} {f['path']}  ({f['why']})")
+    for rule in doc["rules"]:
+        click.echo(f"rule     {rule['kind']:<6} {rule['pattern']}  ({rule['source']})")
+    for role, why in roles.items():
+        click.echo(f"role     {role:<9} {why}")
+
+
 def run(doc: dict) -> None:
     git = doc.get("git")
     state = "complete" if doc["complete"] else "INCOMPLETE"
@@ -61,6 +92,10 @@ def run(doc: dict) -> None:
     if pk:
         shown = ", ".join(f"{k}=={v}" for k, v in list(pk.items())[:8])
         click.echo(f"packages {shown}" + (f" (+{len(pk) - 8} more)" if len(pk) > 8 else ""))
+    pk = doc.get("installed") or {}
+    if pk:
+        shown = ", ".join(f"{k}=={v}" for k, v in list(pk.items())[:8])
+        click.echo(f"installed {shown}" + (f" (+{len(pk) - 8} more)" if len(pk) > 8 else ""))
     if doc.get("gpus"):
         click.echo("gpus     " + ", ".join(g["name"] for g in doc["gpus"]))
     if doc.get("request"):
@@ -74,6 +109,9 @@ def run(doc: dict) -> None:
     click.echo(f"procs    {len(doc['processes'])}")
     _files("inputs", doc["inputs"])
     _files("outputs", doc["outputs"])
+    env_outputs(doc.get("env_outputs") or [], doc["id"])
+    for f in doc.get("logs") or []:
+        click.echo(f"log      {f['path']}  (wrote {_size(f.get('bytes_written'))})")
     blind = (doc.get("remote") or {}).get("uninspected") or []
     if blind:
         click.echo("uninspected network I/O: " + ", ".join(

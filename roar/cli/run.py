@@ -293,6 +293,12 @@ def _prepare(store: Store, argv: list[str], run_id: str, name: str | None,
         git = None if no_git else context.git_state(cwd, allow_dirty)
     except context.GitError as e:
         raise RunError(str(e)) from None
+    from roar.record.classify import RulesError, load_rules
+
+    try:  # the user's classification rules: a broken file refuses the run
+        rules = load_rules(store.home, git["root"] if git else None)
+    except RulesError as e:
+        raise RunError(str(e)) from None
     gate = None
     if request_id is not None or any_policy(store.home, git["root"] if git else None):
         from roar.requests import training as requests
@@ -316,6 +322,7 @@ def _prepare(store: Store, argv: list[str], run_id: str, name: str | None,
         "git": git, "env": context.environment(dict(os.environ), key), "mode": mode,
         "client_pid": os.getpid(), "complete": None, "lost_events": None,
         "request": request_id, "group": groups.detect(os.environ, group),
+        "classify_rules": [r.to_doc() for r in rules],
     }
     if any(a != b for a, b in zip(argv, record["command_redacted"], strict=False)):
         record["command"] = record["command_redacted"]

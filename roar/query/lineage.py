@@ -14,12 +14,12 @@ from __future__ import annotations
 import os
 import posixpath
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import xxhash
 
 from roar.query.views import content_ref, effective_status  # noqa: F401 - content_ref: API
-from roar.record.classify import CODE, CODE_SUFFIXES, DATA
+from roar.record.classify import CODE, CODE_SUFFIXES, DATA, ENV
 from roar.record.context import git
 from roar.record.hasher import OK, SPECIAL, hash_path
 from roar.record.remote import REMOTE
@@ -40,6 +40,9 @@ class RunInfo:
     record: dict
     inputs: list[dict]
     outputs: list[dict]
+    # outputs in environment locations (an install, a build, byte code): listed by
+    # `roar outputs`, never walked (reads of environment files carry no hash)
+    env_outputs: list[dict] = field(default_factory=list)
     exe: str | None = None  # the first process's executable, loaded by diff only
     key: str | None = None  # step_key(), computed once
 
@@ -97,15 +100,17 @@ class RunCache:
         rec = self.store.get_run(run_id)
         info = None
         if rec is not None:
-            ins, outs = [], []
+            ins, outs, env_outs = [], [], []
             for f in self.store.run_files(run_id):
+                if f.get("kind") == ENV and f.get("role") == "output":
+                    env_outs.append(f)
                 if f.get("kind") not in (DATA, CODE, REMOTE):
                     continue
                 if f.get("role") == "input":
                     ins.append(f)
                 elif f.get("role") == "output":
                     outs.append(f)
-            info = RunInfo(run_id, rec, ins, outs)
+            info = RunInfo(run_id, rec, ins, outs, env_outs)
         self._runs[run_id] = info
         return info
 
@@ -611,9 +616,14 @@ def outputs(store: Store, target: tuple[str, str]) -> dict:
                                 "size": f.get("size"), "paths": [f["path"]],
                                 "status": f.get("status")})
     entries.sort(key=lambda e: (e["depth"], e["path"], e["run"]))
+    env_entries = [{"path": f["path"], "hash": f.get("hash"), "run": info.id,
+                    "depth": depth + 1, "kind": ENV, "size": f.get("size"),
+                    "paths": [f["path"]], "status": f.get("status")}
+                   for info, depth in _runs_of(g) for f in info.env_outputs]
+    env_entries.sort(key=lambda e: (e["depth"], e["path"], e["run"]))
     return {"target": target_view(store, target, runs), "complete": complete,
             "reasons": reasons, "runs": [_run_summary(i, d) for i, d in _runs_of(g)],
-            "outputs": entries}
+            "outputs": entries, "env_outputs": env_entries}
 
 
 # -- diff ------------------------------------------------------------------------------

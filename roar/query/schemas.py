@@ -68,6 +68,9 @@ def _show_run() -> dict:
         "status": R.json_schema(R.RunStatus),
         "inputs": _array({"anyOf": [_file_entry("bytes_read"), _remote_entry()]}),
         "outputs": _array({"anyOf": [_file_entry("bytes_written"), _remote_entry()]}),
+        "env_outputs": _array(_file_entry("bytes_written")),
+        "logs": _array(_strict(R.view_schema("log", R.FileVersion,
+                                             list(views.SHOW_LOG_FIELDS)))),
         "processes": _array(_strict(procs)),
         "incomplete_reasons": _array({"type": "string"}),
         "hash_progress": _nullable({"type": "object"}),
@@ -116,13 +119,13 @@ def _target() -> dict:
             "properties": {"kind": {"enum": ["run", "artifact"]}}}
 
 
-def _lineage(title: str, key: str, item: str) -> dict:
+def _lineage(title: str, key: str, item: str, *more: str) -> dict:
     return {"title": title, "type": "object",
-            "required": ["target", "complete", "reasons", "runs", key],
+            "required": ["target", "complete", "reasons", "runs", key, *more],
             "properties": {"target": _target(), "complete": {"type": "boolean"},
                            "reasons": _array({"type": "string"}),
                            "runs": _array({"type": "object", "required": ["id", "depth"]}),
-                           key: _array({"$ref": f"#/$defs/{item}"})}}
+                           **{k: _array({"$ref": f"#/$defs/{item}"}) for k in (key, *more)}}}
 
 
 def _contains() -> dict:
@@ -147,7 +150,7 @@ def schemas() -> dict[str, dict]:
         "show-remote": _show_remote(), "log": _log(),
         "trace": _trace(), "inputs": _lineage("roar inputs REF --json", "inputs", "Upstream"),
         "inputs-contains": _contains(), "outputs": _lineage("roar outputs REF --json",
-                                                            "outputs", "Derived"),
+                                                            "outputs", "Derived", "env_outputs"),
         "diff": _diff(), "records": {"title": "roar's stored records"},
     }
     defs = {cls.__name__: R.record_schema(cls)

@@ -6,8 +6,9 @@ names (resolve, content_ref)."""
 from __future__ import annotations
 
 import os
+import re
 
-from roar.record.classify import CODE, DATA
+from roar.record.classify import CODE, DATA, ENV, explain, rules_from_docs, venv_root
 from roar.record.codes import Reason, messages, reason
 from roar.record.hasher import OK, hash_path
 from roar.record.ids import boot_id
@@ -45,11 +46,13 @@ LOG_FIELDS = ("id", "name", "command", "status", "started_at", "exit_code", "com
               "counts")
 SHOW_FIELDS = ("id", "name", "status", "command", "cwd", "user", "host", "boot_id", "kernel",
                "started_at", "ended_at", "exit_code", "signal", "git", "env", "packages",
-               "gpus", "inputs", "outputs", "processes", "complete", "incomplete_reasons",
+               "installed", "gpus", "inputs", "outputs", "env_outputs", "logs", "processes",
+               "complete", "incomplete_reasons",
                "lost_events", "io_uring", "connects", "remote", "mode", "counts", "request",
                "dataset_mismatch", "hash_progress", "dataset_check", "links", "reproduces",
                "group", "cgroup", "namespaces", "alerts")
 SHOW_FILE_FIELDS = ("path", "hash", "size", "kind", "status")  # + bytes_read | bytes_written
+SHOW_LOG_FIELDS = ("path", "bytes_written")
 SHOW_REMOTE_FIELDS = ("kind", "path", "url", "method", "version", "size", "hash", "hash_source",
                       "endpoint", "ranges", "status")
 SHOW_PROCESS_FIELDS = ("pid", "ppid", "argv", "exit_code", "signal")
@@ -91,11 +94,16 @@ def run_view(store: Store, run_id: str) -> dict:
         "started_at": run.get("started_at"), "ended_at": run.get("ended_at"),
         "exit_code": run.get("exit_code"), "signal": run.get("signal"),
         "git": _public_git(run.get("git")), "env": run.get("env", {}),
-        "packages": run.get("packages", {}), "gpus": run.get("gpus"),
+        "packages": run.get("packages", {}), "installed": run.get("installed") or {},
+        "gpus": run.get("gpus"),
         "inputs": [entry(f, "bytes_read") for f in files
                    if f["role"] == "input" and f["kind"] in SHOWN],
         "outputs": [entry(f, "bytes_written") for f in files
                     if f["role"] == "output" and f["kind"] in SHOWN],
+        # what it wrote in environment locations (installs, builds, byte code)
+        "env_outputs": [entry(f, "bytes_written") for f in files
+                        if f["role"] == "output" and f["kind"] == ENV],
+        "logs": [{k: f.get(k) for k in SHOW_LOG_FIELDS} for f in files if f["role"] == "log"],
         "processes": [{k: p.get(k) for k in SHOW_PROCESS_FIELDS} for p in procs],
         "complete": bool(run.get("complete")) and status == "finished",
         "incomplete_reasons": run.get("incomplete_reasons")
@@ -113,6 +121,93 @@ def run_view(store: Store, run_id: str) -> dict:
         # an audited session's policy alerts (roar audit RUN has the whole report)
         "alerts": (run.get("audit") or {}).get("alerts") or [],
     }
+
+
+def env_groups(files: list[dict]) -> list[dict]:
+    """Environment outputs as the user thinks of them: per virtualenv or
+    site-packages directory a pip install wrote into (with the distributions
+    whose .dist-info it wrote), else per reason and common directory (byte
+    code under src/, a library built into /opt/x/lib). Each: {root, why,
+    files, size, packages}; every file is in exactly one group."""
+    from roar.record.context import installed
+
+    groups: dict[tuple[str, str], list[dict]] = {}
+    loose: dict[str, list[dict]] = {}
+    for f in files:
+        p = f["path"]
+        root = venv_root(p)
+        if root:
+            groups.setdefault((root, "a virtualenv"), []).append(f)
+            continue
+        site = _SITE_DIR.match(p)
+        if site:
+            groups.setdefault((site.group(1), "installed Python packages"), []).append(f)
+            continue
+        loose.setdefault(explain(p)[1], []).append(f)
+    for why, fs in loose.items():
+        groups[(os.path.commonpath([os.path.dirname(f["path"]) for f in fs]), why)] = fs
+    out = []
+    for (root, why), fs in sorted(groups.items()):
+        out.append({"root": root, "why": why, "files": len(fs),
+                    "size": sum(f.get("size") or 0 for f in fs),
+                    "packages": installed(f["path"] for f in fs)})
+    return out
+
+
+_SITE_DIR = re.compile(r"^(.*/(?:site|dist)-packages)/")
+
+
+def explain_run(store: Store, run_id: str) -> dict:
+    """Why each file of a run got its kind and role (`roar show RUN --explain`):
+    the rule that classified it (the run's own user rules, then the built-in
+    ones), and what the run did with it."""
+    run = store.get_run(run_id)
+    if run is None:
+        raise RefError(f"no run '{run_id}'")
+    rules = rules_from_docs(run.get("classify_rules"))
+    git_root = (run.get("git") or {}).get("root")
+    out = []
+    for f in store.run_files(run_id):
+        if f.get("kind") == "remote":
+            continue
+        kind, why = explain(f["path"], git_root, None, rules)
+        if f["kind"] == CODE and kind == DATA:  # tracked by git when it ran
+            why = f"tracked by git in the work tree {git_root} when the run was recorded"
+        elif kind != f["kind"]:
+            why = f"recorded as {f['kind']}; the rules now say {kind}: {why}"
+        out.append({"path": f["path"], "kind": f["kind"], "role": f["role"], "why": why,
+                    "role_why": ROLE_WHY.get(f["role"], "")})
+    return {"run": run_id, "rules": run.get("classify_rules") or [], "files": out}
+
+
+ROLE_WHY = {
+    "input": "read before the run wrote it: hashed at its first read-open",
+    "output": "written by the run and left behind: hashed at the end",
+    "internal": "read back after the run itself wrote it",
+    "temporary": "written, then deleted by the run",
+    "log": "the run's stdout or stderr, a file the caller redirected: bytes counted, no hash",
+    "ipc": "shared memory the run made for itself and mapped: never an input or output",
+    "env": "read from the environment: summarised as package versions",
+    "pseudo": "no content of its own (/proc, /sys, /dev, or an ignore rule)",
+}
+
+
+def explain_path(store: Store, path: str) -> dict:
+    """Why a path is classified as it is now (`roar show PATH --explain`): the
+    rules of this store and of the work tree the path is in."""
+    from roar.record import context
+    from roar.record.classify import RulesError, load_rules
+
+    path = os.path.abspath(path)
+    git_root = context.git_root(os.path.dirname(path))
+    tracked = context.tracked_files(git_root) if git_root else None
+    try:
+        rules = load_rules(store.home, git_root)
+    except RulesError as e:
+        raise RefError(str(e)) from None
+    kind, why = explain(path, git_root, tracked, rules)
+    return {"path": path, "kind": kind, "why": why, "git_root": git_root,
+            "rules": [r.to_doc() for r in rules]}
 
 
 def artifact_view(store: Store, hash_hex: str, path: str | None = None) -> dict:

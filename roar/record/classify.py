@@ -1,8 +1,18 @@
-"""Classification of accessed paths: data, code, environment, pseudo.
+"""Classification of accessed paths: data, code, environment, pseudo; and the
+rules that decide it, built in or the user's own, each able to say why.
 
 Environment files (interpreters, libraries, site-packages, system config)
 are summarised as package versions, not listed as data inputs; pseudo files
 (/proc, /sys, /dev) carry no content identity.
+
+Users change the classification with globs in TOML (`[classify]` with
+`data`, `code`, `environment` and `ignore` lists), read from, first match
+wins: the work tree's `.roar.toml`, `$ROAR_HOME/config.toml`,
+`/etc/roar/config.toml`; then the built-in rules below. Within one file the
+most specific (longest) matching pattern wins. `ignore` files are kept as
+pseudo files: no hash, never an input or output. The rules a run used are
+stored on its record (`classify_rules`), so `roar show RUN --explain` gives
+the reason each of its files got its kind.
 """
 
 from __future__ import annotations
@@ -10,6 +20,8 @@ from __future__ import annotations
 import functools
 import os
 import re
+from dataclasses import dataclass
+from pathlib import Path
 
 DATA, CODE, ENV, PSEUDO = "data", "code", "env", "pseudo"
 
@@ -17,23 +29,48 @@ PSEUDO_PREFIXES = ("/proc/", "/sys/", "/dev/")
 SYSTEM_PREFIXES = ("/usr/", "/lib/", "/lib32/", "/lib64/", "/libx32/", "/bin/", "/sbin/",
                    "/etc/", "/var/lib/", "/var/cache/", "/run/", "/opt/conda/", "/nix/store/",
                    "/snap/")
-_ENV_PARTS = re.compile(
-    r"/(?:site-packages|dist-packages|__pycache__|\.pyenv/versions|envs/[^/]+/lib)/"
-    r"|/\.?v?env/(?:lib|lib64|bin|include)/|/pyvenv\.cfg$"
-    r"|/lib(?:32|64)?/python\d+(?:\.\d+)?/"
-    r"|\.pyc$"
+# the built-in environment patterns, each with the reason `--explain` gives
+_ENV_RULES = (
+    (r"/(?:site-packages|dist-packages)/", "installed Python packages (site-packages)"),
+    (r"/__pycache__/|\.pyc$", "Python byte code (.pyc)"),
+    (r"/\.pyenv/versions/", "a pyenv interpreter"),
     # pyenv's shims and its own scripts run before every pyenv python starts
-    r"|/\.pyenv/(?:shims|libexec|plugins)/"
+    (r"/\.pyenv/(?:shims|libexec|plugins)/", "pyenv's shims and scripts"),
+    (r"/envs/[^/]+/lib/", "a conda environment"),
+    (r"/\.?v?env/(?:lib|lib64|bin|include)/|/pyvenv\.cfg$", "a virtualenv (env/, venv/)"),
+    (r"/lib(?:32|64)?/python\d+(?:\.\d+)?/", "a Python interpreter's library"),
     # compiler and GPU kernel caches: rebuilt from code, never training data
-    r"|/\.triton/|/\.nv/ComputeCache/|^/tmp/torchinductor_[^/]+/"
-    r"|/\.cache/(?:pip|triton|torch_extensions|fontconfig|matplotlib|numba|pycache)/"
+    (r"/\.triton/|/\.nv/ComputeCache/|^/tmp/torchinductor_[^/]+/"
+     r"|/\.cache/(?:pip|triton|torch_extensions|fontconfig|matplotlib|numba|pycache)/",
+     "a compiler, GPU kernel or tool cache"),
+    # a user's tool settings and toolchains: they change how programs behave,
+    # they are not what the programs process
+    (r"^(?:/root|/home/[^/]+)/(?:\.config|\.rustup|\.cargo|\.conda|\.npm|\.nvm|\.docker"
+     r"|\.aws|\.ssh|\.terminfo)/"
+     r"|^(?:/root|/home/[^/]+)/\.(?:condarc|gitconfig|netrc|pypirc|bashrc|zshrc|profile"
+     r"|bash_profile|inputrc|curlrc|wgetrc)$",
+     "a user's tool settings (~/.config, dotfiles, toolchains)"),
 )
+_ENV_PARTS = re.compile("|".join(f"(?:{p})" for p, _ in _ENV_RULES))
+_ENV_EACH = tuple((re.compile(p), why) for p, why in _ENV_RULES)
 # shared libraries are environment wherever they live, unless in the work tree;
 # versions may carry any suffix (libLLVM.so.22.1-rust-1.95.0-stable)
 _SHARED_LIB = re.compile(r"\.so(?:\.\d+)*$|/lib[^/]*\.so\.\d[^/]*$")
 # a virtualenv is wherever a pyvenv.cfg sits above bin/, lib/ or include/,
 # whatever the directory is called
 _VENV_PART = re.compile(r"/(?:bin|lib|lib64|include)/")
+CODE_SUFFIXES = (".py", ".pyx", ".pxd", ".ipynb", ".sh", ".bash", ".c", ".cc", ".cpp", ".h",
+                 ".hpp", ".cu", ".rs", ".go", ".js", ".ts", ".r", ".R", ".jl", ".lua", ".pl",
+                 ".rb", ".java", ".scala", ".sql", ".toml", ".cfg", ".ini", ".yaml", ".yml",
+                 "Makefile", "Dockerfile")
+
+REPO_RULES = ".roar.toml"  # in the work tree's root
+SYSTEM_RULES = Path("/etc/roar/config.toml")
+RULE_KINDS = {"data": DATA, "code": CODE, "environment": ENV, "ignore": PSEUDO}
+
+
+class RulesError(ValueError):
+    """A rules file roar cannot use; the message names it."""
 
 
 @functools.lru_cache(maxsize=4096)
@@ -41,19 +78,19 @@ def _is_venv(root: str) -> bool:
     return os.path.isfile(root + "/pyvenv.cfg")
 
 
-def in_venv(path: str) -> bool:
-    """Whether path lies in a virtualenv's bin/, lib/ or include/ (found by
-    its pyvenv.cfg: one stat per directory, cached)."""
+def venv_root(path: str) -> str | None:
+    """The virtualenv whose bin/, lib/ or include/ holds path (found by its
+    pyvenv.cfg: one stat per directory, cached), or None."""
     for i, m in enumerate(_VENV_PART.finditer(path)):
         if i >= 3:
             break
         if m.start() > 0 and _is_venv(path[:m.start()]):
-            return True
-    return False
-CODE_SUFFIXES = (".py", ".pyx", ".pxd", ".ipynb", ".sh", ".bash", ".c", ".cc", ".cpp", ".h",
-                 ".hpp", ".cu", ".rs", ".go", ".js", ".ts", ".r", ".R", ".jl", ".lua", ".pl",
-                 ".rb", ".java", ".scala", ".sql", ".toml", ".cfg", ".ini", ".yaml", ".yml",
-                 "Makefile", "Dockerfile")
+            return path[:m.start()]
+    return None
+
+
+def in_venv(path: str) -> bool:
+    return venv_root(path) is not None
 
 
 def is_pseudo(path: str) -> bool:
@@ -62,14 +99,37 @@ def is_pseudo(path: str) -> bool:
         path in ("/proc", "/sys", "/dev")
 
 
+def _in_tree(path: str, git_root: str | None) -> str | None:
+    """path relative to the work tree's root, when it is below it."""
+    if git_root:
+        root = git_root.rstrip("/")
+        if path.startswith(root + "/"):
+            return path[len(root) + 1:]
+    return None
+
+
+def _builtin_env(path: str, git_root: str | None) -> str | None:
+    """Why path is environment by the built-in rules (None: it is not)."""
+    if _ENV_PARTS.search(path):
+        return next(why for rx, why in _ENV_EACH if rx.search(path))
+    venv = venv_root(path)
+    if venv:
+        return f"the virtualenv {venv} (it has a pyvenv.cfg)"
+    rel = _in_tree(path, git_root)
+    if rel is not None or (git_root and path == git_root.rstrip("/")):
+        if rel == ".git" or (rel or "").startswith(".git/"):
+            return "git's own files"
+        return None  # in the work tree: never environment by location alone
+    if path.startswith(SYSTEM_PREFIXES):
+        return f"a system location ({next(p for p in SYSTEM_PREFIXES if path.startswith(p))})"
+    if _SHARED_LIB.search(path):
+        return "a shared library outside the work tree"
+    return None
+
+
 def is_environment(path: str, git_root: str | None = None) -> bool:
     """Interpreter, library and system files (no git knowledge needed)."""
-    if _ENV_PARTS.search(path) or in_venv(path):
-        return True
-    if git_root and (path == git_root or path.startswith(git_root.rstrip("/") + "/")):
-        rel = path[len(git_root.rstrip("/")) + 1 :]
-        return rel == ".git" or rel.startswith(".git/")
-    return path.startswith(SYSTEM_PREFIXES) or bool(_SHARED_LIB.search(path))
+    return _builtin_env(path, git_root) is not None
 
 
 def needs_hash(path: str) -> bool:
@@ -79,16 +139,164 @@ def needs_hash(path: str) -> bool:
                 or _ENV_PARTS.search(path) or in_venv(path))
 
 
-def classify(path: str, git_root: str | None = None, tracked: set[str] | None = None) -> str:
-    """data | code | env | pseudo for an absolute path."""
+# -- the user's rules --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One glob of a rules file: what it makes a path, and where it is written."""
+
+    kind: str  # data | code | env | pseudo (the file's "ignore")
+    pattern: str  # as written in the file
+    source: str  # the file
+    regex: str  # the glob, anchored, as a regular expression
+
+    def matches(self, path: str) -> bool:
+        return _compiled(self.regex).match(path) is not None
+
+    def to_doc(self) -> dict:
+        return {"kind": self.kind, "pattern": self.pattern, "source": self.source}
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled(regex: str) -> re.Pattern:
+    return re.compile(regex)
+
+
+def _glob_regex(glob: str) -> str:
+    out, i = [], 0
+    while i < len(glob):
+        c = glob[i]
+        if glob.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+            continue
+        if glob.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        out.append("[^/]*" if c == "*" else "[^/]" if c == "?" else re.escape(c))
+        i += 1
+    return "".join(out)
+
+
+def make_rule(kind: str, pattern: str, source: str, base: str | None) -> Rule:
+    """A rule for one glob. `/...` and `~/...` are absolute; other patterns are
+    relative to base (the work tree of a `.roar.toml`), or, in the store's and
+    system's files, match at any depth (`*.parquet`, `scratch/**`). A pattern
+    naming a directory covers everything below it."""
+    glob = pattern.strip()
+    if glob.startswith("~/") or glob == "~":
+        glob = os.path.expanduser("~") + glob[1:]
+    if not glob.startswith("/"):
+        glob = (base.rstrip("/") + "/" if base else "**/") + glob
+    glob = glob.rstrip("/") or "/"
+    return Rule(kind, pattern, source, "^" + _glob_regex(glob) + "(?:/.*)?$")
+
+
+def read_rules(path: Path, base: str | None) -> list[Rule]:
+    """The rules of one TOML file ([classify] with data/code/environment/ignore
+    lists); none when the file or its section is absent."""
+    try:
+        raw = path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as e:
+        raise RulesError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        section = tomllib.loads(raw.decode()).get("classify")
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise RulesError(f"{path} is not valid TOML: {e}") from None
+    if section is None:
+        return []
+    if not isinstance(section, dict):
+        raise RulesError(f"{path}: classify must be a table ([classify])")
+    rules = []
+    for key, globs in section.items():
+        if key not in RULE_KINDS:
+            raise RulesError(f"{path}: [classify] has no '{key}' (use "
+                             f"{', '.join(RULE_KINDS)})")
+        if not isinstance(globs, list) or not all(isinstance(g, str) and g.strip()
+                                                  for g in globs):
+            raise RulesError(f"{path}: classify.{key} must be a list of non-empty globs")
+        rules += [make_rule(RULE_KINDS[key], g, str(path), base) for g in globs]
+    return rules
+
+
+def rule_files(home: Path | str | None, git_root: str | None) -> list[tuple[Path, str | None]]:
+    """The rules files, first match wins, each with its base for relative globs."""
+    files: list[tuple[Path, str | None]] = []
+    if git_root:
+        files.append((Path(git_root) / REPO_RULES, git_root))
+    if home is not None:
+        files.append((Path(home) / "config.toml", None))
+    files.append((SYSTEM_RULES, None))
+    return files
+
+
+def load_rules(home: Path | str | None, git_root: str | None) -> list[Rule]:
+    """Every user rule, in precedence order (RulesError on a bad file)."""
+    rules: list[Rule] = []
+    for path, base in rule_files(home, git_root):
+        rules += read_rules(path, base)
+    return rules
+
+
+def rules_from_docs(docs: list[dict] | None) -> list[Rule]:
+    """The rules stored on a run record (Rule.to_doc), rebuilt."""
+    out = []
+    for d in docs or []:
+        base = None
+        if d["source"].endswith("/" + REPO_RULES):
+            base = d["source"][: -len(REPO_RULES) - 1]
+        out.append(make_rule(d["kind"], d["pattern"], d["source"], base))
+    return out
+
+
+def _user_rule(path: str, rules: list[Rule]) -> Rule | None:
+    """The rule that decides path: the first file with a match, and in it the
+    most specific (longest) pattern."""
+    best = None
+    for r in rules:
+        if best is not None and r.source != best.source:
+            break
+        if r.matches(path) and (best is None or len(r.pattern) > len(best.pattern)):
+            best = r
+    return best
+
+
+# -- the decision ---------------------------------------------------------------------
+
+
+def explain(path: str, git_root: str | None = None, tracked: set[str] | None = None,
+            rules: list[Rule] | None = None) -> tuple[str, str]:
+    """(kind, why) for an absolute path: the kind and the rule that gave it."""
     if is_pseudo(path):
-        return PSEUDO
-    if is_environment(path, git_root):
-        return ENV
-    if git_root and path.startswith(git_root.rstrip("/") + "/"):
-        rel = path[len(git_root.rstrip("/")) + 1 :]
+        return PSEUDO, "a pseudo filesystem (/proc, /sys, /dev other than /dev/shm)"
+    if rules:
+        r = _user_rule(path, rules)
+        if r is not None:
+            name = next(k for k, v in RULE_KINDS.items() if v == r.kind)
+            return r.kind, f"{name} rule '{r.pattern}' in {r.source}"
+    why = _builtin_env(path, git_root)
+    if why is not None:
+        return ENV, why
+    rel = _in_tree(path, git_root)
+    if rel is not None:
         if tracked is not None and rel in tracked:
-            return CODE
+            return CODE, f"tracked by git in the work tree {git_root.rstrip('/')}"
         if path.endswith(CODE_SUFFIXES):
-            return CODE
-    return DATA
+            suffix = next(s for s in CODE_SUFFIXES if path.endswith(s))
+            return CODE, f"a code or configuration file ({suffix}) in the work tree"
+        return DATA, "in the work tree, neither tracked by git nor a code file"
+    return DATA, "outside the work tree and every environment location"
+
+
+def classify(path: str, git_root: str | None = None, tracked: set[str] | None = None,
+             rules: list[Rule] | None = None) -> str:
+    """data | code | env | pseudo for an absolute path."""
+    return explain(path, git_root, tracked, rules)[0]

@@ -34,7 +34,8 @@ class Role(str, enum.Enum):
     OUTPUT = "output"  # written and left behind: hashed at the end
     INTERNAL = "internal"  # read back after the run itself wrote it
     TEMPORARY = "temporary"  # written, then deleted by the run
-    LOG = "log"  # roar's own stderr redirected to a file (shared with roar)
+    LOG = "log"  # the stdout/stderr file the run inherited (`> train.log`): bytes, no hash
+    IPC = "ipc"  # shared memory the run made for itself (/dev/shm): never input or output
     ENV = "env"  # interpreter, libraries, site-packages: summarised as packages
     PSEUDO = "pseudo"  # /proc, /dev, /sys
 

@@ -449,3 +449,16 @@ def packages(paths) -> dict[str, str]:
             if tops & _top_names(site, n):
                 found.setdefault(m.group(1).replace("_", "-").lower(), m.group(2))
     return dict(sorted(found.items()))
+
+
+def installed(paths) -> dict[str, str]:
+    """Name -> version of the distributions the run installed: those whose
+    .dist-info (or .egg-info) it wrote files into (pip writes RECORD last)."""
+    found: dict[str, str] = {}
+    for p in paths:
+        m = _SITE.match(p)
+        if m:
+            d = _DIST.match(m.group(2))
+            if d and p != m.group(0):
+                found.setdefault(d.group(1).replace("_", "-").lower(), d.group(2))
+    return dict(sorted(found.items()))

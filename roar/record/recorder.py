@@ -3,9 +3,13 @@ its processes, and one file record per (path, role) with content hashes.
 
 A path the run read before writing it is an input (hashed at the first
 read-open, before anyone could change it); a path it wrote and left behind
-is an output (hashed at the end); written then deleted is temporary; read
-back after the run itself wrote it is internal. Whatever could not be
-established for sure is named in the record's incomplete_reasons.
+is an output (hashed at the end), wherever it is: environment locations
+too (a pip install, a built shared library, byte code), kept as kind env;
+written then deleted is temporary; read back after the run itself wrote it
+is internal. The files the run inherited as stdout and stderr are its logs;
+shared memory it made for itself (/dev/shm) is IPC: never an input or an
+output. Whatever could not be established for sure is named in the record's
+incomplete_reasons.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections import deque
 
 from roar.capture.events import decode
 from roar.record import context, remote
-from roar.record.classify import CODE, DATA, ENV, PSEUDO, classify
+from roar.record.classify import CODE, DATA, ENV, PSEUDO, classify, rules_from_docs
 from roar.record.codes import Reason, RunStatus, messages, reason
 from roar.record.hasher import OK, SPECIAL, VANISHED, Hasher, HashResult, birth_ns
 from roar.record.ids import now_iso
@@ -30,6 +34,8 @@ INTERRUPT_SIGNALS = {1, 2, 9, 15}  # HUP, INT, KILL, TERM: somebody stopped the 
 # clock): a file born within this much before the run's O_CREAT open counts as
 # made by it.
 CREATE_SLACK_NS = 20_000_000
+# POSIX shared memory (shm_open) and named semaphores (sem_open) live here
+SHM = "/dev/shm/"
 
 
 # How long the end of `roar run` waits for content hashes still in progress
@@ -77,11 +83,15 @@ class RunRecorder:
                  workers: int = 2, start_ns: int | None = None):
         self.store = store
         self.run = run
-        # roar's own stderr, when redirected to a file, is shared with roar (its
-        # summary line lands there too): recorded as the run's log, not hashed.
-        # A redirected stdout is the workload's alone: an output like any other.
-        self.stdio = {p for fd, p in root_fds.items() if fd == 2}
+        # the files the caller handed the run as stdout and stderr (`> train.log`)
+        # are its logs: the caller's, shared with roar (its summary lands on
+        # stderr) and perhaps with other writers; recorded with the bytes the
+        # run wrote, never as a versioned output. A file the run opens itself
+        # (`sh -c 'step > out.csv'`) is an output as any other.
+        self.stdio = {p for fd, p in root_fds.items() if fd in (1, 2)}
         self.wall_offset = time.time_ns() - time.monotonic_ns()
+        # the user's classification rules, as `roar run` found them (classify.py)
+        self.rules = rules_from_docs(run.get("classify_rules"))
         self.hasher = Hasher(store, workers=workers)
         self.deadline: float | None = None  # set at the end: bounds waits for hashes
         self.messages: list[str] = []  # for the user, printed by `roar run`
@@ -96,8 +106,9 @@ class RunRecorder:
         self._pf_built: dict[int, tuple] = {}  # id(ProcFile) -> (signature, entry, JSON)
         self._clean: set[str] = set()  # built, and not touched by the model since
         self._todo: deque[tuple[str, int]] = deque()  # (path, looks so far)
-        self.model = RunModel(root_pid, run["cwd"], run["command"], root_fds,
-                              time.monotonic_ns() if start_ns is None else start_ns,
+        start_ns = time.monotonic_ns() if start_ns is None else start_ns
+        self.start_wall = start_ns + self.wall_offset
+        self.model = RunModel(root_pid, run["cwd"], run["command"], root_fds, start_ns,
                               self.hasher.submit)
 
     def feed_raw(self, raw: bytes) -> None:
@@ -174,12 +185,19 @@ class RunRecorder:
         run["incomplete_reasons"] = messages(reasons)
         run["io_uring"] = model.io_uring
         run["connects"] = model.connects
-        run["packages"] = context.packages(p["path"] for p in files if p["kind"] == ENV)
+        run["installed"] = context.installed(p["path"] for p in files
+                                             if p["role"] == "output" and p["kind"] == ENV)
+        # what it installed is not what it used (pip reads back what it byte-compiles)
+        run["packages"] = {k: v for k, v in context.packages(
+            p["path"] for p in files if p["role"] == ENV).items()
+            if run["installed"].get(k) != v}
         run["counts"] = {
             "inputs": sum(1 for f in files if f["role"] == "input"
                           and f["kind"] in (DATA, CODE, remote.REMOTE)),
             "outputs": sum(1 for f in files if f["role"] == "output"
                            and f["kind"] in (DATA, CODE, remote.REMOTE)),
+            "env_outputs": sum(1 for f in files if f["role"] == "output"
+                               and f["kind"] == ENV),
             "processes": len(procs),
             "events": model.events,
         }
@@ -281,8 +299,10 @@ class RunRecorder:
         hashes still running."""
         if s.renamed_from:
             return False
-        if kind in (ENV, PSEUDO):
+        if kind == PSEUDO:
             return True
+        if kind == ENV:
+            return self._read_only(s)  # written: an output, hashed at the end
         job = s.early_hash
         return (s.read and self._read_only(s) and s.path not in self.stdio
                 and job is not None and job.value is not None)
@@ -310,7 +330,8 @@ class RunRecorder:
             s = model.paths[path]
             kind = self.kinds.get(path)
             if kind is None:
-                kind = self.kinds[path] = classify(path, self._git_root, self._tracked)
+                kind = self.kinds[path] = classify(path, self._git_root, self._tracked,
+                                                       self.rules)
             if not self._settled(s, kind):
                 if self._read_only(s):
                     if s.read and s.early_hash is not None:
@@ -332,14 +353,15 @@ class RunRecorder:
         kinds = self.kinds
         for path in model.paths:
             if path not in kinds:
-                kinds[path] = classify(path, git_root, tracked)
+                kinds[path] = classify(path, git_root, tracked, self.rules)
         created = {path: self._created_by_run(s, self._result(s.early_hash))
                    for path, s in model.paths.items()
-                   if s.create_ts is not None and kinds[path] in (DATA, CODE)}
+                   if s.create_ts is not None and kinds[path] in (DATA, CODE, ENV)}
         outputs = {}
         for path, s in model.paths.items():
             if ((s.written or created.get(path)) and not s.deleted and path not in self.stdio
-                    and kinds[path] in (DATA, CODE)):
+                    and kinds[path] in (DATA, CODE, ENV)
+                    and not self._is_ipc(path, s, created)):
                 outputs[path] = self.hasher.submit(path)
         records: list[dict] = []
         encoded: list[bytes] = []
@@ -378,30 +400,59 @@ class RunRecorder:
                 base["bytes_exact"] = base["bytes_exact"] and prev["bytes_exact"]
                 base["processes"] = sorted(set(base["processes"]) | set(prev["processes"]))
         records = []
-        if kind in (ENV, PSEUDO):
-            if s.read or s.written:
-                mode = ("r" if s.read else "") + ("w" if s.written else "")
+        written = s.written or created.get(path, False)
+        mode = ("r" if s.read else "") + ("w" if s.written else "")
+        if kind == PSEUDO:
+            if mode:
                 records.append(_version(base, kind, mode))
+        elif self._is_ipc(path, s, created):
+            records.append(_version(base, "ipc", mode or None))
         else:
-            written = s.written or created.get(path, False)
-            if s.read and s.first == "read" and not created.get(path):
+            if kind == ENV:
+                if s.read:  # summarised as packages
+                    records.append(_version(base, ENV, "r"))
+            elif s.read and s.first == "read" and not created.get(path):
                 records.append(self._input_record(base, s))
             elif s.read and not written:
                 records.append(_version(base, "internal"))
             if written and path in self.stdio:
                 records.append(_version(base, "log"))
-            elif written:
-                if s.deleted:
-                    records.append(_version(base, "temporary"))
-                else:
-                    res = self._result(outputs[path])
-                    if res is None:
-                        records.append(self._pending(base, "output", time.time_ns()))
-                    else:
-                        records.append(_version(base, "output", res=res))
+            elif written:  # an output wherever it is (an install, a build, byte code)
+                records.append(self._written_record(base, path, s, outputs))
         for rec in records:
             _bound_bytes(rec)
         return records
+
+    def _written_record(self, base: dict, path: str, s, outputs: dict) -> dict:
+        """What the run wrote: temporary when it deleted it, else an output."""
+        if s.deleted:
+            return _version(base, "temporary")
+        res = self._result(outputs[path])
+        if res is None:
+            return self._pending(base, "output", time.time_ns())
+        return _version(base, "output", res=res)
+
+    def _is_ipc(self, path: str, s, created: dict) -> bool:
+        """Shared memory or a named semaphore the run made for itself: a
+        /dev/shm file that its processes mapped (or a sem.* file), which did not
+        exist before the run started. Such segments are created, mapped by
+        workers and unlinked within milliseconds (a PyTorch DataLoader's
+        batches): never inputs, never outputs, whatever was seen of them."""
+        if not path.startswith(SHM):
+            return False
+        if not (path.startswith(SHM + "sem.")
+                or any(pf.mapped for _, pf in self.model.by_path.get(path, ()))):
+            return False  # written and read with read(2)/write(2): a file staged in RAM
+        if created.get(path):
+            return True
+        early = self._result(s.early_hash) if s.early_hash is not None else None
+        since = self.start_wall - CREATE_SLACK_NS
+        if early is not None and early.ctime_ns is not None and early.ctime_ns < since:
+            return False  # there, unchanged, before the run: a real input
+        born = (early.born_ns if early is not None else None) or birth_ns(path)
+        if born is not None:
+            return born >= since
+        return True  # gone before anyone could look at it, mapped by the run: its own
 
     def _input_record(self, base: dict, s) -> dict:
         if s.early_hash is None:
@@ -455,7 +506,7 @@ class RunRecorder:
             for pf in p.files.values():
                 kind = kinds.get(pf.path)
                 if kind is None:
-                    kind = kinds[pf.path] = classify(pf.path, git_root, tracked)
+                    kind = kinds[pf.path] = classify(pf.path, git_root, tracked, self.rules)
                 hit = self._pf_built.get(id(pf))
                 if hit is not None and pf.path in clean:  # its path's records too
                     files.append(hit[1])

@@ -242,7 +242,8 @@ class Run(_Record):
     io_uring: bool | None = None
     connects: list[Any] = field(default_factory=list)
     remote: dict | None = None  # {objects, telemetry, uninspected} (record/remote.py)
-    packages: dict = field(default_factory=dict)
+    packages: dict = field(default_factory=dict)  # name -> version, imported by the run
+    installed: dict = field(default_factory=dict)  # name -> version, installed by the run
     counts: dict | None = None
     gpus: list[dict] | None = None
     request: str | None = None
@@ -253,6 +254,8 @@ class Run(_Record):
     group: dict | None = None  # the distributed job (roar/record/groups.py)
     cgroup: dict | None = None  # where the run cgroup was made (capture/cgroups.Placement)
     namespaces: dict | None = None  # the workload's mount/pid namespaces and root
+    # the user's classification rules in force (roar/record/classify.py Rule.to_doc)
+    classify_rules: list[dict] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -269,6 +272,8 @@ class Run(_Record):
         self.links = [x if isinstance(x, Link) else Link.from_doc(x) for x in self.links or []]
         self.env = self.env or {}
         self.packages = self.packages or {}
+        self.installed = self.installed or {}
+        self.classify_rules = self.classify_rules or []
         self.connects = self.connects or []
         self.reasons = self.reasons or []
 
