@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from roar.query import lineage
 from roar.record.ids import new_run_id
-from roar.record.store import Store
+from roar.record.store import INDEX_DBS, Store
 
 BATCH = 200  # runs per write transaction
 
@@ -73,7 +73,7 @@ def build(home: Path, runs: int, edges: int) -> dict:
     store = Store(home)
     store.env.set_mapsize(16 << 30)
     t0 = time.time() - 10 * 86400
-    made = 0
+    made = n_edges = 0
     shared = _h("vocab")
     t = time.perf_counter()
     pending: list[tuple[dict, list, list]] = []
@@ -107,6 +107,7 @@ def build(home: Path, runs: int, edges: int) -> dict:
                              "code"))
             outs = [_file(f"/data/p{p}/s{k}/out-{i:04d}.bin", "output", _h(p, k, i))
                     for i in range(fanout)]
+            n_edges += len(ins) + len(outs)
             pending.append((_run(rid, p, k, t0, fanout), ins + outs,
                             [{"key": "p1", "pid": 1, "ppid": 0, "parent": None,
                               "argv": ["python3"], "exe": "/usr/bin/python3.11", "files": []}]))
@@ -116,14 +117,14 @@ def build(home: Path, runs: int, edges: int) -> dict:
     if pending:
         flush()
     build_s = time.perf_counter() - t
-    with store.env.begin() as txn:
-        n_edges = (txn.stat(store.dbs["hash_read"])["entries"]
-                   + txn.stat(store.dbs["hash_written"])["entries"])
+    with store.env.begin() as txn:  # rows in the indexes (file sets: fewer than edges)
+        index_rows = sum(txn.stat(store.dbs[db])["entries"] for db in INDEX_DBS)
     store.close()
     last = length - 1
     while (0, last) not in ids:
         last -= 1
-    return {"runs": made, "edges": n_edges, "build_s": build_s, "length": length,
+    return {"runs": made, "edges": n_edges, "index_rows": index_rows, "build_s": build_s,
+            "length": length,
             "pipelines": pipelines, "fanout": fanout,
             "deep": _h(0, last, 0), "deep_b": _h(1, last, 0), "raw": _h("raw", 0, 0),
             "member": _h("raw", 0, 1), "absent": _h("never", "read"), "shared": shared}
@@ -151,7 +152,8 @@ def main() -> None:
         size = (home / "store" / "data.mdb").stat().st_size
         print(f"store: {info['runs']} runs, {info['edges']} edges ({info['pipelines']} pipelines "
               f"x {info['length']} steps, {info['fanout']} reads + {info['fanout']} writes per "
-              f"run), {size / 2**20:.0f} MiB, built in {info['build_s']:.1f}s")
+              f"run; {info['index_rows']} index rows), {size / 2**20:.0f} MiB, built in "
+              f"{info['build_s']:.1f}s")
         store = Store(home, readonly=True)
         art = ("artifact", info["deep"])
         queries = [

@@ -63,10 +63,10 @@ def _record(store: Store, d: str, evs: list[E.Event], look_ahead: bool) -> tuple
     for db in ("run_files", "run_procs"):
         with store._begin(db=store.dbs[db]) as txn:
             raw.append(bytes(txn.get(rid)))
-    for db in ("hash_read", "hash_written"):  # the hash index rows of this run
-        with store._begin(db=store.dbs[db]) as txn:
-            raw.append(sorted((bytes(k[:-len(rid)]), bytes(v)) for k, v in txn.cursor()
-                              if bytes(k).endswith(rid)))
+    hashes = [f["hash"] for f in store.run_files(done["id"]) if f.get("hash")]
+    for lookup in (store.readers_of_many, store.writers_of_many):  # what the indexes say
+        raw.append(sorted((h, tuple(paths)) for h, rows in lookup(hashes).items()
+                          for r, paths in rows if r == done["id"]))
     return store.run_files(done["id"]), raw, built
 
 

@@ -278,6 +278,7 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
     problem = kick(store.home)  # the run is in the outbox already; this pushes it soon
     if problem:
         print(f"roar: {problem}", file=sys.stderr)
+    mark("end: links, chain, shared outbox")
     _summary(run)
     return run["exit_code"] if run["exit_code"] is not None else 1
 

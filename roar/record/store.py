@@ -3,7 +3,24 @@ indexes (hash -> runs that read / wrote it) and the stat cache.
 
 One writer at a time (LMDB's own lock), readers never block it. Keys are
 fixed-width and ordered where order matters: run ids sort by time, hash
-index keys are 16 hash bytes followed by the run id.
+index keys are 16 hash bytes followed by what holds the content.
+
+The hash indexes point to content-addressed file sets, not to runs (schema 2),
+so that a run reading the same 20,000 files as an earlier one adds a row, not
+20,000. A run's index rows for one index (what it read, what it wrote: (hash,
+path) pairs) are sorted by path and cut into chunks where a row's own hash says
+so (about CHUNK_AVG rows each, so one changed file changes one chunk, not the
+cut of the others). A chunk's id is the hash of its rows, a set's the hash of its
+chunk ids (a one-chunk set is its chunk). Only content never stored before adds
+rows:
+    hash_read / hash_written   content hash + chunk id -> paths (once per chunk)
+    sets                       chunk id -> b""; set id -> its chunk ids
+    chunk_sets                 chunk id + set id -> b"" (sets of two chunks or more)
+    set_runs                   set id + run id -> b"" (one per run and index)
+    run_sets                   run id -> its set ids (to replace them: index_files)
+Schema 1's rows (content hash + run id -> paths, in the same hash indexes) are
+still read: a store written by an older roar keeps every answer, and is never
+rewritten.
 """
 
 from __future__ import annotations
@@ -20,13 +37,17 @@ import lmdb
 from roar.record import storecheck
 from roar.record.codes import Reason, decode, encode, from_sentence, messages
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: hash indexes point to file sets; schema 1's rows are read too
 RUN_ID_LEN = 26
 HASH_LEN = 16  # xxh3-128 digest bytes
+SET_LEN = 16  # chunk and set ids: xxh3-128 digests
+CHUNK_AVG = 128  # rows per chunk on average (a cut after a row whose hash is 0 mod this)
+CHUNK_MAX = 1024  # and a cut after this many rows whatever they are
 INITIAL_MAP_SIZE = 64 << 20
 MIN_FREE_SPACE = 256 << 10  # below this a run is refused before it starts
 DBS = ("meta", "runs", "run_files", "run_procs", "hash_read", "hash_written", "statcache",
-       "requests", "groups", "outbox")
+       "requests", "groups", "outbox", "sets", "chunk_sets", "set_runs", "run_sets")
+INDEX_DBS = ("hash_read", "hash_written", "sets", "chunk_sets", "set_runs", "run_sets")
 
 
 class StoreError(Exception):
@@ -59,8 +80,9 @@ _loads = decode
 
 
 def index_entries(rid: bytes, files: list[dict]) -> list[tuple[str, bytes, bytes]]:
-    """The hash-index rows of a run's file records, one per hashed input or
-    output: (index, content hash + run id, path). Index values are paths,
+    """The hash-index entries of a run's file records, one per hashed input or
+    output: (index, content hash + run id, path); the store keeps them as file
+    sets (see the module's docstring), the shared store as they are. Index values are paths,
     NUL-separated when several hold the same content (paths never hold NUL);
     paths are str with surrogate escapes for undecodable bytes (os.fsdecode)."""
     out = []
@@ -85,6 +107,44 @@ def _decode_paths(raw) -> list[str]:
     if raw.startswith(b'["'):  # stores written before paths were stored raw
         return json.loads(raw)
     return [os.fsdecode(p) for p in raw.split(b"\0")]
+
+
+def _paths_in_order(paths: list[str]) -> list[str]:
+    """Paths once each, in the order of their bytes (the order they are stored in)."""
+    if len(paths) == 1:
+        return paths
+    return sorted(set(paths), key=lambda p: p.encode("utf-8", "surrogateescape"))
+
+
+class _SetRuns:
+    """The runs holding a chunk (through the sets it is part of), within one
+    read transaction, each looked up once."""
+
+    def __init__(self, txn, dbs: dict):
+        self.set_runs = txn.cursor(db=dbs["set_runs"])
+        self.chunk_sets = txn.cursor(db=dbs["chunk_sets"])
+        self.memo: dict[bytes, list[str]] = {}
+
+    @staticmethod
+    def _scan(cur, prefix: bytes) -> list[bytes]:
+        out = []
+        if cur.set_range(prefix):
+            for key in cur.iternext(values=False):
+                key = bytes(key)
+                if not key.startswith(prefix):
+                    break
+                out.append(key[len(prefix):])
+        return out
+
+    def runs_of_chunk(self, cid: bytes) -> list[str]:
+        got = self.memo.get(cid)
+        if got is None:
+            # the chunk as a set of its own, and every set it is part of
+            rids = self._scan(self.set_runs, cid)
+            for sid in self._scan(self.chunk_sets, cid):
+                rids += self._scan(self.set_runs, sid)
+            got = self.memo[cid] = [r.decode() for r in rids]
+        return got
 
 
 def stat_key(st: os.stat_result) -> bytes:
@@ -166,6 +226,11 @@ class Store:
         if found > SCHEMA_VERSION:
             raise StoreError(f"roar store at {self.path} has schema {found}, newer than this "
                              f"roar understands ({SCHEMA_VERSION}): upgrade roar")
+        if found < SCHEMA_VERSION and not self.readonly:
+            # schema 1's rows stay as they are and are read as they are; the marker
+            # keeps an older roar (which would misread the file-set rows) out
+            self.write(lambda txn: txn.put(b"schema", str(SCHEMA_VERSION).encode(),
+                                           db=self.dbs["meta"]))
 
     def _free(self) -> int:
         st = os.statvfs(self.path)  # what shutil.disk_usage reports as free
@@ -357,17 +422,61 @@ class Store:
                    entries: list[tuple[str, bytes, bytes]] | None = None) -> None:
         raw = encode_doc(files) if encoded is None else _join(encoded)
         txn.put(rid, raw, db=self.dbs["run_files"])
-        rows: dict[str, list[tuple[bytes, bytes]]] = {"hash_read": [], "hash_written": []}
-        prev = None
-        for db, key, path in sorted(index_entries(rid, files) if entries is None else entries):
-            if prev == (db, key):  # the same content under several paths
-                rows[db][-1] = (key, rows[db][-1][1] + b"\0" + path)
-            else:
-                rows[db].append((key, path))
-                prev = (db, key)
-        for name, items in rows.items():
-            if items:
-                txn.cursor(db=self.dbs[name]).putmulti(items)
+        # a row: path, NUL, content hash (paths never hold NUL; the hash is the
+        # last HASH_LEN bytes): rows sort by path, and hash as they are
+        rows: dict[str, set[bytes]] = {"hash_read": set(), "hash_written": set()}
+        for db, key, path in index_entries(rid, files) if entries is None else entries:
+            rows[db].add(path + b"\0" + key[:HASH_LEN])
+        set_runs = self.dbs["set_runs"]
+        old = txn.get(rid, db=self.dbs["run_sets"])
+        if old is not None:  # replaced (late hashes): the run leaves its former sets
+            old = bytes(old)
+            for i in range(0, len(old), SET_LEN):
+                txn.delete(old[i:i + SET_LEN] + rid, db=set_runs)
+        ids = [self._put_set(txn, db, sorted(r)) for db, r in rows.items() if r]
+        for sid in ids:
+            txn.put(sid + rid, b"", db=set_runs)
+        if ids:
+            txn.put(rid, b"".join(ids), db=self.dbs["run_sets"])
+        elif old is not None:
+            txn.delete(rid, db=self.dbs["run_sets"])
+
+    def _put_set(self, txn, db: str, rows: list[bytes]) -> bytes:
+        """The id of the file set of `rows` (path NUL hash, sorted) in index
+        `db`, stored with its chunks and their hash rows unless known."""
+        from xxhash import xxh3_64_intdigest, xxh3_128_digest
+
+        cuts = [i + 1 for i, row in enumerate(rows) if xxh3_64_intdigest(row) % CHUNK_AVG == 0]
+        if not cuts or cuts[-1] != len(rows):
+            cuts.append(len(rows))
+        sets = self.dbs["sets"]
+        tag = db.encode() + b"\0"
+        ids = []
+        start = 0
+        for cut in cuts:
+            while start < cut:
+                end = min(cut, start + CHUNK_MAX)
+                chunk = rows[start:end]
+                start = end
+                cid = xxh3_128_digest(tag + b"".join(chunk))
+                ids.append(cid)
+                if txn.get(cid, db=sets) is not None:
+                    continue  # stored by an earlier run: nothing to add
+                txn.put(cid, b"", db=sets)
+                items: dict[bytes, bytes] = {}
+                for row in chunk:  # in path order: the same content under several paths
+                    k = row[-HASH_LEN:] + cid
+                    p = row[:-HASH_LEN - 1]
+                    items[k] = items[k] + b"\0" + p if k in items else p
+                txn.cursor(db=self.dbs[db]).putmulti(sorted(items.items()))
+        if len(ids) == 1:
+            return ids[0]
+        sid = xxh3_128_digest(b"set\0" + tag + b"".join(ids))
+        if txn.get(sid, db=sets) is None:
+            txn.put(sid, b"".join(ids), db=sets)
+            for cid in sorted(set(ids)):
+                txn.put(cid + sid, b"", db=self.dbs["chunk_sets"])
+        return sid
 
     def get_run(self, run_id: str) -> dict | None:
         return self._get("runs", run_id.encode())
@@ -436,19 +545,30 @@ class Store:
     # -- content hash indexes -----------------------------------------------
 
     def _by_hashes(self, db: str, hashes) -> dict[str, list[tuple[str, list[str]]]]:
-        # one read transaction and one cursor, walked in key order, for many hashes
+        # one read transaction, one cursor per index walked in key order, for many
+        # hashes; a chunk's runs are looked up once per call
         out: dict[str, list[tuple[str, list[str]]]] = {}
-        with self._begin(db=self.dbs[db]) as txn:
-            cur = txn.cursor()
+        with self._begin() as txn:
+            cur = txn.cursor(db=self.dbs[db])
+            sets = _SetRuns(txn, self.dbs)
             for hash_hex in sorted(set(hashes)):
                 prefix = bytes.fromhex(hash_hex)
-                rows = out[hash_hex] = []
+                found: dict[str, list[bytes]] = {}
                 if cur.set_range(prefix):
                     for key, raw in cur:
                         key = bytes(key)
                         if not key.startswith(prefix):
                             break
-                        rows.append((key[HASH_LEN:].decode(), _decode_paths(raw)))
+                        holder = key[HASH_LEN:]
+                        paths = _decode_paths(raw)
+                        if len(holder) == SET_LEN:
+                            rids = sets.runs_of_chunk(holder)
+                        else:  # schema 1: the run itself
+                            rids = (holder.decode(),)
+                        for rid in rids:
+                            found.setdefault(rid, []).extend(paths)
+                out[hash_hex] = [(rid, _paths_in_order(paths))
+                                 for rid, paths in sorted(found.items())]
         return out
 
     def readers_of(self, hash_hex: str) -> list[tuple[str, list[str]]]:
