@@ -91,11 +91,25 @@ static __always_inline struct event_buf *get_buf(u64 cg, u16 type)
     return b;
 }
 
+/* bpf_probe_read_user_str() returning what it documents, the length with the
+ * NUL: for an empty string Debian's 5.10, 6.1 and 6.12 return 0 and may write
+ * nothing (strncpy_from_user_nofault() counted the NUL only after a non-empty
+ * string); this VM's 6.18 returns 1. Branch-free: in the argv loop one more
+ * branch doubles the verifier's states past its limit. */
+static __always_inline long read_user_str(char *dst, u32 size, const void *src)
+{
+    dst[0] = 0;
+    long n = bpf_probe_read_user_str(dst, size, src);
+    u64 sign = (u64)(n - 1);  /* top bit set iff n <= 0: n == 0 becomes 1, errors stay < 0 */
+    asm volatile("" : "+r"(sign));
+    return n + (long)(sign >> 63);
+}
+
 /* Read a NUL-terminated user string into dst (ROAR_PATH_MAX bytes). Returns
  * the length stored (with the NUL), and sets truncation/fault flags. */
 static __always_inline u32 read_path(struct roar_event *ev, char *dst, const char *src)
 {
-    long n = bpf_probe_read_user_str(dst, ROAR_PATH_MAX, src);
+    long n = read_user_str(dst, ROAR_PATH_MAX, src);
     if (n < 0) {
         ev->flags |= EVF_FAULT;
         return 0;

@@ -27,6 +27,12 @@ BPF_HASH(procs, u32, struct proc_state, 65536);   /* tgid -> state (struct in ro
 BPF_TABLE("lru_hash", struct fd_key, struct fd_state, fdstate, 262144);
 
 #define FLUSH_MAX 256  /* fds flushed by one loop at exit or close_range */
+/* At the top of every bounded loop with a data-dependent break (the FLUSH_MAX
+ * loops, iov_sum): keeps `i < BOUND` a compare of its own. Otherwise clang folds
+ * both exits into one compare against min(n, BOUND), which 6.1's verifier cannot
+ * bound: it walks on past BOUND until "the sequence of 8193 jumps is too complex"
+ * (EFAULT) or a million instructions (E2BIG). 6.12 and later see through it. */
+#define KEEP_LOOP_BOUND(i) asm volatile("" : "+r"(i))
 
 static __always_inline u64 proc_epoch(u32 tgid)
 {

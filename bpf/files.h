@@ -112,6 +112,7 @@ static __always_inline u64 iov_sum(const u64 *vec, u64 vlen)
 {
     u64 total = 0;
     for (int i = 0; i < IOV_MAX_SUMMED; i++) {
+        KEEP_LOOP_BOUND(i);
         if (i >= vlen)
             break;
         u64 len = 0;
@@ -319,6 +320,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close_range)
             if (last > maxfd)
                 last = maxfd;
             for (u32 i = 0; i < FLUSH_MAX; i++) {
+                KEEP_LOOP_BOUND(i);
                 u32 fd = first + i;
                 if (fd > last)
                     break;

@@ -90,8 +90,8 @@ static __always_inline int exec_enter(s32 dirfd, const char *filename, const cha
             b->ev.flags |= EVF_TRUNCATED;
             break;
         }
-        long len = bpf_probe_read_user_str(b->data + ROAR_PATH_MAX + (off & (ROAR_ARGV_MAX - 1)),
-                                           ROAR_ARGV_MAX, arg);
+        long len = read_user_str(b->data + ROAR_PATH_MAX + (off & (ROAR_ARGV_MAX - 1)),
+                                 ROAR_ARGV_MAX, arg);
         if (len < 0) {
             b->ev.flags |= EVF_FAULT;
             break;
@@ -285,6 +285,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
         ev.a1 = p->signal;
         ev.flags = p->state;
         for (u32 fd = 0; fd < FLUSH_MAX; fd++) {
+            KEEP_LOOP_BOUND(fd);
             if (fd > maxfd)
                 break;
             flush_fd(cg, tgid, fd, epoch);
