@@ -127,3 +127,45 @@ def test_smoke_list_names_tests_that_exist():
     for node in ids:
         path, _, name = node.partition("::")
         assert re.search(rf"^def {re.escape(name)}\(", (REPO / path).read_text(), re.M), node
+
+
+@pytest.mark.parametrize("body, verdict", [
+    ("pytest.skip('probes did not load')", 1),
+    ("pass", 0),
+])
+def test_vm_judge_fails_a_skip_and_reports_a_strict_xfail(tmp_path, body, verdict):
+    """vm-tests/judge.py on a guest's results: junit counts an xfail as a skip,
+    but only a real skip (the probes did not load) fails the kernel; a strict
+    xfail of a known roar bug is named in the PASS line. The junit.xml comes
+    from a real pytest run."""
+    import json
+    import sys
+
+    tests = tmp_path / "t"
+    tests.mkdir()
+    (tests / "test_one.py").write_text(
+        "import pytest\nclass KnownBug(Exception): pass\n"
+        "@pytest.mark.xfail(strict=True, raises=KnownBug, reason='known')\n"
+        "def test_bug():\n    raise KnownBug('as documented')\n"
+        f"def test_case():\n    {body}\n")
+    r = tmp_path / "results"
+    r.mkdir()
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        f"--junitxml={r / 'junit.xml'}", str(tests)], capture_output=True,
+                       text=True, cwd=tmp_path)
+    (r / "pytest.rc").write_text(f"{p.returncode}\n")
+    (r / "pytest.txt").write_text(p.stdout)
+    (r / "doctor.txt").write_text("[ok  ] ring buffer  fine\n")
+    (r / "doctor.rc").write_text("0\n")
+    (r / "embedded.rc").write_text("0\n")
+    (r / "embedded.expect").write_text("aa\nbb\n")
+    (r / "embedded.json").write_text(json.dumps({
+        "inputs": [{"path": "/w/input.bin", "hash": "aa"}],
+        "outputs": [{"path": "/w/output.bin", "hash": "bb"}]}))
+    j = subprocess.run([sys.executable, str(REPO / "vm-tests/judge.py"), "pass", str(r)],
+                       capture_output=True, text=True)
+    assert j.returncode == verdict, j.stdout + j.stderr
+    if verdict:
+        assert "1 skipped" in j.stdout, j.stdout
+    else:
+        assert "1 capture tests passed" in j.stdout and "xfail test_bug" in j.stdout, j.stdout
