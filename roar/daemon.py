@@ -7,6 +7,17 @@ The daemon never reads or hashes the traced files: clients turn records
 into run records with their own credentials and write their own store.
 Probes are attached when the first run starts and detached once no run has
 been active for ROARD_IDLE_DETACH seconds (default 60), off any run's path.
+
+roard serves every user of the machine, so no one user may wear it out: each
+peer uid holds at most ROARD_MAX_CONN_PER_UID connections (64) and all of
+them ROARD_MAX_CONN (1024); a request line must arrive whole within
+ROARD_REQUEST_TIMEOUT seconds (10) and within protocol.MAX_REQUEST bytes,
+nested at most protocol.MAX_DEPTH deep. A run's records pass through a
+bounded queue into its spool file (at most ROARD_SPOOL_MAX bytes per run,
+1 GiB, and never filling the spool's filesystem past SPOOL_RESERVE) and are
+streamed to the client from there, so a client that stops reading costs
+disk, not roard's memory. Records past the cap are dropped and counted: the
+run is stored incomplete with that count; it never hangs.
 """
 
 from __future__ import annotations
@@ -14,13 +25,14 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import resource
 import signal
 import socket
 import struct
 import subprocess
 import sys
-import threading
 import tempfile
+import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -30,9 +42,19 @@ from roar.capture.events import cgroup_of
 from roar.capture.privileges import run_as
 from roar.capture.protocol import socket_path
 from roar.capture.session import POLL_MS, daemon_status, wait_empty
+from roar.record.codes import Reason, reason
 
 IDLE_DETACH = float(os.environ.get("ROARD_IDLE_DETACH", "60"))
 CHAIN_PAGE = 4000  # chain entries per answer (a frame holds at most 1 MiB)
+MAX_CONN_PER_UID = int(os.environ.get("ROARD_MAX_CONN_PER_UID", "64"))
+MAX_CONN = int(os.environ.get("ROARD_MAX_CONN", "1024"))
+REQUEST_TIMEOUT = float(os.environ.get("ROARD_REQUEST_TIMEOUT", "10"))  # a whole request line
+SPOOL_MAX = int(os.environ.get("ROARD_SPOOL_MAX", str(1 << 30)))  # bytes per run
+SPOOL_RESERVE = 64 << 20  # free bytes left on the spool's filesystem for everyone else
+QUEUE_MAX = 1 << 18  # records waiting for the spool, per run (~100 bytes each)
+# a rebuild the user's store refused (a full disk) is tried again this often,
+# for this long, for at most this many runs at once (their spools are kept)
+REBUILD_EVERY, REBUILD_FOR, MAX_REBUILDS = 5.0, 3600.0, 32
 
 
 class DaemonError(Exception):
@@ -40,7 +62,8 @@ class DaemonError(Exception):
 
 
 class ActiveRun:
-    """One client's run: its cgroup and the records waiting to be sent."""
+    """One client's run: its cgroup, the records waiting for its spool and
+    how far the spool has been written."""
 
     def __init__(self, conn: socket.socket, run_id: str, path: Path, cgroup_id: int,
                  spool: Path, recovery: dict):
@@ -51,10 +74,18 @@ class ActiveRun:
         self.queue: deque[bytes] = deque()
         self.wake = threading.Event()
         self.closed = False
-        # every record also goes to a spool file, kept until the client says
-        # it stored the run: if the client dies, roard rebuilds the run from it
+        # every record goes to a spool file, kept until the client says it
+        # stored the run (if the client dies, roard rebuilds the run from it);
+        # the client is sent the spool's bytes, so a slow client costs disk only
         self.spool_path = spool
-        self.spool = open(spool, "wb")
+        self.spool_fd = os.open(spool, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self.spooled = 0  # bytes of whole frames in the spool
+        self.dropped = 0  # records not kept: the queue or the spool was full
+        self.spool_full = ""  # why records are being dropped
+        self.spool_done = threading.Event()  # the spooler wrote its last frame
+        self.written = threading.Condition()
+        self.end_blob = b""
+        self.end_spooled = False
         self.recovery = recovery
         self.client_alive = True
         self.ending = threading.Lock()
@@ -83,6 +114,8 @@ class Daemon:
         self.drain_requests: list[threading.Event] = []
         self.probes = Probes(self._on_record)
         self.unrouted = 0
+        self.conns: dict[int, int] = {}  # peer uid -> open connections
+        self.rebuilds = 0  # runs waiting for their store to take their rebuild
         self.poller = threading.Thread(target=self.poll_loop, name="roard-ringbuf",
                                        daemon=True)
 
@@ -92,6 +125,11 @@ class Daemon:
         run = self.runs.get(cgroup_of(raw))
         if run is None:
             self.unrouted += 1
+            return
+        if len(run.queue) >= QUEUE_MAX or run.spool_full:
+            run.dropped += 1  # bounded memory: counted on the run, never a hang
+            if not run.spool_full:
+                run.spool_full = "roard's queue for the run was full"
             return
         run.queue.append(raw)
 
@@ -156,28 +194,60 @@ class Daemon:
                 # out of fds or memory (EMFILE, ENFILE, ENOBUFS...): a user's
                 # flood of connections must not end the daemon everyone relies on
                 if not failing:
-                    print(f"roard: accept failed: {e.strerror or e}; retrying until it "
-                          f"succeeds", file=sys.stderr, flush=True)
+                    _log(f"accept failed: {e.strerror or e}; retrying until it succeeds")
                 failing = True
                 self.stopping.wait(0.1)
                 continue
             failing = False
-            try:
-                threading.Thread(target=self.client, args=(conn,), daemon=True).start()
-            except RuntimeError:  # no thread to be had: drop this one, keep serving
-                conn.close()
+            self._admit(conn)
         srv.close()
 
-    def client(self, conn: socket.socket) -> None:
-        run = None
+    def _admit(self, conn: socket.socket) -> None:
+        """Serve a new connection in its own thread unless its peer's uid (or
+        everyone together) already holds the most connections allowed."""
         try:
+            conn.settimeout(REQUEST_TIMEOUT)
             creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
                                     struct.calcsize("3i"))
             peer_pid, peer_uid, _ = struct.unpack("3i", creds)
-            rfile = conn.makefile("rb")
-            line = rfile.readline(protocol.MAX_REQUEST + 1)
+        except OSError:
+            conn.close()
+            return
+        with self.lock:
+            mine, total = self.conns.get(peer_uid, 0), sum(self.conns.values())
+            refuse = mine >= MAX_CONN_PER_UID or total >= MAX_CONN
+            if not refuse:
+                self.conns[peer_uid] = mine + 1
+        if refuse:
+            conn.setblocking(False)  # never wait on a peer that does not read
+            _send_quietly(conn, {"ok": False, "error": "too many connections to roard "
+                                 f"({'yours' if mine >= MAX_CONN_PER_UID else 'in all'}): "
+                                 "try again later"})
+            conn.close()
+            return
+        try:
+            threading.Thread(target=self.client, args=(conn, peer_pid, peer_uid),
+                             daemon=True).start()
+        except RuntimeError:  # no thread to be had: refuse this one, keep serving
+            self._release(peer_uid)
+            conn.close()
+
+    def _release(self, peer_uid: int) -> None:
+        with self.lock:
+            left = self.conns.get(peer_uid, 0) - 1
+            if left > 0:
+                self.conns[peer_uid] = left
+            else:
+                self.conns.pop(peer_uid, None)
+
+    def client(self, conn: socket.socket, peer_pid: int, peer_uid: int) -> None:
+        run = streamer = None
+        try:
+            reader = LineReader(conn)
+            line = reader.readline(time.monotonic() + REQUEST_TIMEOUT)
             if not line:
                 return
+            conn.settimeout(REQUEST_TIMEOUT)  # for the answer: a peer that does not read
             req = protocol.parse_request(line)
             if req["op"] == "status":
                 conn.sendall(protocol.encode_json(self.status()))
@@ -194,11 +264,12 @@ class Daemon:
                 conn.sendall(protocol.encode_json(self._detach_op(req, peer_uid)))
                 return
             if req["op"] not in ("trace", "attach"):
-                raise protocol.ProtocolError(f"unknown op {req['op']!r}")
+                raise protocol.ProtocolError(f"unknown op {req['op'][:64]!r}")
             if req["op"] == "attach":
                 run = self._start_attach(conn, req, peer_uid)
             else:
                 run = self._start_run(conn, req, peer_uid, peer_pid)
+            conn.settimeout(None)  # a run lasts as long as its workload
             try:
                 conn.sendall(protocol.encode_json({"ok": True, "cgroup": run.cgroup_id,
                                                    "path": str(run.path),
@@ -213,9 +284,11 @@ class Daemon:
                 namespaces.close_view(run.view)
                 run = None
                 return
-            sender = threading.Thread(target=self._sender, args=(run,), daemon=True)
-            sender.start()
-            self._follow(run, rfile, sender, peer_uid)
+            spooler = threading.Thread(target=self._spooler, args=(run,), daemon=True)
+            spooler.start()
+            streamer = threading.Thread(target=self._streamer, args=(run,), daemon=True)
+            streamer.start()
+            self._follow(run, reader, spooler, peer_uid)
             run = None
         except protocol.ProtocolError as e:
             _send_quietly(conn, {"ok": False, "error": str(e)})
@@ -223,12 +296,26 @@ class Daemon:
             _send_quietly(conn, {"ok": False, "error": str(e)})
         except cgroups.CgroupError as e:
             _send_quietly(conn, {"ok": False, "error": str(e)})
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, TypeError) as e:
             _send_quietly(conn, {"ok": False, "error": f"{type(e).__name__}: {e}"})
+        except Exception as e:  # noqa: BLE001 - one client's bug must not show as a traceback
+            _log(f"internal error serving a client: {type(e).__name__}: {e}")
+            _send_quietly(conn, {"ok": False, "error": "internal error in roard"})
         finally:
-            if run is not None:
-                self._end_run(run, linger=0)
-            conn.close()
+            try:
+                if run is not None:
+                    self._end_run(run, linger=0)
+                if streamer is not None:
+                    # the streamer may be blocked sending to a peer that does not
+                    # read: wake it, and let it go before its fd can be reused
+                    try:
+                        conn.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                    streamer.join()
+            finally:
+                conn.close()
+                self._release(peer_uid)
 
     def _start_run(self, conn, req: dict, peer_uid: int, peer_pid: int) -> ActiveRun:
         pid, run_id = req.get("pid"), req.get("run_id")
@@ -268,8 +355,13 @@ class Daemon:
         cgid = placement.cgroup_id
         recovery = {"home": home, "run_id": run_id, "root_pid": pid,
                     "root_fds": {int(k): v for k, v in root_fds.items()}}
-        run = ActiveRun(conn, run_id, placement.path, cgid, self.spool_dir / f"{name}.spool",
-                        recovery)
+        try:
+            run = ActiveRun(conn, run_id, placement.path, cgid,
+                            self.spool_dir / f"{name}.spool", recovery)
+        except BaseException:
+            namespaces.close_view(view)
+            cgroups.remove(placement.path)
+            raise
         run.placement = placement
         run.namespaces, run.view = ns, view  # a rebuild must see its files as it did
         with self.lock:
@@ -318,8 +410,12 @@ class Daemon:
         placement = cgroups.place(name, pid)
         cgid = placement.cgroup_id
         recovery = {"home": home, "run_id": run_id, "root_pid": pid, "root_fds": {}}
-        run = ActiveRun(conn, run_id, placement.path, cgid, self.spool_dir / f"{name}.spool",
-                        recovery)
+        try:
+            run = ActiveRun(conn, run_id, placement.path, cgid,
+                            self.spool_dir / f"{name}.spool", recovery)
+        except BaseException:
+            cgroups.remove(placement.path)
+            raise
         run.placement = placement
         run.peer_uid = peer_uid
         run.origin = (cgroups._dir_of(placement.caller, cgroups.cgroup2_mount())
@@ -392,39 +488,41 @@ class Daemon:
             entry = f.append(home, run_id, dig, pending)
         return {"ok": True, "seq": entry["seq"], "head": entry["head"]}
 
-    def _next_op(self, rfile) -> dict:
+    @staticmethod
+    def _next_op(reader: LineReader) -> dict:
         try:
-            line = rfile.readline(protocol.MAX_REQUEST + 1)
+            line = reader.readline()
             return protocol.parse_request(line) if line else {"op": "gone"}
         except (protocol.ProtocolError, OSError, ValueError):
             return {"op": "gone"}
 
-    def _follow(self, run: ActiveRun, rfile, sender: threading.Thread, peer_uid: int) -> None:
+    def _follow(self, run: ActiveRun, reader: LineReader, spooler: threading.Thread,
+                peer_uid: int) -> None:
         try:
-            self._follow_run(run, rfile, sender, peer_uid)
+            self._follow_run(run, reader, spooler, peer_uid)
         finally:
             namespaces.close_view(run.view)
             run.view = None
 
-    def _follow_run(self, run: ActiveRun, rfile, sender: threading.Thread,
+    def _follow_run(self, run: ActiveRun, reader: LineReader, spooler: threading.Thread,
                     peer_uid: int) -> None:
         """Wait for the client's word that its first process exited, end the
         run, then for its word that the run is stored. A client that goes
         away first (killed) has its workload ended now (the documented
         policy) and its run rebuilt from the spool, as the client's user."""
-        req = self._next_op(rfile)
+        req = self._next_op(reader)
         while req["op"] in ("kill", "detach"):
             if req["op"] == "kill":  # an audit policy's kill: the whole run, at once
                 run.killed_at_ns = cgroups.kill_tree(run.path)
             else:
                 self._detach(run)
-            req = self._next_op(rfile)
+            req = self._next_op(reader)
         if req["op"] == "gone" and run.origin is not None:
             # the client of an attached session died: the session was not roar's
             # to start, so it is not roar's to end; it goes back where it was
             self._detach(run)
         if req["op"] == "abort":  # refused before its command ran: nothing to keep
-            self._discard(run, sender)
+            self._discard(run, spooler)
             return
         linger = 0.0
         if req["op"] == "gone":
@@ -436,20 +534,28 @@ class Daemon:
                 linger = float(req.get("linger", 0))
             except (TypeError, ValueError):
                 linger = 0.0
+            if linger != linger:  # NaN
+                linger = 0.0
         self._end_run(run, linger)
-        sender.join()
-        run.spool.close()
-        if req["op"] == "root_exited" and self._next_op(rfile)["op"] == "stored":
-            run.spool_path.unlink(missing_ok=True)
-            return
+        spooler.join()
+        os.close(run.spool_fd)
+        if req["op"] == "root_exited":
+            after = self._next_op(reader)
+            if after["op"] == "stored":
+                run.spool_path.unlink(missing_ok=True)
+                return
+            if after["op"] == "unstored":  # its store failed (a full disk): say so
+                why = after.get("why")
+                run.recovery["cause"] = reason(Reason.STORE_FAILED, why=why[:500]
+                                               if isinstance(why, str) else "unknown")
         self._recover(run, peer_uid)
 
-    def _discard(self, run: ActiveRun, sender: threading.Thread | None = None) -> None:
+    def _discard(self, run: ActiveRun, spooler: threading.Thread | None = None) -> None:
         """End a run whose command never ran and drop its spool."""
         self._end_run(run, linger=0)
-        if sender is not None:
-            sender.join()
-        run.spool.close()
+        if spooler is not None:
+            spooler.join()
+        os.close(run.spool_fd)
         run.spool_path.unlink(missing_ok=True)
 
     def _recover(self, run: ActiveRun, peer_uid: int) -> None:
@@ -465,10 +571,36 @@ class Daemon:
 
         out = run_as(peer_uid, lambda f: recover_from(f, **run.recovery), before=before,
                      timeout=3600)
-        print(f"roard: run {run.run_id}: client gone; rebuilt from its spool: {out}",
-              file=sys.stderr, flush=True)
+        _log(f"run {run.run_id}: client gone; rebuilt from its spool: {out}")
         if out.get("ok"):
             spool.unlink(missing_ok=True)
+        elif str(out.get("error")).startswith("StoreError") and run.view is None:
+            # the user's store could not take it (a full disk): try again as
+            # space comes back, a bounded number of runs at a time
+            with self.lock:
+                retry = self.rebuilds < MAX_REBUILDS
+                self.rebuilds += retry
+            if retry:
+                threading.Thread(target=self._recover_later, args=(run, peer_uid),
+                                 daemon=True).start()
+
+    def _recover_later(self, run: ActiveRun, peer_uid: int) -> None:
+        from roar.record.recover import recover_from
+
+        try:
+            deadline = time.monotonic() + REBUILD_FOR
+            while not self.stopping.wait(REBUILD_EVERY) and time.monotonic() < deadline:
+                out = run_as(peer_uid, lambda f: recover_from(f, **run.recovery),
+                             before=lambda: open(run.spool_path, "rb"), timeout=3600)
+                if out.get("ok"):
+                    _log(f"run {run.run_id}: rebuilt from its spool at last: {out}")
+                    run.spool_path.unlink(missing_ok=True)
+                    return
+                if not str(out.get("error")).startswith("StoreError"):
+                    return
+        finally:
+            with self.lock:
+                self.rebuilds -= 1
 
     def _end_run(self, run: ActiveRun, linger: float) -> None:
         with run.ending:  # the client's thread and a stopping daemon may race here
@@ -492,34 +624,141 @@ class Daemon:
                    "detached": run.detached}
         run.wake.set()
 
-    def _sender(self, run: ActiveRun) -> None:
+    def _spooler(self, run: ActiveRun) -> None:
+        """Move the run's records from memory to its spool file, then its end
+        message. Past the spool's cap (or near a full filesystem) records
+        are dropped and counted; the spool always holds whole frames."""
         while True:
-            if not run.queue:  # wait only when there is nothing to send
+            if not run.queue:  # wait only when there is nothing to write
                 run.wake.wait(0.2)
                 run.wake.clear()
             batch = []
             while run.queue and len(batch) < 4096:
                 batch.append(run.queue.popleft())
             if batch:
-                self._deliver(run, protocol.encode_events(batch))
+                if run.spool_full:
+                    run.dropped += len(batch)
+                else:
+                    self._spool(run, protocol.encode_events(batch), len(batch))
                 continue
             if run.closed and not run.queue:
-                self._deliver(run, protocol.encode_json(run.end))
+                end = dict(run.end)
+                if run.dropped:
+                    end["dropped"] = run.dropped
+                    end["dropped_why"] = run.spool_full
+                run.end_blob = protocol.encode_json(end)
+                run.end_spooled = self._spool(run, run.end_blob, 0)
+                run.spool_done.set()
+                with run.written:
+                    run.written.notify_all()
                 return
 
-    @staticmethod
-    def _deliver(run: ActiveRun, blob: bytes) -> None:
-        run.spool.write(blob)
-        if run.client_alive:
+    def _spool(self, run: ActiveRun, blob: bytes, records: int) -> bool:
+        """Append whole frames to the spool; False when they were not kept."""
+        why = ""
+        if records and run.spooled + len(blob) > SPOOL_MAX:
+            why = f"the run's spool reached its cap ({SPOOL_MAX} bytes)"
+        elif records and _free(run.spool_path.parent) - len(blob) < SPOOL_RESERVE:
+            why = "the spool's filesystem is nearly full"
+        if not why:
             try:
-                run.conn.sendall(blob)
-            except OSError:
-                run.client_alive = False  # keep spooling: the run is rebuilt from it
+                view = memoryview(blob)
+                while view:
+                    n = os.write(run.spool_fd, view)
+                    view = view[n:]
+            except OSError as e:  # ENOSPC, EIO: cut back to whole frames
+                why = f"writing the spool failed: {e.strerror}"
+                try:
+                    os.ftruncate(run.spool_fd, run.spooled)
+                    os.lseek(run.spool_fd, run.spooled, os.SEEK_SET)
+                except OSError:
+                    pass
+            else:
+                with run.written:
+                    run.spooled += len(blob)
+                    run.written.notify_all()
+                return True
+        if records:
+            run.spool_full = run.spool_full or why
+            run.dropped += records
+        return False
+
+    def _streamer(self, run: ActiveRun) -> None:
+        """Send the client what the spool holds, as it grows, then the end
+        message. A client that stops reading blocks only this thread."""
+        try:
+            src = os.open(run.spool_path, os.O_RDONLY)
+        except OSError:
+            run.client_alive = False
+            return
+        sent = 0
+        try:
+            out = run.conn.fileno()
+            while True:
+                with run.written:
+                    while sent >= run.spooled and not run.spool_done.is_set():
+                        run.written.wait(0.5)
+                    avail, done = run.spooled, run.spool_done.is_set()
+                while sent < avail:
+                    sent += os.sendfile(out, src, sent, avail - sent)
+                if done and sent >= run.spooled:
+                    if not run.end_spooled:
+                        run.conn.sendall(run.end_blob)  # the spool could not hold it
+                    return
+        except OSError:
+            run.client_alive = False  # the run is rebuilt from the spool
+        finally:
+            os.close(src)
 
     def status(self) -> dict:
         return {"pid": os.getpid(), "active_runs": len(self.runs),
                 "attached": self.probes.attached, "uptime": time.monotonic() - self.started,
-                "socket": str(self.sock_path), "unrouted_events": self.unrouted}
+                "socket": str(self.sock_path), "unrouted_events": self.unrouted,
+                "connections": sum(self.conns.values())}
+
+
+class LineReader:
+    """Request lines from a client socket, each bounded in size and, for the
+    first, in time: a peer that trickles bytes cannot hold a thread forever."""
+
+    def __init__(self, conn: socket.socket):
+        self.conn = conn
+        self.buf = b""
+
+    def readline(self, deadline: float | None = None) -> bytes:
+        """One line (with its newline), or what came before end of stream."""
+        while True:
+            nl = self.buf.find(b"\n")
+            if nl >= 0:
+                line, self.buf = self.buf[:nl + 1], self.buf[nl + 1:]
+                return line
+            if len(self.buf) > protocol.MAX_REQUEST:
+                raise protocol.ProtocolError("request too large")
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise protocol.ProtocolError("request timed out")
+                self.conn.settimeout(left)
+            try:
+                chunk = self.conn.recv(protocol.MAX_REQUEST + 1)
+            except TimeoutError:
+                raise protocol.ProtocolError("request timed out") from None
+            if not chunk:
+                line, self.buf = self.buf, b""
+                return line
+            self.buf += chunk
+
+
+def _log(message: str) -> None:
+    print(f"roard: {message}", file=sys.stderr, flush=True)
+
+
+def _free(path: Path) -> int:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return 0
+    return st.f_bavail * st.f_frsize
 
 
 def _send_quietly(conn, obj) -> None:
@@ -558,6 +797,15 @@ def serve_forever(sock: Path | None = None) -> None:
     lockf.truncate()
     lockf.write(str(os.getpid()))
     lockf.flush()
+    # every client holds a socket and, while it runs, a spool's two fds
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard or hard == resource.RLIM_INFINITY:
+        try:
+            most = hard if hard != resource.RLIM_INFINITY else int(
+                Path("/proc/sys/fs/nr_open").read_text())
+            resource.setrlimit(resource.RLIMIT_NOFILE, (most, most))
+        except (OSError, ValueError):
+            pass
     d = Daemon(sock)
 
     def stop(*_):
@@ -695,6 +943,12 @@ environment:
   ROAR_SOCKET         the socket to serve (default /run/roar/roard.sock)
   ROARD_IDLE_DETACH   seconds without runs before the probes are detached
                       (default 60)
+  ROARD_MAX_CONN_PER_UID  connections one user may hold open (default 64)
+  ROARD_MAX_CONN      connections all users together may hold (default 1024)
+  ROARD_REQUEST_TIMEOUT  seconds a client has to send its whole first
+                      request line (default 10)
+  ROARD_SPOOL_MAX     bytes of records kept per run (default 1 GiB); past
+                      it records are dropped and counted on the run
 """
 
 

@@ -1,5 +1,7 @@
-"""roard under attack by a local user: it keeps serving everyone when it
-runs out of fds (a flood of connections) or is sent a deeply nested request.
+"""roard under attack by a local user and under faults: it keeps serving
+everyone (connection floods, fd exhaustion, slow or deeply nested requests,
+random requests), and a run whose roard dies, or whose spool fills, ends
+promptly and says what happened.
 
 Each test runs its own roard on a socket under /tmp that another OS user can
 reach, with its limits set small through the environment."""
@@ -9,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +24,7 @@ from conftest import spawn_roard
 
 pytestmark = pytest.mark.capture
 
+FUZZ_SECONDS = float(os.environ.get("ROAR_FUZZ_SECONDS", "20"))
 
 
 class Daemon:
@@ -120,9 +124,54 @@ def _last_run(d: Daemon, work: Path) -> dict:
     return roar("show", roar("log", "-n", "1")[0]["id"])
 
 
+FLOOD = """
+import socket, sys, time
+path, n = sys.argv[1], int(sys.argv[2])
+held, refused = [], 0
+for _ in range(n):
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(path)
+    except OSError:
+        refused += 1
+        continue
+    held.append(s)
+print(len(held), refused, flush=True)
+time.sleep(float(sys.argv[3]))
+"""
+
+
+def test_connection_flood_by_another_user_leaves_roard_serving_everyone(
+        daemon_with, foreign_python, other_user, tmp_path):
+    """A user holding ~1,000 idle connections: over its per-uid share they are
+    refused at once, the rest are dropped after the request timeout, and
+    roard serves other users' runs throughout."""
+    d = daemon_with(ROARD_REQUEST_TIMEOUT=5, ROARD_MAX_CONN_PER_UID=32)
+    flood = _as_user(other_user, foreign_python, ["-c", FLOOD, str(d.sock), "1000", "20"])
+    try:
+        time.sleep(3)
+        assert flood.poll() is None, flood.stderr.read()
+        st = d.status()
+        assert st["pid"] == d.proc.pid and st["connections"] <= 33
+        work = tmp_path / "w"
+        work.mkdir()
+        p = _roar_run(d, work, "sh", "-c", "echo hi > out.txt")
+        assert p.returncode == 0, p.stderr
+        doc = _last_run(d, work)
+        assert doc["complete"] and [o["path"] for o in doc["outputs"]] == [
+            str(work / "out.txt")]
+        time.sleep(4)  # past the request timeout the idle connections are closed
+        assert d.status()["connections"] <= 1
+    finally:
+        flood.kill()
+        flood.wait()
+    assert d.proc.poll() is None
+    assert "Traceback" not in d.log()
+
+
 def test_accept_loop_survives_running_out_of_fds(daemon_with):
     """EMFILE on accept (here: a low fd limit) is waited out, never the end."""
-    d = daemon_with()
+    d = daemon_with(ROARD_MAX_CONN_PER_UID=100000, ROARD_REQUEST_TIMEOUT=60)
     limit = len(os.listdir(f"/proc/{d.proc.pid}/fd")) + 30
     subprocess.run(["prlimit", f"--pid={d.proc.pid}", f"--nofile={limit}:{limit}"],
                    check=True)
@@ -152,9 +201,163 @@ def test_accept_loop_survives_running_out_of_fds(daemon_with):
     assert "accept failed" in d.log() and "Traceback" not in d.log()
 
 
-def test_deeply_nested_request_is_refused_cleanly(daemon_with):
-    d = daemon_with()
+def test_deep_nesting_and_slow_requests_are_refused_cleanly(daemon_with):
+    d = daemon_with(ROARD_REQUEST_TIMEOUT=2)
+    deep = b'{"op":"status","x":' + b"[" * 60000 + b"]" * 60000 + b"}\n"
+    assert "too large" in _reply(_request(d.sock, deep))["error"]
     deep = b'{"op":"status","x":' + b"[" * 20000 + b"]" * 20000 + b"}\n"
     assert "nested too deeply" in _reply(_request(d.sock, deep))["error"]
+    # a peer trickling a byte a second is cut off at the request timeout
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(str(d.sock))
+    started = time.monotonic()
+    try:
+        for b in b'{"op":"status"':
+            s.sendall(bytes([b]))
+            time.sleep(0.5)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    s.settimeout(5)
+    got = b""
+    try:
+        while chunk := s.recv(4096):
+            got += chunk
+    except (ConnectionResetError, TimeoutError):
+        pass
+    s.close()
+    assert "timed out" in _reply(got)["error"] and time.monotonic() - started < 10
     assert d.status()["pid"] == d.proc.pid
     assert "Traceback" not in d.log()
+
+
+def test_protocol_fuzz_by_another_user_finds_no_crash_hang_or_traceback(
+        daemon_with, foreign_python, other_user):
+    """A seeded random generator over the request grammar (tests/roard_fuzz.py),
+    run by another OS user for ROAR_FUZZ_SECONDS (20 in CI): roard answers
+    every request within 15 s, stays the same process, and its log never
+    shows a traceback."""
+    d = daemon_with(ROARD_REQUEST_TIMEOUT=2)
+    seed = int(os.environ.get("ROAR_FUZZ_SEED", "1312"))
+    driver = d.base / "roard_fuzz.py"
+    shutil.copy(Path(__file__).with_name("roard_fuzz.py"), driver)
+    os.chmod(driver, 0o644)
+    home = d.base / "fuzzhome"
+    home.mkdir()
+    os.chown(home, other_user.pw_uid, other_user.pw_gid)
+    p = _as_user(other_user, foreign_python,
+                 [str(driver), str(d.sock), str(seed), str(FUZZ_SECONDS), str(home / "h")])
+    out, err = p.communicate(timeout=FUZZ_SECONDS + 120)
+    assert p.returncode == 0, err
+    got = json.loads(out)
+    print(f"fuzz: seed {seed}, {got['n']} requests in {FUZZ_SECONDS:g} s")
+    assert got["hung"] is None, f"roard did not answer {got['hung']} (seed {seed})"
+    assert got["n"] > 20
+    assert d.proc.poll() is None and d.status()["pid"] == d.proc.pid
+    assert "Traceback" not in d.log(), d.log()[-3000:]
+
+
+def test_roard_killed_mid_run_client_keeps_what_it_received(daemon_with, tmp_path):
+    """roard SIGKILLed mid-run: the client stops the workload at once (it would
+    run untraced), stores the run interrupted, reason "roard died", with the
+    files it had already been told about; no traceback."""
+    d = daemon_with()
+    work = tmp_path / "w"
+    work.mkdir()
+    env = {**d.env, "ROAR_HOME": str(work / "home")}
+    client = subprocess.Popen(
+        [sys.executable, "-m", "roar", "run", "--", "sh", "-c",
+         "for i in $(seq 1 29); do echo $i > f$i; done; echo $$ > pid; "
+         "while true; do sleep 0.1; date > late; done"],
+        cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (work / "late").exists():
+        assert time.monotonic() < deadline and client.poll() is None
+        time.sleep(0.05)
+    time.sleep(0.5)
+    workload = int((work / "pid").read_text())
+    d.proc.kill()
+    d.proc.wait()
+    killed_at = time.monotonic()
+    _, err = client.communicate(timeout=60)
+    assert client.returncode != 0
+    assert "Traceback" not in err, err
+    assert not Path(f"/proc/{workload}").exists() or _zombie(workload)
+    mtime = (work / "late").stat().st_mtime
+    time.sleep(0.5)
+    assert (work / "late").stat().st_mtime == mtime  # nothing runs on untraced
+    assert time.monotonic() - killed_at < 30
+    doc = _last_run(d, work)
+    assert doc["status"] == "interrupted" and doc["complete"] is False
+    assert any("roard died" in r for r in doc["incomplete_reasons"])
+    outs = {Path(o["path"]).name for o in doc["outputs"]}
+    assert {f"f{i}" for i in range(1, 30)} <= outs
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+STORM = "import os\nfor i in range({n}):\n    os.close(os.open('f', os.O_RDONLY | os.O_CREAT))\n"
+
+
+def test_spool_cap_drops_and_counts_never_hangs(daemon_with, tmp_path):
+    """A run whose records overflow its spool cap is stored incomplete with
+    the count of records dropped; the client ends, roard keeps serving."""
+    d = daemon_with(ROARD_SPOOL_MAX=200_000)
+    work = tmp_path / "w"
+    work.mkdir()
+    p = _roar_run(d, work, sys.executable, "-c", STORM.format(n=20000), timeout=180)
+    assert p.returncode == 0, p.stderr
+    doc = _last_run(d, work)
+    assert doc["complete"] is False
+    why = [r for r in doc["incomplete_reasons"] if "dropped by roard" in r]
+    assert why and "cap" in why[0] and int(why[0].split()[0]) > 1000, doc["incomplete_reasons"]
+    assert d.status()["active_runs"] == 0
+    assert not list((d.base / "spool").iterdir())
+    assert "Traceback" not in d.log()
+
+
+def test_a_stopped_client_costs_roard_no_memory(daemon_with, tmp_path):
+    """The client stopped (SIGSTOP) while its workload storms: records go to
+    the spool file, roard's memory stays flat; on SIGCONT the run completes."""
+    d = daemon_with()
+    work = tmp_path / "w"
+    work.mkdir()
+    env = {**d.env, "ROAR_HOME": str(work / "home")}
+    client = subprocess.Popen([sys.executable, "-m", "roar", "run", "--", sys.executable, "-c",
+                               "import time\nwhile not __import__('os').path.exists('go'): "
+                               "time.sleep(0.01)\n" + STORM.format(n=300000)],
+                              cwd=work, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while d.status()["active_runs"] == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        time.sleep(1)
+        os.kill(client.pid, signal.SIGSTOP)
+        rss0 = _rss(d.proc.pid)
+        (work / "go").touch()
+        time.sleep(6)
+        spool = sum(f.stat().st_size for f in (d.base / "spool").iterdir())
+        rss1 = _rss(d.proc.pid)
+    finally:
+        os.kill(client.pid, signal.SIGCONT)
+    _, err = client.communicate(timeout=300)
+    assert client.returncode == 0, err
+    assert spool > 20 << 20  # the backlog went to disk...
+    assert rss1 - rss0 < 40 << 20, (rss0, rss1)  # ...not to roard's memory
+    doc = _last_run(d, work)
+    assert doc["complete"], doc["incomplete_reasons"]
+
+
+def _rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) << 10
+    return 0
+

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,25 @@ def test_full_disk_at_end_fails_with_one_line(roar, tiny_fs):
     p = r("run", "--", "sh", "-c", FILL_AND_EXIT.format(tiny_fs / "filler"), check=False)
     line = one_line_error(p)
     assert "space" in line
+
+
+@pytest.mark.capture
+def test_full_disk_at_end_the_rebuilt_run_says_so(roar, tiny_fs):
+    """The client could not store the run: it tells roard why, and roard's
+    rebuild (tried again until the store takes it) says that, not that roar run
+    was killed."""
+    r = Roar(tiny_fs / "home", roar.sock, roar.cwd)
+    r.run("true")
+    p = r("run", "--", "sh", "-c", FILL_AND_EXIT.format(tiny_fs / "filler"), check=False)
+    assert p.returncode != 0
+    failed = r.json("log")[0]["id"]
+    (tiny_fs / "filler").unlink()
+    deadline = time.monotonic() + 60
+    while (doc := r.json("show", failed))["status"] == "running" or not any(
+            "could not store the run" in x for x in doc["incomplete_reasons"]):
+        assert time.monotonic() < deadline, doc["incomplete_reasons"]
+        time.sleep(0.5)
+    assert doc["status"] == "interrupted" and doc["complete"] is False
+    why = next(x for x in doc["incomplete_reasons"] if "could not store the run" in x)
+    assert "disk space" in why and "rebuilt by roard" in why, why
+    assert not any("killed" in x for x in doc["incomplete_reasons"]), doc["incomplete_reasons"]

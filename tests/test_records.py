@@ -82,7 +82,8 @@ def test_documents_of_older_stores_decode():
 
 
 def test_every_reason_code_has_a_message():
-    params = {"n": 2, "what": "unknown fd", "text": "a note", "address": "::1", "port": 443}
+    params = {"n": 2, "what": "unknown fd", "text": "a note", "address": "::1", "port": 443,
+              "why": "a cause"}
     for code in Reason:
         assert message(reason(code, **params))
 

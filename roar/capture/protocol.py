@@ -13,6 +13,7 @@ from pathlib import Path
 FRAME = struct.Struct("<cI")
 MAX_REQUEST = 64 << 10
 MAX_FRAME = 1 << 20
+MAX_DEPTH = 4  # requests are flat objects; root_fds is the one nested map
 EVENT, JSON = b"E", b"J"
 
 
@@ -91,6 +92,24 @@ def parse_request(line: bytes) -> dict:
         raise ProtocolError("request is not JSON") from None
     except RecursionError:  # a deeply nested request: refused, not a traceback
         raise ProtocolError("request is nested too deeply") from None
+    if _depth(req) > MAX_DEPTH:
+        raise ProtocolError("request is nested too deeply")
     if not isinstance(req, dict) or not isinstance(req.get("op"), str):
         raise ProtocolError("request has no op")
     return req
+
+
+def _depth(obj) -> int:
+    """How deeply lists and objects nest in a decoded request (iterative: the
+    check itself must not recurse)."""
+    deepest, todo = 0, [(obj, 1)]
+    while todo:
+        o, d = todo.pop()
+        if isinstance(o, dict):
+            o = list(o.values())
+        if isinstance(o, list):
+            deepest = max(deepest, d)
+            if d > MAX_DEPTH:
+                return d
+            todo.extend((x, d + 1) for x in o)
+    return deepest

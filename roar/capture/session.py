@@ -140,6 +140,9 @@ class EmbeddedSession:
     def stored(self) -> None:
         pass
 
+    def unstored(self, why: str) -> None:
+        pass
+
     def _watchdog(self) -> None:
         """A child that outlives this process. If `roar run` dies (even by
         SIGKILL) it ends the workload and removes the run cgroup: nothing is
@@ -188,6 +191,9 @@ class DaemonSession:
         self.lost = 0
         self.killed = 0
         self.killed_at_ns: int | None = None
+        self.dropped = 0  # records roard could not keep (its spool cap)
+        self.dropped_why = ""
+        self.died = False  # roard went away before it ended the run
         self.end: dict | None = None
         self.cgroup_path: str | None = None
         self.placement: dict | None = None
@@ -195,10 +201,25 @@ class DaemonSession:
         self.namespaces: dict | None = None
 
     def request(self, obj: dict) -> None:
-        self.sock.sendall(json.dumps(obj).encode() + b"\n")
+        try:
+            self.sock.sendall(json.dumps(obj).encode() + b"\n")
+        except OSError as e:  # EPIPE, ECONNRESET: roard is gone
+            raise SessionError(f"roard went away: {e.strerror or e}") from None
+
+    def _tell(self, obj: dict) -> None:
+        """A message roard may no longer be there to hear (it died mid-run):
+        what the client received is stored all the same."""
+        try:
+            self.request(obj)
+        except SessionError:
+            if not self.end:  # no end message: roard died mid-run
+                self.died = True
 
     def _reply(self) -> dict:
-        frame = protocol.read_frame(self.rfile)
+        try:
+            frame = protocol.read_frame(self.rfile)
+        except OSError as e:
+            raise SessionError(f"roard went away: {e.strerror or e}") from None
         if frame is None or frame[0] != protocol.JSON:
             raise SessionError("roard closed the connection")
         return json.loads(frame[1])
@@ -231,10 +252,14 @@ class DaemonSession:
         unpack = protocol.FRAME.unpack_from
         buf = b""
         while True:
-            chunk = self.rfile.read1(1 << 20)
+            try:
+                chunk = self.rfile.read1(1 << 20)
+            except OSError:  # reset: roard was killed
+                chunk = b""
             if not chunk:
                 if self.end is None:
-                    self.end = {"error": "roard closed the connection before the run ended"}
+                    self.died = True
+                    self.end = {}
                 return
             buf = buf + chunk if buf else chunk
             pos, n = 0, len(buf)
@@ -253,6 +278,8 @@ class DaemonSession:
                     self.lost = int(self.end.get("lost", 0))
                     self.killed = int(self.end.get("killed", 0))
                     self.killed_at_ns = self.end.get("killed_at_ns")
+                    self.dropped = int(self.end.get("dropped", 0))
+                    self.dropped_why = str(self.end.get("dropped_why") or "")
                     return
             buf = buf[pos:]
             if n < IDLE_READ:
@@ -262,12 +289,12 @@ class DaemonSession:
         return cgroups.pids(Path(self.cgroup_path)) if self.cgroup_path else []
 
     def root_exited(self, linger: float) -> None:
-        self.request({"op": "root_exited", "linger": linger})
+        self._tell({"op": "root_exited", "linger": linger})
 
     def kill_run(self) -> None:
         """Ask roard to end every process of the run now (an audit policy's
         kill); the time it did is in its end message (killed_at_ns)."""
-        self.request({"op": "kill"})
+        self._tell({"op": "kill"})
 
     def attach(self, pid: int, run_id: str, home: str) -> None:
         """Ask roard to move pid's live process tree into a new run cgroup
@@ -277,18 +304,38 @@ class DaemonSession:
 
     def detach(self) -> None:
         """Give the attached tree back to its cgroup; the run then ends."""
-        self.request({"op": "detach"})
+        self._tell({"op": "detach"})
 
     def stored(self) -> None:
         """The run is in the store: roard may drop its spool."""
-        self.request({"op": "stored"})
+        self._tell({"op": "stored"})
+
+    def unstored(self, why: str) -> None:
+        """The run could not be stored (a full disk): roard rebuilds it from
+        its spool, and its record says why rather than that roar was killed."""
+        self._tell({"op": "unstored", "why": why[:500]})
+
+    def stop_workload(self, root_pid: int) -> None:
+        """roard died: end every process of the run ourselves (they are the
+        caller's own), until its cgroup is empty."""
+        deadline = time.monotonic() + 5.0
+        while True:
+            left = set(self.pids()) | {root_pid}
+            for pid in left - {0, os.getpid()}:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            if not self.pids() or time.monotonic() > deadline:
+                return
+            time.sleep(0.01)
 
     def abort(self) -> None:
         """The run did not start (refused before its command was released):
         roard ends it and keeps nothing."""
         try:
             self.request({"op": "abort"})
-        except OSError:
+        except SessionError:
             pass
 
     def close(self) -> None:

@@ -123,8 +123,9 @@ def attach(pid: int, name: str | None = None, policy_path: str | None = None,
     if (session.end or {}).get("detached"):
         notes.append("detached before the session ended"
                      + (" (roar attach was stopped)" if stopped else ""))
-    if (session.end or {}).get("error"):
-        notes.append(session.end["error"])
+    if session.died:
+        notes.append("roard died before the session ended: what its processes did "
+                     "afterwards was not traced")
     record["audit"] = tracker.finish(session.killed_at_ns)
     stream.close({"type": "end", "run": run_id})
     stream.path.unlink(missing_ok=True)

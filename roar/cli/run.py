@@ -23,7 +23,7 @@ import time
 from roar.capture.protocol import SessionError
 from roar.capture.session import DEFAULT_LINGER, DaemonSession, EmbeddedSession
 from roar.cli.output import RUN_REFUSED, fail
-from roar.record import context, groups
+from roar.record import codes, context, groups
 from roar.record.ids import new_run_id, now_iso
 from roar.record.store import Store, StoreError
 from roar.record.timing import mark
@@ -212,7 +212,7 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
         feeder = recorder
         if audit_policy is not None:
             feeder = _tracker(store, record, recorder, audit_policy, session)
-        consumer = threading.Thread(target=_consume, args=(session, recorder, feeder),
+        consumer = threading.Thread(target=_consume, args=(session, recorder, feeder, pid),
                                     name="roar-model")
         consumer.start()
         gpus: list = []
@@ -238,9 +238,14 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
         record["leftovers_killed"] = session.killed
         print(f"roar: {session.killed} process(es) still running {linger:g}s after the first "
               f"one exited were ended", file=sys.stderr)
-    end = getattr(session, "end", None)
-    if end and end.get("error"):
-        notes.append(end["error"])
+    if getattr(session, "died", False):  # the consumer stopped the workload
+        interrupted = True
+        notes.append(codes.reason(codes.Reason.ROARD_DIED))
+        print("roar: roard died before the run ended: the workload was stopped",
+              file=sys.stderr)
+    if getattr(session, "dropped", 0):
+        notes.append(codes.reason(codes.Reason.RECORDS_DROPPED, n=session.dropped,
+                                  why=session.dropped_why or "its spool was full"))
     gpu_thread.join(timeout=5)
     record["gpus"] = gpus[0] if gpus else None
     if gate is not None and gate.stopped:
@@ -256,7 +261,8 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
     try:
         run = recorder.finish(status, interrupted, session.lost, notes)
     except StoreError as e:
-        session.close()  # the daemon keeps its spool: never `stored`
+        session.unstored(str(e))  # roard keeps its spool and rebuilds the run from it
+        session.close()
         code = os.waitstatus_to_exitcode(status)
         code = 128 - code if code < 0 else code
         print(f"roar: the run could not be stored: {e}; the command exited {code}",
@@ -384,12 +390,20 @@ def _tracker(store, record, recorder, policy, session):
     return audit.AuditTracker(recorder, policy, kill=session.kill_run, stream=stream)
 
 
-def _consume(session, recorder, feeder=None) -> None:
+def _consume(session, recorder, feeder=None, pid: int = 0) -> None:
     """Feed every record to the model (through the audit tracker, if any). A
     record the model cannot digest is a bug in roar: it is counted and named
     on the run, and the stream is still drained to the end so nothing else
-    is dropped."""
-    feeder = feeder or recorder
+    is dropped. If roard dies meanwhile the workload is stopped at once: it
+    would go on untraced."""
+    try:
+        _feed(session, recorder, feeder or recorder)
+    finally:
+        if getattr(session, "died", False) and pid > 0:
+            session.stop_workload(pid)
+
+
+def _feed(session, recorder, feeder) -> None:
     for raw in session.records():
         try:
             if raw is None:  # caught up with the run: work ahead on the end

@@ -57,6 +57,9 @@ class Reason(str, enum.Enum):
     UNINSPECTED_NET = "uninspected_net"  # address, port (record/remote.py)
     INTERRUPTED = "interrupted"
     NOT_FINISHED = "not_finished"  # still marked running, its roar gone
+    ROARD_DIED = "roard_died"  # roard went away mid-run: the client stopped the workload
+    RECORDS_DROPPED = "records_dropped"  # n, why: roard's per-run spool cap (daemon.py)
+    STORE_FAILED = "store_failed"  # why: roar run could not store it; roard rebuilt it
     NOTE = "note"  # text: a sentence from the session or the request gate
     TEXT = "text"  # text: a reason stored as a sentence by an older roar
 
@@ -76,6 +79,11 @@ MESSAGES = {
                             "from it may be inputs",
     Reason.INTERRUPTED: "run was interrupted",
     Reason.NOT_FINISHED: "run did not finish (roar was stopped)",
+    Reason.ROARD_DIED: "roard died before the run ended: its workload was stopped (a "
+                       "workload does not outlive its recorder)",
+    Reason.RECORDS_DROPPED: "{n} kernel records dropped by roard ({why})",
+    Reason.STORE_FAILED: "roar run could not store the run ({why}): rebuilt by roard from "
+                         "its spool",
     Reason.NOTE: "{text}",
     Reason.TEXT: "{text}",
 }

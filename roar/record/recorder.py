@@ -117,7 +117,7 @@ class RunRecorder:
     # -- the end ---------------------------------------------------------------
 
     def finish(self, status: int | None, interrupted: bool, lost: int,
-               notes: list[str] | None = None) -> dict:
+               notes: list[str | dict] | None = None) -> dict:
         """Compute file records, hash outputs and store the finished run."""
         # Tens of thousands of records are made here and none is garbage: the
         # cyclic collector would only walk them again and again (~40 ms per
@@ -131,7 +131,7 @@ class RunRecorder:
                 gc.enable()
 
     def _finish(self, status: int | None, interrupted: bool, lost: int,
-                notes: list[str] | None) -> dict:
+                notes: list[str | dict] | None) -> dict:
         run = self.run
         model = self.model
         run["ended_at"] = now_iso()
@@ -167,7 +167,9 @@ class RunRecorder:
         encoded += [encode_doc(r) for r in remote_files]
         index += index_entries(self._rid, remote_files)
 
-        reasons = [reason(Reason.NOTE, text=n) for n in notes or []] + reasons
+        # a note is a sentence, or a coded reason (codes.reason) from the session
+        reasons = [reason(Reason.NOTE, text=n) if isinstance(n, str) else n
+                   for n in notes or []] + reasons
         if self.pending:
             reasons.append(reason(Reason.HASH_PENDING, n=self.pending))
         if lost:
