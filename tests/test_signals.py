@@ -138,3 +138,42 @@ def test_sigkill_of_embedded_client_leaves_nothing_behind(tmp_path):
             remove(cg)
     assert not left_pid and not left_cg, f"process alive: {left_pid}, cgroup left: {left_cg}"
     assert r.json("log", "-n", "1")[0]["status"] == "interrupted"
+
+
+TICKER = ("import os, time\n"
+          "open('pid', 'w').write(str(os.getpid()))\n"
+          "fd = os.open('tick', os.O_WRONLY | os.O_CREAT)\n"
+          "while True:\n"
+          "    os.pwrite(fd, b'%.6f\\n' % time.time(), 0)\n"
+          "    time.sleep(0.002)\n")
+
+
+@pytest.mark.capture
+def test_sigkill_of_embedded_client_stops_the_workload_at_once(tmp_path):
+    """Embedded mode: the workload's last write comes well under a second after
+    `roar run` is SIGKILLed (it ran on untraced for 3.6-4.3 s while the dying
+    client released the probes; the watchdog now shares them)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    r = Roar(tmp_path / "home", None, work)
+    proc = start(r, PY, "-c", TICKER)
+    cg = None
+    try:
+        wait_for(work / "tick", proc, timeout=120)
+        time.sleep(0.5)
+        pid = int((work / "pid").read_text())
+        cg = cgroup_of(pid)
+        killed = time.time()
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        last = float((work / "tick").read_text().split()[0])
+    finally:
+        from roar.capture.cgroups import kill_all, remove
+
+        if cg is not None and cg.exists():
+            kill_all(cg)
+            remove(cg)
+    assert last - killed < 1.0, f"the workload wrote {last - killed:.2f} s after the SIGKILL"
