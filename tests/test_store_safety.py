@@ -6,11 +6,13 @@ overwritten data.mdb (which LMDB would map: SIGBUS, or a silent new store)."""
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-from conftest import REPO, one_line_error
+from conftest import REPO, one_line_error, xxh128
 
 from roar.record.store import Store, StoreError
 
@@ -123,3 +125,45 @@ def test_data_file_that_is_not_lmdb_is_refused(tmp_path):
     with open(data, "r+b") as f:
         f.write(os.urandom(4096 * 2))  # both header pages overwritten
     _refused_everywhere(home, tmp_path, ["not an LMDB file", "corrupt header"])
+
+
+def _damage_pages_holding(data: Path, needle: bytes) -> int:
+    """Random bytes over the page header of every page holding needle (the
+    headers LMDB checks when it reads the page); returns how many."""
+    raw, ps = data.read_bytes(), 4096
+    pages, i = set(), raw.find(needle)
+    while i >= 0:
+        pages.add(i // ps)
+        i = raw.find(needle, i + 1)
+    rng = random.Random(13)
+    with open(data, "r+b") as f:
+        for pg in pages:
+            f.seek(pg * ps)
+            f.write(bytes(rng.randrange(256) for _ in range(16)))
+    return len(pages)
+
+
+@pytest.mark.capture
+def test_random_bytes_in_the_stat_cache_never_leave_hashes_pending(roar):
+    """Random bytes inside data.mdb (its header intact) are found only when LMDB
+    reads the damaged page: here the stat cache, read by the hasher. The hasher
+    thread used to die with MDB_BAD_TXN and the run's files stayed `pending`
+    for good; now each file is hashed without the cache, the run is incomplete
+    with the reason, and roar run says so in one line."""
+    from roar.record.store import stat_key
+
+    w = roar.cwd
+    roar.run("sh", "-c", "echo 1 > f1")
+    assert _damage_pages_holding(roar.home / "store" / "data.mdb",
+                                 stat_key(os.stat(w / "f1"))) >= 1
+    p = roar("run", "--", "sh", "-c", "cat f1 > out.txt", check=False)
+    assert p.returncode == 0, p.stderr
+    assert "Traceback" not in p.stderr and "Exception in thread" not in p.stderr, p.stderr
+    said = [line for line in p.stderr.splitlines() if "could not be read while hashing" in line]
+    assert len(said) == 2, p.stderr  # the one line, and the run's summary naming it
+    doc = roar.json("show", roar.json("log", "-n", "1")[0]["id"])
+    files = {Path(f["path"]).name: f for f in doc["inputs"] + doc["outputs"]}
+    assert files["f1"]["hash"] == files["out.txt"]["hash"] == xxh128(w / "f1")
+    assert files["out.txt"]["status"] == "ok"
+    assert doc["complete"] is False
+    assert any("store could not be read while hashing" in r for r in doc["incomplete_reasons"])

@@ -60,6 +60,7 @@ class Reason(str, enum.Enum):
     ROARD_DIED = "roard_died"  # roard went away mid-run: the client stopped the workload
     RECORDS_DROPPED = "records_dropped"  # n, why: roard's per-run spool cap (daemon.py)
     STORE_FAILED = "store_failed"  # why: roar run could not store it; roard rebuilt it
+    STORE_DAMAGED = "store_damaged"  # why: the hasher could not read the store's cache
     NOTE = "note"  # text: a sentence from the session or the request gate
     TEXT = "text"  # text: a reason stored as a sentence by an older roar
 
@@ -84,6 +85,8 @@ MESSAGES = {
     Reason.RECORDS_DROPPED: "{n} kernel records dropped by roard ({why})",
     Reason.STORE_FAILED: "roar run could not store the run ({why}): rebuilt by roard from "
                          "its spool",
+    Reason.STORE_DAMAGED: "the store could not be read while hashing ({why}): hashes were "
+                          "taken without its cache; the store may be damaged",
     Reason.NOTE: "{text}",
     Reason.TEXT: "{text}",
 }

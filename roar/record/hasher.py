@@ -201,6 +201,7 @@ class Hasher:
         self._done = threading.Condition(self._lock)
         self._waiting = 0
         self._memo: dict[bytes, str] = {}
+        self.failure: str | None = None  # the store's cache could not be read (damaged)
         self._threads = [threading.Thread(target=self._loop, name=f"roar-hash-{i}", daemon=True)
                          for i in range(workers)]
         for t in self._threads:
@@ -208,8 +209,16 @@ class Hasher:
 
     def _lookup(self, key: bytes) -> str | None:
         h = self._memo.get(key)
-        if h is None and self.store is not None:
-            h = self.store.cached_hash_key(key)
+        store = self.store
+        if h is None and store is not None:
+            try:
+                h = store.cached_hash_key(key)
+            except Exception as e:  # noqa: BLE001 - lmdb.Error on a damaged store, or worse
+                # random bytes in data.mdb surface only when LMDB reads them (a
+                # MDB_BAD_TXN or MDB_CORRUPTED here): hash without the cache, and
+                # say so on the run rather than let the worker die
+                self.store = None
+                self.failure = self.failure or f"{type(e).__name__}: {e}"
         return h
 
     def _run(self, path: str, birth: bool = False) -> HashResult:
@@ -225,7 +234,11 @@ class Hasher:
             job = self.queue.get()
             if job is None:
                 return
-            job.value = self._run(job.path, job.birth)
+            try:
+                job.value = self._run(job.path, job.birth)
+            except Exception as e:  # noqa: BLE001 - no job may wait forever; named on the run
+                self.failure = self.failure or f"{type(e).__name__}: {e}"
+                job.value = HashResult(UNREADABLE, error=f"the hasher failed: {e}")
             if self._waiting:
                 with self._done:
                     self._done.notify_all()

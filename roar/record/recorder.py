@@ -22,7 +22,7 @@ from collections import deque
 from roar.capture.events import decode
 from roar.record import context, remote
 from roar.record.classify import CODE, DATA, ENV, PSEUDO, classify, rules_from_docs
-from roar.record.codes import Reason, RunStatus, messages, reason
+from roar.record.codes import Reason, RunStatus, message, messages, reason
 from roar.record.hasher import OK, SPECIAL, VANISHED, Hasher, HashResult, birth_ns
 from roar.record.ids import now_iso
 from roar.record.model import RunModel
@@ -179,6 +179,9 @@ class RunRecorder:
         if model.io_uring:
             reasons.append(reason(Reason.IO_URING))
         reasons += remote_reasons
+        if self.hasher.failure:  # a damaged store: the hashes are right, the store is not
+            reasons.append(reason(Reason.STORE_DAMAGED, why=self.hasher.failure))
+            self.messages.append(message(reasons[-1]))
         if interrupted:
             reasons.append(reason(Reason.INTERRUPTED))
         run["lost_events"] = lost
@@ -205,7 +208,8 @@ class RunRecorder:
         }
         run.pop("client_pid", None)
         self.hasher.shutdown(wait=not self.pending)
-        self.store.cache_hashes(self.hasher.take_new_entries())
+        if not self.hasher.failure:  # never write into a store found damaged
+            self.store.cache_hashes(self.hasher.take_new_entries())
         self.store.finish_run(run, files, procs, encoded_files=encoded,
                               encoded_procs=encoded_procs, index=index)
         mark("finish: store")
