@@ -9,6 +9,7 @@
 #include "emit.h"
 #include "stash.h"
 #include "fdstate.h"
+#include "http.h"
 
 #define O_WRONLY_ 01
 #define O_RDWR_ 02
@@ -291,6 +292,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close)
         flush_fd(cg, tgid, fd, proc_epoch(tgid));
         return 0;
     }
+    http_closed(cg, tgid, fd);  /* a connected IP socket: its last message's body bytes */
     /* no accesses: still tell userspace the fd number is free again */
     struct roar_event ev = {};
     fill_header(&ev, cg, EV_CLOSE);

@@ -4,6 +4,7 @@
 
 #include "tagging.h"
 #include "emit.h"
+#include "http.h"
 
 TRACEPOINT_PROBE(syscalls, sys_enter_connect)
 {
@@ -24,6 +25,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_connect)
         n = 0;
     }
     b->ev.len1 = n;
+    u16 family = n >= 2 ? *(u16 *)b->data : 0;
+    http_connected(bpf_get_current_pid_tgid() >> 32, args->fd, family);
     emit_buf(b, n);
     return 0;
 }

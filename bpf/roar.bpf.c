@@ -11,3 +11,4 @@
 #include "process.h"
 #include "net.h"
 #include "tls.h"
+#include "http.h"

@@ -14,6 +14,7 @@
 #define ROAR_SOCKADDR_MAX 128
 #define ROAR_TAG_LEVELS 24  /* run cgroups are looked for at levels 1..ROAR_TAG_LEVELS-1 */
 #define TLS_PEEK 4096          /* head of an HTTP message over TLS kept (bytes) */
+#define HTTP_SOCKET_KEY 0x8000000000000000 /* tls.h key bit: a plain TCP socket (bpf/http.h), fd below */
 
 /* event types */
 #define EV_OPEN 1        /* fd=new fd, a0=open flags, a1=mode, ret=dirfd, data=path */

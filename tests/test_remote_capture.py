@@ -33,7 +33,7 @@ AWS_ENV = {"AWS_ACCESS_KEY_ID": "AKIAROARTEST", "AWS_SECRET_ACCESS_KEY": SECRET,
 CLIENT = '''
 import os, sys, boto3
 from botocore.config import Config
-s3 = boto3.client("s3", endpoint_url=os.environ["S3_URL"], verify=os.environ["CA"],
+s3 = boto3.client("s3", endpoint_url=os.environ["S3_URL"], verify=os.environ.get("CA") or None,
                   config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
 op, *args = sys.argv[1:]
 if op == "upload":        # upload FILE... under data/
@@ -270,6 +270,120 @@ def test_tls_roar_cannot_read_makes_membership_unknown(roar, https, cert, tmp_pa
         ("127.0.0.1", port)}
     assert not doc["complete"]
     assert any("uninspected network I/O" in r for r in doc["incomplete_reasons"])
+    (roar.cwd / "other.bin").write_bytes(b"never read by anyone")
+    m = roar.json("inputs", doc["id"], "--contains", str(roar.cwd / "other.bin"))
+    assert m["answer"] == "unknown"
+
+
+# -- plain HTTP (bpf/http.h): sendto/recvfrom on sockets connected to an IP address ---------
+
+@pytest.fixture(scope="module")
+def s3_http(tmp_path_factory):
+    """A moto S3 server over plain HTTP (as an in-cluster MinIO often is)."""
+    pytest.importorskip("moto", reason="moto is in the test extra (scripts/setup.sh)")
+    import boto3
+
+    port = _free_port()
+    log = open(tmp_path_factory.mktemp("moto-http") / "moto.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                             str(port)], stdout=log, stderr=log, start_new_session=True)
+    try:
+        _wait_port(port, proc)
+        url = f"http://127.0.0.1:{port}"
+        client = boto3.client("s3", endpoint_url=url, aws_access_key_id="x",
+                              aws_secret_access_key="y", region_name="us-east-1")
+        client.create_bucket(Bucket="bkt")
+        client.put_bucket_versioning(Bucket="bkt", VersioningConfiguration={"Status": "Enabled"})
+        yield url, client
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_s3_over_plain_http_by_key_version_and_content(roar, s3_http):
+    s3url, client = s3_http
+    work = roar.cwd
+    (work / "client.py").write_text(CLIENT)
+    data = {"a.bin": os.urandom(50_000), "b.bin": os.urandom(20_000)}
+    for name, body in data.items():
+        (work / name).write_bytes(body)
+    env = roar.env(S3_URL=s3url, **AWS_ENV)
+
+    def run(*args):
+        p = roar("run", "--", sys.executable, "client.py", *args, env=env, check=False)
+        assert p.returncode == 0, p.stderr
+        rid = roar.json("log", "-n", "1")[0]["id"]
+        return rid, roar.json("show", rid)
+
+    _, up = run("upload", "a.bin", "b.bin")
+    outs = {f["url"]: f for f in _remote(up, "outputs")}
+    assert set(outs) == {"s3://bkt/data/a.bin", "s3://bkt/data/b.bin"}, up["outputs"]
+    for name, body in data.items():
+        rec = outs[f"s3://bkt/data/{name}"]
+        vid = client.head_object(Bucket="bkt", Key=f"data/{name}")["VersionId"]
+        assert rec["version"] == f"s3:{vid}" and rec["size"] == len(body)
+        assert rec["hash"] == xxh128(work / name)
+    assert up["complete"], up["incomplete_reasons"]
+    assert up["remote"]["uninspected"] == []
+
+    _, train = run("train", "a.bin", "b.bin")
+    ins = {f["url"]: f for f in _remote(train, "inputs")}
+    assert set(ins) == {"s3://bkt/data/a.bin", "s3://bkt/data/b.bin"}, train["inputs"]
+    assert ins["s3://bkt/data/a.bin"]["version"] == outs["s3://bkt/data/a.bin"]["version"]
+    assert ins["s3://bkt/data/a.bin"]["hash"] == xxh128(work / "a.bin")  # download_file
+    # body bytes are counted, the last response's arriving with the socket's close
+    from roar.record.store import Store
+
+    with Store(roar.home, readonly=True) as st:
+        stored = {f["url"]: f for f in st.run_files(train["id"]) if f["kind"] == "remote"
+                  and f["role"] == "input"}
+    assert {k: v["bytes_read"] for k, v in stored.items()} == {  # a.bin: get_object, download
+        "s3://bkt/data/a.bin": 2 * len(data["a.bin"]), "s3://bkt/data/b.bin": len(data["b.bin"])}
+    assert train["complete"], train["incomplete_reasons"]
+    raw = b"".join(p.read_bytes() for p in (roar.home / "store").glob("*.mdb"))
+    for needle in (SECRET.encode(), b"AKIAROARTEST", b"Signature="):
+        assert needle not in raw, needle
+
+
+@pytest.fixture(scope="module")
+def http_plain():
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+
+
+def test_curl_and_urllib_over_plain_http_are_remote_inputs(roar, http_plain):
+    code = "import sys, urllib.request; urllib.request.urlopen(sys.argv[1]).read()"
+    script = (f"curl -sf {http_plain}/curl -o /dev/null && "
+              f"{sys.executable} -c \"{code}\" {http_plain}/py")
+    p, doc = roar.run("sh", "-c", script)
+    ins = {f["url"]: f for f in _remote(doc, "inputs")}
+    assert set(ins) == {f"{http_plain}/curl", f"{http_plain}/py"}, doc["inputs"]
+    assert all(f["version"] == "etag:obj-1" for f in ins.values())
+    assert all(f["size"] == len(_Handler.body) for f in ins.values())
+    assert doc["complete"], doc["incomplete_reasons"]
+
+
+def test_http_moved_with_write_and_read_is_uninspected(roar, http_plain):
+    """A client that puts HTTP on its socket with write()/read() (not parsed:
+    bpf/http.h reads sendto/recvfrom) leaves its peer uninspected: the run is
+    incomplete and membership unknown, never a silent complete."""
+    port = int(http_plain.rpartition(":")[2])
+    code = ("import os, socket, sys; s = socket.create_connection(('127.0.0.1', int(sys.argv[1])));"
+            "os.write(s.fileno(), b'GET /raw HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n');"
+            "d = b''\n"
+            "while True:\n"
+            "    c = os.read(s.fileno(), 65536)\n"
+            "    if not c: break\n"
+            "    d += c\n"
+            "assert d.startswith(b'HTTP/1.')")
+    p, doc = roar.run(sys.executable, "-c", code, str(port))
+    assert _remote(doc, "inputs") == []
+    assert {(e["address"], e["port"]) for e in doc["remote"]["uninspected"]} == {
+        ("127.0.0.1", port)}
+    assert not doc["complete"]
     (roar.cwd / "other.bin").write_bytes(b"never read by anyone")
     m = roar.json("inputs", doc["id"], "--contains", str(roar.cwd / "other.bin"))
     assert m["answer"] == "unknown"

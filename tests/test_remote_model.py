@@ -174,3 +174,20 @@ def test_uninspected_peers(monkeypatch):
     assert [(e["address"], e["port"]) for e in blind] == [("10.0.0.1", 443), ("10.9.0.1", 9000)]
     monkeypatch.setenv("ROAR_NONDATA_ENDPOINTS", "10.9.0.0/16:9000, :443")
     assert R.uninspected(connects, log.exchanges) == []
+
+
+def test_an_interim_response_read_together_with_the_final_one_is_not_lost():
+    """On a plain socket one recv can hold `100 Continue` and the final
+    response: the final one still answers its request (an upload is not lost)."""
+    log = R.RemoteLog()
+    key = (1 << 63) | 5  # a plain socket, fd 5 (bpf/http.h)
+    for name, etag in (("a", '"A"'), ("b", '"B"')):
+        raw = _req("PUT", f"/bkt/{name}", "h", Expect="100-continue", Content_Length="4",
+                   **AUTH)
+        log.request(1, "p", key, raw, len(raw), 0, 0, 0, "http")
+        both = _resp(100) + _resp(200, ETag=etag, x_amz_version_id=f"v{name}")
+        log.response(1, key, both, len(both), 0, 4)
+    recs, _ = log.objects()
+    assert {(r["url"], r["role"], r["version"]) for r in recs} == {
+        ("s3://bkt/a", "output", "s3:va"), ("s3://bkt/b", "output", "s3:vb")}
+    assert log.unparsed == 0

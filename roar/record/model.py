@@ -574,7 +574,8 @@ class RunModel:
 
     def on_tls_write(self, ev: E.Event) -> None:
         p = self._proc(ev)
-        self.remote.request(ev.tgid, p.key, ev.a0, ev.raw, ev.a1, ev.a2, ev.ret, ev.ts)
+        self.remote.request(ev.tgid, p.key, ev.a0, ev.raw, ev.a1, ev.a2, ev.ret, ev.ts,
+                            "http" if ev.a0 & E.HTTP_SOCKET_KEY else "https")
 
     def on_tls_read(self, ev: E.Event) -> None:
         self._proc(ev)

@@ -243,7 +243,12 @@ class RemoteLog:
             self.unparsed += 1
             return
         status = _int(parts[1])
-        if status == 100:  # Continue: the real response follows
+        if status is not None and 100 <= status < 200 and status != 101:
+            # an interim response (100 Continue): the real one follows, maybe in the
+            # same read (plain sockets hand both over at once)
+            rest = raw[msg.head_len:] if msg.head_len >= 0 else b""
+            if rest.startswith(b"HTTP/1."):
+                self.response(tgid, ssl, rest, call_bytes - msg.head_len, 0, 0)
             return
         ex = queue.pop(0)
         ex.status = status
