@@ -92,3 +92,34 @@ def test_pending_hash_is_filled_in_later_or_unverified(roar, changed):
     else:
         assert (inp["status"], inp["hash"]) == ("ok", expected)
         assert doc["complete"] is True, doc["incomplete_reasons"]
+
+
+@pytest.mark.capture
+def test_roar_pending_lists_and_resumes_a_run_whose_job_died(roar):
+    """The background job is killed (as a batch scheduler ends a job's
+    processes): `roar pending` lists the run as waiting with no job at work,
+    `roar pending --resume` hashes it here, and the record is complete."""
+    big = roar.cwd / "big"
+    size = 8 << 30
+    with open(big, "wb") as f:
+        f.truncate(size)
+    roar("run", "--", "sh", "-c", "head -c 1M big > /dev/null",
+         env=roar.env(ROAR_HASH_WAIT="0"))
+    run_id = roar.json("log", "-n", "1")[0]["id"]
+    deadline = time.monotonic() + 30
+    while (filler := _pending_filler(run_id)) is None:
+        assert time.monotonic() < deadline, "no background job started"
+        time.sleep(0.01)
+    os.kill(filler, signal.SIGKILL)
+    while _pending_filler(run_id) is not None:
+        time.sleep(0.05)
+    [waiting] = roar.json("pending")
+    assert waiting["run"] == run_id and waiting["hashing"] is False
+    assert waiting["files"] == [{"path": str(big), "role": "input"}]
+    assert "no job at work: roar pending --resume" in roar("pending").stdout
+    assert roar.json("pending", "--resume") == []
+    doc = roar.json("show", run_id)
+    [inp] = doc["inputs"]
+    assert (inp["status"], inp["hash"]) == ("ok", _zeros_hash(size))
+    assert doc["complete"] is True, doc["incomplete_reasons"]
+    assert roar("pending").stdout.strip() == "no run has pending hashes"

@@ -10,24 +10,24 @@ import sys
 
 import click
 
-from roar.cli.output import fail, print_json
+from roar.cli.output import fail, hash_progress, print_json
 from roar.record.store import RefError, Store, StoreError
 
 # `roar inputs --contains ... --exit-code`: 2 is left to errors (fail())
 ANSWER_EXIT = {"yes": 0, "no": 1, "unknown": 3}
 
 
-def _resolve(store: Store, ref: str) -> tuple[str, str]:
+def _resolve(store: Store, ref: str, progress=None) -> tuple[str, str]:
     from roar.query.views import resolve
 
-    return resolve(store, ref)
+    return resolve(store, ref, progress)
 
 
-def _target(ref: str, local: bool = False) -> tuple[Store, tuple[str, str]]:
+def _target(ref: str, local: bool = False, progress=None) -> tuple[Store, tuple[str, str]]:
     from roar.shared.backend import query_store
 
     store = query_store(local)
-    return store, _resolve(store, ref)
+    return store, _resolve(store, ref, progress)
 
 
 # -- human output helpers ----------------------------------------------------------
@@ -46,9 +46,9 @@ def _h(h: str | None) -> str:
 
 
 def _size(n) -> str:
-    from roar.cli.render import _size as size
+    from roar.cli.output import human_size
 
-    return size(n)
+    return human_size(n)
 
 
 def _val(v) -> str:
@@ -191,20 +191,25 @@ def inputs(ref, files, contains, contains_dir, local, exit_code, as_json):
         fail("give --contains or --contains-dir, not both")
     if exit_code and not (contains or contains_dir):
         fail("--exit-code answers --contains or --contains-dir")
+    progress = hash_progress()  # hashing a big file or a directory: on a terminal
     try:
-        store, target = _target(ref, local)
+        store, target = _target(ref, local, progress)
         if contains:
             from roar.query.views import content_ref
 
-            h, path = content_ref(store, contains)
+            h, path = content_ref(store, contains, progress)
             doc = lineage.contains(store, target, h, path)
         elif contains_dir:
-            doc = lineage.contains_dir(store, target, contains_dir)
+            doc = lineage.contains_dir(store, target, contains_dir, progress)
         else:
             doc = lineage.inputs(store, target)
         doc = qualify(store, doc)
     except (StoreError, RefError) as e:
+        if progress:
+            progress.clear()
         fail(str(e))
+    if progress:
+        progress.clear()
     if as_json:
         print_json(doc)
     elif contains:
@@ -234,11 +239,16 @@ def outputs(ref, all_files, local, as_json):
     from roar.query import lineage
     from roar.shared.backend import qualify
 
+    progress = hash_progress()
     try:
-        store, target = _target(ref, local)
+        store, target = _target(ref, local, progress)
         doc = qualify(store, lineage.outputs(store, target))
     except (StoreError, RefError) as e:
+        if progress:
+            progress.clear()
         fail(str(e))
+    if progress:
+        progress.clear()
     if as_json:
         print_json(doc)
         return

@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from roar.cli.output import RUN_REFUSED, fail, print_json
+from roar.cli.output import RUN_REFUSED, fail, hash_progress, print_json
 from roar.record.store import RefError, StoreError
 
 
@@ -171,17 +171,22 @@ def show(ref, local, explain, as_json):
         else:
             render.group(doc)
         return
+    progress = hash_progress()  # `roar show BIGFILE` hashes it: on a terminal
     try:
         store = _store(local)
         if is_url(ref):
             kind, key = views.resolve_remote(store, ref)
             doc = views.remote_view(store, key)
         else:
-            kind, key = views.resolve(store, ref)
+            kind, key = views.resolve(store, ref, progress)
             doc = views.run_view(store, key) if kind == "run" else views.artifact_view(
                 store, key, ref)
     except (StoreError, RefError) as e:
+        if progress:
+            progress.clear()
         fail(str(e))
+    if progress:
+        progress.clear()
     if as_json:
         print_json(doc)
     elif kind == "run":
@@ -280,7 +285,7 @@ def _register_feature_commands() -> None:
     import importlib
 
     for module in ("roar.cli.lineage", "roar.cli.requests", "roar.cli.reproduce",
-                   "roar.cli.audit", "roar.cli.sync"):
+                   "roar.cli.audit", "roar.cli.sync", "roar.cli.fill"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:

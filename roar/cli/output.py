@@ -20,3 +20,55 @@ def print_json(obj) -> None:
     # ASCII-only: paths with bytes that are not UTF-8 (kept as surrogate
     # escapes) still make valid JSON, as \udcXX escapes
     print(json.dumps(obj, indent=2, ensure_ascii=True, default=str))
+
+
+class HashProgress:
+    """What long hashing is at, on one line of stderr that rewrites itself: a
+    query hashing a big file or a directory, waiting hashes being finished.
+    Made only for a terminal (hash_progress()); at most ten updates a second."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.files = 0
+        self.shown = False
+        self._path = None
+        self._last = 0.0
+
+    def __call__(self, path: str, done: int, size: int | None) -> None:
+        import time
+
+        if path != self._path:
+            self._path = path
+            self.files += 1
+        now = time.monotonic()
+        if now - self._last < 0.1:
+            return
+        self._last = now
+        where = path if len(path) <= 50 else "..." + path[-47:]
+        count = f"{self.files} files, " if self.files > 1 else ""
+        pct = f" {100 * done // size}% of {human_size(size)}" if size else ""
+        self.stream.write(f"\r\x1b[Kroar: hashing ({count}now {where}){pct}")
+        self.stream.flush()
+        self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self.shown = False
+
+
+def hash_progress() -> HashProgress | None:
+    """A progress line for long hashing when stderr is a terminal, else None."""
+    return HashProgress() if sys.stderr.isatty() else None
+
+
+def human_size(n) -> str:
+    """A byte count as people read it: 512B, 3.4K, 12.0G (- when unknown)."""
+    if n is None:
+        return "-"
+    for unit in ("B", "K", "M", "G", "T"):
+        if n < 1024 or unit == "T":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    return str(n)

@@ -4,17 +4,8 @@ from __future__ import annotations
 
 import click
 
+from roar.cli.output import human_size as _size
 from roar.query.links import describe
-
-
-def _size(n) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "K", "M", "G", "T"):
-        if n < 1024 or unit == "T":
-            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
-        n /= 1024
-    return str(n)
 
 
 def _hash(h) -> str:

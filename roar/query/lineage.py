@@ -18,10 +18,15 @@ from dataclasses import dataclass, field
 
 import xxhash
 
-from roar.query.views import content_ref, effective_status  # noqa: F401 - content_ref: API
+from roar.query.views import (  # noqa: F401 - content_ref: API
+    content_ref,
+    effective_status,
+    query_hash,
+    remember_hashes,
+)
 from roar.record.classify import CODE, CODE_SUFFIXES, DATA, ENV
 from roar.record.context import git
-from roar.record.hasher import OK, SPECIAL, hash_path
+from roar.record.hasher import OK, SPECIAL
 from roar.record.remote import REMOTE
 from roar.record.store import RefError, Store
 
@@ -556,14 +561,18 @@ def contains(store: Store, target: tuple[str, str], h: str, path: str | None = N
     return out
 
 
-def contains_dir(store: Store, target: tuple[str, str], directory: str) -> dict:
-    """Which files of directory (by their content now) reached target."""
+def contains_dir(store: Store, target: tuple[str, str], directory: str,
+                 progress=None) -> dict:
+    """Which files of directory (by their content now) reached target; the
+    hashes computed are kept in this node's stat cache. progress(path,
+    bytes_done, size) is told of each file and, now and then, of a big one."""
     if not os.path.isdir(directory):
         raise RefError(f"{directory} is not a directory")
     runs = RunCache(store)
     g = upstream(store, target, runs)
     complete, reasons = _completeness(g, target, True)
     files = []
+    computed: list[tuple[bytes, str]] = []
     for base, dirs, names in os.walk(directory):
         dirs.sort()
         for name in sorted(names):
@@ -571,13 +580,16 @@ def contains_dir(store: Store, target: tuple[str, str], directory: str) -> dict:
             if os.path.islink(p) or not os.path.isfile(p):
                 continue
             rel = os.path.relpath(p, directory)
-            res, _ = hash_path(p, store.cached_hash_key)
+            if progress is not None:
+                progress(p, 0, None)
+            res = query_hash(store, p, progress, computed)
             if res.status != OK:
                 files.append({"path": rel, "hash": None, "answer": "unknown", "evidence": [],
                               "error": res.error or res.status})
                 continue
             m = _membership(g, res.hash, complete, os.path.abspath(p))
             files.append({"path": rel, **m})
+    remember_hashes(store, computed)
     answers = {f["answer"] for f in files}
     answer = "yes" if "yes" in answers else ("unknown" if "unknown" in answers else "no")
     return {"answer": answer, "dir": os.path.abspath(directory),

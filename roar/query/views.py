@@ -13,7 +13,7 @@ from roar.record.codes import Reason, messages, reason
 from roar.record.hasher import OK, hash_path
 from roar.record.ids import boot_id
 from roar.record.remote import REMOTE, ident_key, is_url, normalize_ref, url_key
-from roar.record.store import RefError, Store
+from roar.record.store import RefError, Store, StoreError
 
 SHOWN = (DATA, CODE, REMOTE)  # kinds listed as a run's inputs and outputs
 
@@ -265,9 +265,10 @@ def remote_target(store: Store, url: str) -> str:
     return pick["ident"] or url_key(url)
 
 
-def resolve(store: Store, ref: str) -> tuple[str, str]:
+def resolve(store: Store, ref: str, progress=None) -> tuple[str, str]:
     """('run', id) or ('artifact', hash) for a run id/prefix, hash/prefix or
-    path; a URL (s3://, gs://, https://) names its newest recorded version."""
+    path; a URL (s3://, gs://, https://) names its newest recorded version.
+    progress(path, bytes_done, size): told now and then while a big file is hashed."""
     if is_url(ref):
         _, url = resolve_remote(store, ref)
         return "artifact", remote_target(store, url)
@@ -276,7 +277,7 @@ def resolve(store: Store, ref: str) -> tuple[str, str]:
                        f"which of its files fed a target: roar inputs TARGET --contains-dir "
                        f"{ref})")
     if os.path.exists(ref):
-        h = _hash_now(store, ref)
+        h = _hash_now(store, ref, progress)
         if not store.writers_of(h) and not store.readers_of(h):
             raise RefError(f"{ref} (content {h[:16]}) was never read or written by a "
                            f"recorded run")
@@ -293,21 +294,49 @@ def resolve(store: Store, ref: str) -> tuple[str, str]:
                        f"path") from None
 
 
-def _hash_now(store: Store, path: str) -> str:
-    res, _ = hash_path(path, store.cached_hash_key)
+def _hash_now(store: Store, path: str, progress=None) -> str:
+    res = query_hash(store, path, progress)
     if res.status != OK:
         raise RefError(f"cannot hash {path}: {res.error or res.status}")
     return res.hash
 
 
-def content_ref(store: Store, ref: str) -> tuple[str, str | None]:
+def query_hash(store, path: str, progress=None, remember: list | None = None):
+    """Hash a file for a query through this node's stat cache, and remember
+    what had to be read (the next query of the unchanged file reads none of
+    it): at once, or into `remember` for the caller to keep in one go
+    (remember_hashes). progress(path, bytes_done, size) as in resolve()."""
+    told = (lambda done, size: progress(path, done, size)) if progress else None
+    res, key = hash_path(path, store.cached_hash_key, progress=told)
+    if key is not None and res.status == OK and res.hash:
+        if remember is None:
+            remember_hashes(store, [(key, res.hash)])
+        else:
+            remember.append((key, res.hash))
+    return res
+
+
+def remember_hashes(store, items: list[tuple[bytes, str]]) -> None:
+    """Keep hashes a query computed in this node's stat cache (a shared store's
+    queries use the local one). Only a saving: a store that cannot take the
+    write (a full disk) leaves the query's answer as it is."""
+    local = getattr(store, "local", store)
+    if local is None or not items:
+        return
+    try:
+        local.cache_hashes(items)
+    except StoreError:
+        pass  # the answer stands; the next query hashes again
+
+
+def content_ref(store: Store, ref: str, progress=None) -> tuple[str, str | None]:
     """(hash, path or None) for a --contains argument: an existing file (hashed
     now) or a content hash (full, or a prefix the store knows); a URL gives
     (None, the object's name): any version of it counts."""
     if os.path.isdir(ref):
         raise RefError(f"{ref} is a directory: use --contains-dir")
     if os.path.exists(ref):
-        return _hash_now(store, ref), os.path.abspath(ref)
+        return _hash_now(store, ref, progress), os.path.abspath(ref)
     if is_url(ref):
         return None, normalize_ref(ref)
     r = ref.strip().lower()

@@ -5,10 +5,17 @@ returns; this background job hashes them and completes the record.
 A late hash counts only if the file has not changed since the bound the
 record carries (the run's first open for an input, the run's end for an
 output); otherwise the version is recorded as unverified, never guessed.
+
+A filler holds a lock on the run ($ROAR_HOME/pending/RUN.lock) while it
+works: `roar pending` tells runs being hashed from runs whose filler died
+(a job scheduler ends the detached child with the job), and `roar pending
+--resume` finishes the latter in the foreground.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import subprocess
 import sys
@@ -35,15 +42,70 @@ def start_background_fill(home: Path, run_id: str) -> str | None:
     return None
 
 
-def fill(store: Store, run_id: str) -> int:
-    """Hash every pending file record of the run; returns how many were filled."""
+@contextlib.contextmanager
+def fill_lock(home: Path, run_id: str):
+    """Held while a filler works on the run: yields whether this one got it."""
+    d = Path(home) / "pending"
+    d.mkdir(mode=0o700, exist_ok=True)
+    fd = os.open(d / f"{run_id}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+        os.unlink(d / f"{run_id}.lock")
+    finally:
+        os.close(fd)
+
+
+def being_filled(home: Path, run_id: str) -> bool:
+    """Whether a filler holds the run's lock now."""
+    try:
+        fd = os.open(Path(home) / "pending" / f"{run_id}.lock", os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def pending_runs(store: Store) -> list[dict]:
+    """Runs with hashes still pending, newest first: {run, name, started_at,
+    files: [{path, role}], hashing (a filler is at work), progress}."""
+    out = []
+    runs = [run for run in store.iter_runs()
+            if any(r.get("code") == Reason.HASH_PENDING for r in run.get("reasons") or [])]
+    for run in runs:
+        files = [{"path": f["path"], "role": f["role"]} for f in store.run_files(run["id"])
+                 if f.get("status") == "pending"]
+        out.append({"run": run["id"], "name": run.get("name"),
+                    "started_at": run.get("started_at"), "files": files,
+                    "hashing": being_filled(store.home, run["id"]),
+                    "progress": run.get("hash_progress")})
+    return out
+
+
+def fill(store: Store, run_id: str, progress=None) -> int:
+    """Hash every pending file record of the run; returns how many were filled
+    (0 when another filler is at work on it). progress(path, done, size)."""
+    with fill_lock(store.home, run_id) as mine:
+        return _fill(store, run_id, progress) if mine else 0
+
+
+def _fill(store: Store, run_id: str, progress) -> int:
     files = store.run_files(run_id)
     filled = 0
     unverified = 0
     todo = [f for f in files if f.get("status") == "pending"]
     for i, f in enumerate(todo):
         res, key = hash_path(f["path"], store.cached_hash_key,
-                             progress=_reporter(store, run_id, f["path"], i, len(todo)))
+                             progress=_reporter(store, run_id, f["path"], i, len(todo), progress))
         bound = f.pop("pending_bound_ns", None)
         if res.status == OK and bound is not None and (res.ctime_ns or 0) > bound:
             f.update(hash=None, size=res.size, status="unverified",
@@ -65,11 +127,14 @@ def fill(store: Store, run_id: str) -> int:
     return filled
 
 
-def _reporter(store: Store, run_id: str, path: str, index: int, count: int):
-    """Progress of a long hash, kept on the run (`hash_progress`) for roar show."""
+def _reporter(store: Store, run_id: str, path: str, index: int, count: int, told=None):
+    """Progress of a long hash, kept on the run (`hash_progress`) for roar show
+    and `roar pending`, and told to told(path, done, size) if given."""
     def report(done: int, size: int) -> None:
         progress = {"path": path, "file": index + 1, "files": count,
                     "bytes_done": done, "bytes": size}
         store.set_hash_progress(run_id, progress)
+        if told is not None:
+            told(path, done, size)
 
     return report
