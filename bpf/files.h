@@ -10,6 +10,7 @@
 #include "stash.h"
 #include "fdstate.h"
 #include "http.h"
+#include "untraced.h"
 
 #define O_WRONLY_ 01
 #define O_RDWR_ 02
@@ -40,7 +41,9 @@ static __always_inline void on_access(u64 cg, s32 fd, u32 bit, u64 bytes, u32 in
     u64 epoch = p ? p->epoch : 0;
     struct fd_key k = {.tgid = tgid, .fd = fd};
     struct fd_state *s = fdstate.lookup(&k);
+    u32 named;  /* FD_NAMED, told with the first event of each kind */
     if (s && s->epoch == epoch) {
+        named = s->bits & FD_NAMED;
         if (bit == FD_READ) {
             __sync_fetch_and_add(&s->rbytes, bytes);
             s->rcalls += 1;
@@ -54,7 +57,9 @@ static __always_inline void on_access(u64 cg, s32 fd, u32 bit, u64 bytes, u32 in
             return;
         s->bits |= bit;
     } else {
-        struct fd_state n = {.epoch = epoch, .bits = bit, .inexact = inexact};
+        /* first use of this fd by this process: what kind of file it is */
+        named = first_use(cg, fd);
+        struct fd_state n = {.epoch = epoch, .bits = bit | named, .inexact = inexact};
         if (bit == FD_READ) {
             n.rbytes = bytes;
             n.rcalls = 1;
@@ -79,7 +84,7 @@ static __always_inline void on_access(u64 cg, s32 fd, u32 bit, u64 bytes, u32 in
         type = EV_MMAP;
     fill_header(&ev, cg, type);
     ev.fd = fd;
-    ev.a0 = bit;
+    ev.a0 = bit | named;
     emit_small(&ev);
 }
 

@@ -1,4 +1,4 @@
-/* net.h - network endpoints (connect) and io_uring detection. */
+/* net.h - network endpoints (connect). io_uring is flagged in untraced.h. */
 #ifndef ROAR_NET_H
 #define ROAR_NET_H
 
@@ -28,18 +28,6 @@ TRACEPOINT_PROBE(syscalls, sys_enter_connect)
     u16 family = n >= 2 ? *(u16 *)b->data : 0;
     http_connected(bpf_get_current_pid_tgid() >> 32, args->fd, family);
     emit_buf(b, n);
-    return 0;
-}
-
-/* io_uring moves file I/O out of the syscall path: flag the run. */
-TRACEPOINT_PROBE(syscalls, sys_enter_io_uring_setup)
-{
-    u64 cg = tagged_cgroup();
-    if (!cg)
-        return 0;
-    struct roar_event ev = {};
-    fill_header(&ev, cg, EV_IOURING);
-    emit_small(&ev);
     return 0;
 }
 

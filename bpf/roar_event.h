@@ -36,7 +36,8 @@
 #define EV_CHDIR 16      /* data=path */
 #define EV_FCHDIR 17     /* fd */
 #define EV_CONNECT 18    /* fd, data=sockaddr bytes */
-#define EV_IOURING 19    /* io_uring_setup called */
+#define EV_IOURING 19    /* io_uring used: io_uring_setup, _enter or _register, or an io_uring
+                            fd mapped or read (once per run for _enter/_register) */
 #define EV_CLOSE_RANGE 20 /* fd=first, a0=last, a1=flags */
 #define EV_FDFLAGS 21    /* fcntl(F_SETFD): fd, a0=1 if close-on-exec */
 #define EV_REAP 22       /* a parent reaped a child: ret=child pid, a0=wait status (as waitpid) */
@@ -57,6 +58,12 @@
 #define FD_WRITE 2
 #define FD_MAP_READ 4
 #define FD_MAP_WRITE 8
+/* with the bits above (EV_READ/EV_WRITE/EV_MMAP's a0, EV_CLOSE's ret): the fd
+ * names a regular file with a name (nlink > 0), set when the kernel side first
+ * sees the fd used; a use of such an fd whose open the run never saw (an fd
+ * received over SCM_RIGHTS, from pidfd_getfd, open_by_handle_at or io_uring)
+ * is I/O on a file the run cannot name */
+#define FD_NAMED 16
 
 /* close_range(2) flag (linux/close_range.h): EV_CLOSE_RANGE's a1. With it the
  * range is only marked close-on-exec, nothing is closed. */

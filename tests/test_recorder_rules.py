@@ -52,6 +52,8 @@ class Run:
         self.rec.model.paths[str(path)].early_hash.result()
 
     def finish(self, status=0, interrupted=False, lost=0) -> tuple[dict, list[dict]]:
+        if status is not None and ROOT in self.rec.model.live:  # it exited in its cgroup
+            self.ev(E.EV_EXIT, a0=status >> 8, flags=E.EVF_EXITED)
         done = self.rec.finish(status, interrupted, lost)
         return self.store.get_run(done["id"]), self.store.run_files(done["id"])
 
@@ -240,6 +242,41 @@ def test_interrupted_run_is_incomplete_with_its_reason(store, tmp_path):
     doc, _ = Run(store, tmp_path).finish(0, interrupted=True)
     assert doc["status"] == "interrupted" and doc["complete"] is False
     assert doc["incomplete_reasons"] == ["run was interrupted"]
+
+
+def test_io_on_fds_whose_open_was_never_seen_makes_the_run_incomplete(store, tmp_path):
+    """Reads and writes on an fd the run never saw opened count when the kernel
+    says it names a regular file with a name (FD_NAMED), once per fd; pipes and
+    sockets (no FD_NAMED) and fds the run knows do not."""
+    r = Run(store, tmp_path, root_fds={5: str(tmp_path / "inherited.txt")})
+    r.ev(E.EV_CLOSE, fd=7, ret=E.FD_READ | E.FD_NAMED, a0=10)  # received, read
+    r.ev(E.EV_WRITE, fd=9, a0=E.FD_WRITE | E.FD_NAMED)  # received, written...
+    r.ev(E.EV_CLOSE, fd=9, ret=E.FD_WRITE | E.FD_NAMED, a1=3)  # ...and closed: one fd
+    r.ev(E.EV_CLOSE, fd=8, ret=E.FD_READ, a0=10)  # a pipe or socket
+    r.ev(E.EV_CLOSE, fd=5, ret=E.FD_READ | E.FD_NAMED, a0=10)  # inherited, known
+    doc, _ = r.finish(0)
+    assert doc["complete"] is False
+    assert [x for x in doc["reasons"] if x["code"] == "untraced_fd"] == [
+        {"code": "untraced_fd", "n": 2}]
+
+
+def test_a_process_whose_exit_was_never_seen_left_the_run(store, tmp_path):
+    """A process of the run that never exits in its cgroup moved out of it:
+    LEFT_RUN. With events lost, its exit may simply be lost: not said."""
+    r = Run(store, tmp_path)
+    r.ev(E.EV_FORK, ret=ROOT + 1)
+    doc, _ = r.finish(0)
+    assert doc["complete"] is False
+    assert {"code": "left_run", "n": 1} in doc["reasons"]
+    r = Run(store, tmp_path)
+    r.ev(E.EV_FORK, ret=ROOT + 1)
+    r.ev(E.EV_EXIT, tgid=ROOT + 1, flags=E.EVF_EXITED)
+    doc, _ = r.finish(0)
+    assert doc["complete"] is True, doc["reasons"]
+    r = Run(store, tmp_path)
+    r.ev(E.EV_FORK, ret=ROOT + 1)
+    doc, _ = r.finish(0, lost=3)
+    assert "left_run" not in {x["code"] for x in doc["reasons"]}
 
 
 def test_lost_events_problems_and_io_uring_make_a_run_incomplete(store, tmp_path):

@@ -181,8 +181,10 @@ def tracepoint_fields(category: str, event: str) -> set[str]:
 def compile_flags() -> list[str]:
     """-D flags for bpf/ that depend on what this kernel's tracepoints carry
     (fields differ between kernel versions; BCC fails on a missing one)."""
+    from roar.capture import btf
+
     group_dead = "group_dead" in tracepoint_fields("sched", "sched_process_exit")
-    return [f"-DEXIT_HAS_GROUP_DEAD={int(group_dead)}"]
+    return [f"-DEXIT_HAS_GROUP_DEAD={int(group_dead)}", *btf.compile_flags()]
 
 
 def probe_tracepoints(text: str | None = None) -> list[Feature]:

@@ -54,6 +54,8 @@ class Reason(str, enum.Enum):
     UNHASHED_LATE = "unhashed_late"  # n (found by the background filler)
     MODEL_PROBLEM = "model_problem"  # what, n
     IO_URING = "io_uring"
+    UNTRACED_FD = "untraced_fd"  # n
+    LEFT_RUN = "left_run"  # n
     UNINSPECTED_NET = "uninspected_net"  # address, port (record/remote.py)
     INTERRUPTED = "interrupted"
     NOT_FINISHED = "not_finished"  # still marked running, its roar gone
@@ -76,6 +78,10 @@ MESSAGES = {
     Reason.UNHASHED_LATE: "{n} input(s) without a verified content hash (hashed after the run)",
     Reason.MODEL_PROBLEM: "{what} ({n}x)",
     Reason.IO_URING: "io_uring used: file I/O submitted through it is not traced",
+    Reason.UNTRACED_FD: "{n} file(s) read or written through an fd whose open was not seen "
+                        "(received from another process): their paths are unknown",
+    Reason.LEFT_RUN: "{n} process(es) left the run's cgroup: what they did afterwards is "
+                     "not traced",
     Reason.UNINSPECTED_NET: "uninspected network I/O with {address}:{port}: bytes received "
                             "from it may be inputs",
     Reason.INTERRUPTED: "run was interrupted",

@@ -21,6 +21,7 @@ from roar.capture.events import (  # defined once, in bpf/roar_event.h
     CLOSE_RANGE_CLOEXEC,
     FD_MAP_READ,
     FD_MAP_WRITE,
+    FD_NAMED,
     FD_READ,
 )
 from roar.record.classify import needs_hash
@@ -138,6 +139,10 @@ class RunModel:
         self.remote = RemoteLog()  # HTTP exchanges seen in TLS plaintext
         self.problems: dict[str, int] = {}
         self.io_uring = False
+        # (process key, fd) of each fd on a named regular file used for I/O without
+        # the run seeing its open (received over SCM_RIGHTS, pidfd_getfd,
+        # open_by_handle_at...): reads and writes no path can be given for
+        self.untraced_fds: set[tuple[str, int]] = set()
         self.events = 0
         fds = {fd: FdEntry(OpenFile(p, 0), False) for fd, p in root_fds.items()}
         self.root = self._new_proc(root_pid, None, argv, cwd, fds, start_ts)
@@ -294,10 +299,22 @@ class RunModel:
         entry = p.fds.get(fd)
         return entry.file.path if entry else None
 
+    def _untraced(self, p: Proc, fd: int, bits: int) -> None:
+        """I/O (bits: the kernel's access bits) on an fd the run never saw
+        opened: lost if the kernel says it names a regular file with a name."""
+        if bits & FD_NAMED and fd not in p.fds:
+            self.untraced_fds.add((p.key, fd))
+
+    def still_running(self) -> int:
+        """Processes whose exit the run never saw: at the end of a run, ones
+        that left its cgroup (their exit, and what they did after, was outside)."""
+        return len(self.live)
+
     def on_read(self, ev: E.Event) -> None:
         p = self._proc(ev)
         path = self._fd_path(p, ev.fd)
         if path is None:
+            self._untraced(p, ev.fd, ev.a0)
             return  # a pipe, socket or other fd that names no file we opened
         self._pfile(p, path).read = True
         s = self._state(path, "read")
@@ -312,6 +329,7 @@ class RunModel:
             return
         path = entry.file.path if entry else None
         if path is None:
+            self._untraced(p, ev.fd, ev.a0)
             return
         self._pfile(p, path).written = True
         s = self._modified(path, ev.ts)
@@ -322,6 +340,7 @@ class RunModel:
         p = self._proc(ev)
         path = self._fd_path(p, ev.fd)
         if path is None:
+            self._untraced(p, ev.fd, ev.a0)
             return
         pf = self._pfile(p, path)
         pf.mapped = True
@@ -339,6 +358,7 @@ class RunModel:
         p = self._proc(ev)
         entry = p.fds.get(ev.fd)
         if entry is None or entry.file.path is None:
+            self._untraced(p, ev.fd, ev.ret)
             p.fds.pop(ev.fd, None)
             return
         if ev.ret & FD_READ:  # reads are reported here, not one event each

@@ -178,6 +178,14 @@ class RunRecorder:
             reasons.append(reason(Reason.MODEL_PROBLEM, what=what, n=n))
         if model.io_uring:
             reasons.append(reason(Reason.IO_URING))
+        if model.untraced_fds:
+            reasons.append(reason(Reason.UNTRACED_FD, n=len(model.untraced_fds)))
+        # processes whose exit was not seen left the run's cgroup; not said when
+        # the exits may be among lost events, of an interrupted run, or of an
+        # attached session (its processes go on after it)
+        left = model.still_running()
+        if left and not (lost or interrupted or run.get("mode") == "attached"):
+            reasons.append(reason(Reason.LEFT_RUN, n=left))
         reasons += remote_reasons
         if self.hasher.failure:  # a damaged store: the hashes are right, the store is not
             reasons.append(reason(Reason.STORE_DAMAGED, why=self.hasher.failure))
