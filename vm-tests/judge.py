@@ -9,7 +9,8 @@ pytest smoke suite ran with no failure, error or skip (a skip there means the
 probes did not load: that is a failure). A strict xfail (a known roar bug that
 failed exactly as its test documents, on every kernel) is reported, not failed. A `refuse` boot passes when roar
 doctor, `roar run` and roard each exit non-zero with one clear line naming the
-missing feature, and no traceback.
+missing feature, and no traceback. With run.sh --verifier, a kernel that refuses
+any program fails with their names (vm-tests/guest/verifier.py's list).
 """
 
 from __future__ import annotations
@@ -64,6 +65,11 @@ def judge_refuse(d: Path) -> tuple[bool, str]:
 
 
 def judge_pass(d: Path) -> tuple[bool, str]:
+    refused = [line.split()[1].rstrip(":") for line in read(d, "verifier.txt").splitlines()
+               if line.startswith("FAIL ")]
+    if refused:  # run.sh --verifier: the suite stopped there
+        return False, (f"the kernel refused {len(refused)} programs ({d / 'verifier.txt'}): "
+                       f"{', '.join(refused[:6])}{' ...' if len(refused) > 6 else ''}")
     problems = []
     fails = [line for line in read(d, "doctor.txt").splitlines() if line.startswith("[FAIL]")]
     if fails or rc(d, "doctor.rc") != 0:

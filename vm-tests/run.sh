@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # vm-tests: roar on stock distribution kernels, each booted under qemu/KVM.
 #
-#   bash vm-tests/run.sh [--kernel NAME]... [--quick] [--full] [--refresh]
+#   bash vm-tests/run.sh [--kernel NAME]... [--quick] [--full] [--verifier] [--refresh]
 #
 # For every kernel in vm-tests/kernels.list (or only the --kernel ones) this
 # fetches the kernel image and headers packages through apt with a private
@@ -15,6 +15,9 @@
 #
 #   --quick    only the first `pass` kernel and the first `refuse` boot
 #   --full     run all of tests/test_capture.py in the guests, not the smoke list
+#   --verifier first load every program of the kernel side one by one and print
+#              each one the kernel refuses with the verifier's last lines (all of
+#              them at once; the suite stops there if any is refused)
 #   --refresh  re-resolve kernel packages (new ABI) and rebuild the image
 #
 # Cache (downloads, root filesystem, image): $ROAR_VM_CACHE, default
@@ -39,15 +42,16 @@ GUEST_PY_DEPS="click>=8 lmdb>=1.4 xxhash>=3 networkx>=3 pytest>=7"
 say() { echo "vm-tests: $*" >&2; }
 die() { echo "vm-tests: error: $*" >&2; exit 2; }
 
-WANT=() QUICK=0 FULL=0 REFRESH=0
+WANT=() QUICK=0 FULL=0 REFRESH=0 VERIFIER=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --kernel) [[ $# -ge 2 ]] || die "--kernel needs a NAME"; WANT+=("$2"); shift 2 ;;
     --kernel=*) WANT+=("${1#*=}"); shift ;;
     --quick) QUICK=1; shift ;;
     --full) FULL=1; shift ;;
+    --verifier) VERIFIER=1; shift ;;
     --refresh) REFRESH=1; shift ;;
-    -h|--help) sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
 done
@@ -271,6 +275,7 @@ boot() {  # boot NAME -> sets VERDICT and WHY; results in $RUNS/NAME
   local tests=smoke; [[ $FULL -eq 1 ]] && tests=full
   local cmdline="root=/dev/vda rw console=ttyS0 quiet loglevel=4 panic=-1"
   cmdline+=" systemd.show_status=0 roar.expect=${EXPECT[$name]} roar.tests=$tests"
+  cmdline+=" roar.verifier=$VERIFIER"
   cmdline+=" ${EXTRA[$name]}"
   local rc=0
   timeout --foreground -k 10 "$LIMIT" qemu-system-x86_64 "${ACCEL[@]}" -m 2048 -smp 2 \
