@@ -51,7 +51,7 @@ while [[ $# -gt 0 ]]; do
     --full) FULL=1; shift ;;
     --verifier) VERIFIER=1; shift ;;
     --refresh) REFRESH=1; shift ;;
-    -h|--help) sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
 done
