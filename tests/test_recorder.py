@@ -91,3 +91,27 @@ def test_records_built_ahead_equal_records_built_at_the_end(tmp_path):
     assert len(by_path[(f"{d}/a", "input")]["processes"]) == 2  # rebuilt: a second reader
     assert by_path[(f"{d}/b", "output")]["hash"]                 # rebuilt: rewritten
     assert by_path[(f"{d}/d", "input")]["hash"]
+
+
+def test_chain_digest_of_the_records_in_memory_equals_the_stored_ones(tmp_path):
+    """`roar run` chains a run from the records it just stored, not read back:
+    the digest must be the one `roar verify` computes from the store later,
+    odd names (not UTF-8, newlines) and redacted arguments included."""
+    from roar.record import chain
+
+    d = tmp_path / "da\udcfft\na"
+    d.mkdir()
+    for name in "abde":
+        (d / name).write_bytes(os.urandom(100))
+    evs = _stream(str(d))
+    with Store(tmp_path / "home") as store:
+        run = {"id": new_run_id(), "cwd": str(d), "command": ["train", "--token", "s3cret"],
+               "git": None, "status": "running"}
+        store.put_run(run)
+        rec = RunRecorder(store, run, ROOT, {}, start_ns=0)
+        for e in evs:
+            rec.model.feed(e)
+        done = rec.finish(0, False, 0)
+        assert any("\udcff" in f["path"] for f in rec.files) and rec.procs
+        assert (chain.run_digest(store, done["id"], rec.files, rec.procs)
+                == chain.run_digest(store, done["id"]))

@@ -274,11 +274,14 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
         print(f"roar: {msg}", file=sys.stderr)
     from roar.query import links
 
-    links.attach_links(store, run["id"], logs=[(p, start, _size(p)) for p, start in logs])
+    found = links.from_records(recorder.files, [(p, start, _size(p)) for p, start in logs],
+                               run_id=run["id"])
+    if found:  # none reads as none stored: no write (and sync) for it
+        store.set_links(run["id"], found)
     if gate is not None:
-        gate.resolve(store, run, store.run_files(run["id"]))
+        gate.resolve(store, run, recorder.files)
         _say(gate)
-    _chain(store, run["id"])
+    _chain(store, run["id"], recorder.files, recorder.procs)
     from roar.shared.outbox import kick
 
     problem = kick(store.home)  # the run is in the outbox already; this pushes it soon
@@ -359,11 +362,11 @@ def _size(path: str) -> int:
         return 0
 
 
-def _chain(store: Store, run_id: str) -> None:
+def _chain(store: Store, run_id: str, files: list[dict], procs: list[dict]) -> None:
     """Append the stored run to the tamper-evident chain roard keeps."""
     from roar.record import chain
 
-    why = chain.append_run(store, run_id)
+    why = chain.append_run(store, run_id, files, procs)
     if why:
         print(f"roar: run {run_id} is not in the tamper-evident chain: {why}", file=sys.stderr)
 

@@ -220,6 +220,8 @@ class RunRecorder:
             self.store.cache_hashes(self.hasher.take_new_entries())
         self.store.finish_run(run, files, procs, encoded_files=encoded,
                               encoded_procs=encoded_procs, index=index)
+        # what was stored, for the end of `roar run` (links, chain): not read back
+        self.files, self.procs = files, procs
         mark("finish: store")
         if self.pending:
             from roar.record.pending import start_background_fill
