@@ -184,6 +184,8 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
         # there (a cgroup migration: milliseconds) while the checks that may
         # still refuse the run are made here
         session.begin(pid, run_id, str(store.home.resolve()), root_fds)
+        if prepared is None:
+            _preload()  # while roard works
         record, gate = prepared or _prepare(store, argv, run_id, name, allow_dirty,
                                             request_id, session.mode, group, no_git)
         session.started()
@@ -290,6 +292,27 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
     mark("end: links, chain, shared outbox")
     _summary(run)
     return run["exit_code"] if run["exit_code"] is not None else 1
+
+
+# What a run imports only after its workload is released: the event model, the
+# recorder and what the end of the run uses (~45 ms of CPU). They are imported
+# while roard creates, tags and populates the run's cgroup (5-25 ms, in another
+# process) instead of after the release, where every short run waits for them.
+# In this thread: a second one would hand the GIL back late (up to the switch
+# interval) at each of this one's wake-ups. A failed import is reported where
+# the module is used (imported again there).
+PRELOAD = ("roar.record.recorder", "roar.query.links", "roar.record.chain",
+           "roar.shared.outbox")
+
+
+def _preload() -> None:
+    import importlib
+
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - imported again where used, and reported there
+            return
 
 
 def _prepare(store: Store, argv: list[str], run_id: str, name: str | None,
