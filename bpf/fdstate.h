@@ -1,12 +1,13 @@
-/* fdstate.h - per-process and per-open-file state: the epoch that tells one
- * life of a tgid from the next, and the access bits and byte counters of each
- * (tgid, fd), reported when the fd is closed or its process exits.
+/* fdstate.h - per-open-file state: the access bits and byte counters of each
+ * (tgid, fd), stamped with the epoch of the process life that made them
+ * (tagging.h), reported when the fd is closed or its process exits.
  */
 #ifndef ROAR_FDSTATE_H
 #define ROAR_FDSTATE_H
 
 #include "roar_event.h"
 #include "emit.h"
+#include "tagging.h"
 
 struct fd_key {
     u32 tgid;
@@ -23,7 +24,6 @@ struct fd_state {
     u32 inexact;
 };
 
-BPF_HASH(procs, u32, struct proc_state, 65536);   /* tgid -> state (struct in roar_event.h) */
 BPF_TABLE("lru_hash", struct fd_key, struct fd_state, fdstate, 262144);
 
 #define FLUSH_MAX 256  /* fds flushed by one loop at exit or close_range */
@@ -33,12 +33,6 @@ BPF_TABLE("lru_hash", struct fd_key, struct fd_state, fdstate, 262144);
  * bound: it walks on past BOUND until "the sequence of 8193 jumps is too complex"
  * (EFAULT) or a million instructions (E2BIG). 6.12 and later see through it. */
 #define KEEP_LOOP_BOUND(i) asm volatile("" : "+r"(i))
-
-static __always_inline u64 proc_epoch(u32 tgid)
-{
-    struct proc_state *p = procs.lookup(&tgid);
-    return p ? p->epoch : 0;
-}
 
 static __always_inline void note_fd(u32 tgid, s32 fd)
 {
@@ -54,14 +48,16 @@ static __always_inline void forget_fd(u32 tgid, s32 fd)
     fdstate.delete(&k);
 }
 
-/* Emit the close summary of (tgid, fd) if it has dedup state; forget it. */
-static __always_inline void flush_fd(u64 cg, u32 tgid, s32 fd, u64 epoch)
+/* Emit the close summary of (tgid, fd) if it has dedup state of this
+ * process life; forget it. Returns 0 if it had none. */
+static __always_inline int flush_fd(u64 cg, u32 tgid, s32 fd, u64 epoch)
 {
     struct fd_key k = {.tgid = tgid, .fd = fd};
     struct fd_state *s = fdstate.lookup(&k);
     if (!s)
-        return;
-    if (s->epoch == epoch) {
+        return 0;
+    int mine = s->epoch == epoch;
+    if (mine) {
         struct roar_event ev = {};
         fill_header(&ev, cg, EV_CLOSE);
         ev.fd = fd;
@@ -75,6 +71,7 @@ static __always_inline void flush_fd(u64 cg, u32 tgid, s32 fd, u64 epoch)
         emit_small_flags(&ev, RB_NO_WAKEUP);
     }
     fdstate.delete(&k);
+    return mine;
 }
 
 #endif

@@ -28,17 +28,17 @@
 
 /* ---- first access per open file ---------------------------------------- */
 
-/* Record an access of kind `bit` through fd. Only the first access of each
- * kind emits an event; later ones add to the counters. */
+/* Record an access of kind `bit` through fd by the current task (resolved by
+ * traced_task: its run cgroup and process epoch). Only the first access of
+ * each kind emits an event; later ones add to the counters: one hash lookup. */
 /* inexact: the call's size is not what it moved (vectored or transfer calls) */
-static __always_inline void on_access(u64 cg, s32 fd, u32 bit, u64 bytes, u32 inexact)
+static __always_inline void on_access(struct task_seen *me, s32 fd, u32 bit, u64 bytes,
+                                      u32 inexact)
 {
     if (fd < 0)
         return;
-    u64 id = bpf_get_current_pid_tgid();
-    u32 tgid = id >> 32;
-    struct proc_state *p = procs.lookup(&tgid);
-    u64 epoch = p ? p->epoch : 0;
+    u64 cg = me->run, epoch = me->epoch;
+    u32 tgid = me->pid_tgid >> 32;
     struct fd_key k = {.tgid = tgid, .fd = fd};
     struct fd_state *s = fdstate.lookup(&k);
     u32 named;  /* FD_NAMED, told with the first event of each kind */
@@ -68,8 +68,7 @@ static __always_inline void on_access(u64 cg, s32 fd, u32 bit, u64 bytes, u32 in
             n.wcalls = 1;
         }
         fdstate.update(&k, &n);
-        if (p && (u32)fd > p->maxfd)  /* inherited fds count for the exit flush too */
-            p->maxfd = fd;
+        note_fd(tgid, fd);  /* inherited fds count for the exit flush too */
     }
     /* A read is reported by the close summary (or the flush at exit), which
      * carries the access bits: no event of its own for the fds the exit flush
@@ -88,23 +87,26 @@ static __always_inline void on_access(u64 cg, s32 fd, u32 bit, u64 bytes, u32 in
     emit_small(&ev);
 }
 
+/* The first thing of every read/write-like program: the current task if it is
+ * traced (else the program returns). */
+#define TRACED_OR_RETURN(me)                                  \
+    struct task_seen *me = traced_task();                 \
+    if (!me || !me->run)                                      \
+        return 0;
+
 #define READ_PROBE(name, count_expr, vec)                     \
     TRACEPOINT_PROBE(syscalls, sys_enter_##name)              \
     {                                                         \
-        u64 cg = tagged_cgroup();                             \
-        if (!cg)                                              \
-            return 0;                                         \
-        on_access(cg, args->fd, FD_READ, count_expr, vec);    \
+        TRACED_OR_RETURN(me)                                  \
+        on_access(me, args->fd, FD_READ, count_expr, vec);    \
         return 0;                                             \
     }
 
 #define WRITE_PROBE(name, count_expr, vec)                    \
     TRACEPOINT_PROBE(syscalls, sys_enter_##name)              \
     {                                                         \
-        u64 cg = tagged_cgroup();                             \
-        if (!cg)                                              \
-            return 0;                                         \
-        on_access(cg, args->fd, FD_WRITE, count_expr, vec);   \
+        TRACED_OR_RETURN(me)                                  \
+        on_access(me, args->fd, FD_WRITE, count_expr, vec);   \
         return 0;                                             \
     }
 
@@ -163,11 +165,9 @@ static __always_inline void add_bytes(s32 fd, u32 bit, u64 bytes)
 
 static __always_inline int xfer_enter(s32 fd_in, s32 fd_out)
 {
-    u64 cg = tagged_cgroup();
-    if (!cg)
-        return 0;
-    on_access(cg, fd_in, FD_READ, 0, 0);
-    on_access(cg, fd_out, FD_WRITE, 0, 0);
+    TRACED_OR_RETURN(me)
+    on_access(me, fd_in, FD_READ, 0, 0);
+    on_access(me, fd_out, FD_WRITE, 0, 0);
     stash(XFER_PENDING, fd_in, (u64)(s64)fd_out, 0, 0, 0);
     return 0;
 }
@@ -197,9 +197,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_copy_file_range) { return xfer_exit(args->re
 
 TRACEPOINT_PROBE(syscalls, sys_enter_mmap)
 {
-    u64 cg = tagged_cgroup();
-    if (!cg)
-        return 0;
+    TRACED_OR_RETURN(me)
     if ((s64)args->fd < 0 || (args->flags & MAP_ANONYMOUS_))
         return 0;
     u32 bit = 0;
@@ -208,12 +206,12 @@ TRACEPOINT_PROBE(syscalls, sys_enter_mmap)
     if ((args->prot & PROT_WRITE_) && (args->flags & MAP_SHARED_))
         bit |= FD_MAP_WRITE;
     if (bit == FD_MAP_READ)
-        on_access(cg, args->fd, FD_MAP_READ, 0, 0);
+        on_access(me, args->fd, FD_MAP_READ, 0, 0);
     else if (bit == FD_MAP_WRITE)
-        on_access(cg, args->fd, FD_MAP_WRITE, 0, 0);
+        on_access(me, args->fd, FD_MAP_WRITE, 0, 0);
     else if (bit) {
-        on_access(cg, args->fd, FD_MAP_READ, 0, 0);
-        on_access(cg, args->fd, FD_MAP_WRITE, 0, 0);
+        on_access(me, args->fd, FD_MAP_READ, 0, 0);
+        on_access(me, args->fd, FD_MAP_WRITE, 0, 0);
     }
     return 0;
 }
@@ -287,18 +285,14 @@ TRACEPOINT_PROBE(syscalls, sys_exit_openat2) { return open_exit(args->ret); }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_close)
 {
-    u64 cg = tagged_cgroup();
-    if (!cg)
-        return 0;
-    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    TRACED_OR_RETURN(me)
+    u64 cg = me->run;
     s32 fd = args->fd;
-    struct fd_key k = {.tgid = tgid, .fd = fd};
-    if (fdstate.lookup(&k)) {
-        flush_fd(cg, tgid, fd, proc_epoch(tgid));
+    if (flush_fd(cg, me->pid_tgid >> 32, fd, me->epoch))
         return 0;
-    }
-    http_closed(cg, tgid, fd);  /* a connected IP socket: its last message's body bytes */
-    /* no accesses: still tell userspace the fd number is free again */
+    http_closed(cg, me->pid_tgid >> 32, fd);  /* a connected IP socket: its last message's body bytes */
+    /* no accesses (in this process life): still tell userspace the fd number
+     * is free again */
     struct roar_event ev = {};
     fill_header(&ev, cg, EV_CLOSE);
     ev.fd = fd;
@@ -308,10 +302,9 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_close_range)
 {
-    u64 cg = tagged_cgroup();
-    if (!cg)
-        return 0;
-    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    TRACED_OR_RETURN(me)
+    u64 cg = me->run;
+    u32 tgid = me->pid_tgid >> 32;
     struct roar_event ev = {};
     fill_header(&ev, cg, EV_CLOSE_RANGE);
     ev.fd = args->fd;
@@ -323,7 +316,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close_range)
             u32 first = args->fd;
             u32 last = args->max_fd;
             u32 maxfd = p->maxfd;
-            u64 epoch = p->epoch;
+            u64 epoch = me->epoch;
             if (last > maxfd)
                 last = maxfd;
             for (u32 i = 0; i < FLUSH_MAX; i++) {
@@ -382,9 +375,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_fcntl)
 
 static __always_inline int dup_exit(long ret)
 {
-    u64 cg = tagged_cgroup();
-    if (!cg)
-        return 0;
+    TRACED_OR_RETURN(me)
+    u64 cg = me->run;
     struct pending p;
     if (!unstash(&p) || ret < 0)
         return 0;
@@ -393,7 +385,7 @@ static __always_inline int dup_exit(long ret)
         u32 tgid = bpf_get_current_pid_tgid() >> 32;
         if ((s32)ret != p.fd) {
             /* the target fd number now names the duplicated file */
-            flush_fd(cg, tgid, (s32)ret, proc_epoch(tgid));
+            flush_fd(cg, tgid, (s32)ret, me->epoch);
             note_fd(tgid, (s32)ret);
         }
         fill_header(&ev, cg, EV_DUP);

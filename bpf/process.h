@@ -60,6 +60,7 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
         u32 child = args->child_pid;
         struct proc_state ps = {.epoch = ev.ts};
         procs.update(&child, &ps);
+        procs_changed();  /* a cached epoch of an earlier life of this pid is stale */
     }
     emit_small(&ev);
     return 0;
@@ -293,6 +294,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
         if (maxfd >= FLUSH_MAX)
             ev.flags |= EVF_TRUNCATED;
         procs.delete(&tgid);
+        procs_changed();
     }
     emit_small(&ev);
     return 0;

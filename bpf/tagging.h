@@ -1,5 +1,15 @@
-/* tagging.h - which tasks are traced: the run cgroups userspace tags, and the
- * filter every program runs first (tagged_cgroup).
+/* tagging.h - which tasks are traced, and which life of their process they
+ * are in: the run cgroups userspace tags, the per-process state (procs), and
+ * traced_task(), which every program runs first.
+ *
+ * What traced_task() resolves (the run cgroup of the task, the epoch of its
+ * process) is cached per CPU for the task that asked last, so a task making
+ * syscalls back to back pays for the resolution once: a tagged read or write
+ * then costs one hash lookup, its per-fd counters (fdstate.h). The cache is
+ * exact, not a guess: an entry is used only for the same thread, in the same
+ * cgroup, with no tag/untag and no traced process born or dead since (two
+ * generation counters), and each of those is all the answer depends on
+ * (cgroup ids are never reused and cgroups never change parent).
  */
 #ifndef ROAR_TAGGING_H
 #define ROAR_TAGGING_H
@@ -10,18 +20,38 @@ BPF_HASH(tagged, u64, u64, 4096);                 /* run cgroup id -> 1 */
 /* bit L set: some run cgroup sits at level L. Run cgroups live below their
  * callers' own cgroups (a Slurm step, a pod, a systemd scope), so at any level */
 BPF_ARRAY(tag_levels, u64, 1);
+BPF_HASH(procs, u32, struct proc_state, 65536);   /* tgid -> state (struct in roar_event.h) */
 
-/* The run cgroup this task belongs to (itself or an ancestor), or 0. Must be
- * the first thing every program does: untagged tasks return here, after one
- * array lookup and one ancestor lookup per level in use. The deepest tagged
- * ancestor wins: a run started inside another run is recorded by the inner one. */
-static __always_inline u64 tagged_cgroup(void)
+/* Generation counters, each with one writer: a cached resolution made under
+ * other values is stale. Indexes are in roar_event.h (userspace bumps one). */
+BPF_ARRAY(generations, u64, 2);
+
+struct task_seen {
+    u64 pid_tgid;  /* the thread resolved */
+    u64 cgroup;    /* its own cgroup then */
+    u64 tags;      /* generations[GEN_TAGS] then */
+    u64 births;    /* generations[GEN_PROCS] then */
+    u64 run;       /* its run cgroup, 0 if untraced */
+    u64 epoch;     /* procs[tgid].epoch, 0 if none (or untraced) */
+};
+
+BPF_PERCPU_ARRAY(task_cache, struct task_seen, 1);
+
+/* A traced process was born or died (its procs epoch came or went). Call
+ * after the procs change. */
+static __always_inline void procs_changed(void)
 {
-    int zero = 0;
-    u64 *mask = tag_levels.lookup(&zero);
-    if (!mask || !*mask)
-        return 0;
-    u64 m = *mask;
+    int i = GEN_PROCS;
+    u64 *g = generations.lookup(&i);
+    if (g)
+        __sync_fetch_and_add(g, 1);
+}
+
+/* The run cgroup this task belongs to (itself or an ancestor), or 0: one
+ * ancestor lookup per level in use. The deepest tagged ancestor wins: a run
+ * started inside another run is recorded by the inner one. */
+static __always_inline u64 resolve_run(u64 m)
+{
 #pragma unroll
     for (int level = ROAR_TAG_LEVELS - 1; level > 0; level--) {
         if (!(m & (1ULL << level)))
@@ -31,6 +61,50 @@ static __always_inline u64 tagged_cgroup(void)
             return cg;
     }
     return 0;
+}
+
+/* The current task's run cgroup and process epoch, or 0 when no run is
+ * traced anywhere (one array lookup). Must be the first thing every program
+ * does; untagged tasks get run == 0. */
+static __always_inline struct task_seen *traced_task(void)
+{
+    int zero = 0, t = GEN_TAGS, b = GEN_PROCS;
+    u64 *mask = tag_levels.lookup(&zero);
+    if (!mask || !*mask)
+        return 0;
+    u64 *tags = generations.lookup(&t);
+    u64 *births = generations.lookup(&b);
+    struct task_seen *c = task_cache.lookup(&zero);
+    if (!tags || !births || !c)
+        return 0;
+    /* the generations are read before what they guard */
+    u64 gt = *tags, gb = *births;
+    u64 id = bpf_get_current_pid_tgid();
+    u64 cgid = bpf_get_current_cgroup_id();
+    if (c->pid_tgid == id && c->cgroup == cgid && c->tags == gt && c->births == gb)
+        return c;
+    u64 run = resolve_run(*mask);
+    u64 epoch = 0;
+    if (run) {
+        u32 tgid = id >> 32;
+        struct proc_state *p = procs.lookup(&tgid);
+        if (p)
+            epoch = p->epoch;
+    }
+    c->pid_tgid = id;
+    c->cgroup = cgid;
+    c->tags = gt;
+    c->births = gb;
+    c->run = run;
+    c->epoch = epoch;
+    return c;
+}
+
+/* The run cgroup this task belongs to, or 0 (untagged tasks return here). */
+static __always_inline u64 tagged_cgroup(void)
+{
+    struct task_seen *c = traced_task();
+    return c ? c->run : 0;
 }
 
 #endif

@@ -75,7 +75,8 @@ def test_compiled_kernel_side_agrees_with_what_python_reads(capfd):
     compiler takes fails here. The procs map BCC built has the fields Python
     parses from struct proc_state (probes.tag writes the root's epoch by name)."""
     from roar.capture import features
-    from roar.capture.probes import import_bcc, program_text
+    from roar.capture.events import program_text
+    from roar.capture.probes import import_bcc
 
     bcc = import_bcc()
     shared = {n: v for n, v in E.CONSTS.items() if n.startswith(E.SHARED_PREFIXES)}

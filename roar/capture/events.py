@@ -98,7 +98,10 @@ FD_NAMED = CONSTS["FD_NAMED"]  # the fd names a regular file with a name
 
 CLOSE_RANGE_CLOEXEC = CONSTS["CLOSE_RANGE_CLOEXEC"]  # EV_CLOSE_RANGE's a1: mark, do not close
 
-SHARED_PREFIXES = ("EV_", "EVF_", "FD_", "CLOSE_RANGE_")  # the names both sides read
+GEN_TAGS = CONSTS["GEN_TAGS"]  # the generation userspace bumps after tagging (bpf/tagging.h)
+GEN_PROCS = CONSTS["GEN_PROCS"]
+
+SHARED_PREFIXES = ("EV_", "EVF_", "FD_", "CLOSE_RANGE_", "GEN_")  # the names both sides read
 _MISSING = {k for k in CONSTS if k.startswith(SHARED_PREFIXES)} - globals().keys()
 if _MISSING:
     raise RuntimeError(f"{HEADER}: {', '.join(sorted(_MISSING))} not named in {__file__}")
@@ -160,9 +163,10 @@ def cgroup_of(buf: bytes) -> int:
     return struct.unpack_from("<Q", buf, CGROUP_OFFSET)[0]
 
 
-def program_text() -> str:
+def program_text(bpf_dir: Path | None = None) -> str:
     """bpf/roar.bpf.c with its local includes inlined: BCC generates tracepoint
-    argument structs only for programs in the main file."""
+    argument structs only for programs in the main file. (bpf_dir: another copy
+    of bpf/, e.g. an earlier revision's, for an A/B benchmark.)"""
     seen: set[str] = set()
 
     def inline(path: str) -> str:
@@ -179,4 +183,4 @@ def program_text() -> str:
                 out.append(line)
         return "".join(out)
 
-    return inline(str(BPF_DIR / "roar.bpf.c"))
+    return inline(str((bpf_dir or BPF_DIR) / "roar.bpf.c"))

@@ -11,7 +11,7 @@ import sys
 import threading
 
 from roar.capture import features
-from roar.capture.events import BPF_DIR, TAG_LEVELS, program_text
+from roar.capture.events import GEN_TAGS, TAG_LEVELS, program_text
 from roar.capture.protocol import SessionError
 
 RINGBUF_PAGES = 16384  # 64 MiB: about 400k events of burst at ~150 bytes each
@@ -201,7 +201,16 @@ class Probes:
             self.levels[level] = self.levels.get(level, 0) + 1
             self._tagged_levels[cgroup_id] = level
             self._write_levels()
-        tagged[tagged.Key(cgroup_id)] = tagged.Leaf(1)
+            tagged[tagged.Key(cgroup_id)] = tagged.Leaf(1)
+            self._tags_changed()
+
+    def _tags_changed(self) -> None:
+        """After every change of what is tagged (and of a root's epoch): the
+        kernel side's per-CPU resolutions made before it are stale
+        (bpf/tagging.h). Called with _levels_lock held: one writer."""
+        gens = self.bpf["generations"]
+        key = gens.Key(GEN_TAGS)
+        gens[key] = gens.Leaf(gens[key].value + 1)
 
     def _write_levels(self) -> None:
         mask = 0
@@ -214,15 +223,16 @@ class Probes:
     def untag(self, cgroup_id: int) -> int:
         """Stop tracing a run cgroup; returns its lost-event count."""
         tagged = self.bpf["tagged"]
-        try:
-            del tagged[tagged.Key(cgroup_id)]
-        except KeyError:
-            pass
         with self._levels_lock:
+            try:
+                del tagged[tagged.Key(cgroup_id)]
+            except KeyError:
+                pass
             level = self._tagged_levels.pop(cgroup_id, None)
             if level is not None:
                 self.levels[level] -= 1
                 self._write_levels()
+            self._tags_changed()
         return self.lost(cgroup_id, pop=True)
 
     def lost(self, cgroup_id: int, pop: bool = False) -> int:

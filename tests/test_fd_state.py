@@ -1,0 +1,113 @@
+"""The kernel side's per-(process, fd) counters never outlive what they count:
+a pid that is reused, or an fd number that is closed and opened again, starts
+from nothing (bpf/fdstate.h: the process epoch and the forget on open/close).
+
+Otherwise the new file's first read would look like a repeat of the old one:
+no event for it, and its bytes added to the old file's."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import pytest
+
+pytestmark = pytest.mark.capture
+
+HIGH_FD = 300  # above FLUSH_MAX: never flushed at exit, so stale state would stay behind
+
+
+def _run(roar, code: str):
+    (roar.cwd / "job.py").write_text(textwrap.dedent(code))
+    _, doc = roar.run(sys.executable, "job.py")
+    assert doc["complete"] is True, doc["incomplete_reasons"]
+    return doc, {e["path"]: e for e in doc["inputs"]}
+
+
+def test_a_reused_pid_does_not_inherit_the_dead_processs_fd_counters(roar):
+    w = roar.cwd
+    (w / "a").write_bytes(b"a" * 5000)
+    (w / "b").write_bytes(b"b" * 7000)
+    doc, ins = _run(roar, f"""
+        import os
+
+        def read_all(fd):
+            while os.read(fd, 1024):
+                pass
+
+        # P and Q run on one CPU, the parent on another where there is one: the
+        # kernel side's per-CPU resolution of P must not be taken for Q's
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) > 1:
+            os.sched_setaffinity(0, cpus[1:])
+
+        # P reads a through fd {HIGH_FD} and exits without closing it
+        p = os.fork()
+        if p == 0:
+            os.sched_setaffinity(0, cpus[:1])
+            fd = os.open("a", os.O_RDONLY)
+            os.dup2(fd, {HIGH_FD})
+            read_all({HIGH_FD})
+            os._exit(0)
+        os.waitpid(p, 0)
+        fd = os.open("b", os.O_RDONLY)
+        os.dup2(fd, {HIGH_FD})
+        os.close(fd)
+        # Q gets P's pid (ns_last_pid, retried while other forks take it) and
+        # reads b through the same fd number, inherited
+        for attempt in range(200):
+            with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+                f.write(str(p - 1))
+            q = os.fork()
+            if q == 0:
+                if os.getpid() != p:
+                    os._exit(3)
+                os.sched_setaffinity(0, cpus[:1])
+                read_all({HIGH_FD})
+                os.close({HIGH_FD})
+                os._exit(0)
+            _, status = os.waitpid(q, 0)
+            if os.waitstatus_to_exitcode(status) == 0:
+                open("reused", "w").write(str(attempt))
+                break
+    """)
+    assert (w / "reused").exists(), "no fork got the dead process's pid back"
+    assert str(w / "a") in ins
+    assert ins[str(w / "b")]["bytes_read"] == 7000, ins  # not 12000 (a's counters), not unseen
+    procs = roar.json("trace", doc["id"])["processes"]
+    reader = [f for p in procs for f in p["files"] if f["path"] == str(w / "b")
+              and f.get("bytes_read")]
+    assert [f["bytes_read"] for f in reader] == [7000], reader
+
+
+def test_an_fd_closed_and_opened_again_starts_from_nothing(roar):
+    w = roar.cwd
+    (w / "a").write_bytes(b"a" * 3000)
+    (w / "b").write_bytes(b"b" * 9000)
+    (w / "c").write_bytes(b"c" * 4000)
+    (w / "d").write_bytes(b"d" * 4000)
+    _, ins = _run(roar, f"""
+        import os
+
+        def read_all(fd):
+            while os.read(fd, 1000):
+                pass
+
+        for name in ("a", "b"):  # the same high fd number, closed in between
+            fd = os.open(name, os.O_RDONLY)
+            os.dup2(fd, {HIGH_FD})
+            os.close(fd)
+            read_all({HIGH_FD})
+            os.close({HIGH_FD})
+        fd = os.open("c", os.O_RDONLY)  # a low fd number, reused by the next open
+        read_all(fd)
+        os.close(fd)
+        again = os.open("d", os.O_RDONLY)
+        assert again == fd
+        os.read(again, 100)
+        os.close(again)
+    """)
+    assert ins[str(w / "b")]["bytes_read"] == 9000, ins
+    assert ins[str(w / "c")]["bytes_read"] == 4000, ins
+    assert ins[str(w / "a")]["bytes_read"] == 3000, ins
+    assert ins[str(w / "d")]["bytes_read"] == 100, ins  # not c's 4000 + 100
