@@ -169,3 +169,19 @@ def test_vm_judge_fails_a_skip_and_reports_a_strict_xfail(tmp_path, body, verdic
         assert "1 skipped" in j.stdout, j.stdout
     else:
         assert "1 capture tests passed" in j.stdout and "xfail test_bug" in j.stdout, j.stdout
+
+
+def test_btf_offsets_are_the_running_kernels(tmp_path):
+    """The struct offsets the kernel side reads come from the running kernel's
+    BTF; a missing or broken BTF file turns the check off (no guessed offsets)."""
+    from roar.capture import btf
+
+    if btf.offsets() is None:
+        pytest.skip("no BTF in this kernel")
+    found = btf.offsets()
+    assert set(found) == set(btf.FIELDS)
+    assert found["OFF_FDT_FD"] != found["OFF_FDT_MAX_FDS"]
+    assert "-DROAR_FD_KIND=1" in btf.compile_flags()
+    (tmp_path / "junk").write_bytes(b"\x00" * 64)
+    assert btf.offsets.__wrapped__(str(tmp_path / "junk")) is None
+    assert btf.offsets.__wrapped__(str(tmp_path / "absent")) is None

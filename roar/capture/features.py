@@ -278,9 +278,15 @@ def probe_extras() -> list[Feature]:
     out.append(Feature("kprobes", kprobes, "kprobe_events present" if kprobes else
                        "absent (CONFIG_KPROBE_EVENTS off; roar does not need them)",
                        required=False))
-    btf = Path("/sys/kernel/btf/vmlinux").exists()
-    out.append(Feature("btf", btf, "/sys/kernel/btf/vmlinux present" if btf
-                       else "absent (roar does not need it)", required=False))
+    from roar.capture import btf
+
+    found = btf.offsets() is not None
+    out.append(Feature("btf", found, f"{btf.VMLINUX} gives the struct offsets roar reads: "
+                       "I/O through fds whose open was not seen is flagged" if found
+                       else f"{btf.VMLINUX} absent or unreadable: I/O through fds received "
+                       "from other processes (SCM_RIGHTS) is not flagged",
+                       fix="" if found else "a kernel built with CONFIG_DEBUG_INFO_BTF",
+                       required=False))
     try:
         lsms = Path("/sys/kernel/security/lsm").read_text().strip()
     except OSError:

@@ -80,8 +80,8 @@ MESSAGES = {
     Reason.IO_URING: "io_uring used: file I/O submitted through it is not traced",
     Reason.UNTRACED_FD: "{n} file(s) read or written through an fd whose open was not seen "
                         "(received from another process): their paths are unknown",
-    Reason.LEFT_RUN: "{n} process(es) left the run's cgroup: what they did afterwards is "
-                     "not traced",
+    Reason.LEFT_RUN: "{n} process(es) left the run's cgroup (moved out, or into a run "
+                     "started inside this one): what they did afterwards is not in this run",
     Reason.UNINSPECTED_NET: "uninspected network I/O with {address}:{port}: bytes received "
                             "from it may be inputs",
     Reason.INTERRUPTED: "run was interrupted",
