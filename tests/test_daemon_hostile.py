@@ -316,6 +316,7 @@ def test_spool_cap_drops_and_counts_never_hangs(daemon_with, tmp_path):
     assert doc["complete"] is False
     why = [r for r in doc["incomplete_reasons"] if "dropped by roard" in r]
     assert why and "cap" in why[0] and int(why[0].split()[0]) > 1000, doc["incomplete_reasons"]
+    print(f"spool cap 200000 bytes: {why[0]}")
     assert d.status()["active_runs"] == 0
     assert not list((d.base / "spool").iterdir())
     assert "Traceback" not in d.log()
@@ -348,6 +349,8 @@ def test_a_stopped_client_costs_roard_no_memory(daemon_with, tmp_path):
         os.kill(client.pid, signal.SIGCONT)
     _, err = client.communicate(timeout=300)
     assert client.returncode == 0, err
+    print(f"client stopped 6 s: spool {spool >> 20} MiB, roard RSS {rss0 >> 20} -> "
+          f"{rss1 >> 20} MiB")
     assert spool > 20 << 20  # the backlog went to disk...
     assert rss1 - rss0 < 40 << 20, (rss0, rss1)  # ...not to roard's memory
     doc = _last_run(d, work)
