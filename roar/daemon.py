@@ -16,8 +16,12 @@ nested at most protocol.MAX_DEPTH deep. A run's records pass through a
 bounded queue into its spool file (at most ROARD_SPOOL_MAX bytes per run,
 1 GiB, and never filling the spool's filesystem past SPOOL_RESERVE) and are
 streamed to the client from there, so a client that stops reading costs
-disk, not roard's memory. Records past the cap are dropped and counted: the
-run is stored incomplete with that count; it never hangs.
+disk, not roard's memory. Past the cap a run's records go to its client
+through a bounded buffer in memory (OVERFLOW_MAX in all, OVERFLOW_RUN each),
+no longer into the spool: a client that keeps up loses nothing, and only a
+rebuild after its death would miss them (it says how many). Records that
+find that buffer full are dropped and counted: the run is stored incomplete
+with that count; it never hangs.
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ REQUEST_TIMEOUT = float(os.environ.get("ROARD_REQUEST_TIMEOUT", "10"))  # a whol
 SPOOL_MAX = int(os.environ.get("ROARD_SPOOL_MAX", str(1 << 30)))  # bytes per run
 SPOOL_RESERVE = 64 << 20  # free bytes left on the spool's filesystem for everyone else
 QUEUE_MAX = 1 << 18  # records waiting for the spool, per run (~100 bytes each)
+OVERFLOW_MAX = 256 << 20  # bytes past spool caps waiting for their clients, all runs
+OVERFLOW_RUN = min(64 << 20, max(1 << 20, SPOOL_MAX // 16))  # ... and per run
 # a rebuild the user's store refused (a full disk) is tried again this often,
 # for this long, for at most this many runs at once (their spools are kept)
 REBUILD_EVERY, REBUILD_FOR, MAX_REBUILDS = 5.0, 3600.0, 32
@@ -82,6 +88,10 @@ class ActiveRun:
         self.spooled = 0  # bytes of whole frames in the spool
         self.dropped = 0  # records not kept: the queue or the spool was full
         self.spool_full = ""  # why records are being dropped
+        self.capped = ""  # why the spool takes no more records (they go to overflow)
+        self.overflow: deque[bytes] = deque()  # past the cap: for the client only
+        self.overflow_bytes = 0
+        self.unspooled = 0  # records the client was sent that the spool lacks
         self.spool_done = threading.Event()  # the spooler wrote its last frame
         self.written = threading.Condition()
         self.end_blob = b""
@@ -116,6 +126,7 @@ class Daemon:
         self.unrouted = 0
         self.conns: dict[int, int] = {}  # peer uid -> open connections
         self.rebuilds = 0  # runs waiting for their store to take their rebuild
+        self.overflow = 0  # bytes in all runs' overflow buffers (OVERFLOW_MAX)
         self.poller = threading.Thread(target=self.poll_loop, name="roard-ringbuf",
                                        daemon=True)
 
@@ -126,7 +137,7 @@ class Daemon:
         if run is None:
             self.unrouted += 1
             return
-        if len(run.queue) >= QUEUE_MAX or run.spool_full:
+        if len(run.queue) >= QUEUE_MAX:
             run.dropped += 1  # bounded memory: counted on the run, never a hang
             if not run.spool_full:
                 run.spool_full = "roard's queue for the run was full"
@@ -288,6 +299,7 @@ class Daemon:
             spooler.start()
             streamer = threading.Thread(target=self._streamer, args=(run,), daemon=True)
             streamer.start()
+            run_of_stream = run
             self._follow(run, reader, spooler, peer_uid)
             run = None
         except protocol.ProtocolError as e:
@@ -313,6 +325,7 @@ class Daemon:
                     except OSError:
                         pass
                     streamer.join()
+                    self._release_overflow(run_of_stream)
             finally:
                 conn.close()
                 self._release(peer_uid)
@@ -626,8 +639,9 @@ class Daemon:
 
     def _spooler(self, run: ActiveRun) -> None:
         """Move the run's records from memory to its spool file, then its end
-        message. Past the spool's cap (or near a full filesystem) records
-        are dropped and counted; the spool always holds whole frames."""
+        message. Past the spool's cap (or near a full filesystem) records go
+        to the client's overflow buffer, and are dropped and counted when it
+        is full; the spool always holds whole frames."""
         while True:
             if not run.queue:  # wait only when there is nothing to write
                 run.wake.wait(0.2)
@@ -636,36 +650,47 @@ class Daemon:
             while run.queue and len(batch) < 4096:
                 batch.append(run.queue.popleft())
             if batch:
-                if run.spool_full:
-                    run.dropped += len(batch)
-                else:
-                    self._spool(run, protocol.encode_events(batch), len(batch))
+                self._spool(run, protocol.encode_events(batch), len(batch))
                 continue
             if run.closed and not run.queue:
                 end = dict(run.end)
                 if run.dropped:
                     end["dropped"] = run.dropped
                     end["dropped_why"] = run.spool_full
+                if run.unspooled:  # for a rebuild: what the spool lacks
+                    end["unspooled"] = run.unspooled
+                    end["unspooled_why"] = run.capped
                 run.end_blob = protocol.encode_json(end)
-                run.end_spooled = self._spool(run, run.end_blob, 0)
+                if run.capped:  # the client gets it after the overflow, the spool too
+                    try:
+                        _write_all(run.spool_fd, run.end_blob)
+                    except OSError:
+                        pass  # a rebuild reads a spool without its end as such
+                    with self.lock:
+                        self.overflow += len(run.end_blob)
+                    with run.written:
+                        run.overflow.append(run.end_blob)
+                        run.overflow_bytes += len(run.end_blob)
+                else:
+                    run.end_spooled = self._spool(run, run.end_blob, 0)
                 run.spool_done.set()
                 with run.written:
                     run.written.notify_all()
                 return
 
     def _spool(self, run: ActiveRun, blob: bytes, records: int) -> bool:
-        """Append whole frames to the spool; False when they were not kept."""
-        why = ""
-        if records and run.spooled + len(blob) > SPOOL_MAX:
+        """Append whole frames to the spool, or past its cap to the client's
+        overflow buffer; False when they were not kept."""
+        why = run.capped
+        if why:
+            pass
+        elif records and run.spooled + len(blob) > SPOOL_MAX:
             why = f"the run's spool reached its cap ({SPOOL_MAX} bytes)"
         elif records and _free(run.spool_path.parent) - len(blob) < SPOOL_RESERVE:
             why = "the spool's filesystem is nearly full"
         if not why:
             try:
-                view = memoryview(blob)
-                while view:
-                    n = os.write(run.spool_fd, view)
-                    view = view[n:]
+                _write_all(run.spool_fd, blob)
             except OSError as e:  # ENOSPC, EIO: cut back to whole frames
                 why = f"writing the spool failed: {e.strerror}"
                 try:
@@ -678,10 +703,33 @@ class Daemon:
                     run.spooled += len(blob)
                     run.written.notify_all()
                 return True
-        if records:
-            run.spool_full = run.spool_full or why
-            run.dropped += records
+        if not records:
+            return False
+        run.capped = why  # from now on the spool takes no more: records stay in order
+        with self.lock:
+            room = (run.client_alive and run.overflow_bytes + len(blob) <= OVERFLOW_RUN
+                    and self.overflow + len(blob) <= OVERFLOW_MAX)
+            if room:
+                self.overflow += len(blob)
+        if room:
+            with run.written:
+                run.overflow.append(blob)
+                run.overflow_bytes += len(blob)
+                run.unspooled += records
+                run.written.notify_all()
+            return True
+        run.spool_full = run.spool_full or (
+            f"{why}, and its client was not reading fast enough" if run.client_alive else why)
+        run.dropped += records
         return False
+
+    def _release_overflow(self, run: ActiveRun) -> None:
+        """What the client will never take: its share of OVERFLOW_MAX back."""
+        with run.written:
+            n, run.overflow_bytes = run.overflow_bytes, 0
+            run.overflow.clear()
+        with self.lock:
+            self.overflow -= n
 
     def _streamer(self, run: ActiveRun) -> None:
         """Send the client what the spool holds, as it grows, then the end
@@ -696,13 +744,21 @@ class Daemon:
             out = run.conn.fileno()
             while True:
                 with run.written:
-                    while sent >= run.spooled and not run.spool_done.is_set():
+                    while (sent >= run.spooled and not run.overflow
+                           and not run.spool_done.is_set()):
                         run.written.wait(0.5)
                     avail, done = run.spooled, run.spool_done.is_set()
                 while sent < avail:
                     sent += os.sendfile(out, src, sent, avail - sent)
-                if done and sent >= run.spooled:
-                    if not run.end_spooled:
+                while run.overflow:  # past the cap, in order after the spool's last byte
+                    with run.written:
+                        blob = run.overflow.popleft()
+                        run.overflow_bytes -= len(blob)
+                    with self.lock:
+                        self.overflow -= len(blob)
+                    run.conn.sendall(blob)
+                if done and sent >= run.spooled and not run.overflow:
+                    if not run.end_spooled and not run.capped:
                         run.conn.sendall(run.end_blob)  # the spool could not hold it
                     return
         except OSError:
@@ -751,6 +807,12 @@ class LineReader:
 
 def _log(message: str) -> None:
     print(f"roard: {message}", file=sys.stderr, flush=True)
+
+
+def _write_all(fd: int, blob: bytes) -> None:
+    view = memoryview(blob)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _free(path: Path) -> int:
@@ -947,8 +1009,9 @@ environment:
   ROARD_MAX_CONN      connections all users together may hold (default 1024)
   ROARD_REQUEST_TIMEOUT  seconds a client has to send its whole first
                       request line (default 10)
-  ROARD_SPOOL_MAX     bytes of records kept per run (default 1 GiB); past
-                      it records are dropped and counted on the run
+  ROARD_SPOOL_MAX     bytes of records spooled per run (default 1 GiB); past
+                      it records go to the client through a bounded buffer
+                      and are dropped, and counted on the run, when it is full
 """
 
 

@@ -113,17 +113,21 @@ def main(sock: str, seed: int, seconds: float, home: str) -> dict:
             payload = fuzz_request(rng, target.pid, home)
             s = socket.socket(socket.AF_UNIX)
             s.settimeout(15)
+            got = b""
             try:
                 s.connect(sock)
                 s.sendall(payload)
-                if rng.random() < 0.8:
+                shut = rng.random() < 0.8
+                if shut:
                     s.shutdown(socket.SHUT_WR)
-                while s.recv(1 << 16):
-                    pass
+                while chunk := s.recv(1 << 16):
+                    got += chunk
+                    if not shut and len(got) >= 5 + int.from_bytes(got[1:5], "little"):
+                        break  # answered; a run it started lasts until we hang up
             except (ConnectionResetError, BrokenPipeError):
                 pass
             except TimeoutError:
-                return {"n": n, "hung": repr(payload[:300])}
+                return {"n": n, "hung": repr(payload[:300]), "got": repr(got[:300])}
             finally:
                 s.close()
             n += 1

@@ -250,7 +250,8 @@ def test_protocol_fuzz_by_another_user_finds_no_crash_hang_or_traceback(
     assert p.returncode == 0, err
     got = json.loads(out)
     print(f"fuzz: seed {seed}, {got['n']} requests in {FUZZ_SECONDS:g} s")
-    assert got["hung"] is None, f"roard did not answer {got['hung']} (seed {seed})"
+    assert got["hung"] is None, (
+        f"roard did not answer {got['hung']}: {got.get('got')} (seed {seed})")
     assert got["n"] > 20
     assert d.proc.poll() is None and d.status()["pid"] == d.proc.pid
     assert "Traceback" not in d.log(), d.log()[-3000:]
@@ -304,21 +305,96 @@ def _zombie(pid: int) -> bool:
 STORM = "import os\nfor i in range({n}):\n    os.close(os.open('f', os.O_RDONLY | os.O_CREAT))\n"
 
 
-def test_spool_cap_drops_and_counts_never_hangs(daemon_with, tmp_path):
-    """A run whose records overflow its spool cap is stored incomplete with
-    the count of records dropped; the client ends, roard keeps serving."""
+SLOW_STORM = ("import os, time\nfor i in range({n}):\n"
+              "    os.close(os.open('f', os.O_RDONLY | os.O_CREAT))\n    time.sleep(0.0002)\n")
+
+
+def test_past_the_spool_cap_a_client_that_keeps_up_loses_nothing(daemon_with, tmp_path):
+    """Past its cap the spool takes no more, but a client that keeps up is sent
+    every record all the same: the run is complete."""
     d = daemon_with(ROARD_SPOOL_MAX=200_000)
     work = tmp_path / "w"
     work.mkdir()
-    p = _roar_run(d, work, sys.executable, "-c", STORM.format(n=20000), timeout=180)
+    p = _roar_run(d, work, sys.executable, "-c", SLOW_STORM.format(n=10000), timeout=180)
     assert p.returncode == 0, p.stderr
+    doc = _last_run(d, work)
+    assert doc["complete"], doc["incomplete_reasons"]
+    assert doc["counts"]["events"] > 20000  # 10,000 opens and closes: ~2 MB, 10x the cap
+    assert not list((d.base / "spool").iterdir())
+    assert "Traceback" not in d.log()
+
+
+def test_spool_cap_with_a_client_not_reading_drops_and_counts_never_hangs(
+        daemon_with, tmp_path):
+    """The client stopped while its workload storms past the spool's cap and
+    past its buffer in memory: records are dropped and counted, the run is
+    stored incomplete with that count once the client continues, roard keeps
+    serving and its memory stays bounded."""
+    d = daemon_with(ROARD_SPOOL_MAX=200_000)
+    work = tmp_path / "w"
+    work.mkdir()
+    env = {**d.env, "ROAR_HOME": str(work / "home")}
+    client = subprocess.Popen([sys.executable, "-m", "roar", "run", "--", sys.executable, "-c",
+                               "import time\nwhile not __import__('os').path.exists('go'): "
+                               "time.sleep(0.01)\n" + STORM.format(n=100000)],
+                              cwd=work, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while d.status()["active_runs"] == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        time.sleep(1)
+        os.kill(client.pid, signal.SIGSTOP)
+        rss0 = _rss(d.proc.pid)
+        (work / "go").touch()
+        time.sleep(5)
+        spool = sum(f.stat().st_size for f in (d.base / "spool").iterdir())
+        rss1 = _rss(d.proc.pid)
+    finally:
+        os.kill(client.pid, signal.SIGCONT)
+    _, err = client.communicate(timeout=300)
+    assert client.returncode == 0, err
+    assert "Traceback" not in err, err
+    assert spool <= 200_000 + 300, spool  # whole frames up to the cap, and the end
+    assert rss1 - rss0 < 40 << 20, (rss0, rss1)
     doc = _last_run(d, work)
     assert doc["complete"] is False
     why = [r for r in doc["incomplete_reasons"] if "dropped by roard" in r]
     assert why and "cap" in why[0] and int(why[0].split()[0]) > 1000, doc["incomplete_reasons"]
-    print(f"spool cap 200000 bytes: {why[0]}")
+    print(f"spool cap 200000 bytes, client stopped 5 s: spool {spool} bytes, roard RSS "
+          f"{rss0 >> 20} -> {rss1 >> 20} MiB; {why[0]}")
     assert d.status()["active_runs"] == 0
     assert not list((d.base / "spool").iterdir())
+    assert "Traceback" not in d.log()
+
+
+def test_killed_client_past_the_spool_cap_is_rebuilt_naming_what_the_spool_lacks(
+        daemon_with, tmp_path):
+    """The client is SIGKILLed after its run went past the spool's cap: roard's
+    rebuild from the spool says how many records the spool lacks."""
+    d = daemon_with(ROARD_SPOOL_MAX=200_000)
+    work = tmp_path / "w"
+    work.mkdir()
+    env = {**d.env, "ROAR_HOME": str(work / "home")}
+    client = subprocess.Popen([sys.executable, "-m", "roar", "run", "--", sys.executable, "-c",
+                               STORM.format(n=20000) + "open('done', 'w').close()\n"
+                               "__import__('time').sleep(120)\n"],
+                              cwd=work, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (work / "done").exists():
+        assert time.monotonic() < deadline and client.poll() is None
+        time.sleep(0.1)
+    time.sleep(1)
+    client.kill()
+    client.wait()
+    deadline = time.monotonic() + 120
+    while "rebuilt from its spool" not in d.log():
+        assert time.monotonic() < deadline, d.log()
+        time.sleep(0.5)
+    doc = _last_run(d, work)
+    assert doc["status"] == "interrupted" and doc["complete"] is False
+    lacks = [r for r in doc["incomplete_reasons"] if "not in roard's spool" in r]
+    assert lacks and int(lacks[0].split()[0]) > 1000, doc["incomplete_reasons"]
     assert "Traceback" not in d.log()
 
 

@@ -50,5 +50,9 @@ def recover_from(spool, home: str, run_id: str, root_pid: int,
         if end.get("dropped"):
             found.append(reason(Reason.RECORDS_DROPPED, n=int(end["dropped"]),
                                 why=str(end.get("dropped_why") or "its spool was full")))
+        if end.get("unspooled"):
+            found.append(reason(Reason.RECORDS_DROPPED, n=int(end["unspooled"]),
+                                why=f"not in roard's spool: {end.get('unspooled_why')}; "
+                                    f"only the roar run that died had them"))
         done = recorder.finish(None, True, int(end.get("lost", 0)), [*found, *(notes or [])])
         return {"ok": True, "run": done["id"], "complete": done["complete"]}
