@@ -207,3 +207,4 @@ def test_runs_without_hashes_add_no_index_rows(tmp_path, n):
         before = _index_rows(st)
         _finish(st, [{"path": "/x", "role": "env", "kind": "env", "hash": None}] * n)
         assert _index_rows(st) == before
+

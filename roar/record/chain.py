@@ -106,12 +106,35 @@ class ChainFile:
         except FileNotFoundError:
             return []
 
+    def last(self) -> dict | None:
+        """The last entry, read from the end of the file: appending costs the
+        same after 10,000 runs as after one."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            end = os.fstat(fd).st_size
+            size = 4096
+            while True:
+                start = max(0, end - size)
+                tail = os.pread(fd, end - start, start)
+                lines = [x for x in tail.split(b"\n") if x.strip()]
+                # a whole line: one with a newline before it, or the file's first
+                if lines and (start == 0 or len(lines) > 1):
+                    return json.loads(lines[-1])
+                if start == 0:
+                    return None
+                size *= 4
+        finally:
+            os.close(fd)
+
     def append(self, home: str, run_id: str, dig: str, pending: list[str]) -> dict:
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        old = self.entries()
-        prev = old[-1]["head"] if old else GENESIS
-        entry = {"seq": len(old), "home": home, "run": run_id, "digest": dig,
-                 "pending": pending, "head": _head(prev, home, run_id, dig)}
+        last = self.last()
+        prev = last["head"] if last else GENESIS
+        entry = {"seq": last["seq"] + 1 if last else 0, "home": home, "run": run_id,
+                 "digest": dig, "pending": pending, "head": _head(prev, home, run_id, dig)}
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             os.write(fd, _canon(entry) + b"\n")
