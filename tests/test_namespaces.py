@@ -71,7 +71,8 @@ def _chroot_script(root: Path, sock_dir: Path, inner: str) -> str:
     """A shell script: a private mount namespace, a root with the host's system
     and this checkout bound in (nothing else of the host's files), then `inner`
     chrooted there."""
-    wanted = ["/usr", "/etc", "/root", "/dev", str(REPO), sys.base_prefix, str(sock_dir)]
+    wanted = ["/usr", "/etc", "/root", "/dev", str(REPO), sys.prefix, sys.base_prefix,
+              str(sock_dir)]
     binds: list[str] = []
     for b in sorted(set(wanted), key=len):  # parents first; a path already inside one is skipped
         if not any(b == p or b.startswith(p.rstrip("/") + "/") for p in binds):

@@ -371,8 +371,10 @@ def test_http_moved_with_write_and_read_is_uninspected(roar, http_plain):
     bpf/http.h reads sendto/recvfrom) leaves its peer uninspected: the run is
     incomplete and membership unknown, never a silent complete."""
     port = int(http_plain.rpartition(":")[2])
-    code = ("import os, socket, sys; s = socket.create_connection(('127.0.0.1', int(sys.argv[1])));"
-            "os.write(s.fileno(), b'GET /raw HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n');"
+    code = ("import os, socket, sys\n"
+            "s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n"
+            "os.write(s.fileno(), b'GET /raw HTTP/1.1\\r\\nHost: x\\r\\n'\n"
+            "         b'Connection: close\\r\\n\\r\\n')\n"
             "d = b''\n"
             "while True:\n"
             "    c = os.read(s.fileno(), 65536)\n"

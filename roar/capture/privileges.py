@@ -11,6 +11,7 @@ import select
 import signal
 import time
 
+
 def run_as(uid: int, fn, before=None, timeout: float = 60.0) -> dict:
     """fn(prepared) in a forked child running as uid (with its groups);
     `before()` runs in the child as root first (e.g. to open a root-only
