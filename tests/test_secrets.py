@@ -147,3 +147,31 @@ def test_exports_redact_runs_stored_before_the_rules(tmp_path):
             + export.export(h.store, ("run", rid), "prov"))
     assert MORE["remote_token"] not in text and MORE["script_mysql"] not in text
     assert "https://bot@git.example.com/r.git" in text and "mysql -phmac-sha256:" in text
+
+
+@pytest.mark.capture
+def test_audit_alerts_and_events_carry_redacted_commands(roar):
+    """An audited run whose exec rule fires on `mysql -pSECRET`: the alert's
+    detail, the stored audit report and `export --format jsonl` show the
+    command redacted (they quoted argv in clear)."""
+    secret = MORE["mysql_short"]
+    bin_dir = roar.cwd / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "mysql").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "mysql").chmod(0o755)
+    policy = roar.cwd / "p.toml"
+    policy.write_text('[[rule]]\nname = "no-mysql"\nkind = "exec"\nmatch = ["*/mysql"]\n'
+                      'action = "alert"\n')
+    env = roar.env(PATH=f"{bin_dir}:{os.environ['PATH']}")
+    p = roar("run", "--policy", policy, "--", "sh", "-c", f"mysql -p{secret} db", env=env)
+    assert p.returncode == 0, p.stderr
+    run_id = roar.json("log", "-n", "1")[0]["id"]
+    lines = [json.loads(x) for x in roar("export", run_id, "--format", "jsonl").stdout.split("\n")
+             if x]
+    [alert] = [x for x in lines if x["type"] == "alert"]
+    assert alert["detail"].startswith(f"exec {bin_dir}/mysql mysql -phmac-sha256:")
+    text = json.dumps([lines, roar.json("audit", run_id), roar.json("show", run_id)])
+    assert secret not in text
+    for d, _, files in os.walk(roar.home):
+        for name in files:
+            assert secret.encode() not in Path(d, name).read_bytes(), name

@@ -29,6 +29,7 @@ import tomllib
 
 from roar.capture import events as E
 from roar.capture.events import FD_MAP_WRITE, FD_WRITE
+from roar.record import context
 from roar.record.model import (
     AT_FDCWD,
     O_ACCMODE,
@@ -388,9 +389,18 @@ class AuditTracker:
         self._n_connects = 0
         self.attached: list[dict] = []  # roar attach: the processes taken over
         self._rules = {k: [r for r in policy.rules if r.kind == k] for k in KINDS}
+        self._key: bytes | None = None  # the store's redaction key, read at first use
+
+    def _argv(self, argv: list[str]) -> list:
+        """argv as the session shows and stores it: secrets redacted, as in the
+        run's process records (alerts and the live stream carry commands too)."""
+        if self._key is None:
+            self._key = context.store_key(self.recorder.store)
+        return context.redact_argv(argv, self._key)
 
     def adopted(self, snap: dict) -> None:
         """A process that was running when roar attached (its snapshot)."""
+        snap = {**snap, "argv": self._argv(snap["argv"] or [])}
         self.attached.append({"pid": snap["pid"], "ppid": snap["ppid"], "argv": snap["argv"],
                               "exe": snap["exe"], "cwd": snap["cwd"]})
         exe = snap["exe"]
@@ -527,11 +537,12 @@ class AuditTracker:
         exe = p.exe
         if exe and exe not in self.exe_jobs:
             self.exe_jobs[exe] = self.recorder.hasher.submit(exe)
-        self._emit(ev, "exec", argv=p.argv, exe=exe)
+        argv = self._argv(p.argv)
+        self._emit(ev, "exec", argv=argv, exe=exe)
         argv0 = p.argv[0] if p.argv else None
         for rule in self._rules["exec"]:
             if _fires(rule, (exe, argv0)):
-                self._alert(ev, rule, f"exec {exe} {' '.join(p.argv[:8])}".rstrip())
+                self._alert(ev, rule, f"exec {exe} {' '.join(map(str, argv[:8]))}".rstrip())
 
     def _on_connect(self, ev, ep: dict) -> None:
         self._emit(ev, "connect", family=ep.get("family"), address=ep.get("address"),
