@@ -16,8 +16,9 @@ shape) with only those two programs attached, in these modes:
   old-untagged /  dd runs outside it while the run cgroup is tagged: what every
   new-untagged    other process on the host pays
 
-Modes are interleaved per repetition; medians of dd's wall time (and ratios to
-`detached`) are printed, with the kernel's own account of the time spent inside
+Modes are interleaved per repetition; medians of dd's wall time and of its CPU
+time (user + system: free of the waiting a loaded machine adds to wall time),
+with ratios to `detached`, are printed, with the kernel's own account of the time spent inside
 the two programs (kernel.bpf_stats_enabled: run_time_ns / run_cnt, free of
 scheduling noise, without the tracepoint's entry cost).
 
@@ -33,6 +34,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -147,14 +149,24 @@ def timed(count: int, where: Path | None) -> float:
     return timed_cmd(cmd, where)
 
 
+CPU: list[float] = []  # CPU seconds (user + system) of each timed command, in order
+
+
 def timed_cmd(cmd: list[str], where: Path | None) -> float:
+    """Wall seconds of cmd; its CPU seconds are appended to CPU. On a loaded
+    machine wall time mostly measures waiting for a CPU; the CPU time a
+    command used (its system time holds the tracepoints' cost) does not."""
     def enter():
         (where / "cgroup.procs").write_text("0")
 
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    preexec_fn=enter if where else None)
-    return time.perf_counter() - t
+    wall = time.perf_counter() - t
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU.append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
+    return wall
 
 
 def profile(args, bcc, loaded, run) -> None:
@@ -229,6 +241,7 @@ def main() -> None:
         tag(b, os.stat(run).st_ino, level)
     modes = ["detached", "old", "new", "old-untagged", "new-untagged"]
     times: dict[str, list[float]] = {m: [] for m in modes}
+    cpu: dict[str, list[float]] = {m: [] for m in modes}
     inside: dict[str, tuple[int, int]] = {}
     stats_before = STATS.read_text().strip()
     STATS.write_text("1")
@@ -247,6 +260,7 @@ def main() -> None:
                 try:
                     before = run_stats(bcc, b) if b is not None else (0, 0)
                     times[mode].append(timed(args.count, where))
+                    cpu[mode].append(CPU[-1])
                     if b is not None:
                         after = run_stats(bcc, b)
                         t, c = inside.get(mode, (0, 0))
@@ -264,15 +278,19 @@ def main() -> None:
     rev = subprocess.run(["git", "rev-parse", "--short", args.old], cwd=REPO,
                          capture_output=True, text=True).stdout.strip()
     base = statistics.median(times["detached"])
+    cbase = statistics.median(cpu["detached"])
     print(f"dd bs=4k count={args.count} (/dev/zero -> /dev/null), {args.reps} interleaved reps, "
           f"medians; old = {args.old} ({rev}), new = work tree; "
           f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(f"  {'mode':<13} {'wall s':>7} {'ratio':>6} {'cpu s':>7} {'ratio':>6} {'+cpu':>12}  "
+          f"inside the programs")
     for mode in modes:
-        med = statistics.median(times[mode])
-        per = (med - base) / (2 * args.count) * 1e9
+        med, cmed = statistics.median(times[mode]), statistics.median(cpu[mode])
+        per = (cmed - cbase) / (2 * args.count) * 1e9
         t, c = inside.get(mode, (0, 0))
-        prog = f"{t / c:6.1f} ns/call inside the programs" if c else ""
-        print(f"  {mode:<13} {med:7.3f} s  {med / base:5.2f}x  {per:+6.0f} ns/call  {prog}")
+        prog = f"{t / c:6.1f} ns/call" if c else ""
+        print(f"  {mode:<13} {med:7.3f} {med / base:5.2f}x {cmed:7.3f} {cmed / cbase:5.2f}x "
+              f"{per:+6.0f} ns/call  {prog}")
 
 
 if __name__ == "__main__":
