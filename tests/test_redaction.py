@@ -163,3 +163,20 @@ def test_redacting_twice_changes_nothing():
             "Authorization: x y"]
     once = context.redact_argv(argv, KEY)
     assert context.redact_argv(once, KEY) == once
+
+
+def test_signing_and_credential_query_parameters_of_urls():
+    """A presigned URL's signature and credential, a SAS token's sig, ?token=:
+    hidden; the object and the other parameters stay readable."""
+    url = ("https://b.s3.amazonaws.com/data/x.csv?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+           "&X-Amz-Credential=AKIDEXAMPLE%2F20261201&X-Amz-Signature=abc123&versionId=7")
+    [out] = context.redact_argv([url], KEY)
+    assert out == ("https://b.s3.amazonaws.com/data/x.csv?X-Amz-Algorithm="
+                   f"{hidden('AWS4-HMAC-SHA256')}&X-Amz-Credential="
+                   f"{hidden('AKIDEXAMPLE%2F20261201')}&X-Amz-Signature={hidden('abc123')}"
+                   "&versionId=7")
+    env = context.environment({"FEED": "https://h/f?sig=s1&page=2 https://h/g?token=t2"}, KEY)
+    assert env == {"FEED": f"https://h/f?sig={hidden('s1')}&page=2 "
+                           f"https://h/g?token={hidden('t2')}"}
+    assert context.redact_argv(["https://h/search?q=token&page=2"], KEY) == [
+        "https://h/search?q=token&page=2"]

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 from pathlib import Path
+from urllib.parse import unquote
 
 from roar.record import ids
 
@@ -199,10 +200,32 @@ def _url_credentials(value: str, hide) -> str:
     return URL_USERINFO.sub(one, value)
 
 
+# a URL's query (scheme://host/path?QUERY), up to a fragment, space or quote
+URL_QUERY = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^\s?#'\"]*\?)([^\s#'\"]*)")
+
+
+def _url_query_secrets(value: str, key: bytes) -> str:
+    """The values of a URL's signing and credential query parameters (a
+    presigned URL's X-Amz-Signature, a SAS token's sig, ?token=, ?api_key=:
+    remote.SECRET_PARAM, the ones remote identities drop) as keyed hashes."""
+    from roar.record.remote import SECRET_PARAM
+
+    def one(m: re.Match) -> str:
+        parts = []
+        for part in m[2].split("&"):
+            name, eq, v = part.partition("=")
+            if eq and v and SECRET_PARAM.match(unquote(name)):
+                part = f"{name}={_hidden(v, key)}"
+            parts.append(part)
+        return m[1] + "&".join(parts)
+
+    return URL_QUERY.sub(one, value) if "?" in value else value
+
+
 def _url_passwords(value: str, key: bytes) -> str:
-    """The password (or token) of each URL in value replaced by its keyed hash;
-    the rest of the URL stays readable."""
-    return _url_credentials(value, lambda s: _hidden(s, key))
+    """The password (or token) of each URL in value, and its credential query
+    parameters, replaced by keyed hashes; the rest of the URL stays readable."""
+    return _url_query_secrets(_url_credentials(value, lambda s: _hidden(s, key)), key)
 
 
 def url_without_credentials(url: str) -> str:

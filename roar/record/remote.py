@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode
 import xxhash
 
 # query parameters that sign or authorise a request: dropped from identities
-_SECRET_PARAM = re.compile(
+SECRET_PARAM = re.compile(
     r"^(x-amz-(signature|credential|security-token|date|expires|signedheaders|algorithm)"
     r"|x-goog-(signature|credential|date|expires|signedheaders|algorithm)"
     r"|awsaccesskeyid|signature|expires|sig|se|sp|sv|sr|st|skoid|sktid|skt|ske|sks|skv"
@@ -111,7 +111,7 @@ def _host_matches(host: str, path: str, patterns) -> bool:
 def _clean_query(query: str) -> tuple[str, dict[str, str]]:
     """The query without credentials, and its parameters."""
     params = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True)
-              if not _SECRET_PARAM.match(k)]
+              if not SECRET_PARAM.match(k)]
     return urlencode(params, quote_via=quote, safe="/"), dict(params)
 
 
