@@ -184,10 +184,9 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
         # there (a cgroup migration: milliseconds) while the checks that may
         # still refuse the run are made here
         session.begin(pid, run_id, str(store.home.resolve()), root_fds)
-        if prepared is None:
-            _preload()  # while roard works
         record, gate = prepared or _prepare(store, argv, run_id, name, allow_dirty,
-                                            request_id, session.mode, group, no_git)
+                                            request_id, session.mode, group, no_git,
+                                            meanwhile=_preload)
         session.started()
         record["cgroup"] = session.placement  # where the run cgroup is, and why there
         record["namespaces"] = session.namespaces
@@ -294,10 +293,10 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
     return run["exit_code"] if run["exit_code"] is not None else 1
 
 
-# What a run imports only after its workload is released: the event model, the
+# What a run uses only after its workload is released: the event model, the
 # recorder and what the end of the run uses (~45 ms of CPU). They are imported
-# while roard creates, tags and populates the run's cgroup (5-25 ms, in another
-# process) instead of after the release, where every short run waits for them.
+# while git's commands run and roard creates, tags and populates the run's cgroup
+# (5-25 ms, in other processes), where this process would otherwise only wait.
 # In this thread: a second one would hand the GIL back late (up to the switch
 # interval) at each of this one's wake-ups. A failed import is reported where
 # the module is used (imported again there).
@@ -317,15 +316,19 @@ def _preload() -> None:
 
 def _prepare(store: Store, argv: list[str], run_id: str, name: str | None,
              allow_dirty: bool, request_id: str | None, mode: str,
-             group: str | None = None, no_git: bool = False) -> tuple[dict, object]:
+             group: str | None = None, no_git: bool = False,
+             meanwhile=None) -> tuple[dict, object]:
     """The run document as it starts, and the training request's gate; raises
-    RunError when the run may not start (dirty work tree, request refused)."""
+    RunError when the run may not start (dirty work tree, request refused).
+    meanwhile(): called once, while git's commands run."""
     key = context.store_key(store)
     cwd = os.getcwd()
     try:
-        git = None if no_git else context.git_state(cwd, allow_dirty)
+        git = None if no_git else context.git_state(cwd, allow_dirty, meanwhile=meanwhile)
     except context.GitError as e:
         raise RunError(str(e)) from None
+    if no_git and meanwhile is not None:
+        meanwhile()
     from roar.record.classify import RulesError, load_rules
 
     try:  # the user's classification rules: a broken file refuses the run

@@ -36,11 +36,12 @@ def git(cwd: str, *args: str, input: bytes | None = None,
 
 
 def _git_many(cwd: str, *commands: tuple[str, ...],
-              errors: list | None = None) -> list[str | None]:
+              errors: list | None = None, meanwhile=None) -> list[str | None]:
     """Several read-only git commands started at once (each costs a process
     start; `roar run` waits for them before the workload starts). `errors`,
     when given, gets git's message for each command that failed (None where it
-    did not, or where git is not installed)."""
+    did not, or where git is not installed). meanwhile(): called once they are
+    started, before waiting for them (`roar run` does its imports then)."""
     procs = []
     for args in commands:
         try:
@@ -49,6 +50,8 @@ def _git_many(cwd: str, *commands: tuple[str, ...],
                                           else subprocess.DEVNULL, stdin=subprocess.DEVNULL))
         except OSError:
             procs.append(None)
+    if meanwhile is not None:
+        meanwhile()
     out: list[str | None] = []
     for p in procs:
         if p is None:
@@ -81,7 +84,7 @@ def git_root(cwd: str) -> str | None:
     return top.strip() if top else None
 
 
-def git_state(cwd: str, allow_dirty: bool, hash_file=None) -> dict | None:
+def git_state(cwd: str, allow_dirty: bool, hash_file=None, meanwhile=None) -> dict | None:
     """Commit, branch, remote and dirtiness of the repo around cwd (None outside git).
 
     Raises GitError listing the changes when the tree is dirty and allow_dirty
@@ -94,7 +97,8 @@ def git_state(cwd: str, allow_dirty: bool, hash_file=None) -> dict | None:
     top, commit, branch, remote, status = _git_many(
         cwd, ("rev-parse", "--show-toplevel"), ("rev-parse", "--verify", "-q", "HEAD"),
         ("symbolic-ref", "--short", "-q", "HEAD"), ("remote", "get-url", "origin"),
-        ("status", "--porcelain=v1", "-z", "--untracked-files=all"), errors=errors)
+        ("status", "--porcelain=v1", "-z", "--untracked-files=all"), errors=errors,
+        meanwhile=meanwhile)
     # HEAD, the branch and the remote may rightly be missing; the top level
     # and the status may not, inside a repository
     failed = errors[0] if not top else errors[4] if status is None else None
