@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from roar.record.classify import CODE, DATA, ENV, PSEUDO, classify, is_environment, needs_hash
+from roar.record.classify import (
+    CODE,
+    DATA,
+    ENV,
+    PSEUDO,
+    classify,
+    in_venv,
+    is_environment,
+    needs_hash,
+)
 
 ROOT = "/repo"
 TRACKED = {"train.py", "conf/base.yaml", "data/labels.csv"}
@@ -125,6 +134,36 @@ def test_a_virtualenv_is_found_by_its_pyvenv_cfg_whatever_its_name(tmp_path):
     plain = tmp_path / "project"
     (plain / "bin").mkdir(parents=True)
     assert classify(f"{plain}/bin/tool") == DATA  # no pyvenv.cfg: not a venv
+
+
+def test_a_virtualenv_is_looked_for_above_the_first_three_bin_lib_include_parts_only(tmp_path):
+    # one stat per candidate directory, at most three per path: a venv nested below three
+    # other bin/lib/include parts is not found (the cost of a read stays bounded)
+    third = tmp_path / "a" / "lib" / "b" / "include" / "v3"
+    fourth = tmp_path / "a" / "lib" / "b" / "include" / "c" / "lib" / "v4"
+    for venv in (third, fourth):
+        (venv / "bin").mkdir(parents=True)
+        (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    assert in_venv(f"{third}/bin/python3") is True
+    assert classify(f"{third}/bin/python3") == ENV
+    assert in_venv(f"{fourth}/bin/python3") is False
+    assert classify(f"{fourth}/bin/python3") == DATA and needs_hash(f"{fourth}/bin/python3")
+
+
+def test_in_venv_answers_a_bool():
+    assert in_venv("/data/imagenet/train/0001.jpg") is False
+    assert in_venv("/srv/a/lib/b/lib/c/lib/d/lib/e") is False  # past the three parts looked at
+
+
+@pytest.mark.parametrize("root", ["/srv/repoX", "/srv/repoX/", "/srv/r/"])
+def test_a_git_root_whose_name_ends_in_any_character(root):
+    # only trailing slashes are stripped from the git root, nothing else
+    base = root.rstrip("/")
+    assert classify(f"{base}/train.py", root, None) == CODE
+    assert classify(f"{base}/data/labels.csv", root, {"data/labels.csv"}) == CODE
+    assert classify(f"{base}/.git/HEAD", root, None) == ENV
+    assert classify(base, root, None) == DATA  # the work tree itself is not git metadata
+    assert is_environment(f"{base}/.git/config", root)
 
 
 # -- the user's rules (roar/record/classify.py load_rules) ---------------------------------
