@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import xxhash
+from hypothesis import settings
 
 from roar.capture import events as E
 from roar.record.hasher import HashResult
@@ -25,6 +26,11 @@ from roar.record.model import RunModel
 from roar.record.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
+
+# scripts/mutation runs pytest --hypothesis-profile=mutation: every mutant of the model
+# reruns the property tests, so there they generate fewer examples (a lower bound on
+# what they kill); tests/test_model_properties.py asks for its own number otherwise
+settings.register_profile("mutation", max_examples=40)
 
 
 # CI (`.ci/run` sets CI=true): capture tests must run. A reason that would skip

@@ -251,8 +251,16 @@ def _run(data, make_model) -> None:
         # earlier names, so the recorder adds a's written bytes to itself twice)
 
 
+def _examples(n: int) -> int:
+    """n, or the "mutation" profile's fewer (scripts/mutation, tests/conftest.py)."""
+    if settings.get_current_profile_name() == "mutation":
+        return settings.default.max_examples
+    return n
+
+
 @pytest.mark.parametrize("impl", sorted(IMPLEMENTATIONS))
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=_examples(300), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_model_matches_the_kernel_on_generated_streams(impl, data):
     _run(data, IMPLEMENTATIONS[impl])

@@ -19,6 +19,7 @@ from roar.record.model import (
     CLONE_FILES,
     CLOSE_RANGE_CLOEXEC,
     FD_MAP_READ,
+    FD_MAP_WRITE,
     O_CLOEXEC,
     O_CREAT,
     O_DIRECTORY,
@@ -498,3 +499,223 @@ def test_dotdot_steps_out_of_where_a_symlink_really_points(tmp_path):
     s.open(str(tmp_path / "a/..b"), 5)  # a name starting with two dots: no step up
     assert {str(tmp_path / "real" / "x"), str(tmp_path / "a/b/c"),
             str(tmp_path / "a/..b")} <= set(s.m.paths)
+
+
+# -- rules the mutation run found unpinned (docs/testing.md, "Mutation testing") ----------
+
+
+def _typed(m) -> None:
+    """The model's flags are bools and its times ints or None (what the recorder's
+    record cache and the compiled model's differential checks compare)."""
+    for st in m.paths.values():
+        for flag in ("read", "written", "deleted"):
+            assert type(getattr(st, flag)) is bool, (st.path, flag, getattr(st, flag))
+        for t in (st.modified_ts, st.create_ts, st.early_ts):
+            assert t is None or type(t) is int, st
+    for p in m.procs:
+        for pf in p.files.values():
+            for flag in ("read", "written", "mapped", "bytes_exact"):
+                assert type(getattr(pf, flag)) is bool, (pf.path, flag)
+
+
+def test_a_problem_counts_every_time_it_happens():
+    s = Stream()
+    s.open("x", 3, dirfd=9)
+    s.open("y", 4, dirfd=9)
+    s.ev(E.EV_FCHDIR, fd=12)
+    assert s.m.problems == {"relative path with unknown base directory": 2,
+                            "fchdir to an unknown directory": 1}
+
+
+def test_dev_stderr_names_fd_2():
+    s = Stream(fds={2: "/logs/err.txt"})
+    s.open("/dev/stderr", 3, flags=O_WRONLY_CREAT_TRUNC)
+    assert s.m.paths["/logs/err.txt"].written and "/dev/stderr" not in s.m.paths
+
+
+def test_a_write_only_mapping_is_a_write_not_a_read():
+    s = Stream()
+    s.open("/d/out.bin", 3, flags=O_RDWR)
+    ev = s.ev(E.EV_MMAP, fd=3, a0=FD_MAP_WRITE)
+    st, pf = s.m.paths["/d/out.bin"], s.m.root.files["/d/out.bin"]
+    assert st.written and not st.read and st.modified_ts == ev.ts
+    assert pf.written is True and pf.mapped and not pf.read and pf.mode == "wm"
+    _typed(s.m)
+
+
+def test_a_read_mapping_as_the_first_access_makes_an_input_hashed_then():
+    s = Stream()
+    s.open("/d/w.safetensors", 3, flags=0o1)  # O_WRONLY, not truncated: no access yet
+    assert s.m.paths["/d/w.safetensors"].first is None and s.hashed == []
+    ev = s.ev(E.EV_MMAP, fd=3, a0=FD_MAP_READ | FD_MAP_WRITE)
+    st, pf = s.m.paths["/d/w.safetensors"], s.m.root.files["/d/w.safetensors"]
+    assert st.first == "read" and st.read and st.written
+    assert s.hashed == ["/d/w.safetensors"] and st.early_ts == ev.ts
+    assert pf.read is True and pf.written is True and pf.mode == "rwm"
+    assert st.modified_ts == ev.ts
+    _typed(s.m)
+
+
+def test_a_directory_renamed_over_one_replaces_everything_the_run_knew_below_it():
+    # rename(2) replaces only an empty directory: what the run knew below the target
+    # was removed by something else (or its unlink was lost); it is gone now
+    s = Stream()
+    s.open("/d/out/old-in", 3)
+    s.read(3)
+    early = s.open("/d/out/old-out", 4, flags=O_WRONLY_CREAT_TRUNC)
+    s.open("/d/tmp/new", 5, flags=O_WRONLY_CREAT_TRUNC)
+    s.write(5)
+    s.m.touched.clear()
+    ev = rename(s, "/d/tmp", "/d/out")
+    old_in, old_out = s.m.paths["/d/out/old-in"], s.m.paths["/d/out/old-out"]
+    assert old_in.deleted and old_in.modified_ts == ev.ts
+    assert old_out.deleted and old_out.modified_ts == early.ts  # changed first back then
+    assert {"/d/out/old-in", "/d/out/old-out", "/d/out/new"} <= s.m.touched
+    new = s.m.paths["/d/out/new"]
+    assert new.written and not new.deleted and new.renamed_from == ["/d/tmp/new"]
+    assert s.m.paths["/d/out"].modified_ts == ev.ts and s.m.paths["/d/out"].deleted is False
+    _typed(s.m)
+
+
+@pytest.mark.parametrize("who", ["thread-self", str(ROOT)])
+def test_o_tmpfile_linked_through_proc_thread_self_or_own_pid(who):
+    s = Stream()
+    s.open("/d", 4, flags=O_TMPFILE | O_DIRECTORY | O_RDWR)
+    s.write(4)
+    s.ev(E.EV_LINK, fd=-100, a0=AT_FDCWD_U64, a1=0x400, path=f"/proc/{who}/fd/4",
+         path2="/d/linked")
+    assert s.m.paths["/d/linked"].written and s.m.root.fds[4].file.path == "/d/linked"
+    assert f"/proc/{who}/fd/4" not in s.m.paths
+
+
+def test_o_tmpfile_linked_relative_to_cwd_or_to_a_directory_fd():
+    s = Stream(cwd="/w")
+    s.open("/d", 3, flags=O_TMPFILE | O_DIRECTORY | O_RDWR)
+    s.open("/out", 5, flags=O_DIRECTORY)
+    s.open("/d", 6, flags=O_TMPFILE | O_DIRECTORY | O_RDWR)
+    a = s.ev(E.EV_LINK, fd=3, a0=AT_FDCWD_U64, a1=AT_EMPTY_PATH, path="", path2="a.bin")
+    b = s.ev(E.EV_LINK, fd=6, a0=5, a1=AT_EMPTY_PATH, path="", path2="b.bin")
+    for path, ev in (("/w/a.bin", a), ("/out/b.bin", b)):
+        st = s.m.paths[path]
+        assert st.written and st.deleted is False and st.modified_ts == ev.ts, path
+    assert s.m.root.fds[6].file.path == "/out/b.bin" and not s.m.problems
+    _typed(s.m)
+
+
+def test_hard_link_between_relative_names_by_cwd_and_by_directory_fd():
+    s = Stream(cwd="/w")
+    s.open("out.bin", 3, flags=O_WRONLY_CREAT_TRUNC)
+    s.write(3)
+    s.open("/w", 4, flags=O_DIRECTORY)
+    s.open("/pub", 5, flags=O_DIRECTORY)
+    gone = s.ev(E.EV_UNLINK, fd=-100, path="/w/copy.bin")  # deleted before: live again
+    s.ev(E.EV_LINK, fd=-100, a0=AT_FDCWD_U64, path="out.bin", path2="copy.bin")
+    b = s.ev(E.EV_LINK, fd=4, a0=5, path="out.bin", path2="out.bin")
+    for path, ts in (("/w/copy.bin", gone.ts), ("/pub/out.bin", b.ts)):
+        st = s.m.paths[path]  # first changed by the unlink, and by the link
+        assert st.written and st.deleted is False and st.modified_ts == ts, path
+    assert not s.m.problems
+    _typed(s.m)
+
+
+def test_hard_link_whose_source_cannot_be_resolved_names_nothing():
+    s = Stream()
+    s.ev(E.EV_LINK, fd=9, a0=AT_FDCWD_U64, path="gone", path2="/d/new")
+    assert s.m.paths == {}
+    assert s.m.problems == {"relative path with unknown base directory": 1}
+
+
+def test_unlink_relative_to_cwd_or_a_directory_fd_is_a_change_at_that_time():
+    s = Stream(cwd="/w")
+    s.open("a", 3)
+    s.read(3)
+    s.open("/d", 4, flags=O_DIRECTORY)
+    s.open("/d/b", 5)
+    s.read(5)
+    ua = s.ev(E.EV_UNLINK, fd=-100, path="a")
+    ub = s.ev(E.EV_UNLINK, fd=4, path="b")
+    for path, ev in (("/w/a", ua), ("/d/b", ub)):
+        st = s.m.paths[path]
+        assert st.deleted is True and st.modified_ts == ev.ts and st.first == "read"
+    _typed(s.m)
+
+
+def test_rmdir_marks_what_the_run_knew_below_it_gone():
+    s = Stream()
+    s.open("/d/sub/in", 3)  # read; removed by something outside the run
+    s.read(3)
+    s.open("/d/subx", 4)    # beside it, a name with the same prefix
+    s.read(4)
+    s.m.touched.clear()
+    s.ev(E.EV_UNLINK, fd=-100, path="/d/sub", a0=0x200)  # AT_REMOVEDIR
+    assert s.m.paths["/d/sub/in"].deleted and "/d/sub/in" in s.m.touched
+    assert not s.m.paths["/d/subx"].deleted
+
+
+def test_connect_keeps_absolute_and_abstract_unix_addresses_as_they_are():
+    s = Stream(cwd="/w")
+    for raw in (b"/run/db.sock\0", b"\0hidden\0", b""):
+        s.m.feed(E.Event(s.ts + 1, 1, ROOT, ROOT, E.EV_CONNECT, 0, 5, 0, 0, 0, 0,
+                         raw=struct.pack("<H", socket.AF_UNIX) + raw))
+    assert [c["address"] for c in s.m.connects] == ["/run/db.sock", "@hidden", ""]
+
+
+def test_endpoint_decoding_of_full_size_records_high_ports_and_padding():
+    raw4 = (struct.pack("<H", socket.AF_INET) + struct.pack(">H", 50000)
+            + bytes([10, 1, 2, 3]) + b"\0" * 8)  # sizeof(struct sockaddr_in) == 16
+    assert decode_sockaddr(raw4) == {"family": "inet", "address": "10.1.2.3", "port": 50000}
+    raw6 = _in6("fe80::1", 65535)
+    assert decode_sockaddr(raw6)["port"] == 65535
+    # the kernel accepts a sockaddr_in6 without its scope id (24 bytes)
+    assert decode_sockaddr(raw6[:24]) == {"family": "inet6", "address": "fe80::1",
+                                          "port": 65535}
+    unix = struct.pack("<H", socket.AF_UNIX)
+    # a name ends at its first NUL; what follows in the captured buffer is padding
+    assert decode_sockaddr(unix + b"/run/x.sock\0\0junk")["address"] == "/run/x.sock"
+    assert decode_sockaddr(unix + b"\0abstract\0\0\0")["address"] == "@abstract"
+    assert decode_sockaddr(unix) == {"family": "unix", "address": "", "port": None}
+
+
+# -- TLS plaintext: HTTP exchanges per process and SSL session ---------------------------
+
+
+def _tls(s: Stream, type_, tgid, ssl, raw=b"", call=0, body_in=0, body_out=0):
+    ev = E.Event(s.ts + 1, 1, tgid, tgid, type_, 0, -1, body_out, ssl, call, body_in,
+                 raw=raw)
+    s.ts += 10
+    s.m.feed(ev)
+    return ev
+
+
+def test_tls_exchanges_become_remote_objects_of_the_process_that_made_them():
+    s = Stream()
+    s.fork(200)
+    req = b"GET /bkt/data.bin HTTP/1.1\r\nHost: h\r\n\r\n"
+    resp = b"HTTP/1.1 200 OK\r\nETag: \"e1\"\r\nContent-Length: 300\r\n\r\n"
+    _tls(s, E.EV_TLS_WRITE, 200, ssl=7, raw=req, call=len(req))
+    _tls(s, E.EV_TLS_READ, 200, ssl=7, raw=resp, call=len(resp) + 100)
+    _tls(s, E.EV_TLS_FREE, 200, ssl=7, body_in=200)
+    (rec,), telemetry = s.m.remote.objects()
+    assert (rec["url"], rec["role"], rec["version"], rec["size"]) == (
+        "https://h/bkt/data.bin", "input", "etag:e1", 300)
+    assert rec["bytes_read"] == 300 and rec["processes"] == [s.m.live[200].key]
+    assert telemetry == [] and not s.m.problems
+
+
+def test_tls_bytes_after_the_session_is_freed_belong_to_no_exchange():
+    s = Stream()
+    req = b"PUT /bkt/out.bin HTTP/1.1\r\nHost: h\r\nContent-Length: 40\r\n\r\n"
+    _tls(s, E.EV_TLS_WRITE, ROOT, ssl=3, raw=req, call=len(req) + 10, body_out=0)
+    _tls(s, E.EV_TLS_FREE, ROOT, ssl=3, body_out=30)
+    # the same SSL* reused for a new session: its response pairs with no request
+    _tls(s, E.EV_TLS_READ, ROOT, ssl=3, raw=b"HTTP/1.1 200 OK\r\n\r\n", call=19)
+    assert s.m.remote.exchanges[0].body_out == 40 and s.m.remote.exchanges[0].status is None
+    assert s.m.remote.unparsed == 1 and s.m.remote.objects() == ([], [])
+
+
+@pytest.mark.parametrize("type_", ["EV_TLS_WRITE", "EV_TLS_READ", "EV_TLS_FREE"])
+def test_tls_traffic_of_a_process_never_seen_starting_is_kept_and_said(type_):
+    s = Stream()
+    _tls(s, getattr(E, type_), 4242, ssl=1, raw=b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert 4242 in s.m.live
+    assert s.m.problems == {"process seen without its start": 1}
