@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import time
 
+import pytest
 import xxhash
 
 from roar.record.hasher import OK, SPECIAL, VANISHED, Hasher, hash_path
@@ -104,3 +106,190 @@ def test_long_hash_reports_progress(tmp_path, monkeypatch):
     res, _ = hash_path(str(f), progress=lambda done, size: seen.append((done, size)))
     assert res.status == OK
     assert seen == [(n * hasher.CHUNK, 3 * hasher.CHUNK) for n in (1, 2, 3)]
+
+
+def _deep(base, depth=21, name="d" * 200) -> tuple[str, int]:
+    """A directory deeper than PATH_MAX below base: (its path, an fd open on it)."""
+    fd = os.open(base, os.O_DIRECTORY)
+    for _ in range(depth):
+        os.mkdir(name, dir_fd=fd)
+        nxt = os.open(name, os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = nxt
+    return str(base) + ("/" + name) * depth, fd
+
+
+def test_a_path_longer_than_path_max_is_hashed_one_directory_at_a_time(tmp_path):
+    deep, fd = _deep(tmp_path)
+    data = os.urandom(100_000)
+    try:
+        w = os.open("data.bin", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+        os.write(w, data)
+        os.close(w)
+        os.mkdir("sub", dir_fd=fd)
+    finally:
+        os.close(fd)
+    path = deep + "/data.bin"
+    assert len(path) > 4096
+    with pytest.raises(OSError):
+        os.stat(path)  # too long for one system call
+    res, key = hash_path(path, lookup=lambda k: None)
+    assert res.status == OK and res.hash == xxhash.xxh3_128(data).hexdigest()
+    assert res.size == len(data) and key is not None
+    assert hash_path(deep + "/gone.bin")[0].status == VANISHED
+    assert hash_path(deep + "/sub")[0].status == SPECIAL  # a directory: no content hash
+    assert hash_path(deep + "/data.bin/x")[0].status == "unreadable"  # not a directory
+
+
+def _pending_run(tmp_path):
+    from roar.record.ids import new_run_id
+
+    home = tmp_path / "home"
+    f = tmp_path / "late.bin"
+    f.write_bytes(os.urandom(1 << 16))
+    rid = new_run_id()
+    st = Store(home)
+    st.finish_run({"id": rid, "status": "finished", "complete": False,
+                   "incomplete_reasons": ["1 content hash(es) still being computed "
+                                          "(filled in by a background job)"]},
+                  [{"path": str(f), "role": "input", "kind": "data", "status": "pending",
+                    "hash": None, "pending_bound_ns": time.time_ns() + 10**12}], [])
+    return st, home, rid, xxhash.xxh3_128(f.read_bytes()).hexdigest()
+
+
+def test_the_background_filler_completes_the_run_in_another_process(tmp_path, monkeypatch):
+    from roar.record.pending import start_background_fill
+
+    st, home, rid, want = _pending_run(tmp_path)
+    monkeypatch.delenv("ROAR_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # a wrong home would be empty, not yours
+    monkeypatch.chdir(tmp_path)  # the child finds roar by the path it is given
+    assert start_background_fill(home, rid) is None
+    deadline = time.monotonic() + 120
+    while not st.get_run(rid)["complete"]:  # its last step
+        assert time.monotonic() < deadline, "the background fill never happened"
+        time.sleep(0.1)
+    (f,) = st.run_files(rid)
+    assert (f["status"], f["hash"]) == ("ok", want)
+
+
+def test_the_filler_says_why_it_could_not_start(tmp_path, monkeypatch):
+    import sys
+
+    from roar.record.pending import start_background_fill
+
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
+    msg = start_background_fill(tmp_path / "home", "r-1")
+    assert msg.startswith("could not start the background hashing of run r-1: ")
+    assert "No such file" in msg
+
+
+def test_the_filler_entry_point_fills_the_run_named_on_its_command_line(tmp_path, monkeypatch):
+    import sys
+
+    from roar.record import pending
+
+    st, home, rid, want = _pending_run(tmp_path)
+    st.close()  # main opens the store itself
+    monkeypatch.setenv("ROAR_HOME", str(home))
+    monkeypatch.setattr(sys, "argv", ["roar.record.pending", rid])
+    pending.main()
+    st = Store(home)
+    (f,) = st.run_files(rid)
+    assert (f["status"], f["hash"]) == ("ok", want) and st.get_run(rid)["complete"]
+
+
+def test_the_filler_records_each_outcome_and_counts_only_inputs_it_could_not_verify(
+        tmp_path, monkeypatch):
+    from roar.record import hasher
+    from roar.record.ids import new_run_id
+    from roar.record.pending import fill
+    from roar.record.store import stat_key
+
+    monkeypatch.setattr(hasher, "PROGRESS_EVERY", hasher.CHUNK)
+    st = Store(tmp_path / "home")
+    big, at_bound, changed = tmp_path / "big.bin", tmp_path / "at-bound", tmp_path / "changed"
+    big.write_bytes(os.urandom(2 * hasher.CHUNK))
+    at_bound.write_bytes(b"v1")
+    changed.write_bytes(b"v22")
+    known, no_bound = tmp_path / "known", tmp_path / "no-bound"
+    known.write_bytes(b"seen by another run")
+    no_bound.write_bytes(b"n")
+    st.cache_hashes([(stat_key(os.stat(known)), "f" * 32)])  # hashed before: trusted
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    t = str(tmp_path)
+
+    def pending(path, role="input", **kw):
+        return {"path": str(path), "role": role, "kind": "data", "status": "pending",
+                "hash": None, **kw}
+
+    bound = os.stat(changed).st_ctime_ns - 1  # changed after the run used it
+    files = [
+        pending(big, pending_bound_ns=time.time_ns() + 10**12),
+        pending(at_bound, pending_bound_ns=os.stat(at_bound).st_ctime_ns),  # not after it
+        pending(changed, pending_bound_ns=bound),
+        pending(known, pending_bound_ns=time.time_ns() + 10**12),
+        pending(no_bound),
+        pending(f"{t}/vanished.bin", pending_bound_ns=0),
+        pending(f"{t}/big.bin/x"),                       # unreadable: not a directory
+        pending(fifo),                                   # special: no content to verify
+        pending(f"{t}/out-gone.bin", role="output"),     # outputs are not inputs
+        {"path": f"{t}/done.bin", "role": "input", "kind": "data", "status": "ok",
+         "hash": "a" * 32, "size": 1},
+    ]
+    rid = new_run_id()
+    st.finish_run({"id": rid, "status": "finished", "complete": False,
+                   "incomplete_reasons": ["9 content hash(es) still being computed "
+                                          "(filled in by a background job)"]}, files, [])
+    progress = []
+    real = st.set_hash_progress
+    monkeypatch.setattr(st, "set_hash_progress",
+                        lambda run_id, p: (progress.append((run_id, p)), real(run_id, p)))
+
+    assert fill(st, rid) == 9
+    got = {f["path"]: f for f in st.run_files(rid)}
+    row = {p: (f["status"], f["hash"], f.get("size"), f.get("error")) for p, f in got.items()}
+    assert row[str(big)] == ("ok", xxhash.xxh3_128(big.read_bytes()).hexdigest(),
+                             2 * hasher.CHUNK, None)
+    assert row[str(at_bound)] == ("ok", xxhash.xxh3_128(b"v1").hexdigest(), 2, None)
+    assert row[str(changed)] == ("unverified", None, 3,
+                                 "changed after the run used it, before it could be hashed")
+    assert row[str(known)] == ("ok", "f" * 32, 19, None)
+    assert row[str(no_bound)] == ("ok", xxhash.xxh3_128(b"n").hexdigest(), 1, None)
+    assert row[f"{t}/vanished.bin"] == ("vanished", None, None, None)
+    assert row[f"{t}/big.bin/x"] == ("unreadable", None, None, "Not a directory")
+    assert row[str(fifo)] == ("special", None, None, None)
+    assert row[f"{t}/out-gone.bin"][0] == "vanished"
+    assert row[f"{t}/done.bin"] == ("ok", "a" * 32, 1, None)  # not pending: left alone
+    assert not any("pending_bound_ns" in f for f in got.values())
+    # two inputs changed or vanished, one unreadable: three; not the output, not the fifo
+    run = st.get_run(rid)
+    assert run["incomplete_reasons"] == [
+        "3 input(s) without a verified content hash (hashed after the run)"]
+    assert "hash_progress" not in run
+    # progress of the long hash: which file of how many, bytes done of its size
+    assert (rid, {"path": str(big), "file": 1, "files": 9, "bytes_done": hasher.CHUNK,
+                  "bytes": 2 * hasher.CHUNK}) in progress
+    assert progress[-1] == (rid, None)
+    # what the filler hashed is in the stat cache: the next look is one stat
+    res, _ = hash_path(str(big), st.cached_hash_key)
+    assert res.cached and res.hash == row[str(big)][1]
+
+
+def test_the_filler_of_a_run_whose_late_inputs_all_verify_makes_it_complete(tmp_path):
+    from roar.record.ids import new_run_id
+    from roar.record.pending import fill
+
+    st = Store(tmp_path / "home")
+    f = tmp_path / "in.bin"
+    f.write_bytes(b"x")
+    rid = new_run_id()
+    st.finish_run({"id": rid, "status": "finished", "complete": False,
+                   "incomplete_reasons": ["1 content hash(es) still being computed "
+                                          "(filled in by a background job)"]},
+                  [{"path": str(f), "role": "input", "kind": "data", "status": "pending",
+                    "hash": None, "pending_bound_ns": time.time_ns() + 10**12}], [])
+    assert fill(st, rid) == 1 and fill(st, rid) == 0  # nothing left the second time
+    run = st.get_run(rid)
+    assert run["complete"] and run["incomplete_reasons"] == []
