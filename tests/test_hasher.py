@@ -9,7 +9,7 @@ import pytest
 import xxhash
 
 from roar.record.hasher import OK, SPECIAL, VANISHED, Hasher, hash_path
-from roar.record.store import Store
+from roar.record.store import Store, stat_key
 
 
 def test_hash_matches_xxh3_128(tmp_path):
@@ -293,3 +293,49 @@ def test_the_filler_of_a_run_whose_late_inputs_all_verify_makes_it_complete(tmp_
     assert fill(st, rid) == 1 and fill(st, rid) == 0  # nothing left the second time
     run = st.get_run(rid)
     assert run["complete"] and run["incomplete_reasons"] == []
+
+
+def test_birth_time_by_path_by_fd_and_through_hash_path(tmp_path):
+    from roar.record.hasher import birth_ns
+
+    slack = 20_000_000  # the kernel stamps times from a coarse clock (a tick behind)
+    before = time.time_ns()
+    f = tmp_path / "born"
+    f.write_bytes(b"x")
+    after = time.time_ns()
+    born = birth_ns(str(f))
+    assert born is not None and before - slack <= born <= after  # ext4 records it
+    fd = os.open(f, os.O_RDONLY)
+    try:
+        assert birth_ns(None, fd) == born  # of the open file, not of the cwd
+    finally:
+        os.close(fd)
+    assert birth_ns(str(tmp_path / "gone")) is None
+    fresh, _ = hash_path(str(f), birth=True)
+    assert fresh.born_ns == born and hash_path(str(f))[0].born_ns is None
+    st = Store(tmp_path / "home")
+    st.cache_hashes([(stat_key(os.stat(f)), fresh.hash)])
+    cached, _ = hash_path(str(f), st.cached_hash_key, birth=True)
+    assert cached.cached and cached.born_ns == born
+
+
+def test_queued_jobs_are_hashed_by_the_workers_with_their_birth_when_asked(tmp_path):
+    f = tmp_path / "in.bin"
+    f.write_bytes(b"queued")
+    h = Hasher(workers=2)
+    try:
+        plain, born = h.submit(str(f)), h.submit(str(f), birth=True)
+        assert plain.result(timeout=60).hash == xxhash.xxh3_128(b"queued").hexdigest()
+        assert born.result(timeout=60).born_ns is not None and born.done()
+        assert plain.value.born_ns is None
+    finally:
+        h.shutdown()
+
+
+def test_waiting_for_a_job_gives_up_after_its_timeout():
+    h = Hasher(workers=0)  # nothing will ever hash it
+    job = h.submit("/nonexistent")
+    start = time.monotonic()
+    assert job.result(timeout=0.3) is None and not job.done()
+    assert 0.25 <= time.monotonic() - start < 10
+    assert job.result(timeout=0) is None
