@@ -26,6 +26,7 @@ from roar.record.model import (
     O_PATH,
     O_RDWR,
     O_TMPFILE,
+    RunModel,
     decode_sockaddr,
 )
 
@@ -570,9 +571,10 @@ def test_a_directory_renamed_over_one_replaces_everything_the_run_knew_below_it(
     old_in, old_out = s.m.paths["/d/out/old-in"], s.m.paths["/d/out/old-out"]
     assert old_in.deleted and old_in.modified_ts == ev.ts
     assert old_out.deleted and old_out.modified_ts == early.ts  # changed first back then
-    assert {"/d/out/old-in", "/d/out/old-out", "/d/out/new"} <= s.m.touched
+    assert {"/d/out/old-in", "/d/out/old-out", "/d/out/new", "/d/tmp/new"} <= s.m.touched
     new = s.m.paths["/d/out/new"]
     assert new.written and not new.deleted and new.renamed_from == ["/d/tmp/new"]
+    assert new.modified_ts == ev.ts
     assert s.m.paths["/d/out"].modified_ts == ev.ts and s.m.paths["/d/out"].deleted is False
     _typed(s.m)
 
@@ -719,3 +721,129 @@ def test_tls_traffic_of_a_process_never_seen_starting_is_kept_and_said(type_):
     _tls(s, getattr(E, type_), 4242, ssl=1, raw=b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert 4242 in s.m.live
     assert s.m.problems == {"process seen without its start": 1}
+
+
+def test_early_hashes_ask_for_the_birth_time_only_for_a_read_open_that_may_create():
+    calls = []
+
+    def submit(path, birth=False):
+        calls.append((path, birth))
+        return None
+
+    m = RunModel(ROOT, "/w", ["x"], {0: "/data/stdin.csv"}, 0, submit)
+    s = Stream()
+    s.m = m
+    s.open("/d/maybe-new", 3, flags=O_CREAT | O_RDWR)  # may be made by the run: birth
+    s.open("/d/old", 4)
+    rd = s.read(0)  # an inherited fd: the read is the first access
+    assert calls == [("/d/maybe-new", True), ("/d/old", False), ("/data/stdin.csv", False)]
+    st = m.paths["/data/stdin.csv"]
+    assert st.first == "read" and st.read and st.early_ts == rd.ts
+
+
+def test_writes_and_closes_of_fds_that_name_no_file_are_ignored():
+    s = Stream()
+    s.write(9)                       # a pipe or socket the run never opened by name
+    s.close(9, rbytes=5, wbytes=5)
+    s.ev(E.EV_DUP, fd=9, ret=5)      # dup of an unknown fd onto a free one
+    s.ev(E.EV_EXIT, tgid=4242, a0=1, flags=E.EVF_EXITED)  # a process never seen
+    assert s.m.paths == {} and s.m.root.files == {} and 5 not in s.m.root.fds
+    s.open("/d", 3, flags=O_TMPFILE | O_DIRECTORY | O_RDWR)
+    s.write(3)
+    s.close(3, wbytes=10)            # an unnamed file closed: no record, fd gone
+    assert s.m.root.files == {} and 3 not in s.m.root.fds
+
+
+def test_a_write_to_an_fd_opened_without_truncation_is_the_change():
+    s = Stream()
+    s.open("/d/log", 3, flags=0o1)  # O_WRONLY, appends later
+    w = s.write(3)
+    st = s.m.paths["/d/log"]
+    assert st.written and st.first == "write" and st.modified_ts == w.ts
+
+
+def test_close_summaries_of_several_opens_add_up():
+    s = Stream()
+    for _ in range(2):
+        s.open("/d/a", 3, flags=O_RDWR)
+        s.ev(E.EV_CLOSE, fd=3, ret=1, a0=10, a1=4, a2=(2 << 32) | 3)
+    pf = s.m.root.files["/d/a"]
+    assert (pf.bytes_read, pf.bytes_written, pf.read_calls, pf.write_calls) == (20, 8, 4, 6)
+    assert pf.bytes_exact is True
+
+
+def test_exec_resolves_a_relative_program_and_counts_every_exec():
+    s = Stream(cwd="/w")
+    exec_(s, ROOT, "./train.sh")
+    assert s.m.root.exe == "/w/train.sh" and s.m.root.argv_incomplete is False
+    exec_(s, ROOT, "/usr/bin/python3")
+    assert s.m.root.execs == 2
+    s.fork(200)
+    assert s.m.live[200].exe == "/usr/bin/python3"  # a fork runs its parent's program
+
+
+def test_an_exit_without_a_status_sets_neither_code_nor_signal():
+    s = Stream()
+    s.fork(200)
+    s.ev(E.EV_EXIT, tgid=200, a0=3, a1=9, flags=0)
+    p = next(p for p in s.m.procs if p.pid == 200)
+    assert (p.exit_code, p.signal) == (None, None) and p.end_ts == s.ts
+
+
+def test_renames_between_relative_names_by_cwd_and_by_directory_fd():
+    s = Stream(cwd="/w")
+    s.open("a.tmp", 3, flags=O_WRONLY_CREAT_TRUNC)
+    s.write(3)
+    s.open("/out", 4, flags=O_DIRECTORY)
+    s.open("/w/b.tmp", 5, flags=O_WRONLY_CREAT_TRUNC)
+    s.write(5)
+    s.ev(E.EV_RENAME, fd=-100, a0=AT_FDCWD_U64, path="a.tmp", path2="a.bin")
+    mv = s.ev(E.EV_RENAME, fd=-100, a0=4, path="b.tmp", path2="b.bin")
+    assert s.m.paths["/w/a.bin"].written and s.m.paths["/w/a.tmp"].deleted
+    b = s.m.paths["/out/b.bin"]
+    assert b.written and b.modified_ts == mv.ts and b.renamed_from == ["/w/b.tmp"]
+    assert not s.m.problems
+
+
+def test_a_rename_whose_source_cannot_be_resolved_changes_nothing():
+    s = Stream()
+    s.open("/d/b", 3)
+    s.read(3)
+    s.ev(E.EV_RENAME, fd=9, a0=AT_FDCWD_U64, path="a", path2="/d/b")
+    assert not s.m.paths["/d/b"].deleted and s.m.paths["/d/b"].modified_ts is None
+    assert s.m.problems == {"relative path with unknown base directory": 1}
+
+
+def test_a_directory_opened_as_a_file_moves_with_its_contents():
+    # fsync of a directory: open(dir, O_RDONLY) without O_DIRECTORY makes it a path too
+    s = Stream()
+    s.open("/d/a", 3)
+    s.open("/d/a/f", 4, flags=O_WRONLY_CREAT_TRUNC)
+    s.write(4)
+    s.m.touched.clear()
+    rename(s, "/d/a", "/d/b")
+    assert s.m.paths["/d/a"].deleted and s.m.paths["/d/a/f"].deleted
+    assert s.m.paths["/d/b/f"].written and not s.m.paths["/d/b"].deleted
+    assert {"/d/a", "/d/a/f", "/d/b", "/d/b/f"} <= s.m.touched
+
+
+def test_truncate_of_a_relative_path_resolves_against_cwd():
+    s = Stream(cwd="/w")
+    t = s.ev(E.EV_TRUNCATE, a0=0, path="data.bin")
+    st = s.m.paths["/w/data.bin"]
+    assert st.written and st.modified_ts == t.ts and s.m.root.files["/w/data.bin"].written
+
+
+def test_tls_body_bytes_are_credited_to_the_exchange_of_the_last_head():
+    s = Stream()
+    get = b"GET /bkt/a HTTP/1.1\r\nHost: h\r\n\r\n"
+    ok = b"HTTP/1.1 200 OK\r\nETag: \"e\"\r\n\r\n"
+    put = b"PUT /bkt/b HTTP/1.1\r\nHost: h\r\n\r\n"
+    _tls(s, E.EV_TLS_WRITE, ROOT, ssl=5, raw=get, call=len(get))
+    _tls(s, E.EV_TLS_READ, ROOT, ssl=5, raw=ok, call=len(ok) + 10)
+    # the next head's event carries the body bytes read and written since the last one
+    _tls(s, E.EV_TLS_WRITE, ROOT, ssl=5, raw=put, call=len(put), body_in=90)
+    _tls(s, E.EV_TLS_READ, ROOT, ssl=5, raw=ok, call=len(ok), body_out=25)
+    first, second = s.m.remote.exchanges
+    assert (first.body_in, first.body_out) == (100, 0)
+    assert (second.body_in, second.body_out) == (0, 25) and second.status == 200
