@@ -187,13 +187,13 @@ def test_the_filler_says_why_it_could_not_start(tmp_path, monkeypatch):
 def test_the_filler_entry_point_fills_the_run_named_on_its_command_line(tmp_path, monkeypatch):
     import sys
 
-    from roar.record import pending
+    from roar.cli import fill as job  # what start_background_fill runs
 
     st, home, rid, want = _pending_run(tmp_path)
-    st.close()  # main opens the store itself
+    st.close()  # the job opens the store itself
     monkeypatch.setenv("ROAR_HOME", str(home))
-    monkeypatch.setattr(sys, "argv", ["roar.record.pending", rid])
-    pending.main()
+    monkeypatch.setattr(sys, "argv", ["roar.cli.fill", rid])
+    job.main()
     st = Store(home)
     (f,) = st.run_files(rid)
     assert (f["status"], f["hash"]) == ("ok", want) and st.get_run(rid)["complete"]
