@@ -339,6 +339,13 @@ def test_s3_over_plain_http_by_key_version_and_content(roar, s3_http):
                   and f["role"] == "input"}
     assert {k: v["bytes_read"] for k, v in stored.items()} == {  # a.bin: get_object, download
         "s3://bkt/data/a.bin": 2 * len(data["a.bin"]), "s3://bkt/data/b.bin": len(data["b.bin"])}
+    # the reproduction plan lists the objects the step fetches again, with their versions
+    p = roar("reproduce", str(work / "model.bin"), "--json", "--no-packages", check=False)
+    plan = json.loads(p.stdout)
+    (step,) = [s for s in plan["steps"] if s["run"] == train["id"]]
+    fetched = {i["url"]: i["version"] for i in step["inputs"] if i["source"] == "remote"}
+    assert fetched == {u: ins[u]["version"] for u in ins}, step["inputs"]
+    assert any("fetches 2 remote object(s) again" in w for w in plan["warnings"]), plan
     assert train["complete"], train["incomplete_reasons"]
     raw = b"".join(p.read_bytes() for p in (roar.home / "store").glob("*.mdb"))
     for needle in (SECRET.encode(), b"AKIAROARTEST", b"Signature="):

@@ -16,7 +16,7 @@ from roar.record.store import RefError, Store, StoreError
 
 SOURCE_LABEL = {"git": "git", "patch": "patch", "local": "here", "in_place": "in place",
                 "elsewhere": "ELSEWHERE", "missing": "MISSING", "empty": "empty",
-                "unverified": "unverified"}
+                "unverified": "unverified", "remote": "remote"}
 ACTION_LABEL = {"run": "run", "reuse": "reuse: what later steps need from it is here",
                 "skip": "not needed: later steps reuse what they need"}
 LISTED = 12  # input lines shown per step; --json has them all
@@ -106,6 +106,8 @@ def _show_plan(doc: dict, ref: str) -> None:
             extra = ""
             if i.get("local") and i["local"] != i["abs"]:
                 extra = f"  (at {_p(i['local'])})"
+            elif i["source"] == "remote":
+                extra = f"  @ {i['version'] or 'unknown version'}"
             click.echo(f"      {label:<10} {(i['hash'] or '-')[:12]:<12}  {i['path']}{extra}")
         if len(listed) > LISTED:
             click.echo(f"      (+{len(listed) - LISTED} more; --json lists them all)")

@@ -33,6 +33,7 @@ from roar.record.classify import is_environment
 from roar.record.context import git, redact
 from roar.record.hasher import OK, hash_path
 from roar.record.ids import boot_id, now_iso
+from roar.record.remote import REMOTE
 from roar.record.store import Store
 
 REDACTED = "hmac-sha256:"
@@ -43,6 +44,7 @@ PYTHON_EXE = re.compile(r"^(?:python|pypy)[\d.]*$")
 # sources of an input version, in the plan
 FROM_STEP, FROM_GIT, FROM_PATCH, LOCAL, IN_PLACE, ELSEWHERE, MISSING, EMPTY, UNVERIFIED = (
     "step", "git", "patch", "local", "in_place", "elsewhere", "missing", "empty", "unverified")
+REMOTE_SOURCE = "remote"  # an object the step fetches again itself (S3, GCS, HTTP)
 # what a plan does with a step
 RUN, REUSE, SKIP = "run", "reuse", "skip"
 
@@ -390,7 +392,10 @@ def _step(store, info: lineage.RunInfo, index, made_by, final, loc: Locator, rep
         e = {"path": rel or f["path"], "abs": f["path"], "inside": rel is not None, "hash": h,
              "size": f.get("size"), "kind": f.get("kind"), "source": None, "step": None,
              "local": None}
-        if not h:
+        if f.get("kind") == REMOTE:  # fetched by the step again, from where it was
+            e.update(source=REMOTE_SOURCE, inside=False, url=f.get("url") or f["path"],
+                     version=f.get("version"))
+        elif not h:
             e["source"] = UNVERIFIED
         elif h == lineage.EMPTY_HASH:
             e["source"] = EMPTY
@@ -527,6 +532,12 @@ def _problems(steps: list[dict]) -> tuple[list[str], list[str]]:
             elif i["source"] == UNVERIFIED:
                 warnings.append(f"{at}: input {i['path']} has no recorded content hash; "
                                 f"the file as it is now will be used")
+        remote = [i for i in s["inputs"] if i["source"] == REMOTE_SOURCE]
+        if remote:
+            warnings.append(f"{at}: fetches {len(remote)} remote object(s) again (e.g. "
+                            f"{remote[0]['url']} version {remote[0]['version'] or 'unknown'}): "
+                            f"the server may now hold other versions; the new run's record "
+                            f"shows which it got")
         for o in s["outputs"]:
             if not o["inside"]:
                 warnings.append(f"{at}: writes {o['abs']}, outside the repository: running "
