@@ -838,11 +838,24 @@ def _warm_up_store_code() -> None:
     """Open and close a throwaway store once, as root, so that whatever the
     store code imports on first use (py-lmdb imports lmdb._envid at its first
     open) is loaded before a child of run_as drops root: after that it may not
-    be able to read the interpreter's files (roar installed under /root)."""
+    be able to read the interpreter's files (roar installed under /root).
+    The same goes for what a rebuild imports lazily: the recorder and its
+    redaction of sh -c scripts (shlex), keyed hashes (hmac), classify rules
+    (tomllib), the pending-hash filler."""
+    import hmac  # noqa: F401
+    import shlex  # noqa: F401
+    import shutil  # noqa: F401
+
+    import roar.record.classify
+    import roar.record.pending  # noqa: F401
+    import roar.record.recover  # noqa: F401
     from roar.record.store import Store
 
     with tempfile.TemporaryDirectory() as d:
         Store(d).close()
+        rules = Path(d) / "rules.toml"
+        rules.write_text("")
+        roar.record.classify.read_rules(rules, None)  # imports tomllib (or tomli)
 
 
 def serve_forever(sock: Path | None = None) -> None:
