@@ -201,16 +201,38 @@ def test_accept_loop_survives_running_out_of_fds(daemon_with):
     assert "accept failed" in d.log() and "Traceback" not in d.log()
 
 
-def test_deep_nesting_and_slow_requests_are_refused_cleanly(daemon_with):
-    d = daemon_with(ROARD_REQUEST_TIMEOUT=2)
-    deep = b'{"op":"status","x":' + b"[" * 60000 + b"]" * 60000 + b"}\n"
-    assert "too large" in _reply(_request(d.sock, deep))["error"]
-    deep = b'{"op":"status","x":' + b"[" * 20000 + b"]" * 20000 + b"}\n"
-    assert "nested too deeply" in _reply(_request(d.sock, deep))["error"]
-    # a peer trickling a byte a second is cut off at the request timeout
+def _as_user_in_child(user, fn) -> bytes:
+    """fn() run in a forked child that took user's uid and gid: what it returns
+    (bytes), or b"" when it failed."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(user.pw_gid)
+            os.setuid(user.pw_uid)
+            out = fn()
+            while out:
+                out = out[os.write(w, out):]
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    got = b""
+    while chunk := os.read(r, 1 << 16):
+        got += chunk
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    return got
+
+
+def _trickle(sock) -> bytes:
+    """A peer sending one byte every 0.5 s; what roard answered."""
     s = socket.socket(socket.AF_UNIX)
-    s.connect(str(d.sock))
-    started = time.monotonic()
+    s.connect(str(sock))
     try:
         for b in b'{"op":"status"':
             s.sendall(bytes([b]))
@@ -225,6 +247,22 @@ def test_deep_nesting_and_slow_requests_are_refused_cleanly(daemon_with):
     except (ConnectionResetError, TimeoutError):
         pass
     s.close()
+    return got
+
+
+def test_deep_nesting_and_slow_requests_are_refused_cleanly(daemon_with, other_user):
+    """Sent by another OS user: a 60,000-deep request (too large), a 20,000-deep
+    one (nested too deeply: it was a RecursionError traceback), and a request
+    trickled a byte every 0.5 s (cut off at the request timeout)."""
+    d = daemon_with(ROARD_REQUEST_TIMEOUT=2)
+    deep = b'{"op":"status","x":' + b"[" * 60000 + b"]" * 60000 + b"}\n"
+    assert "too large" in _reply(_as_user_in_child(other_user,
+                                                   lambda: _request(d.sock, deep)))["error"]
+    deep = b'{"op":"status","x":' + b"[" * 20000 + b"]" * 20000 + b"}\n"
+    assert "nested too deeply" in _reply(
+        _as_user_in_child(other_user, lambda: _request(d.sock, deep)))["error"]
+    started = time.monotonic()
+    got = _as_user_in_child(other_user, lambda: _trickle(d.sock))
     assert "timed out" in _reply(got)["error"] and time.monotonic() - started < 10
     assert d.status()["pid"] == d.proc.pid
     assert "Traceback" not in d.log()
