@@ -339,6 +339,13 @@ def test_s3_over_plain_http_by_key_version_and_content(roar, s3_http):
                   and f["role"] == "input"}
     assert {k: v["bytes_read"] for k, v in stored.items()} == {  # a.bin: get_object, download
         "s3://bkt/data/a.bin": 2 * len(data["a.bin"]), "s3://bkt/data/b.bin": len(data["b.bin"])}
+    # the objects under one key prefix form a dataset, versioned by their object versions
+    doc = roar.json("inputs", str(work / "model.bin"))
+    (ds,) = [d for d in doc["datasets"] if d["path"] == "s3://bkt/data"]
+    assert (ds["count"], ds["complete"]) == (2, True) and ds["version"], ds
+    assert {m["path"]: m["version"] for m in ds["members"]} == {
+        "a.bin": ins["s3://bkt/data/a.bin"]["version"],
+        "b.bin": ins["s3://bkt/data/b.bin"]["version"]}
     # the reproduction plan lists the objects the step fetches again, with their versions
     p = roar("reproduce", str(work / "model.bin"), "--json", "--no-packages", check=False)
     plan = json.loads(p.stdout)

@@ -471,6 +471,18 @@ def dataset_roots(info: RunInfo) -> dict[str, str]:
         if len(paths) >= 2 and parent not in never:
             for p in paths:
                 roots[p] = parent
+    # remote objects: two or more keys under one prefix (s3://bkt/data/...) form a dataset
+    by_prefix: dict[str, list[str]] = {}
+    for f in info.inputs:
+        if f.get("kind") == REMOTE:
+            url = f.get("url") or f["path"]
+            prefix = url.split("?", 1)[0].rpartition("/")[0]
+            if "://" in prefix and not prefix.endswith(":/") and prefix.count("/") >= 3:
+                by_prefix.setdefault(prefix, []).append(f["path"])
+    for prefix, paths in by_prefix.items():
+        if len(set(paths)) >= 2:
+            for p in paths:
+                roots[p] = prefix
     return roots
 
 
@@ -493,11 +505,15 @@ def datasets(g: Graph) -> list[dict]:
                 groups.setdefault(roots[f["path"]], []).append(f)
         for root, files in groups.items():
             members = sorted(({"path": f["path"][len(root) + 1:], "hash": f.get("hash"),
-                               "size": f.get("size"), "abs": f["path"]} for f in files),
+                               "size": f.get("size"), "abs": f["path"],
+                               **({"version": f.get("version")} if f.get("kind") == REMOTE
+                                  else {})} for f in files),
                              key=lambda m: m["path"])
-            complete = all(m["hash"] for m in members)
-            version = dataset_version((m["path"], m["hash"]) for m in members) \
-                if complete else None
+            # a remote object without a content hash is known by its version
+            ids = [(m["path"], m["hash"] or (m.get("version") and f"v:{m['version']}"))
+                   for m in members]
+            complete = all(i for _, i in ids)
+            version = dataset_version(ids) if complete else None
             ds = found.get((root, version))
             if ds is None:
                 producers, made = set(), 0
