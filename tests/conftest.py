@@ -52,6 +52,28 @@ def _capture_unavailable() -> str | None:
     return None
 
 
+def _build_compiled_model() -> None:
+    """The compiled process model (roar/record/_cmodel.c) is what `roar run`
+    uses: build it in place when it is missing or older than its sources (a
+    fresh checkout, a rebase), as `pip install -e .` does; a failed build
+    stops the session. The tests never fall back to the Python model."""
+    built = list((REPO / "roar" / "record").glob("_cmodel.*.so"))
+    sources = [REPO / "roar" / "record" / "_cmodel.c", REPO / "bpf" / "roar_event.h",
+               REPO / "setup.py"]
+    newest = max(s.stat().st_mtime for s in sources)
+    if built and min(b.stat().st_mtime for b in built) >= newest:
+        return
+    p = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=REPO,
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        pytest.exit(f"the compiled model (roar/record/_cmodel.c) does not build:\n"
+                    f"{p.stdout[-3000:]}{p.stderr[-3000:]}", returncode=1)
+
+
+def pytest_configure(config):
+    _build_compiled_model()
+
+
 def pytest_collection_modifyitems(config, items):
     # a strict xfail must name the failure it documents (raises=KnownBug or another
     # exception type): one that passes on any failure hides a new bug inside it
@@ -114,12 +136,15 @@ def roard(tmp_path_factory):
 class Roar:
     """Runs the roar CLI as a user would, with a private store and daemon."""
 
-    def __init__(self, home: Path, sock: Path | None, cwd: Path):
+    def __init__(self, home: Path, sock: Path | None, cwd: Path, kept: Path | None = None):
         self.home, self.sock, self.cwd = home, sock, cwd
+        self.kept = kept  # where runs keep their raw event streams (ROAR_KEEP_EVENTS)
 
     def env(self, **extra) -> dict:
         env = {**os.environ, "ROAR_HOME": str(self.home), "PYTHONPATH": str(REPO)}
         env["ROAR_SOCKET"] = str(self.sock) if self.sock else str(self.home / "no-daemon.sock")
+        if self.kept is not None:
+            env["ROAR_KEEP_EVENTS"] = str(self.kept)
         env.update(extra)
         return env
 
@@ -166,9 +191,20 @@ def one_line_error(p) -> str:
 
 @pytest.fixture
 def roar(roard, tmp_path):
+    """The CLI with a private store and the session's roard. Every run keeps
+    its raw event stream; after the test, each is replayed through both
+    process models (model.py and the compiled one), which must agree on
+    everything (tests/model_diff.py): the capture tests are the differential
+    tests' real streams."""
     work = tmp_path / "work"
     work.mkdir()
-    return Roar(tmp_path / "home", roard, work)
+    kept = tmp_path / "kept-events"
+    kept.mkdir()
+    yield Roar(tmp_path / "home", roard, work, kept)
+    from model_diff import check_stream
+
+    for stream in sorted(kept.glob("*.events")):
+        check_stream(stream)
 
 
 def xxh128(path) -> str:

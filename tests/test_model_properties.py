@@ -10,10 +10,10 @@ event the model's fd tables must match it, and at the end:
 - a path read first and then changed keeps its first version's time before
   the change (v1 in, v2 out: never one version feeding itself).
 
-IMPLEMENTATIONS lists the model implementations under test: when the compiled
-model arrives, add its constructor there and every property runs against it
-too; `observable()` is what two implementations must agree on, event by event
-(the differential oracle)."""
+IMPLEMENTATIONS lists the model implementations under test: model.py's and the
+compiled one (roar/record/_cmodel.c); every property runs against both.
+`observable()` is what two implementations must agree on here; the full
+differential oracle is tests/model_diff.py (tests/test_compiled_model.py)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,13 @@ def _python_model(cwd: str, submit) -> RunModel:
     return RunModel(ROOT, cwd, ["train"], {}, 0, submit)
 
 
-IMPLEMENTATIONS = {"python": _python_model}
+def _compiled_model(cwd: str, submit):
+    from roar.record import _cmodel
+
+    return _cmodel.RunModel(ROOT, cwd, ["train"], {}, 0, submit)
+
+
+IMPLEMENTATIONS = {"python": _python_model, "compiled": _compiled_model}
 
 
 def observable(m) -> dict:

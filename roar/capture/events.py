@@ -184,3 +184,40 @@ def program_text(bpf_dir: Path | None = None) -> str:
         return "".join(out)
 
     return inline(str((bpf_dir or BPF_DIR) / "roar.bpf.c"))
+
+
+# -- kept event streams (ROAR_KEEP_EVENTS) ------------------------------------
+#
+# A run's raw records, as the model got them, with what the model is seeded
+# with: a bug report, the model benchmark (scripts/bench_model.py) and the
+# differential tests of the compiled model replay them. One JSON line (the
+# seed), then each record as a little-endian u32 length and its bytes.
+
+STREAM_MAGIC = b"roar-events 1 "
+
+
+def write_stream(f, seed: dict, records) -> None:
+    import json
+
+    f.write(STREAM_MAGIC + json.dumps(seed).encode() + b"\n")
+    for raw in records:
+        f.write(struct.pack("<I", len(raw)) + raw)
+
+
+def read_stream(path) -> tuple[dict, list[bytes]]:
+    """(seed, raw records) of a kept stream; the seed has root_pid, cwd, argv,
+    root_fds (fd -> path) and start_ns."""
+    import json
+
+    data = Path(path).read_bytes()
+    if not data.startswith(STREAM_MAGIC):
+        raise ValueError(f"{path}: not a kept roar event stream")
+    nl = data.index(b"\n")
+    seed = json.loads(data[len(STREAM_MAGIC):nl])
+    seed["root_fds"] = {int(k): v for k, v in seed["root_fds"].items()}
+    out, pos, n = [], nl + 1, len(data)
+    while pos + 4 <= n:
+        size = struct.unpack_from("<I", data, pos)[0]
+        out.append(data[pos + 4:pos + 4 + size])
+        pos += 4 + size
+    return seed, out

@@ -26,7 +26,7 @@ from roar.capture.session import DaemonSession
 from roar.cli.run import _chain, _consume
 from roar.record import audit, context
 from roar.record.ids import new_run_id, now_iso
-from roar.record.model import FdEntry, OpenFile
+from roar.record.runmodel import FdEntry, OpenFile
 from roar.record.store import Store
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

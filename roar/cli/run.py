@@ -213,7 +213,9 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
         feeder = recorder
         if audit_policy is not None:
             feeder = _tracker(store, record, recorder, audit_policy, session)
-        consumer = threading.Thread(target=_consume, args=(session, recorder, feeder, pid),
+        keep = _keep_events(session.host_pid or pid, record, root_fds, start_ns)
+        consumer = threading.Thread(target=_consume,
+                                    args=(session, recorder, feeder, pid, keep),
                                     name="roar-model")
         consumer.start()
         gpus: list = []
@@ -233,6 +235,8 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
     mark("cgroup empty and drained")
     consumer.join()
     mark("model caught up")
+    if keep is not None:
+        keep.close()
     signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
     notes = []
     if session.killed:
@@ -419,25 +423,50 @@ def _tracker(store, record, recorder, policy, session):
     return audit.AuditTracker(recorder, policy, kill=session.kill_run, stream=stream)
 
 
-def _consume(session, recorder, feeder=None, pid: int = 0) -> None:
+def _keep_events(root_pid: int, record: dict, root_fds: dict, start_ns: int):
+    """ROAR_KEEP_EVENTS=FILE (or a directory: DIR/RUN_ID.events): the file the
+    run's raw records are also written to (roar/capture/events.py,
+    write_stream), or None."""
+    path = os.environ.get("ROAR_KEEP_EVENTS")
+    if not path:
+        return None
+    if os.path.isdir(path):
+        path = os.path.join(path, f"{record['id']}.events")
+    from roar.capture.events import write_stream
+
+    try:
+        f = open(path, "wb")  # noqa: SIM115 - closed after the model caught up
+    except OSError as e:
+        print(f"roar: warning: ROAR_KEEP_EVENTS: cannot write {path}: {e.strerror}",
+              file=sys.stderr)
+        return None
+    write_stream(f, {"root_pid": root_pid, "cwd": record["cwd"], "argv": record["command"],
+                     "root_fds": root_fds, "start_ns": start_ns}, ())
+    return f
+
+
+def _consume(session, recorder, feeder=None, pid: int = 0, keep=None) -> None:
     """Feed every record to the model (through the audit tracker, if any). A
     record the model cannot digest is a bug in roar: it is counted and named
     on the run, and the stream is still drained to the end so nothing else
     is dropped. If roard dies meanwhile the workload is stopped at once: it
-    would go on untraced."""
+    would go on untraced. keep: a file every record is also written to
+    (ROAR_KEEP_EVENTS)."""
     try:
-        _feed(session, recorder, feeder or recorder)
+        _feed(session, recorder, feeder or recorder, keep)
     finally:
         if getattr(session, "died", False) and pid > 0:
             session.stop_workload(pid)
 
 
-def _feed(session, recorder, feeder) -> None:
+def _feed(session, recorder, feeder, keep=None) -> None:
     for raw in session.records():
         try:
             if raw is None:  # caught up with the run: work ahead on the end
                 recorder.prebuild()
                 continue
+            if keep is not None:
+                keep.write(len(raw).to_bytes(4, "little") + raw)
             feeder.feed_raw(raw)
         except Exception as e:  # noqa: BLE001 - reported on the run record, not hidden
             recorder.model.problem(f"internal error handling an event: {type(e).__name__}: {e}")

@@ -24,6 +24,8 @@ from roar.record.store import stat_key
 CHUNK = 1 << 20
 PROGRESS_EVERY = 256 * CHUNK  # bytes between progress reports of a long hash
 RETRIES = 3
+# model_lookup reads the stat cache in one transaction for up to this long (s)
+READER_S = 0.05
 
 OK, VANISHED, UNREADABLE, SPECIAL, UNVERIFIED = "ok", "vanished", "unreadable", "special", \
     "unverified"
@@ -202,6 +204,8 @@ class Hasher:
         self._waiting = 0
         self._memo: dict[bytes, str] = {}
         self.failure: str | None = None  # the store's cache could not be read (damaged)
+        self._reader = None  # model_lookup's read transaction, and when it began
+        self._reader_at = 0.0
         self._threads = [threading.Thread(target=self._loop, name=f"roar-hash-{i}", daemon=True)
                          for i in range(workers)]
         for t in self._threads:
@@ -220,6 +224,31 @@ class Hasher:
                 self.store = None
                 self.failure = self.failure or f"{type(e).__name__}: {e}"
         return h
+
+    def model_lookup(self, key: bytes) -> str | None:
+        """_lookup for the model's thread, which asks on every input's first
+        read (roar/record/_cmodel.c): the store is read in one transaction
+        kept for up to READER_S seconds, not one per lookup. Its snapshot is
+        at most that old: an entry newer than it is a miss, and the file is
+        hashed (by the workers, as without it)."""
+        h = self._memo.get(key)
+        store = self.store
+        if h is not None or store is None:
+            return h
+        try:
+            now = time.monotonic()
+            if self._reader is None or now - self._reader_at > READER_S:
+                if self._reader is not None:
+                    self._reader.abort()
+                    self._reader = None
+                self._reader = store._begin(db=store.dbs["statcache"])
+                self._reader_at = now
+            raw = self._reader.get(key)
+        except Exception as e:  # noqa: BLE001 - a damaged store: as _lookup, hash without it
+            self.store = None
+            self.failure = self.failure or f"{type(e).__name__}: {e}"
+            return None
+        return None if raw is None else bytes(raw).decode()
 
     def _run(self, path: str, birth: bool = False) -> HashResult:
         result, key = hash_path(path, self._lookup, birth)
@@ -272,6 +301,9 @@ class Hasher:
         (its file is recorded as pending and hashed by a background job)."""
         for _ in self._threads:
             self.queue.put(None)
+        if self._reader is not None:  # (the model's thread has ended)
+            self._reader.abort()
+            self._reader = None
         if wait:
             for t in self._threads:
                 t.join()

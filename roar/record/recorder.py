@@ -19,13 +19,12 @@ import os
 import time
 from collections import deque
 
-from roar.capture.events import decode
 from roar.record import context, remote
 from roar.record.classify import CODE, DATA, ENV, PSEUDO, classify, rules_from_docs
 from roar.record.codes import Reason, RunStatus, message, messages, reason
 from roar.record.hasher import OK, SPECIAL, VANISHED, Hasher, HashResult, birth_ns
 from roar.record.ids import now_iso
-from roar.record.model import RunModel
+from roar.record.runmodel import NOT_BUILT, new_model
 from roar.record.store import Store, encode_doc, index_entries
 from roar.record.timing import mark
 
@@ -108,11 +107,11 @@ class RunRecorder:
         self._todo: deque[tuple[str, int]] = deque()  # (path, looks so far)
         start_ns = time.monotonic_ns() if start_ns is None else start_ns
         self.start_wall = start_ns + self.wall_offset
-        self.model = RunModel(root_pid, run["cwd"], run["command"], root_fds, start_ns,
-                              self.hasher.submit)
-
-    def feed_raw(self, raw: bytes) -> None:
-        self.model.feed(decode(raw))
+        # feed_raw(raw): one raw kernel record into the model (runmodel.py)
+        self.model, self.feed_raw = new_model(root_pid, run["cwd"], run["command"], root_fds,
+                                              start_ns, self.hasher)
+        if NOT_BUILT:
+            self.messages.append(NOT_BUILT)
 
     # -- the end ---------------------------------------------------------------
 

@@ -1,0 +1,2130 @@
+/* _cmodel: the process model of roar/record/model.py, compiled.
+ *
+ * `roar run` feeds every kernel record of a run through here: decoding (the
+ * layout of bpf/roar_event.h, included below), the process model (fd tables,
+ * cwd, process tree, path resolution, per-path history) and, for the inputs
+ * it hashes, the stat-cache lookup. model.py stays as the reference: the
+ * differential tests (tests/test_compiled_model.py) run both on the same event
+ * streams, recorded from real capture runs and generated, and compare every
+ * piece of state. A change to one is a change to both.
+ *
+ * State lives in the Python objects the recorder reads (dicts, lists, sets,
+ * and the record types below with the attributes of model.py's dataclasses),
+ * so recorder.py, audit.py and attach.py work on either model. Rare events
+ * (/dev/fd aliases, connect, TLS) call model.py's helpers.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+
+typedef uint16_t u16;
+typedef int16_t s16;
+typedef uint32_t u32;
+typedef int32_t s32;
+typedef uint64_t u64;
+typedef int64_t s64;
+#undef CLOSE_RANGE_CLOEXEC /* linux/close_range.h's, via unistd.h: the header defines it too */
+#include "roar_event.h"
+
+_Static_assert(sizeof(struct roar_event) == 72, "struct roar_event has padding");
+
+#define O_ACCMODE_ 03
+#define O_WRONLY_ 01
+#define O_RDWR_ 02
+#define O_TRUNC_ 01000
+#define O_DIRECTORY_ 0200000
+#define O_CLOEXEC_ 02000000
+#define O_PATH_ 010000000
+#define O_CREAT_ 0100
+#define O_TMPFILE_ 020000000
+#define AT_FDCWD_ (-100)
+#define AT_EMPTY_PATH_ 0x1000
+#define AT_REMOVEDIR_ 0x200
+#define CLONE_FILES_ 0x400
+
+/* model.py's helpers, classify.needs_hash, hasher's types */
+static PyObject *py_normalize, *py_join, *py_fd_alias, *py_decode_sockaddr, *py_remote_log,
+    *py_needs_hash, *py_hash_job, *py_hash_result;
+static PyObject *S_read, *S_write, *S_ok, *S_address, *S_family, *S_unix, *S_process,
+    *S_std, *S_pid, *S_fd, *S_fd2, *S_self, *S_thread_self, *S_stdin, *S_stdout, *S_stderr,
+    *S_request, *S_response, *S_freed, *S_value, *S_group, *S_match, *S_lookup, *S_memo;
+
+/* -- record types ------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *path, *tmpfile_dir;
+    unsigned long long flags;
+    char tmpfile_written;
+} OpenFile;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *file; /* OpenFile */
+    char cloexec;
+} FdEntry;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *path;
+    char read, written, mapped, bytes_exact;
+    unsigned long long bytes_read, bytes_written, read_calls, write_calls;
+} ProcFile;
+
+typedef struct {
+    PyObject_HEAD
+    long long pid;
+    PyObject *key, *parent, *ppid, *argv, *exe, *cwd, *fds, *end_ts, *exit_code, *signal,
+        *files, *pending_exec;
+    unsigned long long start_ts;
+    long long threads, execs;
+    char argv_incomplete;
+} Proc;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *path, *first, *modified_ts, *create_ts, *early_hash, *early_ts, *renamed_from;
+    char read, written, deleted;
+} PathState;
+
+static PyTypeObject OpenFileType, FdEntryType, ProcFileType, ProcType, PathStateType;
+
+#define OBJ(T, f) {#f, T_OBJECT, offsetof(T, f), 0, NULL}
+#define BOOL(T, f) {#f, T_BOOL, offsetof(T, f), 0, NULL}
+
+static void clear_objs(PyObject *self, Py_ssize_t *offs, int n)
+{
+    for (int i = 0; i < n; i++)
+        Py_CLEAR(*(PyObject **)((char *)self + offs[i]));
+}
+
+#define DEALLOC(T, ...)                                                          \
+    static void T##_dealloc(PyObject *self)                                      \
+    {                                                                            \
+        Py_ssize_t offs[] = {__VA_ARGS__};                                       \
+        clear_objs(self, offs, (int)(sizeof(offs) / sizeof(offs[0])));           \
+        Py_TYPE(self)->tp_free(self);                                            \
+    }
+
+DEALLOC(OpenFile, offsetof(OpenFile, path), offsetof(OpenFile, tmpfile_dir))
+DEALLOC(FdEntry, offsetof(FdEntry, file))
+DEALLOC(ProcFile, offsetof(ProcFile, path))
+DEALLOC(Proc, offsetof(Proc, key), offsetof(Proc, parent), offsetof(Proc, ppid),
+        offsetof(Proc, argv), offsetof(Proc, exe), offsetof(Proc, cwd), offsetof(Proc, fds),
+        offsetof(Proc, end_ts), offsetof(Proc, exit_code), offsetof(Proc, signal),
+        offsetof(Proc, files), offsetof(Proc, pending_exec))
+DEALLOC(PathState, offsetof(PathState, path), offsetof(PathState, first),
+        offsetof(PathState, modified_ts), offsetof(PathState, create_ts),
+        offsetof(PathState, early_hash), offsetof(PathState, early_ts),
+        offsetof(PathState, renamed_from))
+
+static PyObject *new_openfile(PyObject *path, unsigned long long flags, PyObject *tmpfile_dir)
+{
+    OpenFile *o = PyObject_New(OpenFile, &OpenFileType);
+    if (!o)
+        return NULL;
+    o->path = Py_NewRef(path);
+    o->tmpfile_dir = Py_NewRef(tmpfile_dir);
+    o->flags = flags;
+    o->tmpfile_written = 0;
+    return (PyObject *)o;
+}
+
+static PyObject *new_fdentry(PyObject *file, int cloexec)
+{
+    FdEntry *e = PyObject_New(FdEntry, &FdEntryType);
+    if (!e)
+        return NULL;
+    e->file = Py_NewRef(file);
+    e->cloexec = cloexec ? 1 : 0;
+    return (PyObject *)e;
+}
+
+static PyObject *OpenFile_new(PyTypeObject *t, PyObject *args, PyObject *kw)
+{
+    static char *kws[] = {"path", "flags", "tmpfile_dir", "tmpfile_written", NULL};
+    PyObject *path, *dir = Py_None;
+    unsigned long long flags;
+    int written = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OK|Op", kws, &path, &flags, &dir, &written))
+        return NULL;
+    OpenFile *o = (OpenFile *)new_openfile(path, flags, dir);
+    if (o)
+        o->tmpfile_written = (char)written;
+    return (PyObject *)o;
+}
+
+static PyObject *FdEntry_new(PyTypeObject *t, PyObject *args, PyObject *kw)
+{
+    static char *kws[] = {"file", "cloexec", NULL};
+    PyObject *file;
+    int cloexec;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!p", kws, &OpenFileType, &file, &cloexec))
+        return NULL;
+    return new_fdentry(file, cloexec);
+}
+
+static int FdEntry_set_file(FdEntry *self, PyObject *v, void *c)
+{
+    if (!v || !PyObject_TypeCheck(v, &OpenFileType)) {
+        PyErr_SetString(PyExc_TypeError, "FdEntry.file must be an OpenFile");
+        return -1;
+    }
+    Py_SETREF(self->file, Py_NewRef(v));
+    return 0;
+}
+
+static PyObject *FdEntry_get_file(FdEntry *self, void *c) { return Py_NewRef(self->file); }
+
+static PyObject *ProcFile_mode(ProcFile *pf, void *c)
+{
+    char m[4];
+    int n = 0;
+    if (pf->read)
+        m[n++] = 'r';
+    if (pf->written)
+        m[n++] = 'w';
+    if (pf->mapped)
+        m[n++] = 'm';
+    return PyUnicode_FromStringAndSize(m, n);
+}
+
+static PyMemberDef OpenFile_members[] = {
+    OBJ(OpenFile, path), OBJ(OpenFile, tmpfile_dir), {"flags", T_ULONGLONG, offsetof(OpenFile, flags), 0, NULL},
+    BOOL(OpenFile, tmpfile_written), {NULL}};
+static PyMemberDef FdEntry_members[] = {BOOL(FdEntry, cloexec), {NULL}};
+static PyGetSetDef FdEntry_getset[] = {
+    {"file", (getter)FdEntry_get_file, (setter)FdEntry_set_file, NULL, NULL}, {NULL}};
+static PyMemberDef ProcFile_members[] = {
+    OBJ(ProcFile, path), BOOL(ProcFile, read), BOOL(ProcFile, written), BOOL(ProcFile, mapped),
+    BOOL(ProcFile, bytes_exact),
+    {"bytes_read", T_ULONGLONG, offsetof(ProcFile, bytes_read), 0, NULL},
+    {"bytes_written", T_ULONGLONG, offsetof(ProcFile, bytes_written), 0, NULL},
+    {"read_calls", T_ULONGLONG, offsetof(ProcFile, read_calls), 0, NULL},
+    {"write_calls", T_ULONGLONG, offsetof(ProcFile, write_calls), 0, NULL}, {NULL}};
+static PyGetSetDef ProcFile_getset[] = {{"mode", (getter)ProcFile_mode, NULL, NULL, NULL}, {NULL}};
+static PyMemberDef Proc_members[] = {
+    {"pid", T_LONGLONG, offsetof(Proc, pid), READONLY, NULL}, OBJ(Proc, key), OBJ(Proc, parent),
+    OBJ(Proc, ppid), OBJ(Proc, argv), OBJ(Proc, exe), OBJ(Proc, cwd), OBJ(Proc, fds),
+    OBJ(Proc, end_ts), OBJ(Proc, exit_code), OBJ(Proc, signal), OBJ(Proc, files),
+    OBJ(Proc, pending_exec), {"start_ts", T_ULONGLONG, offsetof(Proc, start_ts), 0, NULL},
+    {"threads", T_LONGLONG, offsetof(Proc, threads), 0, NULL},
+    {"execs", T_LONGLONG, offsetof(Proc, execs), 0, NULL}, BOOL(Proc, argv_incomplete), {NULL}};
+static PyMemberDef PathState_members[] = {
+    OBJ(PathState, path), OBJ(PathState, first), OBJ(PathState, modified_ts),
+    OBJ(PathState, create_ts), OBJ(PathState, early_hash), OBJ(PathState, early_ts),
+    OBJ(PathState, renamed_from), BOOL(PathState, read), BOOL(PathState, written),
+    BOOL(PathState, deleted), {NULL}};
+
+#define RECORD_TYPE(T, doc, ...)                                                   \
+    static PyTypeObject T##Type = {                                                 \
+        PyVarObject_HEAD_INIT(NULL, 0).tp_name = "roar.record._cmodel." #T,         \
+        .tp_basicsize = sizeof(T), .tp_dealloc = T##_dealloc,                       \
+        .tp_flags = Py_TPFLAGS_DEFAULT, .tp_doc = doc, .tp_members = T##_members,   \
+        __VA_ARGS__};
+
+RECORD_TYPE(OpenFile, "An open file description; shared by dup'ed and inherited fds.",
+            .tp_new = OpenFile_new)
+RECORD_TYPE(FdEntry, "One fd of a process.", .tp_new = FdEntry_new, .tp_getset = FdEntry_getset)
+RECORD_TYPE(ProcFile, "What one process did with one path.", .tp_getset = ProcFile_getset)
+RECORD_TYPE(Proc, "A process of the run.", )
+RECORD_TYPE(PathState, "The run's history of one path.", )
+
+/* -- events ---------------------------------------------------------------------- */
+
+typedef struct {
+    struct roar_event h;
+    PyObject *path, *path2, *argv, *raw; /* owned; NULL is None */
+} Ev;
+
+static void ev_clear(Ev *ev)
+{
+    Py_CLEAR(ev->path);
+    Py_CLEAR(ev->path2);
+    Py_CLEAR(ev->argv);
+    Py_CLEAR(ev->raw);
+}
+
+static PyObject *cstr(const char *p, Py_ssize_t n)
+{
+    const char *end = memchr(p, 0, (size_t)n);
+    return PyUnicode_DecodeFSDefaultAndSize(p, end ? end - p : n);
+}
+
+/* data[start:start+len] clamped as a Python slice is */
+static Py_ssize_t clamp(Py_ssize_t dn, Py_ssize_t start, Py_ssize_t len)
+{
+    if (start >= dn)
+        return 0;
+    return len < dn - start ? len : dn - start;
+}
+
+static int decode_raw(const char *buf, Py_ssize_t n, Ev *ev)
+{
+    ev->path = ev->path2 = ev->argv = ev->raw = NULL;
+    if (n < (Py_ssize_t)sizeof(struct roar_event)) {
+        PyErr_Format(PyExc_ValueError, "a record of %zd bytes is shorter than its header", n);
+        return -1;
+    }
+    memcpy(&ev->h, buf, sizeof(struct roar_event));
+    const char *data = buf + sizeof(struct roar_event);
+    Py_ssize_t dn = n - (Py_ssize_t)sizeof(struct roar_event);
+    u32 len1 = ev->h.len1, len2 = ev->h.len2;
+    int t = ev->h.type;
+    if (t == EV_EXEC) {
+        if (len1 && !(ev->path = cstr(data, clamp(dn, 0, len1))))
+            return -1;
+        Py_ssize_t bn = clamp(dn, ROAR_PATH_MAX, len2);
+        const char *b = data + ROAR_PATH_MAX, *e = b + bn;
+        if (!(ev->argv = PyList_New(0)))
+            return -1;
+        const char *s = b;
+        while (bn > 0) {
+            const char *z = memchr(s, 0, (size_t)(e - s));
+            if (!z && s == e)
+                break; /* the last part is empty: dropped */
+            PyObject *a = PyUnicode_DecodeFSDefaultAndSize(s, (z ? z : e) - s);
+            if (!a || PyList_Append(ev->argv, a) < 0) {
+                Py_XDECREF(a);
+                return -1;
+            }
+            Py_DECREF(a);
+            if (!z)
+                break;
+            s = z + 1;
+        }
+    } else if (t == EV_CONNECT || t == EV_TLS_WRITE || t == EV_TLS_READ) {
+        if (!(ev->raw = PyBytes_FromStringAndSize(data, clamp(dn, 0, len1))))
+            return -1;
+    } else if (len1 || len2) {
+        if (len1 && !(ev->path = cstr(data, clamp(dn, 0, len1))))
+            return -1;
+        if (len2) {
+            Py_ssize_t m = clamp(dn, ROAR_PATH_MAX, len2);
+            if (!(ev->path2 = cstr(m ? data + ROAR_PATH_MAX : data, m)))
+                return -1;
+        }
+    }
+    return 0;
+}
+
+static int get_u64(PyObject *o, const char *name, u64 *out)
+{
+    PyObject *v = PyObject_GetAttrString(o, name);
+    if (!v)
+        return -1;
+    unsigned long long x = PyLong_AsUnsignedLongLong(v);
+    if (x == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        long long s = PyLong_AsLongLong(v); /* a negative value: two's complement */
+        if (s == -1 && PyErr_Occurred()) {
+            Py_DECREF(v);
+            return -1;
+        }
+        x = (unsigned long long)s;
+    }
+    Py_DECREF(v);
+    *out = x;
+    return 0;
+}
+
+static int get_opt(PyObject *o, const char *name, PyObject **out)
+{
+    PyObject *v = PyObject_GetAttrString(o, name);
+    if (!v)
+        return -1;
+    if (v == Py_None)
+        Py_CLEAR(v);
+    *out = v;
+    return 0;
+}
+
+/* an Event of roar.capture.events (the audit tracker and the tests feed those) */
+static int decode_obj(PyObject *o, Ev *ev)
+{
+    u64 v[11];
+    static const char *names[] = {"ts", "cgroup", "tgid", "tid", "type", "flags", "fd", "ret",
+                                  "a0", "a1", "a2"};
+    memset(ev, 0, sizeof(*ev));
+    for (int i = 0; i < 11; i++)
+        if (get_u64(o, names[i], &v[i]) < 0)
+            return -1;
+    ev->h.ts = v[0];
+    ev->h.cgroup = v[1];
+    ev->h.tgid = (u32)v[2];
+    ev->h.tid = (u32)v[3];
+    ev->h.type = (u16)v[4];
+    ev->h.flags = (u16)v[5];
+    ev->h.fd = (s32)v[6];
+    ev->h.ret = (s64)v[7];
+    ev->h.a0 = v[8];
+    ev->h.a1 = v[9];
+    ev->h.a2 = v[10];
+    if (get_opt(o, "path", &ev->path) < 0 || get_opt(o, "path2", &ev->path2) < 0 ||
+        get_opt(o, "argv", &ev->argv) < 0 || get_opt(o, "raw", &ev->raw) < 0) {
+        ev_clear(ev);
+        return -1;
+    }
+    return 0;
+}
+
+/* -- paths --------------------------------------------------------------------- */
+
+/* posixpath.normpath of n bytes at p into out (room for n + 2 bytes); its length */
+static Py_ssize_t normpath(const char *p, Py_ssize_t n, char *out)
+{
+    if (n == 0) {
+        out[0] = '.';
+        return 1;
+    }
+    int initial = p[0] == '/';
+    if (initial && n > 1 && p[1] == '/' && !(n > 2 && p[2] == '/'))
+        initial = 2;
+    Py_ssize_t o = 0, comps = 0, dotdots = 0; /* components in out; leading ".." ones */
+    for (int i = 0; i < initial; i++)
+        out[o++] = '/';
+    Py_ssize_t base = o, i = 0;
+    while (i < n) {
+        while (i < n && p[i] == '/')
+            i++;
+        Py_ssize_t s = i;
+        while (i < n && p[i] != '/')
+            i++;
+        Py_ssize_t len = i - s;
+        if (len == 0 || (len == 1 && p[s] == '.'))
+            continue;
+        if (len == 2 && p[s] == '.' && p[s + 1] == '.') {
+            if ((!initial && comps == 0) || (comps > 0 && comps == dotdots)) {
+                /* kept: a relative path climbing, or after other kept ".." */
+            } else if (comps > 0) {
+                /* pop the last component */
+                Py_ssize_t k = o;
+                while (k > base && out[k - 1] != '/')
+                    k--;
+                o = k > base ? k - 1 : base;
+                comps--;
+                continue;
+            } else {
+                continue; /* "/.." is "/" */
+            }
+            if (comps > 0)
+                out[o++] = '/';
+            out[o++] = '.';
+            out[o++] = '.';
+            comps++;
+            dotdots++;
+            continue;
+        }
+        if (comps > 0)
+            out[o++] = '/';
+        memcpy(out + o, p + s, (size_t)len);
+        o += len;
+        comps++;
+    }
+    if (o == 0)
+        out[o++] = '.';
+    return o;
+}
+
+/* model._normalize(posixpath.join(base, path)); base may be NULL (path alone) */
+static PyObject *join_normalize(PyObject *base, PyObject *path)
+{
+    Py_ssize_t bn = 0, pn;
+    const char *b = NULL, *p = PyUnicode_AsUTF8AndSize(path, &pn);
+    if (p && base)
+        b = PyUnicode_AsUTF8AndSize(base, &bn);
+    if (!p || (base && !b)) { /* not UTF-8 (surrogates): model.py's way */
+        PyErr_Clear();
+        PyObject *joined = base ? PyObject_CallFunctionObjArgs(py_join, base, path, NULL)
+                                : Py_NewRef(path);
+        PyObject *r = joined ? PyObject_CallOneArg(py_normalize, joined) : NULL;
+        Py_XDECREF(joined);
+        return r;
+    }
+    char stackbuf[2 * 4096 + 8];
+    char *buf = stackbuf, *heap = NULL;
+    Py_ssize_t need = bn + pn + 2;
+    if (need > 4096) {
+        if (!(heap = PyMem_Malloc((size_t)(2 * need + 8))))
+            return PyErr_NoMemory();
+        buf = heap;
+    }
+    const char *j;
+    Py_ssize_t jn;
+    PyObject *joined_obj = path; /* the joined string, when it is an object already */
+    if (!base || bn == 0 || (pn && p[0] == '/')) {
+        j = p;
+        jn = pn;
+    } else {
+        memcpy(buf, b, (size_t)bn);
+        jn = bn;
+        if (b[bn - 1] != '/')
+            buf[jn++] = '/';
+        memcpy(buf + jn, p, (size_t)pn);
+        jn += pn;
+        j = buf;
+        joined_obj = NULL;
+    }
+    PyObject *r;
+    const char *dd = jn >= 3 ? memmem(j, (size_t)jn, "/..", 3) : NULL;
+    if (dd) { /* a step up: model.py resolves the part before it (realpath) */
+        PyObject *joined = joined_obj ? Py_NewRef(joined_obj)
+                                      : PyUnicode_DecodeUTF8(j, jn, "surrogateescape");
+        r = joined ? PyObject_CallOneArg(py_normalize, joined) : NULL;
+        Py_XDECREF(joined);
+    } else {
+        char *out = (j == buf) ? buf + jn + 1 : buf;
+        Py_ssize_t on = normpath(j, jn, out);
+        if (joined_obj && on == jn && memcmp(out, j, (size_t)jn) == 0)
+            r = Py_NewRef(joined_obj); /* already normal: the same string */
+        else
+            r = PyUnicode_DecodeUTF8(out, on, "surrogateescape");
+    }
+    PyMem_Free(heap);
+    return r;
+}
+
+static int has_prefix(PyObject *s, const char *prefix)
+{
+    Py_ssize_t n = (Py_ssize_t)strlen(prefix);
+    if (PyUnicode_GET_LENGTH(s) < n)
+        return 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (PyUnicode_READ_CHAR(s, i) != (Py_UCS4)(unsigned char)prefix[i])
+            return 0;
+    return 1;
+}
+
+/* s == p or s starts with p + "/" */
+static int at_or_below(PyObject *s, PyObject *p)
+{
+    Py_ssize_t pn = PyUnicode_GET_LENGTH(p), sn = PyUnicode_GET_LENGTH(s);
+    if (sn < pn || PyUnicode_Tailmatch(s, p, 0, pn, -1) != 1)
+        return 0;
+    return sn == pn || PyUnicode_READ_CHAR(s, pn) == '/';
+}
+
+static int strictly_below(PyObject *s, PyObject *p)
+{
+    return PyUnicode_GET_LENGTH(s) > PyUnicode_GET_LENGTH(p) && at_or_below(s, p);
+}
+
+/* new + s[len(old):] */
+static PyObject *rebase(PyObject *s, PyObject *old, PyObject *new)
+{
+    PyObject *tail = PyUnicode_Substring(s, PyUnicode_GET_LENGTH(old), PyUnicode_GET_LENGTH(s));
+    if (!tail)
+        return NULL;
+    PyObject *r = PyUnicode_Concat(new, tail);
+    Py_DECREF(tail);
+    return r;
+}
+
+/* -- the model ------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *submit_hash, *procs, *live, *paths, *by_path, *new_paths, *dirs, *touched,
+        *connects, *remote, *problems, *root, *lookup;
+    char io_uring;
+    long long events;
+    long long cache_hits;
+} Model;
+
+static PyTypeObject ModelType;
+
+static int problem(Model *m, const char *what)
+{
+    PyObject *k = PyUnicode_FromString(what);
+    if (!k)
+        return -1;
+    PyObject *v = PyDict_GetItemWithError(m->problems, k);
+    long long n = 0;
+    if (v) {
+        n = PyLong_AsLongLong(v);
+        if (n == -1 && PyErr_Occurred()) {
+            Py_DECREF(k);
+            return -1;
+        }
+    } else if (PyErr_Occurred()) {
+        Py_DECREF(k);
+        return -1;
+    }
+    PyObject *nv = PyLong_FromLongLong(n + 1);
+    int r = nv ? PyDict_SetItem(m->problems, k, nv) : -1;
+    Py_XDECREF(nv);
+    Py_DECREF(k);
+    return r;
+}
+
+static PyObject *u64obj(u64 x) { return PyLong_FromUnsignedLongLong(x); }
+
+/* _new_proc: a new reference to the new Proc (also in procs and live) */
+static Proc *new_proc(Model *m, long long pid, Proc *parent, PyObject *argv, PyObject *cwd,
+                      PyObject *fds, u64 ts)
+{
+    PyObject *pidobj = PyLong_FromLongLong(pid);
+    if (!pidobj)
+        return NULL;
+    PyObject *old = PyDict_GetItemWithError(m->live, pidobj);
+    if (old) {
+        Py_INCREF(old);
+        if (PyDict_DelItem(m->live, pidobj) < 0)
+            goto err_old;
+        Proc *o = (Proc *)old;
+        if (!PyObject_IsTrue(o->end_ts)) {
+            PyObject *t = u64obj(ts);
+            if (!t)
+                goto err_old;
+            Py_SETREF(o->end_ts, t);
+        }
+        Py_DECREF(old);
+        if (problem(m, "process exit not seen before its pid was reused") < 0)
+            goto err;
+    } else if (PyErr_Occurred())
+        goto err;
+    Proc *p = PyObject_New(Proc, &ProcType);
+    if (!p)
+        goto err;
+    p->pid = pid;
+    p->key = PyUnicode_FromFormat("%lld@%llu", pid, (unsigned long long)ts);
+    p->parent = Py_NewRef(parent ? parent->key : Py_None);
+    p->ppid = parent ? PyLong_FromLongLong(parent->pid) : Py_NewRef(Py_None);
+    p->argv = PySequence_List(argv);
+    p->exe = Py_NewRef(Py_None);
+    p->cwd = Py_NewRef(cwd);
+    p->fds = Py_NewRef(fds);
+    p->start_ts = ts;
+    p->end_ts = Py_NewRef(Py_None);
+    p->exit_code = Py_NewRef(Py_None);
+    p->signal = Py_NewRef(Py_None);
+    p->threads = 1;
+    p->execs = 0;
+    p->argv_incomplete = 0;
+    p->files = PyDict_New();
+    p->pending_exec = Py_NewRef(Py_None);
+    if (!p->key || !p->ppid || !p->argv || !p->files || PyList_Append(m->procs, (PyObject *)p) < 0 ||
+        PyDict_SetItem(m->live, pidobj, (PyObject *)p) < 0) {
+        Py_DECREF(p);
+        goto err;
+    }
+    Py_DECREF(pidobj);
+    return p;
+err_old:
+    Py_DECREF(old);
+err:
+    Py_DECREF(pidobj);
+    return NULL;
+}
+
+/* _proc: borrowed */
+static Proc *get_proc(Model *m, Ev *ev)
+{
+    PyObject *k = PyLong_FromUnsignedLong(ev->h.tgid);
+    if (!k)
+        return NULL;
+    PyObject *p = PyDict_GetItemWithError(m->live, k);
+    Py_DECREF(k);
+    if (p)
+        return (Proc *)p;
+    if (PyErr_Occurred())
+        return NULL;
+    if (problem(m, "process seen without its start") < 0)
+        return NULL;
+    PyObject *argv = PyList_New(0), *fds = PyDict_New();
+    Proc *np = argv && fds ? new_proc(m, ev->h.tgid, NULL, argv, Py_None, fds, ev->h.ts) : NULL;
+    Py_XDECREF(argv);
+    Py_XDECREF(fds);
+    if (!np)
+        return NULL;
+    Py_DECREF(np); /* live holds it */
+    return np;
+}
+
+/* p.fds.get(fd): borrowed FdEntry or NULL (no error set when absent) */
+static FdEntry *fd_get(Proc *p, long long fd)
+{
+    if (!PyDict_Check(p->fds))
+        return NULL;
+    PyObject *k = PyLong_FromLongLong(fd);
+    if (!k)
+        return NULL;
+    PyObject *e = PyDict_GetItemWithError(p->fds, k);
+    Py_DECREF(k);
+    if (e && !PyObject_TypeCheck(e, &FdEntryType)) {
+        PyErr_SetString(PyExc_TypeError, "an fd table entry is not an FdEntry");
+        return NULL;
+    }
+    return (FdEntry *)e;
+}
+
+static int fd_put(Proc *p, long long fd, PyObject *entry)
+{
+    PyObject *k = PyLong_FromLongLong(fd);
+    if (!k)
+        return -1;
+    int r = PyDict_SetItem(p->fds, k, entry);
+    Py_DECREF(k);
+    return r;
+}
+
+static int fd_pop(Proc *p, long long fd)
+{
+    PyObject *k = PyLong_FromLongLong(fd);
+    if (!k)
+        return -1;
+    PyObject *r = PyObject_CallMethod(p->fds, "pop", "OO", k, Py_None);
+    Py_DECREF(k);
+    if (!r)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static PyObject *file_path(FdEntry *e) { return ((OpenFile *)e->file)->path; }
+
+/* _resolve: new reference, or None (a new reference to it), NULL on error */
+static PyObject *resolve(Model *m, Proc *p, long long dirfd, PyObject *path, unsigned flags)
+{
+    if (!path || (flags & EVF_FAULT)) {
+        if (problem(m, "path could not be read from process memory") < 0)
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    if ((flags & EVF_TRUNCATED) && problem(m, "path longer than PATH_MAX") < 0)
+        return NULL;
+    if (PyUnicode_GET_LENGTH(path) && PyUnicode_READ_CHAR(path, 0) == '/')
+        return join_normalize(NULL, path);
+    PyObject *base;
+    if (dirfd == AT_FDCWD_) {
+        base = p->cwd;
+    } else {
+        FdEntry *e = fd_get(p, dirfd);
+        if (!e && PyErr_Occurred())
+            return NULL;
+        base = e ? file_path(e) : Py_None;
+    }
+    if (base == Py_None) {
+        if (problem(m, "relative path with unknown base directory") < 0)
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    if (PyUnicode_GET_LENGTH(path) == 0)
+        return Py_NewRef(base);
+    return join_normalize(base, path);
+}
+
+/* _state: borrowed PathState */
+static PathState *state(Model *m, PyObject *path, PyObject *first)
+{
+    if (PySet_Add(m->touched, path) < 0)
+        return NULL;
+    PyObject *s = PyDict_GetItemWithError(m->paths, path);
+    if (s) {
+        PathState *ps = (PathState *)s;
+        if (ps->first == Py_None)
+            Py_SETREF(ps->first, Py_NewRef(first));
+        return ps;
+    }
+    if (PyErr_Occurred())
+        return NULL;
+    PathState *ps = PyObject_New(PathState, &PathStateType);
+    if (!ps)
+        return NULL;
+    ps->path = Py_NewRef(path);
+    ps->first = Py_NewRef(first);
+    ps->read = ps->written = ps->deleted = 0;
+    ps->modified_ts = Py_NewRef(Py_None);
+    ps->create_ts = Py_NewRef(Py_None);
+    ps->early_hash = Py_NewRef(Py_None);
+    ps->early_ts = Py_NewRef(Py_None);
+    ps->renamed_from = PyList_New(0);
+    if (!ps->renamed_from || PyDict_SetItem(m->paths, path, (PyObject *)ps) < 0) {
+        Py_DECREF(ps);
+        return NULL;
+    }
+    Py_DECREF(ps); /* paths holds it */
+    if (PyList_Append(m->new_paths, path) < 0)
+        return NULL;
+    /* every directory above it */
+    Py_ssize_t end = PyUnicode_GET_LENGTH(path);
+    while (1) {
+        Py_ssize_t slash = end > 0 ? PyUnicode_FindChar(path, '/', 0, end, -1) : -1;
+        if (slash == -2)
+            return NULL;
+        if (slash <= 0)
+            break;
+        PyObject *d = PyUnicode_Substring(path, 0, slash);
+        if (!d)
+            return NULL;
+        int has = PySet_Contains(m->dirs, d);
+        if (has != 0) {
+            Py_DECREF(d);
+            if (has < 0)
+                return NULL;
+            break;
+        }
+        int r = PySet_Add(m->dirs, d);
+        Py_DECREF(d);
+        if (r < 0)
+            return NULL;
+        end = slash;
+    }
+    return ps;
+}
+
+/* _pfile: borrowed ProcFile */
+static ProcFile *pfile(Model *m, Proc *p, PyObject *path)
+{
+    if (PySet_Add(m->touched, path) < 0)
+        return NULL;
+    PyObject *pf = PyDict_GetItemWithError(p->files, path);
+    if (pf)
+        return (ProcFile *)pf;
+    if (PyErr_Occurred())
+        return NULL;
+    ProcFile *f = PyObject_New(ProcFile, &ProcFileType);
+    if (!f)
+        return NULL;
+    f->path = Py_NewRef(path);
+    f->read = f->written = f->mapped = 0;
+    f->bytes_exact = 1;
+    f->bytes_read = f->bytes_written = f->read_calls = f->write_calls = 0;
+    if (PyDict_SetItem(p->files, path, (PyObject *)f) < 0) {
+        Py_DECREF(f);
+        return NULL;
+    }
+    Py_DECREF(f);
+    PyObject *lst = PyDict_GetItemWithError(m->by_path, path);
+    if (!lst) {
+        if (PyErr_Occurred() || !(lst = PyList_New(0)))
+            return NULL;
+        int r = PyDict_SetItem(m->by_path, path, lst);
+        Py_DECREF(lst);
+        if (r < 0)
+            return NULL;
+    }
+    PyObject *pair = PyTuple_Pack(2, (PyObject *)p, (PyObject *)f);
+    if (!pair)
+        return NULL;
+    int r = PyList_Append(lst, pair);
+    Py_DECREF(pair);
+    return r < 0 ? NULL : f;
+}
+
+static int set_ts(PyObject **slot, u64 ts)
+{
+    PyObject *t = u64obj(ts);
+    if (!t)
+        return -1;
+    Py_SETREF(*slot, t);
+    return 0;
+}
+
+static PathState *modified(Model *m, PyObject *path, u64 ts)
+{
+    PathState *s = state(m, path, S_write);
+    if (s && s->modified_ts == Py_None && set_ts(&s->modified_ts, ts) < 0)
+        return NULL;
+    return s;
+}
+
+static int is_read(PyObject *first)
+{
+    return first == S_read ||
+           (PyUnicode_Check(first) && PyUnicode_CompareWithASCIIString(first, "read") == 0);
+}
+
+/* The stat-cache lookup of a hash job, in this thread: a regular file whose
+ * (dev, ino, size, mtime, ctime) was hashed before gets its finished job now
+ * (as hasher.hash_path's cached answer), without a trip through the hashing
+ * threads. NULL with no error: not known (the threads hash it). */
+static PyObject *cached_job(Model *m, PyObject *path)
+{
+    if (m->lookup == Py_None)
+        return NULL;
+    Py_ssize_t n;
+    const char *p = PyUnicode_AsUTF8AndSize(path, &n);
+    if (!p || n >= 4000) {
+        PyErr_Clear();
+        return NULL;
+    }
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    struct stat st;
+    if (stat(p, &st) != 0 || !S_ISREG(st.st_mode))
+        return NULL;
+    unsigned char key[40];
+    uint64_t f[5] = {(uint64_t)st.st_dev, (uint64_t)st.st_ino, (uint64_t)st.st_size,
+                     (uint64_t)((int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec),
+                     (uint64_t)((int64_t)st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec)};
+    for (int i = 0; i < 5; i++) /* struct.pack(">QQQqq") */
+        for (int b = 0; b < 8; b++)
+            key[i * 8 + b] = (unsigned char)(f[i] >> (56 - 8 * b));
+    PyObject *k = PyBytes_FromStringAndSize((const char *)key, 40);
+    if (!k)
+        return NULL;
+    PyObject *known = PyObject_CallOneArg(m->lookup, k);
+    Py_DECREF(k);
+    if (!known || !PyObject_IsTrue(known)) {
+        Py_XDECREF(known);
+        return NULL; /* an error in the lookup: the threads try again, and say so */
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    PyObject *res = PyObject_CallFunction(
+        py_hash_result, "OOLLLL", S_ok, known, (long long)st.st_size,
+        (long long)t0.tv_sec * 1000000000 + t0.tv_nsec,
+        (long long)t1.tv_sec * 1000000000 + t1.tv_nsec, (long long)f[4]);
+    Py_DECREF(known);
+    if (!res)
+        return NULL;
+    PyObject *hasher = PyObject_GetAttrString(m->submit_hash, "__self__");
+    PyObject *job = hasher ? PyObject_CallFunctionObjArgs(py_hash_job, path, hasher, NULL) : NULL;
+    Py_XDECREF(hasher);
+    if (job) {
+        if (PyObject_SetAttrString(res, "cached", Py_True) < 0 ||
+            PyObject_SetAttr(job, S_value, res) < 0)
+            Py_CLEAR(job);
+    }
+    Py_DECREF(res);
+    if (!job)
+        PyErr_Clear();
+    else
+        m->cache_hits++;
+    return job;
+}
+
+static int hash_early(Model *m, PathState *s, u64 ts, int created)
+{
+    if (s->early_hash != Py_None || s->modified_ts != Py_None || !is_read(s->first) ||
+        m->submit_hash == Py_None)
+        return 0;
+    PyObject *need = PyObject_CallOneArg(py_needs_hash, s->path);
+    if (!need)
+        return -1;
+    int yes = PyObject_IsTrue(need);
+    Py_DECREF(need);
+    if (yes <= 0)
+        return yes;
+    PyObject *job = created ? NULL : cached_job(m, s->path);
+    if (!job) {
+        if (PyErr_Occurred())
+            return -1;
+        job = created ? PyObject_CallFunctionObjArgs(m->submit_hash, s->path, Py_True, NULL)
+                      : PyObject_CallOneArg(m->submit_hash, s->path);
+        if (!job)
+            return -1;
+    }
+    Py_SETREF(s->early_hash, job);
+    return set_ts(&s->early_ts, ts);
+}
+
+/* -- handlers ----------------------------------------------------------------- */
+
+/* model._fd_alias: a new reference to the path behind /dev/fd/N & co, or None */
+static PyObject *fd_alias(Model *m, Proc *p, PyObject *path)
+{
+    PyObject *mt = PyObject_CallMethodOneArg(py_fd_alias, S_match, path);
+    if (!mt || mt == Py_None)
+        return mt;
+    PyObject *std = PyObject_CallMethodOneArg(mt, S_group, S_std);
+    PyObject *who = std ? PyObject_CallMethodOneArg(mt, S_group, S_pid) : NULL;
+    PyObject *fd = who ? PyObject_CallMethodOneArg(mt, S_group, S_fd) : NULL;
+    PyObject *r = NULL;
+    if (fd == Py_None) {
+        Py_DECREF(fd);
+        fd = PyObject_CallMethodOneArg(mt, S_group, S_fd2);
+    }
+    if (!fd)
+        goto out;
+    Proc *owner = p;
+    if (who != Py_None && PyUnicode_Compare(who, S_self) != 0 &&
+        PyUnicode_Compare(who, S_thread_self) != 0) {
+        PyObject *pid = PyLong_FromUnicodeObject(who, 10);
+        if (!pid)
+            goto out;
+        owner = (Proc *)PyDict_GetItemWithError(m->live, pid);
+        Py_DECREF(pid);
+        if (!owner) {
+            if (!PyErr_Occurred())
+                r = Py_NewRef(Py_None);
+            goto out;
+        }
+    }
+    long long num;
+    if (std != Py_None) {
+        num = PyUnicode_Compare(std, S_stdin) == 0 ? 0 : PyUnicode_Compare(std, S_stdout) == 0 ? 1 : 2;
+    } else {
+        PyObject *n = PyLong_FromUnicodeObject(fd, 10);
+        if (!n)
+            goto out;
+        num = PyLong_AsLongLong(n);
+        Py_DECREF(n);
+        if (num == -1 && PyErr_Occurred())
+            goto out;
+    }
+    FdEntry *e = fd_get(owner, num);
+    if (!e) {
+        if (!PyErr_Occurred())
+            r = Py_NewRef(Py_None);
+        goto out;
+    }
+    OpenFile *f = (OpenFile *)e->file;
+    r = Py_NewRef(f->tmpfile_dir != Py_None ? Py_None : f->path);
+out:
+    Py_DECREF(mt);
+    Py_XDECREF(std);
+    Py_XDECREF(who);
+    Py_XDECREF(fd);
+    return r;
+}
+
+static int on_open(Model *m, Ev *ev)
+{
+    Proc *p = get_proc(m, ev);
+    if (!p)
+        return -1;
+    PyObject *path = resolve(m, p, ev->h.ret, ev->path, ev->h.flags);
+    if (!path)
+        return -1;
+    unsigned long long flags = ev->h.a0;
+    int rc = -1;
+    if (path != Py_None && (has_prefix(path, "/dev/") || has_prefix(path, "/proc/"))) {
+        PyObject *alias = fd_alias(m, p, path);
+        if (!alias)
+            goto out;
+        if (alias != Py_None && PyObject_IsTrue(alias))
+            Py_SETREF(path, alias);
+        else
+            Py_DECREF(alias);
+    }
+    int cloexec = (flags & O_CLOEXEC_) != 0;
+    PyObject *file = (flags & O_TMPFILE_) ? new_openfile(Py_None, flags, path)
+                                          : new_openfile(path, flags, Py_None);
+    PyObject *entry = file ? new_fdentry(file, cloexec) : NULL;
+    Py_XDECREF(file);
+    if (!entry)
+        goto out;
+    int r = fd_put(p, ev->h.fd, entry);
+    Py_DECREF(entry);
+    if (r < 0)
+        goto out;
+    if ((flags & O_TMPFILE_) || path == Py_None || (flags & (O_PATH_ | O_DIRECTORY_))) {
+        rc = 0;
+        goto out;
+    }
+    int is_new = PyDict_Contains(m->paths, path);
+    if (is_new < 0)
+        goto out;
+    is_new = !is_new;
+    unsigned long long acc = flags & O_ACCMODE_;
+    PathState *s;
+    if ((acc == O_WRONLY_ || acc == O_RDWR_) && (flags & O_TRUNC_)) {
+        if (!(s = modified(m, path, ev->h.ts)))
+            goto out;
+        s->written = 1;
+        s->deleted = 0;
+        ProcFile *pf = pfile(m, p, path);
+        if (!pf)
+            goto out;
+        pf->written = 1;
+    } else if (acc != O_WRONLY_) {
+        if (!(s = state(m, path, S_read)))
+            goto out;
+        if (!s->deleted && hash_early(m, s, ev->h.ts, (flags & O_CREAT_) != 0) < 0)
+            goto out;
+    } else {
+        if (!(s = state(m, path, Py_None)))
+            goto out;
+    }
+    if ((flags & O_CREAT_) && s->create_ts == Py_None && is_new &&
+        set_ts(&s->create_ts, ev->h.ts) < 0)
+        goto out;
+    if (flags & O_CREAT_)
+        s->deleted = 0;
+    rc = 0;
+out:
+    Py_DECREF(path);
+    return rc;
+}
+
+/* _fd_path: borrowed path or Py_None; NULL on error */
+static PyObject *fd_path(Proc *p, long long fd)
+{
+    FdEntry *e = fd_get(p, fd);
+    if (!e)
+        return PyErr_Occurred() ? NULL : Py_None;
+    return file_path(e);
+}
+
+static int on_read(Model *m, Ev *ev)
+{
+    Proc *p = get_proc(m, ev);
+    if (!p)
+        return -1;
+    PyObject *path = fd_path(p, ev->h.fd);
+    if (!path)
+        return -1;
+    if (path == Py_None)
+        return 0;
+    Py_INCREF(path);
+    int rc = -1;
+    ProcFile *pf = pfile(m, p, path);
+    if (!pf)
+        goto out;
+    pf->read = 1;
+    PathState *s = state(m, path, S_read);
+    if (!s)
+        goto out;
+    s->read = 1;
+    rc = hash_early(m, s, ev->h.ts, 0);
+out:
+    Py_DECREF(path);
+    return rc;
+}
+
+static int wrote(Model *m, Proc *p, PyObject *path, u64 ts, int undelete)
+{
+    Py_INCREF(path);
+    int rc = -1;
+    ProcFile *pf = pfile(m, p, path);
+    if (!pf)
+        goto out;
+    pf->written = 1;
+    PathState *s = modified(m, path, ts);
+    if (!s)
+        goto out;
+    s->written = 1;
+    if (undelete)
+        s->deleted = 0;
+    rc = 0;
+out:
+    Py_DECREF(path);
+    return rc;
+}
+
+static int on_write(Model *m, Ev *ev)
+{
+    Proc *p = get_proc(m, ev);
+    if (!p)
+        return -1;
+    FdEntry *e = fd_get(p, ev->h.fd);
+    if (!e && PyErr_Occurred())
+        return -1;
+    if (e && ((OpenFile *)e->file)->tmpfile_dir != Py_None) {
+        ((OpenFile *)e->file)->tmpfile_written = 1;
+        return 0;
+    }
+    if (!e || file_path(e) == Py_None)
+        return 0;
+    return wrote(m, p, file_path(e), ev->h.ts, 1);
+}
+
+static int on_mmap(Model *m, Ev *ev)
+{
+    Proc *p = get_proc(m, ev);
+    if (!p)
+        return -1;
+    PyObject *path = fd_path(p, ev->h.fd);
+    if (!path)
+        return -1;
+    if (path == Py_None)
+        return 0;
+    Py_INCREF(path);
+    int rc = -1;
+    ProcFile *pf = pfile(m, p, path);
+    if (!pf)
+        goto out;
+    pf->mapped = 1;
+    if (ev->h.a0 & FD_MAP_READ) {
+        pf->read = 1;
+        PathState *s = state(m, path, S_read);
+        if (!s)
+            goto out;
+        s->read = 1;
+        if (hash_early(m, s, ev->h.ts, 0) < 0)
+            goto out;
+    }
+    if (ev->h.a0 & FD_MAP_WRITE) {
+        pf->written = 1;
+        PathState *s = modified(m, path, ev->h.ts);
+        if (!s)
+            goto out;
+        s->written = 1;
+    }
+    rc = 0;
+out:
+    Py_DECREF(path);
+    return rc;
+}
+
+static int on_close(Model *m, Ev *ev)
+{
+    Proc *p = get_proc(m, ev);
+    if (!p)
+        return -1;
+    FdEntry *e = fd_get(p, ev->h.fd);
+    if (!e && PyErr_Occurred())
+        return -1;
+    if (!e || file_path(e) == Py_None)
+        return fd_pop(p, ev->h.fd);
+    Py_INCREF(e);
+    int rc = -1;
+    if ((ev->h.ret & FD_READ) && on_read(m, ev) < 0)
+        goto out;
+    PyObject *k = PyLong_FromLong(ev->h.fd);
+    if (!k)
+        goto out;
+    int r = PyDict_DelItem(p->fds, k);
+    Py_DECREF(k);
+    if (r < 0)
+        goto out;
+    if (ev->h.a0 || ev->h.a1 || ev->h.a2) {
+        ProcFile *pf = pfile(m, p, file_path(e));
+        if (!pf)
+            goto out;
+        pf->bytes_read += ev->h.a0;
+        pf->bytes_written += ev->h.a1;
+        pf->read_calls += ev->h.a2 >> 32;
+        pf->write_calls += ev->h.a2 & 0xFFFFFFFFu;
+        if (ev->h.flags & EVF_BYTES_UNKNOWN)
+            pf->bytes_exact = 0;
+    }
+    rc = 0;
+out:
+    Py_DECREF(e);
+    return rc;
+}
+
+static int on_close_range(Model *m, Ev *ev)
+{
+    Proc *p = get_proc(m, ev);
+    if (!p)
+        return -1;
+    long long first = (u32)ev->h.fd, last = (u32)ev->h.a0;
+    PyObject *keys = PyDict_Keys(p->fds);
+    if (!keys)
+        return -1;
+    int rc = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(keys) && rc == 0; i++) {
+        PyObject *k = PyList_GET_ITEM(keys, i);
+        long long fd = PyLong_AsLongLong(k);
+        if (fd == -1 && PyErr_Occurred()) {
+            rc = -1;
+            break;
+        }
+        if (fd < first || fd > last)
+            continue;
+        if (ev->h.a1 & CLOSE_RANGE_CLOEXEC) {
+            PyObject *e = PyDict_GetItemWithError(p->fds, k);
+            if (e)
+                ((FdEntry *)e)->cloexec = 1;
+            else
+                rc = -1;
+        } else {
+            rc = PyDict_DelItem(p->fds, k);
+        }
+    }
+    Py_DECREF(keys);
+    return rc;
+}
+
+static int on_dup(Model *m, Ev *ev)
+{
+    Proc *p = get_proc(m, ev);
+    if (!p)
+        return -1;
+    FdEntry *old = fd_get(p, ev->h.fd);
+    if (!old && PyErr_Occurred())
+        return -1;
+    long long new = ev->h.ret;
+    if (!old)
+        return fd_pop(p, new);
+    if (new == ev->h.fd)
+        return 0;
+    PyObject *e = new_fdentry(old->file, ev->h.a0 != 0);
+    if (!e)
+        return -1;
+    int r = fd_put(p, new, e);
+    Py_DECREF(e);
+    return r;
+}
+
+static int on_fdflags(Model *m, Ev *ev)
+{
+    Proc *p = get_proc(m, ev);
+    if (!p)
+        return -1;
+    FdEntry *e = fd_get(p, ev->h.fd);
+    if (!e)
+        return PyErr_Occurred() ? -1 : 0;
+    e->cloexec = ev->h.a0 != 0;
+    return 0;
+}
+
+/* {fd: FdEntry(e.file, e.cloexec)} (keep_cloexec) or the entries without
+ * close-on-exec, all cleared */
+static PyObject *copy_fds(PyObject *fds, int exec)
+{
+    PyObject *out = PyDict_New(), *k, *v;
+    Py_ssize_t pos = 0;
+    if (!out)
+        return NULL;
+    while (PyDict_Next(fds, &pos, &k, &v)) {
+        if (!PyObject_TypeCheck(v, &FdEntryType)) {
+            PyErr_SetString(PyExc_TypeError, "an fd table entry is not an FdEntry");
+            goto err;
+        }
+        FdEntry *e = (FdEntry *)v;
+        if (exec && e->cloexec)
+            continue;
+        PyObject *n = new_fdentry(e->file, exec ? 0 : e->cloexec);
+        if (!n || PyDict_SetItem(out, k, n) < 0) {
+            Py_XDECREF(n);
+            goto err;
+        }
+        Py_DECREF(n);
+    }
+    return out;
+err:
+    Py_DECREF(out);
+    return NULL;
+}
+
+static int on_fork(Model *m, Ev *ev)
+{
+    Proc *parent = get_proc(m, ev);
+    if (!parent)
+        return -1;
+    if (ev->h.a0) {
+        parent->threads++;
+        return 0;
+    }
+    PyObject *fds = (ev->h.a1 & CLONE_FILES_) ? Py_NewRef(parent->fds) : copy_fds(parent->fds, 0);
+    if (!fds)
+        return -1;
+    Py_INCREF(parent);
+    Proc *child = new_proc(m, ev->h.ret, parent, parent->argv, parent->cwd, fds, ev->h.ts);
+    Py_DECREF(fds);
+    if (child) {
+        Py_SETREF(child->exe, Py_NewRef(parent->exe));
+        Py_DECREF(child);
+    }
+    Py_DECREF(parent);
+    return child ? 0 : -1;
+}
+
+static int on_exec(Model *m, Ev *ev)
+{
+    Proc *p = get_proc(m, ev);
+    if (!p)
+        return -1;
+    PyObject *exe = resolve(m, p, ev->h.fd, ev->path, ev->h.flags & ~EVF_TRUNCATED);
+    if (!exe)
+        return -1;
+    PyObject *argv = ev->argv && PyObject_IsTrue(ev->argv) ? Py_NewRef(ev->argv) : PyList_New(0);
+    PyObject *t = argv ? Py_BuildValue("(NNi)", exe, argv, (int)ev->h.flags) : NULL;
+    if (!argv)
+        Py_DECREF(exe);
+    if (!t)
+        return -1;
+    Py_SETREF(p->pending_exec, t);
+    return 0;
+}
+
+static int on_exec_ret(Model *m, Ev *ev)
+{
+    Proc *p = get_proc(m, ev);
+    if (!p)
+        return -1;
+    PyObject *pending = p->pending_exec;
+    p->pending_exec = Py_NewRef(Py_None);
+    int rc = 0;
+    if (ev->h.ret != 0 || pending == Py_None)
+        goto out;
+    rc = -1;
+    if (!PyTuple_Check(pending) || PyTuple_GET_SIZE(pending) != 3) {
+        PyErr_SetString(PyExc_TypeError, "pending_exec is not (exe, argv, flags)");
+        goto out;
+    }
+    Py_SETREF(p->exe, Py_NewRef(PyTuple_GET_ITEM(pending, 0)));
+    Py_SETREF(p->argv, Py_NewRef(PyTuple_GET_ITEM(pending, 1)));
+    long fl = PyLong_AsLong(PyTuple_GET_ITEM(pending, 2));
+    if (fl == -1 && PyErr_Occurred())
+        goto out;
+    p->argv_incomplete = (fl & (EVF_TRUNCATED | EVF_FAULT)) != 0;
+    p->execs++;
+    PyObject *fds = copy_fds(p->fds, 1);
+    if (!fds)
+        goto out;
+    Py_SETREF(p->fds, fds);
+    rc = 0;
+out:
+    Py_DECREF(pending);
+    return rc;
+}
+
+static int on_exit_ev(Model *m, Ev *ev)
+{
+    PyObject *k = PyLong_FromUnsignedLong(ev->h.tgid);
+    if (!k)
+        return -1;
+    PyObject *po = PyDict_GetItemWithError(m->live, k);
+    if (!po) {
+        Py_DECREF(k);
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    Py_INCREF(po);
+    int rc = PyDict_DelItem(m->live, k);
+    Py_DECREF(k);
+    Proc *p = (Proc *)po;
+    if (rc == 0)
+        rc = set_ts(&p->end_ts, ev->h.ts);
+    if (rc == 0) {
+        unsigned fl = ev->h.flags;
+        if ((fl & EVF_SIGNALED) && !(fl & EVF_EXITED))
+            rc = set_ts(&p->signal, ev->h.a1);
+        else if (fl & EVF_EXITED)
+            rc = set_ts(&p->exit_code, ev->h.a0);
+    }
+    if (rc == 0 && p->fds != Py_None) {
+        PyObject *d = PyDict_New();
+        if (d)
+            Py_SETREF(p->fds, d);
+        else
+            rc = -1;
+    }
+    Py_DECREF(po);
+    return rc;
+}
+
+static int on_reap(Model *m, Ev *ev)
+{
+    long long pid = ev->h.ret;
+    u64 st = ev->h.a0;
+    for (Py_ssize_t i = PyList_GET_SIZE(m->procs) - 1; i >= 0; i--) {
+        Proc *c = (Proc *)PyList_GET_ITEM(m->procs, i);
+        if (c->pid != pid)
+            continue;
+        if (st > INT32_MAX) { /* as os.WIFSIGNALED says */
+            PyErr_SetString(PyExc_OverflowError, "signed integer is greater than maximum");
+            return -1;
+        }
+        int status = (int)st;
+        if (WIFSIGNALED(status)) {
+            if (set_ts(&c->signal, (u64)WTERMSIG(status)) < 0)
+                return -1;
+            Py_SETREF(c->exit_code, Py_NewRef(Py_None));
+        } else if (WIFEXITED(status)) {
+            if (set_ts(&c->exit_code, (u64)WEXITSTATUS(status)) < 0)
+                return -1;
+            Py_SETREF(c->signal, Py_NewRef(Py_None));
+        }
+        return 0;
+    }
+    return 0;
+}
+
+/* _at_or_below: a new list */
+static PyObject *list_at_or_below(Model *m, PyObject *path)
+{
+    PyObject *out = PyList_New(0);
+    if (!out)
+        return NULL;
+    int has = PyDict_Contains(m->paths, path);
+    if (has < 0 || (has && PyList_Append(out, path) < 0))
+        goto err;
+    int isdir = PySet_Contains(m->dirs, path);
+    if (isdir < 0)
+        goto err;
+    if (isdir) {
+        PyObject *k, *v;
+        Py_ssize_t pos = 0;
+        while (PyDict_Next(m->paths, &pos, &k, &v))
+            if (strictly_below(k, path) && PyList_Append(out, k) < 0)
+                goto err;
+    }
+    return out;
+err:
+    Py_DECREF(out);
+    return NULL;
+}
+
+static int move(Model *m, PyObject *old, PyObject *new, u64 ts)
+{
+    PyObject *gone = list_at_or_below(m, new), *moved = NULL;
+    int rc = -1;
+    if (!gone)
+        return -1;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(gone); i++) {
+        PyObject *path = PyList_GET_ITEM(gone, i);
+        if (PySet_Add(m->touched, path) < 0)
+            goto out;
+        PathState *g = (PathState *)PyDict_GetItemWithError(m->paths, path);
+        if (!g)
+            goto out;
+        if (g->modified_ts == Py_None && set_ts(&g->modified_ts, ts) < 0)
+            goto out;
+        g->deleted = 1;
+    }
+    PathState *d = modified(m, new, ts);
+    if (!d)
+        goto out;
+    d->deleted = 0;
+    if (!(moved = list_at_or_below(m, old)))
+        goto out;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(moved); i++) {
+        PyObject *path = PyList_GET_ITEM(moved, i);
+        if (PySet_Add(m->touched, path) < 0)
+            goto out;
+        PathState *src = (PathState *)PyDict_GetItemWithError(m->paths, path);
+        if (!src)
+            goto out;
+        Py_INCREF(src);
+        PyObject *dest = rebase(path, old, new);
+        PathState *dd = dest ? modified(m, dest, ts) : NULL;
+        Py_XDECREF(dest);
+        int ok = dd != NULL;
+        if (ok && src->written) {
+            dd->written = 1;
+            src->written = 0;
+            /* [path, *src.renamed_from], taken before dd's list grows (dd may be src) */
+            PyObject *names = PySequence_List(src->renamed_from);
+            ok = names && PyList_Insert(names, 0, path) == 0;
+            PyObject *ext = ok ? PyObject_CallMethod(dd->renamed_from, "extend", "O", names)
+                               : NULL;
+            ok = ext != NULL;
+            Py_XDECREF(ext);
+            Py_XDECREF(names);
+        }
+        if (ok) {
+            dd->deleted = 0;
+            src->deleted = 1;
+            if (src->modified_ts == Py_None)
+                ok = set_ts(&src->modified_ts, ts) == 0;
+        }
+        Py_DECREF(src);
+        if (!ok)
+            goto out;
+    }
+    PyObject *k, *v;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(m->live, &pos, &k, &v)) {
+        Proc *proc = (Proc *)v;
+        if (PyDict_Check(proc->fds)) {
+            PyObject *fk, *fv;
+            Py_ssize_t fpos = 0;
+            while (PyDict_Next(proc->fds, &fpos, &fk, &fv)) {
+                OpenFile *f = (OpenFile *)((FdEntry *)fv)->file;
+                if (PyUnicode_Check(f->path) && PyUnicode_GET_LENGTH(f->path) &&
+                    at_or_below(f->path, old)) {
+                    PyObject *np = rebase(f->path, old, new);
+                    if (!np)
+                        goto out;
+                    Py_SETREF(f->path, np);
+                }
+            }
+        }
+        if (PyUnicode_Check(proc->cwd) && PyUnicode_GET_LENGTH(proc->cwd) &&
+            at_or_below(proc->cwd, old)) {
+            PyObject *np = rebase(proc->cwd, old, new);
+            if (!np)
+                goto out;
+            Py_SETREF(proc->cwd, np);
+        }
+    }
+    rc = 0;
+out:
+    Py_DECREF(gone);
+    Py_XDECREF(moved);
+    return rc;
+}
+
+static long long signed_fd(u64 a0) { return (long long)(s64)a0; }
+
+static int on_rename(Model *m, Ev *ev)
+{
+    Proc *p = get_proc(m, ev);
+    if (!p)
+        return -1;
+    PyObject *old = resolve(m, p, ev->h.fd, ev->path, ev->h.flags);
+    if (!old)
+        return -1;
+    PyObject *new = resolve(m, p, signed_fd(ev->h.a0), ev->path2, ev->h.flags);
+    int rc = new ? 0 : -1;
+    if (new && old != Py_None && new != Py_None)
+        rc = move(m, old, new, ev->h.ts);
+    Py_DECREF(old);
+    Py_XDECREF(new);
+    return rc;
+}
+
+/* _tmpfile_source: borrowed OpenFile or NULL (error set or not) */
+static OpenFile *tmpfile_source(Model *m, Proc *p, Ev *ev)
+{
+    FdEntry *e = NULL;
+    int empty = !ev->path || PyUnicode_GET_LENGTH(ev->path) == 0;
+    if (empty && (ev->h.a1 & AT_EMPTY_PATH_)) {
+        e = fd_get(p, ev->h.fd);
+    } else if (!empty) {
+        PyObject *mt = PyObject_CallMethodOneArg(py_fd_alias, S_match, ev->path);
+        if (!mt)
+            return NULL;
+        if (mt != Py_None) {
+            PyObject *fd2 = PyObject_CallMethodOneArg(mt, S_group, S_fd2);
+            PyObject *who = fd2 ? PyObject_CallMethodOneArg(mt, S_group, S_pid) : NULL;
+            int ok = 0;
+            if (who && fd2 != Py_None && who != Py_None) {
+                if (PyUnicode_Compare(who, S_self) == 0 || PyUnicode_Compare(who, S_thread_self) == 0) {
+                    ok = 1;
+                } else {
+                    PyObject *mine = PyUnicode_FromFormat("%lld", p->pid);
+                    ok = mine && PyUnicode_Compare(who, mine) == 0;
+                    Py_XDECREF(mine);
+                }
+            }
+            if (ok) {
+                PyObject *n = PyLong_FromUnicodeObject(fd2, 10);
+                long long num = n ? PyLong_AsLongLong(n) : -1;
+                Py_XDECREF(n);
+                if (!PyErr_Occurred())
+                    e = fd_get(p, num);
+            }
+            Py_XDECREF(fd2);
+            Py_XDECREF(who);
+        }
+        Py_DECREF(mt);
+        if (PyErr_Occurred())
+            return NULL;
+    }
+    if (e && ((OpenFile *)e->file)->tmpfile_dir != Py_None)
+        return (OpenFile *)e->file;
+    return NULL;
+}
+
+static int on_link(Model *m, Ev *ev)
+{
+    Proc *p = get_proc(m, ev);
+    if (!p)
+        return -1;
+    long long newdirfd = signed_fd(ev->h.a0);
+    OpenFile *tmp = tmpfile_source(m, p, ev);
+    if (!tmp && PyErr_Occurred())
+        return -1;
+    if (tmp) {
+        Py_INCREF(tmp);
+        PyObject *new = resolve(m, p, newdirfd, ev->path2, ev->h.flags);
+        int rc = new ? 0 : -1;
+        if (new && new != Py_None) {
+            rc = wrote(m, p, new, ev->h.ts, 1);
+            if (rc == 0) {
+                Py_SETREF(tmp->path, Py_NewRef(new));
+                Py_SETREF(tmp->tmpfile_dir, Py_NewRef(Py_None));
+            }
+        }
+        Py_XDECREF(new);
+        Py_DECREF(tmp);
+        return rc;
+    }
+    PyObject *old = resolve(m, p, ev->h.fd, ev->path, ev->h.flags);
+    if (!old)
+        return -1;
+    PyObject *new = resolve(m, p, newdirfd, ev->path2, ev->h.flags);
+    int rc = new ? 0 : -1;
+    if (new && old != Py_None && new != Py_None) {
+        PathState *d = modified(m, new, ev->h.ts);
+        rc = -1;
+        if (d) {
+            d->deleted = 0;
+            PathState *src = (PathState *)PyDict_GetItemWithError(m->paths, old);
+            if (src || !PyErr_Occurred()) {
+                if (src && src->written)
+                    d->written = 1;
+                rc = 0;
+            }
+        }
+    }
+    Py_DECREF(old);
+    Py_XDECREF(new);
+    return rc;
+}
+
+static int on_unlink(Model *m, Ev *ev)
+{
+    Proc *p = get_proc(m, ev);
+    if (!p)
+        return -1;
+    PyObject *path = resolve(m, p, ev->h.fd, ev->path, ev->h.flags);
+    if (!path)
+        return -1;
+    int rc = 0;
+    if (path == Py_None)
+        goto out;
+    rc = -1;
+    PathState *s = modified(m, path, ev->h.ts);
+    if (!s)
+        goto out;
+    s->deleted = 1;
+    if (ev->h.a0 & AT_REMOVEDIR_) {
+        int isdir = PySet_Contains(m->dirs, path);
+        if (isdir < 0)
+            goto out;
+        if (isdir) {
+            PyObject *k, *v;
+            Py_ssize_t pos = 0;
+            while (PyDict_Next(m->paths, &pos, &k, &v)) {
+                if (strictly_below(k, path)) {
+                    if (PySet_Add(m->touched, k) < 0)
+                        goto out;
+                    ((PathState *)v)->deleted = 1;
+                }
+            }
+        }
+    }
+    rc = 0;
+out:
+    Py_DECREF(path);
+    return rc;
+}
+
+static int on_truncate(Model *m, Ev *ev)
+{
+    Proc *p = get_proc(m, ev);
+    if (!p)
+        return -1;
+    PyObject *path = resolve(m, p, AT_FDCWD_, ev->path, ev->h.flags);
+    if (!path)
+        return -1;
+    int rc = path == Py_None ? 0 : wrote(m, p, path, ev->h.ts, 0);
+    Py_DECREF(path);
+    return rc;
+}
+
+static int on_ftruncate(Model *m, Ev *ev)
+{
+    Proc *p = get_proc(m, ev);
+    if (!p)
+        return -1;
+    PyObject *path = fd_path(p, ev->h.fd);
+    if (!path)
+        return -1;
+    return path == Py_None ? 0 : wrote(m, p, path, ev->h.ts, 0);
+}
+
+static int on_chdir(Model *m, Ev *ev)
+{
+    Proc *p = get_proc(m, ev);
+    if (!p)
+        return -1;
+    PyObject *path = resolve(m, p, AT_FDCWD_, ev->path, ev->h.flags);
+    if (!path)
+        return -1;
+    Py_SETREF(p->cwd, path);
+    return 0;
+}
+
+static int on_fchdir(Model *m, Ev *ev)
+{
+    Proc *p = get_proc(m, ev);
+    if (!p)
+        return -1;
+    PyObject *path = fd_path(p, ev->h.fd);
+    if (!path)
+        return -1;
+    if (path == Py_None && problem(m, "fchdir to an unknown directory") < 0)
+        return -1;
+    Py_SETREF(p->cwd, Py_NewRef(path));
+    return 0;
+}
+
+static int on_connect(Model *m, Ev *ev)
+{
+    Proc *p = get_proc(m, ev);
+    if (!p)
+        return -1;
+    PyObject *raw = ev->raw ? ev->raw : PyBytes_FromStringAndSize("", 0);
+    if (!ev->raw && !raw)
+        return -1;
+    PyObject *ep = PyObject_CallOneArg(py_decode_sockaddr, raw);
+    if (!ev->raw)
+        Py_DECREF(raw);
+    if (!ep)
+        return -1;
+    int rc = -1;
+    if (ep == Py_None) {
+        rc = 0;
+        goto out;
+    }
+    PyObject *addr = PyDict_GetItemWithError(ep, S_address); /* borrowed */
+    PyObject *fam = addr ? PyDict_GetItemWithError(ep, S_family) : NULL;
+    if (!fam)
+        goto out;
+    if (PyUnicode_Check(fam) && PyUnicode_Compare(fam, S_unix) == 0 && PyObject_IsTrue(addr) &&
+        !has_prefix(addr, "/") && !has_prefix(addr, "@") && p->cwd != Py_None &&
+        PyObject_IsTrue(p->cwd)) {
+        PyObject *full = join_normalize(p->cwd, addr);
+        if (!full || PyDict_SetItem(ep, S_address, full) < 0) {
+            Py_XDECREF(full);
+            goto out;
+        }
+        Py_DECREF(full);
+    }
+    if (PyDict_SetItem(ep, S_process, p->key) < 0 || PyList_Append(m->connects, ep) < 0)
+        goto out;
+    rc = 0;
+out:
+    Py_DECREF(ep);
+    return rc;
+}
+
+static int call_remote(Model *m, PyObject *meth, const char *fmt, ...)
+{
+    va_list va;
+    va_start(va, fmt);
+    PyObject *args = Py_VaBuildValue(fmt, va);
+    va_end(va);
+    if (!args)
+        return -1;
+    PyObject *f = PyObject_GetAttr(m->remote, meth);
+    PyObject *r = f ? PyObject_Call(f, args, NULL) : NULL;
+    Py_XDECREF(f);
+    Py_DECREF(args);
+    Py_XDECREF(r);
+    return r ? 0 : -1;
+}
+
+static PyObject *raw_or_empty(Ev *ev)
+{
+    return ev->raw ? Py_NewRef(ev->raw) : PyBytes_FromStringAndSize("", 0);
+}
+
+static int on_tls_write(Model *m, Ev *ev)
+{
+    Proc *p = get_proc(m, ev);
+    if (!p)
+        return -1;
+    PyObject *raw = raw_or_empty(ev);
+    return raw ? call_remote(m, S_request, "(kOKNKKLK)", (unsigned long)ev->h.tgid, p->key,
+                             (unsigned long long)ev->h.a0, raw, (unsigned long long)ev->h.a1,
+                             (unsigned long long)ev->h.a2, (long long)ev->h.ret,
+                             (unsigned long long)ev->h.ts)
+               : -1;
+}
+
+static int on_tls_read(Model *m, Ev *ev)
+{
+    if (!get_proc(m, ev))
+        return -1;
+    PyObject *raw = raw_or_empty(ev);
+    return raw ? call_remote(m, S_response, "(kKNKKL)", (unsigned long)ev->h.tgid,
+                             (unsigned long long)ev->h.a0, raw, (unsigned long long)ev->h.a1,
+                             (unsigned long long)ev->h.a2, (long long)ev->h.ret)
+               : -1;
+}
+
+static int on_tls_free(Model *m, Ev *ev)
+{
+    if (!get_proc(m, ev))
+        return -1;
+    return call_remote(m, S_freed, "(kKKL)", (unsigned long)ev->h.tgid,
+                       (unsigned long long)ev->h.a0, (unsigned long long)ev->h.a2,
+                       (long long)ev->h.ret);
+}
+
+static int on_iouring(Model *m, Ev *ev)
+{
+    if (!get_proc(m, ev))
+        return -1;
+    m->io_uring = 1;
+    return 0;
+}
+
+static int dispatch(Model *m, Ev *ev)
+{
+    m->events++;
+    switch (ev->h.type) {
+    case EV_OPEN: return on_open(m, ev);
+    case EV_READ: return on_read(m, ev);
+    case EV_WRITE: return on_write(m, ev);
+    case EV_MMAP: return on_mmap(m, ev);
+    case EV_CLOSE: return on_close(m, ev);
+    case EV_CLOSE_RANGE: return on_close_range(m, ev);
+    case EV_DUP: return on_dup(m, ev);
+    case EV_FDFLAGS: return on_fdflags(m, ev);
+    case EV_FORK: return on_fork(m, ev);
+    case EV_EXEC: return on_exec(m, ev);
+    case EV_EXEC_RET: return on_exec_ret(m, ev);
+    case EV_EXIT: return on_exit_ev(m, ev);
+    case EV_RENAME: return on_rename(m, ev);
+    case EV_LINK: return on_link(m, ev);
+    case EV_UNLINK: return on_unlink(m, ev);
+    case EV_TRUNCATE: return on_truncate(m, ev);
+    case EV_FTRUNCATE: return on_ftruncate(m, ev);
+    case EV_CHDIR: return on_chdir(m, ev);
+    case EV_FCHDIR: return on_fchdir(m, ev);
+    case EV_CONNECT: return on_connect(m, ev);
+    case EV_IOURING: return on_iouring(m, ev);
+    case EV_REAP: return on_reap(m, ev);
+    case EV_TLS_WRITE: return on_tls_write(m, ev);
+    case EV_TLS_READ: return on_tls_read(m, ev);
+    case EV_TLS_FREE: return on_tls_free(m, ev);
+    default: return 0;
+    }
+}
+
+/* -- RunModel --------------------------------------------------------------- */
+
+static PyObject *Model_feed_raw(Model *m, PyObject *raw)
+{
+    Py_buffer b;
+    if (PyObject_GetBuffer(raw, &b, PyBUF_SIMPLE) < 0)
+        return NULL;
+    Ev ev;
+    int r = decode_raw(b.buf, b.len, &ev);
+    PyBuffer_Release(&b);
+    if (r == 0)
+        r = dispatch(m, &ev);
+    ev_clear(&ev);
+    if (r < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Model_feed(Model *m, PyObject *obj)
+{
+    Ev ev;
+    if (decode_obj(obj, &ev) < 0)
+        return NULL;
+    int r = dispatch(m, &ev);
+    ev_clear(&ev);
+    if (r < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Model_problem(Model *m, PyObject *what)
+{
+    if (!PyUnicode_Check(what)) {
+        PyErr_SetString(PyExc_TypeError, "problem() takes a str");
+        return NULL;
+    }
+    PyObject *v = PyDict_GetItemWithError(m->problems, what);
+    if (!v && PyErr_Occurred())
+        return NULL;
+    PyObject *one = PyLong_FromLong(1);
+    PyObject *n = v ? PyNumber_Add(v, one) : Py_NewRef(one);
+    Py_DECREF(one);
+    if (!n)
+        return NULL;
+    int r = PyDict_SetItem(m->problems, what, n);
+    Py_DECREF(n);
+    if (r < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Model_new_proc(Model *m, PyObject *args)
+{
+    long long pid;
+    PyObject *parent, *argv, *cwd, *fds;
+    unsigned long long ts;
+    if (!PyArg_ParseTuple(args, "LOOOO!K", &pid, &parent, &argv, &cwd, &PyDict_Type, &fds, &ts))
+        return NULL;
+    if (parent != Py_None && !PyObject_TypeCheck(parent, &ProcType)) {
+        PyErr_SetString(PyExc_TypeError, "parent must be a Proc or None");
+        return NULL;
+    }
+    return (PyObject *)new_proc(m, pid, parent == Py_None ? NULL : (Proc *)parent, argv, cwd,
+                                fds, ts);
+}
+
+static int Model_init(Model *m, PyObject *args, PyObject *kw)
+{
+    static char *kws[] = {"root_pid", "cwd", "argv", "root_fds", "start_ts", "submit_hash",
+                          "cache_lookup", NULL};
+    long long root_pid;
+    PyObject *cwd, *argv, *root_fds, *submit = Py_None, *lookup = Py_None;
+    unsigned long long start;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "LOOO!K|OO", kws, &root_pid, &cwd, &argv,
+                                     &PyDict_Type, &root_fds, &start, &submit, &lookup))
+        return -1;
+    if (m->procs) {
+        PyErr_SetString(PyExc_RuntimeError, "RunModel is initialised once");
+        return -1;
+    }
+    m->submit_hash = Py_NewRef(submit);
+    m->lookup = Py_NewRef(lookup);
+    m->procs = PyList_New(0);
+    m->live = PyDict_New();
+    m->paths = PyDict_New();
+    m->by_path = PyDict_New();
+    m->new_paths = PyList_New(0);
+    m->dirs = PySet_New(NULL);
+    m->touched = PySet_New(NULL);
+    m->connects = PyList_New(0);
+    m->remote = PyObject_CallNoArgs(py_remote_log);
+    m->problems = PyDict_New();
+    m->io_uring = 0;
+    m->events = 0;
+    if (!m->procs || !m->live || !m->paths || !m->by_path || !m->new_paths || !m->dirs ||
+        !m->touched || !m->connects || !m->remote || !m->problems)
+        return -1;
+    PyObject *fds = PyDict_New(), *k, *v;
+    Py_ssize_t pos = 0;
+    if (!fds)
+        return -1;
+    while (PyDict_Next(root_fds, &pos, &k, &v)) {
+        PyObject *f = new_openfile(v, 0, Py_None);
+        PyObject *e = f ? new_fdentry(f, 0) : NULL;
+        Py_XDECREF(f);
+        if (!e || PyDict_SetItem(fds, k, e) < 0) {
+            Py_XDECREF(e);
+            Py_DECREF(fds);
+            return -1;
+        }
+        Py_DECREF(e);
+    }
+    Proc *root = new_proc(m, root_pid, NULL, argv, cwd, fds, start);
+    Py_DECREF(fds);
+    if (!root)
+        return -1;
+    m->root = (PyObject *)root;
+    return 0;
+}
+
+static void Model_dealloc(Model *m)
+{
+    Py_XDECREF(m->submit_hash);
+    Py_XDECREF(m->lookup);
+    Py_XDECREF(m->procs);
+    Py_XDECREF(m->live);
+    Py_XDECREF(m->paths);
+    Py_XDECREF(m->by_path);
+    Py_XDECREF(m->new_paths);
+    Py_XDECREF(m->dirs);
+    Py_XDECREF(m->touched);
+    Py_XDECREF(m->connects);
+    Py_XDECREF(m->remote);
+    Py_XDECREF(m->problems);
+    Py_XDECREF(m->root);
+    Py_TYPE(m)->tp_free((PyObject *)m);
+}
+
+static PyMethodDef Model_methods[] = {
+    {"feed_raw", (PyCFunction)Model_feed_raw, METH_O, "Decode one raw record and model it."},
+    {"feed", (PyCFunction)Model_feed, METH_O, "Model one decoded Event."},
+    {"problem", (PyCFunction)Model_problem, METH_O, "Count a problem of the run."},
+    {"_new_proc", (PyCFunction)Model_new_proc, METH_VARARGS,
+     "_new_proc(pid, parent, argv, cwd, fds, ts): a process the model did not see start."},
+    {NULL}};
+
+static PyMemberDef Model_members[] = {
+    OBJ(Model, submit_hash), {"procs", T_OBJECT, offsetof(Model, procs), READONLY, NULL},
+    {"live", T_OBJECT, offsetof(Model, live), READONLY, NULL},
+    {"paths", T_OBJECT, offsetof(Model, paths), READONLY, NULL},
+    {"by_path", T_OBJECT, offsetof(Model, by_path), READONLY, NULL},
+    OBJ(Model, new_paths), {"dirs", T_OBJECT, offsetof(Model, dirs), READONLY, NULL},
+    {"touched", T_OBJECT, offsetof(Model, touched), READONLY, NULL},
+    {"connects", T_OBJECT, offsetof(Model, connects), READONLY, NULL},
+    {"remote", T_OBJECT, offsetof(Model, remote), READONLY, NULL},
+    {"problems", T_OBJECT, offsetof(Model, problems), READONLY, NULL},
+    {"root", T_OBJECT, offsetof(Model, root), READONLY, NULL}, BOOL(Model, io_uring),
+    {"events", T_LONGLONG, offsetof(Model, events), 0, NULL},
+    {"cache_hits", T_LONGLONG, offsetof(Model, cache_hits), READONLY,
+     "hash jobs answered by the stat cache in the model's own thread"},
+    {NULL}};
+
+static int Model_set_new_paths_check(void) { return 0; }
+
+static PyTypeObject ModelType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "roar.record._cmodel.RunModel",
+    .tp_basicsize = sizeof(Model),
+    .tp_dealloc = (destructor)Model_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "RunModel(root_pid, cwd, argv, root_fds, start_ts, submit_hash=None, "
+              "cache_lookup=None): model.RunModel, compiled. cache_lookup(stat_key) -> hash "
+              "or None answers read inputs' hash jobs from the stat cache in this thread.",
+    .tp_methods = Model_methods,
+    .tp_members = Model_members,
+    .tp_init = (initproc)Model_init,
+    .tp_new = PyType_GenericNew,
+};
+
+/* -- module -------------------------------------------------------------------- */
+
+static PyObject *attr(const char *module, const char *name)
+{
+    PyObject *mod = PyImport_ImportModule(module);
+    if (!mod)
+        return NULL;
+    PyObject *r = PyObject_GetAttrString(mod, name);
+    Py_DECREF(mod);
+    return r;
+}
+
+static struct PyModuleDef moddef = {
+    PyModuleDef_HEAD_INIT, "roar.record._cmodel",
+    "The process model (roar/record/model.py), compiled: see _cmodel.c.", -1, NULL};
+
+#define INTERN(v, s) if (!(v = PyUnicode_InternFromString(s))) return NULL
+
+PyMODINIT_FUNC PyInit__cmodel(void)
+{
+    (void)Model_set_new_paths_check;
+    INTERN(S_read, "read");
+    INTERN(S_write, "write");
+    INTERN(S_ok, "ok");
+    INTERN(S_address, "address");
+    INTERN(S_family, "family");
+    INTERN(S_unix, "unix");
+    INTERN(S_process, "process");
+    INTERN(S_std, "std");
+    INTERN(S_pid, "pid");
+    INTERN(S_fd, "fd");
+    INTERN(S_fd2, "fd2");
+    INTERN(S_self, "self");
+    INTERN(S_thread_self, "thread-self");
+    INTERN(S_stdin, "stdin");
+    INTERN(S_stdout, "stdout");
+    INTERN(S_stderr, "stderr");
+    INTERN(S_request, "request");
+    INTERN(S_response, "response");
+    INTERN(S_freed, "freed");
+    INTERN(S_value, "value");
+    INTERN(S_group, "group");
+    INTERN(S_match, "match");
+    INTERN(S_lookup, "lookup");
+    INTERN(S_memo, "_memo");
+    if (!(py_normalize = attr("roar.record.model", "_normalize")) ||
+        !(py_join = attr("posixpath", "join")) ||
+        !(py_fd_alias = attr("roar.record.model", "_FD_ALIAS")) ||
+        !(py_decode_sockaddr = attr("roar.record.model", "decode_sockaddr")) ||
+        !(py_remote_log = attr("roar.record.remote", "RemoteLog")) ||
+        !(py_needs_hash = attr("roar.record.classify", "needs_hash")) ||
+        !(py_hash_job = attr("roar.record.hasher", "HashJob")) ||
+        !(py_hash_result = attr("roar.record.hasher", "HashResult")))
+        return NULL;
+    PyTypeObject *types[] = {&OpenFileType, &FdEntryType, &ProcFileType, &ProcType,
+                             &PathStateType, &ModelType};
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
+        if (PyType_Ready(types[i]) < 0)
+            return NULL;
+    PyObject *mod = PyModule_Create(&moddef);
+    if (!mod)
+        return NULL;
+    if (PyModule_AddObjectRef(mod, "OpenFile", (PyObject *)&OpenFileType) < 0 ||
+        PyModule_AddObjectRef(mod, "FdEntry", (PyObject *)&FdEntryType) < 0 ||
+        PyModule_AddObjectRef(mod, "ProcFile", (PyObject *)&ProcFileType) < 0 ||
+        PyModule_AddObjectRef(mod, "Proc", (PyObject *)&ProcType) < 0 ||
+        PyModule_AddObjectRef(mod, "PathState", (PyObject *)&PathStateType) < 0 ||
+        PyModule_AddObjectRef(mod, "RunModel", (PyObject *)&ModelType) < 0) {
+        Py_DECREF(mod);
+        return NULL;
+    }
+    return mod;
+}

@@ -1,0 +1,71 @@
+"""The process model `roar run` uses: the compiled one (roar/record/_cmodel.c,
+built by `pip install`), or model.py's when forced by ROAR_PYTHON_MODEL=1.
+
+model.py is the reference the compiled model is tested against
+(tests/test_compiled_model.py); it runs a run only when forced, or when the
+extension was not built, which every run then says (docs/compiled.md).
+"""
+
+from __future__ import annotations
+
+import os
+
+from roar.capture.events import HEADER, decode
+
+FORCED_PYTHON = os.environ.get("ROAR_PYTHON_MODEL", "") not in ("", "0")
+_FALLBACK = ("this run used the Python model, several times slower per event; build it with "
+             "`pip install -e .` (docs/compiled.md)")
+
+
+def _stale(so: str) -> bool:
+    """A source checkout whose C source (or event header) changed after the
+    extension was built: it would model the events of an older roar."""
+    src = os.path.join(os.path.dirname(__file__), "_cmodel.c")
+    try:
+        built = os.stat(so).st_mtime
+        return max(os.stat(src).st_mtime, os.stat(HEADER).st_mtime) > built
+    except OSError:  # an installed roar: no sources beside it
+        return False
+
+
+try:
+    from roar.record import _cmodel
+except ImportError as e:  # not built (a source checkout without `pip install -e .`)
+    _cmodel = None
+    NOT_BUILT: str | None = f"the compiled event model is not built ({e}): {_FALLBACK}"
+else:
+    NOT_BUILT = None
+    if _stale(_cmodel.__file__):
+        _cmodel = None
+        NOT_BUILT = (f"the compiled event model is older than roar/record/_cmodel.c: "
+                     f"{_FALLBACK}")
+
+COMPILED = _cmodel is not None and not FORCED_PYTHON
+
+if COMPILED:
+    from roar.record._cmodel import FdEntry, OpenFile, RunModel
+else:
+    from roar.record.model import FdEntry, OpenFile, RunModel
+
+
+def new_model(root_pid: int, cwd: str, argv: list[str], root_fds: dict[int, str],
+              start_ns: int, hasher=None):
+    """A model of one run, and the function its raw records are fed to. With a
+    hasher, inputs' hash jobs go to it; the compiled model answers those whose
+    file state the stat cache knows in its own thread."""
+    submit = hasher.submit if hasher is not None else None
+    if COMPILED:
+        m = RunModel(root_pid, cwd, argv, root_fds, start_ns, submit,
+                     hasher.model_lookup if hasher is not None else None)
+        return m, m.feed_raw
+    m = RunModel(root_pid, cwd, argv, root_fds, start_ns, submit)
+    feed = m.feed
+
+    def feed_raw(raw: bytes) -> None:
+        feed(decode(raw))
+
+    return m, feed_raw
+
+
+__all__ = ["COMPILED", "NOT_BUILT", "FORCED_PYTHON", "FdEntry", "OpenFile", "RunModel",
+           "new_model"]
