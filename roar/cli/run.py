@@ -26,6 +26,7 @@ from roar.cli.output import RUN_REFUSED, fail
 from roar.record import codes, context, groups
 from roar.record.ids import new_run_id, now_iso
 from roar.record.store import Store, StoreError
+from roar.record import timing
 from roar.record.timing import mark
 from roar.requests.policyfiles import any_policy
 
@@ -58,6 +59,7 @@ def cli_run(name: str | None, allow_dirty: bool, linger: float | None,
         fail(str(e), RUN_REFUSED)
     # Everything is committed (LMDB syncs at commit); skip the interpreter's
     # teardown, which costs ~0.1 s of the run's fixed cost.
+    timing.cpu()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

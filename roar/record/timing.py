@@ -18,3 +18,13 @@ def mark(phase: str) -> None:
     if ENABLED:
         print(f"roar-timing: {phase} {now - _last:.3f}s", file=sys.stderr)
     _last = now
+
+
+def cpu() -> None:
+    """Report the CPU time roar's own process used (all its threads, not the
+    workload's processes), once, just before `roar run` exits."""
+    if ENABLED:
+        import resource
+
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        print(f"roar-cpu: {ru.ru_utime + ru.ru_stime:.3f}s", file=sys.stderr)
