@@ -67,6 +67,8 @@ def state(m) -> dict:
         "connects": m.connects,
         "remote": [dataclasses.asdict(x) for x in m.remote.exchanges],
         "problems": dict(m.problems),
+        "untraced_fds": sorted(m.untraced_fds),
+        "still_running": m.still_running(),
         "io_uring": m.io_uring,
         "events": m.events,
     }

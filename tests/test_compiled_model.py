@@ -8,7 +8,8 @@ tests/conftest.py), and here, generated streams: every event type, with the
 paths, fds, flags and processes chosen so that each rule of the model is hit
 (relative and `..` paths, /dev/fd and /proc/PID/fd aliases, O_TMPFILE and
 linkat, renames of files and directories, unknown processes and fds, truncated
-and unreadable strings, connect, TLS heads)."""
+and unreadable strings, I/O on fds whose open was never seen, connect, TLS and
+plain-HTTP heads)."""
 
 from __future__ import annotations
 
@@ -78,8 +79,11 @@ def streams(draw):
         pid = draw(st.sampled_from(PIDS))
         flags = draw(st.sampled_from(EVENT_FLAGS))
         fd = draw(st.sampled_from(FDS))
-        ret = draw(st.sampled_from(FDS + [101, 102, 103, 104, 105]))
-        a0 = draw(st.sampled_from(FLAGS + [(-100) & (2**64 - 1), 5, 1 << 40, 0x200, 0x1000]))
+        ret = draw(st.sampled_from(FDS + [101, 102, 103, 104, 105, E.FD_NAMED,
+                                          E.FD_NAMED | E.FD_READ | E.FD_WRITE]))
+        a0 = draw(st.sampled_from(FLAGS + [(-100) & (2**64 - 1), 5, 1 << 40, 0x200, 0x1000,
+                                           E.FD_NAMED, E.FD_NAMED | E.FD_MAP_READ,
+                                           E.HTTP_SOCKET_KEY | 5]))
         a1 = draw(st.sampled_from([0, 1, 4, 0x400, 0x1000, 9, 1 << 33]))
         a2 = draw(st.sampled_from([0, 3, (2 << 32) | 1]))
         path = draw(st.sampled_from(PATHS + [None]))
@@ -198,3 +202,18 @@ def test_runs_use_the_compiled_model():
     p = subprocess.run([sys.executable, "-c", code], env={**env, "ROAR_PYTHON_MODEL": "1"},
                        capture_output=True, text=True)
     assert p.stdout.split() == ["False", "None"], p.stdout + p.stderr
+
+
+def test_every_attribute_of_the_reference_is_compiled_and_compared():
+    """A field or method added to model.py must be added to _cmodel.c and to
+    the oracle's state (tests/model_diff.py): this fails until both are."""
+    from model_diff import state
+
+    from roar.record import _cmodel
+
+    py = pymodel.RunModel(100, "/w", ["t"], {}, 0)
+    c = _cmodel.RunModel(100, "/w", ["t"], {}, 0)
+    public = {n for n in dir(py) if not n.startswith("_") and not n.startswith("on_")}
+    assert {n for n in public | {"_new_proc"} if not hasattr(c, n)} == set()
+    fields = set(vars(py)) if hasattr(py, "__dict__") else set()
+    assert fields - set(state(py)) - {"submit_hash"} == set(), "not in model_diff.state"

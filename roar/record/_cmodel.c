@@ -530,7 +530,7 @@ static PyObject *rebase(PyObject *s, PyObject *old, PyObject *new)
 typedef struct {
     PyObject_HEAD
     PyObject *submit_hash, *procs, *live, *paths, *by_path, *new_paths, *dirs, *touched,
-        *connects, *remote, *problems, *root, *lookup;
+        *connects, *remote, *problems, *root, *lookup, *untraced_fds;
     char io_uring;
     long long events;
     long long cache_hits;
@@ -1062,6 +1062,26 @@ static PyObject *fd_path(Proc *p, long long fd)
     return file_path(e);
 }
 
+/* _untraced: I/O (bits: the kernel's access bits) on an fd the run never saw
+ * opened: lost if the kernel says it names a regular file with a name */
+static int untraced(Model *m, Proc *p, long long fd, u64 bits)
+{
+    if (!(bits & FD_NAMED))
+        return 0;
+    PyObject *k = PyLong_FromLongLong(fd);
+    if (!k)
+        return -1;
+    int has = PyDict_Check(p->fds) ? PyDict_Contains(p->fds, k) : PySequence_Contains(p->fds, k);
+    int rc = has < 0 ? -1 : 0;
+    if (has == 0) {
+        PyObject *t = PyTuple_Pack(2, p->key, k);
+        rc = t ? PySet_Add(m->untraced_fds, t) : -1;
+        Py_XDECREF(t);
+    }
+    Py_DECREF(k);
+    return rc;
+}
+
 static int on_read(Model *m, Ev *ev)
 {
     Proc *p = get_proc(m, ev);
@@ -1071,7 +1091,7 @@ static int on_read(Model *m, Ev *ev)
     if (!path)
         return -1;
     if (path == Py_None)
-        return 0;
+        return untraced(m, p, ev->h.fd, ev->h.a0);
     Py_INCREF(path);
     int rc = -1;
     ProcFile *pf = pfile(m, p, path);
@@ -1121,7 +1141,7 @@ static int on_write(Model *m, Ev *ev)
         return 0;
     }
     if (!e || file_path(e) == Py_None)
-        return 0;
+        return untraced(m, p, ev->h.fd, ev->h.a0);
     return wrote(m, p, file_path(e), ev->h.ts, 1);
 }
 
@@ -1134,7 +1154,7 @@ static int on_mmap(Model *m, Ev *ev)
     if (!path)
         return -1;
     if (path == Py_None)
-        return 0;
+        return untraced(m, p, ev->h.fd, ev->h.a0);
     Py_INCREF(path);
     int rc = -1;
     ProcFile *pf = pfile(m, p, path);
@@ -1171,8 +1191,11 @@ static int on_close(Model *m, Ev *ev)
     FdEntry *e = fd_get(p, ev->h.fd);
     if (!e && PyErr_Occurred())
         return -1;
-    if (!e || file_path(e) == Py_None)
+    if (!e || file_path(e) == Py_None) {
+        if (untraced(m, p, ev->h.fd, (u64)ev->h.ret) < 0)
+            return -1;
         return fd_pop(p, ev->h.fd);
+    }
     Py_INCREF(e);
     int rc = -1;
     if ((ev->h.ret & FD_READ) && on_read(m, ev) < 0)
@@ -1809,10 +1832,11 @@ static int on_tls_write(Model *m, Ev *ev)
     if (!p)
         return -1;
     PyObject *raw = raw_or_empty(ev);
-    return raw ? call_remote(m, S_request, "(kOKNKKLK)", (unsigned long)ev->h.tgid, p->key,
+    return raw ? call_remote(m, S_request, "(kOKNKKLKs)", (unsigned long)ev->h.tgid, p->key,
                              (unsigned long long)ev->h.a0, raw, (unsigned long long)ev->h.a1,
                              (unsigned long long)ev->h.a2, (long long)ev->h.ret,
-                             (unsigned long long)ev->h.ts)
+                             (unsigned long long)ev->h.ts,
+                             (ev->h.a0 & HTTP_SOCKET_KEY) ? "http" : "https")
                : -1;
 }
 
@@ -1969,10 +1993,11 @@ static int Model_init(Model *m, PyObject *args, PyObject *kw)
     m->connects = PyList_New(0);
     m->remote = PyObject_CallNoArgs(py_remote_log);
     m->problems = PyDict_New();
+    m->untraced_fds = PySet_New(NULL);
     m->io_uring = 0;
     m->events = 0;
     if (!m->procs || !m->live || !m->paths || !m->by_path || !m->new_paths || !m->dirs ||
-        !m->touched || !m->connects || !m->remote || !m->problems)
+        !m->touched || !m->connects || !m->remote || !m->problems || !m->untraced_fds)
         return -1;
     PyObject *fds = PyDict_New(), *k, *v;
     Py_ssize_t pos = 0;
@@ -2011,14 +2036,22 @@ static void Model_dealloc(Model *m)
     Py_XDECREF(m->connects);
     Py_XDECREF(m->remote);
     Py_XDECREF(m->problems);
+    Py_XDECREF(m->untraced_fds);
     Py_XDECREF(m->root);
     Py_TYPE(m)->tp_free((PyObject *)m);
+}
+
+static PyObject *Model_still_running(Model *m, PyObject *unused)
+{
+    return PyLong_FromSsize_t(PyDict_Size(m->live));
 }
 
 static PyMethodDef Model_methods[] = {
     {"feed_raw", (PyCFunction)Model_feed_raw, METH_O, "Decode one raw record and model it."},
     {"feed", (PyCFunction)Model_feed, METH_O, "Model one decoded Event."},
     {"problem", (PyCFunction)Model_problem, METH_O, "Count a problem of the run."},
+    {"still_running", (PyCFunction)Model_still_running, METH_NOARGS,
+     "Processes whose exit the run never saw."},
     {"_new_proc", (PyCFunction)Model_new_proc, METH_VARARGS,
      "_new_proc(pid, parent, argv, cwd, fds, ts): a process the model did not see start."},
     {NULL}};
@@ -2033,6 +2066,8 @@ static PyMemberDef Model_members[] = {
     {"connects", T_OBJECT, offsetof(Model, connects), READONLY, NULL},
     {"remote", T_OBJECT, offsetof(Model, remote), READONLY, NULL},
     {"problems", T_OBJECT, offsetof(Model, problems), READONLY, NULL},
+    {"untraced_fds", T_OBJECT, offsetof(Model, untraced_fds), READONLY,
+     "(process key, fd) of fds on named regular files used without their open seen"},
     {"root", T_OBJECT, offsetof(Model, root), READONLY, NULL}, BOOL(Model, io_uring),
     {"events", T_LONGLONG, offsetof(Model, events), 0, NULL},
     {"cache_hits", T_LONGLONG, offsetof(Model, cache_hits), READONLY,
