@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -128,12 +129,18 @@ def test_data_file_that_is_not_lmdb_is_refused(tmp_path):
 
 
 def _damage_pages_holding(data: Path, needle: bytes) -> int:
-    """Random bytes over the page header of every page holding needle (the
-    headers LMDB checks when it reads the page); returns how many."""
+    """Random bytes over the page header of every leaf page whose first key is
+    as long as needle and that holds it (the stat cache's: a reused page of
+    another tree may hold stale bytes); returns how many."""
     raw, ps = data.read_bytes(), 4096
     pages, i = set(), raw.find(needle)
     while i >= 0:
-        pages.add(i // ps)
+        pg = i // ps
+        flags, lower = struct.unpack_from("<HH", raw, pg * ps + 10)
+        first = struct.unpack_from("<H", raw, pg * ps + 16)[0] if lower > 16 else 0
+        if flags & 0x02 and first and struct.unpack_from(
+                "<H", raw, pg * ps + first + 6)[0] == len(needle):  # P_LEAF, mn_ksize
+            pages.add(pg)
         i = raw.find(needle, i + 1)
     rng = random.Random(13)
     with open(data, "r+b") as f:
@@ -167,3 +174,15 @@ def test_random_bytes_in_the_stat_cache_never_leave_hashes_pending(roar):
     assert files["out.txt"]["status"] == "ok"
     assert doc["complete"] is False
     assert any("store could not be read while hashing" in r for r in doc["incomplete_reasons"])
+
+
+@pytest.mark.capture
+def test_random_bytes_in_the_runs_are_one_line_not_a_traceback(roar):
+    """A damaged page of the runs themselves (header intact, so not refused at
+    open): log and show end with one line, no traceback."""
+    _, doc = roar.run("true")
+    assert _damage_pages_holding(roar.home / "store" / "data.mdb", doc["id"].encode()) >= 1
+    for args in (["log"], ["show", doc["id"]]):
+        p = roar(*args, check=False)
+        assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr
+        assert "damaged" in one_line_error(p)

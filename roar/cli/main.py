@@ -299,10 +299,15 @@ _register_feature_commands()
 
 
 def main():
+    import lmdb
+
     try:
         cli(standalone_mode=True, prog_name="roar")
     except KeyboardInterrupt:
         sys.exit(130)
+    except lmdb.Error as e:  # random bytes in data.mdb show only when LMDB reads them
+        fail(f"the roar store is damaged ({type(e).__name__}: {e}); it cannot be read "
+             f"(roar doctor)", 1)
 
 
 if __name__ == "__main__":
