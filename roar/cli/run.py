@@ -23,10 +23,9 @@ import time
 from roar.capture.protocol import SessionError
 from roar.capture.session import DEFAULT_LINGER, DaemonSession, EmbeddedSession
 from roar.cli.output import RUN_REFUSED, fail
-from roar.record import codes, context, groups
+from roar.record import codes, context, groups, timing
 from roar.record.ids import new_run_id, now_iso
 from roar.record.store import Store, StoreError
-from roar.record import timing
 from roar.record.timing import mark
 from roar.requests.policyfiles import any_policy
 
