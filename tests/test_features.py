@@ -96,7 +96,7 @@ def test_doctor_prints_a_line_per_feature(cli):
     p = cli("doctor", check=False)
     assert "Traceback" not in p.stderr
     for what in ("ring buffer", "cgroup helper", "tracepoints", "cgroup v2",
-                 "oldest that loads: 6.12"):
+                 "oldest that loads: 6.1"):
         assert what in p.stdout, p.stdout
 
 
