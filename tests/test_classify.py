@@ -41,6 +41,8 @@ def test_dev_shm_holds_real_files():
     "/repo/.venv/pyvenv.cfg",
     "/home/u/lib/python3.11/abc.py", "/x/lib64/python3/y.py",       # an interpreter's lib
     "/repo/build/m.pyc",
+    "/repo/roar.egg-info/PKG-INFO",                                 # an editable install's
+    "/opt/tools/lib/pkgs/attrs-23.2.0.dist-info/METADATA",          # installed metadata
 ])
 def test_environment_by_its_parts(path):
     assert classify(path, ROOT, TRACKED) == ENV and is_environment(path, ROOT)

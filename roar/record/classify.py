@@ -33,6 +33,10 @@ SYSTEM_PREFIXES = ("/usr/", "/lib/", "/lib32/", "/lib64/", "/libx32/", "/bin/", 
 _ENV_RULES = (
     (r"/(?:site-packages|dist-packages)/", "installed Python packages (site-packages)"),
     (r"/__pycache__/|\.pyc$", "Python byte code (.pyc)"),
+    # what pip reads to know what is installed, also an editable install's
+    # PROJECT.egg-info in its own work tree
+    (r"/[^/]+\.(?:egg-info|dist-info)/", "an installed distribution's metadata "
+     "(.egg-info, .dist-info)"),
     (r"/\.pyenv/versions/", "a pyenv interpreter"),
     # pyenv's shims and its own scripts run before every pyenv python starts
     (r"/\.pyenv/(?:shims|libexec|plugins)/", "pyenv's shims and scripts"),
