@@ -339,3 +339,106 @@ def test_waiting_for_a_job_gives_up_after_its_timeout():
     assert job.result(timeout=0.3) is None and not job.done()
     assert 0.25 <= time.monotonic() - start < 10
     assert job.result(timeout=0) is None
+
+
+def _window(fn, *args, **kw):
+    """fn(*args, **kw) and the CLOCK_MONOTONIC window it ran in."""
+    before = time.monotonic_ns()
+    out = fn(*args, **kw)
+    return out, before, time.monotonic_ns()
+
+
+def test_every_outcome_says_when_hashing_started_and_finished(tmp_path):
+    # the recorder compares finished_ns with the kernel's event times (CLOCK_MONOTONIC)
+    f = tmp_path / "f"
+    f.write_bytes(b"abc")
+    os.mkfifo(tmp_path / "fifo")
+    st = Store(tmp_path / "home")
+    for path in (str(f), str(tmp_path / "gone"), str(f) + "/x", str(tmp_path / "fifo"),
+                 "/proc/sys/vm/drop_caches"):  # ok, vanished, unreadable, special, denied
+        (res, _), before, after = _window(hash_path, path)
+        assert before <= res.started_ns <= res.finished_ns <= after, path
+    (res, _), before, after = _window(hash_path, str(f), st.cached_hash_key)
+    st.cache_hashes([(stat_key(os.stat(f)), res.hash)])
+    (cached, _), before, after = _window(hash_path, str(f), st.cached_hash_key)
+    assert cached.cached and before <= cached.started_ns <= cached.finished_ns <= after
+    assert (cached.hash, cached.size, cached.ctime_ns) == (res.hash, 3, os.stat(f).st_ctime_ns)
+
+
+def test_unreadable_files_say_why():
+    res, key = hash_path("/proc/sys/vm/drop_caches")  # EACCES, for root too
+    assert (res.status, res.hash, res.error, key) == ("unreadable", None,
+                                                      "Permission denied", None)
+    res, _ = hash_path("/etc/hostname/x")
+    assert (res.status, res.error) == ("unreadable", "Not a directory")
+
+
+def test_a_file_in_the_stat_cache_is_not_even_opened(tmp_path):
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    f = tmp_path / "huge.bin"
+    f.write_bytes(b"x" * 4096)
+    key = stat_key(os.stat(f))
+    ino = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    assert ino >= 0
+    try:
+        assert libc.inotify_add_watch(ino, os.fsencode(f), 0x20) >= 0  # IN_OPEN
+        res, new_key = hash_path(str(f), {key: "e" * 32}.get, birth=True)
+        assert (res.status, res.hash, res.cached, new_key) == ("ok", "e" * 32, True, None)
+        assert res.born_ns is not None and res.ctime_ns == os.stat(f).st_ctime_ns
+        with pytest.raises(BlockingIOError):
+            os.read(ino, 4096)  # no open event: one stat was all
+        hash_path(str(f))  # not cached: opened (the watch works)
+        assert os.read(ino, 4096)
+    finally:
+        os.close(ino)
+
+
+def test_a_long_path_already_in_the_stat_cache_is_not_read_again(tmp_path):
+    deep, fd = _deep(tmp_path)
+    try:
+        w = os.open("data.bin", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+        os.write(w, b"12345")
+        os.close(w)
+        st = os.stat("data.bin", dir_fd=fd)
+    finally:
+        os.close(fd)
+    path = deep + "/data.bin"
+    (res, key), before, after = _window(hash_path, path, {stat_key(st): "c" * 32}.get,
+                                        birth=True)
+    assert (res.status, res.hash, res.size, res.cached, key) == ("ok", "c" * 32, 5, True, None)
+    assert res.ctime_ns == st.st_ctime_ns and res.born_ns is not None
+    assert before <= res.started_ns <= res.finished_ns <= after
+
+
+def test_the_hashing_fd_is_close_on_exec_and_non_blocking(tmp_path, monkeypatch):
+    # a process started while a file is hashed (roard, roar run) must not inherit it
+    from roar.record import hasher
+
+    monkeypatch.setattr(hasher, "PROGRESS_EVERY", hasher.CHUNK)
+    f = tmp_path / "two_mib"
+    f.write_bytes(b"\0" * (2 * hasher.CHUNK))
+    flags = []
+
+    def progress(done, size):
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                if os.readlink(f"/proc/self/fd/{fd}") == str(f):
+                    info = open(f"/proc/self/fdinfo/{fd}").read()
+                    flags.append(int(info.split("flags:")[1].split()[0], 8))
+            except OSError:
+                pass
+
+    assert hash_path(str(f), progress=progress)[0].status == OK
+    assert flags and all(fl & os.O_CLOEXEC and fl & os.O_NONBLOCK for fl in flags)
+
+
+def test_a_file_of_whole_progress_steps_hashes_without_a_progress_callback(tmp_path,
+                                                                          monkeypatch):
+    from roar.record import hasher
+
+    monkeypatch.setattr(hasher, "PROGRESS_EVERY", hasher.CHUNK)
+    f = tmp_path / "one_mib"
+    f.write_bytes(b"\1" * hasher.CHUNK)
+    assert hash_path(str(f))[0].hash == xxhash.xxh3_128(f.read_bytes()).hexdigest()
