@@ -847,3 +847,88 @@ def test_tls_body_bytes_are_credited_to_the_exchange_of_the_last_head():
     first, second = s.m.remote.exchanges
     assert (first.body_in, first.body_out) == (100, 0)
     assert (second.body_in, second.body_out) == (0, 25) and second.status == 200
+
+
+def test_the_run_record_counts_events_and_says_io_uring_as_a_bool():
+    s = Stream()
+    assert s.m.io_uring is False and s.m.events == 0  # stored as is on the run
+    s.open("/d/a", 3)
+    s.read(3)
+    s.ev(E.EV_IOURING)
+    assert s.m.io_uring is True and s.m.events == 3
+
+
+def test_start_times_of_the_root_children_and_processes_seen_late():
+    m = RunModel(ROOT, "/w", ["x"], {0: "/data/in.csv"}, 12345)
+    assert m.root.start_ts == 12345
+    s = Stream(fds={0: "/data/in.csv"})
+    f = s.fork(200)
+    late = _tls(s, E.EV_TLS_FREE, 4242, ssl=1)
+    assert s.m.live[200].start_ts == f.ts and s.m.live[4242].start_ts == late.ts
+    exec_(s, ROOT, "/bin/cat")
+    assert s.m.root.fds[0].file.path == "/data/in.csv"  # inherited fds survive exec
+
+
+def test_a_path_the_probe_could_not_read_is_a_problem_whatever_it_holds():
+    s = Stream()
+    s.ev(E.EV_OPEN, fd=3, ret=-100, a0=0, path="/d/garbage", flags=E.EVF_FAULT)
+    assert s.m.paths == {} and s.m.problems == {"path could not be read from process memory": 1}
+
+
+def test_a_process_with_no_known_cwd_still_opens_absolute_paths():
+    s = Stream()
+    s.open("/d/x", 3, tgid=4242)  # never seen starting: no cwd
+    assert "/d/x" in s.m.paths and s.m.problems == {"process seen without its start": 1}
+
+
+def test_a_rename_of_a_grandparent_directory_moves_everything_below_it():
+    s = Stream()
+    s.open("/a/b/c/f", 3, flags=O_WRONLY_CREAT_TRUNC)
+    s.write(3)
+    s.open("/a/b/c/g", 4, flags=O_WRONLY_CREAT_TRUNC)
+    s.write(4)
+    rename(s, "/a", "/z")
+    assert s.m.paths["/z/b/c/f"].written and s.m.paths["/z/b/c/g"].written
+    assert s.m.paths["/a/b/c/f"].deleted
+
+
+def test_a_close_summary_alone_marks_its_path_touched():
+    s = Stream()
+    s.open("/d/a", 3)
+    s.m.touched.clear()
+    s.ev(E.EV_CLOSE, fd=3, ret=0, a0=10)
+    assert "/d/a" in s.m.touched and s.m.root.files["/d/a"].bytes_read == 10
+
+
+def test_an_o_tmpfile_fd_keeps_its_own_close_on_exec_flag():
+    s = Stream()
+    s.open("/d", 3, flags=O_TMPFILE | O_DIRECTORY | O_RDWR)
+    s.open("/d", 4, flags=O_TMPFILE | O_DIRECTORY | O_RDWR | O_CLOEXEC)
+    assert (s.m.root.fds[3].cloexec, s.m.root.fds[4].cloexec) == (False, True)
+    exec_(s, ROOT)
+    assert set(s.m.root.fds) == {3}
+
+
+def test_a_truncating_open_of_a_name_made_again_is_a_live_output_of_its_process():
+    s = Stream()
+    s.open("/d/f", 3, flags=O_WRONLY_CREAT_TRUNC)
+    s.ev(E.EV_UNLINK, fd=-100, path="/d/f")
+    s.open("/d/f", 4, flags=O_RDWR | 0o1000)  # O_TRUNC, no O_CREAT: made again outside
+    assert s.m.paths["/d/f"].deleted is False
+    s.ev(E.EV_UNLINK, fd=-100, path="/d/f")
+    s.open("/d/f", 5, flags=O_CREAT | O_RDWR)
+    assert s.m.paths["/d/f"].deleted is False
+    s2 = Stream()
+    s2.open("/d/new", 3, flags=O_WRONLY_CREAT_TRUNC)  # never written: still an output
+    assert s2.m.root.files["/d/new"].written is True
+    _typed(s.m)
+
+
+def test_dotdot_resolution_steps_out_of_the_last_symlinked_part(tmp_path):
+    (tmp_path / "real" / "deep").mkdir(parents=True)
+    (tmp_path / "real" / "sub").mkdir()
+    os.symlink(tmp_path / "real" / "deep", tmp_path / "link")
+    s = Stream()
+    s.open(f"{tmp_path}/link/../sub/../f", 3)  # like the kernel: /real/deep/.. is /real
+    s.open("/../etc/hostname", 4)               # above the root is the root
+    assert {f"{tmp_path}/real/f", "/etc/hostname"} <= set(s.m.paths)
