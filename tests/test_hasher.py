@@ -163,7 +163,6 @@ def test_the_background_filler_completes_the_run_in_another_process(tmp_path, mo
     st, home, rid, want = _pending_run(tmp_path)
     monkeypatch.delenv("ROAR_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # a wrong home would be empty, not yours
-    monkeypatch.chdir(tmp_path)  # the child finds roar by the path it is given
     assert start_background_fill(home, rid) is None
     deadline = time.monotonic() + 120
     while not st.get_run(rid)["complete"]:  # its last step
