@@ -924,11 +924,13 @@ def test_a_truncating_open_of_a_name_made_again_is_a_live_output_of_its_process(
     _typed(s.m)
 
 
-def test_dotdot_resolution_steps_out_of_the_last_symlinked_part(tmp_path):
+def test_dotdot_resolution_steps_out_of_every_symlinked_part(tmp_path):
     (tmp_path / "real" / "deep").mkdir(parents=True)
-    (tmp_path / "real" / "sub").mkdir()
+    (tmp_path / "other" / "x").mkdir(parents=True)
     os.symlink(tmp_path / "real" / "deep", tmp_path / "link")
+    os.symlink(tmp_path / "other" / "x", tmp_path / "real" / "l2")
     s = Stream()
-    s.open(f"{tmp_path}/link/../sub/../f", 3)  # like the kernel: /real/deep/.. is /real
+    # like the kernel: link/.. is real, real/l2/.. is other (a symlink after the first ..)
+    s.open(f"{tmp_path}/link/../l2/../f", 3)
     s.open("/../etc/hostname", 4)               # above the root is the root
-    assert {f"{tmp_path}/real/f", "/etc/hostname"} <= set(s.m.paths)
+    assert {f"{tmp_path}/other/f", "/etc/hostname"} <= set(s.m.paths)
