@@ -37,7 +37,7 @@ KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 ROOT_SUITE=bookworm           # the guests' userspace
 IMAGE_SIZE=6G
 ROOTFS_REV=1                  # bump when build_rootfs changes what it puts in the image
-GUEST_PY_DEPS="click>=8 lmdb>=1.4 xxhash>=3 networkx>=3 pytest>=7"
+GUEST_PY_DEPS="click>=8 lmdb>=1.4 xxhash>=3 networkx>=3 pytest>=7 hypothesis>=6"
 
 say() { echo "vm-tests: $*" >&2; }
 die() { echo "vm-tests: error: $*" >&2; exit 2; }
@@ -208,7 +208,7 @@ build_rootfs() {
     [ -x /opt/roar-venv/bin/python ] || python3 -m venv --system-site-packages /opt/roar-venv
     /opt/roar-venv/bin/pip install -q --disable-pip-version-check --no-index \
       --find-links /opt/roar-wheels $(printf "'%s' " $GUEST_PY_DEPS)
-    /opt/roar-venv/bin/python -c 'import bcc, click, lmdb, xxhash, networkx, pytest'
+    /opt/roar-venv/bin/python -c 'import bcc, click, lmdb, xxhash, networkx, pytest, hypothesis'
   " || die "installing roar's Python dependencies in the guest failed"
   chroot_umount
   echo roar-vm > "$ROOTFS/etc/hostname"
