@@ -68,6 +68,7 @@ def state(m) -> dict:
         "remote": [dataclasses.asdict(x) for x in m.remote.exchanges],
         "problems": dict(m.problems),
         "untraced_fds": sorted(m.untraced_fds),
+        "exec_closed": sorted(m.exec_closed),
         "still_running": m.still_running(),
         "io_uring": m.io_uring,
         "events": m.events,

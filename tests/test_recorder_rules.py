@@ -260,6 +260,30 @@ def test_io_on_fds_whose_open_was_never_seen_makes_the_run_incomplete(store, tmp
         {"code": "untraced_fd", "n": 2}]
 
 
+def test_a_close_on_exec_fd_closed_by_an_exec_is_not_untraced(store, tmp_path):
+    """exec closes close-on-exec fds without a close call: the kernel sums their
+    accesses at the process's exit, after the model dropped them at the exec
+    (bash's script fd 255 in a pyenv shim). They were opened in sight: no
+    untraced_fd. An fd the process never had still is one."""
+    from roar.record.model import O_CLOEXEC
+
+    script = tmp_path / "shim.sh"
+    script.write_text("exec python3\n")
+    r = Run(store, tmp_path)
+    r.ev(E.EV_OPEN, fd=255, ret=-100, a0=O_CLOEXEC, path=script)
+    r.ev(E.EV_EXEC, fd=-100, path="/usr/bin/true")
+    r.ev(E.EV_EXEC_RET, ret=0)
+    r.ev(E.EV_CLOSE, fd=255, ret=E.FD_READ | E.FD_NAMED, a0=12)  # the exit's flush
+    doc, _ = r.finish(0)
+    assert not [x for x in doc["reasons"] if x["code"] == "untraced_fd"], doc["reasons"]
+    r = Run(store, tmp_path)
+    r.ev(E.EV_EXEC, fd=-100, path="/usr/bin/true")
+    r.ev(E.EV_EXEC_RET, ret=0)
+    r.ev(E.EV_CLOSE, fd=254, ret=E.FD_READ | E.FD_NAMED, a0=12)
+    doc, _ = r.finish(0)
+    assert {"code": "untraced_fd", "n": 1} in doc["reasons"]
+
+
 def test_a_process_whose_exit_was_never_seen_left_the_run(store, tmp_path):
     """A process of the run that never exits in its cgroup moved out of it:
     LEFT_RUN. With events lost, its exit may simply be lost: not said."""

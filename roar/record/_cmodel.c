@@ -530,7 +530,7 @@ static PyObject *rebase(PyObject *s, PyObject *old, PyObject *new)
 typedef struct {
     PyObject_HEAD
     PyObject *submit_hash, *procs, *live, *paths, *by_path, *new_paths, *dirs, *touched,
-        *connects, *remote, *problems, *root, *lookup, *untraced_fds;
+        *connects, *remote, *problems, *root, *lookup, *untraced_fds, *exec_closed;
     char io_uring;
     long long events;
     long long cache_hits;
@@ -1075,7 +1075,8 @@ static int untraced(Model *m, Proc *p, long long fd, u64 bits)
     int rc = has < 0 ? -1 : 0;
     if (has == 0) {
         PyObject *t = PyTuple_Pack(2, p->key, k);
-        rc = t ? PySet_Add(m->untraced_fds, t) : -1;
+        int closed = t ? PySet_Contains(m->exec_closed, t) : -1;  /* closed by an exec */
+        rc = closed < 0 ? -1 : closed ? 0 : PySet_Add(m->untraced_fds, t);
         Py_XDECREF(t);
     }
     Py_DECREF(k);
@@ -1382,6 +1383,20 @@ static int on_exec_ret(Model *m, Ev *ev)
         goto out;
     p->argv_incomplete = (fl & (EVF_TRUNCATED | EVF_FAULT)) != 0;
     p->execs++;
+    {   /* the close-on-exec fds the exec closes, kept as (process key, fd) */
+        PyObject *k, *v;
+        Py_ssize_t pos = 0;
+        while (PyDict_Check(p->fds) && PyDict_Next(p->fds, &pos, &k, &v)) {
+            if (!PyObject_TypeCheck(v, &FdEntryType) || !((FdEntry *)v)->cloexec)
+                continue;
+            PyObject *t = PyTuple_Pack(2, p->key, k);
+            if (!t || PySet_Add(m->exec_closed, t) < 0) {
+                Py_XDECREF(t);
+                goto out;
+            }
+            Py_DECREF(t);
+        }
+    }
     PyObject *fds = copy_fds(p->fds, 1);
     if (!fds)
         goto out;
@@ -1994,10 +2009,11 @@ static int Model_init(Model *m, PyObject *args, PyObject *kw)
     m->remote = PyObject_CallNoArgs(py_remote_log);
     m->problems = PyDict_New();
     m->untraced_fds = PySet_New(NULL);
+    m->exec_closed = PySet_New(NULL);
     m->io_uring = 0;
     m->events = 0;
     if (!m->procs || !m->live || !m->paths || !m->by_path || !m->new_paths || !m->dirs ||
-        !m->touched || !m->connects || !m->remote || !m->problems || !m->untraced_fds)
+        !m->touched || !m->connects || !m->remote || !m->problems || !m->untraced_fds || !m->exec_closed)
         return -1;
     PyObject *fds = PyDict_New(), *k, *v;
     Py_ssize_t pos = 0;
@@ -2037,6 +2053,7 @@ static void Model_dealloc(Model *m)
     Py_XDECREF(m->remote);
     Py_XDECREF(m->problems);
     Py_XDECREF(m->untraced_fds);
+    Py_XDECREF(m->exec_closed);
     Py_XDECREF(m->root);
     Py_TYPE(m)->tp_free((PyObject *)m);
 }
@@ -2068,6 +2085,8 @@ static PyMemberDef Model_members[] = {
     {"problems", T_OBJECT, offsetof(Model, problems), READONLY, NULL},
     {"untraced_fds", T_OBJECT, offsetof(Model, untraced_fds), READONLY,
      "(process key, fd) of fds on named regular files used without their open seen"},
+    {"exec_closed", T_OBJECT, offsetof(Model, exec_closed), READONLY,
+     "(process key, fd) of close-on-exec fds an exec closed"},
     {"root", T_OBJECT, offsetof(Model, root), READONLY, NULL}, BOOL(Model, io_uring),
     {"events", T_LONGLONG, offsetof(Model, events), 0, NULL},
     {"cache_hits", T_LONGLONG, offsetof(Model, cache_hits), READONLY,

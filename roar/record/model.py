@@ -143,6 +143,9 @@ class RunModel:
         # the run seeing its open (received over SCM_RIGHTS, pidfd_getfd,
         # open_by_handle_at...): reads and writes no path can be given for
         self.untraced_fds: set[tuple[str, int]] = set()
+        # (process key, fd) closed by an exec (close-on-exec): the kernel keeps no
+        # close for them, so their accesses are summed at the process's exit
+        self.exec_closed: set[tuple[str, int]] = set()
         self.events = 0
         fds = {fd: FdEntry(OpenFile(p, 0), False) for fd, p in root_fds.items()}
         self.root = self._new_proc(root_pid, None, argv, cwd, fds, start_ts)
@@ -302,7 +305,7 @@ class RunModel:
     def _untraced(self, p: Proc, fd: int, bits: int) -> None:
         """I/O (bits: the kernel's access bits) on an fd the run never saw
         opened: lost if the kernel says it names a regular file with a name."""
-        if bits & FD_NAMED and fd not in p.fds:
+        if bits & FD_NAMED and fd not in p.fds and (p.key, fd) not in self.exec_closed:
             self.untraced_fds.add((p.key, fd))
 
     def still_running(self) -> int:
@@ -425,6 +428,7 @@ class RunModel:
         p.execs += 1
         # execve first gives a process that shared its table (CLONE_FILES) a copy of
         # its own, then closes the close-on-exec fds in it: the others keep theirs
+        self.exec_closed.update((p.key, fd) for fd, e in p.fds.items() if e.cloexec)
         p.fds = {fd: FdEntry(e.file, False) for fd, e in p.fds.items() if not e.cloexec}
 
     def on_exit(self, ev: E.Event) -> None:
