@@ -268,6 +268,12 @@ boot() {  # boot NAME -> sets VERDICT and WHY; results in $RUNS/NAME
   local name=$1 out="$RUNS/$1" k="$CACHE/kernels/$1"
   rm -rf "$out"; mkdir -p "$out/results"
   qemu-img create -q -f qcow2 -b "$IMAGE" -F raw "$out/overlay.qcow2"
+  # the compiled event model travels built (the guest has no C compiler; the
+  # tests never fall back to the Python model): built in place like tests/conftest.py
+  local py=python3
+  [[ -x $REPO/.venv/bin/python ]] && py="$REPO/.venv/bin/python"
+  (cd "$REPO" && "$py" setup.py -q build_ext --inplace > "$out/build_ext.log" 2>&1) \
+    || say "$name: building roar/record/_cmodel.c failed (see $out/build_ext.log)"
   # the project also travels as a tar on a read-only disk: 5.10's 9p client
   # handed the guest files with runs of zero bytes when copying from the share
   tar -C "$REPO" --exclude=./.git --exclude=./.venv --exclude='__pycache__' -cf "$out/project.tar" .
