@@ -58,16 +58,7 @@ static __always_inline void http_closed(u64 cg, u32 tgid, s32 fd)
         return;
     inet_socks.delete(&k);
     struct tls_key t = {.tgid = tgid, .ssl = HTTP_SOCKET_KEY | (u32)fd};
-    struct tls_bytes *c = tls_counts.lookup(&t);
-    if (!c)
-        return;
-    struct roar_event ev = {};
-    fill_header(&ev, cg, EV_TLS_FREE);
-    ev.a0 = t.ssl;
-    ev.a2 = c->in;
-    ev.ret = c->out;
-    tls_counts.delete(&t);
-    emit_small(&ev);
+    tls_flush(cg, &t);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_sendto)

@@ -172,6 +172,22 @@ int roar_tls_read_return(struct pt_regs *ctx)
     return 0;
 }
 
+/* The end of a connection (SSL_free, or close of a plain socket in http.h):
+ * the body bytes counted since its last message start, on an EV_TLS_FREE. */
+static __always_inline void tls_flush(u64 cg, struct tls_key *k)
+{
+    struct tls_bytes *c = tls_counts.lookup(k);
+    if (!c)
+        return;
+    struct roar_event ev = {};
+    fill_header(&ev, cg, EV_TLS_FREE);
+    ev.a0 = k->ssl;
+    ev.a2 = c->in;
+    ev.ret = c->out;
+    tls_counts.delete(k);
+    emit_small(&ev);
+}
+
 /* void SSL_free(SSL *ssl): the last message's body bytes */
 int roar_tls_free(struct pt_regs *ctx)
 {
@@ -179,16 +195,7 @@ int roar_tls_free(struct pt_regs *ctx)
     if (!cg)
         return 0;
     struct tls_key k = {.tgid = bpf_get_current_pid_tgid() >> 32, .ssl = PT_REGS_PARM1(ctx)};
-    struct tls_bytes *c = tls_counts.lookup(&k);
-    if (!c)
-        return 0;
-    struct roar_event ev = {};
-    fill_header(&ev, cg, EV_TLS_FREE);
-    ev.a0 = k.ssl;
-    ev.a2 = c->in;
-    ev.ret = c->out;
-    tls_counts.delete(&k);
-    emit_small(&ev);
+    tls_flush(cg, &k);
     return 0;
 }
 
