@@ -369,29 +369,7 @@ def test_spool_cap_with_a_client_not_reading_drops_and_counts_never_hangs(
     stored incomplete with that count once the client continues, roard keeps
     serving and its memory stays bounded."""
     d = daemon_with(ROARD_SPOOL_MAX=200_000)
-    work = tmp_path / "w"
-    work.mkdir()
-    env = {**d.env, "ROAR_HOME": str(work / "home")}
-    client = subprocess.Popen([sys.executable, "-m", "roar", "run", "--", sys.executable, "-c",
-                               "import time\nwhile not __import__('os').path.exists('go'): "
-                               "time.sleep(0.01)\n" + STORM.format(n=100000)],
-                              cwd=work, env=env, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while d.status()["active_runs"] == 0:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
-        time.sleep(1)
-        os.kill(client.pid, signal.SIGSTOP)
-        rss0 = _rss(d.proc.pid)
-        (work / "go").touch()
-        time.sleep(5)
-        spool = sum(f.stat().st_size for f in (d.base / "spool").iterdir())
-        rss1 = _rss(d.proc.pid)
-    finally:
-        os.kill(client.pid, signal.SIGCONT)
-    _, err = client.communicate(timeout=300)
-    assert client.returncode == 0, err
+    work, spool, rss0, rss1, err = _stopped_storm(d, tmp_path, 100000, 5)
     assert "Traceback" not in err, err
     assert spool <= 200_000 + 300, spool  # whole frames up to the cap, and the end
     assert rss1 - rss0 < 40 << 20, (rss0, rss1)
@@ -440,12 +418,26 @@ def test_a_stopped_client_costs_roard_no_memory(daemon_with, tmp_path):
     """The client stopped (SIGSTOP) while its workload storms: records go to
     the spool file, roard's memory stays flat; on SIGCONT the run completes."""
     d = daemon_with()
+    work, spool, rss0, rss1, err = _stopped_storm(d, tmp_path, 300000, 6)
+    print(f"client stopped 6 s: spool {spool >> 20} MiB, roard RSS {rss0 >> 20} -> "
+          f"{rss1 >> 20} MiB")
+    assert spool > 20 << 20  # the backlog went to disk...
+    assert rss1 - rss0 < 40 << 20, (rss0, rss1)  # ...not to roard's memory
+    doc = _last_run(d, work)
+    assert doc["complete"], doc["incomplete_reasons"]
+
+
+def _stopped_storm(d, tmp_path, n: int, stopped_s: float):
+    """`roar run` of a storm of n opens whose client is stopped (SIGSTOP) for
+    stopped_s while the storm runs, then continued and waited for. Returns the
+    work dir, the spool's size and roard's RSS before and after the stop, and
+    the client's stderr."""
     work = tmp_path / "w"
     work.mkdir()
     env = {**d.env, "ROAR_HOME": str(work / "home")}
     client = subprocess.Popen([sys.executable, "-m", "roar", "run", "--", sys.executable, "-c",
                                "import time\nwhile not __import__('os').path.exists('go'): "
-                               "time.sleep(0.01)\n" + STORM.format(n=300000)],
+                               "time.sleep(0.01)\n" + STORM.format(n=n)],
                               cwd=work, env=env, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -456,19 +448,14 @@ def test_a_stopped_client_costs_roard_no_memory(daemon_with, tmp_path):
         os.kill(client.pid, signal.SIGSTOP)
         rss0 = _rss(d.proc.pid)
         (work / "go").touch()
-        time.sleep(6)
+        time.sleep(stopped_s)
         spool = sum(f.stat().st_size for f in (d.base / "spool").iterdir())
         rss1 = _rss(d.proc.pid)
     finally:
         os.kill(client.pid, signal.SIGCONT)
     _, err = client.communicate(timeout=300)
     assert client.returncode == 0, err
-    print(f"client stopped 6 s: spool {spool >> 20} MiB, roard RSS {rss0 >> 20} -> "
-          f"{rss1 >> 20} MiB")
-    assert spool > 20 << 20  # the backlog went to disk...
-    assert rss1 - rss0 < 40 << 20, (rss0, rss1)  # ...not to roard's memory
-    doc = _last_run(d, work)
-    assert doc["complete"], doc["incomplete_reasons"]
+    return work, spool, rss0, rss1, err
 
 
 def _rss(pid: int) -> int:

@@ -113,6 +113,14 @@ def _env(roar, s3url, cert, **extra):
     return roar.env(S3_URL=s3url, CA=str(cert), **AWS_ENV, **extra)
 
 
+def _client_run(roar, env, *args):
+    """`roar run -- python client.py ARGS`: its run id and `roar show` document."""
+    p = roar("run", "--", sys.executable, "client.py", *args, env=env, check=False)
+    assert p.returncode == 0, p.stderr
+    rid = roar.json("log", "-n", "1")[0]["id"]
+    return rid, roar.json("show", rid)
+
+
 def _remote(doc, role):
     return [f for f in doc[role] if f["kind"] == "remote"]
 
@@ -128,10 +136,7 @@ def test_s3_pipeline_by_key_version_and_content(roar, s3, cert):
     env = _env(roar, s3url, cert[0])
 
     def run(*args):
-        p = roar("run", "--", sys.executable, "client.py", *args, env=env, check=False)
-        assert p.returncode == 0, p.stderr
-        rid = roar.json("log", "-n", "1")[0]["id"]
-        return rid, roar.json("show", rid)
+        return _client_run(roar, env, *args)
 
     up_id, up = run("upload", "a.bin", "b.bin")
     _, up_big = run("upload", "big.bin")  # not upstream of the model
@@ -310,10 +315,7 @@ def test_s3_over_plain_http_by_key_version_and_content(roar, s3_http):
     env = roar.env(S3_URL=s3url, **AWS_ENV)
 
     def run(*args):
-        p = roar("run", "--", sys.executable, "client.py", *args, env=env, check=False)
-        assert p.returncode == 0, p.stderr
-        rid = roar.json("log", "-n", "1")[0]["id"]
-        return rid, roar.json("show", rid)
+        return _client_run(roar, env, *args)
 
     _, up = run("upload", "a.bin", "b.bin")
     outs = {f["url"]: f for f in _remote(up, "outputs")}
