@@ -139,7 +139,10 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="roar-bench-model-", dir="/var/tmp"))
     try:
         path = Path(args.stream) if args.stream else record(args.files, tmp)
-        seed, raws = E.read_stream(path)
+        kept = E.read_stream(path)
+        if kept is None:
+            raise SystemExit(f"bench_model: {path}: empty (its run was killed at once)")
+        seed, raws = kept
         from roar.record.store import Store
 
         store = Store(tmp / "home")

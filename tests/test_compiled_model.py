@@ -159,6 +159,27 @@ def test_kept_stream_of_a_real_run_is_replayed(tmp_path):
     check_stream(path)
 
 
+def test_kept_stream_of_a_killed_client_is_read_up_to_its_last_whole_record(tmp_path):
+    """A SIGKILLed `roar run` may leave its kept stream empty (killed before
+    the seed) or ending inside a record: the whole records are replayed, the
+    torn one left out; anything else is still refused."""
+    path = tmp_path / "s.events"
+    raws = [raw_record(10, 100, E.EV_OPEN, 0, 3, -100, 0, 0, 0, "in.txt"),
+            raw_record(11, 100, E.EV_CLOSE, 0, 3, 1, 5, 0, 1 << 32)]
+    with open(path, "wb") as f:
+        E.write_stream(f, SEED, raws)
+    whole = path.read_bytes()
+    path.write_bytes(whole[:-3])
+    assert E.read_stream(path)[1] == raws[:1]
+    check_stream(path)
+    path.write_bytes(b"")
+    assert E.read_stream(path) is None
+    check_stream(path)
+    path.write_bytes(b"garbage\n")
+    with pytest.raises(ValueError):
+        E.read_stream(path)
+
+
 def test_stat_cache_answer_in_the_model_thread_is_the_hashers(tmp_path):
     """An input whose file state the stat cache knows gets its finished job
     from the compiled model's own thread: the same answer the hashing threads

@@ -200,17 +200,22 @@ def write_stream(f, seed: dict, records) -> None:
     import json
 
     f.write(STREAM_MAGIC + json.dumps(seed).encode() + b"\n")
+    f.flush()  # a client killed later still leaves a stream with its seed
     for raw in records:
         f.write(struct.pack("<I", len(raw)) + raw)
 
 
-def read_stream(path) -> tuple[dict, list[bytes]]:
+def read_stream(path) -> tuple[dict, list[bytes]] | None:
     """(seed, raw records) of a kept stream; the seed has root_pid, cwd, argv,
-    root_fds (fd -> path) and start_ns."""
+    root_fds (fd -> path) and start_ns. A stream whose client was killed may
+    end in part of a record, which is left out, or hold nothing at all
+    (killed before its seed was written): None."""
     import json
 
     data = Path(path).read_bytes()
-    if not data.startswith(STREAM_MAGIC):
+    if not data:
+        return None
+    if not data.startswith(STREAM_MAGIC) or b"\n" not in data:
         raise ValueError(f"{path}: not a kept roar event stream")
     nl = data.index(b"\n")
     seed = json.loads(data[len(STREAM_MAGIC):nl])
@@ -218,6 +223,8 @@ def read_stream(path) -> tuple[dict, list[bytes]]:
     out, pos, n = [], nl + 1, len(data)
     while pos + 4 <= n:
         size = struct.unpack_from("<I", data, pos)[0]
+        if pos + 4 + size > n:
+            break  # the client was killed while writing this record
         out.append(data[pos + 4:pos + 4 + size])
         pos += 4 + size
     return seed, out
