@@ -43,7 +43,7 @@ from pathlib import Path
 
 from roar.capture import cgroups, namespaces, protocol
 from roar.capture.events import cgroup_of
-from roar.capture.privileges import run_as
+from roar.capture.privileges import run_as, spawn_as
 from roar.capture.protocol import socket_path
 from roar.capture.session import POLL_MS, daemon_status, wait_empty
 from roar.record.codes import Reason, reason
@@ -61,6 +61,7 @@ OVERFLOW_RUN = min(64 << 20, max(1 << 20, SPOOL_MAX // 16))  # ... and per run
 # a rebuild the user's store refused (a full disk) is tried again this often,
 # for this long, for at most this many runs at once (their spools are kept)
 REBUILD_EVERY, REBUILD_FOR, MAX_REBUILDS = 5.0, 3600.0, 32
+MAX_FILL_PER_UID, MAX_FILL = 4, 64  # pending-hash jobs at work at once, per uid and in all
 
 
 class DaemonError(Exception):
@@ -126,6 +127,7 @@ class Daemon:
         self.unrouted = 0
         self.conns: dict[int, int] = {}  # peer uid -> open connections
         self.rebuilds = 0  # runs waiting for their store to take their rebuild
+        self.fills: dict[int, int] = {}  # uid -> pending-hash jobs of that uid at work
         self.overflow = 0  # bytes in all runs' overflow buffers (OVERFLOW_MAX)
         self.poller = threading.Thread(target=self.poll_loop, name="roard-ringbuf",
                                        daemon=True)
@@ -245,11 +247,7 @@ class Daemon:
 
     def _release(self, peer_uid: int) -> None:
         with self.lock:
-            left = self.conns.get(peer_uid, 0) - 1
-            if left > 0:
-                self.conns[peer_uid] = left
-            else:
-                self.conns.pop(peer_uid, None)
+            _count_down(self.conns, peer_uid)
 
     def client(self, conn: socket.socket, peer_pid: int, peer_uid: int) -> None:
         run = streamer = None
@@ -273,6 +271,9 @@ class Daemon:
                 return
             if req["op"] == "detach":  # roar detach RUN: the owner of the run, or root
                 conn.sendall(protocol.encode_json(self._detach_op(req, peer_uid)))
+                return
+            if req["op"] == "fill":  # a run's pending hashes, finished outside its job
+                conn.sendall(protocol.encode_json(self._fill_op(req, peer_uid, peer_pid)))
                 return
             if req["op"] not in ("trace", "attach"):
                 raise protocol.ProtocolError(f"unknown op {req['op'][:64]!r}")
@@ -475,6 +476,59 @@ class Daemon:
             return {"ok": False, "error": f"run {run.run_id} is not yours"}
         self._detach(run)
         return {"ok": True, "run": run.run_id}
+
+    def _fill_op(self, req: dict, peer_uid: int, peer_pid: int) -> dict:
+        """Start the job that hashes what a run left pending (roar/cli/fill.py)
+        as the caller's uid, in roard's own cgroup and session: a batch
+        scheduler ending the caller's job does not end it. Only that program,
+        with roard's own interpreter: nothing else is started for a client."""
+        from roar.record.pending import FILL_ENV  # what a client may hand its job
+
+        run_id, home, env = req.get("run_id"), req.get("home"), req.get("env", {})
+        if not (isinstance(run_id, str) and run_id.isalnum() and len(run_id) <= 64
+                and isinstance(home, str) and os.path.isabs(home) and len(home) < 4096
+                and isinstance(env, dict) and set(env) <= set(FILL_ENV)
+                and all(isinstance(v, str) and len(v) < 4096 for v in env.values())):
+            raise protocol.ProtocolError("fill needs run_id, home and env")
+        try:  # its paths are the caller's: in another mount namespace they are not ours
+            same_view = os.stat(f"/proc/{peer_pid}/ns/mnt").st_ino == \
+                os.stat("/proc/self/ns/mnt").st_ino
+        except OSError:
+            same_view = False
+        if not same_view:
+            return {"ok": False, "error": "the caller is in another mount namespace"}
+        with self.lock:
+            mine, total = self.fills.get(peer_uid, 0), sum(self.fills.values())
+            if mine >= MAX_FILL_PER_UID or total >= MAX_FILL:
+                return {"ok": False, "error": f"{'your' if mine >= MAX_FILL_PER_UID else 'all'} "
+                                              "pending-hash jobs are busy"}
+            self.fills[peer_uid] = mine + 1
+        import pwd
+
+        try:
+            user_home = pwd.getpwuid(peer_uid).pw_dir
+        except KeyError:
+            user_home = "/"
+        roar_root = str(Path(__file__).resolve().parents[1])
+        child_env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": user_home,
+                     "LANG": "C.UTF-8", "ROAR_HOME": home, "PYTHONPATH": roar_root, **env}
+        proc, why = spawn_as(peer_uid, [sys.executable, "-m", "roar.cli.fill", run_id],
+                             child_env)
+        if proc is None:
+            self._fill_done(peer_uid)
+            return {"ok": False, "error": why}
+        _log(f"run {run_id}: pending hashes: job {proc.pid} started for uid {peer_uid}")
+
+        def reap():
+            proc.wait()
+            self._fill_done(peer_uid)
+
+        threading.Thread(target=reap, name="roard-fill", daemon=True).start()
+        return {"ok": True, "pid": proc.pid}
+
+    def _fill_done(self, uid: int) -> None:
+        with self.lock:
+            _count_down(self.fills, uid)
 
     def _chain_op(self, req: dict, peer_uid: int) -> dict:
         """Append to, or read, the caller's own chain (its uid's file)."""
@@ -803,6 +857,15 @@ class LineReader:
                 line, self.buf = self.buf, b""
                 return line
             self.buf += chunk
+
+
+def _count_down(table: dict, key) -> None:
+    """One fewer of key's (connections, jobs) in a table of counts."""
+    left = table.get(key, 0) - 1
+    if left > 0:
+        table[key] = left
+    else:
+        table.pop(key, None)
 
 
 def _log(message: str) -> None:

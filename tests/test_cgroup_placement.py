@@ -102,8 +102,8 @@ def job():
     j.remove()
 
 
-def in_job(roar, job, *args, check=True, **kw):
-    p = subprocess.run([PY, "-m", "roar", *map(str, args)], cwd=roar.cwd, env=roar.env(),
+def in_job(roar, job, *args, check=True, env=None, **kw):
+    p = subprocess.run([PY, "-m", "roar", *map(str, args)], cwd=roar.cwd, env=env or roar.env(),
                        capture_output=True, text=True, timeout=300, preexec_fn=job.enter, **kw)
     if check and p.returncode != 0:
         raise AssertionError(f"roar {args} exited {p.returncode}: {p.stderr}")
@@ -318,3 +318,53 @@ def test_a_job_at_its_pids_limit_gets_one_line_not_a_traceback(roar, job):
     p = in_job(roar, job, "run", "--", "sleep", "1", check=False)
     assert "pids.max" in one_line_error(p)
     assert roar.json("log")[0]["status"] == "interrupted"
+
+
+def _fillers(run_id: str) -> list[int]:
+    """pids of the jobs hashing a run's pending files (roar/cli/fill.py)."""
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"roar.cli.fill" in argv and run_id.encode() in argv:
+            out.append(int(pid))
+    return out
+
+
+@pytest.mark.capture
+def test_pending_hashes_are_finished_after_the_batch_job_is_killed(roar, job):
+    """A run inside a batch job leaves a hash pending (a 4 GiB input,
+    ROAR_HASH_WAIT=0); the scheduler then kills everything in the job
+    (cgroup.kill). roard started the hashing job as the caller, outside the
+    job: it survives, and the record is completed with the right hash."""
+    import xxhash
+
+    big = roar.cwd / "big"
+    size = 4 << 30
+    with open(big, "wb") as f:
+        f.truncate(size)
+    in_job(roar, job, "run", "--", "sh", "-c", "head -c 1M big > /dev/null",
+           env=roar.env(ROAR_HASH_WAIT="0"))
+    run_id = roar.json("log", "-n", "1")[0]["id"]
+    deadline = time.monotonic() + 30
+    while not (fillers := _fillers(run_id)):
+        assert time.monotonic() < deadline, "no pending-hash job was started"
+        time.sleep(0.02)
+    [filler] = fillers
+    assert str(filler) not in (job.v2 / "cgroup.procs").read_text().split()
+    (job.v2 / "cgroup.kill").write_text("1")  # the scheduler ends the job
+    deadline = time.monotonic() + 180
+    while True:
+        [inp] = roar.json("show", run_id)["inputs"]
+        if inp["status"] != "pending":
+            break
+        assert time.monotonic() < deadline, "the pending hash was never filled in"
+        time.sleep(0.5)
+    h = xxhash.xxh3_128()
+    zeros = bytes(1 << 24)
+    for _ in range(size // len(zeros)):
+        h.update(zeros)
+    assert (inp["status"], inp["hash"]) == ("ok", h.hexdigest())
+    assert roar.json("show", run_id)["complete"] is True

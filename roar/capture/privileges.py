@@ -56,3 +56,43 @@ def run_as(uid: int, fn, before=None, timeout: float = 60.0) -> dict:
         return json.loads(b"".join(chunks))
     except ValueError:
         return {"ok": False, "error": "the work ended without an answer"}
+
+
+def spawn_as(uid: int, argv: list[str], env: dict, ready_s: float = 15.0):
+    """Start argv as uid (its groups; cwd /; a session of its own, so it
+    outlives whatever asked for it) and wait until it says it has started: its
+    first line on stdout. Returns (process, None), or (None, why) when it could
+    not start, died, or said nothing in ready_s. The caller reaps the process."""
+    import subprocess
+
+    creds = {}
+    if uid != os.geteuid():
+        try:
+            pw = pwd.getpwuid(uid)
+        except KeyError:
+            return None, f"uid {uid} has no user name"
+        creds = {"user": uid, "group": pw.pw_gid,
+                 "extra_groups": os.getgrouplist(pw.pw_name, pw.pw_gid)}
+    try:
+        proc = subprocess.Popen(argv, env=env, cwd="/", stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                start_new_session=True, **creds)
+    except (OSError, subprocess.SubprocessError) as e:
+        return None, f"could not start {argv[0]}: {e}"
+    try:
+        line = b""
+        deadline = time.monotonic() + ready_s
+        while not line.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([proc.stdout], [], [], left)[0]:
+                proc.kill()
+                proc.wait()
+                return None, f"{argv[0]} did not start in {ready_s:g}s"
+            chunk = os.read(proc.stdout.fileno(), 256)
+            if not chunk:
+                code = proc.wait()
+                return None, f"{argv[-1] if len(argv) > 1 else argv[0]} exited {code} at start"
+            line += chunk
+    finally:
+        proc.stdout.close()  # it says one line; anything more is not read
+    return proc, None

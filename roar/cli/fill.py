@@ -20,6 +20,7 @@ from roar.shared.outbox import kick
 def main() -> None:
     run_id = sys.argv[1]
     with Store() as store:
+        print("filling", flush=True)  # started: roard waits for this line
         fill(store, run_id)
         kick(store.home)  # the late hashes re-queued the run
 

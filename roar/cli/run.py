@@ -211,6 +211,8 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
 
         recorder = RunRecorder(store, record, session.host_pid or pid, root_fds,
                                start_ns=start_ns)
+        if isinstance(session, DaemonSession):  # roard starts its pending-hash job
+            recorder.fill_via = session.path
         feeder = recorder
         if audit_policy is not None:
             feeder = _tracker(store, record, recorder, audit_policy, session)

@@ -25,6 +25,34 @@ from roar.record.codes import Reason, reason
 from roar.record.hasher import OK, hash_path
 from roar.record.store import Store
 
+FILL_ENV = ("ROAR_SHARED", "ROAR_SHARED_RETRY_S")  # what the job needs of the caller's env
+
+
+def start_fill(home: Path, run_id: str, daemon: Path | None = None) -> str | None:
+    """Start the job that hashes the run's pending files. Through roard when
+    its socket is given: roard starts it as the caller, outside the caller's
+    batch job, so the scheduler ending the job does not end it. Else (no
+    roard, or it could not) detached from this process. Returns what the
+    user should know, if anything."""
+    why = None
+    if daemon is not None:
+        from roar.capture import protocol
+
+        env = {k: os.environ[k] for k in FILL_ENV if k in os.environ}
+        try:
+            answer = protocol.ask({"op": "fill", "run_id": run_id, "home": str(home),
+                                   "env": env}, daemon, timeout=30)
+        except (OSError, ValueError, protocol.NoDaemon, protocol.ProtocolError) as e:
+            answer = {"ok": False, "error": str(e)}
+        if answer.get("ok"):
+            return None
+        why = str(answer.get("error"))[:300]
+    problem = start_background_fill(home, run_id)
+    if problem or why is None:
+        return problem
+    return (f"roard could not start the hashing of run {run_id} ({why}): it goes on in the "
+            "background here; if a batch job ends it first, `roar pending --resume` finishes it")
+
 
 def start_background_fill(home: Path, run_id: str) -> str | None:
     """Start the filler detached from this process (it outlives `roar run`):

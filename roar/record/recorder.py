@@ -95,6 +95,7 @@ class RunRecorder:
         self.deadline: float | None = None  # set at the end: bounds waits for hashes
         self.messages: list[str] = []  # for the user, printed by `roar run`
         self.pending = 0
+        self.fill_via = None  # roard's socket (a Path): roard starts the pending-hash job
         self.kinds: dict[str, str] = {}  # path -> data|code|env|pseudo
         git = run.get("git")
         self._git_root = git["root"] if git else None
@@ -223,9 +224,9 @@ class RunRecorder:
         self.files, self.procs = files, procs
         mark("finish: store")
         if self.pending:
-            from roar.record.pending import start_background_fill
+            from roar.record.pending import start_fill
 
-            problem = start_background_fill(self.store.home, run["id"])
+            problem = start_fill(self.store.home, run["id"], self.fill_via)
             if problem:
                 self.messages.append(problem)
         return run
