@@ -431,7 +431,7 @@ static Py_ssize_t normpath(const char *p, Py_ssize_t n, char *out)
     return o;
 }
 
-/* model._normalize(posixpath.join(base, path)); base may be NULL (path alone) */
+/* paths._normalize(posixpath.join(base, path)); base may be NULL (path alone) */
 static PyObject *join_normalize(PyObject *base, PyObject *path)
 {
     Py_ssize_t bn = 0, pn;
@@ -2154,10 +2154,10 @@ PyMODINIT_FUNC PyInit__cmodel(void)
     INTERN(S_match, "match");
     INTERN(S_lookup, "lookup");
     INTERN(S_memo, "_memo");
-    if (!(py_normalize = attr("roar.record.model", "_normalize")) ||
+    if (!(py_normalize = attr("roar.record.paths", "_normalize")) ||
         !(py_join = attr("posixpath", "join")) ||
-        !(py_fd_alias = attr("roar.record.model", "_FD_ALIAS")) ||
-        !(py_decode_sockaddr = attr("roar.record.model", "decode_sockaddr")) ||
+        !(py_fd_alias = attr("roar.record.paths", "_FD_ALIAS")) ||
+        !(py_decode_sockaddr = attr("roar.record.paths", "decode_sockaddr")) ||
         !(py_remote_log = attr("roar.record.remote", "RemoteLog")) ||
         !(py_needs_hash = attr("roar.record.classify", "needs_hash")) ||
         !(py_hash_job = attr("roar.record.hasher", "HashJob")) ||
