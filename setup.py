@@ -1,11 +1,15 @@
 """The compiled part of roar (everything else is in pyproject.toml): the
-process model, roar/record/_cmodel.c, built with the OS's C compiler against
+process model, roar/record/_cmodel.c, and roard's relay, roar/capture/_relay.c, built with the OS's C compiler against
 the interpreter's headers (Debian/Ubuntu: python3-dev). A failed build fails
 the install: `roar run` needs it (docs/compiled.md)."""
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension(
-    "roar.record._cmodel", ["roar/record/_cmodel.c"], include_dirs=["bpf"],
-    depends=["bpf/roar_event.h"], extra_compile_args=["-O2", "-Wall", "-Wno-missing-braces"],
-    optional=False)])
+FLAGS = ["-O2", "-Wall", "-Wno-missing-braces"]
+setup(ext_modules=[
+    Extension("roar.record._cmodel", ["roar/record/_cmodel.c"], include_dirs=["bpf"],
+              depends=["bpf/roar_event.h"], extra_compile_args=FLAGS, optional=False),
+    # roard's per-record path (routing ring-buffer records to runs)
+    Extension("roar.capture._relay", ["roar/capture/_relay.c"], include_dirs=["bpf"],
+              depends=["bpf/roar_event.h"], extra_compile_args=FLAGS, optional=False),
+])

@@ -13,7 +13,8 @@ peer uid holds at most ROARD_MAX_CONN_PER_UID connections (64) and all of
 them ROARD_MAX_CONN (1024); a request line must arrive whole within
 ROARD_REQUEST_TIMEOUT seconds (10) and within protocol.MAX_REQUEST bytes,
 nested at most protocol.MAX_DEPTH deep. A run's records pass through a
-bounded queue into its spool file (at most ROARD_SPOOL_MAX bytes per run,
+bounded buffer (filled in C by capture/_relay.c, no Python per record) into
+its spool file (at most ROARD_SPOOL_MAX bytes per run,
 1 GiB, and never filling the spool's filesystem past SPOOL_RESERVE) and are
 streamed to the client from there, so a client that stops reading costs
 disk, not roard's memory. Past the cap a run's records go to its client
@@ -42,7 +43,7 @@ from collections import deque
 from pathlib import Path
 
 from roar.capture import cgroups, namespaces, protocol
-from roar.capture.events import cgroup_of
+from roar.capture._relay import Router
 from roar.capture.privileges import run_as, spawn_as
 from roar.capture.protocol import socket_path
 from roar.capture.session import POLL_MS, daemon_status, wait_empty
@@ -78,7 +79,6 @@ class ActiveRun:
         self.run_id = run_id
         self.path = path
         self.cgroup_id = cgroup_id
-        self.queue: deque[bytes] = deque()
         self.wake = threading.Event()
         self.closed = False
         # every record goes to a spool file, kept until the client says it
@@ -88,6 +88,7 @@ class ActiveRun:
         self.spool_fd = os.open(spool, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         self.spooled = 0  # bytes of whole frames in the spool
         self.dropped = 0  # records not kept: the queue or the spool was full
+        self.tail = (b"", 0)  # its last records, taken from the router when the run ended
         self.spool_full = ""  # why records are being dropped
         self.capped = ""  # why the spool takes no more records (they go to overflow)
         self.overflow: deque[bytes] = deque()  # past the cap: for the client only
@@ -123,8 +124,9 @@ class Daemon:
         self.last_active = time.monotonic()
         self.stopping = threading.Event()
         self.drain_requests: list[threading.Event] = []
-        self.probes = Probes(self._on_record)
-        self.unrouted = 0
+        # records go from the ring buffer to each run's buffer in C (capture/_relay.c)
+        self.router = Router(protocol.EVENT, QUEUE_MAX)
+        self.probes = Probes(self.router)
         self.conns: dict[int, int] = {}  # peer uid -> open connections
         self.rebuilds = 0  # runs waiting for their store to take their rebuild
         self.fills: dict[int, int] = {}  # uid -> pending-hash jobs of that uid at work
@@ -134,36 +136,27 @@ class Daemon:
 
     # -- ring buffer ---------------------------------------------------------------
 
-    def _on_record(self, raw: bytes) -> None:
-        run = self.runs.get(cgroup_of(raw))
-        if run is None:
-            self.unrouted += 1
-            return
-        if len(run.queue) >= QUEUE_MAX:
-            run.dropped += 1  # bounded memory: counted on the run, never a hang
-            if not run.spool_full:
-                run.spool_full = "roard's queue for the run was full"
-            return
-        run.queue.append(raw)
-
     def poll_loop(self) -> None:
         while not self.stopping.is_set():
             if self.probes.attached:
                 self.probes.poll(POLL_MS)
             else:
                 time.sleep(0.1)
-            for run in list(self.runs.values()):
-                if run.queue:
-                    run.wake.set()
+            self._wake_ready()
             with self.lock:
                 waiting, self.drain_requests = self.drain_requests, []
             if waiting:
                 self.probes.consume()
-                for run in list(self.runs.values()):
-                    if run.queue:
-                        run.wake.set()
+                self._wake_ready()
                 for ev in waiting:
                     ev.set()
+
+    def _wake_ready(self) -> None:
+        """Wake the spooler of each run that has records waiting."""
+        for cg in self.router.ready():
+            run = self.runs.get(cg)
+            if run is not None:
+                run.wake.set()
 
     def drain(self) -> None:
         """Return once every record committed so far has been routed."""
@@ -378,6 +371,7 @@ class Daemon:
             raise
         run.placement = placement
         run.namespaces, run.view = ns, view  # a rebuild must see its files as it did
+        self.router.add(cgid)  # before its cgroup is tagged: no record goes unrouted
         with self.lock:
             self.runs[cgid] = run
             self.last_active = time.monotonic()
@@ -434,6 +428,7 @@ class Daemon:
         run.peer_uid = peer_uid
         run.origin = (cgroups._dir_of(placement.caller, cgroups.cgroup2_mount())
                       or placement.path.parent.parent)
+        self.router.add(cgid)  # before its cgroup is tagged: no record goes unrouted
         with self.lock:
             self.runs[cgid] = run
             self.last_active = time.monotonic()
@@ -682,6 +677,11 @@ class Daemon:
         with self.lock:
             self.runs.pop(run.cgroup_id, None)
             self.last_active = time.monotonic()
+        full = self.router.dropped(run.cgroup_id)  # its buffer was full (QUEUE_MAX)
+        if full:
+            run.spool_full = run.spool_full or "roard's queue for the run was full"
+            run.dropped += full
+        run.tail = self.router.remove(run.cgroup_id)  # spooled after what was taken
         try:
             cgroups.remove(run.path)
         except OSError:
@@ -695,18 +695,20 @@ class Daemon:
         """Move the run's records from memory to its spool file, then its end
         message. Past the spool's cap (or near a full filesystem) records go
         to the client's overflow buffer, and are dropped and counted when it
-        is full; the spool always holds whole frames."""
+        is full; the spool always holds whole frames. The records come from
+        the router (capture/_relay.c), framed there, a blob per wake-up."""
+        cg = run.cgroup_id
         while True:
-            if not run.queue:  # wait only when there is nothing to write
+            if not run.closed and not self.router.pending(cg):  # wait only when idle
                 run.wake.wait(0.2)
                 run.wake.clear()
-            batch = []
-            while run.queue and len(batch) < 4096:
-                batch.append(run.queue.popleft())
-            if batch:
-                self._spool(run, protocol.encode_events(batch), len(batch))
+            blob, n = self.router.take(cg)
+            if not n and run.closed and run.tail[1]:
+                (blob, n), run.tail = run.tail, (b"", 0)
+            if n:
+                self._spool(run, blob, n)
                 continue
-            if run.closed and not run.queue:
+            if run.closed:
                 end = dict(run.end)
                 if run.dropped:
                     end["dropped"] = run.dropped
@@ -823,7 +825,7 @@ class Daemon:
     def status(self) -> dict:
         return {"pid": os.getpid(), "active_runs": len(self.runs),
                 "attached": self.probes.attached, "uptime": time.monotonic() - self.started,
-                "socket": str(self.sock_path), "unrouted_events": self.unrouted,
+                "socket": str(self.sock_path), "unrouted_events": self.router.unrouted,
                 "connections": sum(self.conns.values())}
 
 

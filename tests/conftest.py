@@ -54,19 +54,21 @@ def _capture_unavailable() -> str | None:
 
 def _build_compiled_model() -> None:
     """The compiled process model (roar/record/_cmodel.c) is what `roar run`
-    uses: build it in place when it is missing or older than its sources (a
-    fresh checkout, a rebase), as `pip install -e .` does; a failed build
-    stops the session. The tests never fall back to the Python model."""
-    built = list((REPO / "roar" / "record").glob("_cmodel.*.so"))
-    sources = [REPO / "roar" / "record" / "_cmodel.c", REPO / "bpf" / "roar_event.h",
-               REPO / "setup.py"]
+    uses, the compiled relay (roar/capture/_relay.c) what roard uses: build
+    them in place when one is missing or older than the sources (a fresh
+    checkout, a rebase), as `pip install -e .` does; a failed build stops the
+    session. The tests never fall back to the Python model."""
+    built = [sorted((REPO / "roar" / d).glob(f"{name}.*.so"))
+             for d, name in (("record", "_cmodel"), ("capture", "_relay"))]
+    sources = [REPO / "roar" / "record" / "_cmodel.c", REPO / "roar" / "capture" / "_relay.c",
+               REPO / "bpf" / "roar_event.h", REPO / "setup.py"]
     newest = max(s.stat().st_mtime for s in sources)
-    if built and min(b.stat().st_mtime for b in built) >= newest:
+    if all(b and b[0].stat().st_mtime >= newest for b in built):
         return
-    p = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=REPO,
-                       capture_output=True, text=True)
+    p = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace", "--force"],
+                       cwd=REPO, capture_output=True, text=True)
     if p.returncode != 0:
-        pytest.exit(f"the compiled model (roar/record/_cmodel.c) does not build:\n"
+        pytest.exit(f"roar's C extensions (setup.py) do not build:\n"
                     f"{p.stdout[-3000:]}{p.stderr[-3000:]}", returncode=1)
 
 

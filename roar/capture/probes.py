@@ -85,7 +85,9 @@ def ensure_tracefs() -> list[str]:
 
 
 class Probes:
-    """The loaded kernel side. `sink(raw_bytes)` receives every record."""
+    """The loaded kernel side. `sink(raw_bytes)` receives every record; or
+    the sink is a compiled router (roar/capture/_relay.c, roard's), whose C
+    callback libbcc calls for each record: no Python per record."""
 
     def __init__(self, sink, ringbuf_pages: int = RINGBUF_PAGES):
         if os.geteuid() != 0:
@@ -126,7 +128,14 @@ class Probes:
         self._levels_lock = threading.Lock()
         self._tagged_levels: dict[int, int] = {}
         self.sink = sink
-        self._cb = self.bpf["events"].open_ring_buffer(self._on_record)
+        if hasattr(sink, "callback_address"):
+            from bcc.libbcc import _RINGBUF_CB_TYPE
+
+            self._cb = _RINGBUF_CB_TYPE(sink.callback_address)  # kept: libbcc holds it
+            self.bpf._open_ring_buffer(self.bpf["events"].map_fd, self._cb,
+                                       ctypes.c_void_p(sink.context_address))
+        else:
+            self._cb = self.bpf["events"].open_ring_buffer(self._on_record)
 
     def _on_record(self, ctx, data, size):
         self.sink(ctypes.string_at(data, size))
