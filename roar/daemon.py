@@ -31,6 +31,7 @@ import fcntl
 import hashlib
 import os
 import resource
+import select
 import signal
 import socket
 import struct
@@ -123,6 +124,7 @@ class Daemon:
         self.started = time.monotonic()
         self.last_active = time.monotonic()
         self.stopping = threading.Event()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)  # stop(): wake serve()
         self.drain_requests: list[threading.Event] = []
         # records go from the ring buffer to each run's buffer in C (capture/_relay.c)
         self.router = Router(protocol.EVENT, QUEUE_MAX)
@@ -191,7 +193,12 @@ class Daemon:
         self.poller.start()
         threading.Thread(target=self.idle_loop, name="roard-idle", daemon=True).start()
         failing = False
+        waiting = select.poll()  # a connection, or stop()'s word
+        waiting.register(srv, select.POLLIN)
+        waiting.register(self._wake_r, select.POLLIN)
         while not self.stopping.is_set():
+            if not any(fd == srv.fileno() for fd, _ in waiting.poll(1000)):
+                continue
             try:
                 conn, _ = srv.accept()
             except TimeoutError:
@@ -207,6 +214,15 @@ class Daemon:
             failing = False
             self._admit(conn)
         srv.close()
+
+    def stop(self) -> None:
+        """Stop serving (SIGTERM, SIGINT): serve() returns at once, not at its
+        next timeout."""
+        self.stopping.set()
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:  # already written: the pipe is full
+            pass
 
     def _admit(self, conn: socket.socket) -> None:
         """Serve a new connection in its own thread unless its peer's uid (or
@@ -949,7 +965,7 @@ def serve_forever(sock: Path | None = None) -> None:
     d = Daemon(sock)
 
     def stop(*_):
-        d.stopping.set()
+        d.stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
