@@ -56,3 +56,28 @@ def test_daemon_stop_with_a_run_active_interrupts_it(tmp_path):
             client.wait()
         stop_roard(proc, sock)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_the_probes_are_detached_all_at_once():
+    """Closing a tracepoint's perf event waits for RCU grace periods: one after
+    another, roard's ~80 took 3-7 s to detach (its stop, its idle detach), so
+    Probes.detach runs them at once. Each job here waits for all the others:
+    it only completes when they all run together; an error is raised after
+    every job has run."""
+    import threading
+
+    from roar.capture.probes import _all_at_once
+
+    n = 40
+    barrier = threading.Barrier(n, timeout=30)
+    done = []
+
+    def job(i):
+        barrier.wait()
+        done.append(i)
+        if i == 7:
+            raise OSError("detach failed")
+
+    with pytest.raises(OSError, match="detach failed"):
+        _all_at_once([(job, (i,)) for i in range(n)])
+    assert sorted(done) == list(range(n))
