@@ -180,3 +180,125 @@ def test_signing_and_credential_query_parameters_of_urls():
                            f"https://h/g?token={hidden('t2')}"}
     assert context.redact_argv(["https://h/search?q=token&page=2"], KEY) == [
         "https://h/search?q=token&page=2"]
+
+
+# -- rules pinned by the mutation run (docs/testing.md) ------------------------------
+
+
+def test_the_store_key_is_made_once_and_kept_in_the_store(tmp_path):
+    """Keyed hashes compare across runs of one store only if its key is made once,
+    kept (meta "redaction_key", 32 random bytes) and read back; another store
+    gets another key."""
+    from roar.record.store import Store
+
+    with Store(tmp_path / "a") as st:
+        key = context.store_key(st)
+        assert isinstance(key, bytes) and len(key) == 32
+        assert context.store_key(st) == key
+    with Store(tmp_path / "a") as st:
+        assert st.meta_get("redaction_key") == key and context.store_key(st) == key
+    with Store(tmp_path / "b") as other:
+        assert context.store_key(other) != key
+
+
+def test_an_argument_that_is_not_utf8_is_hashed_as_its_bytes():
+    """argv and env come from the kernel as bytes; undecodable ones reach the
+    rules as surrogate escapes and are hashed as the bytes they were."""
+    import hashlib
+    import hmac
+
+    assert hidden("caf\udce9") == "hmac-sha256:" + hmac.new(KEY, b"caf\xe9",
+                                                             hashlib.sha256).hexdigest()
+    assert context.redact_argv(["--password", "caf\udce9"], KEY)[1] == hidden("caf\udce9")
+
+
+def test_urls_with_an_empty_user_or_password():
+    # nothing to hide: kept as written
+    for url in ["postgres://alice:@db/x", "https://:@h/r"]:
+        assert context.redact_argv([url], KEY) == [url]
+    # a token given as the password of an empty user (https://:TOKEN@host)
+    assert context.url_without_credentials("https://:tok@h/r.git") == "https://h/r.git"
+    assert context.url_without_credentials("https://bob:@h/r.git") == "https://bob@h/r.git"
+
+
+def test_values_holding_equals_signs_are_hidden_whole():
+    """Base64 secrets end in '=': the option's or parameter's name ends at the
+    first '=', the value is all the rest."""
+    assert context.redact_argv(["--token=ab==", "--api-key=k=v"], KEY) == [
+        f"--token={hidden('ab==')}", f"--api-key={hidden('k=v')}"]
+    assert context.redact_argv(["https://h/f?sig=ab==&page=2"], KEY) == [
+        f"https://h/f?sig={hidden('ab==')}&page=2"]
+
+
+def test_an_empty_secret_option_does_not_end_the_rules():
+    assert context.redact_argv(["--token=", "--password", "pw1", "--key=pw2"], KEY) == [
+        "--token=", "--password", hidden("pw1"), f"--key={hidden('pw2')}"]
+
+
+def test_curl_user_forms():
+    """curl -u USER[:PASSWORD]: only a password is hidden, all of it (colons and
+    all), whichever way the option is written."""
+    out = context.redact_argv(["curl", "-u", "bob", "-u", "bob:", "-u", "bob:pa:ss",
+                               "-ubob:pw1", "--user=bob", "u"], KEY)
+    assert out == ["curl", "-u", "bob", "-u", "bob:", "-u", f"bob:{hidden('pa:ss')}",
+                   f"-ubob:{hidden('pw1')}", "--user=bob", "u"]
+
+
+def test_headers_given_with_equals_keep_their_names():
+    out = context.redact_argv(["wget", "--header=Authorization: Bearer t1",
+                               "--header=Accept: json", "--header=X-Api-Key:",
+                               "u"], KEY)
+    assert out == ["wget", f"--header=Authorization: {hidden('Bearer t1')}",
+                   "--header=Accept: json", "--header=X-Api-Key:", "u"]
+
+
+def test_an_option_value_holding_a_command_gets_the_argument_rules():
+    """--exec='mysql -ppw db' (find, watch, git -c alias...): the value is read
+    as a command line, not as a header."""
+    assert context.redact_argv(["runner", "--exec=mysql -ppw1 db", "--lr=0.1"], KEY) == [
+        "runner", f"--exec=mysql -p{hidden('pw1')} db", "--lr=0.1"]
+
+
+def test_short_password_options_attached_one_character_and_single_dash_names():
+    assert context.redact_argv(["mysql", "-pX", "db"], KEY) == ["mysql", f"-p{hidden('X')}", "db"]
+    # long options written with one dash (Go's flag package): -key, -api-key, -api_key
+    assert context.redact_argv(["svc", "-key", "v1", "-api-key", "v2", "-api_key", "v3"],
+                               KEY) == ["svc", "-key", hidden("v1"), "-api-key", hidden("v2"),
+                                        "-api_key", hidden("v3")]
+    # short flags and odd words stay, with what follows them
+    for argv in (["tar", "-k9", "v"], ["x", "-1key", "v"], ["x", "--", "v"], ["x", "-kv", "v"]):
+        assert context.redact_argv(argv, KEY) == argv
+
+
+def test_a_script_with_unbalanced_quotes_is_read_as_plain_words():
+    script = "mysql -ppw1 -e 'select 1"  # shlex: "No closing quotation"
+    assert context.redact_argv(["sh", "-c", script], KEY) == [
+        "sh", "-c", script.replace("pw1", hidden("pw1"))]
+
+
+def test_words_holding_other_unicode_spaces_are_one_word():
+    """A shell splits words on space, tab and newline only: a file name with a
+    no-break space (macOS screenshots: U+202F) is one word, not a script; it was
+    read as a script nested to the depth limit and hashed whole."""
+    for word in ["Screenshot 2026-12-01 at 06.20.11\u202fAM.png", "a\u00a0b", "x\u2003y"]:
+        assert context.redact_argv(["cp", word, "out"], KEY) == ["cp", word, "out"]
+        assert context.environment({"F": word}, KEY) == {"F": word}
+
+
+def _nested(levels: int) -> str:
+    """A command line nested `levels` deep: echo "echo \\"...a b...\\"" (each level
+    escapes the one inside it, so no level is found as written in its parent)."""
+    text = "a b"
+    for _ in range(levels - 1):
+        text = 'echo "' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return text
+
+
+def test_scripts_nested_deeper_than_the_limit_are_hashed_whole():
+    """Eight levels of nested command lines are read; a ninth is not: the whole
+    argument (or environment value) is then a keyed hash."""
+    eight, nine = _nested(8), _nested(9)
+    assert context.redact_argv(["sh", "-c", eight], KEY) == ["sh", "-c", eight]
+    assert context.environment({"CMD": eight}, KEY) == {"CMD": eight}
+    assert context.redact_argv(["sh", "-c", nine], KEY) == ["sh", "-c", hidden(nine)]
+    assert context.environment({"CMD": nine}, KEY) == {"CMD": hidden(nine)}

@@ -276,6 +276,10 @@ HEADER_OPTIONS = ("-H", "--header")  # curl, wget: a secret-named header's value
 SECRET_HEADER = re.compile(r"AUTH|TOKEN|KEY|SECRET|COOKIE|PASSWORD", re.I)
 ASSIGNMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.+)$", re.S)
 SHELL_OPERATORS = set(";&|()<>\n")
+# a long option written with one dash (-password, Go's -api-key / -api_key): its
+# secret-named ones take the next word as their value
+SINGLE_DASH_NAME = re.compile(r"^-[A-Za-z][A-Za-z0-9_\-]{2,}$")
+SHELL_SPACE = " \t\r\n"  # what shlex splits words on (its `whitespace`)
 _MAX_DEPTH = 8  # sh -c "bash -c 'mysql -pX'" nests; deeper strings are hashed whole
 
 
@@ -325,8 +329,7 @@ def _tokens(argv: list[str], key: bytes, depth: int) -> list[str]:
             elif a[:2] in options and len(a) > 2 and not a.startswith("--"):
                 out[i] = a[:2] + _secret_value(options[a[:2]].replace("both", "attached"),
                                                a[2:], key)
-            elif (a.startswith("--") or (len(a) > 3 and a[1:].isalpha())) \
-                    and SECRET_NAME.search(a):
+            elif (a.startswith("--") or SINGLE_DASH_NAME.match(a)) and SECRET_NAME.search(a):
                 take = "secret"  # --token VALUE, -password VALUE
             continue
         m = ASSIGNMENT.match(a)
@@ -345,7 +348,7 @@ def _script(text: str, key: bytes, depth: int) -> str:
     argument rules, and each word found secret is replaced where it stands. A
     secret that cannot be found as written (escaped or quoted in pieces) hides
     the whole text."""
-    if not any(c.isspace() for c in text):
+    if not any(c in SHELL_SPACE for c in text):  # one word to a shell (a U+202F stays)
         return text
     if depth >= _MAX_DEPTH:
         return _hidden(text, key)
