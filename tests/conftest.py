@@ -333,6 +333,30 @@ def cgroup_of(pid: int) -> Path:
     return cgroup2_mount() / rel.lstrip("/")
 
 
+def children_running(*words: bytes) -> list[int]:
+    """The pids of this process's children whose command line holds all of words
+    (a background job the code under test started and does not wait for: the
+    test reaps it, so that nothing else reaps it by surprise, as mutmut's
+    os.wait() did)."""
+    pids = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/children") as f:
+                pids += [int(p) for p in f.read().split()]
+        except OSError:
+            continue
+    out = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if all(w in argv for w in words):
+            out.append(pid)
+    return out
+
+
 def git(cwd, *args) -> str:
     """git in cwd with a throwaway identity; returns its output (stripped)."""
     return subprocess.run(["git", "-C", str(cwd), "-c", "user.email=t@e", "-c", "user.name=t",

@@ -23,14 +23,21 @@ AT_FDCWD_U64 = (-100) & (2**64 - 1)
 
 class Run:
     """A recorder over a real store; events get monotonic timestamps taken when
-    they are fed, so they order correctly against the files' real times."""
+    they are fed, so they order correctly against the files' real times.
+    `ahead` (the `ahead` fixture runs every test both ways): records of settled
+    paths are built while the run goes on (RunRecorder.prebuild, as roard does
+    when the model is idle), at each settle and before the end."""
 
-    def __init__(self, store: Store, cwd, root_fds=None):
+    ahead = False
+
+    def __init__(self, store: Store, cwd, root_fds=None, workers: int = 2, git_root=None,
+                 rules=None):
         self.store = store
-        self.run = {"id": new_run_id(), "cwd": str(cwd), "command": ["train"], "git": None,
-                    "status": "running"}
+        self.run = {"id": new_run_id(), "cwd": str(cwd), "command": ["train"],
+                    "git": {"root": str(git_root)} if git_root else None,
+                    "status": "running", **({"classify_rules": rules} if rules else {})}
         store.put_run(self.run)
-        self.rec = RunRecorder(store, self.run, ROOT, root_fds or {})
+        self.rec = RunRecorder(store, self.run, ROOT, root_fds or {}, workers=workers)
 
     def ev(self, type_, tgid=ROOT, fd=-1, ret=0, a0=0, a1=0, a2=0, flags=0, path=None,
            path2=None):
@@ -50,10 +57,14 @@ class Run:
     def settle(self, path) -> None:
         """Wait for the hash of what the run saw at its first read of path."""
         self.rec.model.paths[str(path)].early_hash.result()
+        if self.ahead:
+            self.rec.prebuild()
 
     def finish(self, status=0, interrupted=False, lost=0) -> tuple[dict, list[dict]]:
         if status is not None and ROOT in self.rec.model.live:  # it exited in its cgroup
             self.ev(E.EV_EXIT, a0=status >> 8, flags=E.EVF_EXITED)
+        if self.ahead:
+            self.rec.prebuild()
         done = self.rec.finish(status, interrupted, lost)
         return self.store.get_run(done["id"]), self.store.run_files(done["id"])
 
@@ -62,6 +73,13 @@ class Run:
 def store(tmp_path):
     with Store(tmp_path / "home") as st:
         yield st
+
+
+@pytest.fixture(autouse=True, params=[False, True], ids=["at-end", "built-ahead"])
+def ahead(request, monkeypatch):
+    """Every rule holds whether a path's records are built at the end or ahead."""
+    monkeypatch.setattr(Run, "ahead", request.param)
+    return request.param
 
 
 def by_role(files: list[dict], role: str) -> list[tuple]:
@@ -312,3 +330,322 @@ def test_lost_events_problems_and_io_uring_make_a_run_incomplete(store, tmp_path
     assert doc["incomplete_reasons"] == [
         "12 kernel events lost (ring buffer full)", "process seen without its start (1x)",
         "io_uring used: file I/O submitted through it is not traced"]
+
+
+# -- every field of the stored records (pinned by the mutation run, docs/testing.md) ----
+
+CHILD = ROOT + 1
+
+
+def _rec(path, kind, role, mode, procs, read=0, written=0, hash=None, size=None, status=None,
+         **error) -> dict:
+    """A stored file record; `error` is present only when a hash was attempted."""
+    return {"path": str(path), "kind": kind, "role": role, "mode": mode, "hash": hash,
+            "size": size, "status": status, "bytes_read": read, "bytes_written": written,
+            "processes": procs, **error}
+
+
+def test_stored_file_and_process_records_field_by_field(store, tmp_path):
+    """One run of two processes over an input, an output, a temporary file, a
+    pseudo file, the run's log and a file whose byte counts are unknown: every
+    field of every stored file and process record."""
+    data, out, scratch = tmp_path / "data.csv", tmp_path / "out.bin", tmp_path / "scratch"
+    other, log = tmp_path / "other.csv", tmp_path / "run.log"
+    data.write_bytes(b"a,b\n1,2\n")
+    other.write_bytes(b"x")
+    log.write_bytes(b"")
+    r = Run(store, tmp_path, root_fds={1: str(log), 2: str(log)})
+    r.ev(E.EV_FORK, ret=CHILD)
+    # the input: 100 bytes asked for in 3 calls, the file holds 8
+    r.ev(E.EV_OPEN, fd=3, ret=-100, path=data)
+    r.ev(E.EV_CLOSE, fd=3, ret=E.FD_READ, a0=100, a2=3 << 32)
+    r.settle(data)
+    # the output: 5 bytes in 2 calls by the first process, 3 in 1 by the second
+    r.ev(E.EV_OPEN, fd=4, ret=-100, a0=O_WRONLY_CREAT_TRUNC, path=out)
+    r.ev(E.EV_WRITE, fd=4, a0=1)
+    r.ev(E.EV_CLOSE, fd=4, ret=2, a1=5, a2=2)
+    r.ev(E.EV_OPEN, tgid=CHILD, fd=4, ret=-100, a0=0o1 | 0o2000, path=out)  # O_APPEND
+    r.ev(E.EV_WRITE, tgid=CHILD, fd=4, a0=1)
+    r.ev(E.EV_CLOSE, tgid=CHILD, fd=4, ret=2, a1=3, a2=1)
+    out.write_bytes(b"12345678")
+    r.write(scratch, fd=5)
+    r.ev(E.EV_UNLINK, fd=-100, path=scratch)
+    # a pseudo file read by both: 10 + 7 bytes, never bounded; one opened, never read
+    r.read("/proc/self/status", fd=6)
+    r.ev(E.EV_OPEN, tgid=CHILD, fd=6, ret=-100, path="/proc/self/status")
+    r.ev(E.EV_CLOSE, tgid=CHILD, fd=6, ret=1, a0=7, a2=1 << 32)
+    r.ev(E.EV_OPEN, fd=7, ret=-100, path="/proc/self/maps")
+    r.ev(E.EV_CLOSE, fd=7)
+    # read by both, the second's byte counts unknown: the file's counts are unknown
+    r.read(other, fd=8)
+    r.ev(E.EV_OPEN, tgid=CHILD, fd=8, ret=-100, path=other)
+    r.ev(E.EV_CLOSE, tgid=CHILD, fd=8, ret=1, a0=1, a2=1 << 32, flags=E.EVF_BYTES_UNKNOWN)
+    r.settle(other)
+    r.ev(E.EV_WRITE, fd=2, a0=1)
+    r.ev(E.EV_EXIT, tgid=CHILD, flags=E.EVF_EXITED)
+    doc, files = r.finish()
+    root, child = (p["key"] for p in sorted(store.run_procs(doc["id"]), key=lambda p: p["pid"]))
+    both = sorted([root, child])
+    assert files == [
+        _rec("/proc/self/status", "pseudo", "pseudo", "r", both, read=17),
+        _rec(data, "data", "input", "r", [root], read=8, hash=hash_of(b"a,b\n1,2\n"), size=8,
+             status="ok", error=None),
+        _rec(other, "data", "input", "r", both, read=None, written=None, hash=hash_of(b"x"),
+             size=1, status="ok", error=None),
+        _rec(out, "data", "output", "w", both, written=8, hash=hash_of(b"12345678"), size=8,
+             status="ok", error=None),
+        _rec(log, "data", "log", "w", [root]),
+        _rec(scratch, "data", "temporary", "w", [root], written=5),
+    ]
+    procs = {p["pid"]: p for p in store.run_procs(doc["id"])}
+
+    def pf(path, mode, read=0, written=0, rc=0, wc=0, kind="data"):
+        return {"path": str(path), "kind": kind, "mode": mode, "bytes_read": read,
+                "bytes_written": written, "read_calls": rc, "write_calls": wc}
+
+    assert procs[ROOT] == {
+        "key": root, "pid": ROOT, "ppid": None, "parent": None, "argv": ["train"],
+        "exe": None, "cwd": str(tmp_path), "exit_code": 0, "signal": None, "threads": 1,
+        "execs": 0, "argv_incomplete": False,
+        "files": [pf(data, "r", read=8, rc=3), pf(out, "w", written=5, wc=2),
+                  pf(scratch, "w", written=5, wc=1),
+                  pf("/proc/self/status", "r", read=10, rc=1, kind="pseudo"),
+                  pf(other, "r", read=1, rc=1), pf(log, "w")]}
+    assert procs[CHILD]["parent"] == root and procs[CHILD]["files"] == [
+        pf(out, "w", written=3, wc=1), pf("/proc/self/status", "r", read=7, rc=1, kind="pseudo"),
+        pf(other, "r", read=None, written=None, rc=1)]
+    assert doc["counts"] == {"inputs": 2, "outputs": 1, "env_outputs": 0, "processes": 2,
+                             "events": doc["counts"]["events"]}
+    assert doc["complete"] is True and doc["ended_at"][:4] == time.strftime("%Y")
+
+
+def test_an_output_that_cannot_be_read_at_the_end_says_why(store, tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    r = Run(store, tmp_path)
+    r.write(d / "out.bin")
+    d.rmdir()
+    d.write_bytes(b"a file where the directory was")
+    _, files = r.finish()
+    [out] = files
+    assert (out["role"], out["hash"], out["status"], out["error"]) == (
+        "output", None, "unreadable", "Not a directory")
+
+
+def _reap_filler(run_id: str) -> None:
+    """Wait for the background filler of run_id this process started, and reap it."""
+    from conftest import children_running
+
+    for pid in children_running(b"roar.cli.fill", run_id.encode()):
+        os.waitpid(pid, 0)
+
+
+def test_hashes_not_done_by_the_end_are_pending_and_filled_later(store, tmp_path):
+    """A hasher that never gets to them (no workers): the input's and the output's
+    records say pending, with the time after which a change voids the late
+    hash; the run is incomplete for it, and the background filler completes it."""
+    data, out = tmp_path / "data.csv", tmp_path / "out.bin"
+    data.write_bytes(b"v1")
+    r = Run(store, tmp_path, workers=0)
+    r.ev(E.EV_OPEN, fd=3, ret=-100, path=data)
+    r.ev(E.EV_CLOSE, fd=3, ret=1, a0=2, a2=1 << 32)
+    for _ in range(10):  # its hash never finishes: looked at again and again, never built
+        r.rec.prebuild()
+    r.write(out)
+    out.write_bytes(b"out")
+    s = r.rec.model.paths[str(data)]
+    before = time.time_ns()
+    doc, files = r.finish()
+    after = time.time_ns()
+    recs = {f["role"]: f for f in files}
+    assert {k: v for k, v in recs["input"].items() if k != "pending_bound_ns"} == _rec(
+        data, "data", "input", "r", recs["input"]["processes"], read=2, status="pending")
+    assert recs["input"]["pending_bound_ns"] == s.early_ts + r.rec.wall_offset
+    assert recs["output"]["status"] == "pending" and recs["output"]["hash"] is None
+    assert before <= recs["output"]["pending_bound_ns"] <= after
+    assert {"code": "hash_pending", "n": 2} in doc["reasons"] and doc["complete"] is False
+    deadline = time.monotonic() + 120
+    while not store.get_run(doc["id"])["complete"]:  # the filler's last step
+        assert time.monotonic() < deadline, "the background fill never happened"
+        time.sleep(0.1)
+    _reap_filler(doc["id"])
+    filled = {f["role"]: (f["status"], f["hash"]) for f in store.run_files(doc["id"])}
+    assert filled == {"input": ("ok", hash_of(b"v1")), "output": ("ok", hash_of(b"out"))}
+
+
+def test_data_where_no_early_hash_is_taken_is_hashed_at_the_end(store, tmp_path):
+    """A file under an environment location (site-packages) is never hashed at
+    its first read; a user rule that makes it data makes it an input, hashed at
+    the end. If the run also wrote it, that hash may be of its own bytes:
+    unverified."""
+    data = tmp_path / "site-packages" / "data.csv"
+    data.parent.mkdir()
+    data.write_bytes(b"rows")
+    rules = [{"kind": "data", "pattern": str(data), "source": "/etc/roar.toml"}]
+    r = Run(store, tmp_path, rules=rules)
+    r.read(data)
+    assert r.rec.model.paths[str(data)].early_hash is None
+    _, files = r.finish()
+    assert files == [_rec(data, "data", "input", "r", files[0]["processes"], read=4,
+                          hash=hash_of(b"rows"), size=4, status="ok", error=None)]
+    r = Run(store, tmp_path, rules=rules)
+    r.read(data)
+    r.write(data, flags=0o1)  # O_WRONLY, no O_CREAT
+    _, files = r.finish()
+    [inp] = [f for f in files if f["role"] == "input"]
+    assert (inp["hash"], inp["size"], inp["status"], inp["error"], inp["bytes_read"]) == (
+        None, None, "unverified", "changed by the run before it was hashed", 10)
+
+
+def test_unverified_inputs_keep_their_size_and_say_why(store, tmp_path):
+    f = tmp_path / "state.bin"
+    f.write_bytes(b"version 1")
+    r = Run(store, tmp_path)
+    r.ev(E.EV_OPEN, fd=3, ret=-100, path=f)
+    s = r.rec.model.paths[str(f)]
+    s.modified_ts = s.early_hash.result().finished_ns - 1  # rewritten before the hash ended
+    s.read = True
+    _, files = r.finish()
+    [inp] = [x for x in files if x["role"] == "input"]
+    assert (inp["size"], inp["error"]) == (
+        9, "overwritten by the run before its first version was hashed")
+    r = Run(store, tmp_path)
+    r.ev(E.EV_OPEN, fd=3, ret=-100, path=f)
+    s = r.rec.model.paths[str(f)]
+    s.early_hash.result()
+    s.early_ts -= 10_000_000_000
+    r.ev(E.EV_CLOSE, fd=3, ret=1, a0=1, a2=1 << 32)
+    _, files = r.finish()
+    [inp] = [x for x in files if x["role"] == "input"]
+    assert (inp["size"], inp["error"]) == (
+        9, "changed after the run opened it, before it was hashed")
+
+
+def test_a_file_the_run_created_and_then_read_is_not_an_input(store, tmp_path):
+    """Born at the run's O_CREAT open (within the clock slack), read, never written
+    through an fd: the run made it (a lock file, a cache it filled by other
+    means): an output, not an input."""
+    lock = tmp_path / "made.lock"
+    r = Run(store, tmp_path)
+    lock.write_bytes(b"pid 100")  # made by the open below, before the coarse clock ticked
+    r.ev(E.EV_OPEN, fd=3, ret=-100, a0=0o2 | 0o100, path=lock)  # O_RDWR|O_CREAT
+    r.ev(E.EV_CLOSE, fd=3, ret=E.FD_READ, a0=7, a2=1 << 32)
+    _, files = r.finish()
+    assert [(f["role"], f["hash"]) for f in files] == [("output", hash_of(b"pid 100"))]
+
+
+def test_a_journal_made_read_written_and_deleted_before_any_look_is_temporary(store, tmp_path):
+    """O_CREAT, read, written and unlinked before the hasher could look (sqlite's
+    -journal): the run's own scratch file, never an input."""
+    j = tmp_path / "db-journal"
+    r = Run(store, tmp_path)
+    r.ev(E.EV_OPEN, fd=3, ret=-100, a0=0o2 | 0o100, path=j)
+    r.ev(E.EV_CLOSE, fd=3, ret=E.FD_READ, a0=5, a2=1 << 32)  # read first
+    r.write(j, fd=4, flags=0o1)
+    r.ev(E.EV_UNLINK, fd=-100, path=j)
+    _, files = r.finish()
+    assert [(f["path"], f["role"]) for f in files] == [(str(j), "temporary")]
+
+
+def test_git_tracked_files_are_code_whenever_their_records_are_built(store, tmp_path):
+    from conftest import git
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "train.py").write_text("print(1)\n")
+    (repo / "notes.txt").write_text("n\n")
+    git(repo, "init", "-q")
+    git(repo, "add", "train.py")
+    git(repo, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "c")
+    r = Run(store, repo, git_root=repo)
+    r.read(repo / "train.py")
+    r.settle(repo / "train.py")
+    r.read(repo / "notes.txt", fd=4)
+    r.settle(repo / "notes.txt")
+    _, files = r.finish()
+    assert sorted((f["path"], f["kind"], f["role"]) for f in files) == [
+        (str(repo / "notes.txt"), "data", "input"), (str(repo / "train.py"), "code", "input")]
+
+
+def test_user_classification_rules_decide_whenever_records_are_built(store, tmp_path):
+    weights = tmp_path / "cache" / "w.bin"
+    weights.parent.mkdir()
+    weights.write_bytes(b"w")
+    rules = [{"kind": "env", "pattern": str(tmp_path / "cache"), "source": "/etc/roar.toml"}]
+    r = Run(store, tmp_path, rules=rules)
+    r.read(weights)
+    r.settle(weights)
+    _, files = r.finish()
+    assert [(f["kind"], f["role"], f["hash"]) for f in files] == [("env", "env", None)]
+
+
+@pytest.fixture
+def shm():
+    """Names in /dev/shm for one test, removed after it."""
+    import uuid
+
+    tag = uuid.uuid4().hex[:12]
+    made: list[str] = []
+
+    def name(n: str) -> str:
+        made.append(f"/dev/shm/{n}-{tag}")
+        return made[-1]
+
+    yield name
+    for p in made:
+        if os.path.lexists(p):
+            os.unlink(p)
+
+
+def _mapped(r: Run, path: str, fd: int, how: int, flags: int = 0o2) -> None:
+    r.ev(E.EV_OPEN, fd=fd, ret=-100, a0=flags, path=path)
+    r.ev(E.EV_MMAP, fd=fd, a0=how)
+    r.ev(E.EV_CLOSE, fd=fd)
+
+
+def test_shared_memory_the_run_made_for_itself_is_ipc(store, tmp_path, shm):
+    """/dev/shm segments the run's processes mapped, which were not there before
+    it (made at its O_CREAT open, born during it, gone before anyone looked, a
+    named semaphore): ipc, never an input or output. One there before the run,
+    or only read and written with read(2)/write(2), is a file like any other."""
+    rw = E.FD_MAP_READ | E.FD_MAP_WRITE
+    old, touched, reopened = shm("old"), shm("touched"), shm("reopened")
+    for p in (old, touched, reopened):
+        with open(p, "wb") as f:
+            f.write(b"before")
+    time.sleep(0.05)  # born well before the run (recorder.CREATE_SLACK_NS)
+    r = Run(store, tmp_path)
+    os.utime(touched)  # changed (ctime) during the run: their birth times decide
+    os.utime(reopened)
+    made, born, gone, sem, staged = (shm("made"), shm("born"), shm("gone"), shm("sem.x"),
+                                     shm("staged"))
+    with open(made, "wb") as f:
+        f.write(b"segment")
+    _mapped(r, made, 3, rw, flags=0o2 | 0o100)  # made by this O_CREAT open
+    with open(born, "wb") as f:
+        f.write(b"by a worker")
+    _mapped(r, born, 4, E.FD_MAP_READ)
+    _mapped(r, gone, 5, rw)  # never on disk when looked at
+    _mapped(r, sem, 6, E.FD_MAP_WRITE)
+    _mapped(r, old, 7, E.FD_MAP_READ)
+    r.settle(old)
+    _mapped(r, touched, 8, E.FD_MAP_READ)
+    r.settle(touched)
+    # the birth time its O_CREAT open's hash saw decides, though it is gone by the end
+    _mapped(r, reopened, 10, E.FD_MAP_READ, flags=0o2 | 0o100)
+    r.settle(reopened)
+    os.unlink(reopened)
+    r.ev(E.EV_UNLINK, fd=-100, path=reopened)
+    r.write(staged, fd=9)
+    with open(staged, "wb") as f:
+        f.write(b"staged")
+    _, files = r.finish()
+    got = {f["path"]: (f["role"], f["mode"], f["hash"]) for f in files}
+    assert got == {made: ("ipc", "rw", None), born: ("ipc", "r", None),
+                   gone: ("ipc", "rw", None), sem: ("ipc", "w", None),
+                   old: ("input", "r", hash_of(b"before")),
+                   touched: ("input", "r", hash_of(b"before")),
+                   reopened: ("input", "r", hash_of(b"before")),
+                   staged: ("output", "w", hash_of(b"staged"))}
+    [ipc] = [f for f in files if f["path"] == made]
+    assert ipc == _rec(made, "data", "ipc", "rw", ipc["processes"])
