@@ -5,6 +5,7 @@ outputs, the exit code and status of a run, and what makes a run incomplete."""
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import time
@@ -227,6 +228,14 @@ def test_stderr_file_of_the_run_is_its_log_not_an_output(store, tmp_path):
     r.ev(E.EV_WRITE, fd=2, a0=1)
     _, files = r.finish()
     assert [(f["path"], f["role"], f["hash"]) for f in files] == [(str(log), "log", None)]
+    # stdout too (`train > out.log`); any other inherited fd's file is an output
+    out, other = tmp_path / "out.log", tmp_path / "fd3.txt"
+    r = Run(store, tmp_path, root_fds={1: str(out), 3: str(other)})
+    r.ev(E.EV_WRITE, fd=1, a0=1)
+    r.ev(E.EV_WRITE, fd=3, a0=1)
+    _, files = r.finish()
+    assert sorted((f["path"], f["role"]) for f in files) == [(str(other), "output"),
+                                                             (str(out), "log")]
 
 
 # -- exit codes and status ------------------------------------------------------------
@@ -376,6 +385,9 @@ def test_stored_file_and_process_records_field_by_field(store, tmp_path):
     r.ev(E.EV_CLOSE, tgid=CHILD, fd=6, ret=1, a0=7, a2=1 << 32)
     r.ev(E.EV_OPEN, fd=7, ret=-100, path="/proc/self/maps")
     r.ev(E.EV_CLOSE, fd=7)
+    r.ev(E.EV_OPEN, fd=7, ret=-100, a0=0o1, path="/proc/self/comm")  # written, not read
+    r.ev(E.EV_WRITE, fd=7, a0=1)
+    r.ev(E.EV_CLOSE, fd=7, ret=2, a1=4, a2=1)
     # read by both, the second's byte counts unknown: the file's counts are unknown
     r.read(other, fd=8)
     r.ev(E.EV_OPEN, tgid=CHILD, fd=8, ret=-100, path=other)
@@ -386,7 +398,9 @@ def test_stored_file_and_process_records_field_by_field(store, tmp_path):
     doc, files = r.finish()
     root, child = (p["key"] for p in sorted(store.run_procs(doc["id"]), key=lambda p: p["pid"]))
     both = sorted([root, child])
+    assert gc.isenabled()  # off while the records are made, and on again
     assert files == [
+        _rec("/proc/self/comm", "pseudo", "pseudo", "w", [root], written=4),
         _rec("/proc/self/status", "pseudo", "pseudo", "r", both, read=17),
         _rec(data, "data", "input", "r", [root], read=8, hash=hash_of(b"a,b\n1,2\n"), size=8,
              status="ok", error=None),
@@ -410,6 +424,7 @@ def test_stored_file_and_process_records_field_by_field(store, tmp_path):
         "files": [pf(data, "r", read=8, rc=3), pf(out, "w", written=5, wc=2),
                   pf(scratch, "w", written=5, wc=1),
                   pf("/proc/self/status", "r", read=10, rc=1, kind="pseudo"),
+                  pf("/proc/self/comm", "w", written=4, wc=1, kind="pseudo"),
                   pf(other, "r", read=1, rc=1), pf(log, "w")]}
     assert procs[CHILD]["parent"] == root and procs[CHILD]["files"] == [
         pf(out, "w", written=3, wc=1), pf("/proc/self/status", "r", read=7, rc=1, kind="pseudo"),
@@ -649,3 +664,50 @@ def test_shared_memory_the_run_made_for_itself_is_ipc(store, tmp_path, shm):
                    staged: ("output", "w", hash_of(b"staged"))}
     [ipc] = [f for f in files if f["path"] == made]
     assert ipc == _rec(made, "data", "ipc", "rw", ipc["processes"])
+
+
+def test_a_file_saved_under_a_temporary_name_sums_both_names(store, tmp_path):
+    """Written directly, then replaced by a temporary file another process wrote
+    (an atomic save): the output's bytes and processes are both names'; bytes
+    unknown under either name are unknown."""
+    for exact in (True, False):
+        cfg, tmp = tmp_path / "config.json", tmp_path / "config.json.tmp"
+        r = Run(store, tmp_path)
+        r.ev(E.EV_FORK, ret=CHILD)
+        r.write(cfg)  # 5 bytes
+        r.ev(E.EV_OPEN, tgid=CHILD, fd=3, ret=-100, a0=O_WRONLY_CREAT_TRUNC, path=tmp)
+        r.ev(E.EV_WRITE, tgid=CHILD, fd=3, a0=1)
+        r.ev(E.EV_CLOSE, tgid=CHILD, fd=3, ret=2, a1=7, a2=1,
+             flags=0 if exact else E.EVF_BYTES_UNKNOWN)
+        tmp.write_bytes(b"new cfg")
+        os.replace(tmp, cfg)
+        r.ev(E.EV_RENAME, tgid=CHILD, fd=-100, a0=AT_FDCWD_U64, path=tmp, path2=cfg)
+        r.ev(E.EV_EXIT, tgid=CHILD, flags=E.EVF_EXITED)
+        doc, files = r.finish()
+        keys = sorted(p["key"] for p in store.run_procs(doc["id"]))
+        [out] = [f for f in files if f["role"] == "output"]
+        assert (out["path"], out["hash"]) == (str(cfg), hash_of(b"new cfg"))
+        assert (out["bytes_written"], out["processes"]) == (12 if exact else None, keys)
+
+
+def test_notes_of_the_session_are_reasons_of_the_run(store, tmp_path):
+    r = Run(store, tmp_path)
+    r.ev(E.EV_EXIT, a0=0, flags=E.EVF_EXITED)
+    doc = r.rec.finish(0, False, 0, notes=["the client went away"])
+    assert doc["complete"] is False
+    assert doc["incomplete_reasons"] == ["the client went away"]
+
+
+def test_an_input_unchanged_since_its_hash_was_cached_is_not_read_again(store, tmp_path):
+    """The store's stat cache (device, inode, size, mtime, ctime -> hash) is
+    what the recorder's hasher asks first: a cached entry is taken as is."""
+    from roar.record.store import stat_key
+
+    f = tmp_path / "big.bin"
+    f.write_bytes(b"contents")
+    store.cache_hashes([(stat_key(os.stat(f)), "c" * 32)])  # as an earlier run left it
+    r = Run(store, tmp_path)
+    r.read(f)
+    r.settle(f)
+    _, files = r.finish()
+    assert [(x["role"], x["hash"], x["status"]) for x in files] == [("input", "c" * 32, "ok")]
