@@ -444,3 +444,129 @@ def test_a_file_of_whole_progress_steps_hashes_without_a_progress_callback(tmp_p
     f = tmp_path / "one_mib"
     f.write_bytes(b"\1" * hasher.CHUNK)
     assert hash_path(str(f))[0].hash == xxhash.xxh3_128(f.read_bytes()).hexdigest()
+
+
+# -- rules pinned by the mutation run (docs/testing.md) -------------------------------
+
+
+def test_a_read_error_after_the_open_is_unreadable_with_its_reason():
+    """/proc/self/mem opens as a regular file and fails at the first read (EIO)."""
+    (res, key), before, after = _window(hash_path, "/proc/self/mem")
+    assert (res.status, res.hash, res.size, res.error, key) == (
+        "unreadable", None, None, "Input/output error", None)
+    assert before <= res.started_ns <= res.finished_ns <= after
+
+
+def test_content_that_keeps_changing_while_hashed_is_unverified(tmp_path, monkeypatch):
+    """Each pass that ends with another stat than it began with is done again;
+    after RETRIES passes the file is unverified, with its last size and why."""
+    from roar.record import hasher
+
+    monkeypatch.setattr(hasher, "PROGRESS_EVERY", hasher.CHUNK)
+    f = tmp_path / "growing.log"
+    f.write_bytes(b"x" * hasher.CHUNK)
+    passes = []
+
+    def append(done, size):  # a writer that appends while each pass reads
+        passes.append(size)
+        with open(f, "ab") as w:
+            w.write(b"y")
+
+    (res, key), before, after = _window(hash_path, str(f), progress=append)
+    assert len(passes) == hasher.RETRIES
+    assert (res.status, res.hash, res.error, key) == (
+        "unverified", None, "content kept changing while it was hashed", None)
+    assert res.size == hasher.CHUNK + hasher.RETRIES  # its size when last looked at
+    assert before <= res.started_ns <= res.finished_ns <= after
+
+
+def test_a_fifo_deeper_than_path_max_is_special_and_does_not_block(tmp_path):
+    path, fd = _deep(tmp_path)
+    try:
+        os.mkfifo("fifo", dir_fd=fd)
+    finally:
+        os.close(fd)
+    (res, _), before, after = _window(hash_path, path + "/fifo")
+    assert res.status == SPECIAL and after - before < 5e9
+
+
+def test_a_failure_inside_the_hasher_is_an_unreadable_result_and_named(tmp_path):
+    """No job waits forever when hashing raises something other than an OSError
+    (a path with a NUL byte: ValueError): its result is unreadable, and the
+    hasher's failure names it for the run's reasons; the first failure stays."""
+    h = Hasher(workers=1)
+    try:
+        res = h.submit(str(tmp_path) + "/a\0b").result(timeout=30)
+        assert (res.status, res.hash, res.error) == (
+            "unreadable", None, "the hasher failed: embedded null byte")
+        assert h.failure == "ValueError: embedded null byte"
+        h.submit(str(tmp_path) + "/c\0d").result(timeout=30)
+        assert h.failure == "ValueError: embedded null byte"
+    finally:
+        h.shutdown()
+
+
+def test_a_store_whose_cache_cannot_be_read_is_left_and_named(tmp_path):
+    """A damaged (here: closed) store: the file is hashed without the cache, the
+    store is not asked again, and the failure is named once."""
+    f = tmp_path / "f"
+    f.write_bytes(b"abc")
+    st = Store(tmp_path / "home")
+    st.close()
+    h = Hasher(st, workers=1)
+    try:
+        res = h.submit(str(f)).result(timeout=30)
+        assert (res.status, res.hash) == ("ok", xxhash.xxh3_128(b"abc").hexdigest())
+        assert h.store is None and h.failure and h.failure.startswith("Error: ")
+        first = h.failure
+        assert h.model_lookup(b"k" * 40) is None and h.failure == first
+    finally:
+        h.shutdown()
+
+
+def test_the_model_threads_lookups_share_one_read_transaction_for_a_while(tmp_path,
+                                                                          monkeypatch):
+    """model_lookup: memo first, then the store's stat cache read in one
+    transaction kept for READER_S seconds: an entry written meanwhile is a
+    miss until the transaction is renewed. A damaged store is left and named."""
+    from roar.record import hasher
+
+    st = Store(tmp_path / "home")
+    st.cache_hashes([(b"k1" * 20, "a" * 32)])
+    h = Hasher(st, workers=0)
+    try:
+        assert h.model_lookup(b"k1" * 20) == "a" * 32
+        assert h.model_lookup(b"k0" * 20) is None
+        monkeypatch.setattr(hasher, "READER_S", 3600)  # this snapshot stays
+        st.cache_hashes([(b"k2" * 20, "b" * 32)])
+        assert h.model_lookup(b"k2" * 20) is None
+        monkeypatch.setattr(hasher, "READER_S", 0.0)  # renewed at the next lookup
+        time.sleep(0.01)
+        assert h.model_lookup(b"k2" * 20) == "b" * 32
+        h._memo[b"k3" * 20] = "c" * 32  # hashed by this run: no store read at all
+        assert h.model_lookup(b"k3" * 20) == "c" * 32
+        assert h.failure is None and h.store is st
+        h.shutdown()
+        assert h._reader is None  # the transaction ends with the hasher
+        st.close()
+        h.store = st
+        assert h.model_lookup(b"k1" * 20) is None
+        assert h.store is None and h.failure.startswith("Error: ")
+        h.store = None
+        assert h.model_lookup(b"k3" * 20) == "c" * 32  # the memo still answers
+    finally:
+        h.shutdown()
+
+
+def test_hashing_threads_are_named_daemons(tmp_path):
+    """roar-hash-N (py-spy, faulthandler dumps); daemons: a hash abandoned at the
+    end of a run (shutdown without wait) never keeps the process alive."""
+    import threading
+
+    h = Hasher(workers=2)
+    try:
+        mine = [t for t in threading.enumerate() if t in h._threads]
+        assert sorted(t.name for t in mine) == ["roar-hash-0", "roar-hash-1"]
+        assert all(t.daemon for t in mine)
+    finally:
+        h.shutdown()
