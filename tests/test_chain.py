@@ -28,3 +28,73 @@ def test_the_chain_appends_from_its_last_entry(tmp_path):
     for e in entries:  # each head chains the one before
         assert e["head"] == chain._head(prev, e["home"], e["run"], e["digest"])
         prev = e["head"]
+
+
+def _stored_run(store, files: list[dict], **extra) -> dict:
+    from roar.record.ids import new_run_id
+
+    run = {"id": new_run_id(), "status": "finished", "command": ["train"], "complete": True,
+           "reasons": [], "incomplete_reasons": [], "counts": {"inputs": len(files)}, **extra}
+    store.put_run(run)
+    procs = [{"key": "k1", "pid": 1, "files": [{"path": f["path"], "kind": "data", "mode": "r",
+                                                 "bytes_read": 1, "bytes_written": 0,
+                                                 "read_calls": 1, "write_calls": 0}
+                                                for f in files]}]
+    store.finish_run(run, files, procs)
+    return run
+
+
+def _file(path: str, h: str | None, status: str = "ok") -> dict:
+    return {"path": path, "kind": "data", "bytes_read": 5, "bytes_written": 0,
+            "processes": ["k1"], "role": "input", "mode": "r", "hash": h,
+            "size": None if h is None else 5, "status": status}
+
+
+def test_verify_checks_both_digest_versions_and_late_hashes_never_read_as_edits(tmp_path):
+    """A run with no pending hash is chained by the digest of its records' stored
+    bytes (version 2); one with pending hashes, and every entry an older roar
+    chained, by version 1's canonical JSON. `roar verify` checks each; a late
+    hash filled in is not an edit; an edit is found under either version,
+    version 2 also in a field version 1 never covered (bytes read)."""
+    from roar.record.codes import Reason, reason
+    from roar.record.store import Store
+
+    with Store(tmp_path / "home") as store:
+        home = str(store.home.resolve())
+        cf = chain.ChainFile(tmp_path / "state", 0)
+        new = _stored_run(store, [_file("/d/a", _h("a")), _file("/d/b", _h("b"))])
+        late = _stored_run(store, [_file("/d/a", _h("a")), _file("/d/big", None, "pending")],
+                           complete=False, reasons=[reason(Reason.HASH_PENDING, n=1)])
+        old = _stored_run(store, [_file("/d/c", _h("c"))])
+        entries = []
+        dig, pending = chain.run_digest(store, new["id"])
+        assert pending == [] and dig == chain.digest_stored(store.get_run(new["id"]),
+                                                            *store.raw_records(new["id"]))
+        entries.append(cf.append(home, new["id"], dig, pending))
+        dig, pending = chain.run_digest(store, late["id"])
+        assert pending == ["/d/big"]
+        entries.append(cf.append(home, late["id"], dig, pending))
+        # as a roar before version 2 chained it
+        v1 = chain.digest(store.get_run(old["id"]), store.run_files(old["id"]),
+                          store.run_procs(old["id"]), [])
+        assert v1 != chain.run_digest(store, old["id"])[0]
+        entries.append(cf.append(home, old["id"], v1, []))
+        assert chain.verify(store, entries) == {"ok": True, "checked": 3, "problems": []}
+
+        # the background job fills in the late hash (roar/record/pending.py does this)
+        files = store.run_files(late["id"])
+        files[1].update(hash=_h("big"), size=9, status="ok")
+        store.index_files(late["id"], files)
+        store.replace_reasons(late["id"], {Reason.HASH_PENDING}, [])
+        assert store.get_run(late["id"])["complete"] is True
+        assert chain.verify(store, entries)["ok"]
+
+        files = store.run_files(new["id"])
+        files[0]["bytes_read"] = 4  # not in version 1's digest, in version 2's
+        store.index_files(new["id"], files)
+        files = store.run_files(old["id"])
+        files[0]["hash"] = _h("other")
+        store.index_files(old["id"], files)
+        got = chain.verify(store, entries)
+        assert not got["ok"] and sorted(p["run"] for p in got["problems"]) == sorted(
+            [new["id"], old["id"]])

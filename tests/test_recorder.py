@@ -113,5 +113,6 @@ def test_chain_digest_of_the_records_in_memory_equals_the_stored_ones(tmp_path):
             rec.model.feed(e)
         done = rec.finish(0, False, 0)
         assert any("\udcff" in f["path"] for f in rec.files) and rec.procs
-        assert (chain.run_digest(store, done["id"], rec.files, rec.procs)
+        assert rec.stored == store.raw_records(done["id"])
+        assert (chain.run_digest(store, done["id"], rec.files, rec.procs, rec.stored)
                 == chain.run_digest(store, done["id"]))

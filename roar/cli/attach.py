@@ -134,7 +134,7 @@ def attach(pid: int, name: str | None = None, policy_path: str | None = None,
     run = recorder.finish(None, False, session.lost, notes)
     session.stored()
     session.close()
-    _chain(store, run["id"], recorder.files, recorder.procs)
+    _chain(store, run["id"], recorder)
     return run
 
 

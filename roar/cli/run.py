@@ -289,7 +289,7 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
     if gate is not None:
         gate.resolve(store, run, recorder.files)
         _say(gate)
-    _chain(store, run["id"], recorder.files, recorder.procs)
+    _chain(store, run["id"], recorder)
     from roar.shared.outbox import kick
 
     problem = kick(store.home)  # the run is in the outbox already; this pushes it soon
@@ -395,11 +395,12 @@ def _size(path: str) -> int:
         return 0
 
 
-def _chain(store: Store, run_id: str, files: list[dict], procs: list[dict]) -> None:
-    """Append the stored run to the tamper-evident chain roard keeps."""
+def _chain(store: Store, run_id: str, recorder) -> None:
+    """Append the stored run to the tamper-evident chain roard keeps (from the
+    records the recorder just stored)."""
     from roar.record import chain
 
-    why = chain.append_run(store, run_id, files, procs)
+    why = chain.append_run(store, run_id, recorder.files, recorder.procs, recorder.stored)
     if why:
         print(f"roar: run {run_id} is not in the tamper-evident chain: {why}", file=sys.stderr)
 

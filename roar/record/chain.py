@@ -6,11 +6,26 @@ An entry is (store, run id, digest of the run's stored records, head), with
 head = sha256(previous head, store, run, digest). `roar verify` recomputes
 each digest from the store and compares: a record edited or deleted after
 it was chained is found. What is digested is the part of a record that is
-final when the run is stored (its identity, command, environment, timing,
-exit, git state, audit, every file record's path/role/kind/hash/size and
-every process) - fields filled in later by roar itself (tracker links, a
-training request's check, late hashes of files still pending at the end)
-are left out, so roar's own updates never read as tampering.
+final when the run is stored - fields filled in later by roar itself
+(tracker links, a training request's check, late hashes of files still
+pending at the end) are left out, so roar's own updates never read as
+tampering. Two versions of the digest:
+
+- version 2 (a run with no hash pending at its end: nothing in its file and
+  process records changes after it is stored): the run document's final part
+  as canonical JSON, and the SHA-256 of its file records' and process
+  records' stored bytes. Any byte of them edited is found, and the digest
+  costs one pass of SHA-256 over those bytes, not a canonical JSON encoding
+  of 20,000 records.
+- version 1 (every entry chained before version 2, and runs with pending
+  hashes, whose file records the late hash rewrites): canonical JSON of the
+  run document's final part, of every file record's path/role/kind/mode/hash/
+  size/status (less the late fields of pending paths) and of every process.
+
+An entry keeps its format (roard checks it, older entries stay as they are):
+its digest is version 2's or version 1's, and `roar verify` accepts the one
+that matches. Version 2 hashes a prefix of its own before anything else, so
+no set of records can give the same digest under both versions by accident.
 """
 
 from __future__ import annotations
@@ -34,6 +49,9 @@ PENDING_FILE = frozenset({"hash", "size", "status"})
 def _canon(obj) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
                       default=str).encode()
+
+
+V2_PREFIX = b"roar chain digest 2\n"
 
 
 def pending_paths(files: list[dict]) -> list[str]:
@@ -60,20 +78,37 @@ def digest(run: dict, files: list[dict], procs: list[dict], pending: list[str]) 
     return h.hexdigest()
 
 
+def digest_stored(run: dict, files_raw: bytes, procs_raw: bytes) -> str:
+    """Version 2 of the digest (see the module docstring): the run document's
+    final part, and the stored bytes of its file and process records."""
+    doc = {k: v for k, v in run.items() if k not in VOLATILE_RUN}
+    h = hashlib.sha256(V2_PREFIX)
+    h.update(hashlib.sha256(_canon(doc)).digest())
+    h.update(hashlib.sha256(files_raw).digest())
+    h.update(hashlib.sha256(procs_raw).digest())
+    return h.hexdigest()
+
+
 def run_digest(store, run_id: str, files: list[dict] | None = None,
-               procs: list[dict] | None = None) -> tuple[str, list[str]] | None:
-    """(digest, pending paths) of a run as the store holds it now. files, procs:
-    its file and process records as just stored (the recorder's), when the caller
-    has them: reading 20,000 records back costs ~50 ms. The run document is always
-    read (another writer may have added to it)."""
+               procs: list[dict] | None = None,
+               stored: tuple[bytes, bytes] | None = None) -> tuple[str, list[str]] | None:
+    """(digest, pending paths) of a run as the store holds it now: version 2
+    unless a hash is pending. files, procs: its file and process records as
+    just stored (the recorder's), and stored: their bytes in the store, when the
+    caller has them (reading 20,000 records back costs ~50 ms). The run
+    document is always read (another writer may have added to it)."""
     run = store.get_run(run_id)
     if run is None:
         return None
     if files is None:
         files = store.run_files(run_id)
+    pending = pending_paths(files)
+    if not pending:
+        files_raw, procs_raw = stored or store.raw_records(run_id)
+        return digest_stored(run, files_raw, procs_raw), pending
     if procs is None:
         procs = store.run_procs(run_id)
-    return digest(run, files, procs, []), pending_paths(files)
+    return digest(run, files, procs, pending), pending
 
 
 def _head(prev: str, home: str, run_id: str, dig: str) -> str:
@@ -165,8 +200,12 @@ def verify(store, entries: list[dict]) -> dict:
         if run is None:
             problems.append({"run": e["run"], "problem": "missing from the store (deleted)"})
             continue
-        files = store.run_files(e["run"])
-        dig = digest(run, files, store.run_procs(e["run"]), e.get("pending") or [])
+        pending = e.get("pending") or []
+        dig = None
+        if not pending:  # version 2, else version 1 (an entry chained before it)
+            dig = digest_stored(run, *store.raw_records(e["run"]))
+        if dig != e["digest"]:
+            dig = digest(run, store.run_files(e["run"]), store.run_procs(e["run"]), pending)
         if dig != e["digest"]:
             problems.append({"run": e["run"], "problem": "edited after it was stored "
                              "(its records no longer match the chain)"})
@@ -206,10 +245,11 @@ def _local_chain() -> ChainFile | None:
 
 
 def append_run(store, run_id: str, files: list[dict] | None = None,
-               procs: list[dict] | None = None) -> str | None:
+               procs: list[dict] | None = None,
+               stored: tuple[bytes, bytes] | None = None) -> str | None:
     """Chain a run just stored; returns why it could not be, or None.
-    files, procs: as run_digest takes them."""
-    got = run_digest(store, run_id, files, procs)
+    files, procs, stored: as run_digest takes them."""
+    got = run_digest(store, run_id, files, procs, stored)
     if got is None:
         return f"run {run_id} is not in the store"
     dig, pending = got

@@ -218,10 +218,10 @@ class RunRecorder:
         self.hasher.shutdown(wait=not self.pending)
         if not self.hasher.failure:  # never write into a store found damaged
             self.store.cache_hashes(self.hasher.take_new_entries())
-        self.store.finish_run(run, files, procs, encoded_files=encoded,
-                              encoded_procs=encoded_procs, index=index)
+        stored = self.store.finish_run(run, files, procs, encoded_files=encoded,
+                                       encoded_procs=encoded_procs, index=index)
         # what was stored, for the end of `roar run` (links, chain): not read back
-        self.files, self.procs = files, procs
+        self.files, self.procs, self.stored = files, procs, stored
         mark("finish: store")
         if self.pending:
             from roar.record.pending import start_fill

@@ -384,11 +384,14 @@ class Store:
     def finish_run(self, run: dict, files: list[dict], procs: list[dict],
                    encoded_files: list[bytes] | None = None,
                    encoded_procs: list[bytes] | None = None,
-                   index: list[tuple[str, bytes, bytes]] | None = None) -> None:
+                   index: list[tuple[str, bytes, bytes]] | None = None) -> tuple[bytes, bytes]:
         """Store a finished run with its file records, processes and hash indexes.
         encoded_*: the same records already encoded one by one (encode_doc);
-        index: their index_entries."""
+        index: their index_entries. Returns the file and process records' bytes
+        as stored (raw_records)."""
         rid = run["id"].encode()
+        files_raw = encode_doc(files) if encoded_files is None else _join(encoded_files)
+        procs_raw = encode_doc(procs) if encoded_procs is None else _join(encoded_procs)
 
         def fn(txn):
             # merged over the stored document: a field another writer stored
@@ -400,11 +403,11 @@ class Store:
             txn.put(rid, encode_doc(doc), db=self.dbs["runs"])
             self._index_group(txn, run)
             self._outbox(txn, rid)
-            txn.put(rid, encode_doc(procs) if encoded_procs is None else _join(encoded_procs),
-                    db=self.dbs["run_procs"])
-            self._put_files(txn, rid, files, encoded_files, index)
+            txn.put(rid, procs_raw, db=self.dbs["run_procs"])
+            self._put_files(txn, rid, files, files_raw, index)
 
         self.write(fn)
+        return files_raw, procs_raw
 
     def index_files(self, run_id: str, files: list[dict]) -> None:
         """Replace a run's file records (e.g. late hashes filled in) and index
@@ -417,10 +420,10 @@ class Store:
 
         self.write(fn)
 
-    def _put_files(self, txn, rid: bytes, files: list[dict],
-                   encoded: list[bytes] | None = None,
+    def _put_files(self, txn, rid: bytes, files: list[dict], raw: bytes | None = None,
                    entries: list[tuple[str, bytes, bytes]] | None = None) -> None:
-        raw = encode_doc(files) if encoded is None else _join(encoded)
+        if raw is None:
+            raw = encode_doc(files)
         txn.put(rid, raw, db=self.dbs["run_files"])
         # a row: path, NUL, content hash (paths never hold NUL; the hash is the
         # last HASH_LEN bytes): rows sort by path, and hash as they are
@@ -486,6 +489,14 @@ class Store:
 
     def run_procs(self, run_id: str) -> list[dict]:
         return self._get("run_procs", run_id.encode()) or []
+
+    def raw_records(self, run_id: str) -> tuple[bytes, bytes]:
+        """A run's file records and process records as the store holds their
+        bytes (b"" for none): what the chain's digest covers."""
+        key = run_id.encode()
+        with self._begin() as txn:
+            return tuple(bytes(txn.get(key, b"", db=self.dbs[db]))
+                         for db in ("run_files", "run_procs"))
 
     # typed reads: roar.record.records is imported here, not at the top (its
     # dataclasses cost milliseconds that `roar run` does not need)
