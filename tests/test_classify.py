@@ -3,6 +3,8 @@ which reads are worth hashing at open (needs_hash)."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from roar.record.classify import (
@@ -247,3 +249,114 @@ def test_explain_says_which_built_in_rule(tmp_path):
     assert explain("/repo/d.csv", "/repo", set())[0] == DATA
     assert explain("/data/d.csv") == (DATA, "outside the work tree and every environment "
                                              "location")
+
+
+# -- the per-directory facts against the rules as one regex over the whole path -----------
+
+# The built-in rules as they were written before they were split into directory and
+# name patterns (roar/record/classify.py _ENV_RULES), searched over the whole path at
+# every call: the reference the per-directory facts must agree with ("$" written
+# "\Z": a file name may end in a newline).
+_ORACLE_RULES = (
+    (r"/(?:site-packages|dist-packages)/", "installed Python packages (site-packages)"),
+    (r"/__pycache__/|\.pyc\Z", "Python byte code (.pyc)"),
+    (r"/[^/]+\.(?:egg-info|dist-info)/", "an installed distribution's metadata "
+     "(.egg-info, .dist-info)"),
+    (r"/\.pyenv/versions/", "a pyenv interpreter"),
+    (r"/\.pyenv/(?:shims|libexec|plugins)/", "pyenv's shims and scripts"),
+    (r"/envs/[^/]+/lib/", "a conda environment"),
+    (r"/\.?v?env/(?:lib|lib64|bin|include)/|/pyvenv\.cfg\Z", "a virtualenv (env/, venv/)"),
+    (r"/lib(?:32|64)?/python\d+(?:\.\d+)?/", "a Python interpreter's library"),
+    (r"/\.triton/|/\.nv/ComputeCache/|^/tmp/torchinductor_[^/]+/"
+     r"|/\.cache/(?:pip|triton|torch_extensions|fontconfig|matplotlib|numba|pycache)/",
+     "a compiler, GPU kernel or tool cache"),
+    (r"^(?:/root|/home/[^/]+)/(?:\.config|\.rustup|\.cargo|\.conda|\.npm|\.nvm|\.docker"
+     r"|\.aws|\.ssh|\.terminfo)/"
+     r"|^(?:/root|/home/[^/]+)/\.(?:condarc|gitconfig|netrc|pypirc|bashrc|zshrc|profile"
+     r"|bash_profile|inputrc|curlrc|wgetrc)\Z",
+     "a user's tool settings (~/.config, dotfiles, toolchains)"),
+)
+
+
+def _oracle_env(path: str, git_root: str | None) -> str | None:
+    import re
+
+    from roar.record import classify as C
+
+    for rx, why in _ORACLE_RULES:
+        if re.search(rx, path):
+            return why
+    venv = C.venv_root(path)
+    if venv:
+        return f"the virtualenv {venv} (it has a pyvenv.cfg)"
+    rel = C._in_tree(path, git_root)
+    if rel is not None or (git_root and path == git_root.rstrip("/")):
+        if rel == ".git" or (rel or "").startswith(".git/"):
+            return "git's own files"
+        return None
+    if path.startswith(C.SYSTEM_PREFIXES):
+        return f"a system location ({next(p for p in C.SYSTEM_PREFIXES if path.startswith(p))})"
+    if re.search(r"\.so(?:\.\d+)*\Z|/lib[^/]*\.so\.\d[^/]*\Z", path):
+        return "a shared library outside the work tree"
+    return None
+
+
+def _oracle_needs_hash(path: str) -> bool:
+    from roar.record import classify as C
+
+    return not (C.is_pseudo(path) or path.startswith(C.SYSTEM_PREFIXES)
+                or any(__import__("re").search(rx, path) for rx, _ in _ORACLE_RULES)
+                or C.in_venv(path))
+
+
+# path components the rules look for, and near misses
+_PARTS = ["site-packages", "dist-packages", "__pycache__", "x.pyc", "a.py", "pyvenv.cfg",
+          "m.egg-info", "n.dist-info", ".egg-info", ".pyenv", "versions", "shims", "libexec",
+          "plugins", "envs", "t", "lib", "lib32", "lib64", "bin", "include", "env", "venv",
+          ".venv", ".env", "vv", "python3", "python3.11", "pythonx", ".triton", ".nv",
+          "ComputeCache", "tmp", "torchinductor_u", ".cache", "pip", "numba", "root", "home",
+          "u", ".config", ".ssh", ".bashrc", ".gitconfig", ".profile", "usr", "etc", "var",
+          "opt", "conda", "snap", "proc", "dev", "shm", "libfoo.so.1", "a.so", "libLLVM.so.2x",
+          "b.so.1.2", ".so", "repo", ".git", "data", "f\n", "x.pyc\n", "\udcff", "", "."]
+
+
+def _check_paths(paths, venvs=()):
+    from roar.record import classify as C
+
+    for path in paths:
+        for git_root in (None, "/repo", "/repo/", "/home/u", *venvs):
+            assert C._builtin_env(path, git_root) == _oracle_env(path, git_root), (path, git_root)
+        assert C.needs_hash(path) == _oracle_needs_hash(path), path
+
+
+def test_directory_facts_agree_with_the_rules_over_the_whole_path(tmp_path):
+    """classify keeps what a directory's path says (environment locations, a
+    virtualenv, system prefixes) per directory and matches only file names per
+    path: the reasons and needs_hash must be those of the rules searched over the
+    whole path, for generated paths (every component the rules look for, in any
+    order, a virtualenv with its pyvenv.cfg among them) and for the real files of
+    this interpreter and the system's libraries."""
+    import sys
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    venv = tmp_path / "v"
+    (venv / "lib").mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text("home = /usr\n")
+    parts = st.lists(st.sampled_from(_PARTS + [str(venv)[1:]]), min_size=0, max_size=7)
+
+    @settings(max_examples=1000, deadline=None)
+    @given(parts)
+    def generated(names):
+        _check_paths(["/" + "/".join(names)], venvs=(str(venv),))
+
+    generated()
+    real = []
+    for base in (sys.prefix, "/usr/lib", "/etc", "/root"):
+        for dirpath, dirnames, filenames in os.walk(base):
+            real += [os.path.join(dirpath, f) for f in filenames[:20]]
+            if len(real) > 8000:
+                break
+    assert len(real) > 1000
+    _check_paths(real)

@@ -29,37 +29,53 @@ PSEUDO_PREFIXES = ("/proc/", "/sys/", "/dev/")
 SYSTEM_PREFIXES = ("/usr/", "/lib/", "/lib32/", "/lib64/", "/libx32/", "/bin/", "/sbin/",
                    "/etc/", "/var/lib/", "/var/cache/", "/run/", "/opt/conda/", "/nix/store/",
                    "/snap/")
-# the built-in environment patterns, each with the reason `--explain` gives
+# The built-in environment rules, each with the reason `--explain` gives. A rule
+# is one or more (directory, name) patterns: it matches a path when, for one of
+# them, the directory pattern is found in the path's directory (everything up to
+# and including its last "/"; None: any directory) and the name pattern is the
+# whole file name after that "/" (None: any name). A path's directory is looked
+# at once per directory (_dir_facts), however many files of it a run reads; only
+# the name patterns are matched per path.
+_HOME = r"^(?:/root|/home/[^/]+)/"
 _ENV_RULES = (
-    (r"/(?:site-packages|dist-packages)/", "installed Python packages (site-packages)"),
-    (r"/__pycache__/|\.pyc$", "Python byte code (.pyc)"),
+    ("installed Python packages (site-packages)",
+     ((r"/(?:site-packages|dist-packages)/", None),)),
+    ("Python byte code (.pyc)", ((r"/__pycache__/", None), (None, r".*\.pyc"))),
     # what pip reads to know what is installed, also an editable install's
     # PROJECT.egg-info in its own work tree
-    (r"/[^/]+\.(?:egg-info|dist-info)/", "an installed distribution's metadata "
-     "(.egg-info, .dist-info)"),
-    (r"/\.pyenv/versions/", "a pyenv interpreter"),
+    ("an installed distribution's metadata (.egg-info, .dist-info)",
+     ((r"/[^/]+\.(?:egg-info|dist-info)/", None),)),
+    ("a pyenv interpreter", ((r"/\.pyenv/versions/", None),)),
     # pyenv's shims and its own scripts run before every pyenv python starts
-    (r"/\.pyenv/(?:shims|libexec|plugins)/", "pyenv's shims and scripts"),
-    (r"/envs/[^/]+/lib/", "a conda environment"),
-    (r"/\.?v?env/(?:lib|lib64|bin|include)/|/pyvenv\.cfg$", "a virtualenv (env/, venv/)"),
-    (r"/lib(?:32|64)?/python\d+(?:\.\d+)?/", "a Python interpreter's library"),
+    ("pyenv's shims and scripts", ((r"/\.pyenv/(?:shims|libexec|plugins)/", None),)),
+    ("a conda environment", ((r"/envs/[^/]+/lib/", None),)),
+    ("a virtualenv (env/, venv/)",
+     ((r"/\.?v?env/(?:lib|lib64|bin|include)/", None), (None, r"pyvenv\.cfg"))),
+    ("a Python interpreter's library", ((r"/lib(?:32|64)?/python\d+(?:\.\d+)?/", None),)),
     # compiler and GPU kernel caches: rebuilt from code, never training data
-    (r"/\.triton/|/\.nv/ComputeCache/|^/tmp/torchinductor_[^/]+/"
-     r"|/\.cache/(?:pip|triton|torch_extensions|fontconfig|matplotlib|numba|pycache)/",
-     "a compiler, GPU kernel or tool cache"),
+    ("a compiler, GPU kernel or tool cache",
+     ((r"/\.triton/|/\.nv/ComputeCache/|^/tmp/torchinductor_[^/]+/"
+       r"|/\.cache/(?:pip|triton|torch_extensions|fontconfig|matplotlib|numba|pycache)/",
+       None),)),
     # a user's tool settings and toolchains: they change how programs behave,
     # they are not what the programs process
-    (r"^(?:/root|/home/[^/]+)/(?:\.config|\.rustup|\.cargo|\.conda|\.npm|\.nvm|\.docker"
-     r"|\.aws|\.ssh|\.terminfo)/"
-     r"|^(?:/root|/home/[^/]+)/\.(?:condarc|gitconfig|netrc|pypirc|bashrc|zshrc|profile"
-     r"|bash_profile|inputrc|curlrc|wgetrc)$",
-     "a user's tool settings (~/.config, dotfiles, toolchains)"),
+    ("a user's tool settings (~/.config, dotfiles, toolchains)",
+     ((_HOME + r"(?:\.config|\.rustup|\.cargo|\.conda|\.npm|\.nvm|\.docker|\.aws|\.ssh"
+       r"|\.terminfo)/", None),
+      (_HOME + r"\Z", r"\.(?:condarc|gitconfig|netrc|pypirc|bashrc|zshrc|profile"
+       r"|bash_profile|inputrc|curlrc|wgetrc)"))),
 )
-_ENV_PARTS = re.compile("|".join(f"(?:{p})" for p, _ in _ENV_RULES))
-_ENV_EACH = tuple((re.compile(p), why) for p, why in _ENV_RULES)
+# each rule's (directory, name) patterns compiled; names match the whole name,
+# which may hold any character but "/" (a newline too)
+_ENV_EACH = tuple(
+    (why, tuple((d and re.compile(d), n and re.compile(n, re.S)) for d, n in alts))
+    for why, alts in _ENV_RULES)
+# whether any rule matches by its directory alone (the common "no" at one search)
+_ENV_DIRS = re.compile("|".join(f"(?:{d})" for _, alts in _ENV_RULES for d, n in alts
+                                if d and not n))
 # shared libraries are environment wherever they live, unless in the work tree;
-# versions may carry any suffix (libLLVM.so.22.1-rust-1.95.0-stable)
-_SHARED_LIB = re.compile(r"\.so(?:\.\d+)*$|/lib[^/]*\.so\.\d[^/]*$")
+# versions may carry any suffix (libLLVM.so.22.1-rust-1.95.0-stable): a file name
+_SHARED_LIB = re.compile(r".*\.so(?:\.\d+)*|lib.*\.so\.\d.*", re.S)
 # a virtualenv is wherever a pyvenv.cfg sits above bin/, lib/ or include/,
 # whatever the directory is called
 _VENV_PART = re.compile(r"/(?:bin|lib|lib64|include)/")
@@ -112,21 +128,77 @@ def _in_tree(path: str, git_root: str | None) -> str | None:
     return None
 
 
+class _DirFacts:
+    """What the built-in rules say of one directory (with its trailing "/"),
+    whatever file of it is asked about: every pattern looked at here only
+    matches text ending in "/" (or, for the home directory, the directory
+    whole), so it matches a path exactly when it matches the path's directory."""
+
+    __slots__ = ("env", "names", "any_name", "venv", "system")
+
+    def __init__(self, d: str):
+        self.env = None  # the first rule matching by the directory alone
+        names = []  # (why, name pattern) of rules before it that a name may match here
+        if _ENV_DIRS.search(d):
+            self.env = next(why for why, alts in _ENV_EACH
+                            if any(dp and not n and dp.search(d) for dp, n in alts))
+        for why, alts in _ENV_EACH:
+            if why == self.env:
+                break
+            names += [(why, n) for dp, n in alts if n and (dp is None or dp.search(d))]
+        self.names = tuple(names)
+        self.any_name = _names_re(tuple(n.pattern for _, n in names)) if names else None
+        self.venv = venv_root(d)
+        self.system = next((p for p in SYSTEM_PREFIXES if d.startswith(p)), None)
+
+
+@functools.lru_cache(maxsize=64)
+def _names_re(patterns: tuple[str, ...]) -> re.Pattern:
+    return re.compile("|".join(f"(?:{p})" for p in patterns), re.S)
+
+
+_DIRS: dict[str, _DirFacts] = {}
+DIRS_KEPT = 65536  # directories remembered (a run's dataset may span many)
+
+
+def _dir_facts(d: str) -> _DirFacts:
+    f = _DIRS.get(d)
+    if f is None:
+        if len(_DIRS) >= DIRS_KEPT:
+            _DIRS.clear()
+        f = _DIRS[d] = _DirFacts(d)
+    return f
+
+
+def _split(path: str) -> tuple[_DirFacts, str]:
+    """The facts of the path's directory, and its file name."""
+    i = path.rfind("/") + 1
+    return _dir_facts(path[:i]), path[i:]
+
+
+def _env_rule(facts: _DirFacts, name: str) -> str | None:
+    """Why a built-in environment rule makes this path environment, if one does."""
+    if facts.any_name is not None and facts.any_name.fullmatch(name):
+        return next(why for why, n in facts.names if n.fullmatch(name))
+    return facts.env
+
+
 def _builtin_env(path: str, git_root: str | None) -> str | None:
     """Why path is environment by the built-in rules (None: it is not)."""
-    if _ENV_PARTS.search(path):
-        return next(why for rx, why in _ENV_EACH if rx.search(path))
-    venv = venv_root(path)
-    if venv:
-        return f"the virtualenv {venv} (it has a pyvenv.cfg)"
+    facts, name = _split(path)
+    why = _env_rule(facts, name)
+    if why is not None:
+        return why
+    if facts.venv:
+        return f"the virtualenv {facts.venv} (it has a pyvenv.cfg)"
     rel = _in_tree(path, git_root)
     if rel is not None or (git_root and path == git_root.rstrip("/")):
         if rel == ".git" or (rel or "").startswith(".git/"):
             return "git's own files"
         return None  # in the work tree: never environment by location alone
-    if path.startswith(SYSTEM_PREFIXES):
-        return f"a system location ({next(p for p in SYSTEM_PREFIXES if path.startswith(p))})"
-    if _SHARED_LIB.search(path):
+    if facts.system:
+        return f"a system location ({facts.system})"
+    if _SHARED_LIB.fullmatch(name):
         return "a shared library outside the work tree"
     return None
 
@@ -139,8 +211,10 @@ def is_environment(path: str, git_root: str | None = None) -> bool:
 def needs_hash(path: str) -> bool:
     """Whether a read of this path may be a data or code input worth hashing
     (a shared library in the work tree is code: hashed too)."""
-    return not (is_pseudo(path) or path.startswith(SYSTEM_PREFIXES)
-                or _ENV_PARTS.search(path) or in_venv(path))
+    if is_pseudo(path):
+        return False
+    facts, name = _split(path)
+    return not (facts.system or facts.venv or _env_rule(facts, name))
 
 
 # -- the user's rules --------------------------------------------------------------
