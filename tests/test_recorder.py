@@ -85,6 +85,11 @@ def test_records_built_ahead_equal_records_built_at_the_end(tmp_path):
     assert files_ahead == files_end
     # file records and process records byte for byte, and the same hash index rows
     assert raw_ahead == raw_end
+    from roar.record import codes
+
+    assert codes.compiled_encode is not None  # the compiled encoder wrote them: the json
+    for raw in raw_end[:2]:                   # module's bytes
+        assert raw == codes._ENCODER.encode(codes.decode(raw)).encode()
     assert len(raw_end[2]) == 3 and len(raw_end[3]) == 1  # inputs a, d, e; output b (the
     # synthetic "out" is not on disk: no hash, no row)
     by_path = {(f["path"], f["role"]): f for f in files_ahead}

@@ -149,3 +149,71 @@ def test_request_run_keeps_its_tracker_links(roar):
     shown = roar.json("show", run_id)
     assert shown["request"] == doc["id"]
     assert [(x["tracker"], x["id"]) for x in shown["links"]] == [("wandb", "a1b2c3d4")]
+
+
+# -- the compiled encoder (roar/record/_cmodel.c encode_json) ------------------------------
+
+
+class _Str(str):
+    pass
+
+
+class _Int(int):
+    pass
+
+
+class _Dict(dict):
+    pass
+
+
+def _json_values():
+    from hypothesis import strategies as st
+
+    scalars = (st.none() | st.booleans() | st.integers() | st.integers(-2**80, 2**80)
+               | st.floats(allow_nan=True, allow_infinity=True)
+               | st.text() | st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x7f))
+               | st.sampled_from(["\udcff", "a\udcffb", "\U0001f600", "\x7f", "\x00\x1f", "\\\""])
+               | st.sampled_from(list(Role) + list(RunStatus)) | st.builds(_Str, st.text())
+               | st.builds(_Int, st.integers()))
+    return st.recursive(scalars, lambda inner: (
+        st.lists(inner, max_size=4) | st.tuples(inner, inner)
+        | st.dictionaries(st.text() | st.builds(_Str, st.text()), inner, max_size=4)),
+        max_leaves=30)
+
+
+def test_the_compiled_encoder_writes_the_json_modules_bytes():
+    """`roar run` encodes its records with roar/record/_cmodel.c's encode_json
+    (codes.encode): for every JSON document it takes (nested dicts, lists,
+    tuples, every kind of str and int, floats with NaN and infinities, enums,
+    surrogate escapes of undecodable paths) its bytes are the json module's;
+    what it leaves to the json module (a dict subclass, a key that is not a
+    str, another type, a document nested deeper than 64) it answers None, and
+    codes.encode gives the json module's bytes or error."""
+    from hypothesis import given, settings
+
+    from roar.record import codes
+    from roar.record.runmodel import _cmodel
+
+    assert _cmodel is not None and codes.compiled_encode is _cmodel.encode_json
+
+    def py(obj) -> bytes:
+        return codes._ENCODER.encode(obj).encode()
+
+    @settings(max_examples=800, deadline=None)
+    @given(_json_values())
+    def same(obj):
+        assert _cmodel.encode_json(obj) == py(obj)
+        assert encode(obj) == py(obj)
+
+    same()
+    deep: list = []
+    for _ in range(70):
+        deep = [deep]
+    for obj in ({1: "a"}, {"a": {(1, 2): 3}}, _Dict(a=1), [1, {2.5}], 1.5j, deep, [_Dict()]):
+        assert _cmodel.encode_json(obj) is None
+    assert encode({1: "a", None: 2}) == py({1: "a", None: 2}) == b'{"1":"a","null":2}'
+    assert encode(deep) == py(deep)
+    with pytest.raises(TypeError):
+        encode({"a": {1, 2}})
+    run = Run(id="R1", status=RunStatus.FINISHED, command=["python", "tr\udcffain.py"])
+    assert encode(run) == py(run.to_doc())

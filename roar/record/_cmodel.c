@@ -16,6 +16,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -2121,9 +2122,192 @@ static PyObject *attr(const char *module, const char *name)
     return r;
 }
 
+/* -- the store's JSON encoder ---------------------------------------------------
+ *
+ * codes.encode's bytes, compiled: json.JSONEncoder(separators=(",", ":"),
+ * ensure_ascii=True) for what records hold (dicts with str keys, lists, tuples,
+ * str, int, float, True, False, None, and str and int subclasses such as enums).
+ * Anything else (a dict subclass, a key that is not a str, another type, a very
+ * deep document) returns None and codes.encode uses the json module, so the
+ * bytes and the errors are always that encoder's (tests/test_records.py compares
+ * them on generated documents, tests/test_recorder.py on a run's stored records). */
+
+typedef struct {
+    char *p;
+    Py_ssize_t n, cap;
+} JBuf;
+
+#define JSON_DEPTH 64
+
+static int jb_reserve(JBuf *b, Py_ssize_t more)
+{
+    if (b->n + more <= b->cap)
+        return 0;
+    Py_ssize_t cap = b->cap ? b->cap : 256;
+    while (cap < b->n + more)
+        cap *= 2;
+    char *p = PyMem_Realloc(b->p, cap);
+    if (!p) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+static int jb_put(JBuf *b, const char *s, Py_ssize_t n)
+{
+    if (jb_reserve(b, n) < 0)
+        return -1;
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    return 0;
+}
+
+static int jb_ascii(JBuf *b, PyObject *str) /* a str known to be ASCII (a repr) */
+{
+    Py_ssize_t n;
+    const char *s = PyUnicode_AsUTF8AndSize(str, &n);
+    return s ? jb_put(b, s, n) : -1;
+}
+
+static const char HEX[] = "0123456789abcdef";
+
+static void jb_u(JBuf *b, Py_UCS4 c)
+{
+    char *o = b->p + b->n;
+    o[0] = '\\', o[1] = 'u', o[2] = HEX[(c >> 12) & 15], o[3] = HEX[(c >> 8) & 15];
+    o[4] = HEX[(c >> 4) & 15], o[5] = HEX[c & 15];
+    b->n += 6;
+}
+
+static int jb_str(JBuf *b, PyObject *s)
+{
+    Py_ssize_t len = PyUnicode_GET_LENGTH(s);
+    int kind = PyUnicode_KIND(s);
+    const void *data = PyUnicode_DATA(s);
+    if (jb_reserve(b, len * 12 + 2) < 0) /* at worst a surrogate pair per character */
+        return -1;
+    char *o = b->p;
+    Py_ssize_t n = b->n;
+    o[n++] = '"';
+    for (Py_ssize_t i = 0; i < len; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (c >= ' ' && c <= '~' && c != '\\' && c != '"') {
+            o[n++] = (char)c;
+            continue;
+        }
+        o[n++] = '\\';
+        switch (c) {
+        case '\\': o[n++] = '\\'; continue;
+        case '"': o[n++] = '"'; continue;
+        case '\b': o[n++] = 'b'; continue;
+        case '\f': o[n++] = 'f'; continue;
+        case '\n': o[n++] = 'n'; continue;
+        case '\r': o[n++] = 'r'; continue;
+        case '\t': o[n++] = 't'; continue;
+        }
+        n--;
+        b->n = n;
+        if (c >= 0x10000) {
+            c -= 0x10000;
+            jb_u(b, 0xd800 | ((c >> 10) & 0x3ff));
+            jb_u(b, 0xdc00 | (c & 0x3ff));
+        } else {
+            jb_u(b, c);
+        }
+        n = b->n;
+    }
+    o[n++] = '"';
+    b->n = n;
+    return 0;
+}
+
+/* 1: written; 0: not this encoder's (the caller uses the json module); -1: error */
+static int jb_obj(JBuf *b, PyObject *o, int depth)
+{
+    if (o == Py_None)
+        return jb_put(b, "null", 4) < 0 ? -1 : 1;
+    if (o == Py_True)
+        return jb_put(b, "true", 4) < 0 ? -1 : 1;
+    if (o == Py_False)
+        return jb_put(b, "false", 5) < 0 ? -1 : 1;
+    if (PyUnicode_Check(o))
+        return jb_str(b, o) < 0 ? -1 : 1;
+    if (PyLong_Check(o) || PyFloat_CheckExact(o)) {
+        PyObject *r;
+        if (PyLong_Check(o)) {
+            r = PyLong_Type.tp_repr(o);
+        } else {
+            double d = PyFloat_AS_DOUBLE(o);
+            if (!isfinite(d)) {
+                const char *t = isnan(d) ? "NaN" : d > 0 ? "Infinity" : "-Infinity";
+                return jb_put(b, t, strlen(t)) < 0 ? -1 : 1;
+            }
+            r = PyFloat_Type.tp_repr(o);
+        }
+        if (!r)
+            return -1;
+        int rc = jb_ascii(b, r);
+        Py_DECREF(r);
+        return rc < 0 ? -1 : 1;
+    }
+    if (depth >= JSON_DEPTH)
+        return 0;
+    if (PyList_CheckExact(o) || PyTuple_CheckExact(o)) {
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(o);
+        PyObject **items = PySequence_Fast_ITEMS(o);
+        if (jb_put(b, "[", 1) < 0)
+            return -1;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (i && jb_put(b, ",", 1) < 0)
+                return -1;
+            /* a list may change under us only through code run by a repr: none here */
+            int rc = jb_obj(b, items[i], depth + 1);
+            if (rc <= 0)
+                return rc;
+        }
+        return jb_put(b, "]", 1) < 0 ? -1 : 1;
+    }
+    if (PyDict_CheckExact(o)) {
+        Py_ssize_t pos = 0, i = 0;
+        PyObject *k, *v;
+        if (jb_put(b, "{", 1) < 0)
+            return -1;
+        while (PyDict_Next(o, &pos, &k, &v)) {
+            if (!PyUnicode_Check(k))
+                return 0;
+            if ((i++ && jb_put(b, ",", 1) < 0) || jb_str(b, k) < 0 || jb_put(b, ":", 1) < 0)
+                return -1;
+            int rc = jb_obj(b, v, depth + 1);
+            if (rc <= 0)
+                return rc;
+        }
+        return jb_put(b, "}", 1) < 0 ? -1 : 1;
+    }
+    return 0;
+}
+
+static PyObject *encode_json(PyObject *self, PyObject *o)
+{
+    JBuf b = {NULL, 0, 0};
+    int rc = jb_obj(&b, o, 0);
+    PyObject *out = rc > 0 ? PyBytes_FromStringAndSize(b.p, b.n) : NULL;
+    PyMem_Free(b.p);
+    if (rc == 0)
+        Py_RETURN_NONE;
+    return out;
+}
+
+static PyMethodDef module_methods[] = {
+    {"encode_json", encode_json, METH_O,
+     "encode_json(obj) -> bytes, or None: codes.encode's JSON, compiled (see _cmodel.c)."},
+    {NULL}};
+
 static struct PyModuleDef moddef = {
     PyModuleDef_HEAD_INIT, "roar.record._cmodel",
-    "The process model (roar/record/model.py), compiled: see _cmodel.c.", -1, NULL};
+    "The process model (roar/record/model.py), compiled: see _cmodel.c.", -1, module_methods};
 
 #define INTERN(v, s) if (!(v = PyUnicode_InternFromString(s))) return NULL
 

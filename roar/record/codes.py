@@ -145,13 +145,25 @@ def from_sentence(text: str) -> dict:
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
 
 
+# The same bytes, compiled (roar/record/_cmodel.c encode_json: None for what it
+# leaves to the json module); set by roar/record/runmodel.py when it loads the
+# compiled module (`roar run`, ~2 encodings per traced file). The query commands
+# encode little and do not load it.
+compiled_encode = None
+
+
 def encode(obj) -> bytes:
     """A record (or a document, or a list of them) as stored: compact,
     ASCII-only JSON (paths that are not UTF-8 are kept as \\udcXX escapes)."""
-    if hasattr(obj, "to_doc"):  # a typed record (roar.record.records)
-        obj = obj.to_doc()
-    elif isinstance(obj, list) and obj and hasattr(obj[0], "to_doc"):
-        obj = [r.to_doc() for r in obj]
+    if type(obj) is not dict:
+        if hasattr(obj, "to_doc"):  # a typed record (roar.record.records)
+            obj = obj.to_doc()
+        elif isinstance(obj, list) and obj and hasattr(obj[0], "to_doc"):
+            obj = [r.to_doc() for r in obj]
+    if compiled_encode is not None:
+        out = compiled_encode(obj)
+        if out is not None:
+            return out
     return _ENCODER.encode(obj).encode()
 
 

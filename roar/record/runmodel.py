@@ -42,6 +42,11 @@ else:
 
 COMPILED = _cmodel is not None and not FORCED_PYTHON
 
+if _cmodel is not None:  # the store's JSON encoder, compiled (the same bytes)
+    from roar.record import codes
+
+    codes.compiled_encode = _cmodel.encode_json
+
 if COMPILED:
     from roar.record._cmodel import FdEntry, OpenFile, RunModel
 else:
