@@ -1,7 +1,8 @@
 /* emit.h - getting records to userspace: the ring buffer, batched wakeups,
  * per-run loss counters, and the per-CPU buffer for records with paths.
  *
- * Built by BCC with -DRINGBUF_PAGES=<pages>.
+ * Built by BCC with -DRINGBUF_PAGES=<pages> and the flags of
+ * roar.capture.features.compile_flags() (what this kernel accepts).
  */
 #ifndef ROAR_EMIT_H
 #define ROAR_EMIT_H
@@ -63,7 +64,15 @@ static __always_inline u64 wake_flag(void)
     u64 *n = emitted.lookup(&zero);
     if (!n)
         return 0;
+#if HAVE_ATOMIC_FETCH
     u64 seq = __sync_fetch_and_add(n, 1);
+#else
+    /* 5.10's verifier has no atomic fetch-and-add ("BPF_STX uses reserved
+     * fields"): read, then add. Two CPUs may read the same count, for a wakeup
+     * more or less, which the consumer's poll timeout covers. */
+    u64 seq = *n;
+    __sync_fetch_and_add(n, 1);
+#endif
     return (seq & (WAKE_EVERY - 1)) == 0 ? RB_FORCE_WAKEUP : RB_NO_WAKEUP;
 }
 

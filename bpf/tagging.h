@@ -47,16 +47,51 @@ static __always_inline void procs_changed(void)
         __sync_fetch_and_add(g, 1);
 }
 
+#if !HAVE_ANCESTOR_CGROUP_HELPER
+/* Kernels whose tracepoint programs cannot call bpf_get_current_ancestor_cgroup_id
+ * (Debian 11's 5.10): the same ids, read where that helper reads them, from the
+ * task's default-hierarchy cgroup and its ancestor_ids[] (5.10 to 6.0), at the
+ * offsets the running kernel's BTF gives (-DOFF_*, roar.capture.btf). Not through
+ * the headers: BCC's own uapi bpf.h makes struct cgroup_bpf, and so the offset of
+ * ancestor_ids[], larger than 5.10's. Compiled only there
+ * (-DHAVE_ANCESTOR_CGROUP_HELPER=0, from roar.capture.features). */
+static __always_inline u64 read_kernel_u64(const void *base, u64 off)
+{
+    u64 v = 0;
+    bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
+    return v;
+}
+
+static __always_inline const void *current_dfl_cgroup(int *depth)
+{
+    const void *task = (const void *)bpf_get_current_task();
+    const void *cset = (const void *)read_kernel_u64(task, OFF_TASK_CGROUPS);
+    const void *cgrp = cset ? (const void *)read_kernel_u64(cset, OFF_CSS_SET_DFL_CGRP) : 0;
+    *depth = -1;
+    if (cgrp)
+        bpf_probe_read_kernel(depth, sizeof(*depth), (const char *)cgrp + OFF_CGROUP_LEVEL);
+    return cgrp;
+}
+#endif
+
 /* The run cgroup this task belongs to (itself or an ancestor), or 0: one
  * ancestor lookup per level in use. The deepest tagged ancestor wins: a run
  * started inside another run is recorded by the inner one. */
 static __always_inline u64 resolve_run(u64 m)
 {
+#if !HAVE_ANCESTOR_CGROUP_HELPER
+    int depth;
+    const void *cgrp = current_dfl_cgroup(&depth);
+#endif
 #pragma unroll
     for (int level = ROAR_TAG_LEVELS - 1; level > 0; level--) {
         if (!(m & (1ULL << level)))
             continue;
+#if HAVE_ANCESTOR_CGROUP_HELPER
         u64 cg = bpf_get_current_ancestor_cgroup_id(level);
+#else
+        u64 cg = level <= depth ? read_kernel_u64(cgrp, OFF_CGROUP_ANCESTOR_IDS + 8 * level) : 0;
+#endif
         if (cg && tagged.lookup(&cg))
             return cg;
     }

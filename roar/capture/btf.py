@@ -79,23 +79,44 @@ def _offset(members, tid: int, field: str) -> int | None:
     return None
 
 
-@lru_cache(maxsize=1)
-def offsets(path: str = VMLINUX) -> dict[str, int] | None:
-    """FIELDS' offsets in the running kernel; None when BTF is missing or
-    lacks one of them."""
+# what bpf/tagging.h reads on kernels whose tracepoints cannot call
+# bpf_get_current_ancestor_cgroup_id (5.10: struct cgroup still has ancestor_ids[])
+CGROUP_FIELDS = {
+    "OFF_TASK_CGROUPS": ("task_struct", "cgroups"),
+    "OFF_CSS_SET_DFL_CGRP": ("css_set", "dfl_cgrp"),
+    "OFF_CGROUP_LEVEL": ("cgroup", "level"),
+    "OFF_CGROUP_ANCESTOR_IDS": ("cgroup", "ancestor_ids"),
+}
+
+
+def _offsets(path: str, fields: dict) -> dict[str, int] | None:
     try:
         with open(path, "rb") as f:
             names, members = _parse(f.read())
     except (OSError, ValueError, struct.error):
         return None
     out = {}
-    for define, (struct_name, field) in FIELDS.items():
+    for define, (struct_name, field) in fields.items():
         tid = names.get(struct_name)
         off = _offset(members, tid, field) if tid is not None else None
         if off is None:
             return None
         out[define] = off
     return out
+
+
+@lru_cache(maxsize=1)
+def offsets(path: str = VMLINUX) -> dict[str, int] | None:
+    """FIELDS' offsets in the running kernel; None when BTF is missing or
+    lacks one of them."""
+    return _offsets(path, FIELDS)
+
+
+@lru_cache(maxsize=1)
+def cgroup_offsets(path: str = VMLINUX) -> dict[str, int] | None:
+    """CGROUP_FIELDS' offsets in the running kernel (None on kernels without
+    ancestor_ids[], 6.1 and later, where the helper is there anyway)."""
+    return _offsets(path, CGROUP_FIELDS)
 
 
 def compile_flags() -> list[str]:

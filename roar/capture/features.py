@@ -49,6 +49,7 @@ class Feature:
     detail: str
     fix: str = ""
     required: bool = True
+    available: bool = True  # False: ok only through a fallback (see detail)
 
     def line(self) -> str:
         """The one line a user sees for a missing feature: reason, then fix."""
@@ -99,16 +100,10 @@ def probe_ringbuf() -> Feature:
                    f"use Linux {MIN_KERNEL} or newer (ring buffers arrived in 5.8)")
 
 
-def probe_ancestor_cgroup_helper() -> Feature:
-    """A tracepoint program calling bpf_get_current_ancestor_cgroup_id passes
-    the verifier: it is how every program tells a run's processes (and their
-    child cgroups) from the rest of the host."""
-    insns = (ctypes.c_uint64 * 4)()
-    # struct bpf_insn {u8 code; u8 dst:4, src:4; s16 off; s32 imm}, little endian
-    insns[0] = 0xB7 | (1 << 8) | (1 << 32)  # r1 = 1 (ancestor level)
-    insns[1] = 0x85 | (BPF_FUNC_get_current_ancestor_cgroup_id << 32)  # call helper
-    insns[2] = 0xB7  # r0 = 0
-    insns[3] = 0x95  # exit
+def _load_tracepoint_prog(program: list[int]) -> tuple[int, int, str]:
+    """Ask the verifier about a tracepoint program (struct bpf_insn words):
+    (0 if it loads else -1, errno, the verifier's log)."""
+    insns = (ctypes.c_uint64 * len(program))(*program)
     license = ctypes.create_string_buffer(b"GPL")
     log = ctypes.create_string_buffer(4096)
     attr = (ctypes.c_uint32 * (_ATTR_SIZE // 4))()
@@ -123,22 +118,63 @@ def probe_ancestor_cgroup_helper() -> Feature:
     lp = ctypes.cast(log, ctypes.c_void_p).value
     attr[8], attr[9] = lp & 0xFFFFFFFF, lp >> 32
     fd, err = _bpf(BPF_PROG_LOAD, attr)
-    name = "cgroup helper"
     if fd >= 0:
         os.close(fd)
+        return 0, 0, ""
+    return -1, err, log.value.decode(errors="replace")
+
+
+def probe_atomic_fetch() -> bool:
+    """Whether the verifier accepts an atomic fetch-and-add (BPF_ATOMIC with
+    BPF_FETCH, Linux 5.12): 5.10 refuses it ("BPF_STX uses reserved fields"),
+    and bpf/emit.h then counts records without it. True when it cannot be
+    asked (not root)."""
+    # struct bpf_insn {u8 code; u8 dst:4, src:4; s16 off; s32 imm}, little endian
+    fd, err, _ = _load_tracepoint_prog([
+        0xB7 | (1 << 8),                                  # r1 = 0
+        0x7B | (10 << 8) | (1 << 12) | (0xFFF8 << 16),    # *(u64 *)(r10 - 8) = r1
+        0xB7 | (1 << 8) | (1 << 32),                      # r1 = 1
+        0xDB | (10 << 8) | (1 << 12) | (0xFFF8 << 16) | (0x01 << 32),  # fetch_add
+        0xB7,                                             # r0 = 0
+        0x95,                                             # exit
+    ])
+    return fd == 0 or _unprobeable(err) is not None
+
+
+def probe_ancestor_cgroup_helper() -> Feature:
+    """A tracepoint program calling bpf_get_current_ancestor_cgroup_id passes
+    the verifier: it is how every program tells a run's processes (and their
+    child cgroups) from the rest of the host. Where it does not (5.10), roar
+    reads the same ids from struct cgroup instead (see detail)."""
+    fd, err, log = _load_tracepoint_prog([
+        0xB7 | (1 << 8) | (1 << 32),  # r1 = 1 (ancestor level)
+        0x85 | (BPF_FUNC_get_current_ancestor_cgroup_id << 32),  # call helper
+        0xB7,  # r0 = 0
+        0x95,  # exit
+    ])
+    name = "cgroup helper"
+    if fd >= 0:
         return Feature(name, True, "bpf_get_current_ancestor_cgroup_id is usable in tracepoints")
     why = _unprobeable(err)
     if why:
         return Feature(name, None, why)
     # the verifier's last line is its statistics ("processed N insns ..."): the
     # reason is the line before it
-    verifier = [line for line in log.value.decode(errors="replace").strip().splitlines()
+    verifier = [line for line in log.strip().splitlines()
                 if line.strip() and not line.startswith("processed ")]
     reason = verifier[-1] if verifier else errno.errorcode.get(err, str(err))
-    return Feature(name, False,
-                   f"tracepoint programs cannot call bpf_get_current_ancestor_cgroup_id "
-                   f"(verifier: {reason})",
-                   f"use Linux {MIN_KERNEL} or newer")
+    what = ("tracepoint programs cannot call bpf_get_current_ancestor_cgroup_id "
+            f"(verifier: {reason})")
+    from roar.capture import btf
+
+    if btf.cgroup_offsets() is None:
+        return Feature(name, False, what + " and BTF gives no struct cgroup ancestor_ids[] "
+                       "to read instead", f"use Linux {MIN_KERNEL} or newer",
+                       available=False)
+    # not fatal: bpf/tagging.h reads the same ids from the task's cgroup
+    # (HAVE_ANCESTOR_CGROUP_HELPER=0, at BTF offsets: ancestor_ids[], 5.10-6.0)
+    return Feature(name, True, what + "; roar reads the cgroup ancestor ids from the "
+                   "kernel's struct cgroup instead (BTF offsets)", available=False)
 
 
 # -- tracepoints ---------------------------------------------------------------------------
@@ -180,12 +216,20 @@ def tracepoint_fields(category: str, event: str) -> set[str]:
 
 
 def compile_flags() -> list[str]:
-    """-D flags for bpf/ that depend on what this kernel's tracepoints carry
-    (fields differ between kernel versions; BCC fails on a missing one)."""
+    """-D flags for bpf/ that depend on what this kernel offers: the fields its
+    tracepoints carry (they differ between versions; BCC fails on a missing one),
+    what its verifier accepts (bpf_get_current_ancestor_cgroup_id in tracepoints,
+    atomic fetch-and-add) and the struct offsets read from its BTF."""
     from roar.capture import btf
 
     group_dead = "group_dead" in tracepoint_fields("sched", "sched_process_exit")
-    return [f"-DEXIT_HAS_GROUP_DEAD={int(group_dead)}", *btf.compile_flags()]
+    helper = probe_ancestor_cgroup_helper().available
+    flags = [f"-DEXIT_HAS_GROUP_DEAD={int(group_dead)}",
+             f"-DHAVE_ANCESTOR_CGROUP_HELPER={int(helper)}",
+             f"-DHAVE_ATOMIC_FETCH={int(probe_atomic_fetch())}", *btf.compile_flags()]
+    if not helper:
+        flags += [f"-D{k}={v}" for k, v in sorted((btf.cgroup_offsets() or {}).items())]
+    return flags
 
 
 def probe_tracepoints(text: str | None = None) -> list[Feature]:
