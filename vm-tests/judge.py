@@ -7,10 +7,11 @@ A `pass` kernel passes when roar doctor found nothing missing, the embedded run
 recorded the input and output with the hashes computed in the guest, and the
 pytest smoke suite ran with no failure, error or skip (a skip there means the
 probes did not load: that is a failure). A strict xfail (a known roar bug that
-failed exactly as its test documents, on every kernel) is reported, not failed. A `refuse` boot passes when roar
-doctor, `roar run` and roard each exit non-zero with one clear line naming the
-missing feature, and no traceback. With run.sh --verifier, a kernel that refuses
-any program fails with their names (vm-tests/guest/verifier.py's list).
+failed exactly as its test documents, on every kernel) is reported, not failed.
+A `refuse` boot passes when roar doctor, `roar run` and roard each exit non-zero
+with one clear line naming the missing feature, and no traceback. With run.sh
+--verifier, a kernel that refuses any program fails with their names
+(vm-tests/guest/verifier.py's list).
 """
 
 from __future__ import annotations

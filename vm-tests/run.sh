@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # vm-tests: roar on stock distribution kernels, each booted under qemu/KVM.
 #
-#   bash vm-tests/run.sh [--kernel NAME]... [--quick] [--full] [--verifier] [--refresh]
+#   bash vm-tests/run.sh [--kernel NAME]... [--quick] [--full] [--verifier] [--measure] [--refresh]
 #
 # For every kernel in vm-tests/kernels.list (or only the --kernel ones) this
 # fetches the kernel image and headers packages through apt with a private
@@ -18,6 +18,10 @@
 #   --verifier first load every program of the kernel side one by one and print
 #              each one the kernel refuses with the verifier's last lines (all of
 #              them at once; the suite stops there if any is refused)
+#   --measure  no suite: vm-tests/guest/hooks.py (per-call cost of roar-like programs on
+#              the syscall tracepoints vs kprobe/fentry/BPF LSM on the security_file_*
+#              functions, and whether they see io_uring), booted with lsm=...,bpf;
+#              default kernel debian12; PASS when it completed, its table printed
 #   --refresh  re-resolve kernel packages (new ABI) and rebuild the image
 #
 # Cache (downloads, root filesystem, image): $ROAR_VM_CACHE, default
@@ -42,7 +46,7 @@ GUEST_PY_DEPS="click>=8 lmdb>=1.4 xxhash>=3 networkx>=3 pytest>=7 hypothesis>=6"
 say() { echo "vm-tests: $*" >&2; }
 die() { echo "vm-tests: error: $*" >&2; exit 2; }
 
-WANT=() QUICK=0 FULL=0 REFRESH=0 VERIFIER=0
+WANT=() QUICK=0 FULL=0 REFRESH=0 VERIFIER=0 MEASURE=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --kernel) [[ $# -ge 2 ]] || die "--kernel needs a NAME"; WANT+=("$2"); shift 2 ;;
@@ -50,8 +54,9 @@ while [[ $# -gt 0 ]]; do
     --quick) QUICK=1; shift ;;
     --full) FULL=1; shift ;;
     --verifier) VERIFIER=1; shift ;;
+    --measure) MEASURE=1; shift ;;
     --refresh) REFRESH=1; shift ;;
-    -h|--help) sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,32p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
 done
@@ -71,7 +76,9 @@ while read -r name suite meta expect extra; do
 done < "$HERE/kernels.list"
 
 if [[ ${#WANT[@]} -eq 0 ]]; then
-  if [[ $QUICK -eq 1 ]]; then
+  if [[ $MEASURE -eq 1 ]]; then
+    WANT=(debian12)
+  elif [[ $QUICK -eq 1 ]]; then
     for n in "${ORDER[@]}"; do [[ ${EXPECT[$n]} == pass ]] && { WANT+=("$n"); break; }; done
     for n in "${ORDER[@]}"; do [[ ${EXPECT[$n]} == refuse ]] && { WANT+=("$n"); break; }; done
   else
@@ -282,6 +289,8 @@ boot() {  # boot NAME -> sets VERDICT and WHY; results in $RUNS/NAME
   local cmdline="root=/dev/vda rw console=ttyS0 quiet loglevel=4 panic=-1"
   cmdline+=" systemd.show_status=0 roar.expect=${EXPECT[$name]} roar.tests=$tests"
   cmdline+=" roar.verifier=$VERIFIER"
+  # the BPF LSM is off unless named in lsm= (Debian's own list, plus bpf)
+  [[ $MEASURE -eq 1 ]] && cmdline+=" roar.measure=1 lsm=lockdown,capability,landlock,yama,apparmor,tomoyo,bpf"
   cmdline+=" ${EXTRA[$name]}"
   local rc=0
   timeout --foreground -k 10 "$LIMIT" qemu-system-x86_64 "${ACCEL[@]}" -m 2048 -smp 2 \
@@ -298,6 +307,16 @@ boot() {  # boot NAME -> sets VERDICT and WHY; results in $RUNS/NAME
   fi
   if [[ ! -f $out/results/done ]]; then
     VERDICT=FAIL WHY="the guest suite did not finish (qemu exit $rc; console: $out/console.log)"
+    return
+  fi
+  if [[ $MEASURE -eq 1 ]]; then
+    sed 's/^/  /' "$out/results/measure.txt" >&2 || true
+    if [[ "$(cat "$out/results/measure.rc" 2>/dev/null)" == 0 ]] \
+        && grep -q '^hooks: done' "$out/results/measure.txt"; then
+      VERDICT=PASS WHY="hook costs measured ($out/results/measure.txt)"
+    else
+      VERDICT=FAIL WHY="vm-tests/guest/hooks.py did not complete ($out/results/measure.txt)"
+    fi
     return
   fi
   local verdict

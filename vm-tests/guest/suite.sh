@@ -7,9 +7,14 @@
 #   roar.expect=refuse roar doctor, embedded `roar run` and roard must each
 #                      refuse with one line (this boot lacks a needed feature)
 #   roar.verifier=1    first vm-tests/guest/verifier.py (stops if a program is refused)
+#   roar.measure=1     only vm-tests/guest/hooks.py (hook costs, run.sh --measure)
 set -u
 R=/mnt/results
 arg() { sed -n "s/.*\<roar\.$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
+
+# one function, read whole before it runs: the project share is live, and bash reads
+# a script as it goes (an edit on the host mid-boot would shift what it executes)
+main() {
 EXPECT="$(arg expect)" TESTS="$(arg tests)"
 PY=/opt/roar-venv/bin/python
 export PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
@@ -26,6 +31,11 @@ fi
 cd /root/roar
 export PYTHONPATH=/root/roar
 
+if [[ "$(arg measure)" == 1 ]]; then
+  $PY vm-tests/guest/hooks.py > "$R/measure.txt" 2>&1; echo $? > "$R/measure.rc"
+  cat "$R/measure.txt"
+  sync; echo done > "$R/done"; exit 0
+fi
 if [[ $EXPECT == pass && "$(arg verifier)" == 1 ]]; then
   # every program loaded one by one: what this kernel's verifier refuses, all at once
   $PY vm-tests/guest/verifier.py 2>&1 | tee "$R/verifier.txt"
@@ -63,9 +73,9 @@ else
   echo $? > "$R/pytest.rc"
   tail -n 30 "$R/pytest.txt"
 fi
-if [[ -f vm-tests/guest/measure.sh && $EXPECT == pass && -n "$(arg measure)" ]]; then
-  bash vm-tests/guest/measure.sh > "$R/measure.txt" 2>&1
-fi
 sync
 echo done > "$R/done"
 echo "roar-vm: done"
+}
+main
+exit
