@@ -27,6 +27,7 @@ with that count; it never hangs.
 
 from __future__ import annotations
 
+import array
 import fcntl
 import hashlib
 import os
@@ -47,6 +48,7 @@ from roar.capture import cgroups, namespaces, protocol
 from roar.capture._relay import Router
 from roar.capture.privileges import run_as, spawn_as
 from roar.capture.protocol import socket_path
+from roar.capture.seccomp import continue_all
 from roar.capture.session import POLL_MS, daemon_status, wait_empty
 from roar.record.codes import Reason, reason
 
@@ -110,6 +112,8 @@ class ActiveRun:
         self.detached = False
         self.namespaces: dict | None = None
         self.view: tuple[int, int] | None = None  # the workload's mount ns and root (fds)
+        self.marks: deque[int] = deque()  # barriers asked for, spooled after what preceded
+        self.listener: int | None = None  # the client's pre-image hold listener (a copy)
 
 
 class Daemon:
@@ -259,7 +263,7 @@ class Daemon:
             _count_down(self.conns, peer_uid)
 
     def client(self, conn: socket.socket, peer_pid: int, peer_uid: int) -> None:
-        run = streamer = None
+        run = streamer = reader = None
         try:
             reader = LineReader(conn)
             line = reader.readline(time.monotonic() + REQUEST_TIMEOUT)
@@ -339,6 +343,8 @@ class Daemon:
             finally:
                 conn.close()
                 self._release(peer_uid)
+                for fd in reader.fds if reader is not None else ():
+                    os.close(fd)
 
     def _start_run(self, conn, req: dict, peer_uid: int, peer_pid: int) -> ActiveRun:
         pid, run_id = req.get("pid"), req.get("run_id")
@@ -574,6 +580,19 @@ class Daemon:
         except (protocol.ProtocolError, OSError, ValueError):
             return {"op": "gone"}
 
+    def _run_op(self, run: ActiveRun, reader: LineReader) -> dict:
+        """The client's next op that is not a barrier or its listener (those
+        are served here, at any time during the run)."""
+        while True:
+            req = self._next_op(reader)
+            if req["op"] == "barrier":
+                if not run.closed:  # after the end the client has had everything
+                    self._barrier(run, req)
+            elif req["op"] == "listener":
+                self._take_listener(run, reader)
+            else:
+                return req
+
     def _follow(self, run: ActiveRun, reader: LineReader, spooler: threading.Thread,
                 peer_uid: int) -> None:
         try:
@@ -581,6 +600,9 @@ class Daemon:
         finally:
             namespaces.close_view(run.view)
             run.view = None
+            if run.listener is not None:
+                os.close(run.listener)
+                run.listener = None
 
     def _follow_run(self, run: ActiveRun, reader: LineReader, spooler: threading.Thread,
                     peer_uid: int) -> None:
@@ -588,13 +610,20 @@ class Daemon:
         run, then for its word that the run is stored. A client that goes
         away first (killed) has its workload ended now (the documented
         policy) and its run rebuilt from the spool, as the client's user."""
-        req = self._next_op(reader)
+        req = self._run_op(run, reader)
         while req["op"] in ("kill", "detach"):
             if req["op"] == "kill":  # an audit policy's kill: the whole run, at once
                 run.killed_at_ns = cgroups.kill_tree(run.path)
             else:
                 self._detach(run)
-            req = self._next_op(reader)
+            req = self._run_op(run, reader)
+        answering = None
+        if req["op"] == "gone" and run.listener is not None:
+            # held syscalls go on unheld while the run is ended (SIGTERM first:
+            # a workload saving its state on SIGTERM must be able to write)
+            answering = threading.Event()
+            threading.Thread(target=continue_all, args=(run.listener, answering),
+                             name="roard-unhold", daemon=True).start()
         if req["op"] == "gone" and run.origin is not None:
             # the client of an attached session died: the session was not roar's
             # to start, so it is not roar's to end; it goes back where it was
@@ -615,10 +644,12 @@ class Daemon:
             if linger != linger:  # NaN
                 linger = 0.0
         self._end_run(run, linger)
+        if answering is not None:
+            answering.set()
         spooler.join()
         os.close(run.spool_fd)
         if req["op"] == "root_exited":
-            after = self._next_op(reader)
+            after = self._run_op(run, reader)
             if after["op"] == "stored":
                 run.spool_path.unlink(missing_ok=True)
                 return
@@ -715,14 +746,24 @@ class Daemon:
         the router (capture/_relay.c), framed there, a blob per wake-up."""
         cg = run.cgroup_id
         while True:
-            if not run.closed and not self.router.pending(cg):  # wait only when idle
-                run.wake.wait(0.2)
+            if not run.closed and not run.marks and not self.router.pending(cg):
+                run.wake.wait(0.2)  # wait only when idle
                 run.wake.clear()
+            # barriers asked for so far follow every record taken now (routed
+            # before they were asked for: roard drained the ring buffer first)
+            marks = len(run.marks)
             blob, n = self.router.take(cg)
             if not n and run.closed and run.tail[1]:
                 (blob, n), run.tail = run.tail, (b"", 0)
             if n:
                 self._spool(run, blob, n)
+            if marks:
+                if run.tail[1]:  # the run ended meanwhile: its last records first
+                    (blob, k), run.tail = run.tail, (b"", 0)
+                    self._spool(run, blob, k)
+                self._spool_marks(run, b"".join(protocol.encode_barrier(run.marks.popleft())
+                                                for _ in range(marks)))
+            if n or marks:
                 continue
             if run.closed:
                 end = dict(run.end)
@@ -795,6 +836,46 @@ class Daemon:
         run.dropped += records
         return False
 
+    def _spool_marks(self, run: ActiveRun, blob: bytes) -> None:
+        """Barrier frames, in order after the records before them: in the
+        spool, or past its cap in the client's overflow (never dropped: a
+        held syscall of the workload waits for its barrier)."""
+        if not run.capped and self._spool(run, blob, 0):
+            return
+        with self.lock:
+            self.overflow += len(blob)
+        with run.written:
+            run.overflow.append(blob)
+            run.overflow_bytes += len(blob)
+            run.written.notify_all()
+
+    def _barrier(self, run: ActiveRun, req: dict) -> None:
+        """The client's pre-image hold asks for a barrier (roar/capture/preimage.py):
+        every record committed so far is routed, then the mark is queued."""
+        n = req.get("n")
+        if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n < 1 << 63:
+            return
+        if len(run.marks) >= QUEUE_MAX:  # bounded memory, as records
+            return
+        self.drain()
+        run.marks.append(n)
+        run.wake.set()
+
+    def _take_listener(self, run: ActiveRun, reader: LineReader) -> None:
+        """The client's copy of its workload's seccomp listener (SCM_RIGHTS):
+        kept to answer held syscalls should the client die first."""
+        fd = reader.take_fd()
+        if fd is None:
+            return
+        try:
+            ok = os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:seccomp notify"
+        except OSError:
+            ok = False
+        if not ok or run.listener is not None:
+            os.close(fd)
+            return
+        run.listener = fd
+
     def _release_overflow(self, run: ActiveRun) -> None:
         """What the client will never take: its share of OVERFLOW_MAX back."""
         with run.written:
@@ -852,6 +933,24 @@ class LineReader:
     def __init__(self, conn: socket.socket):
         self.conn = conn
         self.buf = b""
+        self.fds: list[int] = []  # passed with the bytes read (SCM_RIGHTS): at most one kept
+
+    def take_fd(self) -> int | None:
+        return self.fds.pop() if self.fds else None
+
+    def _recv(self) -> bytes:
+        chunk, anc, _flags, _addr = self.conn.recvmsg(protocol.MAX_REQUEST + 1,
+                                                      socket.CMSG_SPACE(4 * 4))
+        for level, kind, data in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds = array.array("i")
+                fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
+                for fd in fds:
+                    if self.fds:  # one is all a client has to give
+                        os.close(fd)
+                    else:
+                        self.fds.append(fd)
+        return chunk
 
     def readline(self, deadline: float | None = None) -> bytes:
         """One line (with its newline), or what came before end of stream."""
@@ -868,7 +967,7 @@ class LineReader:
                     raise protocol.ProtocolError("request timed out")
                 self.conn.settimeout(left)
             try:
-                chunk = self.conn.recv(protocol.MAX_REQUEST + 1)
+                chunk = self._recv()
             except TimeoutError:
                 raise protocol.ProtocolError("request timed out") from None
             if not chunk:

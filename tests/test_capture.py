@@ -924,9 +924,6 @@ def unverified_inputs(doc: dict, *paths: str) -> None:
         raise KnownBug(f"pre-image race: inputs recorded unverified instead of v1: {bad}")
 
 
-@pytest.mark.xfail(strict=True, raises=KnownBug, reason=(
-    'roar bug: pre-image race not closed (DESIGN hashing rules): an input rewritten '
-    "within ~10 ms of its read is recorded 'unverified' instead of v1"))
 def test_read_v1_then_rewrite_same_path(roar):
     w = roar.cwd
     path, v1 = put(w / "data.csv", "id,value\n1,10\n2,20\n")
@@ -948,9 +945,6 @@ def test_read_v1_then_rewrite_same_path(roar):
     assert_complete(doc)
 
 
-@pytest.mark.xfail(strict=True, raises=KnownBug, reason=(
-    'roar bug: pre-image race not closed (DESIGN hashing rules): sort -o rewrites its '
-    "input before the userspace hash starts; input 'unverified'"))
 def test_sort_in_place_reads_v1_writes_v2(roar):
     w = roar.cwd
     path, v1 = put(w / "words.txt", "pear\napple\nfig\n")

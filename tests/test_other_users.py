@@ -39,12 +39,12 @@ def user_home(other_user):
     shutil.rmtree(home, ignore_errors=True)
 
 
-def user_roar(user, python, sock: Path, home: Path, *args, wait=True):
+def user_roar(user, python, sock: Path, home: Path, *args, wait=True, env_extra=None):
     exe, path = python
     argv = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups",
             exe, "-m", "roar", *map(str, args)]
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": path, "HOME": str(home),
-           "ROAR_SOCKET": str(sock), "ROAR_HOME": str(home / ".roar")}
+           "ROAR_SOCKET": str(sock), "ROAR_HOME": str(home / ".roar"), **(env_extra or {})}
     if not wait:
         return subprocess.Popen(argv, cwd=home, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)

@@ -1,6 +1,9 @@
 """The roard socket protocol: newline-terminated JSON requests from the
 client; the daemon answers with frames: 1 type byte, 4-byte little-endian
-length, payload. Type E carries one raw kernel record, J one JSON message.
+length, payload. Type E carries one raw kernel record, J one JSON message,
+B a barrier (8-byte little-endian number): every record the kernel committed
+before the client asked for that barrier came before it (the pre-image hold,
+roar/capture/preimage.py).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ FRAME = struct.Struct("<cI")
 MAX_REQUEST = 64 << 10
 MAX_FRAME = 1 << 20
 MAX_DEPTH = 4  # requests are flat objects; root_fds is the one nested map
-EVENT, JSON = b"E", b"J"
+EVENT, JSON, BARRIER = b"E", b"J", b"B"
 
 
 class ProtocolError(Exception):
@@ -35,6 +38,10 @@ def encode_json(obj) -> bytes:
 
 def encode_events(records) -> bytes:
     return b"".join(FRAME.pack(EVENT, len(r)) + r for r in records)
+
+
+def encode_barrier(n: int) -> bytes:
+    return FRAME.pack(BARRIER, 8) + n.to_bytes(8, "little")
 
 
 def read_frame(f) -> tuple[bytes, bytes] | None:

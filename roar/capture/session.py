@@ -68,6 +68,7 @@ class EmbeddedSession:
         self.placement: dict | None = None
         self.host_pid: int | None = None
         self.namespaces: dict | None = None
+        self._barriers: deque = deque()  # callbacks waiting for the next drain
 
     def begin(self, pid: int, run_id: str, home: str = "", root_fds: dict | None = None) -> None:
         """Tracing starts in started() (nothing to overlap here)."""
@@ -93,8 +94,31 @@ class EmbeddedSession:
     def _poll(self) -> None:
         while not self._stop.is_set():
             self.probes.poll(POLL_MS)
+            self._barrier_marks()
             if self.queue:
                 self._wake.set()
+
+    def _barrier_marks(self) -> None:
+        """Barriers asked for so far go into the queue after every record
+        committed before they were asked for (consumed now)."""
+        n = len(self._barriers)
+        if n:
+            self.probes.consume()
+            for _ in range(n):
+                self.queue.append(self._barriers.popleft())
+
+    def barrier(self, callback) -> bool:
+        """callback() is called in the model's thread once every record committed
+        before this call has been fed (the pre-image hold); False if the run is
+        ending (no barrier then)."""
+        if self._stop.is_set():
+            return False
+        self._barriers.append(callback)
+        return True
+
+    def give_listener(self, fd: int) -> None:
+        """(Daemon sessions hand roard a copy; embedded, the watchdog SIGKILLs
+        the workload when roar run dies: nothing is left held.)"""
 
     def records(self):
         """Raw records of this run, in order, until the run has ended; None
@@ -116,6 +140,8 @@ class EmbeddedSession:
             self._stop.set()
             self._poller.join()
             self.probes.consume()  # everything the dead processes emitted
+            while self._barriers:  # asked for meanwhile: answered after it all
+                self.queue.append(self._barriers.popleft())
             self.lost = self.probes.untag(self.cgroup_id)
             cgroups.remove(self.path)
             self._done.set()
@@ -205,18 +231,51 @@ class DaemonSession:
         self.placement: dict | None = None
         self.host_pid: int | None = None
         self.namespaces: dict | None = None
+        self._send = threading.Lock()  # requests come from two threads (the pre-image hold)
+        self._barriers: dict[int, object] = {}
+        self._barrier_n = 0
+        self._ending = False  # root_exited was sent: roard takes no more barriers
 
-    def request(self, obj: dict) -> None:
+    def request(self, obj: dict, fds: list[int] | None = None) -> None:
+        data = json.dumps(obj).encode() + b"\n"
         try:
-            self.sock.sendall(json.dumps(obj).encode() + b"\n")
+            with self._send:
+                if fds:
+                    socket.send_fds(self.sock, [data], fds)
+                else:
+                    self.sock.sendall(data)
         except OSError as e:  # EPIPE, ECONNRESET: roard is gone
             raise SessionError(f"roard went away: {e.strerror or e}") from None
 
-    def _tell(self, obj: dict) -> None:
+    def barrier(self, callback) -> bool:
+        """callback() is called in the model's thread once every record the
+        kernel committed before this call has been fed (roard drains the ring
+        buffer, then spools a barrier frame after what it routed); False when
+        the run is ending (no barrier then)."""
+        with self._send:
+            if self._ending or self.end is not None:
+                return False
+            self._barrier_n += 1
+            n = self._barrier_n
+            self._barriers[n] = callback
+        try:
+            self.request({"op": "barrier", "n": n})
+        except SessionError:
+            self._barriers.pop(n, None)
+            return False
+        return True
+
+    def give_listener(self, fd: int) -> None:
+        """Hand roard a copy of the pre-image hold's seccomp listener: should
+        this client die, roard lets the workload's held syscalls continue
+        while it ends the run (closed, they would fail with ENOSYS)."""
+        self._tell({"op": "listener"}, [fd])
+
+    def _tell(self, obj: dict, fds: list[int] | None = None) -> None:
         """A message roard may no longer be there to hear (it died mid-run):
         what the client received is stored all the same."""
         try:
-            self.request(obj)
+            self.request(obj, fds)
         except SessionError:
             if not self.end:  # no end message: roard died mid-run
                 self.died = True
@@ -254,6 +313,23 @@ class DaemonSession:
         """Raw records until roard's end message; frames are parsed out of
         large reads, not read one by one. None after a read that was not a
         backlog (IDLE_READ): the consumer has caught up with the run."""
+        try:
+            yield from self._records()
+        except BaseException:
+            self._fire_barriers()
+            raise
+        self._fire_barriers()
+
+    def _fire_barriers(self) -> None:
+        """Barriers roard did not answer (the stream ended): the model has had
+        everything there is (called in the model's thread, as records())."""
+        with self._send:
+            self._ending = True
+            left, self._barriers = list(self._barriers.values()), {}
+        for callback in left:
+            callback()
+
+    def _records(self):
         head = protocol.FRAME.size
         unpack = protocol.FRAME.unpack_from
         buf = b""
@@ -279,6 +355,10 @@ class DaemonSession:
                 pos += head + size
                 if kind == protocol.EVENT:
                     yield payload
+                elif kind == protocol.BARRIER:
+                    callback = self._barriers.pop(int.from_bytes(payload, "little"), None)
+                    if callback is not None:
+                        yield callback
                 else:
                     self.end = json.loads(payload)
                     self.lost = int(self.end.get("lost", 0))
@@ -295,6 +375,8 @@ class DaemonSession:
         return cgroups.pids(Path(self.cgroup_path)) if self.cgroup_path else []
 
     def root_exited(self, linger: float) -> None:
+        with self._send:
+            self._ending = True
         self._tell({"op": "root_exited", "linger": linger})
 
     def kill_run(self) -> None:

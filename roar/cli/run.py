@@ -13,6 +13,7 @@ the run is then stored as interrupted, never lost.
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import signal
 import stat
@@ -20,6 +21,7 @@ import sys
 import threading
 import time
 
+from roar.capture import preimage
 from roar.capture.protocol import SessionError
 from roar.capture.session import DEFAULT_LINGER, DaemonSession, EmbeddedSession
 from roar.cli.output import RUN_REFUSED, fail
@@ -115,9 +117,11 @@ def _inherited_fds(pid: int) -> dict[int, str]:
     return out
 
 
-def _spawn_held(argv: list[str], run_id: str) -> tuple[int, int]:
+def _spawn_held(argv: list[str], run_id: str, hold=None) -> tuple[int, int]:
     """Fork the workload, blocked until we write to the returned pipe. Its
-    environment names the run (ROAR_RUN_ID) for trackers and notebooks to store."""
+    environment names the run (ROAR_RUN_ID) for trackers and notebooks to store.
+    hold: a socket the workload sends its pre-image hold's seccomp listener on
+    (installed on itself just before its exec: roar/capture/seccomp.py)."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -131,6 +135,8 @@ def _spawn_held(argv: list[str], run_id: str) -> tuple[int, int]:
             if go != b"g":
                 os._exit(RUN_REFUSED)
             os.environ["ROAR_RUN_ID"] = run_id
+            if hold is not None:
+                _install_hold(hold)
             try:
                 os.execvp(argv[0], argv)
             except OSError as e:  # the name as given, bytes that are not UTF-8 too
@@ -142,6 +148,48 @@ def _spawn_held(argv: list[str], run_id: str) -> tuple[int, int]:
             os._exit(RUN_REFUSED)
     os.close(r)
     return pid, w
+
+
+def _install_hold(sock) -> None:
+    """In the workload, before its exec: install the pre-image hold's filter and
+    send its listener to roar run (or why it could not be installed). Without
+    CAP_SYS_ADMIN the kernel requires no_new_privs first."""
+    import socket
+
+    from roar.capture import seccomp
+
+    try:
+        try:
+            fd = seccomp.install(no_new_privs=os.geteuid() != 0)
+        except PermissionError:  # root without CAP_SYS_ADMIN (a container)
+            fd = seccomp.install(no_new_privs=True)
+        socket.send_fds(sock, [b"ok"], [fd])
+        os.close(fd)
+    except OSError as e:
+        try:
+            sock.send(f"no: {e.strerror or e}".encode())
+        except OSError:
+            pass
+    sock.close()
+
+
+def _hold_listener(sock) -> tuple[int | None, str]:
+    """The listener the released workload sends (it installs the filter first
+    thing): (fd, "") or (None, why not)."""
+    import socket
+
+    try:
+        sock.settimeout(10)
+        msg, fds, _, _ = socket.recv_fds(sock, 256, 1)
+    except OSError as e:
+        return None, f"no answer from the workload: {e.strerror or e}"
+    finally:
+        sock.close()
+    if msg == b"ok" and fds:
+        return fds[0], ""
+    for fd in fds:
+        os.close(fd)
+    return None, msg.decode(errors="replace") or "the workload ended first"
 
 
 def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
@@ -176,8 +224,15 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
                             group, no_git)
         session = EmbeddedSession()
     logs = _regular_output_files()
+    hold = theirs = None
+    if preimage.enabled():
+        import socket
+
+        hold, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, [*FORWARDED, signal.SIGCHLD])
-    pid, go = _spawn_held(argv, run_id)
+    pid, go = _spawn_held(argv, run_id, theirs)
+    if theirs is not None:
+        theirs.close()
     try:
         root_fds = _inherited_fds(pid)
         start_ns = time.monotonic_ns()
@@ -195,12 +250,23 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
     except BaseException:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
+        if hold is not None:
+            hold.close()
         session.abort()  # nothing ran: roard keeps nothing
         session.close()
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         raise
     os.write(go, b"g")
     os.close(go)
+    listener = None
+    if hold is not None:
+        listener, why = _hold_listener(hold)
+        if listener is None:
+            print(f"roar: warning: the pre-image hold is off for this run ({why}): an input "
+                  f"rewritten by the run within microseconds of its read is recorded "
+                  f"unverified", file=sys.stderr)
+        else:
+            session.give_listener(listener)
     mark("start")
     if session.placement and session.placement.get("note"):
         print(f"roar: warning: {session.placement['note']}", file=sys.stderr)
@@ -221,6 +287,11 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
                                     args=(session, recorder, feeder, pid, keep),
                                     name="roar-model")
         consumer.start()
+        supervisor = None
+        if listener is not None:  # after the consumer: its barriers need the model fed
+            supervisor = preimage.Supervisor(listener, recorder.model, recorder.hasher,
+                                             session.barrier)
+            supervisor.start()
         gpus: list = []
         gpu_thread = threading.Thread(target=lambda: gpus.append(context.gpus()), daemon=True)
         gpu_thread.start()
@@ -238,6 +309,15 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
     mark("cgroup empty and drained")
     consumer.join()
     mark("model caught up")
+    if supervisor is not None:
+        supervisor.stop()
+        if timing.ENABLED:
+            print(f"roar-preimage: {json.dumps(supervisor.stats())}", file=sys.stderr)
+        problems = supervisor.problems
+        if problems:  # held syscalls continued all the same; a bug in roar if any
+            recorder.model.problem(f"pre-image hold: {'; '.join(sorted(problems))}")
+    if listener is not None:
+        os.close(listener)
     if keep is not None:
         keep.close()
     signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
@@ -475,6 +555,9 @@ def _feed(session, recorder, feeder, keep=None) -> None:
                 # sight, which would walk it again at every collection (~7 µs
                 # per file of 20,000); garbage made later is still collected
                 gc.freeze()
+                continue
+            if raw.__class__ is not bytes:  # a barrier: the pre-image hold's question
+                raw()
                 continue
             if keep is not None:
                 keep.write(len(raw).to_bytes(4, "little") + raw)

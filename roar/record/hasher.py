@@ -172,13 +172,14 @@ def hash_path(path: str, lookup=None, birth: bool = False,
 class HashJob:
     """A path queued for hashing; `result()` waits for it."""
 
-    __slots__ = ("path", "birth", "value", "hasher")
+    __slots__ = ("path", "birth", "value", "hasher", "claimed")
 
     def __init__(self, path: str, hasher: Hasher, birth: bool = False):
         self.path = path
         self.birth = birth
         self.value: HashResult | None = None
         self.hasher = hasher
+        self.claimed = False  # a thread is hashing it (a worker, or hurry())
 
     def done(self) -> bool:
         return self.value is not None
@@ -202,6 +203,7 @@ class Hasher:
         self._lock = threading.Lock()
         self._done = threading.Condition(self._lock)
         self._waiting = 0
+        self._claim_lock = threading.Lock()
         self._memo: dict[bytes, str] = {}
         self.failure: str | None = None  # the store's cache could not be read (damaged)
         self._reader = None  # model_lookup's read transaction, and when it began
@@ -263,14 +265,34 @@ class Hasher:
             job = self.queue.get()
             if job is None:
                 return
-            try:
-                job.value = self._run(job.path, job.birth)
-            except Exception as e:  # noqa: BLE001 - no job may wait forever; named on the run
-                self.failure = self.failure or f"{type(e).__name__}: {e}"
-                job.value = HashResult(UNREADABLE, error=f"the hasher failed: {e}")
-            if self._waiting:
-                with self._done:
-                    self._done.notify_all()
+            if self._claim(job):
+                self._do(job)
+
+    def _claim(self, job: HashJob) -> bool:
+        with self._claim_lock:
+            if job.claimed:
+                return False
+            job.claimed = True
+            return True
+
+    def _do(self, job: HashJob) -> None:
+        try:
+            job.value = self._run(job.path, job.birth)
+        except Exception as e:  # noqa: BLE001 - no job may wait forever; named on the run
+            self.failure = self.failure or f"{type(e).__name__}: {e}"
+            job.value = HashResult(UNREADABLE, error=f"the hasher failed: {e}")
+        if self._waiting:
+            with self._done:
+                self._done.notify_all()
+
+    def hurry(self, job: HashJob) -> HashResult | None:
+        """The job's result now: hashed in the calling thread unless a worker
+        has started it already (then waited for). For the pre-image hold
+        (roar/capture/preimage.py), whose held syscall must not wait for the
+        jobs queued before this one."""
+        if self._claim(job):
+            self._do(job)
+        return job.result()
 
     def _wait(self, job: HashJob, timeout: float | None = None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -43,7 +43,7 @@ def recover_from(spool, home: str, run_id: str, root_pid: int,
                 kind, payload = frame
                 if kind == protocol.EVENT:
                     recorder.feed_raw(payload)
-                else:
+                elif kind == protocol.JSON:  # (a barrier, B, only ordered the live stream)
                     end = json.loads(payload)
         if not end:
             found.append("roard's spool of the run has no end: records may be missing")

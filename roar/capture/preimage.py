@@ -1,0 +1,318 @@
+"""The pre-image hold (docs/preimage.md): a file the run read and then changes
+within microseconds (`sort -o f f`, open(f, "w") after reading f, an atomic
+save over an input) keeps its first version's hash.
+
+The run's content-changing syscalls wait in the kernel (roar/capture/seccomp.py)
+until this supervisor, a thread of `roar run`, answered CONTINUE. Before it
+does, it decides whether the file about to change can be the pre-image of one
+of the run's inputs whose hash has not been taken yet, and if so hashes it
+first (the model's own hash job for that input, run now in this thread):
+
+1. Nothing there, or not a regular file, or a file the run itself emptied
+   before (its dev/inode): not a pre-image. Answered at once.
+2. The event model already knows the path: an input whose hash is done, or a
+   path the run wrote first, is not one; an input whose hash is queued or
+   running is (hashed, then answered).
+3. Otherwise the run's read of it may still be on its way to the model (the
+   kernel emitted it microseconds ago): a barrier (the session delivers a
+   marker after every record committed before the hold) lets the model catch
+   up, and the question is asked again in the model's thread. Still unknown:
+   never read by the run, not a pre-image.
+
+Nothing is ever denied: every held syscall continues, whatever fails here
+(counted on self.problems).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import posixpath
+import select
+import stat
+import threading
+import time
+
+from roar.capture import seccomp as sc
+
+AT_FDCWD = -100
+PATH_MAX = 4096
+# how long a held syscall waits for the model to catch up with the run before
+# it continues anyway (the input is then recorded unverified, as without a hold)
+BARRIER_WAIT = float(os.environ.get("ROAR_PREIMAGE_WAIT", "10"))
+
+_normalize = None  # roar.record.model's, imported with the first Supervisor
+UNKNOWN = object()  # the model has not seen the path (yet)
+NO = None           # not a pre-image of a pending input
+
+
+def enabled() -> bool:
+    """ROAR_PREIMAGE=0 turns the hold off (README's environment table)."""
+    return os.environ.get("ROAR_PREIMAGE", "1") not in ("0", "off", "no")
+
+
+class _IoVec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.process_vm_readv.restype = ctypes.c_ssize_t
+_libc.process_vm_readv.argtypes = [ctypes.c_int, ctypes.POINTER(_IoVec), ctypes.c_ulong,
+                                   ctypes.POINTER(_IoVec), ctypes.c_ulong, ctypes.c_ulong]
+
+
+def read_string(pid: int, addr: int) -> str | None:
+    """A NUL-terminated path from the held task's memory, page by page (a
+    path may end just before an unmapped page). None when unreadable."""
+    out = b""
+    buf = ctypes.create_string_buffer(PATH_MAX)
+    while len(out) < PATH_MAX:
+        n = min(4096 - (addr % 4096), PATH_MAX - len(out))
+        local = _IoVec(ctypes.cast(buf, ctypes.c_void_p), n)
+        remote = _IoVec(addr, n)
+        got = _libc.process_vm_readv(pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
+        if got <= 0:
+            return None
+        chunk = buf.raw[:got]
+        nul = chunk.find(b"\0")
+        if nul >= 0:
+            return os.fsdecode(out + chunk[:nul])
+        out += chunk
+        addr += got
+    return None
+
+
+def _read_u64(pid: int, addr: int) -> int | None:
+    buf = ctypes.create_string_buffer(8)
+    local = _IoVec(ctypes.cast(buf, ctypes.c_void_p), 8)
+    remote = _IoVec(addr, 8)
+    if _libc.process_vm_readv(pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0) != 8:
+        return None
+    return int.from_bytes(buf.raw, "little")
+
+
+def _int(v: int) -> int:
+    return ctypes.c_int32(v & 0xFFFFFFFF).value
+
+
+# what a held syscall does to each file it names
+OPENS, EMPTIES, REMOVES = "opens", "empties", "removes"
+
+
+def targets(n: sc.Notification) -> list[tuple[int, str | None, int, str]]:
+    """(dirfd, path, fd, effect) of each file a held syscall changes; path is
+    None for an fd (ftruncate), an unreadable path is skipped."""
+    a, nr, pid = n.args, n.nr, n.pid
+    named: list[tuple[int, int, str]] = []
+    if nr in (sc.OPEN, sc.OPENAT):
+        dirfd, ptr, flags = (AT_FDCWD, a[0], a[1]) if nr == sc.OPEN else (_int(a[0]), a[1], a[2])
+        named.append((dirfd, ptr, EMPTIES if flags & sc.O_TRUNC else OPENS))
+    elif nr == sc.OPENAT2:
+        flags = _read_u64(pid, a[2])  # struct open_how starts with its flags
+        if flags is None or flags & sc.WRITE_FLAGS:
+            named.append((_int(a[0]), a[1], EMPTIES if (flags or 0) & sc.O_TRUNC else OPENS))
+    elif nr in (sc.CREAT, sc.TRUNCATE):
+        named.append((AT_FDCWD, a[0], EMPTIES))
+    elif nr == sc.FTRUNCATE:
+        return [(AT_FDCWD, None, _int(a[0]), EMPTIES)]
+    elif nr == sc.RENAME:
+        named += [(AT_FDCWD, a[0], REMOVES), (AT_FDCWD, a[1], REMOVES)]
+    elif nr in (sc.RENAMEAT, sc.RENAMEAT2):
+        named += [(_int(a[0]), a[1], REMOVES), (_int(a[2]), a[3], REMOVES)]
+    elif nr == sc.UNLINK:
+        named.append((AT_FDCWD, a[0], REMOVES))
+    elif nr == sc.UNLINKAT:
+        named.append((_int(a[0]), a[1], REMOVES))
+    out = []
+    for dirfd, ptr, effect in named:
+        path = read_string(pid, ptr)
+        if path:
+            out.append((dirfd, path, -1, effect))
+    return out
+
+
+def proc_path(tid: int, dirfd: int, path: str | None, fd: int) -> str:
+    """The file as the held task would reach it, through its /proc links (its
+    root, cwd and fds: right in its own mount namespace too)."""
+    if path is None:
+        return f"/proc/{tid}/fd/{fd}"
+    if path.startswith("/"):
+        return f"/proc/{tid}/root{path}"
+    if dirfd == AT_FDCWD:
+        return f"/proc/{tid}/cwd/{path}"
+    return f"/proc/{tid}/fd/{dirfd}/{path}"
+
+
+def verdict(model, path: str | None):
+    """NO, UNKNOWN, or the hash job of the pending input this path is."""
+    if path is None:
+        return UNKNOWN
+    s = model.paths.get(path)
+    if s is None:
+        return UNKNOWN
+    if s.first is None:  # only opened for writing so far: a read may be on its way
+        return UNKNOWN
+    if s.first != "read" or s.modified_ts is not None:
+        return NO
+    job = s.early_hash
+    if job is None or job.done():
+        return NO
+    return job
+
+
+class Supervisor:
+    """Answers the run's held syscalls (one thread). barrier(callback) -> bool
+    asks the session to call callback() in the model's thread once every record
+    committed before the call has been fed to the model; False when it cannot
+    (the run is ending)."""
+
+    def __init__(self, listener: int, model, hasher, barrier):
+        global _normalize
+        from roar.record.model import _normalize  # the model's own path rules
+
+        self.listener = listener
+        self.model = model
+        self.hasher = hasher
+        self.barrier = barrier
+        self.settled: set[tuple[int, int]] = set()  # (dev, ino) the run emptied itself
+        self.held = 0          # syscalls held
+        self.hashed = 0        # pre-images hashed before their syscall continued
+        self.barriers = 0      # held syscalls that waited for the model to catch up
+        self.late = 0          # barriers not answered in BARRIER_WAIT
+        self.held_ns = 0       # total time syscalls were held here
+        self.max_ns = 0
+        self.problems: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="roar-preimage", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 1.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def stats(self) -> dict:
+        return {"held": self.held, "hashed": self.hashed, "barriers": self.barriers,
+                "late": self.late, "held_ns": self.held_ns, "max_ns": self.max_ns,
+                "problems": dict(self.problems)}
+
+    def _problem(self, what: str) -> None:
+        self.problems[what] = self.problems.get(what, 0) + 1
+
+    def _loop(self) -> None:
+        buf = sc.new_buffer()
+        poll = select.poll()
+        poll.register(self.listener, select.POLLIN)
+        while not self._stop.is_set():
+            try:
+                ready = poll.poll(200)
+            except InterruptedError:
+                continue
+            if not ready:
+                continue
+            events = ready[0][1]
+            if not events & select.POLLIN:
+                if events & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+                    return  # no task of the run is left under the filter
+                continue
+            try:
+                n = sc.receive(self.listener, buf)
+            except OSError as e:
+                self._problem(f"receive: {e.strerror}")
+                time.sleep(0.01)
+                continue
+            if n is None:
+                continue
+            t0 = time.monotonic_ns()
+            try:
+                self._handle(n)
+            except Exception as e:  # noqa: BLE001 - the syscall continues whatever happened
+                self._problem(f"{type(e).__name__}: {e}")
+            finally:
+                try:
+                    sc.let_continue(self.listener, n.id, buf)
+                except OSError as e:
+                    self._problem(f"send: {e.strerror}")
+                dt = time.monotonic_ns() - t0
+                self.held += 1
+                self.held_ns += dt
+                self.max_ns = max(self.max_ns, dt)
+
+    def _handle(self, n: sc.Notification) -> None:
+        for dirfd, path, fd, effect in targets(n):
+            where = proc_path(n.pid, dirfd, path, fd)
+            try:
+                st = os.lstat(where) if effect == REMOVES else os.stat(where)
+            except OSError:
+                continue  # nothing there (a new file): nothing to keep
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            key = (st.st_dev, st.st_ino)
+            if key in self.settled:
+                continue
+            job = verdict(self.model, self.model_path(n.pid, dirfd, path, fd))
+            if job is UNKNOWN:
+                job = self._after_barrier(n.pid, dirfd, path, fd)
+            if job is not NO and job is not UNKNOWN:
+                self.hasher.hurry(job)
+                self.hashed += 1
+            if effect == EMPTIES:  # its content is the run's from now on
+                self.settled.add(key)
+
+    def _after_barrier(self, tid: int, dirfd: int, path: str | None, fd: int):
+        done = threading.Event()
+        box: list = []
+
+        def ask() -> None:  # in the model's thread, caught up with the hold
+            try:
+                box.append(verdict(self.model, self.model_path(tid, dirfd, path, fd)))
+            finally:
+                done.set()
+
+        self.barriers += 1
+        if not self.barrier(ask):
+            return NO
+        if not done.wait(BARRIER_WAIT):
+            self.late += 1
+            return NO
+        return NO if box[0] is UNKNOWN else box[0]
+
+    def model_path(self, tid: int, dirfd: int, path: str | None, fd: int) -> str | None:
+        """The path as the event model names it: resolved against the model's
+        own cwd and fd table for the process when it knows it, else against
+        the task's /proc links."""
+        live = self.model.live
+        p = live.get(tid)
+        if p is None:
+            p = live.get(_tgid(tid))
+        if path is not None and path.startswith("/"):
+            return _normalize(path)
+        base = None
+        if p is not None:
+            if path is None or dirfd != AT_FDCWD:
+                entry = p.fds.get(fd if path is None else dirfd)
+                base = entry.file.path if entry is not None else None
+            else:
+                base = p.cwd
+        if base is None:
+            link = proc_path(tid, dirfd, None, fd if path is None else dirfd) \
+                if path is None or dirfd != AT_FDCWD else f"/proc/{tid}/cwd"
+            try:
+                base = os.readlink(link)
+            except OSError:
+                return None
+        if path is None:
+            return base
+        return _normalize(posixpath.join(base, path))
+
+
+def _tgid(tid: int) -> int:
+    try:
+        with open(f"/proc/{tid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Tgid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return tid

@@ -1,0 +1,238 @@
+"""The pre-image hold (docs/preimage.md): which syscalls the seccomp filter
+holds, what the supervisor does with them, and that the workload never pays
+for it in correctness: a killed client, an unprivileged user, the opt-out.
+The hold's effect on records is in test_capture.py
+(test_read_v1_then_rewrite_same_path, test_sort_in_place_reads_v1_writes_v2)."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from conftest import xxh128
+from test_other_users import public_roard, user_home, user_roar  # noqa: F401 - fixtures
+
+from roar.capture import seccomp
+
+CHILD = r'''
+import ctypes, os, sys
+d = sys.argv[1]
+libc = ctypes.CDLL(None, use_errno=True)
+def ok(what, r):
+    if r < 0:
+        print(f"FAILED {what}", flush=True); sys.exit(1)
+os.chdir(d)
+for _ in range(20):
+    os.close(os.open("in.txt", os.O_RDONLY))                       # not held
+os.close(os.open("made-ro", os.O_RDONLY | os.O_CREAT, 0o644))      # not held: no write access
+os.stat("in.txt"); os.getpid(); os.listdir(".")                     # not held
+os.close(os.open("w1", os.O_WRONLY | os.O_CREAT, 0o644))           # held: open
+os.close(os.open("in.txt", os.O_RDWR))                             # held: openat
+os.close(os.open("w1", os.O_WRONLY | os.O_APPEND))                 # held
+ok("open(2)", libc.syscall(2, b"w2", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))  # held
+ok("creat", libc.syscall(85, b"w3", 0o644))                        # held
+ok("truncate", libc.syscall(76, b"w3", 0))                         # held
+fd = os.open("w1", os.O_WRONLY)                                    # held
+ok("ftruncate", libc.syscall(77, fd, 0)); os.close(fd)             # held
+os.rename("w2", "w4")                                              # held (renameat2 or rename)
+os.unlink("w4")                                                    # held (unlink or unlinkat)
+os.mkdir("sub"); os.rmdir("sub")                                   # not held (AT_REMOVEDIR)
+print("DONE", flush=True)
+'''
+
+
+def _held_syscalls(tmp_path: Path) -> tuple[list[int], str]:
+    """Run CHILD under the filter (no roar, no BPF: the filter alone); return
+    the syscall numbers the listener got (each continued) and its output."""
+    (tmp_path / "in.txt").write_text("input\n")
+    parent, child = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            parent.close()
+            fd = seccomp.install(no_new_privs=os.geteuid() != 0)
+            socket.send_fds(child, [b"ok"], [fd])
+            os.close(fd)
+            out = os.open(str(tmp_path / "out"), os.O_WRONLY | os.O_CREAT, 0o644)  # held!
+            os.dup2(out, 1)
+            os.execv(sys.executable, [sys.executable, "-c", CHILD, str(tmp_path)])
+        finally:
+            os._exit(127)
+    child.close()
+    _, fds, _, _ = socket.recv_fds(parent, 16, 1)
+    listener = fds[0]
+    buf = seccomp.new_buffer()
+    held = []
+    poll = select.poll()
+    poll.register(listener, select.POLLIN)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready = poll.poll(100)
+        if ready and ready[0][1] & select.POLLIN:
+            n = seccomp.receive(listener, buf)
+            if n is not None:
+                held.append(n.nr)
+                seccomp.let_continue(listener, n.id, buf)
+        elif ready:  # POLLHUP: no task left under the filter
+            break
+    os.close(listener)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, (tmp_path / "out").read_text()
+    return held, (tmp_path / "out").read_text()
+
+
+def test_filter_holds_only_content_changing_syscalls(tmp_path):
+    """Read-only opens (O_CREAT without write access too), stat, getpid, rmdir
+    and the rest pass in the kernel; every write-open, creat, truncate,
+    ftruncate, rename and unlink is held, and continues as if never held."""
+    held, out = _held_syscalls(tmp_path)
+    assert out.strip().endswith("DONE"), out
+    # python's own start (its stdout redirect above was held too: one openat)
+    want = [seccomp.OPENAT,                                  # the stdout file
+            seccomp.OPENAT, seccomp.OPENAT, seccomp.OPENAT,  # w1, in.txt O_RDWR, append
+            seccomp.OPEN, seccomp.CREAT, seccomp.TRUNCATE,
+            seccomp.OPENAT, seccomp.FTRUNCATE]
+    assert held[:len(want)] == want, held
+    rest = held[len(want):]
+    assert len(rest) == 2 and rest[0] in (seccomp.RENAME, seccomp.RENAMEAT, seccomp.RENAMEAT2) \
+        and rest[1] in (seccomp.UNLINK, seccomp.UNLINKAT), held
+    assert not (tmp_path / "w4").exists() and (tmp_path / "w3").read_bytes() == b""
+
+
+def _stats(stderr: str) -> dict:
+    line = next(ln for ln in stderr.splitlines() if ln.startswith("roar-preimage: "))
+    return json.loads(line.split(" ", 1)[1])
+
+
+@pytest.mark.capture
+def test_write_opens_of_files_never_read_are_answered_without_hashing(roar):
+    """New files are answered on the first look (nothing there to keep); files
+    that exist but the run never read wait only for the model to catch up
+    (a barrier each), and nothing is hashed for either; read-only opens are
+    never held."""
+    w = roar.cwd
+    (w / "in.txt").write_text("read many times\n")
+    for i in range(5):
+        (w / f"old{i}.txt").write_text(f"there before the run {i}\n")
+    code = textwrap.dedent("""
+        for _ in range(30):
+            open("in.txt").read()
+        for i in range(20):
+            with open(f"new{i}.txt", "w") as f:
+                f.write("new")
+        for i in range(5):
+            with open(f"old{i}.txt", "w") as f:
+                f.write("overwritten")
+    """)
+    p = subprocess.run([sys.executable, "-m", "roar", "run", "--", sys.executable, "-c", code],
+                       cwd=w, env={**roar.env(), "ROAR_TIMING": "1"}, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    st = _stats(p.stderr)
+    assert st["held"] == 25, st  # the 20 new and 5 overwritten files; no read-open
+    assert st["hashed"] == 0 and st["barriers"] == 5 and st["late"] == 0, st
+    assert not st["problems"], st
+    doc = roar.json("show", roar.json("log")[0]["id"])
+    assert [(i["path"], i["hash"]) for i in doc["inputs"]] == [
+        (str(w / "in.txt"), xxh128(w / "in.txt"))]
+    assert doc["complete"], doc["incomplete_reasons"]
+
+
+@pytest.mark.capture
+def test_killed_client_does_not_break_the_workloads_writes(roar):
+    """`roar run` SIGKILLed: the held syscalls' listener would be closed and
+    every later write-open of the workload fail with ENOSYS. roard holds a
+    copy and lets them continue while it ends the run: a workload saving its
+    state on SIGTERM (roard's first signal) saves it."""
+    w = roar.cwd
+    (w / "state.txt").write_text("before\n")
+    code = textwrap.dedent("""
+        import os, signal, sys, time
+        def save(*_):
+            try:
+                with open("state.txt", "w") as f:      # exists: held, a barrier
+                    f.write("saved on SIGTERM\\n")
+                with open("fresh.txt", "w") as f:      # new: held
+                    f.write("also saved\\n")
+            except OSError as e:
+                with open("/dev/stderr", "a") as f:
+                    f.write(f"save failed: {e}\\n")
+                os._exit(3)
+            os._exit(0)
+        signal.signal(signal.SIGTERM, save)
+        open("pid", "w").write(str(os.getpid()))
+        time.sleep(60)
+    """)
+    client = subprocess.Popen([sys.executable, "-m", "roar", "run", "--", sys.executable, "-c",
+                               code], cwd=w, env=roar.env(), stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not (w / "pid").exists() or not (w / "pid").read_text().strip():
+        assert time.monotonic() < deadline and client.poll() is None
+        time.sleep(0.05)
+    workload = int((w / "pid").read_text())
+    client.kill()
+    client.wait()
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            os.kill(workload, 0)
+        except ProcessLookupError:
+            break
+        assert time.monotonic() < deadline, "the workload was not ended"
+        time.sleep(0.05)
+    assert (w / "state.txt").read_text() == "saved on SIGTERM\n"
+    assert (w / "fresh.txt").read_text() == "also saved\n"
+
+
+def _no_new_privs(status_text: str) -> int:
+    return int(next(ln.split()[1] for ln in status_text.splitlines()
+                    if ln.startswith("NoNewPrivs:")))
+
+
+@pytest.mark.capture
+def test_root_run_is_held_without_no_new_privs(roar):
+    """root (CAP_SYS_ADMIN) installs the filter without no_new_privs: setuid
+    programs in its runs keep working as before."""
+    p, _ = roar.run("cat", "/proc/self/status")
+    assert _no_new_privs(p.stdout) == 0
+
+
+@pytest.mark.capture
+def test_unprivileged_run_keeps_the_pre_image(public_roard, foreign_python,  # noqa: F811
+                                              other_user, user_home):  # noqa: F811
+    """An unprivileged user's run: the filter needs no_new_privs (documented:
+    a setuid program in the run gains no privilege); the input read and then
+    rewritten within microseconds keeps its first version, hashed as the
+    user. ROAR_PREIMAGE=0 turns the hold, and no_new_privs, off."""
+    data = user_home / "data.csv"
+    data.write_text("id,value\n1,10\n")
+    os.chown(data, other_user.pw_uid, other_user.pw_gid)
+    v1 = xxh128(data)
+    code = ("rows = open('data.csv').read()\n"
+            "open('data.csv', 'w').write(rows + '2,20\\n')\n"
+            "print(open('/proc/self/status').read())\n")
+    p = user_roar(other_user, foreign_python, public_roard, user_home, "run", "--",
+                  foreign_python[0], "-c", code)
+    assert p.returncode == 0, p.stderr
+    assert _no_new_privs(p.stdout) == 1
+    run = json.loads(user_roar(other_user, foreign_python, public_roard, user_home, "log",
+                               "-n", "1", "--json").stdout)[0]
+    doc = json.loads(user_roar(other_user, foreign_python, public_roard, user_home, "show",
+                               run["id"], "--json").stdout)
+    assert [(i["path"], i["hash"], i["status"]) for i in doc["inputs"]] == [
+        (str(data), v1, "ok")]
+    assert [(o["path"], o["hash"]) for o in doc["outputs"]] == [(str(data), xxh128(data))]
+    assert doc["complete"], doc["incomplete_reasons"]
+    off = user_roar(other_user, foreign_python, public_roard, user_home, "run", "--",
+                    "cat", "/proc/self/status", env_extra={"ROAR_PREIMAGE": "0"})
+    assert off.returncode == 0, off.stderr
+    assert _no_new_privs(off.stdout) == 0
