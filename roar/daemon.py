@@ -68,6 +68,10 @@ REBUILD_EVERY, REBUILD_FOR, MAX_REBUILDS = 5.0, 3600.0, 32
 MAX_FILL_PER_UID, MAX_FILL = 4, 64  # pending-hash jobs at work at once, per uid and in all
 
 
+# after a barrier, roard polls the ring buffer every millisecond for this long
+FAST_POLL_S = 0.1
+
+
 class DaemonError(Exception):
     pass
 
@@ -130,6 +134,7 @@ class Daemon:
         self.stopping = threading.Event()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)  # stop(): wake serve()
         self.drain_requests: list[threading.Event] = []
+        self.fast_until = 0.0  # poll every 1 ms until then (barriers: the pre-image hold)
         # records go from the ring buffer to each run's buffer in C (capture/_relay.c)
         self.router = Router(protocol.EVENT, QUEUE_MAX)
         self.probes = Probes(self.router)
@@ -145,7 +150,9 @@ class Daemon:
     def poll_loop(self) -> None:
         while not self.stopping.is_set():
             if self.probes.attached:
-                self.probes.poll(POLL_MS)
+                # right after a barrier (a held syscall waits on it) more follow,
+                # often: their drains wait for this poll's timeout, keep it short
+                self.probes.poll(1 if time.monotonic() < self.fast_until else POLL_MS)
             else:
                 time.sleep(0.1)
             self._wake_ready()
@@ -857,6 +864,7 @@ class Daemon:
             return
         if len(run.marks) >= QUEUE_MAX:  # bounded memory, as records
             return
+        self.fast_until = time.monotonic() + FAST_POLL_S
         self.drain()
         run.marks.append(n)
         run.wake.set()

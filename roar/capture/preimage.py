@@ -41,7 +41,11 @@ PATH_MAX = 4096
 # it continues anyway (the input is then recorded unverified, as without a hold)
 BARRIER_WAIT = float(os.environ.get("ROAR_PREIMAGE_WAIT", "10"))
 
-_normalize = None  # roar.record.model's, imported with the first Supervisor
+_normalize = birth_ns = None  # roar.record's, imported with the first Supervisor
+# file times come from a coarse clock (a jiffy or two behind): times this close
+# to the run's start count as during the run
+SLACK_NS = 20_000_000
+DAY_NS = 86400 * 10**9
 UNKNOWN = object()  # the model has not seen the path (yet)
 NO = None           # not a pre-image of a pending input
 
@@ -166,10 +170,14 @@ class Supervisor:
     committed before the call has been fed to the model; False when it cannot
     (the run is ending)."""
 
-    def __init__(self, listener: int, model, hasher, barrier):
-        global _normalize
+    def __init__(self, listener: int, model, hasher, barrier, start_wall_ns: int):
+        global _normalize, birth_ns
+        from roar.record.hasher import birth_ns
         from roar.record.model import _normalize  # the model's own path rules
 
+        self.start_wall_ns = start_wall_ns  # when the run started (wall clock)
+        self._noatime: dict[int, bool] = {}  # st_dev -> mounted noatime
+        self.unread = 0  # held syscalls answered by the access-time rule
         self.listener = listener
         self.model = model
         self.hasher = hasher
@@ -194,6 +202,7 @@ class Supervisor:
 
     def stats(self) -> dict:
         return {"held": self.held, "hashed": self.hashed, "barriers": self.barriers,
+                "unread": self.unread,
                 "late": self.late, "held_ns": self.held_ns, "max_ns": self.max_ns,
                 "problems": dict(self.problems)}
 
@@ -252,13 +261,39 @@ class Supervisor:
             if key in self.settled:
                 continue
             job = verdict(self.model, self.model_path(n.pid, dirfd, path, fd))
-            if job is UNKNOWN:
+            if job is UNKNOWN and not self._unread_since_start(where, st):
                 job = self._after_barrier(n.pid, dirfd, path, fd)
+            elif job is UNKNOWN:
+                self.unread += 1
             if job is not NO and job is not UNKNOWN:
                 self.hasher.hurry(job)
                 self.hashed += 1
             if effect == EMPTIES:  # its content is the run's from now on
                 self.settled.add(key)
+
+    def _unread_since_start(self, where: str, st: os.stat_result) -> bool:
+        """Whether nobody can have read the file since the run started, so the
+        model need not catch up: its access time is older than the run and a
+        read would have moved it (the kernel's relatime rule: atime not after
+        mtime or ctime, or a day old; strictatime always), on a mount without
+        noatime; or it was born after the run started (the run's own new
+        file). Wrong only where a filesystem keeps atime in its own way; the
+        input is then recorded unverified, as without the hold, never wrong."""
+        start = self.start_wall_ns - SLACK_NS
+        a = st.st_atime_ns
+        if a < start and (a <= st.st_mtime_ns or a <= st.st_ctime_ns
+                          or time.time_ns() - a >= DAY_NS):
+            noatime = self._noatime.get(st.st_dev)
+            if noatime is None:
+                try:
+                    noatime = bool(os.statvfs(where).f_flag & os.ST_NOATIME)
+                except OSError:
+                    noatime = True
+                self._noatime[st.st_dev] = noatime
+            if not noatime:
+                return True
+        born = birth_ns(where)
+        return born is not None and born >= start
 
     def _after_barrier(self, tid: int, dirfd: int, path: str | None, fd: int):
         done = threading.Event()

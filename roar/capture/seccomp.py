@@ -38,7 +38,7 @@ NOTIF_RECV = (3 << 30) | (NOTIF.size << 16) | (0x21 << 8) | 0
 NOTIF_SEND = (3 << 30) | (RESP.size << 16) | (0x21 << 8) | 1
 
 # x86_64 syscall numbers held, and the argument holding open flags (None: always)
-O_WRONLY, O_RDWR, O_TRUNC = 0o1, 0o2, 0o1000
+O_WRONLY, O_RDWR, O_CREAT, O_EXCL, O_TRUNC = 0o1, 0o2, 0o100, 0o200, 0o1000
 OPEN, CREAT, OPENAT, OPENAT2 = 2, 85, 257, 437
 TRUNCATE, FTRUNCATE = 76, 77
 RENAME, RENAMEAT, RENAMEAT2 = 82, 264, 316
@@ -49,7 +49,7 @@ HELD = {OPEN: 1, OPENAT: 2, CREAT: None, OPENAT2: None, TRUNCATE: None, FTRUNCAT
 WRITE_FLAGS = O_WRONLY | O_RDWR | O_TRUNC
 
 # classic BPF
-_LD_W_ABS, _JEQ_K, _JSET_K, _RET_K = 0x20, 0x15, 0x45, 0x06
+_LD_W_ABS, _JEQ_K, _JSET_K, _RET_K, _ALU_AND_K = 0x20, 0x15, 0x45, 0x06, 0x54
 
 
 def _ins(code: int, jt: int, jf: int, k: int) -> bytes:
@@ -58,8 +58,8 @@ def _ins(code: int, jt: int, jf: int, k: int) -> bytes:
 
 def filter_program() -> bytes:
     """The filter: ALLOW unless x86_64 and one of HELD, whose flags (where
-    they are an argument) ask for writing or truncation; unlinkat of a
-    directory (AT_REMOVEDIR) passes. Every syscall of the run runs it: a
+    they are an argument) ask for writing or truncation and do not say
+    O_CREAT|O_EXCL; unlinkat of a directory (AT_REMOVEDIR) passes. Every syscall of the run runs it: a
     few instructions, in the kernel."""
     prog = [_ins(_LD_W_ABS, 0, 0, 4),                       # arch
             _ins(_JEQ_K, 1, 0, AUDIT_ARCH_X86_64),
@@ -71,8 +71,12 @@ def filter_program() -> bytes:
     blocks: list[list[bytes]] = []
     for nr, arg in dispatch:
         if arg is not None:  # flags in args[arg] (low 32 bits, little endian)
+            # held: write access or O_TRUNC, unless O_CREAT|O_EXCL (a new file, or
+            # EEXIST: nothing that exists changes; mkstemp, tar)
             blocks.append([_ins(_LD_W_ABS, 0, 0, 16 + 8 * arg),
-                           _ins(_JSET_K, 0, 1, WRITE_FLAGS),
+                           _ins(_JSET_K, 0, 3, WRITE_FLAGS),
+                           _ins(_ALU_AND_K, 0, 0, O_CREAT | O_EXCL),
+                           _ins(_JEQ_K, 1, 0, O_CREAT | O_EXCL),
                            _ins(_RET_K, 0, 0, SECCOMP_RET_USER_NOTIF),
                            _ins(_RET_K, 0, 0, SECCOMP_RET_ALLOW)])
         elif nr == UNLINKAT:

@@ -69,6 +69,7 @@ class EmbeddedSession:
         self.host_pid: int | None = None
         self.namespaces: dict | None = None
         self._barriers: deque = deque()  # callbacks waiting for the next drain
+        self._fast_until = 0.0  # poll every 1 ms until then (after a barrier)
 
     def begin(self, pid: int, run_id: str, home: str = "", root_fds: dict | None = None) -> None:
         """Tracing starts in started() (nothing to overlap here)."""
@@ -93,7 +94,8 @@ class EmbeddedSession:
 
     def _poll(self) -> None:
         while not self._stop.is_set():
-            self.probes.poll(POLL_MS)
+            # right after a barrier more follow, often (roard does the same)
+            self.probes.poll(1 if time.monotonic() < self._fast_until else POLL_MS)
             self._barrier_marks()
             if self.queue:
                 self._wake.set()
@@ -113,6 +115,7 @@ class EmbeddedSession:
         ending (no barrier then)."""
         if self._stop.is_set():
             return False
+        self._fast_until = time.monotonic() + 0.1
         self._barriers.append(callback)
         return True
 

@@ -290,7 +290,7 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
         supervisor = None
         if listener is not None:  # after the consumer: its barriers need the model fed
             supervisor = preimage.Supervisor(listener, recorder.model, recorder.hasher,
-                                             session.barrier)
+                                             session.barrier, recorder.start_wall)
             supervisor.start()
         gpus: list = []
         gpu_thread = threading.Thread(target=lambda: gpus.append(context.gpus()), daemon=True)
