@@ -39,7 +39,7 @@ AT_FDCWD = -100
 PATH_MAX = 4096
 # how long a held syscall waits for the model to catch up with the run before
 # it continues anyway (the input is then recorded unverified, as without a hold)
-BARRIER_WAIT = float(os.environ.get("ROAR_PREIMAGE_WAIT", "10"))
+BARRIER_WAIT = 10.0
 
 _normalize = birth_ns = None  # roar.record's, imported with the first Supervisor
 # file times come from a coarse clock (a jiffy or two behind): times this close
