@@ -97,6 +97,23 @@ def _open_long(path: str) -> int:
         os.close(fd)
 
 
+_EUID = os.geteuid()
+_READ = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+
+
+def _open_noatime(path: str, st: os.stat_result | None) -> int:
+    """Open to hash, leaving the file's access time alone where the kernel
+    lets us (O_NOATIME: our own files, or root's): hashing is not a read by
+    anyone, and the pre-image hold (roar/capture/preimage.py) reads access
+    times to tell a file nobody read since a run started."""
+    if _EUID == 0 or (st is not None and st.st_uid == _EUID) or st is None:
+        try:
+            return os.open(path, _READ | os.O_NOATIME)
+        except PermissionError:  # not the owner (EPERM)
+            pass
+    return os.open(path, _READ)
+
+
 def hash_path(path: str, lookup=None, birth: bool = False,
               progress=None) -> tuple[HashResult, bytes | None]:
     """Hash one file now. Returns the result and its stat-cache key (if new).
@@ -117,7 +134,7 @@ def hash_path(path: str, lookup=None, birth: bool = False,
                                   st.st_ctime_ns, born, cached=True), None
     try:
         if len(path) < 4000:
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+            fd = _open_noatime(path, st if lookup is not None else None)
         else:
             fd = _open_long(path)
     except FileNotFoundError:
