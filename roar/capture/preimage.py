@@ -50,11 +50,6 @@ UNKNOWN = object()  # the model has not seen the path (yet)
 NO = None           # not a pre-image of a pending input
 
 
-def enabled() -> bool:
-    """ROAR_PREIMAGE=0 turns the hold off (README's environment table)."""
-    return os.environ.get("ROAR_PREIMAGE", "1") not in ("0", "off", "no")
-
-
 class _IoVec(ctypes.Structure):
     _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
 
@@ -173,7 +168,7 @@ class Supervisor:
     def __init__(self, listener: int, model, hasher, barrier, start_wall_ns: int):
         global _normalize, birth_ns
         from roar.record.hasher import birth_ns
-        from roar.record.model import _normalize  # the model's own path rules
+        from roar.record.paths import _normalize  # the model's own path rules
 
         self.start_wall_ns = start_wall_ns  # when the run started (wall clock)
         self._noatime: dict[int, bool] = {}  # st_dev -> mounted noatime

@@ -59,8 +59,8 @@ def _ins(code: int, jt: int, jf: int, k: int) -> bytes:
 def filter_program() -> bytes:
     """The filter: ALLOW unless x86_64 and one of HELD, whose flags (where
     they are an argument) ask for writing or truncation and do not say
-    O_CREAT|O_EXCL; unlinkat of a directory (AT_REMOVEDIR) passes. Every syscall of the run runs it: a
-    few instructions, in the kernel."""
+    O_CREAT|O_EXCL; unlinkat of a directory (AT_REMOVEDIR) passes. Every
+    syscall of the run runs it: a few instructions, in the kernel."""
     prog = [_ins(_LD_W_ABS, 0, 0, 4),                       # arch
             _ins(_JEQ_K, 1, 0, AUDIT_ARCH_X86_64),
             _ins(_RET_K, 0, 0, SECCOMP_RET_ALLOW),

@@ -21,7 +21,6 @@ import sys
 import threading
 import time
 
-from roar.capture import preimage
 from roar.capture.protocol import SessionError
 from roar.capture.session import DEFAULT_LINGER, DaemonSession, EmbeddedSession
 from roar.cli.output import RUN_REFUSED, fail
@@ -130,6 +129,8 @@ def _spawn_held(argv: list[str], run_id: str, hold=None) -> tuple[int, int]:
             for sig in FORWARDED:
                 signal.signal(sig, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_SETMASK, [])
+            if hold is not None:  # (ctypes) while roar run prepares: not after the go
+                from roar.capture import seccomp  # noqa: F401
             go = os.read(r, 1)
             os.close(r)
             if go != b"g":
@@ -225,7 +226,7 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
         session = EmbeddedSession()
     logs = _regular_output_files()
     hold = theirs = None
-    if preimage.enabled():
+    if os.environ.get("ROAR_PREIMAGE", "1") not in ("0", "off", "no"):  # docs/preimage.md
         import socket
 
         hold, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -289,6 +290,8 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
         consumer.start()
         supervisor = None
         if listener is not None:  # after the consumer: its barriers need the model fed
+            from roar.capture import preimage
+
             supervisor = preimage.Supervisor(listener, recorder.model, recorder.hasher,
                                              session.barrier, recorder.start_wall)
             supervisor.start()
@@ -387,8 +390,8 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
 # In this thread: a second one would hand the GIL back late (up to the switch
 # interval) at each of this one's wake-ups. A failed import is reported where
 # the module is used (imported again there).
-PRELOAD = ("roar.record.recorder", "roar.query.links", "roar.record.chain",
-           "roar.shared.outbox")
+PRELOAD = ("roar.record.recorder", "roar.capture.preimage", "roar.query.links",
+           "roar.record.chain", "roar.shared.outbox")
 
 
 def _preload() -> None:
