@@ -129,8 +129,6 @@ def _spawn_held(argv: list[str], run_id: str, hold=None) -> tuple[int, int]:
             for sig in FORWARDED:
                 signal.signal(sig, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_SETMASK, [])
-            if hold is not None:  # (ctypes) while roar run prepares: not after the go
-                from roar.capture import seccomp  # noqa: F401
             go = os.read(r, 1)
             os.close(r)
             if go != b"g":
@@ -228,6 +226,10 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
     hold = theirs = None
     if os.environ.get("ROAR_PREIMAGE", "1") not in ("0", "off", "no"):  # docs/preimage.md
         import socket
+
+        # imported here, not in the workload: a file it opened after being placed
+        # in the run's cgroup would be the run's (~3 ms: ctypes)
+        from roar.capture import seccomp  # noqa: F401
 
         hold, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, [*FORWARDED, signal.SIGCHLD])
