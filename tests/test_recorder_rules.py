@@ -8,6 +8,8 @@ from __future__ import annotations
 import gc
 import os
 import signal
+import socket
+import struct
 import time
 
 import pytest
@@ -17,7 +19,7 @@ from roar.capture import events as E
 from roar.record.ids import new_run_id
 from roar.record.model import AT_EMPTY_PATH, O_DIRECTORY, O_RDWR, O_TMPFILE
 from roar.record.recorder import RunRecorder
-from roar.record.store import Store
+from roar.record.store import Store, stat_key
 
 AT_FDCWD_U64 = (-100) & (2**64 - 1)
 
@@ -249,9 +251,14 @@ def test_stderr_file_of_the_run_is_its_log_not_an_output(store, tmp_path):
     (signal.SIGSEGV, 128 + 11, 11, "finished"),  # a crash, not somebody stopping it
 ])
 def test_exit_status_from_waitpid(store, tmp_path, status, code, sig, state):
-    doc, _ = Run(store, tmp_path).finish(status)
+    r = Run(store, tmp_path)
+    r.ev(E.EV_EXIT, a0=77, flags=E.EVF_EXITED)  # what the kernel said: waitpid's word wins
+    done = r.rec.finish(status, False, 0)
+    doc = store.get_run(done["id"])
     assert (doc["exit_code"], doc.get("signal"), doc["status"]) == (code, sig, state)
     assert doc["complete"] is (state == "finished")
+    [root] = store.run_procs(doc["id"])  # the root process says the same
+    assert (root["exit_code"], root["signal"]) == ((None, sig) if sig else (code, None))
 
 
 def test_exit_code_of_a_run_rebuilt_without_waitpid_comes_from_the_kernel(store, tmp_path):
@@ -399,6 +406,9 @@ def test_stored_file_and_process_records_field_by_field(store, tmp_path):
     root, child = (p["key"] for p in sorted(store.run_procs(doc["id"]), key=lambda p: p["pid"]))
     both = sorted([root, child])
     assert gc.isenabled()  # off while the records are made, and on again
+    # what the run hashed is in the stat cache for the next run
+    assert store.cached_hash_key(stat_key(os.stat(data))) == hash_of(b"a,b\n1,2\n")
+    assert store.cached_hash_key(stat_key(os.stat(out))) == hash_of(b"12345678")
     assert files == [
         _rec("/proc/self/comm", "pseudo", "pseudo", "w", [root], written=4),
         _rec("/proc/self/status", "pseudo", "pseudo", "r", both, read=17),
@@ -691,18 +701,60 @@ def test_a_file_saved_under_a_temporary_name_sums_both_names(store, tmp_path):
 
 
 def test_notes_of_the_session_are_reasons_of_the_run(store, tmp_path):
+    """Notes (sentences or coded reasons) come first, after lost events."""
+    from roar.record.codes import Reason, reason
+
     r = Run(store, tmp_path)
     r.ev(E.EV_EXIT, a0=0, flags=E.EVF_EXITED)
-    doc = r.rec.finish(0, False, 0, notes=["the client went away"])
+    coded = reason(Reason.UNINSPECTED_NET, address="10.0.0.1", port=443)
+    doc = r.rec.finish(0, False, 2, notes=["the client went away", coded])
     assert doc["complete"] is False
-    assert doc["incomplete_reasons"] == ["the client went away"]
+    assert doc["reasons"][0] == {"code": "lost_events", "n": 2}
+    assert doc["reasons"][1:] == [{"code": "note", "text": "the client went away"}, coded]
+
+
+def test_what_the_stored_run_document_says(store, tmp_path):
+    """The client's pid is not kept; the network peers the run connected to are;
+    an attached session's processes that go on after it did not leave the run."""
+    r = Run(store, tmp_path)
+    r.run["client_pid"] = 4242
+    r.run["mode"] = "attached"
+    r.ev(E.EV_FORK, ret=CHILD)  # never exits in sight: it goes on after the session
+    r.rec.model.feed(E.Event(time.monotonic_ns(), 1, ROOT, ROOT, E.EV_CONNECT, 0, 5, 0, 0, 0,
+                             0, raw=struct.pack("<H", socket.AF_UNIX) + b"/run/db.sock\0"))
+    doc, _ = r.finish()
+    assert "client_pid" not in doc and "client_pid" not in store.get_run(doc["id"])
+    assert doc["connects"] == [{"family": "unix", "address": "/run/db.sock", "port": None,
+                                "process": r.rec.model.root.key}]
+    assert doc["complete"] is True, doc["reasons"]
+
+
+def test_packages_used_and_installed(store, tmp_path):
+    """Packages: the distributions the run imported from (read in site-packages),
+    less what it installed itself (pip reads back what it writes); installed: the
+    distributions whose .dist-info it wrote into."""
+    site = tmp_path / "venv" / "lib" / "python3.11" / "site-packages"
+    (site / "bar").mkdir(parents=True)
+    (site / "bar" / "__init__.py").write_text("")
+    (site / "bar-2.0.dist-info").mkdir()
+    (site / "bar-2.0.dist-info" / "top_level.txt").write_text("bar\n")
+    r = Run(store, tmp_path)
+    r.read(site / "bar" / "__init__.py")
+    (site / "foo").mkdir()
+    (site / "foo-1.0.dist-info").mkdir()
+    (site / "foo" / "__init__.py").write_text("")
+    (site / "foo-1.0.dist-info" / "RECORD").write_text("foo/__init__.py,,\n")
+    r.write(site / "foo" / "__init__.py", fd=4)
+    r.write(site / "foo-1.0.dist-info" / "RECORD", fd=5)
+    r.read(site / "foo" / "__init__.py", fd=6)
+    doc, files = r.finish()
+    assert doc["packages"] == {"bar": "2.0"} and doc["installed"] == {"foo": "1.0"}
+    assert doc["counts"]["env_outputs"] == 2 and doc["counts"]["outputs"] == 0
 
 
 def test_an_input_unchanged_since_its_hash_was_cached_is_not_read_again(store, tmp_path):
     """The store's stat cache (device, inode, size, mtime, ctime -> hash) is
     what the recorder's hasher asks first: a cached entry is taken as is."""
-    from roar.record.store import stat_key
-
     f = tmp_path / "big.bin"
     f.write_bytes(b"contents")
     store.cache_hashes([(stat_key(os.stat(f)), "c" * 32)])  # as an earlier run left it
