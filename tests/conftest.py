@@ -432,9 +432,9 @@ class History:
 
     def run(self, command, reads=(), writes=(), code=(), cwd="/w", env=None, packages=None,
             git=None, complete=True, reasons=(), status="finished", exit_code=0,
-            exe="/usr/bin/python3.11", unverified=(), at=None) -> str:
+            exe="/usr/bin/python3.11", unverified=(), at=None, files=()) -> str:
         """reads/writes/code: (path, content bytes) pairs; unverified: input paths
-        read without a verified hash."""
+        read without a verified hash; files: more file records, as they are."""
         self.t += 60_000
         t = self.t if at is None else at
         rid = new_run_id(t)
@@ -444,12 +444,13 @@ class History:
                     "size": len(content), "status": "ok", "bytes_read": len(content),
                     "bytes_written": 0, "processes": ["k1"]}
 
+        extra = list(files)
         files = [rec(p, c, "input") for p, c in reads]
         files += [rec(p, c, "input", "code") for p, c in code]
         files += [{"path": p, "kind": "data", "role": "input", "hash": None, "size": 3,
                    "status": "unverified", "bytes_read": 3, "bytes_written": 0,
                    "processes": ["k1"]} for p in unverified]
-        files += [rec(p, c, "output") for p, c in writes]
+        files += [rec(p, c, "output") for p, c in writes] + extra
         files.append({"path": "/usr/lib/libc.so.6", "kind": "env", "role": "env", "hash": None,
                       "size": None, "status": None, "bytes_read": 0, "bytes_written": 0,
                       "processes": ["k1"]})

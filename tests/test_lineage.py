@@ -605,3 +605,54 @@ def test_captured_bad_refs_are_one_line(pipeline):
     (roar.cwd / "stranger.bin").write_bytes(b"never recorded")
     assert "never read or written" in one_line_error(roar("diff", "out/model.json",
                                                            "stranger.bin", check=False))
+
+
+# -- whole documents (pinned by the mutation run, docs/testing.md) ----------------------
+
+
+def _summary(h: History, rid: str, depth: int) -> dict:
+    run = h.store.get_run(rid)
+    return {"id": rid, "name": None, "step": lineage.step_key(lineage.RunCache(h.store).get(rid)),
+            "command": run["command"], "depth": depth, "started_at": run["started_at"],
+            "status": "finished", "complete": True}
+
+
+def test_outputs_document_field_by_field(hist):
+    """`roar outputs --json` of a raw shard: every run below it with its depth,
+    every hashed output (sorted by depth, path, run), outputs without a hash
+    (with their status) and environment outputs, and nothing of the target."""
+    pre, train, ev = _pipeline(hist)
+    site = "/w/venv/lib/python3.11/site-packages/pkg/__init__.py"
+    inst = hist.run(["pip", "install", "."], reads=[("/w/out/metrics.json", b"m1")], files=[
+        {"path": "/w/out/report.html", "kind": "data", "role": "output", "hash": None,
+         "size": None, "status": "vanished", "bytes_read": 0, "bytes_written": 4,
+         "processes": ["k1"]},
+        {"path": site, "kind": "env", "role": "output", "hash": hash_of(b"pkg"), "size": 3,
+         "status": "ok", "bytes_read": 0, "bytes_written": 3, "processes": ["k1"]}])
+    shard = hash_of(RAW[0][1])
+    doc = lineage.outputs(hist.store, ("artifact", shard))
+
+    def out(path, content, run, depth):
+        return {"path": path, "hash": hash_of(content), "run": run, "depth": depth,
+                "kind": "data", "size": len(content), "paths": [path]}
+
+    assert doc == {
+        "target": {"kind": "artifact", "hash": shard, "paths": [RAW[0][0]], "produced_by": []},
+        "complete": False,  # what a run below wrote is not known for sure
+        "reasons": [f"run {inst[:10]} (pip): output /w/out/report.html has no verified "
+                    "content hash (vanished)"],
+        "runs": [_summary(hist, pre, 0), _summary(hist, train, 1), _summary(hist, ev, 1),
+                 {**_summary(hist, inst, 2), "complete": False}],
+        "outputs": [out("/w/out/features.json", FEATURES, pre, 1),
+                    out("/w/out/metrics.json", b"m1", ev, 2),
+                    out("/w/out/model.pt", MODEL, train, 2),
+                    {"path": "/w/out/report.html", "hash": None, "run": inst, "depth": 3,
+                     "kind": "data", "size": None, "paths": ["/w/out/report.html"],
+                     "status": "vanished"}],
+        "env_outputs": [{"path": site, "hash": hash_of(b"pkg"), "run": inst, "depth": 3,
+                         "kind": "env", "size": 3, "paths": [site], "status": "ok"}]}
+    # from a run: what it and everything after it wrote, its own outputs included
+    doc = lineage.outputs(hist.store, ("run", train))
+    assert [(e["path"], e["run"], e["depth"]) for e in doc["outputs"]] == [
+        ("/w/out/model.pt", train, 1), ("/w/out/metrics.json", ev, 2),
+        ("/w/out/report.html", inst, 3)]
