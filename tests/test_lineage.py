@@ -656,3 +656,48 @@ def test_outputs_document_field_by_field(hist):
     assert [(e["path"], e["run"], e["depth"]) for e in doc["outputs"]] == [
         ("/w/out/model.pt", train, 1), ("/w/out/metrics.json", ev, 2),
         ("/w/out/report.html", inst, 3)]
+
+
+def test_diff_code_lines_across_renames_binaries_and_other_roots(hist, tmp_path):
+    """Line counts come from `git diff --numstat --no-renames A B -- files` in the
+    first recorded root that is a repository knowing both commits: a renamed file
+    is a deletion and an addition, a binary file says so, the work tree's own
+    uncommitted changes (an edit, a deletion) play no part."""
+    repo, plain = tmp_path / "repo", tmp_path / "plain"
+    repo.mkdir()
+    plain.mkdir()  # a directory, not a repository: skipped
+    git(repo, "init", "-q")
+    (repo / "train.py").write_text("a = 1\n")
+    (repo / "util.py").write_text("x\ny\n")
+    (repo / "ext.so").write_bytes(b"\0ELF 1")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "one")
+    c1 = git(repo, "rev-parse", "HEAD")
+    files1 = {p: (repo / p).read_bytes() for p in ("train.py", "util.py", "ext.so")}
+    (repo / "train.py").write_text("a = 2\n")
+    git(repo, "mv", "util.py", "helpers.py")
+    (repo / "ext.so").write_bytes(b"\0ELF 2")
+    git(repo, "commit", "-qam", "two")
+    c2 = git(repo, "rev-parse", "HEAD")
+    files2 = {p: (repo / p).read_bytes() for p in ("train.py", "helpers.py", "ext.so")}
+    (repo / "train.py").write_text("a = 3\nb = 4\n")  # not committed
+    (repo / "ext.so").unlink()  # not committed either
+    r = str(repo)
+
+    def run(commit, files, root):
+        return hist.run(["python3", "train.py"], cwd=r,
+                        git={"commit": commit, "dirty": False, **({"root": root} if root else {})},
+                        code=[(f"{r}/{p}", c) for p, c in files.items()],
+                        writes=[(f"/o/{commit}", commit.encode())])
+
+    a, b = run(c1, files1, None), run(c1, files1, str(plain))
+    c, d = run(c2, files2, r), run(c2, files2, str(plain))
+    for first in (a, b):  # a's record names no root, b's no repository: c's is used
+        doc = lineage.diff(hist.store, ("run", first), ("run", c))
+        lines = {ch["key"]: ch.get("lines") for ch in doc["changes"] if ch["kind"] == "code"}
+        assert lines == {"commit": None, "train.py": "+1 -1", "util.py": "+0 -2",
+                         "helpers.py": "+2 -0", "ext.so": "binary"}
+    doc = lineage.diff(hist.store, ("run", a), ("run", d))  # no repository knows them
+    lines = {ch["key"]: ch.get("lines") for ch in doc["changes"] if ch["kind"] == "code"}
+    assert lines == {"commit": None, "train.py": None, "util.py": None, "helpers.py": None,
+                     "ext.so": None}

@@ -186,3 +186,39 @@ def test_dir_that_is_not_a_directory_is_refused(hist, tmp_path):
     pipeline(hist)
     with pytest.raises(RefError, match="is not a directory"):
         lineage.contains_dir(hist.store, TARGET, str(tmp_path / "nope"))
+
+
+# -- whole documents (pinned by the mutation run, docs/testing.md) ----------------------
+
+
+def test_dir_document_field_by_field(hist, tmp_path):
+    """Every file in order (symlinks and special files left out wherever they
+    sort), each told to progress before it is hashed; the hashes computed are
+    kept in the stat cache for the next query."""
+    from roar.record.store import stat_key
+
+    pre, _ = pipeline(hist)
+    d = _dir(tmp_path, {"a.csv": RAW[0][1], "sub/new.csv": b"new"})
+    os.symlink(d / "a.csv", d / "0-link.csv")  # sorts first: skipped, not the end
+    seen = []
+    doc = lineage.contains_dir(hist.store, TARGET, str(d),
+                               progress=lambda p, done, size: seen.append((p, done, size)))
+    assert doc == {
+        "answer": "yes", "dir": str(d), "target": lineage.target_view(hist.store, TARGET),
+        "reached": 1, "total": 2, "reasons": [],
+        "files": [{"path": "a.csv", "answer": "yes", "hash": hash_of(RAW[0][1]),
+                   "evidence": [{"run": pre, "path": RAW[0][0], "depth": 2}]},
+                  {"path": "sub/new.csv", "answer": "no", "hash": hash_of(b"new"),
+                   "evidence": [], "other_versions": []}]}
+    assert seen == [(str(d / "a.csv"), 0, None), (str(d / "sub" / "new.csv"), 0, None)]
+    for name, content in (("a.csv", RAW[0][1]), ("sub/new.csv", b"new")):
+        assert hist.store.cached_hash_key(stat_key(os.stat(d / name))) == hash_of(content)
+
+
+def test_dir_of_a_target_nobody_wrote_is_unknown_never_no(hist, tmp_path):
+    pipeline(hist)
+    d = _dir(tmp_path, {"x": b"x"})
+    doc = lineage.contains_dir(hist.store, ("artifact", hash_of(RAW[0][1])), str(d))
+    assert doc["answer"] == "unknown" and doc["files"][0]["answer"] == "unknown"
+    assert doc["reasons"] == [
+        "no recorded run wrote this content: what it was made from is unknown"]
