@@ -701,3 +701,28 @@ def test_diff_code_lines_across_renames_binaries_and_other_roots(hist, tmp_path)
     lines = {ch["key"]: ch.get("lines") for ch in doc["changes"] if ch["kind"] == "code"}
     assert lines == {"commit": None, "train.py": None, "util.py": None, "helpers.py": None,
                      "ext.so": None}
+
+
+def test_diff_pairs_data_files_named_by_the_same_argument(hist):
+    """Two runs of one script over other files: each file is compared with the one
+    the same argument named (an option, a position, each value of a repeated
+    option), paths taken relative to the run's directory then the repository."""
+    git = {"root": "/w", "commit": "c1", "dirty": False}
+
+    def run(argv, files):
+        return hist.run(argv, cwd="/w/sub", git=git, code=[("/w/sub/train.py", b"t")],
+                        reads=files, writes=[(f"/o/{files[0][1].decode()}", b"o")])
+
+    a = run(["python3", "train.py", "--fast", "--data", "../data/v1.csv", "--shard", "s1a",
+             "--shard", "s2a", "cfg/a.yml"],
+            [("/w/data/v1.csv", b"1"), ("/w/sub/s1a", b"x1"), ("/w/sub/s2a", b"x2"),
+             ("/w/sub/cfg/a.yml", b"A")])
+    b = run(["python3", "-u", "train.py", "--fast", "--data", "../data/v2.csv", "--shard", "s1b",
+             "--shard", "s2b", "cfg/b.yml"],
+            [("/w/data/v2.csv", b"2"), ("/w/sub/s1b", b"y1"), ("/w/sub/s2b", b"y2"),
+             ("/w/sub/cfg/b.yml", b"B")])
+    doc = lineage.diff(hist.store, ("run", a), ("run", b))
+    data = sorted((c["key"], c.get("renamed_from")) for c in doc["changes"]
+                  if c["kind"] == "data")
+    assert data == [("data/v2.csv", "data/v1.csv"), ("sub/cfg/b.yml", "sub/cfg/a.yml"),
+                    ("sub/s1b", "sub/s1a"), ("sub/s2b", "sub/s2a")]
