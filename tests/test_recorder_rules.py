@@ -465,6 +465,7 @@ def _reap_filler(run_id: str) -> None:
         os.waitpid(pid, 0)
 
 
+@pytest.mark.parametrize("ahead", [True], indirect=True)  # it builds ahead itself; once
 def test_hashes_not_done_by_the_end_are_pending_and_filled_later(store, tmp_path):
     """A hasher that never gets to them (no workers): the input's and the output's
     records say pending, with the time after which a change voids the late
