@@ -726,3 +726,53 @@ def test_diff_pairs_data_files_named_by_the_same_argument(hist):
                   if c["kind"] == "data")
     assert data == [("data/v2.csv", "data/v1.csv"), ("sub/cfg/b.yml", "sub/cfg/a.yml"),
                     ("sub/s1b", "sub/s1a"), ("sub/s2b", "sub/s2a")]
+
+
+def test_diff_data_changes_field_by_field(hist):
+    """Every data change between two runs of a step, in order: a dataset renamed
+    (one left on each side) with the members added, removed and changed; an input
+    that was unverified; a new and a gone file; a file renamed with its content
+    unchanged (no change); the arguments; a derived input (made upstream) last."""
+    git = {"root": "/w", "commit": "c1", "dirty": False}
+    up = hist.run(["python3", "make.py"], writes=[("/w/labels.csv", b"L1")],
+                  code=[("/w/make.py", b"m")])
+    raw_a = [("s0.csv", b"r0"), ("s1.csv", b"r1"), ("s2.csv", b"r2")]
+    raw_b = [("s0.csv", b"r0"), ("s1.csv", b"r1 changed"), ("s3.csv", b"r3")]
+    a = hist.run(["python3", "prep.py", "--lr", "0.1", "data/raw"], git=git,
+                 reads=[(f"/w/data/raw/{n}", c) for n, c in raw_a]
+                 + [("/w/labels.csv", b"L1"), ("/w/old_name.csv", b"same"), ("/w/gone.csv", b"G")],
+                 unverified=["/w/flaky.csv"], code=[("/w/prep.py", b"p")],
+                 writes=[("/o/a", b"a")])
+    b = hist.run(["python3", "prep.py", "--lr", "0.2", "data/raw2"], git=git,
+                 reads=[(f"/w/data/raw2/{n}", c) for n, c in raw_b]
+                 + [("/w/labels.csv", b"L2"), ("/w/new_name.csv", b"same"), ("/w/fresh.csv", b"F"),
+                    ("/w/flaky.csv", b"ok now")],
+                 code=[("/w/prep.py", b"p")], writes=[("/o/b", b"b")])
+    doc = lineage.diff(hist.store, ("run", a), ("run", b))
+    same = {"step": "prep.py", "a_run": a, "b_run": b, "depth": 0}
+
+    def version(pairs):
+        return lineage.dataset_version((n, hash_of(c)) for n, c in pairs)
+
+    assert doc["changes"] == [
+        {"kind": "data", **same, "key": "data/raw2", "a": version(raw_a), "b": version(raw_b),
+         "dataset": True, "added": ["s3.csv"], "removed": ["s2.csv"], "changed": ["s1.csv"],
+         "count_a": 3, "count_b": 3, "derived": False, "renamed_from": "data/raw"},
+        {"kind": "data", **same, "key": "flaky.csv", "a": None, "b": hash_of(b"ok now"),
+         "derived": False, "unverified": True},
+        {"kind": "data", **same, "key": "fresh.csv", "a": None, "b": hash_of(b"F"),
+         "derived": False},
+        {"kind": "data", **same, "key": "gone.csv", "a": hash_of(b"G"), "b": None,
+         "derived": False},
+        {"kind": "args", **same, "key": "#1", "a": "data/raw", "b": "data/raw2"},
+        {"kind": "args", **same, "key": "--lr", "a": "0.1", "b": "0.2"},
+        {"kind": "step_removed", "step": "make.py", "key": "make.py", "a": up, "b": None,
+         "a_run": up, "b_run": None, "depth": 1, "command": ["python3", "make.py"]},
+        {"kind": "data", **same, "key": "labels.csv", "a": hash_of(b"L1"), "b": hash_of(b"L2"),
+         "derived": True}]
+    assert doc["steps"] == [
+        {"step": "prep.py", "a": a, "b": b, "depth_a": 0, "depth_b": 0},
+        {"step": "make.py", "a": up, "b": None, "depth_a": 1, "depth_b": None}]
+    assert (doc["a"]["complete"], doc["b"]["complete"]) == (False, True)
+    assert doc["a"]["reasons"] == [f"run {a[:10]} (prep.py): input /w/flaky.csv has no "
+                                   "verified content hash (unverified)"]
