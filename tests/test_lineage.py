@@ -776,3 +776,40 @@ def test_diff_data_changes_field_by_field(hist):
     assert (doc["a"]["complete"], doc["b"]["complete"]) == (False, True)
     assert doc["a"]["reasons"] == [f"run {a[:10]} (prep.py): input /w/flaky.csv has no "
                                    "verified content hash (unverified)"]
+
+
+def test_inputs_document_field_by_field(hist):
+    """`roar inputs --json` of the model: every input upstream, sorted by depth and
+    path, with who made it and who read it; the raw dataset with its version,
+    size, members, and the one member a run produced; every run with its depth."""
+    fetch = hist.run(["python3", "fetch.py"], writes=[RAW[2]], code=[("/w/fetch.py", b"f")])
+    pre, train, _ = _pipeline(hist)
+    doc = lineage.inputs(hist.store, ("artifact", hash_of(MODEL)))
+
+    def inp(path, content, depth, read_by, producer=None, kind="data", dataset=None):
+        return {"path": path, "hash": hash_of(content), "size": len(content),
+                "produced_by": producer, "depth": depth, "kind": kind, "paths": [path],
+                "producers": [producer] if producer else [], "read_by": [read_by],
+                "dataset": dataset}
+
+    raw = "/w/data/raw"
+    assert doc["target"] == {"kind": "artifact", "hash": hash_of(MODEL),
+                             "paths": ["/w/out/model.pt"], "produced_by": [train]}
+    assert (doc["complete"], doc["reasons"]) == (True, [])
+    assert doc["inputs"] == [
+        inp("/w/out/features.json", FEATURES, 1, train, producer=pre),
+        inp("/w/train.py", b"train", 1, train, kind="code"),
+        inp(RAW[0][0], RAW[0][1], 2, pre, dataset=raw),
+        inp(RAW[1][0], RAW[1][1], 2, pre, dataset=raw),
+        inp(RAW[2][0], RAW[2][1], 2, pre, producer=fetch, dataset=raw),
+        inp("/w/preprocess.py", b"pre", 2, pre, kind="code"),
+        inp("/w/fetch.py", b"f", 3, fetch, kind="code")]
+    assert doc["datasets"] == [{
+        "path": raw, "version": lineage.dataset_version(
+            (Path(p).name, hash_of(c)) for p, c in RAW),
+        "count": 3, "size": sum(len(c) for _, c in RAW), "depth": 2, "read_by": [pre],
+        "produced_by": [fetch], "produced": 1, "complete": True,
+        "members": [{"path": Path(p).name, "hash": hash_of(c), "size": len(c)}
+                    for p, c in RAW]}]
+    assert doc["runs"] == [_summary(hist, train, 0), _summary(hist, pre, 1),
+                           _summary(hist, fetch, 2)]
