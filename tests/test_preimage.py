@@ -248,3 +248,23 @@ def test_unprivileged_run_keeps_the_pre_image(public_roard, foreign_python,  # n
                     "cat", "/proc/self/status", env_extra={"ROAR_PREIMAGE": "0"})
     assert off.returncode == 0, off.stderr
     assert _no_new_privs(off.stdout) == 0
+
+
+@pytest.mark.capture
+def test_embedded_run_keeps_the_pre_image(cli):
+    """Without roard (root, probes loaded by roar run itself) the barrier is the
+    embedded poller's: `sort -o f f` keeps f's first version as its input."""
+    if os.geteuid() != 0:
+        pytest.skip("embedded capture needs root")
+    w = cli.cwd
+    (w / "words.txt").write_text("pear\napple\nfig\n")
+    v1 = xxh128(w / "words.txt")
+    p = cli("run", "--no-git", "--", "sort", "-o", "words.txt", "words.txt",
+            env=cli.env(ROAR_TIMING="1"))
+    assert (w / "words.txt").read_text() == "apple\nfig\npear\n"
+    st = _stats(p.stderr)
+    assert st["held"] == 2 and st["hashed"] + st["barriers"] >= 1 and not st["problems"], st
+    doc = cli.json("show", cli.json("log")[0]["id"])
+    assert [(i["path"], i["hash"], i["status"]) for i in doc["inputs"]] == [
+        (str(w / "words.txt"), v1, "ok")]
+    assert doc["complete"], doc["incomplete_reasons"]
