@@ -79,6 +79,7 @@ def _held_syscalls(tmp_path: Path) -> tuple[list[int], str]:
     poll = select.poll()
     poll.register(listener, select.POLLIN)
     deadline = time.monotonic() + 60
+    status = None
     while time.monotonic() < deadline:
         ready = poll.poll(100)
         if ready and ready[0][1] & select.POLLIN:
@@ -86,10 +87,14 @@ def _held_syscalls(tmp_path: Path) -> tuple[list[int], str]:
             if n is not None:
                 held.append(n.nr)
                 seccomp.let_continue(listener, n.id, buf)
-        elif ready:  # POLLHUP: no task left under the filter
+            continue
+        done, st = os.waitpid(pid, os.WNOHANG)  # (kernels before 5.8 give no POLLHUP)
+        if done:
+            status = st
             break
     os.close(listener)
-    _, status = os.waitpid(pid, 0)
+    if status is None:
+        _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0, (tmp_path / "out").read_text()
     return held, (tmp_path / "out").read_text()
 
