@@ -188,3 +188,27 @@ def continue_all(listener: int, stop) -> None:
                 let_continue(listener, n.id, buf)
         except OSError:
             return
+
+
+def unavailable() -> str | None:
+    """Why the filter cannot be installed here (None: it can), tried in a
+    child that exits at once (roar doctor)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            try:
+                os.close(install(no_new_privs=os.geteuid() != 0))
+                os.write(w, b"")
+            except OSError as e:
+                os.write(w, (e.strerror or str(e)).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    why = b""
+    while chunk := os.read(r, 4096):
+        why += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    return why.decode(errors="replace") or None

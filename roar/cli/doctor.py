@@ -75,6 +75,7 @@ def run_checks() -> bool:
     good &= _line(root or None, "privileges", "root" if root else
                   f"uid {os.getuid()}: roar run needs a running roard",
                   "start roard as root: roar daemon start")
+    _preimage_line(root)
     st = daemon_status()
     _line(True if st else None, "daemon", f"pid {st['pid']}, probes "
           f"{'attached' if st['attached'] else 'detached'}" if st else "not running "
@@ -98,6 +99,26 @@ def run_checks() -> bool:
         ok = None if "no roar store" in str(e) else False
         good &= _line(ok, "store", str(e))
     return bool(good)
+
+
+def _preimage_line(root: bool) -> None:
+    """Whether runs get the pre-image hold (docs/preimage.md); never a failure:
+    without it such inputs are recorded unverified."""
+    if os.environ.get("ROAR_PREIMAGE", "1") in ("0", "off", "no"):
+        _line(None, "pre-image", "off (ROAR_PREIMAGE=0): an input rewritten within "
+              "microseconds of its read is recorded unverified", "unset ROAR_PREIMAGE")
+        return
+    from roar.capture import seccomp
+
+    why = seccomp.unavailable()
+    if why:
+        _line(None, "pre-image", f"the seccomp filter cannot be installed ({why}): an input "
+              "rewritten within microseconds of its read is recorded unverified",
+              "allow seccomp() in this container's profile")
+    else:
+        _line(True, "pre-image", "held: write-opens, truncate, rename, unlink of the run" +
+              ("" if root else " (runs get no_new_privs: setuid programs in them gain "
+               "nothing; ROAR_PREIMAGE=0 turns it off)"))
 
 
 def _placement_lines() -> None:
