@@ -9,13 +9,16 @@ of bpf_get_current_cgroup_id, roar's tagged map), then
   open  a record with the file's name in the ring buffer,
   read  a per-file entry (first access: a record; later ones: add to counters),
   mmap  a record per mapped file (first mapping), like roar's sys_enter_mmap,
+  close drop the per-file entry,
 attached four ways, one variant at a time, in the same boot:
   tp      the syscall tracepoints roar uses: sys_enter/exit_openat (the enter
           stashes the path pointer, the exit reads the path and emits),
-          sys_enter_read, sys_enter_mmap
-  kprobe  security_file_open, security_file_permission, security_mmap_file
-  fentry  the same three functions through BPF trampolines
-  lsm     the BPF LSM hooks file_open, file_permission, mmap_file (only when
+          sys_enter_read, sys_enter_mmap, sys_enter_close (entries keyed by fd)
+  kprobe  security_file_open, security_file_permission, security_mmap_file,
+          security_file_free (entries keyed by struct file)
+  fentry  the same four functions through BPF trampolines
+  lsm     the BPF LSM hooks file_open, file_permission, mmap_file,
+          file_free_security (only when
           `bpf` is in /sys/kernel/security/lsm, i.e. lsm=...,bpf at boot)
 A forked child in a fresh cgroup (the tagged one) runs ITERATIONS of
 openat + read(4096) + mmap(PROT_READ) + munmap + close of one file, then the
@@ -161,6 +164,15 @@ TRACEPOINT_PROBE(syscalls, sys_enter_mmap)
     return 0;
 }
 
+TRACEPOINT_PROBE(syscalls, sys_enter_close)
+{
+    if (!traced())
+        return 0;
+    u64 key = fd_key(args->fd);
+    files.delete(&key);
+    return 0;
+}
+
 /* ---- the same three on the LSM functions: one body, three ways in ---- */
 static __always_inline int on_open(int base, struct file *f)
 {
@@ -193,50 +205,65 @@ static __always_inline int on_mmap(int base, struct file *f, unsigned long prot)
     return 0;
 }
 
+/* the file's last reference is gone: forget its entry (struct files are reused) */
+static __always_inline int on_free(struct file *f)
+{
+    if (!traced())
+        return 0;
+    u64 key = (u64)f;
+    files.delete(&key);
+    return 0;
+}
+
 #ifdef WITH_KPROBE
-int kprobe__security_file_open(struct pt_regs *ctx, struct file *f) { return on_open(3, f); }
+int kprobe__security_file_open(struct pt_regs *ctx, struct file *f) { return on_open(4, f); }
 int kprobe__security_file_permission(struct pt_regs *ctx, struct file *f, int mask)
 {
-    return on_permission(3, f, mask);
+    return on_permission(4, f, mask);
 }
 int kprobe__security_mmap_file(struct pt_regs *ctx, struct file *f, unsigned long prot)
 {
-    return on_mmap(3, f, prot);
+    return on_mmap(4, f, prot);
 }
+int kprobe__security_file_free(struct pt_regs *ctx, struct file *f) { return on_free(f); }
 #endif
 
 #ifdef WITH_FENTRY
-KFUNC_PROBE(security_file_open, struct file *f) { return on_open(6, f); }
+KFUNC_PROBE(security_file_open, struct file *f) { return on_open(8, f); }
 KFUNC_PROBE(security_file_permission, struct file *f, int mask)
 {
-    return on_permission(6, f, mask);
+    return on_permission(8, f, mask);
 }
 KFUNC_PROBE(security_mmap_file, struct file *f, unsigned long prot, unsigned long flags)
 {
-    return on_mmap(6, f, prot);
+    return on_mmap(8, f, prot);
 }
+KFUNC_PROBE(security_file_free, struct file *f) { return on_free(f); }
 #endif
 
 #ifdef WITH_LSM
-LSM_PROBE(file_open, struct file *f) { return on_open(9, f); }
-LSM_PROBE(file_permission, struct file *f, int mask) { return on_permission(9, f, mask); }
+LSM_PROBE(file_open, struct file *f) { return on_open(12, f); }
+LSM_PROBE(file_permission, struct file *f, int mask) { return on_permission(12, f, mask); }
 LSM_PROBE(mmap_file, struct file *f, unsigned long reqprot, unsigned long prot, unsigned long flags)
 {
-    return on_mmap(9, f, prot);
+    return on_mmap(12, f, prot);
 }
+LSM_PROBE(file_free_security, struct file *f) { return on_free(f); }
 #endif
 """
 
 VARIANTS = ["tp", "kprobe", "fentry", "lsm"]
-HOOKS = ["open", "read", "mmap"]
+HOOKS = ["open", "read", "mmap", "close"]
 PROGRAMS = {  # variant -> the (BCC function name prefix, what it attaches to) per hook
     "tp": ["syscalls:sys_enter_openat+sys_exit_openat", "syscalls:sys_enter_read",
-           "syscalls:sys_enter_mmap"],
-    "kprobe": ["security_file_open", "security_file_permission", "security_mmap_file"],
-    "fentry": ["security_file_open", "security_file_permission", "security_mmap_file"],
-    "lsm": ["file_open", "file_permission", "mmap_file"],
+           "syscalls:sys_enter_mmap", "syscalls:sys_enter_close"],
+    "kprobe": ["security_file_open", "security_file_permission", "security_mmap_file",
+               "security_file_free"],
+    "fentry": ["security_file_open", "security_file_permission", "security_mmap_file",
+               "security_file_free"],
+    "lsm": ["file_open", "file_permission", "mmap_file", "file_free_security"],
 }
-SLOT = {"tp": 0, "kprobe": 3, "fentry": 6, "lsm": 9}
+SLOT = {"tp": 0, "kprobe": 4, "fentry": 8, "lsm": 12}
 
 # -- io_uring through ctypes (no liburing, no C compiler in the guest) ----------------
 SYS_IO_URING_SETUP, SYS_IO_URING_ENTER = 425, 426
@@ -517,14 +544,13 @@ def main() -> int:
 
 def seen_counts(b) -> list[int]:
     t = b["seen"]
-    return [t.sum(t.Key(i)).value for i in range(12)]
+    return [t.sum(t.Key(i)).value for i in range(16)]
 
 
 def measure(bcc, b, child: Child, args) -> int:
     n, rounds = args.n, args.r
     cpu: dict[str, list[float]] = {"none": []}
     bpf: dict[str, dict[int, list[tuple[int, int]]]] = {}
-    uring: dict[str, list[int]] = {}
     recs: dict[str, list[int]] = {}  # the last round's records per hook
     usable = []
     child.run("sys", 200)  # warm: page cache, Python's mmap module, ring setup code
@@ -540,10 +566,28 @@ def measure(bcc, b, child: Child, args) -> int:
             print(f"hooks: {variant} unavailable: {why[:160]}", flush=True)
             continue
         usable.append(variant)
+    # io_uring first (quick): which hooks see opens and reads submitted through a ring
+    m = min(n, 500)
+    print(f"\nio_uring: {m} x (IORING_OP_OPENAT + IORING_OP_READ + IORING_OP_CLOSE), "
+          "records each hook made (expected: as many opens and reads)", flush=True)
+    for variant in usable:
+        a = Attached(bcc, b, variant)
+        try:
+            s0 = seen_counts(b)
+            child.run("uring", m)
+            s1 = seen_counts(b)
+        finally:
+            a.close()
+        b.ring_buffer_consume()
+        o, r = (s1[SLOT[variant] + h] - s0[SLOT[variant] + h] for h in range(2))
+        print(f"{variant:8} opens seen {o:5d}  reads seen {r:5d}", flush=True)
     # rounds interleave the variants (and nothing attached) so that the load
-    # of the host moves them all alike
-    for _ in range(rounds):
+    # of the host moves them all alike; each round's raw figures are printed as
+    # it ends (a boot that runs out of time still leaves them)
+    print("\nrounds (raw): variant CPU-s [bpf ns, run_cnt per hook]", flush=True)
+    for i in range(rounds):
         cpu["none"].append(child.run("sys", n))
+        raw = [f"none {cpu['none'][-1]:.3f}"]
         for variant in usable:
             a = Attached(bcc, b, variant)
             try:
@@ -556,19 +600,10 @@ def measure(bcc, b, child: Child, args) -> int:
                 bpf.setdefault(variant, {}).setdefault(hook, []).append(
                     (after[hook][0] - before[hook][0], after[hook][1] - before[hook][1]))
             b.ring_buffer_consume()
-            recs[variant] = [s1[SLOT[variant] + h] - s0[SLOT[variant] + h] for h in range(3)]
-    # io_uring: which hooks see opens and reads submitted through a ring
-    for variant in usable:
-        a = Attached(bcc, b, variant)
-        try:
-            s0 = seen_counts(b)
-            child.run("uring", min(n, 500))
-            s1 = seen_counts(b)
-        finally:
-            a.close()
-        b.ring_buffer_consume()
-        base = SLOT[variant]
-        uring[variant] = [s1[base + h] - s0[base + h] for h in range(3)]
+            recs[variant] = [s1[SLOT[variant] + h] - s0[SLOT[variant] + h] for h in range(4)]
+            raw.append(f"{variant} {cpu[variant][-1]:.3f} "
+                       f"{[bpf[variant][h][-1] for h in sorted(bpf[variant])]}")
+        print(f"round {i + 1}: " + "; ".join(raw), flush=True)
 
     med = {k: statistics.median(v) for k, v in cpu.items()}
     print(f"\nworkload: {n} x (openat + read 4096 + mmap PROT_READ + munmap + close), "
@@ -590,11 +625,6 @@ def measure(bcc, b, child: Child, args) -> int:
                              f"({cnt / rounds / n:.2f}, {recs[variant][hook] / n:.2f})")
             line += f" {total:11.0f}  " + ", ".join(hooks)
         print(line)
-    print(f"\nio_uring: {min(n, 500)} x (IORING_OP_OPENAT + IORING_OP_READ + IORING_OP_CLOSE), "
-          "records each hook made (expected: as many opens and reads)")
-    for variant in usable:
-        o, r, _ = uring[variant]
-        print(f"{variant:8} opens seen {o:5d}  reads seen {r:5d}")
     print("hooks: done", flush=True)
     return 0
 
