@@ -121,3 +121,46 @@ def test_chain_digest_of_the_records_in_memory_equals_the_stored_ones(tmp_path):
         assert rec.stored == store.raw_records(done["id"])
         assert (chain.run_digest(store, done["id"], rec.files, rec.procs, rec.stored)
                 == chain.run_digest(store, done["id"]))
+
+
+def test_the_consumer_freezes_what_it_built_ahead_and_nothing_else(tmp_path):
+    """roar run's consumer (cli/run.py _feed) builds records ahead whenever it has
+    caught up, then takes what is held out of the cyclic collector's sight
+    (gc.freeze): it stays until the process exits, and the collector walked it
+    again at every collection. A look that built nothing freezes nothing (garbage
+    cycles of that moment would stay uncollected)."""
+    import gc
+
+    from roar.cli.run import _feed
+
+    d = tmp_path / "data"
+    d.mkdir()
+    for name in "abde":
+        (d / name).write_bytes(os.urandom(100))
+    evs = _stream(str(d))
+
+    class Session:  # the records of a run as a session hands them over
+        def __init__(self, items):
+            self.items = items
+
+        def records(self):
+            yield from self.items
+
+    with Store(tmp_path / "home") as store:
+        run = {"id": new_run_id(), "cwd": str(d), "command": ["train"], "git": None,
+               "status": "running"}
+        store.put_run(run)
+        rec = RunRecorder(store, run, ROOT, {}, start_ns=0)
+        gc.unfreeze()
+        try:
+            _feed(Session([None]), rec, rec)  # nothing seen yet: nothing built
+            assert gc.get_freeze_count() == 0
+            feeder = type("Feeder", (), {"feed_raw": staticmethod(rec.model.feed)})()
+            _feed(Session(evs[:6]), rec, feeder)  # decoded events, fed as they are
+            for s in rec.model.paths.values():
+                if s.early_hash is not None:
+                    s.early_hash.result()
+            _feed(Session([None]), rec, rec)
+            assert rec._built and gc.get_freeze_count() > 0
+        finally:
+            gc.unfreeze()

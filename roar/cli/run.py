@@ -554,12 +554,14 @@ def _feed(session, recorder, feeder, keep=None) -> None:
     for raw in session.records():
         try:
             if raw is None:  # caught up with the run: work ahead on the end
-                recorder.prebuild()
-                # what the model and the recorder hold is kept to the end of the
-                # run, when this process exits: out of the cyclic collector's
-                # sight, which would walk it again at every collection (~7 µs
-                # per file of 20,000); garbage made later is still collected
-                gc.freeze()
+                if recorder.prebuild():
+                    # what the model and the recorder hold is kept to the end of
+                    # the run, when this process exits: out of the cyclic
+                    # collector's sight, which would walk it again at every
+                    # collection (~7 µs per file of 20,000). Only after records
+                    # were built (cycles that are garbage just then stay too:
+                    # at most one young generation's worth per look that built)
+                    gc.freeze()
                 continue
             if raw.__class__ is not bytes:  # a barrier: the pre-image hold's question
                 raw()

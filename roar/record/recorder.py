@@ -329,10 +329,12 @@ class RunRecorder:
         recs = self._records_for(path, s, kind, a, created, outputs)
         return recs, [encode_doc(r) for r in recs], index_entries(self._rid, recs)
 
-    def prebuild(self, budget: int = PREBUILD_BATCH) -> None:
+    def prebuild(self, budget: int = PREBUILD_BATCH) -> int:
         """Build the records of up to `budget` settled paths seen so far
-        (called from the model's thread when it has caught up with the run)."""
+        (called from the model's thread when it has caught up with the run);
+        returns how many were built."""
         model = self.model
+        built = 0
         if self._tracked is None:
             self._tracked = (context.tracked_files(self._git_root) if self._git_root
                              else frozenset())
@@ -360,6 +362,8 @@ class RunRecorder:
             self._built[path] = (self._sig(s, a, kind), *parts)
             self._prebuild_proc_files(path, kind, parts[0])
             self._clean.add(path)
+            built += 1
+        return built
 
     def _file_records(self, git_root, tracked) -> tuple[list[dict], list[bytes], list, list[dict]]:
         model = self.model
