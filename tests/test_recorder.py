@@ -45,10 +45,14 @@ def _stream(d: str) -> list[E.Event]:
     return evs
 
 
-def _record(store: Store, d: str, evs: list[E.Event], look_ahead: bool) -> tuple:
+def _record(store: Store, d: str, evs: list[E.Event], look_ahead: bool,
+            compiled: bool = True, fast: list | None = None) -> tuple:
     run = {"id": new_run_id(), "cwd": d, "command": ["train"], "git": None, "status": "running"}
     store.put_run(run)
-    rec = RunRecorder(store, run, ROOT, {}, start_ns=0)
+    rec = RunRecorder(store, run, ROOT, {}, start_ns=0, compiled=compiled)
+    if fast is not None and rec._settled_input is not None:  # count what C built
+        build = rec._settled_input
+        rec._settled_input = lambda *a: fast.append(build(*a)) or fast[-1]
     for i, e in enumerate(evs):
         rec.model.feed(e)
         if look_ahead and i < len(evs) - 2:
@@ -164,3 +168,37 @@ def test_the_consumer_freezes_what_it_built_ahead_and_nothing_else(tmp_path):
             assert rec._built and gc.get_freeze_count() > 0
         finally:
             gc.unfreeze()
+
+
+def test_records_of_settled_inputs_built_in_c_are_the_recorders(tmp_path):
+    """The records of settled read-only inputs are built in C from the compiled
+    model's state (_cmodel.c settled_input); recorder.py's own build is the
+    reference: the stored file and process records and the index rows must be
+    the same bytes, for inputs read by one process or two, read past their size
+    (bytes bounded by it), environment, pseudo and rewritten files beside them."""
+    d = tmp_path / "data"
+    d.mkdir()
+    for name in "abdefg":
+        (d / name).write_bytes(os.urandom(100))
+    evs = _stream(str(d))
+    ts = evs[-1].ts
+    for path, tgid, nbytes in [("g", ROOT, 5000), ("f", ROOT, 5000), ("f", CHILD, 0),
+                               ("f", CHILD, 70)]:
+        ts += 10  # g, f: read past their size; f: opened without a read, read in part
+        evs.append(E.Event(ts, 1, tgid, tgid, E.EV_OPEN, 0, 6, -100, 0, 0, 0,
+                           path=f"{d}/{path}"))
+        evs.append(E.Event(ts + 5, 1, tgid, tgid, E.EV_CLOSE, 0, 6, 1 if nbytes else 0,
+                           nbytes, 0, 1 << 32 if nbytes else 0))
+    with Store(tmp_path / "home") as store:
+        fast: list = []
+        files_c, raw_c, built_c = _record(store, str(d), evs, look_ahead=True, fast=fast)
+        files_py, raw_py, built_py = _record(store, str(d), evs, look_ahead=True,
+                                             compiled=False)
+    assert built_c == built_py
+    assert [r[0]["path"] for r in fast if r is not None] and all(
+        r is None or r[0]["role"] == "input" for r in fast)
+    assert raw_c == raw_py and files_c == files_py
+    f = next(x for x in files_c if x["path"] == f"{d}/f")
+    assert f["bytes_read"] == 100 and len(f["processes"]) == 2
+    assert any(r is not None and r[0]["path"] == f"{d}/g" and r[0]["bytes_read"] == 100
+               for r in fast)  # built in C, and kept to the end

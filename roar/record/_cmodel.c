@@ -2300,9 +2300,210 @@ static PyObject *encode_json(PyObject *self, PyObject *o)
     return out;
 }
 
+
+/* -- the records of a settled read-only input ------------------------------------
+ *
+ * recorder.py's RunRecorder.prebuild, for the path kind that makes nearly all of
+ * a data loader's records: a data or code file the run only read, whose hash is
+ * done and verified. One call gives what recorder.py's _build, _sig and
+ * _prebuild_proc_files give for it: the file record (_records_for ->
+ * _input_record -> _version, _bound_bytes), its JSON, its signature, and each
+ * reader's process entry (_proc_file) with its signature and JSON. Any other case
+ * (another kind, /dev/shm, a result that is not a plain verified one, a count
+ * that does not fit) answers None, and recorder.py builds it. recorder.py is the
+ * reference: tests/test_recorder.py compares the stored bytes of runs recorded
+ * with and without this. */
+
+static PyObject *S_kind, *S_bytes_read, *S_bytes_written, *S_processes, *S_role, *S_mode,
+    *S_hash, *S_size, *S_status, *S_error, *S_ctime_ns, *S_read_calls, *S_write_calls,
+    *S_input, *S_r, *S_data, *S_code, *S_path, *S_shm;
+
+static PyObject *json_bytes(PyObject *o) /* encode_json's bytes; None: not its own */
+{
+    JBuf b = {NULL, 0, 0};
+    int rc = jb_obj(&b, o, 0);
+    PyObject *out = rc > 0 ? PyBytes_FromStringAndSize(b.p, b.n) : NULL;
+    PyMem_Free(b.p);
+    if (rc == 0)
+        Py_RETURN_NONE;
+    return out;
+}
+
+static PyObject *settled_input(PyObject *self, PyObject *args)
+{
+    PyObject *st, *users, *kind, *wall_offset;
+    if (!PyArg_ParseTuple(args, "O!O!UO!", &PathStateType, &st, &PyList_Type, &users, &kind,
+                          &PyLong_Type, &wall_offset))
+        return NULL;
+    PathState *s = (PathState *)st;
+    PyObject *rec = NULL, *raw = NULL, *sig = NULL, *entries = NULL, *procs = NULL,
+             *res = NULL, *rhash = NULL, *rsize = NULL, *rstatus = NULL, *rerror = NULL,
+             *ctime = NULL, *out = NULL, *br = NULL, *bw = NULL;
+    if ((PyUnicode_Compare(kind, S_data) != 0 && PyUnicode_Compare(kind, S_code) != 0) ||
+        !PyUnicode_CheckExact(s->path) ||
+        PyUnicode_Tailmatch(s->path, S_shm, 0, PY_SSIZE_T_MAX, -1) != 0 ||
+        s->modified_ts != Py_None || s->create_ts != Py_None || s->early_hash == Py_None ||
+        !PyLong_CheckExact(s->early_ts))
+        goto none;
+    if (PyErr_Occurred())
+        return NULL;
+    res = PyObject_GetAttr(s->early_hash, S_value);
+    if (!res)
+        return NULL;
+    if (res == Py_None ||
+        !(rstatus = PyObject_GetAttr(res, S_status)) || !(rhash = PyObject_GetAttr(res, S_hash)) ||
+        !(rsize = PyObject_GetAttr(res, S_size)) || !(rerror = PyObject_GetAttr(res, S_error)) ||
+        !(ctime = PyObject_GetAttr(res, S_ctime_ns)))
+        goto fail_or_none;
+    if (rsize != Py_None && !PyLong_CheckExact(rsize))
+        goto none;
+    int ok = PyUnicode_Check(rstatus) && PyUnicode_Compare(rstatus, S_ok) == 0;
+    if (ok && ctime != Py_None) { /* changed after the open, before the hash: recorder.py */
+        PyObject *bound = PyNumber_Add(s->early_ts, wall_offset);
+        if (!bound)
+            goto fail;
+        int later = PyObject_RichCompareBool(ctime, bound, Py_GT);
+        Py_DECREF(bound);
+        if (later != 0)
+            goto fail_or_none;
+    }
+    /* _agg: the readers' bytes (Python ints: summed here without overflow) */
+    Py_ssize_t n = PyList_GET_SIZE(users);
+    unsigned long long sr = 0, sw = 0;
+    int exact = 1;
+    if (!(procs = PyList_New(n)))
+        goto fail;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *t = PyList_GET_ITEM(users, i);
+        if (!PyTuple_CheckExact(t) || PyTuple_GET_SIZE(t) != 2 ||
+            !PyObject_TypeCheck(PyTuple_GET_ITEM(t, 0), &ProcType) ||
+            !PyObject_TypeCheck(PyTuple_GET_ITEM(t, 1), &ProcFileType))
+            goto none;
+        ProcFile *pf = (ProcFile *)PyTuple_GET_ITEM(t, 1);
+        if (__builtin_add_overflow(sr, pf->bytes_read, &sr) ||
+            __builtin_add_overflow(sw, pf->bytes_written, &sw) || sr > (1ULL << 62) ||
+            sw > (1ULL << 62))
+            goto none;
+        exact = exact && pf->bytes_exact;
+        PyList_SET_ITEM(procs, i, Py_NewRef(((Proc *)PyTuple_GET_ITEM(t, 0))->key));
+    }
+    /* _sig(s, a, kind) */
+    PyObject *renamed = PySequence_Tuple(s->renamed_from);
+    if (!renamed)
+        goto fail;
+    sig = Py_BuildValue("(OOOOOOOONKKOn)", kind, s->first, s->read ? Py_True : Py_False,
+                        s->written ? Py_True : Py_False, s->deleted ? Py_True : Py_False,
+                        s->modified_ts, s->create_ts, s->early_ts, renamed, sr, sw,
+                        exact ? Py_True : Py_False, n);
+    if (!sig)
+        goto fail;
+    /* _version(base, "input", res=res), then _bound_bytes */
+    if (!exact) {
+        br = Py_NewRef(Py_None);
+        bw = Py_NewRef(Py_None);
+    } else {
+        br = PyLong_FromUnsignedLongLong(sr);
+        bw = PyLong_FromUnsignedLongLong(sw);
+        if (!br || !bw)
+            goto fail;
+        if (rsize != Py_None && sr) {
+            int less = PyObject_RichCompareBool(rsize, br, Py_LT);
+            if (less < 0)
+                goto fail;
+            if (less)
+                Py_SETREF(br, Py_NewRef(rsize));
+        }
+    }
+    if (!(rec = PyDict_New()) || PyDict_SetItem(rec, S_path, s->path) < 0 ||
+        PyDict_SetItem(rec, S_kind, kind) < 0 || PyDict_SetItem(rec, S_bytes_read, br) < 0 ||
+        PyDict_SetItem(rec, S_bytes_written, bw) < 0 ||
+        PyDict_SetItem(rec, S_processes, procs) < 0 || PyDict_SetItem(rec, S_role, S_input) < 0 ||
+        PyDict_SetItem(rec, S_mode, S_r) < 0 || PyDict_SetItem(rec, S_hash, rhash) < 0 ||
+        PyDict_SetItem(rec, S_size, rsize) < 0 || PyDict_SetItem(rec, S_status, rstatus) < 0 ||
+        PyDict_SetItem(rec, S_error, rerror) < 0)
+        goto fail;
+    if (!(raw = json_bytes(rec)))
+        goto fail;
+    if (raw == Py_None)
+        goto none;
+    /* _prebuild_proc_files: each reader's entry, its bytes bounded by the size */
+    if (!(entries = PyList_New(n)))
+        goto fail;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        ProcFile *pf = (ProcFile *)PyTuple_GET_ITEM(PyList_GET_ITEM(users, i), 1);
+        PyObject *mode = PyObject_GetAttrString((PyObject *)pf, "mode");
+        PyObject *nread = mode ? PyLong_FromUnsignedLongLong(pf->bytes_read) : NULL;
+        PyObject *d = NULL, *dj = NULL, *psig = NULL;
+        if (nread && rsize != Py_None) {
+            int less = PyObject_RichCompareBool(rsize, nread, Py_LT);
+            if (less < 0)
+                Py_CLEAR(nread);
+            else if (less)
+                Py_SETREF(nread, Py_NewRef(rsize));
+        }
+        if (nread)
+            d = Py_BuildValue("{s:O,s:O,s:O,s:O,s:N,s:K,s:K}", "path", pf->path, "kind", kind,
+                              "mode", mode, "bytes_read", pf->bytes_exact ? nread : Py_None,
+                              "bytes_written",
+                              pf->bytes_exact ? PyLong_FromUnsignedLongLong(pf->bytes_written)
+                                              : Py_NewRef(Py_None),
+                              "read_calls", pf->read_calls, "write_calls", pf->write_calls);
+        if (d)
+            dj = json_bytes(d);
+        if (dj)
+            psig = Py_BuildValue("(OOOOOKKKKO)", kind, rsize, pf->read ? Py_True : Py_False,
+                                 pf->written ? Py_True : Py_False,
+                                 pf->mapped ? Py_True : Py_False, pf->bytes_read,
+                                 pf->bytes_written, pf->read_calls, pf->write_calls,
+                                 pf->bytes_exact ? Py_True : Py_False);
+        PyObject *e = psig && dj != Py_None ? PyTuple_Pack(4, (PyObject *)pf, psig, d, dj) : NULL;
+        int own = dj == Py_None;
+        Py_XDECREF(mode);
+        Py_XDECREF(nread);
+        Py_XDECREF(d);
+        Py_XDECREF(dj);
+        Py_XDECREF(psig);
+        if (!e) {
+            if (own && !PyErr_Occurred())
+                goto none;
+            goto fail;
+        }
+        PyList_SET_ITEM(entries, i, e);
+    }
+    out = PyTuple_Pack(4, rec, raw, sig, entries);
+    goto done;
+fail_or_none:
+    if (PyErr_Occurred())
+        goto fail;
+none:
+    out = Py_NewRef(Py_None);
+    goto done;
+fail:
+    out = NULL;
+done:
+    Py_XDECREF(rec);
+    Py_XDECREF(raw);
+    Py_XDECREF(sig);
+    Py_XDECREF(entries);
+    Py_XDECREF(procs);
+    Py_XDECREF(res);
+    Py_XDECREF(rhash);
+    Py_XDECREF(rsize);
+    Py_XDECREF(rstatus);
+    Py_XDECREF(rerror);
+    Py_XDECREF(ctime);
+    Py_XDECREF(br);
+    Py_XDECREF(bw);
+    return out;
+}
+
 static PyMethodDef module_methods[] = {
     {"encode_json", encode_json, METH_O,
      "encode_json(obj) -> bytes, or None: codes.encode's JSON, compiled (see _cmodel.c)."},
+    {"settled_input", settled_input, METH_VARARGS,
+     "settled_input(state, users, kind, wall_offset) -> (record, JSON, signature, "
+     "[(ProcFile, signature, entry, JSON)]), or None: recorder.py's records of a settled "
+     "read-only input, compiled (see _cmodel.c)."},
     {NULL}};
 
 static struct PyModuleDef moddef = {
@@ -2317,6 +2518,25 @@ PyMODINIT_FUNC PyInit__cmodel(void)
     INTERN(S_read, "read");
     INTERN(S_write, "write");
     INTERN(S_ok, "ok");
+    INTERN(S_kind, "kind");
+    INTERN(S_bytes_read, "bytes_read");
+    INTERN(S_bytes_written, "bytes_written");
+    INTERN(S_processes, "processes");
+    INTERN(S_role, "role");
+    INTERN(S_mode, "mode");
+    INTERN(S_hash, "hash");
+    INTERN(S_size, "size");
+    INTERN(S_status, "status");
+    INTERN(S_error, "error");
+    INTERN(S_ctime_ns, "ctime_ns");
+    INTERN(S_read_calls, "read_calls");
+    INTERN(S_write_calls, "write_calls");
+    INTERN(S_input, "input");
+    INTERN(S_r, "r");
+    INTERN(S_data, "data");
+    INTERN(S_code, "code");
+    INTERN(S_path, "path");
+    INTERN(S_shm, "/dev/shm/");
     INTERN(S_address, "address");
     INTERN(S_family, "family");
     INTERN(S_unix, "unix");

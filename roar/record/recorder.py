@@ -24,7 +24,7 @@ from roar.record.classify import CODE, DATA, ENV, PSEUDO, classify, rules_from_d
 from roar.record.codes import Reason, RunStatus, message, messages, reason
 from roar.record.hasher import OK, SPECIAL, VANISHED, Hasher, HashResult, birth_ns
 from roar.record.ids import now_iso
-from roar.record.runmodel import NOT_BUILT, new_model
+from roar.record.runmodel import COMPILED, NOT_BUILT, new_model, settled_input
 from roar.record.store import Store, encode_doc, index_entries
 from roar.record.timing import mark
 
@@ -79,7 +79,7 @@ class RunRecorder:
     """Owns one run while it is captured: model, hasher and the run document."""
 
     def __init__(self, store: Store, run: dict, root_pid: int, root_fds: dict[int, str],
-                 workers: int = 2, start_ns: int | None = None):
+                 workers: int = 2, start_ns: int | None = None, compiled: bool = True):
         self.store = store
         self.run = run
         # the files the caller handed the run as stdout and stderr (`> train.log`)
@@ -111,6 +111,9 @@ class RunRecorder:
         # feed_raw(raw): one raw kernel record into the model (runmodel.py)
         self.model, self.feed_raw = new_model(root_pid, run["cwd"], run["command"], root_fds,
                                               start_ns, self.hasher)
+        # the records of settled read-only inputs, built in C from the compiled
+        # model's state (_cmodel.c settled_input; None: all built here, the reference)
+        self._settled_input = settled_input if COMPILED and compiled else None
         if NOT_BUILT:
             self.messages.append(NOT_BUILT)
 
@@ -357,10 +360,19 @@ class RunRecorder:
                     elif tries < PREBUILD_TRIES:
                         todo.append((path, tries + 1))  # still open: a few more looks
                 continue
-            a = self._agg(path)
-            parts = self._build(path, s, kind, a, {}, {})
-            self._built[path] = (self._sig(s, a, kind), *parts)
-            self._prebuild_proc_files(path, kind, parts[0])
+            fast = (self._settled_input(s, self.model.by_path.get(path, []), kind,
+                                        self.wall_offset)
+                    if self._settled_input is not None and kind in (DATA, CODE) else None)
+            if fast is not None:  # a read-only input: its records built in C
+                rec, raw, sig, entries = fast
+                self._built[path] = (sig, [rec], [raw], index_entries(self._rid, [rec]))
+                for pf, pf_sig, entry, entry_raw in entries:
+                    self._pf_built[id(pf)] = (pf_sig, entry, entry_raw)
+            else:
+                a = self._agg(path)
+                parts = self._build(path, s, kind, a, {}, {})
+                self._built[path] = (self._sig(s, a, kind), *parts)
+                self._prebuild_proc_files(path, kind, parts[0])
             self._clean.add(path)
             built += 1
         return built

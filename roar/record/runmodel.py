@@ -47,8 +47,9 @@ if _cmodel is not None:  # the store's JSON encoder, compiled (the same bytes)
 
     codes.compiled_encode = _cmodel.encode_json
 
+settled_input = None  # _cmodel.c's builder of a settled input's records (recorder.py)
 if COMPILED:
-    from roar.record._cmodel import FdEntry, OpenFile, RunModel
+    from roar.record._cmodel import FdEntry, OpenFile, RunModel, settled_input
 else:
     from roar.record.model import FdEntry, OpenFile, RunModel
 
