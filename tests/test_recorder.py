@@ -135,6 +135,8 @@ def test_the_consumer_freezes_what_it_built_ahead_and_nothing_else(tmp_path):
     cycles of that moment would stay uncollected)."""
     import gc
 
+    from test_compiled_model import raw_record
+
     from roar.cli.run import _feed
 
     d = tmp_path / "data"
@@ -159,8 +161,8 @@ def test_the_consumer_freezes_what_it_built_ahead_and_nothing_else(tmp_path):
         try:
             _feed(Session([None]), rec, rec)  # nothing seen yet: nothing built
             assert gc.get_freeze_count() == 0
-            feeder = type("Feeder", (), {"feed_raw": staticmethod(rec.model.feed)})()
-            _feed(Session(evs[:6]), rec, feeder)  # decoded events, fed as they are
+            _feed(Session([raw_record(e.ts, e.tgid, e.type, e.flags, e.fd, e.ret, e.a0, e.a1,
+                                      e.a2, path=e.path) for e in evs[:6]]), rec, rec)
             for s in rec.model.paths.values():
                 if s.early_hash is not None:
                     s.early_hash.result()
