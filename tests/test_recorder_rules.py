@@ -579,18 +579,22 @@ def test_git_tracked_files_are_code_whenever_their_records_are_built(store, tmp_
     repo = tmp_path / "repo"
     repo.mkdir()
     (repo / "train.py").write_text("print(1)\n")
+    (repo / "vocab.txt").write_text("a b\n")  # code only because git tracks it
     (repo / "notes.txt").write_text("n\n")
     git(repo, "init", "-q")
-    git(repo, "add", "train.py")
+    git(repo, "add", "train.py", "vocab.txt")
     git(repo, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "c")
     r = Run(store, repo, git_root=repo)
     r.read(repo / "train.py")
     r.settle(repo / "train.py")
     r.read(repo / "notes.txt", fd=4)
     r.settle(repo / "notes.txt")
+    r.read(repo / "vocab.txt", fd=5)
+    r.settle(repo / "vocab.txt")
     _, files = r.finish()
     assert sorted((f["path"], f["kind"], f["role"]) for f in files) == [
-        (str(repo / "notes.txt"), "data", "input"), (str(repo / "train.py"), "code", "input")]
+        (str(repo / "notes.txt"), "data", "input"), (str(repo / "train.py"), "code", "input"),
+        (str(repo / "vocab.txt"), "code", "input")]
 
 
 def test_user_classification_rules_decide_whenever_records_are_built(store, tmp_path):
@@ -764,3 +768,23 @@ def test_an_input_unchanged_since_its_hash_was_cached_is_not_read_again(store, t
     r.settle(f)
     _, files = r.finish()
     assert [(x["role"], x["hash"], x["status"]) for x in files] == [("input", "c" * 32, "ok")]
+
+
+@pytest.mark.parametrize("written", [False, True])
+def test_an_o_creat_file_gone_before_any_look_and_never_deleted_by_the_run(store, tmp_path,
+                                                                           written):
+    """Opened with O_CREAT and read first, then gone before the hasher looked, with
+    no birth time to say who made it: unless the run both wrote and deleted it
+    (a journal), what it read was there before it: an input, unverified, kept."""
+    f = tmp_path / "lock"
+    r = Run(store, tmp_path)
+    r.ev(E.EV_OPEN, fd=3, ret=-100, a0=0o2 | 0o100, path=f)  # never on disk when looked at
+    r.ev(E.EV_CLOSE, fd=3, ret=E.FD_READ, a0=5, a2=1 << 32)
+    if written:
+        r.write(f, fd=4, flags=0o1)
+    else:
+        r.ev(E.EV_UNLINK, fd=-100, path=f)
+    _, files = r.finish()
+    roles = sorted((x["role"], x["status"]) for x in files)
+    assert roles == ([("input", "vanished"), ("output", "vanished")] if written
+                     else [("input", "vanished")])
