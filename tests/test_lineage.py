@@ -617,6 +617,18 @@ def _summary(h: History, rid: str, depth: int) -> dict:
             "status": "finished", "complete": True}
 
 
+def _remote_out(url: str, version: str, content: bytes | None = None) -> dict:
+    """An uploaded object's record (record/remote.py): by url@version, and by content
+    when the upload's body was seen whole."""
+    from roar.record.remote import ident_key, url_key
+
+    return {"path": url, "kind": "remote", "role": "output", "url": url, "version": version,
+            "ident": ident_key(url, version), "url_key": url_key(url),
+            "hash": hash_of(content) if content else None,
+            "size": len(content) if content else None, "status": "ok" if content else None,
+            "bytes_read": 0, "bytes_written": 3, "processes": ["k1"]}
+
+
 def test_outputs_document_field_by_field(hist):
     """`roar outputs --json` of a raw shard: every run below it with its depth,
     every hashed output (sorted by depth, path, run), outputs without a hash
@@ -628,7 +640,8 @@ def test_outputs_document_field_by_field(hist):
          "size": None, "status": "vanished", "bytes_read": 0, "bytes_written": 4,
          "processes": ["k1"]},
         {"path": site, "kind": "env", "role": "output", "hash": hash_of(b"pkg"), "size": 3,
-         "status": "ok", "bytes_read": 0, "bytes_written": 3, "processes": ["k1"]}])
+         "status": "ok", "bytes_read": 0, "bytes_written": 3, "processes": ["k1"]},
+        _remote_out("s3://b/report", "s3:v1", b"rep"), _remote_out("s3://b/blob", "s3:v2")])
     shard = hash_of(RAW[0][1])
     doc = lineage.outputs(hist.store, ("artifact", shard))
 
@@ -640,7 +653,9 @@ def test_outputs_document_field_by_field(hist):
         "target": {"kind": "artifact", "hash": shard, "paths": [RAW[0][0]], "produced_by": []},
         "complete": False,  # what a run below wrote is not known for sure
         "reasons": [f"run {inst[:10]} (pip): output /w/out/report.html has no verified "
-                    "content hash (vanished)"],
+                    "content hash (vanished)",
+                    f"run {inst[:10]} (pip): output s3://b/blob has no verified content "
+                    "hash (unhashed)"],
         "runs": [_summary(hist, pre, 0), _summary(hist, train, 1), _summary(hist, ev, 1),
                  {**_summary(hist, inst, 2), "complete": False}],
         "outputs": [out("/w/out/features.json", FEATURES, pre, 1),
@@ -648,14 +663,21 @@ def test_outputs_document_field_by_field(hist):
                     out("/w/out/model.pt", MODEL, train, 2),
                     {"path": "/w/out/report.html", "hash": None, "run": inst, "depth": 3,
                      "kind": "data", "size": None, "paths": ["/w/out/report.html"],
-                     "status": "vanished"}],
+                     "status": "vanished"},
+                    # an upload: by url and version when its content is unknown, else
+                    # once, by content
+                    {"url": "s3://b/blob", "version": "s3:v2", "path": "s3://b/blob",
+                     "hash": None, "run": inst, "depth": 3, "kind": "remote", "size": None,
+                     "paths": ["s3://b/blob"]},
+                    {"path": "s3://b/report", "hash": hash_of(b"rep"), "run": inst, "depth": 3,
+                     "kind": "remote", "size": 3, "paths": ["s3://b/report"]}],
         "env_outputs": [{"path": site, "hash": hash_of(b"pkg"), "run": inst, "depth": 3,
                          "kind": "env", "size": 3, "paths": [site], "status": "ok"}]}
     # from a run: what it and everything after it wrote, its own outputs included
     doc = lineage.outputs(hist.store, ("run", train))
     assert [(e["path"], e["run"], e["depth"]) for e in doc["outputs"]] == [
         ("/w/out/model.pt", train, 1), ("/w/out/metrics.json", ev, 2),
-        ("/w/out/report.html", inst, 3)]
+        ("/w/out/report.html", inst, 3), ("s3://b/blob", inst, 3), ("s3://b/report", inst, 3)]
 
 
 def test_diff_code_lines_across_renames_binaries_and_other_roots(hist, tmp_path):
@@ -738,12 +760,12 @@ def test_diff_data_changes_field_by_field(hist):
                   code=[("/w/make.py", b"m")])
     raw_a = [("s0.csv", b"r0"), ("s1.csv", b"r1"), ("s2.csv", b"r2")]
     raw_b = [("s0.csv", b"r0"), ("s1.csv", b"r1 changed"), ("s3.csv", b"r3")]
-    a = hist.run(["python3", "prep.py", "--lr", "0.1", "data/raw"], git=git,
+    a = hist.run(["python3", "prep.py", "--lr", "0.1"], git=git,
                  reads=[(f"/w/data/raw/{n}", c) for n, c in raw_a]
                  + [("/w/labels.csv", b"L1"), ("/w/old_name.csv", b"same"), ("/w/gone.csv", b"G")],
                  unverified=["/w/flaky.csv"], code=[("/w/prep.py", b"p")],
                  writes=[("/o/a", b"a")])
-    b = hist.run(["python3", "prep.py", "--lr", "0.2", "data/raw2"], git=git,
+    b = hist.run(["python3", "prep.py", "--lr", "0.2"], git=git,
                  reads=[(f"/w/data/raw2/{n}", c) for n, c in raw_b]
                  + [("/w/labels.csv", b"L2"), ("/w/new_name.csv", b"same"), ("/w/fresh.csv", b"F"),
                     ("/w/flaky.csv", b"ok now")],
@@ -764,7 +786,6 @@ def test_diff_data_changes_field_by_field(hist):
          "derived": False},
         {"kind": "data", **same, "key": "gone.csv", "a": hash_of(b"G"), "b": None,
          "derived": False},
-        {"kind": "args", **same, "key": "#1", "a": "data/raw", "b": "data/raw2"},
         {"kind": "args", **same, "key": "--lr", "a": "0.1", "b": "0.2"},
         {"kind": "step_removed", "step": "make.py", "key": "make.py", "a": up, "b": None,
          "a_run": up, "b_run": None, "depth": 1, "command": ["python3", "make.py"]},

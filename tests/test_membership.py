@@ -169,6 +169,8 @@ def test_dir_unknown_when_a_file_cannot_be_hashed(hist, tmp_path, monkeypatch):
     assert doc["answer"] == "unknown" and doc["reasons"] == []
     assert {f["path"]: (f["answer"], f.get("error")) for f in doc["files"]} == {
         "x": ("unknown", "Permission denied"), "y": ("no", None)}
+    assert doc["files"][0] == {"path": "x", "hash": None, "answer": "unknown", "evidence": [],
+                               "error": "Permission denied"}
 
 
 def test_dir_skips_symlinks_and_special_files(hist, tmp_path):
