@@ -834,3 +834,65 @@ def test_inputs_document_field_by_field(hist):
                     for p, c in RAW]}]
     assert doc["runs"] == [_summary(hist, train, 0), _summary(hist, pre, 1),
                            _summary(hist, fetch, 2)]
+
+
+def _remote_in(url: str, version: str | None, content: bytes | None = None) -> dict:
+    from roar.record.remote import ident_key, url_key
+
+    return {"path": url, "kind": "remote", "role": "input", "url": url, "version": version,
+            "ident": ident_key(url, version), "url_key": url_key(url),
+            "hash": hash_of(content) if content else None, "size": 3,
+            "status": "ok" if content else None, "bytes_read": 3, "bytes_written": 0,
+            "processes": ["k1"]}
+
+
+def test_diff_of_everything_but_local_data_field_by_field(hist):
+    """Two runs of one step: remote inputs (by version, else by content), the work
+    tree made dirty, a code file, program, script and interpreter, exit code and
+    status, packages added / removed / changed, environment variables (noise and
+    redacted ones said so), each in its order."""
+    from roar.record.context import redact
+
+    tok_a, tok_b = redact("t1", b"k" * 32), redact("t2", b"k" * 32)
+    a = hist.run(["python3", "train.py", "--lr", "1"],
+                 git={"root": "/w", "commit": "c1", "dirty": False},
+                 code=[("/w/train.py", b"t1")], exe="/usr/bin/python3.11",
+                 env={"HOME": "/root", "LR_SCHED": "cos", "TERM": "xterm", "GONE": "1",
+                      "API_TOKEN": tok_a},
+                 packages={"numpy": "1.26.4", "torch": "2.1"}, writes=[("/o/a", b"a")],
+                 files=[_remote_in("s3://b/data.csv", "s3:v1"),
+                        _remote_in("https://h/x.bin", None, b"xv1")])
+    b = hist.run(["python3.12", "./train.py", "--lr", "1"],
+                 git={"root": "/w", "commit": "c1", "dirty": True, "patch": "p"},
+                 code=[("/w/train.py", b"t2")], exe="/usr/bin/python3.12",
+                 env={"HOME": "/root", "LR_SCHED": "lin", "TERM": "vt100", "NEW": "2",
+                      "API_TOKEN": tok_b},
+                 packages={"numpy": "2.0", "pandas": "2.2"}, exit_code=3, status="failed",
+                 writes=[("/o/b", b"b")], files=[_remote_in("s3://b/data.csv", "s3:v2"),
+                                                 _remote_in("https://h/x.bin", None, b"xv2")])
+    doc = lineage.diff(hist.store, ("run", a), ("run", b))
+    same = {"step": "train.py", "a_run": a, "b_run": b, "depth": 0}
+
+    def ch(kind, key, va, vb, **extra):
+        return {"kind": kind, **same, "key": key, "a": va, "b": vb, **extra}
+
+    def env(key, va, vb, noise=False, redacted=False):
+        return ch("env", key, va, vb, noise=noise, redacted=redacted)
+
+    assert doc["changes"] == [
+        ch("data", "https://h/x.bin", hash_of(b"xv1"), hash_of(b"xv2"), remote=True,
+           derived=False),
+        ch("data", "s3://b/data.csv", "s3:v1", "s3:v2", remote=True, derived=False),
+        ch("code", "dirty", False, True),
+        ch("code", "train.py", hash_of(b"t1"), hash_of(b"t2")),
+        ch("command", "interpreter", "/usr/bin/python3.11", "/usr/bin/python3.12"),
+        ch("command", "program", "python3", "python3.12"),
+        ch("command", "script", "train.py", "./train.py"),
+        ch("exit", "exit_code", 0, 3),
+        ch("exit", "status", "finished", "failed"),
+        ch("packages", "numpy", "1.26.4", "2.0"),
+        ch("packages", "pandas", None, "2.2"),
+        ch("packages", "torch", "2.1", None),
+        env("API_TOKEN", tok_a, tok_b, redacted=True),
+        env("GONE", "1", None), env("LR_SCHED", "cos", "lin"), env("NEW", None, "2"),
+        env("TERM", "xterm", "vt100", noise=True)]
