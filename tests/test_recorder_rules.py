@@ -732,6 +732,15 @@ def test_what_the_stored_run_document_says(store, tmp_path):
     assert doc["connects"] == [{"family": "unix", "address": "/run/db.sock", "port": None,
                                 "process": r.rec.model.root.key}]
     assert doc["complete"] is True, doc["reasons"]
+    # a network peer whose traffic could not be read: what came from it is unknown
+    r = Run(store, tmp_path)
+    peer = struct.pack("<H", socket.AF_INET) + struct.pack(">H", 443) + bytes([10, 0, 0, 1])
+    r.rec.model.feed(E.Event(time.monotonic_ns(), 1, ROOT, ROOT, E.EV_CONNECT, 0, 5, 0, 0, 0,
+                             0, raw=peer + b"\0" * 8))
+    doc, _ = r.finish()
+    assert doc["reasons"] == [{"code": "uninspected_net", "address": "10.0.0.1", "port": 443}]
+    assert doc["remote"] == {"objects": 0, "telemetry": [], "uninspected": [
+        {"address": "10.0.0.1", "port": 443, "process": r.rec.model.root.key}]}
 
 
 def test_packages_used_and_installed(store, tmp_path):
@@ -788,3 +797,20 @@ def test_an_o_creat_file_gone_before_any_look_and_never_deleted_by_the_run(store
     roles = sorted((x["role"], x["status"]) for x in files)
     assert roles == ([("input", "vanished"), ("output", "vanished")] if written
                      else [("input", "vanished")])
+
+
+def test_an_input_opened_with_o_creat_and_replaced_later_stays_an_input(store, tmp_path):
+    """Whether the run made a file is decided by its birth time when the run's
+    O_CREAT open hashed it, not by whatever file has that name at the end."""
+    f = tmp_path / "config.json"
+    f.write_bytes(b"old")
+    time.sleep(0.05)  # born well before the run
+    r = Run(store, tmp_path)
+    r.ev(E.EV_OPEN, fd=3, ret=-100, a0=0o2 | 0o100, path=f)  # O_RDWR|O_CREAT, exists
+    r.ev(E.EV_CLOSE, fd=3, ret=E.FD_READ, a0=3, a2=1 << 32)
+    r.settle(f)
+    new = tmp_path / "config.json.new"
+    new.write_bytes(b"new")
+    os.replace(new, f)  # replaced by someone else: a newborn file under the name
+    _, files = r.finish()
+    assert [(x["role"], x["hash"]) for x in files] == [("input", hash_of(b"old"))]
