@@ -308,7 +308,9 @@ def test_diff_steps_added_and_removed(hist):
                  code=[("/w/train.py", b"train")], writes=[("/w/out/m3.pt", b"m3")])
     doc = lineage.diff(hist.store, ("artifact", hash_of(MODEL)), ("run", t))
     added = [c for c in doc["changes"] if c["kind"] == "step_added"]
-    assert [(c["step"], c["b"]) for c in added] == [("augment.py", extra)]
+    assert added == [{"kind": "step_added", "step": "augment.py", "key": "augment.py",
+                      "a": None, "b": extra, "a_run": None, "b_run": extra, "depth": 1,
+                      "command": ["python3", "augment.py"]}]
     back = lineage.diff(hist.store, ("run", t), ("artifact", hash_of(MODEL)))
     assert [c["a"] for c in back["changes"] if c["kind"] == "step_removed"] == [extra]
 
@@ -896,3 +898,21 @@ def test_diff_of_everything_but_local_data_field_by_field(hist):
         env("API_TOKEN", tok_a, tok_b, redacted=True),
         env("GONE", "1", None), env("LR_SCHED", "cos", "lin"), env("NEW", None, "2"),
         env("TERM", "xterm", "vt100", noise=True)]
+
+
+def test_diff_pairs_steps_by_the_same_run_then_depth_then_order(hist):
+    """A step that ran more than once on each side pairs with the same run where
+    both sides share it, else with the run at its depth, else in order."""
+    shared = hist.run(["python3", "clean.py"], reads=[("/w/raw", b"r")],
+                      writes=[("/w/c1", b"c1")], code=[("/w/clean.py", b"c")])
+    mine = hist.run(["python3", "clean.py"], reads=[("/w/raw2", b"r2")],
+                    writes=[("/w/c2", b"c2")], code=[("/w/clean.py", b"c")])
+    theirs = hist.run(["python3", "clean.py"], reads=[("/w/raw3", b"r3")],
+                      writes=[("/w/c3", b"c3")], code=[("/w/clean.py", b"c")])
+    a = hist.run(["python3", "join.py"], reads=[("/w/c1", b"c1"), ("/w/c2", b"c2")],
+                 writes=[("/w/j1", b"j1")], code=[("/w/join.py", b"j")])
+    b = hist.run(["python3", "join.py"], reads=[("/w/c3", b"c3"), ("/w/c1", b"c1")],
+                 writes=[("/w/j2", b"j2")], code=[("/w/join.py", b"j")])
+    doc = lineage.diff(hist.store, ("run", a), ("run", b))
+    assert [(s["step"], s["a"], s["b"]) for s in doc["steps"]] == [
+        ("join.py", a, b), ("clean.py", shared, shared), ("clean.py", mine, theirs)]
