@@ -639,7 +639,7 @@ def test_outputs_document_field_by_field(hist):
     site = "/w/venv/lib/python3.11/site-packages/pkg/__init__.py"
     inst = hist.run(["pip", "install", "."], reads=[("/w/out/metrics.json", b"m1")], files=[
         {"path": "/w/out/report.html", "kind": "data", "role": "output", "hash": None,
-         "size": None, "status": "vanished", "bytes_read": 0, "bytes_written": 4,
+         "size": 4, "status": "vanished", "bytes_read": 0, "bytes_written": 4,
          "processes": ["k1"]},
         {"path": site, "kind": "env", "role": "output", "hash": hash_of(b"pkg"), "size": 3,
          "status": "ok", "bytes_read": 0, "bytes_written": 3, "processes": ["k1"]},
@@ -664,7 +664,7 @@ def test_outputs_document_field_by_field(hist):
                     out("/w/out/metrics.json", b"m1", ev, 2),
                     out("/w/out/model.pt", MODEL, train, 2),
                     {"path": "/w/out/report.html", "hash": None, "run": inst, "depth": 3,
-                     "kind": "data", "size": None, "paths": ["/w/out/report.html"],
+                     "kind": "data", "size": 4, "paths": ["/w/out/report.html"],
                      "status": "vanished"},
                     # an upload: by url and version when its content is unknown, else
                     # once, by content
@@ -741,15 +741,15 @@ def test_diff_pairs_data_files_named_by_the_same_argument(hist):
              "--shard", "s2a", "cfg/a.yml"],
             [("/w/data/v1.csv", b"1"), ("/w/sub/s1a", b"x1"), ("/w/sub/s2a", b"x2"),
              ("/w/sub/cfg/a.yml", b"A")])
-    b = run(["python3", "-u", "train.py", "--fast", "--data", "../data/v2.csv", "--shard", "s1b",
-             "--shard", "s2b", "cfg/b.yml"],
-            [("/w/data/v2.csv", b"2"), ("/w/sub/s1b", b"y1"), ("/w/sub/s2b", b"y2"),
+    b = run(["python3", "-u", "train.py", "--fast", "--data", "../zdata/v2.csv", "--shard",
+             "s1b", "--shard", "s2b", "cfg/b.yml"],
+            [("/w/zdata/v2.csv", b"2"), ("/w/sub/s1b", b"y1"), ("/w/sub/s2b", b"y2"),
              ("/w/sub/cfg/b.yml", b"B")])
     doc = lineage.diff(hist.store, ("run", a), ("run", b))
     data = sorted((c["key"], c.get("renamed_from")) for c in doc["changes"]
                   if c["kind"] == "data")
-    assert data == [("data/v2.csv", "data/v1.csv"), ("sub/cfg/b.yml", "sub/cfg/a.yml"),
-                    ("sub/s1b", "sub/s1a"), ("sub/s2b", "sub/s2a")]
+    assert data == [("sub/cfg/b.yml", "sub/cfg/a.yml"), ("sub/s1b", "sub/s1a"),
+                    ("sub/s2b", "sub/s2a"), ("zdata/v2.csv", "data/v1.csv")]
 
 
 def test_diff_data_changes_field_by_field(hist):
@@ -916,3 +916,74 @@ def test_diff_pairs_steps_by_the_same_run_then_depth_then_order(hist):
     doc = lineage.diff(hist.store, ("run", a), ("run", b))
     assert [(s["step"], s["a"], s["b"]) for s in doc["steps"]] == [
         ("join.py", a, b), ("clean.py", shared, shared), ("clean.py", mine, theirs)]
+
+
+def test_a_run_target_and_what_makes_a_run_incomplete(hist):
+    """A run as a target: its own summary; its problems: interrupted, each input
+    without a verified hash (a special file such as /dev/zero needs none)."""
+    special = {"path": "/dev/zero", "kind": "data", "role": "input", "hash": None,
+               "size": None, "status": "special", "bytes_read": 1, "bytes_written": 0,
+               "processes": ["k1"]}
+    a = hist.run(["python3", "t.py"], status="interrupted", writes=[("/o/x", b"x")],
+                 unverified=["/w/u"], files=[special])
+    run = hist.store.get_run(a)
+    assert lineage.target_view(hist.store, ("run", a)) == {
+        "kind": "run", "id": a, "name": None, "command": ["python3", "t.py"], "step": "t.py",
+        "started_at": run["started_at"], "status": "interrupted"}
+    assert lineage.RunCache(hist.store).get(a).problems() == [
+        "interrupted", "input /w/u has no verified content hash (unverified)"]
+    # paths relative to the run's directory, whatever it ends with
+    info = lineage.RunInfo("R", {"cwd": "/data/runX", "git": None}, [], [])
+    assert (info.rel("/data/runX/a.csv"), info.rel("/data/run/a.csv")) == (
+        "a.csv", "/data/run/a.csv")
+
+
+def test_diff_without_a_script_dirty_trees_and_a_target_nobody_wrote(hist):
+    """`python3 -c CODE ARGS`: no script, even if an argument looks like one; the
+    arguments start after the program. Two trees dirty with the same patch are no
+    change. A target nobody wrote is incomplete with that reason, on either side."""
+    info = lineage.RunInfo("R", {"command": ["python3", "-c", "import x", "tool.py"],
+                                 "cwd": "/w", "git": None}, [], [])
+    assert lineage.step_key(info) == "python"
+    git = {"root": "/w", "commit": "c1", "dirty": True, "patch": "p1"}
+    a = hist.run(["tool", "--x", "1"], git=git, reads=[("/w/in", b"i")],
+                 writes=[("/w/o1", b"o1")])
+    b = hist.run(["tool", "--x", "2"], git=dict(git), reads=[("/w/in", b"i")],
+                 writes=[("/w/o2", b"o2")])
+    doc = lineage.diff(hist.store, ("run", a), ("run", b))
+    assert [(c["kind"], c["key"], c["a"], c["b"]) for c in doc["changes"]] == [
+        ("args", "--x", "1", "2")]
+    doc = lineage.diff(hist.store, ("run", a), ("artifact", hash_of(b"i")))
+    assert doc["b"]["complete"] is False and doc["b"]["reasons"] == [
+        "no recorded run wrote this content: what it was made from is unknown"]
+
+
+def test_inputs_unverified_and_remote_field_by_field(hist):
+    """Inputs without a hash are listed with their status; a downloaded object by
+    url and version, its content learned from the run that uploaded that version
+    (which is then upstream, and it is no gap); one nobody uploaded is a gap."""
+    up = hist.run(["python3", "upload.py"], reads=[("/w/wts", b"wts")],
+                  files=[_remote_out("s3://b/w.bin", "s3:v3", b"wts")])
+    t = hist.run(["python3", "train.py"], reads=[("/w/feat", b"f")], unverified=["/w/u.csv"],
+                 files=[_remote_in("s3://b/w.bin", "s3:v3"),
+                        _remote_in("s3://b/other.bin", "s3:v9")], writes=[("/w/m", b"m")])
+    doc = lineage.inputs(hist.store, ("artifact", hash_of(b"m")))
+    base = {"produced_by": None, "depth": 1, "producers": [], "read_by": [t], "dataset": None}
+
+    def remote(url, version, **kw):
+        return {"url": url, "version": version, "path": url, "hash": None, "size": 3,
+                "kind": "remote", "paths": [url], **base, **kw}
+
+    assert doc["inputs"] == [
+        {"path": "/w/feat", "hash": hash_of(b"f"), "size": 1, "kind": "data",
+         "paths": ["/w/feat"], **base},
+        {"path": "/w/u.csv", "hash": None, "size": 3, "kind": "data", "paths": ["/w/u.csv"],
+         **base, "status": "unverified"},
+        remote("s3://b/other.bin", "s3:v9"),
+        remote("s3://b/w.bin", "s3:v3", hash=hash_of(b"wts"), produced_by=up, producers=[up]),
+        {"path": "/w/wts", "hash": hash_of(b"wts"), "size": 3, "kind": "data",
+         "paths": ["/w/wts"], **base, "depth": 2, "read_by": [up]}]
+    assert doc["complete"] is False and doc["reasons"] == [
+        f"run {t[:10]} (train.py): input /w/u.csv has no verified content hash (unverified)",
+        f"run {t[:10]} (train.py): input s3://b/other.bin has no verified content hash "
+        "(unhashed)"]
