@@ -987,3 +987,21 @@ def test_inputs_unverified_and_remote_field_by_field(hist):
         f"run {t[:10]} (train.py): input /w/u.csv has no verified content hash (unverified)",
         f"run {t[:10]} (train.py): input s3://b/other.bin has no verified content hash "
         "(unhashed)"]
+
+
+def test_dataset_roots_named_with_equals_nested_and_remote_prefixes(hist):
+    """A directory named by `--opt=DIR` (deepest one wins) holds a dataset even for
+    one file; `--opt=` values with '=' keep them; the filesystem root, the cwd and
+    its ancestors never are; two remote objects under one prefix (query strings
+    aside) are a dataset, one is not, nor is a bucket's root."""
+    rid = hist.run(["python3", "t.py", "--data=/d/set", "--deep=/d/set/sub", "--kv=a=/x",
+                    "/"], cwd="/w/run",
+                   reads=[("/d/set/one.csv", b"1"), ("/d/set/sub/two.csv", b"2"),
+                          ("/x/3", b"3"), ("/w/4", b"4"), ("/w/5", b"5")],
+                   files=[_remote_in("s3://b/p/k0?versionId=1", "s3:v1"),
+                          _remote_in("s3://b/p/k1", "s3:v1"),
+                          _remote_in("s3://b/solo/k", "s3:v1"),
+                          _remote_in("s3://b/top0", "s3:v1"), _remote_in("s3://b/top1", "s3:v1")])
+    roots = lineage.dataset_roots(lineage.RunCache(hist.store).get(rid))
+    assert roots == {"/d/set/one.csv": "/d/set", "/d/set/sub/two.csv": "/d/set/sub",
+                     "s3://b/p/k0?versionId=1": "s3://b/p", "s3://b/p/k1": "s3://b/p"}
