@@ -85,7 +85,8 @@ def one_run(store: Store, seed: dict, raws: list[bytes], prebuild_every: int) ->
     c = time.process_time()
     chain.run_digest(store, run["id"], rec.files, rec.procs, rec.stored)
     t["chain digest"] = time.process_time() - c
-    gc.unfreeze()  # the next run starts as `roar run` does, from nothing frozen
+    gc.unfreeze()  # the next run starts as `roar run` does, from nothing frozen and
+    gc.collect()   # no garbage of this one left for its collections to walk
     return t
 
 
