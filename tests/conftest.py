@@ -432,7 +432,8 @@ class History:
 
     def run(self, command, reads=(), writes=(), code=(), cwd="/w", env=None, packages=None,
             git=None, complete=True, reasons=(), status="finished", exit_code=0,
-            exe="/usr/bin/python3.11", unverified=(), at=None, files=()) -> str:
+            exe="/usr/bin/python3.11", unverified=(), at=None, files=(), name=None,
+            signal=None) -> str:
         """reads/writes/code: (path, content bytes) pairs; unverified: input paths
         read without a verified hash; files: more file records, as they are."""
         self.t += 60_000
@@ -454,9 +455,9 @@ class History:
         files.append({"path": "/usr/lib/libc.so.6", "kind": "env", "role": "env", "hash": None,
                       "size": None, "status": None, "bytes_read": 0, "bytes_written": 0,
                       "processes": ["k1"]})
-        run = {"id": rid, "name": None, "status": status, "command": list(command), "cwd": cwd,
+        run = {"id": rid, "name": name, "status": status, "command": list(command), "cwd": cwd,
                "user": "u", "host": "h", "boot_id": "b", "started_at": iso_ms(t),
-               "ended_at": iso_ms(t + 30_000), "exit_code": exit_code, "signal": None,
+               "ended_at": iso_ms(t + 30_000), "exit_code": exit_code, "signal": signal,
                "git": git, "env": env if env is not None else {"HOME": "/root"},
                "packages": packages if packages is not None else {"numpy": "1.26.4"},
                "complete": complete, "incomplete_reasons": list(reasons), "lost_events": 0,

@@ -1005,3 +1005,17 @@ def test_dataset_roots_named_with_equals_nested_and_remote_prefixes(hist):
     roots = lineage.dataset_roots(lineage.RunCache(hist.store).get(rid))
     assert roots == {"/d/set/one.csv": "/d/set", "/d/set/sub/two.csv": "/d/set/sub",
                      "s3://b/p/k0?versionId=1": "s3://b/p", "s3://b/p/k1": "s3://b/p"}
+
+
+def test_named_runs_and_signals(hist):
+    """A run's name is in its target view and its summary; a run killed by a
+    signal differs from one that exited in its exit code and signal."""
+    a = hist.run(["python3", "t.py"], name="baseline", reads=[("/w/i", b"i")],
+                 writes=[("/w/o1", b"o1")])
+    b = hist.run(["python3", "t.py"], reads=[("/w/i", b"i")], writes=[("/w/o2", b"o2")],
+                 exit_code=137, signal=9, status="interrupted")
+    assert lineage.target_view(hist.store, ("run", a))["name"] == "baseline"
+    assert [r["name"] for r in lineage.outputs(hist.store, ("run", a))["runs"]] == ["baseline"]
+    doc = lineage.diff(hist.store, ("run", a), ("run", b))
+    assert [(c["key"], c["a"], c["b"]) for c in doc["changes"] if c["kind"] == "exit"] == [
+        ("exit_code", 0, 137), ("signal", None, 9), ("status", "finished", "interrupted")]
