@@ -97,3 +97,18 @@ def test_routing_from_another_thread_while_taking():
 def test_the_callback_is_a_c_function_for_libbcc():
     r = Router(protocol.EVENT)
     assert r.callback_address and r.context_address == id(r)
+
+
+def test_every_run_with_records_waiting_is_ready():
+    """roard wakes the spooler of each run ready() names: all of them, however
+    many runs are active (one left out waits for its timeout while its buffer
+    fills towards the cap)."""
+    r = Router(protocol.EVENT)
+    for cg in range(1, 301):
+        r.add(cg)
+    for cg in range(1, 301, 2):  # half of them have records
+        r.feed(record(cg, cg))
+    assert sorted(r.ready()) == list(range(1, 301, 2))
+    for cg in range(1, 301, 2):
+        r.take(cg)
+    assert r.ready() == []

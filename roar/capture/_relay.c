@@ -214,28 +214,33 @@ static PyObject *Router_pending(Router *r, PyObject *o)
 
 static PyObject *Router_ready(Router *r, PyObject *unused)
 {
-    u64 cgs[64];
+    /* every run with records waiting: a spooler left out would wait for its
+     * timeout while its buffer fills */
+    u64 few[64], *cgs = few;
     int k = 0;
-    PyObject *out = PyList_New(0);
-    if (!out)
-        return NULL;
     pthread_mutex_lock(&r->lock);
-    for (int i = 0; i < r->n; i++) {
-        if (r->slots[i].len && k < 64)
-            cgs[k++] = r->slots[i].cgroup;
-        if (k == 64)
-            break;
-    }
-    pthread_mutex_unlock(&r->lock);
-    for (int i = 0; i < k; i++) {
-        PyObject *v = PyLong_FromUnsignedLongLong(cgs[i]);
-        if (!v || PyList_Append(out, v) < 0) {
-            Py_XDECREF(v);
-            Py_DECREF(out);
-            return NULL;
+    if (r->n > 64) {
+        cgs = malloc(sizeof(u64) * (size_t)r->n);
+        if (!cgs) {
+            pthread_mutex_unlock(&r->lock);
+            return PyErr_NoMemory();
         }
-        Py_DECREF(v);
     }
+    for (int i = 0; i < r->n; i++)
+        if (r->slots[i].len)
+            cgs[k++] = r->slots[i].cgroup;
+    pthread_mutex_unlock(&r->lock);
+    PyObject *out = PyList_New(k);
+    for (int i = 0; out && i < k; i++) {
+        PyObject *v = PyLong_FromUnsignedLongLong(cgs[i]);
+        if (!v) {
+            Py_CLEAR(out);
+            break;
+        }
+        PyList_SET_ITEM(out, i, v);
+    }
+    if (cgs != few)
+        free(cgs);
     return out;
 }
 
