@@ -201,8 +201,8 @@ if __name__ == "__main__":
 def test_shared_memory_of_a_dataloader_is_never_an_input(roar):
     """A DataLoader-like job (20 worker processes handing 40 batches over in
     POSIX shared memory, a semaphore, then a memfd and a named Unix socket), run
-    20 times (issue 19: 1 run in 7 was incomplete before): complete every time, its shards the only inputs, result.txt the
-    only output, the segments IPC."""
+    20 times (issue 19: 1 run in 7 was incomplete before): complete every time,
+    its shards the only inputs, result.txt the only output, the segments IPC."""
     w = roar.cwd
     (w / "shards").mkdir()
     shards = {str(w / "shards" / f"{i:03d}.bin"): None for i in range(SHARDS)}

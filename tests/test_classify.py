@@ -354,7 +354,7 @@ def test_directory_facts_agree_with_the_rules_over_the_whole_path(tmp_path):
     generated()
     real = []
     for base in (sys.prefix, "/usr/lib", "/etc", "/root"):
-        for dirpath, dirnames, filenames in os.walk(base):
+        for dirpath, _dirnames, filenames in os.walk(base):
             real += [os.path.join(dirpath, f) for f in filenames[:20]]
             if len(real) > 8000:
                 break

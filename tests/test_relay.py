@@ -8,9 +8,10 @@ from __future__ import annotations
 import io
 import threading
 
+from roar.capture._relay import Router
+
 from roar.capture import events as E
 from roar.capture import protocol
-from roar.capture._relay import Router
 
 
 def record(cgroup: int, seq: int, path: str = "/data/x") -> bytes:

@@ -49,7 +49,7 @@ if _cmodel is not None:  # the store's JSON encoder, compiled (the same bytes)
 
 settled_input = None  # _cmodel.c's builder of a settled input's records (recorder.py)
 if COMPILED:
-    from roar.record._cmodel import FdEntry, OpenFile, RunModel, settled_input
+    from roar.record._cmodel import FdEntry, OpenFile, RunModel, settled_input  # noqa: F401
 else:
     from roar.record.model import FdEntry, OpenFile, RunModel
 
