@@ -857,7 +857,7 @@ class Daemon:
             run.written.notify_all()
 
     def _barrier(self, run: ActiveRun, req: dict) -> None:
-        """The client's pre-image hold asks for a barrier (roar/capture/preimage.py):
+        """The client's pre-image hold asks for a barrier (roar/record/preimage.py):
         every record committed so far is routed, then the mark is queued."""
         n = req.get("n")
         if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n < 1 << 63:

@@ -3,7 +3,7 @@ client; the daemon answers with frames: 1 type byte, 4-byte little-endian
 length, payload. Type E carries one raw kernel record, J one JSON message,
 B a barrier (8-byte little-endian number): every record the kernel committed
 before the client asked for that barrier came before it (the pre-image hold,
-roar/capture/preimage.py).
+roar/record/preimage.py).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ content-changing syscalls (write-opens, truncate, rename, unlink) to a
 supervisor (SECCOMP_RET_USER_NOTIF) and lets every other syscall through in
 the filter itself. Only the x86_64 ABI is held; other ABIs pass.
 
-The supervisor (roar/capture/preimage.py) answers each held syscall with
+The supervisor (roar/record/preimage.py) answers each held syscall with
 SECCOMP_USER_NOTIF_FLAG_CONTINUE: the syscall then runs as if never held.
 Nothing is ever denied or emulated.
 """

@@ -292,7 +292,7 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
         consumer.start()
         supervisor = None
         if listener is not None:  # after the consumer: its barriers need the model fed
-            from roar.capture import preimage
+            from roar.record import preimage
 
             supervisor = preimage.Supervisor(listener, recorder.model, recorder.hasher,
                                              session.barrier, recorder.start_wall)
@@ -392,7 +392,7 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
 # In this thread: a second one would hand the GIL back late (up to the switch
 # interval) at each of this one's wake-ups. A failed import is reported where
 # the module is used (imported again there).
-PRELOAD = ("roar.record.recorder", "roar.capture.preimage", "roar.query.links",
+PRELOAD = ("roar.record.recorder", "roar.record.preimage", "roar.query.links",
            "roar.record.chain", "roar.shared.outbox")
 
 

@@ -104,7 +104,7 @@ _READ = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 def _open_noatime(path: str, st: os.stat_result | None) -> int:
     """Open to hash, leaving the file's access time alone where the kernel
     lets us (O_NOATIME: our own files, or root's): hashing is not a read by
-    anyone, and the pre-image hold (roar/capture/preimage.py) reads access
+    anyone, and the pre-image hold (roar/record/preimage.py) reads access
     times to tell a file nobody read since a run started."""
     if _EUID == 0 or (st is not None and st.st_uid == _EUID) or st is None:
         try:
@@ -305,7 +305,7 @@ class Hasher:
     def hurry(self, job: HashJob) -> HashResult | None:
         """The job's result now: hashed in the calling thread unless a worker
         has started it already (then waited for). For the pre-image hold
-        (roar/capture/preimage.py), whose held syscall must not wait for the
+        (roar/record/preimage.py), whose held syscall must not wait for the
         jobs queued before this one."""
         if self._claim(job):
             self._do(job)
