@@ -2289,15 +2289,11 @@ static int jb_obj(JBuf *b, PyObject *o, int depth)
     return 0;
 }
 
+static PyObject *json_bytes(PyObject *o);
+
 static PyObject *encode_json(PyObject *self, PyObject *o)
 {
-    JBuf b = {NULL, 0, 0};
-    int rc = jb_obj(&b, o, 0);
-    PyObject *out = rc > 0 ? PyBytes_FromStringAndSize(b.p, b.n) : NULL;
-    PyMem_Free(b.p);
-    if (rc == 0)
-        Py_RETURN_NONE;
-    return out;
+    return json_bytes(o);
 }
 
 
