@@ -111,3 +111,17 @@ def test_killed_unprivileged_client_is_rebuilt_as_its_user(public_roard, foreign
     for d, _, files in os.walk(user_home / ".roar"):
         for name in [".", *files]:
             assert os.stat(os.path.join(d, name)).st_uid == other_user.pw_uid, (d, name)
+
+
+@pytest.mark.capture
+def test_doctor_as_a_user_says_what_it_cannot_check(public_roard, foreign_python, other_user,
+                                                    user_home):
+    """tracefs is root's only (mode 0700): `roar doctor` run by a user says it cannot
+    check the tracepoints, with the fix, instead of a traceback."""
+    p = user_roar(other_user, foreign_python, public_roard, user_home, "doctor")
+    assert "Traceback" not in p.stderr, p.stderr
+    assert p.returncode in (0, 1), p.stderr
+    assert "not readable by this user: cannot check  -> run roar doctor as root" in p.stdout
+    doc = json.loads(user_roar(other_user, foreign_python, public_roard, user_home, "doctor",
+                               "--json").stdout)
+    assert {c["check"] for c in doc["checks"]} >= {"kernel", "tracepoints", "daemon"}

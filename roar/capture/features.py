@@ -201,9 +201,14 @@ def required_tracepoints(text: str | None = None) -> list[tuple[str, str]]:
 
 
 def tracing_root() -> Path | None:
+    """The tracefs mount that holds events/, or None when there is none this
+    user can read (tracefs is mode 0700: only root sees in)."""
     for root in TRACING_ROOTS:
-        if Path(root, "events").is_dir():
-            return Path(root)
+        try:
+            if Path(root, "events").is_dir():
+                return Path(root)
+        except PermissionError:
+            continue
     return None
 
 
@@ -242,8 +247,8 @@ def probe_tracepoints(text: str | None = None) -> list[Feature]:
     root = tracing_root()
     if root is None:
         if os.geteuid() != 0:
-            return [Feature("tracepoints", None, "tracefs is not mounted and mounting it needs "
-                            "root: cannot check", "run roar doctor as root")]
+            return [Feature("tracepoints", None, "tracefs is not mounted or not readable by "
+                            "this user: cannot check", "run roar doctor as root")]
         return [Feature("tracepoints", False, "tracefs is not mounted",
                         "mount -t tracefs tracefs /sys/kernel/tracing")]
     missing = [(c, e) for c, e in wanted if not (root / "events" / c / e).is_dir()]
@@ -324,7 +329,9 @@ def probe_extras() -> list[Feature]:
     root = tracing_root()
     kprobes = root is not None and (root / "kprobe_events").exists()
     out.append(Feature("kprobes", kprobes, "kprobe_events present" if kprobes else
-                       "absent (CONFIG_KPROBE_EVENTS off; roar does not need them)",
+                       "absent (CONFIG_KPROBE_EVENTS off; roar does not need them)"
+                       if root is not None or os.geteuid() == 0 else
+                       "cannot check without root (tracefs unreadable); roar does not need them",
                        required=False))
     from roar.capture import btf
 
