@@ -109,6 +109,7 @@ if _MISSING:
 
 @dataclass(slots=True)
 class Event:
+    """One decoded ring-buffer record (struct roar_event, bpf/roar_event.h)."""
     ts: int
     cgroup: int
     tgid: int

@@ -12,6 +12,7 @@ the run is then stored as interrupted, never lost.
 
 from __future__ import annotations
 
+import gc
 import getpass
 import json
 import os
@@ -48,6 +49,8 @@ def cli_run(name: str | None, allow_dirty: bool, linger: float | None,
             audit: bool = False, policy: str | None = None, no_git: bool = False) -> None:
     """`roar run` as the command line does it (never returns): errors are one
     line, the exit status is the workload's."""
+    global _gc_at_release
+    _gc_at_release = not gc.isenabled()  # roar/__main__.py paused it for the start
     try:
         code = run(command, name=name, allow_dirty=allow_dirty,
                    linger=DEFAULT_LINGER if linger is None else linger,
@@ -65,6 +68,9 @@ def cli_run(name: str | None, allow_dirty: bool, linger: float | None,
     os._exit(code)
 
 
+_gc_at_release = False  # cli_run: the cyclic collector is enabled when the workload runs
+
+
 def check_command(argv: list[str]) -> None:
     """Refuse, before anything is recorded, a command that cannot be executed
     (exit 127 / 126 as a shell would)."""
@@ -74,17 +80,8 @@ def check_command(argv: list[str]) -> None:
             raise RunError(f"{cmd}: no such file", 127)
         if os.path.isdir(cmd) or not os.access(cmd, os.X_OK):
             raise RunError(f"{cmd}: permission denied (not an executable file)", 126)
-    elif not _on_path(cmd):
+    elif context.which(cmd) is None:
         raise RunError(f"{cmd}: command not found", 127)
-
-
-def _on_path(cmd: str) -> bool:
-    """What shutil.which answers, without its imports (on every run's start)."""
-    for d in os.environ.get("PATH", os.defpath).split(os.pathsep):
-        p = os.path.join(d or os.curdir, cmd)
-        if os.access(p, os.F_OK | os.X_OK) and not os.path.isdir(p):
-            return True
-    return False
 
 
 def daemon_session() -> DaemonSession | None:
@@ -307,6 +304,9 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
     except BaseException:
         os.kill(pid, signal.SIGKILL)  # never leave it running unrecorded
         raise
+    if _gc_at_release:
+        gc.freeze()  # the start's objects (modules...) live to the end: out of its sight
+        gc.enable()
     mark("model ready (the workload runs)")
     status, interrupted = _wait_root(pid, gate, session)
     mark("workload")
@@ -549,8 +549,6 @@ def _consume(session, recorder, feeder=None, pid: int = 0, keep=None) -> None:
 
 
 def _feed(session, recorder, feeder, keep=None) -> None:
-    import gc
-
     for raw in session.records():
         try:
             if raw is None:  # caught up with the run: work ahead on the end

@@ -405,10 +405,18 @@ def _os_release() -> str | None:
     return None
 
 
-def gpus() -> list[dict] | None:
-    import shutil
+def which(cmd: str) -> str | None:
+    """What shutil.which answers, without its imports (bz2, lzma: ~4 ms of every
+    run's start)."""
+    for d in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        p = os.path.join(d or os.curdir, cmd)
+        if os.access(p, os.F_OK | os.X_OK) and not os.path.isdir(p):
+            return p
+    return None
 
-    smi = shutil.which("nvidia-smi")
+
+def gpus() -> list[dict] | None:
+    smi = which("nvidia-smi")
     if not smi:
         return None
     try:

@@ -33,6 +33,7 @@ OK, VANISHED, UNREADABLE, SPECIAL, UNVERIFIED = "ok", "vanished", "unreadable", 
 
 @dataclass(slots=True)
 class HashResult:
+    """What hashing one path gave: a status (OK...), and the hash and size if OK."""
     status: str
     hash: str | None = None
     size: int | None = None
