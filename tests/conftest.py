@@ -61,7 +61,8 @@ def _build_compiled_model() -> None:
     built = [sorted((REPO / "roar" / d).glob(f"{name}.*.so"))
              for d, name in (("record", "_cmodel"), ("capture", "_relay"))]
     sources = [REPO / "roar" / "record" / "_cmodel.c", REPO / "roar" / "capture" / "_relay.c",
-               REPO / "bpf" / "roar_event.h", REPO / "setup.py"]
+               REPO / "bpf" / "roar_event.h", REPO / "bpf" / "roar_event_user.h",
+               REPO / "setup.py"]
     newest = max(s.stat().st_mtime for s in sources)
     if all(b and b[0].stat().st_mtime >= newest for b in built):
         return

@@ -18,14 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef uint16_t u16;
-typedef int16_t s16;
-typedef uint32_t u32;
-typedef int32_t s32;
-typedef uint64_t u64;
-typedef int64_t s64;
-#undef CLOSE_RANGE_CLOEXEC
-#include "roar_event.h"
+#include "roar_event_user.h"
 
 typedef struct {
     u64 cgroup;
@@ -200,17 +193,21 @@ static PyObject *Router_remove(Router *r, PyObject *o)
     return get_cg(o, &cg) < 0 ? NULL : take(r, cg, 1);
 }
 
-static PyObject *Router_pending(Router *r, PyObject *o)
+/* a run's bytes waiting (dropped = 0) or records dropped since it began
+ * (dropped = 1); 0 for a run the router does not know */
+static PyObject *slot_count(Router *r, PyObject *o, int dropped)
 {
     u64 cg;
     if (get_cg(o, &cg) < 0)
         return NULL;
     pthread_mutex_lock(&r->lock);
     Slot *s = find(r, cg);
-    size_t len = s ? s->len : 0;
+    u64 v = !s ? 0 : dropped ? s->dropped : (u64)s->len;
     pthread_mutex_unlock(&r->lock);
-    return PyLong_FromSize_t(len);
+    return PyLong_FromUnsignedLongLong(v);
 }
+
+static PyObject *Router_pending(Router *r, PyObject *o) { return slot_count(r, o, 0); }
 
 static PyObject *Router_ready(Router *r, PyObject *unused)
 {
@@ -255,17 +252,7 @@ static PyObject *Router_unrouted(Router *r, void *c)
     return PyLong_FromUnsignedLongLong(v);
 }
 
-static PyObject *Router_dropped(Router *r, PyObject *o)
-{
-    u64 cg;
-    if (get_cg(o, &cg) < 0)
-        return NULL;
-    pthread_mutex_lock(&r->lock);
-    Slot *s = find(r, cg);
-    u64 v = s ? s->dropped : 0;
-    pthread_mutex_unlock(&r->lock);
-    return PyLong_FromUnsignedLongLong(v);
-}
+static PyObject *Router_dropped(Router *r, PyObject *o) { return slot_count(r, o, 1); }
 
 /* feed(record): what the ring buffer callback does, from Python (tests) */
 static PyObject *Router_feed(Router *r, PyObject *o)

@@ -23,16 +23,7 @@
 #include <sys/wait.h>
 #include <time.h>
 
-typedef uint16_t u16;
-typedef int16_t s16;
-typedef uint32_t u32;
-typedef int32_t s32;
-typedef uint64_t u64;
-typedef int64_t s64;
-#undef CLOSE_RANGE_CLOEXEC /* linux/close_range.h's, via unistd.h: the header defines it too */
-#include "roar_event.h"
-
-_Static_assert(sizeof(struct roar_event) == 72, "struct roar_event has padding");
+#include "roar_event_user.h"
 
 #define O_ACCMODE_ 03
 #define O_WRONLY_ 01
