@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -291,6 +292,43 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
             raise AssertionError(f"roar run exited {proc.returncode} early: {err}")
         assert time.monotonic() < deadline, f"{path} never appeared"
         time.sleep(0.05)
+
+
+def workload_pid(path: Path, client: subprocess.Popen, timeout: float = 60) -> int:
+    """The pid a traced workload wrote to path, once it has (while its `roar run`
+    client still runs)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists() or not path.read_text().strip():
+        assert time.monotonic() < deadline and client.poll() is None
+        time.sleep(0.05)
+    return int(path.read_text())
+
+
+def daemon_request(sock, payload: bytes, timeout: float = 10.0) -> bytes:
+    """One raw request to roard's socket and everything it answers until it
+    hangs up (it may hang up on a request it refuses)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect(str(sock))
+    chunks = []
+    try:
+        s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            chunks.append(b)
+    except (ConnectionResetError, BrokenPipeError):
+        pass
+    finally:
+        s.close()
+    return b"".join(chunks)
+
+
+def daemon_reply(raw: bytes) -> dict:
+    """The JSON of roard's first frame (kind byte, u32 length, body)."""
+    return json.loads(raw[5:])
 
 
 def start(roar, *cmd, name=None) -> subprocess.Popen:

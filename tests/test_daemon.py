@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -15,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, spawn_roard, xxh128
+from conftest import REPO, daemon_reply, daemon_request, spawn_roard, workload_pid, xxh128
 
 pytestmark = pytest.mark.capture
 
@@ -31,30 +30,6 @@ def public_daemon():
     shutil.rmtree(base, ignore_errors=True)
 
 
-def _request(sock, payload: bytes, timeout=10.0) -> bytes:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    s.connect(str(sock))
-    chunks = []
-    try:
-        s.sendall(payload)
-        s.shutdown(socket.SHUT_WR)
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            chunks.append(b)
-    except (ConnectionResetError, BrokenPipeError):
-        pass  # the daemon may hang up on a request it refuses
-    finally:
-        s.close()
-    return b"".join(chunks)
-
-
-def _reply(raw: bytes) -> dict:
-    return json.loads(raw[5:])
-
-
 def test_socket_is_world_connectable(public_daemon):
     sock, _, _ = public_daemon
     assert sock.stat().st_mode & 0o777 == 0o666
@@ -62,7 +37,7 @@ def test_socket_is_world_connectable(public_daemon):
 
 def test_status(public_daemon):
     sock, proc, _ = public_daemon
-    st = _reply(_request(sock, b'{"op": "status"}\n'))
+    st = daemon_reply(daemon_request(sock, b'{"op": "status"}\n'))
     assert st["pid"] == proc.pid
 
 
@@ -75,9 +50,9 @@ def test_status(public_daemon):
 ], ids=lambda p: repr(p[:24]))
 def test_malformed_requests_never_crash_it(public_daemon, payload):
     sock, proc, _ = public_daemon
-    _request(sock, payload)
+    daemon_request(sock, payload)
     assert proc.poll() is None
-    assert _reply(_request(sock, b'{"op": "status"}\n'))["pid"] == proc.pid
+    assert daemon_reply(daemon_request(sock, b'{"op": "status"}\n'))["pid"] == proc.pid
 
 
 def test_a_user_cannot_trace_someone_elses_process(public_daemon, foreign_python,
@@ -149,7 +124,7 @@ def test_restart_after_kill9_cleans_stale_state(tmp_path):
         deadline = time.monotonic() + 120
         while True:
             try:
-                if _reply(_request(sock, b'{"op":"status"}\n', 2))["pid"] == proc.pid:
+                if daemon_reply(daemon_request(sock, b'{"op":"status"}\n', 2))["pid"] == proc.pid:
                     return proc
             except (OSError, ValueError):
                 pass
@@ -204,11 +179,7 @@ def test_killed_client_run_is_rebuilt_from_the_spool(roar):
     client = subprocess.Popen([sys.executable, "-m", "roar", "run", "--", "sh", "-c",
                                "cat in.txt > out.txt; echo $$ > pid; sleep 60"],
                               cwd=w, env=roar.env(), stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while not (w / "pid").exists() or not (w / "pid").read_text().strip():
-        assert time.monotonic() < deadline and client.poll() is None
-        time.sleep(0.05)
-    workload = int((w / "pid").read_text())
+    workload = workload_pid(w / "pid", client)
     client.kill()
     client.wait()
     deadline = time.monotonic() + 60

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import spawn_roard
+from conftest import daemon_reply, daemon_request, spawn_roard
 
 pytestmark = pytest.mark.capture
 
@@ -43,7 +43,7 @@ class Daemon:
                     os.environ[k] = v
 
     def status(self, timeout=10.0) -> dict:
-        return _reply(_request(self.sock, b'{"op":"status"}\n', timeout))
+        return daemon_reply(daemon_request(self.sock, b'{"op":"status"}\n', timeout))
 
     def log(self) -> str:
         return (self.base / "roard.log").read_text(errors="replace")
@@ -71,30 +71,6 @@ def daemon_with():
     yield make
     for d in made:
         d.stop()
-
-
-def _request(sock, payload: bytes, timeout=10.0) -> bytes:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    s.connect(str(sock))
-    chunks = []
-    try:
-        s.sendall(payload)
-        s.shutdown(socket.SHUT_WR)
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            chunks.append(b)
-    except (ConnectionResetError, BrokenPipeError):
-        pass
-    finally:
-        s.close()
-    return b"".join(chunks)
-
-
-def _reply(raw: bytes) -> dict:
-    return json.loads(raw[5:])
 
 
 def _as_user(user, foreign_python, args, **kw):
@@ -256,14 +232,14 @@ def test_deep_nesting_and_slow_requests_are_refused_cleanly(daemon_with, other_u
     trickled a byte every 0.5 s (cut off at the request timeout)."""
     d = daemon_with(ROARD_REQUEST_TIMEOUT=2)
     deep = b'{"op":"status","x":' + b"[" * 60000 + b"]" * 60000 + b"}\n"
-    assert "too large" in _reply(_as_user_in_child(other_user,
-                                                   lambda: _request(d.sock, deep)))["error"]
+    assert "too large" in daemon_reply(_as_user_in_child(other_user,
+                                                   lambda: daemon_request(d.sock, deep)))["error"]
     deep = b'{"op":"status","x":' + b"[" * 20000 + b"]" * 20000 + b"}\n"
-    assert "nested too deeply" in _reply(
-        _as_user_in_child(other_user, lambda: _request(d.sock, deep)))["error"]
+    assert "nested too deeply" in daemon_reply(
+        _as_user_in_child(other_user, lambda: daemon_request(d.sock, deep)))["error"]
     started = time.monotonic()
     got = _as_user_in_child(other_user, lambda: _trickle(d.sock))
-    assert "timed out" in _reply(got)["error"] and time.monotonic() - started < 10
+    assert "timed out" in daemon_reply(got)["error"] and time.monotonic() - started < 10
     assert d.status()["pid"] == d.proc.pid
     assert "Traceback" not in d.log()
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import xxh128
+from conftest import workload_pid, xxh128
 from test_other_users import public_roard, user_home, user_roar  # noqa: F401 - fixtures
 
 from roar.capture import seccomp
@@ -191,11 +191,7 @@ def test_killed_client_does_not_break_the_workloads_writes(roar):
     """)
     client = subprocess.Popen([sys.executable, "-m", "roar", "run", "--", sys.executable, "-c",
                                code], cwd=w, env=roar.env(), stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while not (w / "pid").exists() or not (w / "pid").read_text().strip():
-        assert time.monotonic() < deadline and client.poll() is None
-        time.sleep(0.05)
-    workload = int((w / "pid").read_text())
+    workload = workload_pid(w / "pid", client)
     client.kill()
     client.wait()
     deadline = time.monotonic() + 30
