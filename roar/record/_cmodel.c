@@ -2303,7 +2303,7 @@ static PyObject *encode_json(PyObject *self, PyObject *o)
 
 static PyObject *S_kind, *S_bytes_read, *S_bytes_written, *S_processes, *S_role, *S_mode,
     *S_hash, *S_size, *S_status, *S_error, *S_ctime_ns, *S_read_calls, *S_write_calls,
-    *S_input, *S_r, *S_data, *S_code, *S_path, *S_shm;
+    *S_input, *S_r, *S_data, *S_code, *S_path, *S_shm, *S_hash_read;
 
 static PyObject *json_bytes(PyObject *o) /* encode_json's bytes; None: not its own */
 {
@@ -2316,16 +2316,47 @@ static PyObject *json_bytes(PyObject *o) /* encode_json's bytes; None: not its o
     return out;
 }
 
-static PyObject *settled_input(PyObject *self, PyObject *args)
+/* bytes.fromhex(h): parsed here when h is plain hex digits, else by bytes.fromhex
+ * itself (its rules and errors for anything else) */
+static PyObject *hex_bytes(PyObject *h)
 {
-    PyObject *st, *users, *kind, *wall_offset;
-    if (!PyArg_ParseTuple(args, "O!O!UO!", &PathStateType, &st, &PyList_Type, &users, &kind,
-                          &PyLong_Type, &wall_offset))
-        return NULL;
-    PathState *s = (PathState *)st;
+    Py_ssize_t n;
+    const char *p = PyUnicode_Check(h) && PyUnicode_IS_ASCII(h) ? PyUnicode_AsUTF8AndSize(h, &n)
+                                                                  : NULL;
+    if (p && n % 2 == 0) {
+        PyObject *out = PyBytes_FromStringAndSize(NULL, n / 2);
+        if (!out)
+            return NULL;
+        unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
+        Py_ssize_t i;
+        for (i = 0; i < n; i++) {
+            int c = (unsigned char)p[i], v = c >= '0' && c <= '9' ? c - '0'
+                                             : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                             : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+            if (v < 0)
+                break;
+            if (i % 2)
+                o[i / 2] |= (unsigned char)v;
+            else
+                o[i / 2] = (unsigned char)(v << 4);
+        }
+        if (i == n)
+            return out;
+        Py_DECREF(out);
+    }
+    PyErr_Clear();
+    return PyObject_CallMethod((PyObject *)&PyBytes_Type, "fromhex", "O", h);
+}
+
+/* settled_input's work; rid NULL: the 4-tuple of the reference's shapes (with its
+ * signatures), else the 5-tuple recorder._build_settled takes (no signatures: a
+ * path changed after this is built again at the end) */
+static PyObject *build_settled(PathState *s, PyObject *users, PyObject *kind,
+                               PyObject *wall_offset, PyObject *rid)
+{
     PyObject *rec = NULL, *raw = NULL, *sig = NULL, *entries = NULL, *procs = NULL,
              *res = NULL, *rhash = NULL, *rsize = NULL, *rstatus = NULL, *rerror = NULL,
-             *ctime = NULL, *out = NULL, *br = NULL, *bw = NULL;
+             *ctime = NULL, *out = NULL, *br = NULL, *bw = NULL, *rows = NULL;
     if ((PyUnicode_Compare(kind, S_data) != 0 && PyUnicode_Compare(kind, S_code) != 0) ||
         !PyUnicode_CheckExact(s->path) ||
         PyUnicode_Tailmatch(s->path, S_shm, 0, PY_SSIZE_T_MAX, -1) != 0 ||
@@ -2375,15 +2406,19 @@ static PyObject *settled_input(PyObject *self, PyObject *args)
         PyList_SET_ITEM(procs, i, Py_NewRef(((Proc *)PyTuple_GET_ITEM(t, 0))->key));
     }
     /* _sig(s, a, kind) */
-    PyObject *renamed = PySequence_Tuple(s->renamed_from);
-    if (!renamed)
-        goto fail;
-    sig = Py_BuildValue("(OOOOOOOONKKOn)", kind, s->first, s->read ? Py_True : Py_False,
-                        s->written ? Py_True : Py_False, s->deleted ? Py_True : Py_False,
-                        s->modified_ts, s->create_ts, s->early_ts, renamed, sr, sw,
-                        exact ? Py_True : Py_False, n);
-    if (!sig)
-        goto fail;
+    if (rid) {
+        sig = Py_NewRef(Py_None);
+    } else {
+        PyObject *renamed = PySequence_Tuple(s->renamed_from);
+        if (!renamed)
+            goto fail;
+        sig = Py_BuildValue("(OOOOOOOONKKOn)", kind, s->first, s->read ? Py_True : Py_False,
+                            s->written ? Py_True : Py_False, s->deleted ? Py_True : Py_False,
+                            s->modified_ts, s->create_ts, s->early_ts, renamed, sr, sw,
+                            exact ? Py_True : Py_False, n);
+        if (!sig)
+            goto fail;
+    }
     /* _version(base, "input", res=res), then _bound_bytes */
     if (!exact) {
         br = Py_NewRef(Py_None);
@@ -2413,14 +2448,15 @@ static PyObject *settled_input(PyObject *self, PyObject *args)
         goto fail;
     if (raw == Py_None)
         goto none;
-    /* _prebuild_proc_files: each reader's entry, its bytes bounded by the size */
+    /* _prebuild_proc_files: each reader's entry, its bytes bounded by the size;
+     * with rid, as (id(ProcFile), (signature, entry, JSON)) for recorder._pf_built */
     if (!(entries = PyList_New(n)))
         goto fail;
     for (Py_ssize_t i = 0; i < n; i++) {
         ProcFile *pf = (ProcFile *)PyTuple_GET_ITEM(PyList_GET_ITEM(users, i), 1);
-        PyObject *mode = PyObject_GetAttrString((PyObject *)pf, "mode");
+        PyObject *mode = ProcFile_mode(pf, NULL);
         PyObject *nread = mode ? PyLong_FromUnsignedLongLong(pf->bytes_read) : NULL;
-        PyObject *d = NULL, *dj = NULL, *psig = NULL;
+        PyObject *d = NULL, *dj = NULL, *psig = NULL, *e = NULL, *v;
         if (nread && rsize != Py_None) {
             int less = PyObject_RichCompareBool(rsize, nread, Py_LT);
             if (less < 0)
@@ -2428,22 +2464,50 @@ static PyObject *settled_input(PyObject *self, PyObject *args)
             else if (less)
                 Py_SETREF(nread, Py_NewRef(rsize));
         }
-        if (nread)
-            d = Py_BuildValue("{s:O,s:O,s:O,s:O,s:N,s:K,s:K}", "path", pf->path, "kind", kind,
-                              "mode", mode, "bytes_read", pf->bytes_exact ? nread : Py_None,
-                              "bytes_written",
-                              pf->bytes_exact ? PyLong_FromUnsignedLongLong(pf->bytes_written)
-                                              : Py_NewRef(Py_None),
-                              "read_calls", pf->read_calls, "write_calls", pf->write_calls);
+        if (nread && (d = PyDict_New())) { /* _proc_file's keys, in its order */
+            int bad = PyDict_SetItem(d, S_path, pf->path) < 0 ||
+                      PyDict_SetItem(d, S_kind, kind) < 0 || PyDict_SetItem(d, S_mode, mode) < 0 ||
+                      PyDict_SetItem(d, S_bytes_read, pf->bytes_exact ? nread : Py_None) < 0;
+            if (!bad) {
+                v = pf->bytes_exact ? PyLong_FromUnsignedLongLong(pf->bytes_written)
+                                    : Py_NewRef(Py_None);
+                bad = !v || PyDict_SetItem(d, S_bytes_written, v) < 0;
+                Py_XDECREF(v);
+            }
+            if (!bad) {
+                v = PyLong_FromUnsignedLongLong(pf->read_calls);
+                bad = !v || PyDict_SetItem(d, S_read_calls, v) < 0;
+                Py_XDECREF(v);
+            }
+            if (!bad) {
+                v = PyLong_FromUnsignedLongLong(pf->write_calls);
+                bad = !v || PyDict_SetItem(d, S_write_calls, v) < 0;
+                Py_XDECREF(v);
+            }
+            if (bad)
+                Py_CLEAR(d);
+        }
         if (d)
             dj = json_bytes(d);
-        if (dj)
+        if (dj && rid)
+            psig = Py_NewRef(Py_None);
+        else if (dj)
             psig = Py_BuildValue("(OOOOOKKKKO)", kind, rsize, pf->read ? Py_True : Py_False,
                                  pf->written ? Py_True : Py_False,
                                  pf->mapped ? Py_True : Py_False, pf->bytes_read,
                                  pf->bytes_written, pf->read_calls, pf->write_calls,
                                  pf->bytes_exact ? Py_True : Py_False);
-        PyObject *e = psig && dj != Py_None ? PyTuple_Pack(4, (PyObject *)pf, psig, d, dj) : NULL;
+        if (psig && dj != Py_None) {
+            if (!rid) {
+                e = PyTuple_Pack(4, (PyObject *)pf, psig, d, dj);
+            } else {
+                PyObject *id = PyLong_FromVoidPtr(pf);
+                PyObject *val = id ? PyTuple_Pack(3, psig, d, dj) : NULL;
+                e = val ? PyTuple_Pack(2, id, val) : NULL;
+                Py_XDECREF(id);
+                Py_XDECREF(val);
+            }
+        }
         int own = dj == Py_None;
         Py_XDECREF(mode);
         Py_XDECREF(nread);
@@ -2457,7 +2521,38 @@ static PyObject *settled_input(PyObject *self, PyObject *args)
         }
         PyList_SET_ITEM(entries, i, e);
     }
-    out = PyTuple_Pack(4, rec, raw, sig, entries);
+    if (rid) { /* store.index_entries(rid, [rec]): its row in hash_read */
+        if (!(rows = PyList_New(0)))
+            goto fail;
+        int truth = PyObject_IsTrue(rhash);
+        if (truth < 0)
+            goto fail;
+        if (truth) {
+            PyObject *hb = hex_bytes(rhash);
+            PyObject *key = hb ? PyBytes_FromStringAndSize(NULL, PyBytes_GET_SIZE(hb) +
+                                                                      PyBytes_GET_SIZE(rid))
+                               : NULL;
+            PyObject *pb = key ? PyUnicode_AsEncodedString(s->path, "utf-8", "surrogateescape")
+                               : NULL;
+            PyObject *row = NULL;
+            if (pb) {
+                memcpy(PyBytes_AS_STRING(key), PyBytes_AS_STRING(hb), PyBytes_GET_SIZE(hb));
+                memcpy(PyBytes_AS_STRING(key) + PyBytes_GET_SIZE(hb), PyBytes_AS_STRING(rid),
+                       PyBytes_GET_SIZE(rid));
+                row = PyTuple_Pack(3, S_hash_read, key, pb);
+            }
+            Py_XDECREF(hb);
+            Py_XDECREF(key);
+            Py_XDECREF(pb);
+            if (!row || PyList_Append(rows, row) < 0) {
+                Py_XDECREF(row);
+                goto fail;
+            }
+            Py_DECREF(row);
+        }
+    }
+    out = rid ? PyTuple_Pack(5, rec, raw, sig, entries, rows)
+              : PyTuple_Pack(4, rec, raw, sig, entries);
     goto done;
 fail_or_none:
     if (PyErr_Occurred())
@@ -2481,16 +2576,123 @@ done:
     Py_XDECREF(ctime);
     Py_XDECREF(br);
     Py_XDECREF(bw);
+    Py_XDECREF(rows);
     return out;
+}
+
+static PyObject *settled_input(PyObject *self, PyObject *args)
+{
+    PyObject *st, *users, *kind, *wall_offset, *rid = NULL;
+    if (!PyArg_ParseTuple(args, "O!O!UO!|O!", &PathStateType, &st, &PyList_Type, &users, &kind,
+                          &PyLong_Type, &wall_offset, &PyBytes_Type, &rid))
+        return NULL;
+    return build_settled((PathState *)st, users, kind, wall_offset, rid);
+}
+
+/* recorder.prebuild's loop for the paths C builds: each (path, looks) of batch
+ * that is a settled read-only data or code input (recorder._settled) is built
+ * (build_settled) and stored as recorder._build_settled stores it: built[path],
+ * pf_built, clean. Returns (how many, [the (path, looks) left to recorder.py]). */
+static PyObject *settled_inputs(PyObject *self, PyObject *args)
+{
+    PyObject *model, *batch, *kinds, *stdio, *wall_offset, *rid, *built, *pf_built, *clean;
+    if (!PyArg_ParseTuple(args, "O!O!O!OO!O!O!O!O!", &ModelType, &model, &PyList_Type, &batch,
+                          &PyDict_Type, &kinds, &stdio, &PyLong_Type, &wall_offset,
+                          &PyBytes_Type, &rid, &PyDict_Type, &built, &PyDict_Type, &pf_built,
+                          &PySet_Type, &clean))
+        return NULL;
+    Model *m = (Model *)model;
+    PyObject *rest = PyList_New(0), *empty = PyList_New(0);
+    Py_ssize_t count = 0;
+    if (!rest || !empty)
+        goto fail;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(batch); i++) {
+        PyObject *item = PyList_GET_ITEM(batch, i);
+        if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2) {
+            PyErr_SetString(PyExc_TypeError, "settled_inputs: (path, looks) expected");
+            goto fail;
+        }
+        PyObject *path = PyTuple_GET_ITEM(item, 0);
+        PathState *s = (PathState *)PyDict_GetItemWithError(m->paths, path);
+        PyObject *kind = s ? PyDict_GetItemWithError(kinds, path) : NULL;
+        if (PyErr_Occurred())
+            goto fail;
+        PyObject *out = NULL;
+        if (kind && PyUnicode_CheckExact(kind) &&
+            (PyUnicode_Compare(kind, S_data) == 0 || PyUnicode_Compare(kind, S_code) == 0) &&
+            s->read && is_read(s->first) && !s->written && !s->deleted &&
+            s->create_ts == Py_None && PyList_CheckExact(s->renamed_from) &&
+            PyList_GET_SIZE(s->renamed_from) == 0 && s->early_hash != Py_None) {
+            int in_stdio = PySequence_Contains(stdio, path);
+            if (in_stdio < 0)
+                goto fail;
+            PyObject *value = in_stdio ? NULL : PyObject_GetAttr(s->early_hash, S_value);
+            if (!in_stdio && !value)
+                goto fail;
+            if (value && value != Py_None) {
+                PyObject *users = PyDict_GetItemWithError(m->by_path, path);
+                if (!users && PyErr_Occurred()) {
+                    Py_DECREF(value);
+                    goto fail;
+                }
+                out = build_settled(s, users && PyList_CheckExact(users) ? users : empty, kind,
+                                    wall_offset, rid);
+                if (!out) {
+                    Py_DECREF(value);
+                    goto fail;
+                }
+                if (out == Py_None)
+                    Py_CLEAR(out);
+            }
+            Py_XDECREF(value);
+        }
+        if (!out) {
+            if (PyList_Append(rest, item) < 0)
+                goto fail;
+            continue;
+        }
+        /* built[path] = (signature, [record], [JSON], rows); pf_built.update(entries) */
+        PyObject *recs = PyList_New(1), *raws = PyList_New(1);
+        PyObject *val = NULL;
+        if (recs && raws) {
+            PyList_SET_ITEM(recs, 0, Py_NewRef(PyTuple_GET_ITEM(out, 0)));
+            PyList_SET_ITEM(raws, 0, Py_NewRef(PyTuple_GET_ITEM(out, 1)));
+            val = PyTuple_Pack(4, PyTuple_GET_ITEM(out, 2), recs, raws, PyTuple_GET_ITEM(out, 4));
+        }
+        Py_XDECREF(recs);
+        Py_XDECREF(raws);
+        int bad = !val || PyDict_SetItem(built, path, val) < 0;
+        Py_XDECREF(val);
+        PyObject *entries = PyTuple_GET_ITEM(out, 3);
+        for (Py_ssize_t j = 0; !bad && j < PyList_GET_SIZE(entries); j++) {
+            PyObject *e = PyList_GET_ITEM(entries, j);
+            bad = PyDict_SetItem(pf_built, PyTuple_GET_ITEM(e, 0), PyTuple_GET_ITEM(e, 1)) < 0;
+        }
+        Py_DECREF(out);
+        if (bad || PySet_Add(clean, path) < 0)
+            goto fail;
+        count++;
+    }
+    Py_DECREF(empty);
+    return Py_BuildValue("(nN)", count, rest);
+fail:
+    Py_XDECREF(rest);
+    Py_XDECREF(empty);
+    return NULL;
 }
 
 static PyMethodDef module_methods[] = {
     {"encode_json", encode_json, METH_O,
      "encode_json(obj) -> bytes, or None: codes.encode's JSON, compiled (see _cmodel.c)."},
     {"settled_input", settled_input, METH_VARARGS,
-     "settled_input(state, users, kind, wall_offset) -> (record, JSON, signature, "
+     "settled_input(state, users, kind, wall_offset[, rid]) -> (record, JSON, signature, "
      "[(ProcFile, signature, entry, JSON)]), or None: recorder.py's records of a settled "
-     "read-only input, compiled (see _cmodel.c)."},
+     "read-only input, compiled (see _cmodel.c). With rid (the run id's bytes): (record, "
+     "JSON, None, [(id(ProcFile), (None, entry, JSON))], index rows)."},
+    {"settled_inputs", settled_inputs, METH_VARARGS,
+     "settled_inputs(model, [(path, looks)], kinds, stdio, wall_offset, rid, built, pf_built, "
+     "clean) -> (built, [(path, looks) left]): recorder.prebuild's loop for the settled "
+     "read-only inputs C builds (see _cmodel.c)."},
     {NULL}};
 
 static struct PyModuleDef moddef = {
@@ -2524,6 +2726,7 @@ PyMODINIT_FUNC PyInit__cmodel(void)
     INTERN(S_code, "code");
     INTERN(S_path, "path");
     INTERN(S_shm, "/dev/shm/");
+    INTERN(S_hash_read, "hash_read");
     INTERN(S_address, "address");
     INTERN(S_family, "family");
     INTERN(S_unix, "unix");

@@ -24,7 +24,7 @@ from roar.record.classify import CODE, DATA, ENV, PSEUDO, classify, rules_from_d
 from roar.record.codes import Reason, RunStatus, message, messages, reason
 from roar.record.hasher import OK, SPECIAL, VANISHED, Hasher, HashResult, birth_ns
 from roar.record.ids import now_iso
-from roar.record.runmodel import COMPILED, NOT_BUILT, new_model, settled_input
+from roar.record.runmodel import COMPILED, NOT_BUILT, new_model, settled_input, settled_inputs
 from roar.record.store import Store, encode_doc, index_entries
 from roar.record.timing import mark
 
@@ -114,6 +114,7 @@ class RunRecorder:
         # the records of settled read-only inputs, built in C from the compiled
         # model's state (_cmodel.c settled_input; None: all built here, the reference)
         self._settled_input = settled_input if COMPILED and compiled else None
+        self._settled_inputs = settled_inputs if COMPILED and compiled else None
         if NOT_BUILT:
             self.messages.append(NOT_BUILT)
 
@@ -332,6 +333,22 @@ class RunRecorder:
         recs = self._records_for(path, s, kind, a, created, outputs)
         return recs, [encode_doc(r) for r in recs], index_entries(self._rid, recs)
 
+    def _build_settled(self, path: str, s, kind: str) -> bool:
+        """The records of a settled read-only data or code input, built in C
+        from the compiled model's state (_cmodel.c settled_input: the same
+        records, JSON, signatures and index rows as _build and
+        _prebuild_proc_files); False when it is not one C builds."""
+        if self._settled_input is None:
+            return False
+        fast = self._settled_input(s, self.model.by_path.get(path, []), kind, self.wall_offset,
+                                   self._rid)
+        if fast is None:
+            return False
+        rec, raw, sig, entries, rows = fast
+        self._built[path] = (sig, [rec], [raw], rows)
+        self._pf_built.update(entries)
+        return True
+
     def prebuild(self, budget: int = PREBUILD_BATCH) -> int:
         """Build the records of up to `budget` settled paths seen so far
         (called from the model's thread when it has caught up with the run);
@@ -346,13 +363,18 @@ class RunRecorder:
         todo = self._todo
         todo.extend((path, 0) for path in model.new_paths)
         model.new_paths = []
-        for _ in range(min(budget, len(todo))):
-            path, tries = todo.popleft()
+        batch = [todo.popleft() for _ in range(min(budget, len(todo)))]
+        kinds = self.kinds
+        for path, _ in batch:
+            if path not in kinds:
+                kinds[path] = classify(path, self._git_root, self._tracked, self.rules)
+        if self._settled_inputs is not None:  # read-only inputs: built in C, the rest here
+            built, batch = self._settled_inputs(model, batch, kinds, self.stdio,
+                                                self.wall_offset, self._rid, self._built,
+                                                self._pf_built, self._clean)
+        for path, tries in batch:
             s = model.paths[path]
-            kind = self.kinds.get(path)
-            if kind is None:
-                kind = self.kinds[path] = classify(path, self._git_root, self._tracked,
-                                                       self.rules)
+            kind = kinds[path]
             if not self._settled(s, kind):
                 if self._read_only(s):
                     if s.read and s.early_hash is not None:
@@ -360,15 +382,7 @@ class RunRecorder:
                     elif tries < PREBUILD_TRIES:
                         todo.append((path, tries + 1))  # still open: a few more looks
                 continue
-            fast = (self._settled_input(s, self.model.by_path.get(path, []), kind,
-                                        self.wall_offset)
-                    if self._settled_input is not None and kind in (DATA, CODE) else None)
-            if fast is not None:  # a read-only input: its records built in C
-                rec, raw, sig, entries = fast
-                self._built[path] = (sig, [rec], [raw], index_entries(self._rid, [rec]))
-                for pf, pf_sig, entry, entry_raw in entries:
-                    self._pf_built[id(pf)] = (pf_sig, entry, entry_raw)
-            else:
+            if not (kind in (DATA, CODE) and self._build_settled(path, s, kind)):
                 a = self._agg(path)
                 parts = self._build(path, s, kind, a, {}, {})
                 self._built[path] = (self._sig(s, a, kind), *parts)
@@ -411,6 +425,10 @@ class RunRecorder:
                 hit = built.get(path)
                 if hit is not None and hit[0] == self._sig(s, a, kind):
                     parts = hit[1:]
+                elif (kind in (DATA, CODE) and self._settled(s, kind)
+                      and self._build_settled(path, s, kind)):
+                    parts = built[path][1:]  # not built ahead (or changed since): in C now
+                    clean.add(path)
                 else:
                     parts = self._build(path, s, kind, a, created, outputs)
             records.extend(parts[0])

@@ -47,9 +47,16 @@ if _cmodel is not None:  # the store's JSON encoder, compiled (the same bytes)
 
     codes.compiled_encode = _cmodel.encode_json
 
-settled_input = None  # _cmodel.c's builder of a settled input's records (recorder.py)
+# _cmodel.c's builders of settled inputs' records (recorder.py): one, and prebuild's loop
+settled_input = settled_inputs = None
 if COMPILED:
-    from roar.record._cmodel import FdEntry, OpenFile, RunModel, settled_input  # noqa: F401
+    from roar.record._cmodel import (  # noqa: F401
+        FdEntry,
+        OpenFile,
+        RunModel,
+        settled_input,
+        settled_inputs,
+    )
 else:
     from roar.record.model import FdEntry, OpenFile, RunModel
 
