@@ -428,6 +428,20 @@ def test_rename_renameat_renameat2_output_is_final_name(roar):
     assert_complete(doc)
 
 
+def test_coreutils_mv_and_ln_with_relative_names(roar):
+    """mv and ln call renameat2/linkat with AT_FDCWD zero-extended in the register
+    (Python's os.rename sign-extends it): the run is still complete, the input read
+    before the move is an input, and the moved and linked outputs have their final
+    names."""
+    w = roar.cwd
+    src, src_hash = put(w / "raw.csv", "id,value\n1,2\n")
+    _, doc = roar.run("sh", "-c", "mv raw.csv moved.csv && cat moved.csv > model.tmp "
+                      "&& mv model.tmp model.bin && ln model.bin model.link")
+    assert_versions(doc["inputs"], {str(w / "moved.csv"): src_hash}, "inputs")
+    assert_versions(doc["outputs"], outputs_now(w / "model.bin", w / "model.link"), "outputs")
+    assert_complete(doc)
+
+
 def test_link_linkat(roar):
     w = roar.cwd
     (w / "sub").mkdir()

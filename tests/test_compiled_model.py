@@ -81,7 +81,10 @@ def streams(draw):
         fd = draw(st.sampled_from(FDS))
         ret = draw(st.sampled_from(FDS + [101, 102, 103, 104, 105, E.FD_NAMED,
                                           E.FD_NAMED | E.FD_READ | E.FD_WRITE]))
-        a0 = draw(st.sampled_from(FLAGS + [(-100) & (2**64 - 1), 5, 1 << 40, 0x200, 0x1000,
+        # a rename's or link's dirfd in a0 is an int with any upper half: -100 sign-
+        # extended (Python) or zero-extended (coreutils), or a fd with garbage above it
+        a0 = draw(st.sampled_from(FLAGS + [(-100) & (2**64 - 1), 0xFFFFFF9C, (7 << 32) | 3,
+                                           5, 1 << 40, 0x200, 0x1000,
                                            E.FD_NAMED, E.FD_NAMED | E.FD_MAP_READ,
                                            E.HTTP_SOCKET_KEY | 5]))
         a1 = draw(st.sampled_from([0, 1, 4, 0x400, 0x1000, 9, 1 << 33]))

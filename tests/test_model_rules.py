@@ -298,6 +298,38 @@ def test_rename_of_a_file_read_but_never_written_moves_no_write():
     assert s.m.paths["/d/in"].deleted and s.m.paths["/d/in"].modified_ts is not None
 
 
+def test_rename_and_link_dirfds_are_ints_whatever_their_upper_half():
+    """coreutils' mv and ln hand renameat2/linkat AT_FDCWD zero-extended
+    (0xffffff9c in a0): the kernel reads an int, so does the model: the new
+    name is relative to the cwd, not to an unknown fd."""
+    s = Stream(cwd="/w")
+    s.open("a.tmp", 3, O_WRONLY_CREAT_TRUNC)
+    s.write(3)
+    s.close(3)
+    s.ev(E.EV_RENAME, fd=-100, a0=0xFFFFFF9C, a1=1, path="a.tmp", path2="a.out")
+    s.ev(E.EV_LINK, fd=-100, a0=0xFFFFFF9C, path="a.out", path2="b.out")
+    assert s.m.problems == {}
+    assert s.m.paths["/w/a.out"].written and s.m.paths["/w/b.out"].written
+    assert "/w/a.tmp" not in s.m.paths or not s.m.paths["/w/a.tmp"].written
+
+
+@pytest.mark.parametrize("opened_first", [False, True])
+def test_a_file_from_before_the_run_moved_then_read_is_an_input(opened_first):
+    """mv raw.csv moved.csv; cat moved.csv: the content read was there before the
+    run (the run only renamed it), so moved.csv is an input, hashed at its read,
+    whether or not the run had opened raw.csv before moving it."""
+    s = Stream()
+    if opened_first:
+        s.open("/d/raw.csv", 3)
+        s.close(3)
+    rename(s, "/d/raw.csv", "/d/moved.csv")
+    s.open("/d/moved.csv", 4)
+    s.read(4)
+    moved = s.m.paths["/d/moved.csv"]
+    assert moved.first == "read" and not moved.written and moved.modified_ts is None
+    assert moved.early_hash is not None  # hashed at the read-open, before any change
+
+
 def test_rename_with_an_unknown_side_changes_nothing():
     s = Stream()
     s.open("/d/a", 3, flags=O_WRONLY_CREAT_TRUNC)

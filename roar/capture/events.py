@@ -130,6 +130,13 @@ class Event:
     def name(self) -> str:
         return EVENT_NAMES.get(self.type, f"unknown{self.type}")
 
+    @property
+    def dirfd2(self) -> int:
+        """The second dirfd of a rename or link (in a0): an int to the kernel,
+        whatever the upper half of its register held. coreutils' mv and ln pass
+        AT_FDCWD zero-extended (0xffffff9c), Python sign-extended."""
+        return ((self.a0 & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000
+
 
 def _cstr(data: bytes) -> str:
     end = data.find(b"\0")

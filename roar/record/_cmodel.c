@@ -1485,6 +1485,16 @@ err:
     return NULL;
 }
 
+/* model.py's _moved_to: the state of a rename's destination; a new name holding
+ * content the run did not write is no write of the run (read later: an input) */
+static PathState *moved_to(Model *m, PyObject *dest, int ours, PyObject *replaced, u64 ts)
+{
+    int known = ours ? 1 : PySequence_Contains(replaced, dest);
+    if (known < 0)
+        return NULL;
+    return known ? modified(m, dest, ts) : state(m, dest, Py_None);
+}
+
 static int move(Model *m, PyObject *old, PyObject *new, u64 ts)
 {
     PyObject *gone = list_at_or_below(m, new), *moved = NULL;
@@ -1502,12 +1512,20 @@ static int move(Model *m, PyObject *old, PyObject *new, u64 ts)
             goto out;
         g->deleted = 1;
     }
-    PathState *d = modified(m, new, ts);
+    if (!(moved = list_at_or_below(m, old)))
+        goto out;
+    int ours = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(moved) && !ours; i++) {
+        PathState *src = (PathState *)PyDict_GetItemWithError(m->paths,
+                                                              PyList_GET_ITEM(moved, i));
+        if (!src)
+            goto out;
+        ours = src->written;
+    }
+    PathState *d = moved_to(m, new, ours, gone, ts);
     if (!d)
         goto out;
     d->deleted = 0;
-    if (!(moved = list_at_or_below(m, old)))
-        goto out;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(moved); i++) {
         PyObject *path = PyList_GET_ITEM(moved, i);
         if (PySet_Add(m->touched, path) < 0)
@@ -1517,7 +1535,7 @@ static int move(Model *m, PyObject *old, PyObject *new, u64 ts)
             goto out;
         Py_INCREF(src);
         PyObject *dest = rebase(path, old, new);
-        PathState *dd = dest ? modified(m, dest, ts) : NULL;
+        PathState *dd = dest ? moved_to(m, dest, src->written, gone, ts) : NULL;
         Py_XDECREF(dest);
         int ok = dd != NULL;
         if (ok && src->written) {
@@ -1575,7 +1593,9 @@ out:
     return rc;
 }
 
-static long long signed_fd(u64 a0) { return (long long)(s64)a0; }
+/* the second dirfd of a rename or link: an int to the kernel, whatever the upper
+ * half of its register held (coreutils' mv and ln pass AT_FDCWD zero-extended) */
+static long long signed_fd(u64 a0) { return (long long)(s32)(u32)a0; }
 
 static int on_rename(Model *m, Ev *ev)
 {

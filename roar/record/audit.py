@@ -450,8 +450,7 @@ class AuditTracker:
         if t == E.EV_MMAP:
             return self._fd_path(ev) if ev.a0 & FD_MAP_WRITE else None
         if t in (E.EV_RENAME, E.EV_LINK):
-            a0 = int(ev.a0) if ev.a0 < (1 << 63) else int(ev.a0) - (1 << 64)
-            return self._peek(ev, ev.fd, ev.path), self._peek(ev, a0, ev.path2)
+            return self._peek(ev, ev.fd, ev.path), self._peek(ev, ev.dirfd2, ev.path2)
         if t == E.EV_UNLINK:
             return self._peek(ev, ev.fd, ev.path)
         if t == E.EV_TRUNCATE:

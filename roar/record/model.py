@@ -452,23 +452,34 @@ class RunModel:
                     child.exit_code, child.signal = os.WEXITSTATUS(status), None
                 return
 
+    def _moved_to(self, dest: str, ours: bool, replaced: list[str], ts: int) -> PathState:
+        """The state of a rename's destination. A name the run knew (replaced)
+        had its content replaced now; a new name holding content the run did
+        not write (a file that was there before the run, moved) is no write of
+        the run: reading it later reads that content, an input."""
+        if ours or dest in replaced:
+            return self._modified(dest, ts)
+        return self._state(dest, None)
+
     def _move(self, old: str, new: str, ts: int) -> None:
         """A rename: everything the run wrote under old now lives under new,
         and whatever was at new (a file, or a whole tree) is replaced."""
-        for path in self._at_or_below(new):
+        replaced = self._at_or_below(new)
+        for path in replaced:
             self.touched.add(path)
             gone = self.paths[path]
             if gone.modified_ts is None:  # its content changed now, even if the run
                 gone.modified_ts = ts     # never knew the file that replaced it
             gone.deleted = True
-        d = self._modified(new, ts)
+        moved = self._at_or_below(old)
+        d = self._moved_to(new, any(self.paths[q].written for q in moved), replaced, ts)
         d.deleted = False
         prefix = old + "/"
-        for path in self._at_or_below(old):
+        for path in moved:
             self.touched.add(path)
             src = self.paths[path]
             dest = new + path[len(old):]
-            d = self._modified(dest, ts)
+            d = self._moved_to(dest, src.written, replaced, ts)
             if src.written:
                 d.written = True
                 src.written = False
@@ -496,8 +507,7 @@ class RunModel:
     def on_rename(self, ev: E.Event) -> None:
         p = self._proc(ev)
         old = self._resolve(p, ev.fd, ev.path, ev.flags)
-        new = self._resolve(p, int(ev.a0) if ev.a0 < (1 << 63) else int(ev.a0) - (1 << 64),
-                            ev.path2, ev.flags)
+        new = self._resolve(p, ev.dirfd2, ev.path2, ev.flags)
         if old is None or new is None:
             return
         self._move(old, new, ev.ts)
@@ -518,7 +528,7 @@ class RunModel:
 
     def on_link(self, ev: E.Event) -> None:
         p = self._proc(ev)
-        newdirfd = int(ev.a0) if ev.a0 < (1 << 63) else int(ev.a0) - (1 << 64)
+        newdirfd = ev.dirfd2
         tmp = self._tmpfile_source(p, ev)
         if tmp is not None:
             new = self._resolve(p, newdirfd, ev.path2, ev.flags)
