@@ -282,3 +282,34 @@ def test_doctor_says_whether_runs_are_held(cli):
     assert on["status"] == "ok" and "rename" in on["detail"], on
     off = line(ROAR_PREIMAGE="0")
     assert off["status"] == "warn" and "ROAR_PREIMAGE=0" in off["detail"], off
+
+
+@pytest.mark.capture
+def test_inputs_in_a_directory_renamed_right_after_their_read_keep_their_hash(roar):
+    """`cat data/*; mv data data2`: the rename takes every file read below the
+    directory away from its name while their hashes may still be queued; the
+    held rename waits until the model has caught up and those inputs are hashed,
+    so none is recorded vanished (the run stays complete)."""
+    w = roar.cwd
+    (w / "data").mkdir()
+    want = {}
+    for i in range(300):
+        f = w / "data" / f"part-{i:03d}.csv"
+        f.write_text(f"id,value\n{i},{i * i}\n" * 50)
+        want[str(f)] = xxh128(f)
+    code = textwrap.dedent("""
+        import glob, os
+        for name in sorted(glob.glob("data/*.csv")):
+            open(name, "rb").read()
+        os.rename("data", "data2")
+    """)
+    p = subprocess.run([sys.executable, "-m", "roar", "run", "--", sys.executable, "-c", code],
+                       cwd=w, env={**roar.env(), "ROAR_TIMING": "1"}, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    st = _stats(p.stderr)
+    assert st["barriers"] >= 1 and st["late"] == 0 and not st["problems"], st
+    doc = roar.json("show", roar.json("log")[0]["id"])
+    got = {i["path"]: (i["status"], i["hash"]) for i in doc["inputs"] if i["kind"] == "data"}
+    assert got == {path: ("ok", h) for path, h in want.items()}
+    assert doc["complete"], doc["incomplete_reasons"]

@@ -159,6 +159,16 @@ def verdict(model, path: str | None):
     return job
 
 
+def pending_below(model, path: str | None) -> list:
+    """The hash jobs of the pending inputs below a directory the model knows
+    (a rename of the directory takes them all away). In the model's thread."""
+    if path is None or path not in model.dirs:
+        return []
+    prefix = path.rstrip("/") + "/"
+    jobs = (verdict(model, p) for p in list(model.paths) if p.startswith(prefix))
+    return [j for j in jobs if j is not NO and j is not UNKNOWN]
+
+
 class Supervisor:
     """Answers the run's held syscalls (one thread). barrier(callback) -> bool
     asks the session to call callback() in the model's thread once every record
@@ -250,6 +260,11 @@ class Supervisor:
                 st = os.lstat(where) if effect == REMOVES else os.stat(where)
             except OSError:
                 continue  # nothing there (a new file): nothing to keep
+            if stat.S_ISDIR(st.st_mode) and effect == REMOVES:  # a directory renamed
+                for job in self._below_after_barrier(n.pid, dirfd, path, fd):
+                    self.hasher.hurry(job)
+                    self.hashed += 1
+                continue
             if not stat.S_ISREG(st.st_mode):
                 continue
             key = (st.st_dev, st.st_ino)
@@ -291,12 +306,21 @@ class Supervisor:
         return born is not None and born >= start
 
     def _after_barrier(self, tid: int, dirfd: int, path: str | None, fd: int):
+        job = self._in_model_thread(verdict, tid, dirfd, path, fd)
+        return NO if job is UNKNOWN else job
+
+    def _below_after_barrier(self, tid: int, dirfd: int, path: str | None, fd: int) -> list:
+        return self._in_model_thread(pending_below, tid, dirfd, path, fd) or []
+
+    def _in_model_thread(self, question, tid: int, dirfd: int, path: str | None, fd: int):
+        """question(model, path) asked in the model's thread once it has caught up
+        with the held syscall; NO when it cannot be (the run ends) or is late."""
         done = threading.Event()
         box: list = []
 
         def ask() -> None:  # in the model's thread, caught up with the hold
             try:
-                box.append(verdict(self.model, self.model_path(tid, dirfd, path, fd)))
+                box.append(question(self.model, self.model_path(tid, dirfd, path, fd)))
             finally:
                 done.set()
 
@@ -306,7 +330,7 @@ class Supervisor:
         if not done.wait(BARRIER_WAIT):
             self.late += 1
             return NO
-        return NO if box[0] is UNKNOWN else box[0]
+        return box[0] if box else NO
 
     def model_path(self, tid: int, dirfd: int, path: str | None, fd: int) -> str | None:
         """The path as the event model names it: resolved against the model's
