@@ -313,3 +313,41 @@ def test_inputs_in_a_directory_renamed_right_after_their_read_keep_their_hash(ro
     got = {i["path"]: (i["status"], i["hash"]) for i in doc["inputs"] if i["kind"] == "data"}
     assert got == {path: ("ok", h) for path, h in want.items()}
     assert doc["complete"], doc["incomplete_reasons"]
+
+
+@pytest.mark.capture
+def test_read_modify_write_through_one_rdwr_open_keeps_the_first_version(roar):
+    """A state file updated in place through one O_RDWR fd (read, seek, write,
+    truncate) and a file changed through a shared read-write mapping: no later
+    syscall says when they were read, so the held open itself hashes what is there
+    before it returns. Both are inputs with their first version, and outputs."""
+    w = roar.cwd
+    state, v1 = put_text(w / "state.json", '{"epoch": 1, "lr": 0.1}\n')
+    table, t1 = put_text(w / "table.bin", "0123456789" * 1000)
+    code = textwrap.dedent("""
+        import json, mmap
+        with open("state.json", "r+") as f:
+            d = json.load(f); d["epoch"] += 1
+            f.seek(0); json.dump(d, f); f.truncate()
+        with open("table.bin", "r+b") as f:
+            m = mmap.mmap(f.fileno(), 0)
+            m[:4] = m[4:8]
+            m.close()
+    """)
+    p = subprocess.run([sys.executable, "-m", "roar", "run", "--", sys.executable, "-c", code],
+                       cwd=w, env={**roar.env(), "ROAR_TIMING": "1"}, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert _stats(p.stderr)["preimaged"] == 2, p.stderr
+    doc = roar.json("show", roar.json("log")[0]["id"])
+    got = {i["path"]: (i["status"], i["hash"]) for i in doc["inputs"] if i["kind"] == "data"}
+    assert got == {state: ("ok", v1), table: ("ok", t1)}
+    outs = {o["path"]: o["hash"] for o in doc["outputs"]}
+    assert outs == {state: xxh128(w / "state.json"), table: xxh128(w / "table.bin")}
+    assert outs[state] != v1 and outs[table] != t1
+    assert doc["complete"], doc["incomplete_reasons"]
+
+
+def put_text(path: Path, text: str) -> tuple[str, str]:
+    path.write_text(text)
+    return str(path), xxh128(path)

@@ -24,6 +24,7 @@ from roar.record.store import stat_key
 CHUNK = 1 << 20
 PROGRESS_EVERY = 256 * CHUNK  # bytes between progress reports of a long hash
 RETRIES = 3
+PREIMAGE_TTL_NS = 5 * 10**9  # Hasher.submit_input
 # model_lookup reads the stat cache in one transaction for up to this long (s)
 READER_S = 0.05
 
@@ -223,6 +224,9 @@ class Hasher:
         self._waiting = 0
         self._claim_lock = threading.Lock()
         self._memo: dict[bytes, str] = {}
+        # path -> (the version the pre-image hold took before an O_RDWR open,
+        # when): what a first read through that open read (submit_input)
+        self.preimages: dict[str, tuple[HashResult, int]] = {}
         self.failure: str | None = None  # the store's cache could not be read (damaged)
         self._reader = None  # model_lookup's read transaction, and when it began
         self._reader_at = 0.0
@@ -327,6 +331,28 @@ class Hasher:
         job = HashJob(path, self, birth)
         self.queue.put(job)
         return job
+
+    def submit_input(self, path: str, birth: bool = False) -> HashJob:
+        """submit, for the model's first read of a path: the version the
+        pre-image hold took just before an O_RDWR open of it, when there is one
+        taken in the last PREIMAGE_TTL_NS (the model follows the run by far less;
+        an older one may predate a change by someone else: hashed now, as
+        without the hold)."""
+        pre = self.preimages.pop(path, None) if self.preimages else None
+        if pre is not None and time.monotonic_ns() - pre[1] <= PREIMAGE_TTL_NS:
+            job = HashJob(path, self, birth)
+            job.claimed, job.value = True, pre[0]
+            return job
+        return self.submit(path, birth)
+
+    def preimage(self, where: str, path: str) -> HashResult:
+        """Hash the file at `where` now, in the calling thread (the pre-image
+        hold, before an open that may read it and then write it): a first read
+        of `path` the model sees soon after gets this version (submit_input)."""
+        result = self._run(where)
+        if result.status == OK:
+            self.preimages[path] = (result, time.monotonic_ns())
+        return result
 
     def hash_now(self, path: str) -> HashResult:
         return self._run(path)

@@ -94,8 +94,15 @@ def _int(v: int) -> int:
     return ctypes.c_int32(v & 0xFFFFFFFF).value
 
 
-# what a held syscall does to each file it names
-OPENS, EMPTIES, REMOVES = "opens", "empties", "removes"
+# what a held syscall does to each file it names (READS_WRITES: an O_RDWR open,
+# which may read the file, then change it through the same fd)
+OPENS, READS_WRITES, EMPTIES, REMOVES = "opens", "reads-writes", "empties", "removes"
+
+
+def _open_effect(flags: int) -> str:
+    if flags & sc.O_TRUNC:
+        return EMPTIES
+    return READS_WRITES if flags & 3 == sc.O_RDWR else OPENS
 
 
 def targets(n: sc.Notification) -> list[tuple[int, str | None, int, str]]:
@@ -105,11 +112,11 @@ def targets(n: sc.Notification) -> list[tuple[int, str | None, int, str]]:
     named: list[tuple[int, int, str]] = []
     if nr in (sc.OPEN, sc.OPENAT):
         dirfd, ptr, flags = (AT_FDCWD, a[0], a[1]) if nr == sc.OPEN else (_int(a[0]), a[1], a[2])
-        named.append((dirfd, ptr, EMPTIES if flags & sc.O_TRUNC else OPENS))
+        named.append((dirfd, ptr, _open_effect(flags)))
     elif nr == sc.OPENAT2:
         flags = _read_u64(pid, a[2])  # struct open_how starts with its flags
         if flags is None or flags & sc.WRITE_FLAGS:
-            named.append((_int(a[0]), a[1], EMPTIES if (flags or 0) & sc.O_TRUNC else OPENS))
+            named.append((_int(a[0]), a[1], _open_effect(flags or 0)))
     elif nr in (sc.CREAT, sc.TRUNCATE):
         named.append((AT_FDCWD, a[0], EMPTIES))
     elif nr == sc.FTRUNCATE:
@@ -192,6 +199,7 @@ class Supervisor:
         self.hashed = 0        # pre-images hashed before their syscall continued
         self.barriers = 0      # held syscalls that waited for the model to catch up
         self.late = 0          # barriers not answered in BARRIER_WAIT
+        self.preimaged = 0     # O_RDWR opens of files the run had not read: hashed first
         self.held_ns = 0       # total time syscalls were held here
         self.max_ns = 0
         self.problems: dict[str, int] = {}
@@ -207,9 +215,8 @@ class Supervisor:
 
     def stats(self) -> dict:
         return {"held": self.held, "hashed": self.hashed, "barriers": self.barriers,
-                "unread": self.unread,
-                "late": self.late, "held_ns": self.held_ns, "max_ns": self.max_ns,
-                "problems": dict(self.problems)}
+                "unread": self.unread, "late": self.late, "preimaged": self.preimaged,
+                "held_ns": self.held_ns, "max_ns": self.max_ns, "problems": dict(self.problems)}
 
     def _problem(self, what: str) -> None:
         self.problems[what] = self.problems.get(what, 0) + 1
@@ -270,12 +277,19 @@ class Supervisor:
             key = (st.st_dev, st.st_ino)
             if key in self.settled:
                 continue
-            job = verdict(self.model, self.model_path(n.pid, dirfd, path, fd))
+            mpath = self.model_path(n.pid, dirfd, path, fd)
+            job = verdict(self.model, mpath)
             if job is UNKNOWN and not self._unread_since_start(where, st):
-                job = self._after_barrier(n.pid, dirfd, path, fd)
+                job = self._in_model_thread(verdict, n.pid, dirfd, path, fd)
             elif job is UNKNOWN:
                 self.unread += 1
-            if job is not NO and job is not UNKNOWN:
+            if job is UNKNOWN and effect == READS_WRITES and mpath is not None \
+                    and not self._born_in_run(where):
+                # not read by the run so far, but this open may read it and then
+                # write it: its version now is what such a read reads first
+                self.hasher.preimage(where, mpath)
+                self.preimaged += 1
+            elif job is not NO and job is not UNKNOWN:
                 self.hasher.hurry(job)
                 self.hashed += 1
             if effect == EMPTIES:  # its content is the run's from now on
@@ -302,12 +316,12 @@ class Supervisor:
                 self._noatime[st.st_dev] = noatime
             if not noatime:
                 return True
-        born = birth_ns(where)
-        return born is not None and born >= start
+        return self._born_in_run(where)
 
-    def _after_barrier(self, tid: int, dirfd: int, path: str | None, fd: int):
-        job = self._in_model_thread(verdict, tid, dirfd, path, fd)
-        return NO if job is UNKNOWN else job
+    def _born_in_run(self, where: str) -> bool:
+        """Whether the file was created after the run started (the run's own)."""
+        born = birth_ns(where)
+        return born is not None and born >= self.start_wall_ns - SLACK_NS
 
     def _below_after_barrier(self, tid: int, dirfd: int, path: str | None, fd: int) -> list:
         return self._in_model_thread(pending_below, tid, dirfd, path, fd) or []

@@ -66,7 +66,7 @@ def new_model(root_pid: int, cwd: str, argv: list[str], root_fds: dict[int, str]
     """A model of one run, and the function its raw records are fed to. With a
     hasher, inputs' hash jobs go to it; the compiled model answers those whose
     file state the stat cache knows in its own thread."""
-    submit = hasher.submit if hasher is not None else None
+    submit = hasher.submit_input if hasher is not None else None
     if COMPILED:
         m = RunModel(root_pid, cwd, argv, root_fds, start_ns, submit,
                      hasher.model_lookup if hasher is not None else None)
