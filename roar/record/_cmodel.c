@@ -2701,6 +2701,47 @@ fail:
     return NULL;
 }
 
+/* recorder._file_records' loop over paths whose records were built ahead: from
+ * paths[start], while the path is in clean, extend records, encoded and index with
+ * built[path]'s records, JSON and index rows. Returns the index of the first path
+ * not taken (not clean, or not in built): recorder.py goes on from there. */
+static PyObject *gather_built(PyObject *self, PyObject *args)
+{
+    PyObject *paths, *clean, *built, *lists[3];
+    Py_ssize_t i;
+    if (!PyArg_ParseTuple(args, "O!nO!O!O!O!O!", &PyList_Type, &paths, &i, &PySet_Type, &clean,
+                          &PyDict_Type, &built, &PyList_Type, &lists[0], &PyList_Type,
+                          &lists[1], &PyList_Type, &lists[2]))
+        return NULL;
+    for (; i >= 0 && i < PyList_GET_SIZE(paths); i++) {
+        PyObject *path = PyList_GET_ITEM(paths, i);
+        int in = PySet_Contains(clean, path);
+        if (in < 0)
+            return NULL;
+        if (!in)
+            break;
+        PyObject *v = PyDict_GetItemWithError(built, path);
+        if (!v) {
+            if (PyErr_Occurred())
+                return NULL;
+            break;
+        }
+        if (!PyTuple_CheckExact(v) || PyTuple_GET_SIZE(v) != 4)
+            break;
+        for (int k = 0; k < 3; k++) {
+            PyObject *part = PyTuple_GET_ITEM(v, k + 1);
+            if (!PyList_CheckExact(part)) {
+                PyErr_SetString(PyExc_TypeError, "gather_built: lists expected");
+                return NULL;
+            }
+            Py_ssize_t n = PyList_GET_SIZE(lists[k]);
+            if (PyList_SetSlice(lists[k], n, n, part) < 0)
+                return NULL;
+        }
+    }
+    return PyLong_FromSsize_t(i);
+}
+
 static PyMethodDef module_methods[] = {
     {"encode_json", encode_json, METH_O,
      "encode_json(obj) -> bytes, or None: codes.encode's JSON, compiled (see _cmodel.c)."},
@@ -2709,6 +2750,9 @@ static PyMethodDef module_methods[] = {
      "[(ProcFile, signature, entry, JSON)]), or None: recorder.py's records of a settled "
      "read-only input, compiled (see _cmodel.c). With rid (the run id's bytes): (record, "
      "JSON, None, [(id(ProcFile), (None, entry, JSON))], index rows)."},
+    {"gather_built", gather_built, METH_VARARGS,
+     "gather_built(paths, start, clean, built, records, encoded, index) -> the index of the "
+     "first path not clean: recorder._file_records' loop over records built ahead."},
     {"settled_inputs", settled_inputs, METH_VARARGS,
      "settled_inputs(model, [(path, looks)], kinds, stdio, wall_offset, rid, built, pf_built, "
      "clean) -> (built, [(path, looks) left]): recorder.prebuild's loop for the settled "

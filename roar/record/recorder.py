@@ -24,7 +24,14 @@ from roar.record.classify import CODE, DATA, ENV, PSEUDO, classify, rules_from_d
 from roar.record.codes import Reason, RunStatus, message, messages, reason
 from roar.record.hasher import OK, SPECIAL, VANISHED, Hasher, HashResult, birth_ns
 from roar.record.ids import now_iso
-from roar.record.runmodel import COMPILED, NOT_BUILT, new_model, settled_input, settled_inputs
+from roar.record.runmodel import (
+    COMPILED,
+    NOT_BUILT,
+    gather_built,
+    new_model,
+    settled_input,
+    settled_inputs,
+)
 from roar.record.store import Store, encode_doc, index_entries
 from roar.record.timing import mark
 
@@ -115,6 +122,7 @@ class RunRecorder:
         # model's state (_cmodel.c settled_input; None: all built here, the reference)
         self._settled_input = settled_input if COMPILED and compiled else None
         self._settled_inputs = settled_inputs if COMPILED and compiled else None
+        self._gather_built = gather_built if COMPILED and compiled else None
         if NOT_BUILT:
             self.messages.append(NOT_BUILT)
 
@@ -415,7 +423,15 @@ class RunRecorder:
         clean = self._clean
         clean.difference_update(model.touched)
         built = self._built
-        for path in sorted(model.paths):
+        paths = sorted(model.paths)
+        gather, i, n = self._gather_built, 0, len(paths)
+        while i < n:
+            if gather is not None:  # a run of paths unchanged since built ahead: in C
+                i = gather(paths, i, clean, built, records, encoded, index)
+                if i == n:
+                    break
+            path = paths[i]
+            i += 1
             if path in clean:  # unchanged since it was built
                 parts = built[path][1:]
             else:

@@ -47,13 +47,15 @@ if _cmodel is not None:  # the store's JSON encoder, compiled (the same bytes)
 
     codes.compiled_encode = _cmodel.encode_json
 
-# _cmodel.c's builders of settled inputs' records (recorder.py): one, and prebuild's loop
-settled_input = settled_inputs = None
+# _cmodel.c's builders of settled inputs' records (recorder.py): one, prebuild's
+# loop, and the end's loop over the records built ahead
+settled_input = settled_inputs = gather_built = None
 if COMPILED:
     from roar.record._cmodel import (  # noqa: F401
         FdEntry,
         OpenFile,
         RunModel,
+        gather_built,
         settled_input,
         settled_inputs,
     )
