@@ -161,7 +161,7 @@ def test_the_consumer_freezes_what_it_built_ahead_and_nothing_else(tmp_path):
         def __init__(self, items):
             self.items = items
 
-        def records(self):
+        def records(self, sink=None):
             yield from self.items
 
     with Store(tmp_path / "home") as store:

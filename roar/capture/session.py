@@ -123,9 +123,10 @@ class EmbeddedSession:
         """(Daemon sessions hand roard a copy; embedded, the watchdog SIGKILLs
         the workload when roar run dies: nothing is left held.)"""
 
-    def records(self):
+    def records(self, sink=None):
         """Raw records of this run, in order, until the run has ended; None
-        whenever all that arrived so far was handed out (the consumer is idle)."""
+        whenever all that arrived so far was handed out (the consumer is idle).
+        (sink: DaemonSession's; records arrive here one by one.)"""
         q = self.queue
         while True:
             while q:
@@ -312,12 +313,15 @@ class DaemonSession:
         self.host_pid = reply.get("pid")
         self.namespaces = reply.get("namespaces")
 
-    def records(self):
+    def records(self, sink=None):
         """Raw records until roard's end message; frames are parsed out of
         large reads, not read one by one. None after a read that was not a
-        backlog (IDLE_READ): the consumer has caught up with the run."""
+        backlog (IDLE_READ): the consumer has caught up with the run.
+        sink(buf, pos, max_frame) -> (pos, exception or None): takes the event
+        frames from buf[pos] on itself (the compiled model's feed_frames) and
+        says where it stopped; an exception one of them raised is yielded."""
         try:
-            yield from self._records()
+            yield from self._records(sink)
         except BaseException:
             self._fire_barriers()
             raise
@@ -332,7 +336,7 @@ class DaemonSession:
         for callback in left:
             callback()
 
-    def _records(self):
+    def _records(self, sink=None):
         head = protocol.FRAME.size
         unpack = protocol.FRAME.unpack_from
         buf = b""
@@ -349,6 +353,13 @@ class DaemonSession:
             buf = buf + chunk if buf else chunk
             pos, n = 0, len(buf)
             while n - pos >= head:
+                if sink is not None:
+                    pos, err = sink(buf, pos, protocol.MAX_FRAME)
+                    if err is not None:
+                        yield err
+                        continue
+                    if n - pos < head:
+                        break
                 kind, size = unpack(buf, pos)
                 if size > protocol.MAX_FRAME:
                     raise SessionError("roard sent a frame that is too large")

@@ -549,7 +549,11 @@ def _consume(session, recorder, feeder=None, pid: int = 0, keep=None) -> None:
 
 
 def _feed(session, recorder, feeder, keep=None) -> None:
-    for raw in session.records():
+    # the compiled model takes roard's event frames itself (no Python per record),
+    # unless each record also goes elsewhere (the audit tracker, ROAR_KEEP_EVENTS)
+    sink = (getattr(recorder.model, "feed_frames", None)
+            if feeder is recorder and keep is None else None)
+    for raw in session.records(sink):
         try:
             if raw is None:  # caught up with the run: work ahead on the end
                 if recorder.prebuild():
@@ -561,8 +565,10 @@ def _feed(session, recorder, feeder, keep=None) -> None:
                     # at most one young generation's worth per look that built)
                     gc.freeze()
                 continue
-            if raw.__class__ is not bytes:  # a barrier: the pre-image hold's question
-                raw()
+            if raw.__class__ is not bytes:
+                if isinstance(raw, BaseException):  # raised by a record the sink fed
+                    raise raw
+                raw()  # a barrier: the pre-image hold's question
                 continue
             if keep is not None:
                 keep.write(len(raw).to_bytes(4, "little") + raw)

@@ -1946,6 +1946,56 @@ static PyObject *Model_feed_raw(Model *m, PyObject *raw)
     Py_RETURN_NONE;
 }
 
+/* roar run's consumer (capture/session.py DaemonSession._records): the event
+ * frames of roard's stream (protocol.py: type byte 'E', 4-byte little-endian
+ * length, one raw record) from buf[pos], each fed as feed_raw feeds one, up to
+ * the first frame that is not a whole event frame of at most max_frame bytes
+ * (a barrier, the end message, a partial frame: the session parses those).
+ * Returns (pos after what was fed, None), or (pos after the record, the
+ * exception it raised): the consumer notes it on the run and goes on. */
+static PyObject *Model_feed_frames(Model *m, PyObject *args)
+{
+    PyObject *buf;
+    Py_ssize_t pos, max_frame;
+    if (!PyArg_ParseTuple(args, "Onn", &buf, &pos, &max_frame))
+        return NULL;
+    Py_buffer b;
+    if (PyObject_GetBuffer(buf, &b, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const unsigned char *p = b.buf;
+    Py_ssize_t n = b.len;
+    PyObject *err = NULL;
+    while (pos >= 0 && n - pos >= 5 && p[pos] == 'E') {
+        Py_ssize_t size = (Py_ssize_t)((uint32_t)p[pos + 1] | (uint32_t)p[pos + 2] << 8 |
+                                       (uint32_t)p[pos + 3] << 16 | (uint32_t)p[pos + 4] << 24);
+        if (size > max_frame || n - pos - 5 < size)
+            break;
+        Ev ev;
+        int r = decode_raw((const char *)p + pos + 5, size, &ev);
+        if (r == 0)
+            r = dispatch(m, &ev);
+        ev_clear(&ev);
+        pos += 5 + size;
+        if (r < 0) {
+            PyObject *t, *v, *tb;
+            PyErr_Fetch(&t, &v, &tb);
+            PyErr_NormalizeException(&t, &v, &tb);
+            if (tb && v)
+                PyException_SetTraceback(v, tb);
+            Py_XDECREF(t);
+            Py_XDECREF(tb);
+            if (!v) {
+                PyBuffer_Release(&b);
+                return NULL;
+            }
+            err = v;
+            break;
+        }
+    }
+    PyBuffer_Release(&b);
+    return Py_BuildValue("(nN)", pos, err ? err : Py_NewRef(Py_None));
+}
+
 static PyObject *Model_feed(Model *m, PyObject *obj)
 {
     Ev ev;
@@ -2077,6 +2127,9 @@ static PyObject *Model_still_running(Model *m, PyObject *unused)
 
 static PyMethodDef Model_methods[] = {
     {"feed_raw", (PyCFunction)Model_feed_raw, METH_O, "Decode one raw record and model it."},
+    {"feed_frames", (PyCFunction)Model_feed_frames, METH_VARARGS,
+     "feed_frames(buf, pos, max_frame) -> (pos, exception or None): feed_raw for each event "
+     "frame of roard's stream from buf[pos] (see _cmodel.c)."},
     {"feed", (PyCFunction)Model_feed, METH_O, "Model one decoded Event."},
     {"problem", (PyCFunction)Model_problem, METH_O, "Count a problem of the run."},
     {"still_running", (PyCFunction)Model_still_running, METH_NOARGS,
