@@ -44,7 +44,8 @@ static PyObject *py_normalize, *py_join, *py_fd_alias, *py_decode_sockaddr, *py_
     *py_needs_hash, *py_hash_job, *py_hash_result;
 static PyObject *S_read, *S_write, *S_ok, *S_address, *S_family, *S_unix, *S_process,
     *S_std, *S_pid, *S_fd, *S_fd2, *S_self, *S_thread_self, *S_stdin, *S_stdout, *S_stderr,
-    *S_request, *S_response, *S_freed, *S_value, *S_group, *S_match, *S_lookup, *S_memo;
+    *S_request, *S_response, *S_freed, *S_value, *S_group, *S_match, *S_lookup, *S_memo,
+    *S___self__;
 
 /* -- record types ------------------------------------------------------------- */
 
@@ -868,21 +869,29 @@ static PyObject *cached_job(Model *m, PyObject *path)
         return NULL; /* an error in the lookup: the threads try again, and say so */
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    PyObject *res = PyObject_CallFunction(
-        py_hash_result, "OOLLLL", S_ok, known, (long long)st.st_size,
-        (long long)t0.tv_sec * 1000000000 + t0.tv_nsec,
-        (long long)t1.tv_sec * 1000000000 + t1.tv_nsec, (long long)f[4]);
+    /* HashResult(OK, known, size, started, finished, ctime, None, cached=True) */
+    PyObject *res = NULL, *job = NULL, *hasher = NULL;
+    PyObject *num[4] = {PyLong_FromLongLong((long long)st.st_size),
+                        PyLong_FromLongLong((long long)t0.tv_sec * 1000000000 + t0.tv_nsec),
+                        PyLong_FromLongLong((long long)t1.tv_sec * 1000000000 + t1.tv_nsec),
+                        PyLong_FromLongLong((long long)f[4])};
+    if (num[0] && num[1] && num[2] && num[3]) {
+        PyObject *argv[8] = {S_ok, known, num[0], num[1], num[2], num[3], Py_None, Py_True};
+        res = PyObject_Vectorcall(py_hash_result, argv, 8, NULL);
+    }
+    for (int i = 0; i < 4; i++)
+        Py_XDECREF(num[i]);
     Py_DECREF(known);
     if (!res)
         return NULL;
-    PyObject *hasher = PyObject_GetAttrString(m->submit_hash, "__self__");
-    PyObject *job = hasher ? PyObject_CallFunctionObjArgs(py_hash_job, path, hasher, NULL) : NULL;
-    Py_XDECREF(hasher);
-    if (job) {
-        if (PyObject_SetAttrString(res, "cached", Py_True) < 0 ||
-            PyObject_SetAttr(job, S_value, res) < 0)
-            Py_CLEAR(job);
+    hasher = PyObject_GetAttr(m->submit_hash, S___self__);
+    if (hasher) {
+        PyObject *argv[2] = {path, hasher};
+        job = PyObject_Vectorcall(py_hash_job, argv, 2, NULL);
+        Py_DECREF(hasher);
     }
+    if (job && PyObject_SetAttr(job, S_value, res) < 0)
+        Py_CLEAR(job);
     Py_DECREF(res);
     if (!job)
         PyErr_Clear();
@@ -2302,6 +2311,14 @@ static int jb_obj(JBuf *b, PyObject *o, int depth)
     if (PyLong_Check(o) || PyFloat_CheckExact(o)) {
         PyObject *r;
         if (PyLong_Check(o)) {
+            int over;
+            long long v = PyLong_AsLongLongAndOverflow(o, &over);
+            if (!over && !(v == -1 && PyErr_Occurred())) { /* int.__repr__'s digits */
+                char d[24];
+                int len = snprintf(d, sizeof d, "%lld", v);
+                return jb_put(b, d, len) < 0 ? -1 : 1;
+            }
+            PyErr_Clear();
             r = PyLong_Type.tp_repr(o);
         } else {
             double d = PyFloat_AS_DOUBLE(o);
@@ -2865,6 +2882,7 @@ PyMODINIT_FUNC PyInit__cmodel(void)
     INTERN(S_match, "match");
     INTERN(S_lookup, "lookup");
     INTERN(S_memo, "_memo");
+    INTERN(S___self__, "__self__");
     if (!(py_normalize = attr("roar.record.paths", "_normalize")) ||
         !(py_join = attr("posixpath", "join")) ||
         !(py_fd_alias = attr("roar.record.paths", "_FD_ALIAS")) ||
