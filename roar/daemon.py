@@ -400,17 +400,22 @@ class Daemon:
             raise
         run.placement = placement
         run.namespaces, run.view = ns, view  # a rebuild must see its files as it did
-        self.router.add(cgid)  # before its cgroup is tagged: no record goes unrouted
-        with self.lock:
-            self.runs[cgid] = run
-            self.last_active = time.monotonic()
         try:
-            self.probes.attach()
-            self.probes.tag(cgid, pid, time.monotonic_ns(), placement.level)
+            self._trace(run, pid)
         except BaseException:
             self._end_run(run, linger=0)
             raise
         return run
+
+    def _trace(self, run: ActiveRun, pid: int) -> None:
+        """Route the run's records, count it among the runs, and tag its cgroup
+        with pid as its first process (attaching the probes if they are not)."""
+        self.router.add(run.cgroup_id)  # before the cgroup is tagged: none goes unrouted
+        with self.lock:
+            self.runs[run.cgroup_id] = run
+            self.last_active = time.monotonic()
+        self.probes.attach()
+        self.probes.tag(run.cgroup_id, pid, time.monotonic_ns(), run.placement.level)
 
     def _start_attach(self, conn, req: dict, peer_uid: int) -> ActiveRun:
         """A run of a live process tree (roar attach): the tree moves into a
@@ -457,13 +462,8 @@ class Daemon:
         run.peer_uid = peer_uid
         run.origin = (cgroups._dir_of(placement.caller, cgroups.cgroup2_mount())
                       or placement.path.parent.parent)
-        self.router.add(cgid)  # before its cgroup is tagged: no record goes unrouted
-        with self.lock:
-            self.runs[cgid] = run
-            self.last_active = time.monotonic()
         try:
-            self.probes.attach()
-            self.probes.tag(cgid, pid, time.monotonic_ns(), placement.level)
+            self._trace(run, pid)
             run.attached = attach.move_tree(pid, placement.path, owner_ok)
         except BaseException:
             self._detach(run)

@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from roar.cli.output import fail, hash_progress, print_json
+from roar.cli.output import fail, print_json, query_progress
 from roar.record.store import RefError, Store, StoreError
 
 # `roar inputs --contains ... --exit-code`: 2 is left to errors (fail())
@@ -191,8 +191,8 @@ def inputs(ref, files, contains, contains_dir, local, exit_code, as_json):
         fail("give --contains or --contains-dir, not both")
     if exit_code and not (contains or contains_dir):
         fail("--exit-code answers --contains or --contains-dir")
-    progress = hash_progress()  # hashing a big file or a directory: on a terminal
-    try:
+    # hashing a big file or a directory: a progress line on a terminal
+    with query_progress(StoreError, RefError) as progress:
         store, target = _target(ref, local, progress)
         if contains:
             from roar.query.views import content_ref
@@ -204,12 +204,6 @@ def inputs(ref, files, contains, contains_dir, local, exit_code, as_json):
         else:
             doc = lineage.inputs(store, target)
         doc = qualify(store, doc)
-    except (StoreError, RefError) as e:
-        if progress:
-            progress.clear()
-        fail(str(e))
-    if progress:
-        progress.clear()
     if as_json:
         print_json(doc)
     elif contains:
@@ -239,16 +233,9 @@ def outputs(ref, all_files, local, as_json):
     from roar.query import lineage
     from roar.shared.backend import qualify
 
-    progress = hash_progress()
-    try:
+    with query_progress(StoreError, RefError) as progress:
         store, target = _target(ref, local, progress)
         doc = qualify(store, lineage.outputs(store, target))
-    except (StoreError, RefError) as e:
-        if progress:
-            progress.clear()
-        fail(str(e))
-    if progress:
-        progress.clear()
     if as_json:
         print_json(doc)
         return

@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from roar.cli.output import RUN_REFUSED, fail, hash_progress, print_json
+from roar.cli.output import RUN_REFUSED, fail, print_json, query_progress
 from roar.record.store import RefError, StoreError
 
 
@@ -171,8 +171,8 @@ def show(ref, local, explain, as_json):
         else:
             render.group(doc)
         return
-    progress = hash_progress()  # `roar show BIGFILE` hashes it: on a terminal
-    try:
+    # `roar show BIGFILE` hashes it: a progress line on a terminal
+    with query_progress(StoreError, RefError) as progress:
         store = _store(local)
         if is_url(ref):
             kind, key = views.resolve_remote(store, ref)
@@ -181,12 +181,6 @@ def show(ref, local, explain, as_json):
             kind, key = views.resolve(store, ref, progress)
             doc = views.run_view(store, key) if kind == "run" else views.artifact_view(
                 store, key, ref)
-    except (StoreError, RefError) as e:
-        if progress:
-            progress.clear()
-        fail(str(e))
-    if progress:
-        progress.clear()
     if as_json:
         print_json(doc)
     elif kind == "run":

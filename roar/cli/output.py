@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 
 # `roar run` refused or failed before its command started (as env, timeout, nice)
 RUN_REFUSED = 125
@@ -61,6 +62,21 @@ class HashProgress:
 def hash_progress() -> HashProgress | None:
     """A progress line for long hashing when stderr is a terminal, else None."""
     return HashProgress() if sys.stderr.isatty() else None
+
+
+@contextmanager
+def query_progress(*errors: type[Exception]):
+    """hash_progress() for a query's block: its line is gone when the block
+    ends, and one of `errors` raised in it is the command's one-line error."""
+    progress = hash_progress()
+    try:
+        yield progress
+    except errors as e:
+        if progress:
+            progress.clear()
+        fail(str(e))
+    if progress:
+        progress.clear()
 
 
 def human_size(n) -> str:
