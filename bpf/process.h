@@ -76,7 +76,17 @@ static __always_inline int exec_enter(s32 dirfd, const char *filename, const cha
         return 0;
     b->ev.fd = dirfd;
     u32 n = read_path(&b->ev, b->data, filename);
+    /* The argv blob follows the filename (EVF_ARGV_PACKED), not at data +
+     * ROAR_PATH_MAX: a record of ~100 bytes instead of ~4.2 KiB for every
+     * exec, through the ring buffer, roard's spool and the client's socket. A
+     * filename cut at ROAR_PATH_MAX keeps its ROAR_PATH_MAX - 1 bytes: its NUL
+     * makes way for the blob (decoders stop at len1 as at a NUL). */
+    if (n > ROAR_PATH_MAX - 1)
+        n = ROAR_PATH_MAX - 1;
+    n &= ROAR_PATH_MAX - 1;
     b->ev.len1 = n;
+    b->ev.flags |= EVF_ARGV_PACKED;
+    char *blob = b->data + n;
     u32 off = 0;
     int i;
     for (i = 0; i < ARGV_MAX_ARGS; i++) {
@@ -91,8 +101,7 @@ static __always_inline int exec_enter(s32 dirfd, const char *filename, const cha
             b->ev.flags |= EVF_TRUNCATED;
             break;
         }
-        long len = read_user_str(b->data + ROAR_PATH_MAX + (off & (ROAR_ARGV_MAX - 1)),
-                                 ROAR_ARGV_MAX, arg);
+        long len = read_user_str(blob + (off & (ROAR_ARGV_MAX - 1)), ROAR_ARGV_MAX, arg);
         if (len < 0) {
             b->ev.flags |= EVF_FAULT;
             break;
@@ -106,7 +115,7 @@ static __always_inline int exec_enter(s32 dirfd, const char *filename, const cha
         b->ev.flags |= EVF_TRUNCATED;
     }
     b->ev.len2 = off;
-    emit_buf(b, ROAR_PATH_MAX + off);
+    emit_buf(b, n + off);
     return 0;
 }
 

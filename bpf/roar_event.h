@@ -25,7 +25,8 @@
                             read/write), a0=bytes read, a1=bytes written, a2=calls r<<32|w */
 #define EV_DUP 6         /* fd=old fd, ret=new fd, a0=1 if close-on-exec */
 #define EV_FORK 7        /* ret=child pid, a0=1 if a thread (CLONE_THREAD), a1=clone flags */
-#define EV_EXEC 8        /* exec attempt: fd=dirfd, data=filename, data2=argv blob (NUL separated) */
+#define EV_EXEC 8        /* exec attempt: fd=dirfd, data=filename, data2=argv blob (NUL separated;
+                            right after the filename with EVF_ARGV_PACKED) */
 #define EV_EXEC_RET 9    /* ret=exec result */
 #define EV_EXIT 10       /* thread group exit: a0=exit code (valid if flag EXITED), a1=fatal signal */
 #define EV_RENAME 11     /* fd=old dirfd, a0=new dirfd, a1=flags, data=old path, data2=new path */
@@ -52,6 +53,8 @@
 #define EVF_EXITED 4         /* EV_EXIT: a0 holds an exit_group/exit status */
 #define EVF_SIGNALED 8       /* EV_EXIT: a1 holds the fatal signal */
 #define EVF_BYTES_UNKNOWN 16 /* EV_CLOSE: some calls were counted without their sizes */
+#define EVF_ARGV_PACKED 32   /* EV_EXEC: the argv blob starts at data + len1 (else at
+                                data + ROAR_PATH_MAX, as kernel sides before it wrote) */
 
 /* access bits of an open file: EV_MMAP's a0, EV_CLOSE's ret */
 #define FD_READ 1

@@ -37,7 +37,8 @@ PATHS = ["/w/a", "/w/b", "/w/d/c", "/w/d/e", "/w/d2/c", "a", "d/c", "./d/../b", 
 FLAGS = [0, 1, 2, 0o1101, 0o1102, 0o101, 0o102, 0o200000, 0o10000000, 0o20200002,
          0o2000000, 0o2001101, 0o100]
 EVENT_FLAGS = [0, 0, 0, E.EVF_TRUNCATED, E.EVF_FAULT, E.EVF_EXITED, E.EVF_SIGNALED,
-               E.EVF_EXITED | E.EVF_SIGNALED, E.EVF_BYTES_UNKNOWN]
+               E.EVF_EXITED | E.EVF_SIGNALED, E.EVF_BYTES_UNKNOWN, E.EVF_ARGV_PACKED,
+               E.EVF_ARGV_PACKED | E.EVF_TRUNCATED]
 TYPES = sorted(E.EVENT_NAMES)
 SOCKADDRS = [struct.pack("<H", 1) + b"sock\0", struct.pack("<H", 1) + b"/run/s\0",
              struct.pack("<H", 1) + b"\0abstract", struct.pack("<H", 2) + b"\x1f\x90"
@@ -61,7 +62,10 @@ def raw_record(ts, tgid, type_, flags, fd, ret, a0, a1, a2, path=None, path2=Non
         second = (b"\0".join(os.fsencode(a) for a in argv) + b"\0" if argv else b"") \
             if type_ == E.EV_EXEC else (os.fsencode(path2) + b"\0" if path2 is not None else b"")
         if second:
-            data = data.ljust(E.PATH_MAX, b"\0") + second
+            # the argv right after the filename when the record says so (the
+            # kernel side's layout), else at PATH_MAX (older records, two paths)
+            packed = type_ == E.EV_EXEC and flags & E.EVF_ARGV_PACKED
+            data = (data if packed else data.ljust(E.PATH_MAX, b"\0")) + second
             len2 = len(second)
     head = E.HEADER_STRUCT.pack(ts, 1, tgid, tgid, type_, flags, fd, ret, a0, a1, a2, len1, len2)
     return head + data
@@ -127,16 +131,24 @@ def test_decoders_agree_on_every_field():
             for i in range(5)]
     raws += [raw_record(40, 100, E.EV_EXEC, E.EVF_TRUNCATED, -100, 0, 0, 0, 0, "/bin/sh",
                         argv=["sh", "-c", "true"]),
-             raw_record(41, 100, E.EV_EXEC_RET, 0, 0, 0, 0, 0, 0)]
+             raw_record(41, 100, E.EV_EXEC_RET, 0, 0, 0, 0, 0, 0),
+             raw_record(42, 100, E.EV_EXEC, E.EVF_ARGV_PACKED, -100, 0, 0, 0, 0, "/bin/x",
+                        argv=["x", "", "-v"]),
+             raw_record(43, 100, E.EV_EXEC_RET, 0, 0, 0, 0, 0, 0)]
     x = _cmodel.RunModel(100, "/w", ["t"], {}, 0)
     y = _cmodel.RunModel(100, "/w", ["t"], {}, 0)
-    for r in raws:
-        x.feed_raw(r)
-        y.feed(E.decode(r))
     from model_diff import state
 
+    for i, r in enumerate(raws):
+        x.feed_raw(r)
+        y.feed(E.decode(r))
+        if i == len(raws) - 3:
+            assert state(x) == state(y)
+            assert x.root.argv == ["sh", "-c", "true"] and x.root.argv_incomplete
     assert state(x) == state(y)
-    assert x.root.argv == ["sh", "-c", "true"] and x.root.argv_incomplete
+    # the argv right after the filename (EVF_ARGV_PACKED), an empty argument kept
+    assert (x.root.exe, x.root.argv, x.root.argv_incomplete) == ("/bin/x", ["x", "", "-v"],
+                                                                 False)
 
 
 def test_short_record_is_an_error_in_both():

@@ -128,6 +128,13 @@ def test_decode_two_paths_and_argv():
     data = fn + b"\0" * (E.PATH_MAX - len(fn)) + argv
     ev = E.decode(_record(E.EV_EXEC, len(fn), len(argv), data))
     assert ev.argv == ["python3", "train.py", "--lr", "0.1"]
+    # the kernel side's layout: the argv right after the filename
+    ev = E.decode(_record(E.EV_EXEC, len(fn), len(argv), fn + argv, flags=E.EVF_ARGV_PACKED))
+    assert (ev.path, ev.argv) == ("/usr/bin/python3", ["python3", "train.py", "--lr", "0.1"])
+    # a filename cut at PATH_MAX: its PATH_MAX - 1 bytes, no NUL, then the argv
+    long = b"/" + b"d" * (E.PATH_MAX - 2)
+    ev = E.decode(_record(E.EV_EXEC, len(long), 3, long + b"x\0y", flags=E.EVF_ARGV_PACKED))
+    assert (ev.path, ev.argv) == (long.decode(), ["x", "y"])
 
 
 def test_non_utf8_paths_survive():

@@ -88,6 +88,7 @@ EVF_FAULT = CONSTS["EVF_FAULT"]
 EVF_EXITED = CONSTS["EVF_EXITED"]
 EVF_SIGNALED = CONSTS["EVF_SIGNALED"]
 EVF_BYTES_UNKNOWN = CONSTS["EVF_BYTES_UNKNOWN"]
+EVF_ARGV_PACKED = CONSTS["EVF_ARGV_PACKED"]
 
 # Access bits of an open file (EV_MMAP's a0, EV_CLOSE's ret)
 FD_READ = CONSTS["FD_READ"]
@@ -152,7 +153,8 @@ def decode(buf: bytes) -> Event:
     t = ev.type
     if t == EV_EXEC:
         ev.path = _cstr(data[:len1]) if len1 else None
-        blob = data[PATH_MAX : PATH_MAX + len2]
+        at = len1 if ev.flags & EVF_ARGV_PACKED else PATH_MAX
+        blob = data[at : at + len2]
         parts = blob.split(b"\0")
         if parts and parts[-1] == b"":
             parts.pop()

@@ -272,8 +272,9 @@ static int decode_raw(const char *buf, Py_ssize_t n, Ev *ev)
     if (t == EV_EXEC) {
         if (len1 && !(ev->path = cstr(data, clamp(dn, 0, len1))))
             return -1;
-        Py_ssize_t bn = clamp(dn, ROAR_PATH_MAX, len2);
-        const char *b = data + ROAR_PATH_MAX, *e = b + bn;
+        Py_ssize_t at = (ev->h.flags & EVF_ARGV_PACKED) ? (Py_ssize_t)len1 : ROAR_PATH_MAX;
+        Py_ssize_t bn = clamp(dn, at, len2);
+        const char *b = data + (at < dn ? at : dn), *e = b + bn;
         if (!(ev->argv = PyList_New(0)))
             return -1;
         const char *s = b;
