@@ -83,6 +83,10 @@ typedef struct {
     PyObject_HEAD
     PyObject *path, *first, *modified_ts, *create_ts, *early_hash, *early_ts, *renamed_from;
     char read, written, deleted;
+    /* classify.needs_hash(path), asked once (it depends on the path alone):
+     * 0 not asked yet, 1 yes, 2 no. An environment file (ld.so.cache, libc)
+     * is opened by every process of a spawn loop, and never hashed early. */
+    char need;
 } PathState;
 
 static PyTypeObject OpenFileType, FdEntryType, ProcFileType, ProcType, PathStateType;
@@ -732,7 +736,7 @@ static PathState *state(Model *m, PyObject *path, PyObject *first)
         return NULL;
     ps->path = Py_NewRef(path);
     ps->first = Py_NewRef(first);
-    ps->read = ps->written = ps->deleted = 0;
+    ps->read = ps->written = ps->deleted = ps->need = 0;
     ps->modified_ts = Py_NewRef(Py_None);
     ps->create_ts = Py_NewRef(Py_None);
     ps->early_hash = Py_NewRef(Py_None);
@@ -906,13 +910,18 @@ static int hash_early(Model *m, PathState *s, u64 ts, int created)
     if (s->early_hash != Py_None || s->modified_ts != Py_None || !is_read(s->first) ||
         m->submit_hash == Py_None)
         return 0;
-    PyObject *need = PyObject_CallOneArg(py_needs_hash, s->path);
-    if (!need)
-        return -1;
-    int yes = PyObject_IsTrue(need);
-    Py_DECREF(need);
-    if (yes <= 0)
-        return yes;
+    if (!s->need) {
+        PyObject *need = PyObject_CallOneArg(py_needs_hash, s->path);
+        if (!need)
+            return -1;
+        int yes = PyObject_IsTrue(need);
+        Py_DECREF(need);
+        if (yes < 0)
+            return -1;
+        s->need = yes ? 1 : 2;
+    }
+    if (s->need != 1)
+        return 0;
     PyObject *job = created ? NULL : cached_job(m, s->path);
     if (!job) {
         if (PyErr_Occurred())
