@@ -108,15 +108,18 @@ def main() -> None:
         one_run(store, seed, raws, args.prebuild_every)  # warms the stat cache
         files = len([f for f in store.run_files(next(store.iter_runs())["id"])
                      if f["role"] == "input"])
+        procs = sum(1 for r in raws if E.decode(r).type == E.EV_EXEC_RET) or 1
         times = [one_run(store, seed, raws, args.prebuild_every) for _ in range(args.reps)]
-        print(f"{len(raws)} events, {opens} opens, {files} inputs; {args.reps} reps, "
-              f"median CPU µs per input")
+        # per input; a stream with none (a spawn loop) is counted per exec'd process
+        per, unit = (files, "input") if files else (procs, "exec")
+        print(f"{len(raws)} events, {opens} opens, {files} inputs, {procs} execs; "
+              f"{args.reps} reps, median CPU µs per {unit}")
         total = 0.0
         for ph in PHASES:
             med = statistics.median(t[ph] for t in times)
             total += med
-            print(f"  {ph:<16} {med / files * 1e6:8.2f}")
-        print(f"  {'total':<16} {total / files * 1e6:8.2f}")
+            print(f"  {ph:<16} {med / per * 1e6:8.2f}")
+        print(f"  {'total':<16} {total / per * 1e6:8.2f}")
         if args.profile:
             pr = cProfile.Profile()
             pr.enable()

@@ -14,16 +14,17 @@ from roar.record.ids import new_run_id
 from roar.record.recorder import RunRecorder
 from roar.record.store import Store
 
-ROOT, CHILD = 100, 200
+ROOT, CHILD, CHILD2 = 100, 200, 300
 
 
 def _stream(d: str) -> list[E.Event]:
     evs: list[E.Event] = []
     ts = [time.monotonic_ns()]  # after the files were made: their hashes verify
 
-    def ev(type_, tgid=ROOT, fd=-1, ret=0, a0=0, a1=0, a2=0, path=None):
+    def ev(type_, tgid=ROOT, fd=-1, ret=0, a0=0, a1=0, a2=0, path=None, flags=0, argv=None):
         ts[0] += 10
-        evs.append(E.Event(ts[0], 1, tgid, tgid, type_, 0, fd, ret, a0, a1, a2, path=path))
+        evs.append(E.Event(ts[0], 1, tgid, tgid, type_, flags, fd, ret, a0, a1, a2, path=path,
+                           argv=argv))
 
     def read_file(path, fd=3, tgid=ROOT, nbytes=100):
         ev(E.EV_OPEN, tgid=tgid, fd=fd, ret=-100, path=path)
@@ -39,6 +40,16 @@ def _stream(d: str) -> list[E.Event]:
     ev(E.EV_CLOSE, fd=4, a1=7)
     ev(E.EV_FORK, tgid=ROOT, ret=CHILD)
     read_file(f"{d}/a", tgid=CHILD, nbytes=50)
+    # processes that exit while the run goes on: their records are built ahead;
+    # CHILD's exit status changes afterwards (its parent reaps it: rebuilt)
+    ev(E.EV_EXIT, tgid=CHILD, a0=0, flags=E.EVF_EXITED)
+    ev(E.EV_FORK, tgid=ROOT, ret=CHILD2)
+    ev(E.EV_EXEC, tgid=CHILD2, fd=-100, path="/bin/tool", argv=["tool", "--token=ghp_" + "x" * 36])
+    ev(E.EV_EXEC_RET, tgid=CHILD2)
+    read_file(f"{d}/d", tgid=CHILD2, nbytes=10)
+    read_file("/usr/lib/x86_64-linux-gnu/libfoo.so.1", tgid=CHILD2)
+    ev(E.EV_EXIT, tgid=CHILD2, a0=1, flags=E.EVF_EXITED)
+    ev(E.EV_REAP, tgid=ROOT, ret=CHILD, a0=3 << 8)
     ev(E.EV_OPEN, fd=5, ret=-100, a0=O_WRONLY_CREAT_TRUNC, path=f"{d}/out")
     ev(E.EV_WRITE, fd=5, a0=3)
     ev(E.EV_CLOSE, fd=5, a1=3)
@@ -69,7 +80,9 @@ def _record(store: Store, d: str, evs: list[E.Event], look_ahead: bool,
                 if s.early_hash is not None:
                     s.early_hash.result()
             rec.prebuild()
-    built = set(rec._built)
+    # "proc KEY BUILT_WITH NOW": the exit code a process record was built ahead with
+    built = set(rec._built) | {f"proc {p.key} {rec._proc_built[id(p)][0]} {p.exit_code}"
+                               for p in rec.model.procs if id(p) in rec._proc_built}
     for s in rec.model.paths.values():  # settled at the end: what was not built ahead
         if s.early_hash is not None:      # is built then (in C where it can be)
             s.early_hash.result()
@@ -98,6 +111,11 @@ def test_records_built_ahead_equal_records_built_at_the_end(tmp_path):
     assert built_end == set()
     assert {f"{d}/a", f"{d}/b", f"{d}/d", "/proc/self/status"} <= built
     assert f"{d}/e" not in built
+    # both children's process records were built ahead; CHILD's again at the end
+    # (reaped with status 3 after that): the stored bytes say 3
+    procs = sorted(tuple(b.split()[2:]) for b in built if b.startswith("proc "))
+    assert procs == [("0", "3"), ("1", "1")]
+    assert b'"pid":200,' in raw_ahead[1] and b'"exit_code":3,' in raw_ahead[1]
     assert files_ahead == files_end
     # file records and process records byte for byte, and the same hash index rows
     assert raw_ahead == raw_end

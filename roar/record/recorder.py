@@ -53,6 +53,7 @@ PENDING = "pending"
 # caught up with the events (idle), this many paths per look
 PREBUILD_BATCH = 512
 PREBUILD_TRIES = 8  # looks at a path not settled yet (still open, not yet read)
+ENTRIES_KEPT = 4096  # process entries of files remembered by what they are made of
 
 
 def _version(base: dict, role: str, mode: str | None = None, *, res: HashResult | None = None,
@@ -111,6 +112,17 @@ class RunRecorder:
         # path -> (signature, records, their JSON, their index rows)
         self._built: dict[str, tuple] = {}
         self._pf_built: dict[int, tuple] = {}  # id(ProcFile) -> (signature, entry, JSON)
+        # process records built while the run goes on, of processes that have
+        # exited: id(Proc) -> (exit_code, signal, ((path, size), ...), doc, JSON)
+        self._proc_built: dict[int, tuple] = {}
+        self._procs_seen = 0  # model.procs[:n] looked at
+        self._procs_ended = -1  # processes ended (len(procs) - len(live)) at that look
+        self._procs_running: list = []  # looked at while still running: looked at again
+        self._key: bytes | None = None  # the store's redaction key, asked once
+        self._argvs: dict[tuple, list] = {}  # argv -> redacted (a spawn loop repeats one)
+        # a process's entry for a file, by all it is made of -> (entry, JSON): the
+        # processes of a spawn loop each read the same libraries the same way
+        self._entries: dict[tuple, tuple] = {}
         self._clean: set[str] = set()  # built, and not touched by the model since
         self._todo: deque[tuple[str, int]] = deque()  # (path, looks so far)
         start_ns = time.monotonic_ns() if start_ns is None else start_ns
@@ -397,13 +409,59 @@ class RunRecorder:
                 self._prebuild_proc_files(path, kind, parts[0])
             self._clean.add(path)
             built += 1
+        return built + self._prebuild_procs(budget)
+
+    def _prebuild_procs(self, budget: int) -> int:
+        """Build the records of up to `budget` processes that have exited since
+        the last look (an exited process's record can change only by its exit
+        status, which a parent's reap or the end may still set, and by the sizes
+        of its files: both checked at the end)."""
+        model = self.model
+        procs = model.procs
+        ended = len(procs) - len(model.live)
+        if ended == self._procs_ended:
+            return 0
+        self._procs_ended = ended
+        if self._procs_seen < len(procs):
+            self._procs_running.extend(procs[self._procs_seen:])
+            self._procs_seen = len(procs)
+        if self._key is None:
+            self._key = context.store_key(self.store)
+        running, built = [], 0
+        git_root, tracked = self._git_root, self._tracked
+        sizes: dict[str, int | None] = {}  # of this look
+
+        def size_of(path: str) -> int | None:
+            if path in sizes:
+                return sizes[path]
+            size = sizes[path] = self._built_size(path)
+            return size
+
+        for p in self._procs_running:
+            if p.end_ts is None or built >= budget:
+                running.append(p)
+                continue
+            doc, raw, used = self._proc_record(p, git_root, tracked, size_of)
+            self._proc_built[id(p)] = (p.exit_code, p.signal, used, doc, raw)
+            built += 1
+        self._procs_running = running
+        if running and built >= budget:
+            self._procs_ended = -1  # more to do at the next look
         return built
+
+    def _built_size(self, path: str) -> int | None:
+        """The size the records built so far give a path (None: none yet)."""
+        hit = self._built.get(path)
+        if hit is None:
+            return None
+        return next((r["size"] for r in reversed(hit[1]) if r.get("size") is not None), None)
 
     def _file_records(self, git_root, tracked) -> tuple[list[dict], list[bytes], list, list[dict]]:
         model = self.model
         if tracked != self._tracked and (tracked or self._tracked):
             # the work tree's tracked files changed: classify again, build everything now
             self.kinds, self._built, self._pf_built, self._clean = {}, {}, {}, set()
+            self._proc_built = {}
         kinds = self.kinds
         for path in model.paths:
             if path not in kinds:
@@ -563,36 +621,63 @@ class RunRecorder:
 
     def _process_records(self, git_root, tracked,
                          sizes: dict[str, int]) -> tuple[list[dict], list[bytes]]:
-        key = context.store_key(self.store)  # argv secrets stored as keyed hashes only
-        kinds = self.kinds  # classified once by _file_records
-        clean = self._clean  # (after _file_records took out what changed)
         out, encoded = [], []
+        built, size_of = self._proc_built, sizes.get
         for p in self.model.procs:
-            files, parts = [], []
-            for pf in p.files.values():
-                kind = kinds.get(pf.path)
-                if kind is None:
-                    kind = kinds[pf.path] = classify(pf.path, git_root, tracked, self.rules)
-                hit = self._pf_built.get(id(pf))
-                if hit is not None and pf.path in clean:  # its path's records too
-                    files.append(hit[1])
-                    parts.append(hit[2])
-                    continue
-                size = sizes.get(pf.path)
-                if hit is not None and hit[0] == self._pf_sig(pf, kind, size):
-                    files.append(hit[1])
-                    parts.append(hit[2])
-                    continue
-                d = self._proc_file(pf, kind, size)
-                files.append(d)
-                parts.append(encode_doc(d))
-            doc = {"key": p.key, "pid": p.pid, "ppid": p.ppid, "parent": p.parent,
-                   "argv": context.redact_argv(p.argv, key), "exe": p.exe,
-                   "cwd": p.cwd, "exit_code": p.exit_code,
-                   "signal": p.signal, "threads": p.threads, "execs": p.execs,
-                   "argv_incomplete": p.argv_incomplete}
-            # "files" last: the document's JSON is its head with the parts spliced in
-            encoded.append(encode_doc(doc)[:-1] + b',"files":[' + b",".join(parts) + b"]}")
-            doc["files"] = files
+            hit = built.get(id(p))
+            if (hit is not None and hit[0] == p.exit_code and hit[1] == p.signal
+                    and all(size_of(path) == size for path, size in hit[2])):
+                doc, raw = hit[3], hit[4]  # built while the run went on, still the same
+            else:
+                doc, raw, _ = self._proc_record(p, git_root, tracked, size_of)
+            encoded.append(raw)
             out.append(doc)
         return out, encoded
+
+    def _proc_record(self, p, git_root, tracked, size_of) -> tuple[dict, bytes, tuple]:
+        """One process's record, its JSON, and the (path, size) of each of its
+        files it was built with (size_of(path): the size its file records give)."""
+        if self._key is None:  # argv secrets are stored as keyed hashes only
+            self._key = context.store_key(self.store)
+        kinds = self.kinds  # classified once by _file_records (or prebuild)
+        clean = self._clean  # (after _file_records took out what changed)
+        files, parts, used = [], [], []
+        for pf in p.files.values():
+            kind = kinds.get(pf.path)
+            if kind is None:
+                kind = kinds[pf.path] = classify(pf.path, git_root, tracked, self.rules)
+            hit = self._pf_built.get(id(pf))
+            size = size_of(pf.path)
+            used.append((pf.path, size))
+            if hit is not None and pf.path in clean:  # its path's records too
+                files.append(hit[1])
+                parts.append(hit[2])
+                continue
+            if hit is not None and hit[0] == self._pf_sig(pf, kind, size):
+                files.append(hit[1])
+                parts.append(hit[2])
+                continue
+            sig = (pf.path, kind, size, pf.read, pf.written, pf.mapped, pf.bytes_read,
+                   pf.bytes_written, pf.read_calls, pf.write_calls, pf.bytes_exact)
+            same = self._entries.get(sig)
+            if same is None:
+                d = self._proc_file(pf, kind, size)
+                same = (d, encode_doc(d))
+                if len(self._entries) >= ENTRIES_KEPT:
+                    self._entries.clear()
+                self._entries[sig] = same
+            files.append(same[0])
+            parts.append(same[1])
+        argv = tuple(p.argv)
+        redacted = self._argvs.get(argv)
+        if redacted is None:
+            redacted = self._argvs[argv] = context.redact_argv(p.argv, self._key)
+        doc = {"key": p.key, "pid": p.pid, "ppid": p.ppid, "parent": p.parent,
+               "argv": list(redacted), "exe": p.exe,
+               "cwd": p.cwd, "exit_code": p.exit_code,
+               "signal": p.signal, "threads": p.threads, "execs": p.execs,
+               "argv_incomplete": p.argv_incomplete}
+        # "files" last: the document's JSON is its head with the parts spliced in
+        raw = encode_doc(doc)[:-1] + b',"files":[' + b",".join(parts) + b"]}"
+        doc["files"] = files
+        return doc, raw, tuple(used)
