@@ -70,6 +70,13 @@ MAX_FILL_PER_UID, MAX_FILL = 4, 64  # pending-hash jobs at work at once, per uid
 
 # after a barrier, roard polls the ring buffer every millisecond for this long
 FAST_POLL_S = 0.1
+# Records are moved into a run's spool (and on to its client) at most this often,
+# unless a barrier or the run's end asks for them. Each move is a round of
+# Python in three threads (poller, spooler, streamer) and a read in the client:
+# moved at every 5 ms poll, a steady trickle of records (a spawn loop, ~20,000
+# a second) cost roard about as much CPU as the records themselves
+# (docs/bench.md, spawns). The router holds them meanwhile (QUEUE_MAX).
+SPOOL_EVERY_S = 0.02
 
 
 class DaemonError(Exception):
@@ -87,6 +94,7 @@ class ActiveRun:
         self.path = path
         self.cgroup_id = cgroup_id
         self.wake = threading.Event()
+        self.pausing = False  # the spooler waits out SPOOL_EVERY_S: records do not wake it
         self.closed = False
         # every record goes to a spool file, kept until the client says it
         # stored the run (if the client dies, roard rebuilds the run from it);
@@ -168,7 +176,7 @@ class Daemon:
         """Wake the spooler of each run that has records waiting."""
         for cg in self.router.ready():
             run = self.runs.get(cg)
-            if run is not None:
+            if run is not None and not run.pausing:
                 run.wake.set()
 
     def drain(self) -> None:
@@ -752,14 +760,25 @@ class Daemon:
         is full; the spool always holds whole frames. The records come from
         the router (capture/_relay.c), framed there, a blob per wake-up."""
         cg = run.cgroup_id
+        taken = 0.0  # when records were last taken
         while True:
             if not run.closed and not run.marks and not self.router.pending(cg):
                 run.wake.wait(0.2)  # wait only when idle
+                run.wake.clear()
+            pause = taken + SPOOL_EVERY_S - time.monotonic()
+            if pause > 0 and not run.closed and not run.marks:
+                # records came soon after the last take: let more gather (a
+                # barrier or the run's end still wakes it at once)
+                run.pausing = True
+                run.wake.wait(pause)
+                run.pausing = False
                 run.wake.clear()
             # barriers asked for so far follow every record taken now (routed
             # before they were asked for: roard drained the ring buffer first)
             marks = len(run.marks)
             blob, n = self.router.take(cg)
+            if n:
+                taken = time.monotonic()
             if not n and run.closed and run.tail[1]:
                 (blob, n), run.tail = run.tail, (b"", 0)
             if n:
