@@ -548,11 +548,32 @@ def _consume(session, recorder, feeder=None, pid: int = 0, keep=None) -> None:
             session.stop_workload(pid)
 
 
+def _keeping(sink, keep):
+    """sink (the compiled model's feed_frames), also writing each event frame it
+    took to the kept stream: runs that keep their records (the capture tests
+    keep every run's) take the path every other run takes."""
+    from roar.capture.protocol import EVENT, FRAME
+
+    head, unpack = FRAME.size, FRAME.unpack_from
+
+    def take(buf, pos, max_frame):
+        end, err = sink(buf, pos, max_frame)
+        while pos < end:  # only event frames: it stops before anything else
+            kind, size = unpack(buf, pos)
+            if kind == EVENT:
+                keep.write(size.to_bytes(4, "little") + buf[pos + head:pos + head + size])
+            pos += head + size
+        return end, err
+
+    return take
+
+
 def _feed(session, recorder, feeder, keep=None) -> None:
     # the compiled model takes roard's event frames itself (no Python per record),
-    # unless each record also goes elsewhere (the audit tracker, ROAR_KEEP_EVENTS)
-    sink = (getattr(recorder.model, "feed_frames", None)
-            if feeder is recorder and keep is None else None)
+    # unless each record also goes to the audit tracker
+    sink = getattr(recorder.model, "feed_frames", None) if feeder is recorder else None
+    if sink is not None and keep is not None:
+        sink = _keeping(sink, keep)
     for raw in session.records(sink):
         try:
             if raw is None:  # caught up with the run: work ahead on the end
