@@ -44,7 +44,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from roar.capture import cgroups, namespaces, protocol
+from roar.capture import cgroups, events, namespaces, protocol
 from roar.capture._relay import Router
 from roar.capture.privileges import run_as, spawn_as
 from roar.capture.protocol import socket_path
@@ -316,7 +316,8 @@ class Daemon:
                                                    "placement": run.placement.record(),
                                                    "procs": run.attached,
                                                    "pid": run.recovery.get("root_pid"),
-                                                   "namespaces": run.namespaces}))
+                                                   "namespaces": run.namespaces,
+                                                   "layout": events.LAYOUT}))
             except OSError:
                 # gone before it heard "ok" (it aborted while the probes were being
                 # attached): its command was never released, there is nothing to keep

@@ -197,3 +197,45 @@ def test_killed_client_run_is_rebuilt_from_the_spool(roar):
         (str(w / "out.txt"), xxh128(w / "out.txt")), (str(w / "pid"), xxh128(w / "pid"))]
     assert any("rebuilt by roard" in r for r in doc["incomplete_reasons"])
     assert doc["complete"] is False and doc["signal"] == 9
+
+
+def test_client_refuses_a_roard_of_another_record_layout(tmp_path):
+    """A roard left running across an upgrade writes records of its own layout:
+    `roar run` refuses it in one line before its command starts, instead of
+    misreading them. (The other roard is a stand-in answering as one would.)"""
+    import socket
+    import threading
+
+    from roar.capture import protocol
+
+    sock_path = tmp_path / "other-roard.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(sock_path))
+    server.listen(1)
+    asked = []
+
+    def answer():
+        conn, _ = server.accept()
+        with conn, conn.makefile("rb") as f:
+            req = json.loads(f.readline())  # requests are JSON lines, answers frames
+            asked.append(req["op"])
+            conn.sendall(protocol.encode_json({
+                "ok": True, "cgroup": 1, "path": "/sys/fs/cgroup/unified/x", "placement": {},
+                "procs": None, "pid": req["pid"], "namespaces": None, "layout": "0badc0de"}))
+            f.read()  # the client's abort, then its hang-up
+
+    t = threading.Thread(target=answer, daemon=True)
+    t.start()
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {**os.environ, "ROAR_SOCKET": str(sock_path), "ROAR_HOME": str(tmp_path / "home"),
+           "PYTHONPATH": str(REPO)}
+    p = subprocess.run([sys.executable, "-m", "roar", "run", "--", "touch", "ran"], cwd=work,
+                       env=env, capture_output=True, text=True, timeout=60)
+    t.join(10)
+    server.close()
+    assert asked == ["trace"]
+    assert p.returncode == 125, p.stderr
+    assert "Traceback" not in p.stderr
+    assert "roard runs another version of roar (record layout 0badc0de" in p.stderr
+    assert not (work / "ran").exists()

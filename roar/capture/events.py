@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,10 @@ TAG_LEVELS = CONSTS["ROAR_TAG_LEVELS"]  # run cgroups can be traced at levels 1.
 CGROUP_OFFSET = struct.calcsize(FORMAT[: 1 + FIELDS.index("cgroup")])
 
 EVENT_NAMES = {v: k[3:].lower() for k, v in CONSTS.items() if k.startswith("EV_")}
+# what roard's records mean: the record's fields and every constant of the header.
+# roard says it on each run; a client of another roar refuses it rather than
+# misread its records (a roard left running across an upgrade)
+LAYOUT = f"{zlib.crc32(repr((FORMAT, FIELDS, sorted(CONSTS.items()))).encode()):08x}"
 
 # Event types and flags, by name, with the header's values (a reader greps
 # for EV_OPEN and finds it here). A name the header adds must be added here:

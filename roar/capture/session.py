@@ -305,6 +305,12 @@ class DaemonSession:
         reply = self._reply()
         if not reply.get("ok"):
             raise SessionError(f"roard refused: {reply.get('error', 'unknown error')}")
+        from roar.capture.events import LAYOUT
+
+        if reply.get("layout", LAYOUT) != LAYOUT:  # none: a roard from before the check
+            raise SessionError(f"roard runs another version of roar (record layout "
+                               f"{reply['layout']}, this roar {LAYOUT}): restart it with this "
+                               f"one (roar daemon stop; roar daemon start) or the system unit")
         self.cgroup_id = reply["cgroup"]
         self.cgroup_path = reply.get("path")
         self.placement = reply.get("placement")
