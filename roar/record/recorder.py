@@ -52,6 +52,10 @@ PENDING = "pending"
 # Records of settled paths are built while the run goes on, when the model has
 # caught up with the events (idle), this many paths per look
 PREBUILD_BATCH = 512
+# paths looked at per look when C builds the settled inputs (~5 µs each): enough
+# that a look keeps up with the paths seen since the last one, so an exited
+# process's record (_prebuild_procs, after them) finds its files' entries built
+PREBUILD_LOOKS_C = 8  # x budget
 PREBUILD_TRIES = 8  # looks at a path not settled yet (still open, not yet read)
 ENTRIES_KEPT = 4096  # process entries of files remembered by what they are made of
 
@@ -383,7 +387,8 @@ class RunRecorder:
         todo = self._todo
         todo.extend((path, 0) for path in model.new_paths)
         model.new_paths = []
-        batch = [todo.popleft() for _ in range(min(budget, len(todo)))]
+        looks = budget if self._settled_inputs is None else budget * PREBUILD_LOOKS_C
+        batch = [todo.popleft() for _ in range(min(looks, len(todo)))]
         kinds = self.kinds
         for path, _ in batch:
             if path not in kinds:
