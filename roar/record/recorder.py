@@ -226,19 +226,31 @@ class RunRecorder:
         run["incomplete_reasons"] = messages(reasons)
         run["io_uring"] = model.io_uring
         run["connects"] = model.connects
-        run["installed"] = context.installed(p["path"] for p in files
-                                             if p["role"] == "output" and p["kind"] == ENV)
+        # one pass over the file records (tens of thousands): counts, what the run
+        # installed (its environment outputs), what it used (environment reads)
+        listed = (DATA, CODE, remote.REMOTE)
+        n_in = n_out = 0
+        env_out, env_read = [], []
+        for f in files:
+            role = f["role"]
+            if role == "input":
+                if f["kind"] in listed:
+                    n_in += 1
+            elif role == "output":
+                if f["kind"] == ENV:
+                    env_out.append(f["path"])
+                elif f["kind"] in listed:
+                    n_out += 1
+            elif role == ENV:
+                env_read.append(f["path"])
+        run["installed"] = context.installed(env_out)
         # what it installed is not what it used (pip reads back what it byte-compiles)
-        run["packages"] = {k: v for k, v in context.packages(
-            p["path"] for p in files if p["role"] == ENV).items()
-            if run["installed"].get(k) != v}
+        run["packages"] = {k: v for k, v in context.packages(env_read).items()
+                           if run["installed"].get(k) != v}
         run["counts"] = {
-            "inputs": sum(1 for f in files if f["role"] == "input"
-                          and f["kind"] in (DATA, CODE, remote.REMOTE)),
-            "outputs": sum(1 for f in files if f["role"] == "output"
-                           and f["kind"] in (DATA, CODE, remote.REMOTE)),
-            "env_outputs": sum(1 for f in files if f["role"] == "output"
-                               and f["kind"] == ENV),
+            "inputs": n_in,
+            "outputs": n_out,
+            "env_outputs": len(env_out),
             "processes": len(procs),
             "events": model.events,
         }
