@@ -79,3 +79,25 @@ def test_refused_run_leaves_nothing_behind(roar, roard):
     assert set(os.listdir(spool)) == before
     prefix = cgroup_prefix(roard)
     assert [d for d in os.listdir(cgroup2_mount() / PARENT) if d.startswith(prefix)] == []
+
+
+def test_git_is_asked_only_where_it_could_find_a_repository(tmp_path, monkeypatch):
+    """Outside any repository a run skips git's processes; a .git (directory or
+    worktree file) in the cwd or above, a bare repository, or git's environment
+    naming one, and git is asked as before."""
+    from roar.record.context import _maybe_in_repo
+
+    for k in ("GIT_DIR", "GIT_WORK_TREE", "GIT_COMMON_DIR"):
+        monkeypatch.delenv(k, raising=False)
+    plain = tmp_path / "plain" / "deep"
+    plain.mkdir(parents=True)
+    assert not _maybe_in_repo(str(plain))
+    (tmp_path / "plain" / ".git").write_text("gitdir: /elsewhere\n")  # a worktree's
+    assert _maybe_in_repo(str(plain))
+    bare = tmp_path / "bare.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
+    assert _maybe_in_repo(str(bare))
+    other = tmp_path / "other"
+    other.mkdir()
+    monkeypatch.setenv("GIT_DIR", str(bare))
+    assert _maybe_in_repo(str(other))
