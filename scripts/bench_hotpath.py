@@ -9,7 +9,8 @@ traced process: after the first access of an fd, each call only adds to that
 fd's counters. This loads the whole kernel side twice, at git revision --old
 (default main) and as the work tree has it now, and times `dd bs=4k` from
 /dev/zero to /dev/null (one read and one write per 4 KiB: the syscall-heaviest
-shape) with only those two programs attached, in these modes:
+shape) with only those two programs attached (or the raw sys_enter program that
+stands for the read/write family where bpf/ has one), in these modes:
 
   detached        nothing attached
   old / new       dd runs inside a tagged run cgroup: every call is traced
@@ -51,7 +52,7 @@ sys.path.insert(0, str(REPO))
 from roar.capture import features  # noqa: E402
 from roar.capture.cgroups import cgroup2_mount  # noqa: E402
 from roar.capture.events import CONSTS, program_text  # noqa: E402
-from roar.capture.probes import import_bcc  # noqa: E402
+from roar.capture.probes import RAW_PROGRAMS, import_bcc  # noqa: E402
 
 PROGRAMS = (b"tracepoint__syscalls__sys_enter_read", b"tracepoint__syscalls__sys_enter_write")
 STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
@@ -82,24 +83,33 @@ def load(bcc, text: str, pages: int = 16, names=PROGRAMS):
 
     b = _BPF(text=text.encode(), cflags=[f"-DRINGBUF_PAGES={pages}", *features.compile_flags(),
                                          "-Wno-macro-redefined", "-Wno-unused-value"])
+    funcs = [bcc.lib.bpf_function_name(b.module, i)
+             for i in range(bcc.lib.bpf_num_functions(b.module))]
+    raw = [n for n in funcs if n in RAW_PROGRAMS]  # loaded as roar.capture.probes does
+    replaced = set().union(*(RAW_PROGRAMS[n] for n in raw))
     if names is None:
-        names = [bcc.lib.bpf_function_name(b.module, i)
-                 for i in range(bcc.lib.bpf_num_functions(b.module))]
-        names = [n for n in names if n.startswith(b"tracepoint__")]
+        names = [n for n in funcs if n.startswith(b"tracepoint__")]
+    names = [n for n in names if n not in replaced] + raw
     for name in names:
-        b.load_func(name, bcc.BPF.TRACEPOINT)
+        b.load_func(name, bcc.BPF.RAW_TRACEPOINT if name in raw else bcc.BPF.TRACEPOINT)
     b.hot_names = list(names)
     return b
 
 
 def attach(b) -> None:
     for name in b.hot_names:
-        b.attach_tracepoint(tp=_tp(name), fn_name=name)
+        if name in RAW_PROGRAMS:
+            b.attach_raw_tracepoint(tp=name[len(b"raw_tracepoint__"):], fn_name=name)
+        else:
+            b.attach_tracepoint(tp=_tp(name), fn_name=name)
 
 
 def detach(b) -> None:
     for name in b.hot_names:
-        b.detach_tracepoint(_tp(name))
+        if name in RAW_PROGRAMS:
+            b.detach_raw_tracepoint(tp=name[len(b"raw_tracepoint__"):])
+        else:
+            b.detach_tracepoint(_tp(name))
 
 
 def _tp(name: bytes) -> bytes:
@@ -211,7 +221,7 @@ def profile(args, bcc, loaded, run) -> None:
         (to, co), (tn, cn) = spent["old"].get(name, (0, 0)), spent["new"][name]
         if not (co or cn):
             continue
-        print(f"  {name[len(b'tracepoint__'):].decode():<44} {cn / args.reps:10.0f} "
+        print(f"  {name.split(b'tracepoint__', 1)[1].decode():<44} {cn / args.reps:10.0f} "
               f"{to / co if co else 0:12.1f} {tn / cn if cn else 0:12.1f} "
               f"{to / args.reps / 1e6:11.2f} {tn / args.reps / 1e6:11.2f}")
 
