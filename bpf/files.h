@@ -146,6 +146,84 @@ WRITE_PROBE(writev, IOV_SUM(args->vec, args->vlen), IOV_INEXACT(args->vlen))
 WRITE_PROBE(pwritev, IOV_SUM(args->vec, args->vlen), IOV_INEXACT(args->vlen))
 WRITE_PROBE(pwritev2, IOV_SUM(args->vec, args->vlen), IOV_INEXACT(args->vlen))
 
+/* The same ten calls through one raw tracepoint program on sys_enter, where
+ * asked and the kernel allows it (ROAR_RAW_SYSCALLS=1, x86_64 with BTF:
+ * -DROAR_RAW_RW=1 from roar.capture.features, and roar.capture.probes then
+ * loads this instead of the ten programs above, or those when this one is
+ * refused). Opt-in: with the whole kernel side attached the floor did not
+ * measurably drop (docs/bench.md, "The untagged floor"). Why: a
+ * syscalls:* program runs behind perf_syscall_enter (a perf buffer taken, every
+ * argument copied) for each call of its syscall on the host, tagged or not;
+ * a raw sys_enter program runs for every syscall but is called directly:
+ * measured on 6.18 (scripts/bench_floor.py, untagged dd bs=1) ~165-210 ns per
+ * call for an empty syscalls:sys_enter_read program, ~50-110 ns for an empty
+ * raw one. The other syscalls keep their tracepoints.
+ *
+ * Same semantics as above: the tag check first; then 32-bit (compat, int 0x80)
+ * calls, which number syscalls differently and which the syscalls:*
+ * tracepoints skip on x86_64, are skipped too (TS_COMPAT in the task's
+ * thread_info.status, at its BTF offset); then the arguments from the user
+ * registers (x86_64: di, si, dx = fd, buf or iovec, count or iovcnt). */
+#ifndef ROAR_RAW_RW
+#define ROAR_RAW_RW 0
+#endif
+
+#if ROAR_RAW_RW
+#define TS_COMPAT_ 0x0002  /* arch/x86/include/asm/thread_info.h */
+
+static __always_inline u64 reg_read(const char *regs, u64 off)
+{
+    u64 v = 0;
+    bpf_probe_read_kernel(&v, sizeof(v), regs + off);
+    return v;
+}
+
+RAW_TRACEPOINT_PROBE(sys_enter)
+{
+    u64 nr = ctx->args[1];
+    u32 bit = FD_WRITE;
+    int vec = 1;
+    switch (nr) {  /* x86_64 numbers (arch/x86/entry/syscalls/syscall_64.tbl) */
+    case 0:   /* read */
+    case 17:  /* pread64 */
+        bit = FD_READ;
+        vec = 0;
+        break;
+    case 19:  /* readv */
+    case 295: /* preadv */
+    case 327: /* preadv2 */
+        bit = FD_READ;
+        break;
+    case 1:   /* write */
+    case 18:  /* pwrite64 */
+        vec = 0;
+        break;
+    case 20:  /* writev */
+    case 296: /* pwritev */
+    case 328: /* pwritev2 */
+        break;
+    default:
+        return 0;
+    }
+    TRACED_OR_RETURN(me)
+    u32 status = 0;
+    bpf_probe_read_kernel(&status, sizeof(status),
+                          (const char *)bpf_get_current_task() + OFF_TASK_THREAD_INFO +
+                              OFF_THREAD_INFO_STATUS);
+    if (status & TS_COMPAT_)
+        return 0;
+    const char *regs = (const char *)ctx->args[0];
+    s32 fd = (s32)reg_read(regs, OFF_REGS_DI);
+    u64 count = reg_read(regs, OFF_REGS_DX);  /* bytes, or iovecs */
+    if (!vec)
+        on_access(me, fd, bit, count, 0);
+    else
+        on_access(me, fd, bit, IOV_SUM(reg_read(regs, OFF_REGS_SI), count),
+                  IOV_INEXACT(count));
+    return 0;
+}
+#endif
+
 /* Transfer calls (sendfile, splice, copy_file_range) ask for "up to len",
  * and callers pass huge lengths (coreutils' cat asks copy_file_range for
  * 2^62 bytes to copy a 3-byte file): the size asked is no count. The enter

@@ -214,6 +214,33 @@ def test_write_family(roar):
     assert_complete(doc)
 
 
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="int 0x80 is x86")
+def test_compat_syscall_is_not_read_as_a_64_bit_one(roar):
+    """A 32-bit syscall (int 0x80) numbers calls the i386 way: its lseek is 19,
+    which is readv on x86_64. The read/write probes skip compat calls, as the
+    syscalls:* tracepoints do (bpf/files.h's raw sys_enter program, opt-in with
+    ROAR_RAW_SYSCALLS=1, reads the task's TS_COMPAT): an lseek is no read, and
+    the file no input."""
+    w = roar.cwd
+    put(w / "seeked.bin", b"x" * 100)
+    _, doc = py(roar, """
+        import ctypes, mmap, os
+        # push rbx; mov ebx, edi; mov eax, 19; xor ecx, ecx; mov edx, 1 (SEEK_CUR);
+        # int 0x80; pop rbx; ret: lseek(fd, 0, SEEK_CUR) as a 32-bit call
+        code = bytes([0x53, 0x89, 0xFB, 0xB8, 19, 0, 0, 0, 0x31, 0xC9, 0xBA, 1, 0, 0, 0,
+                      0xCD, 0x80, 0x5B, 0xC3])
+        m = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+        m.write(code)
+        lseek32 = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int)(
+            ctypes.addressof(ctypes.c_char.from_buffer(m)))
+        fd = os.open("seeked.bin", os.O_RDONLY)
+        assert lseek32(fd) == 0
+        os.close(fd)
+    """)
+    assert_versions(doc["inputs"], {}, "inputs")
+    assert_complete(doc)
+
+
 def test_bytes_counted_are_bytes_moved(roar):
     """bytes_read / bytes_written are what the calls moved, not what they asked for."""
     w = roar.cwd

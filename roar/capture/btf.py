@@ -89,6 +89,17 @@ CGROUP_FIELDS = {
 }
 
 
+# what bpf/files.h's raw sys_enter program reads (x86_64): the task's thread_info
+# status (TS_COMPAT: a 32-bit syscall) and the user registers holding the arguments
+RAW_SYSCALL_FIELDS = {
+    "OFF_TASK_THREAD_INFO": ("task_struct", "thread_info"),
+    "OFF_THREAD_INFO_STATUS": ("thread_info", "status"),
+    "OFF_REGS_DI": ("pt_regs", "di"),
+    "OFF_REGS_SI": ("pt_regs", "si"),
+    "OFF_REGS_DX": ("pt_regs", "dx"),
+}
+
+
 def _offsets(path: str, fields: dict) -> dict[str, int] | None:
     try:
         with open(path, "rb") as f:
@@ -117,6 +128,13 @@ def cgroup_offsets(path: str = VMLINUX) -> dict[str, int] | None:
     """CGROUP_FIELDS' offsets in the running kernel (None on kernels without
     ancestor_ids[], 6.1 and later, where the helper is there anyway)."""
     return _offsets(path, CGROUP_FIELDS)
+
+
+@lru_cache(maxsize=1)
+def raw_syscall_offsets(path: str = VMLINUX) -> dict[str, int] | None:
+    """RAW_SYSCALL_FIELDS' offsets in the running kernel (None without BTF, or
+    where the kernel has no such fields: not x86_64)."""
+    return _offsets(path, RAW_SYSCALL_FIELDS)
 
 
 def compile_flags() -> list[str]:

@@ -237,7 +237,27 @@ def compile_flags() -> list[str]:
              f"-DHAVE_ATOMIC_FETCH={int(probe_atomic_fetch())}", *btf.compile_flags()]
     if not helper:
         flags += [f"-D{k}={v}" for k, v in sorted((btf.cgroup_offsets() or {}).items())]
-    return flags
+    return flags + raw_rw_flags()
+
+
+def raw_rw_flags() -> list[str]:
+    """-DROAR_RAW_RW=1 and its BTF offsets where the read/write family can go
+    through one raw sys_enter program (bpf/files.h: x86_64, with the offsets of
+    thread_info.status and pt_regs from BTF); else nothing, and the syscalls:*
+    programs carry them. Opt-in for now (ROAR_RAW_SYSCALLS=1): alone it halves
+    what the read/write family costs untagged processes, but with the whole
+    kernel side attached the floor did not measurably drop, and every other
+    syscall on the host then runs the raw program too (docs/bench.md, "The
+    untagged floor"). Whether the kernel loads and attaches the raw program is
+    found out there (roar.capture.probes falls back to the tracepoints)."""
+    if os.environ.get("ROAR_RAW_SYSCALLS", "0") != "1" or platform.machine() != "x86_64":
+        return []
+    from roar.capture import btf
+
+    found = btf.raw_syscall_offsets()
+    if found is None:
+        return []
+    return ["-DROAR_RAW_RW=1", *(f"-D{k}={v}" for k, v in sorted(found.items()))]
 
 
 def probe_tracepoints(text: str | None = None) -> list[Feature]:
@@ -341,6 +361,13 @@ def probe_extras() -> list[Feature]:
                        else f"{btf.VMLINUX} absent or unreadable: I/O through fds received "
                        "from other processes (SCM_RIGHTS) is not flagged",
                        fix="" if found else "a kernel built with CONFIG_DEBUG_INFO_BTF",
+                       required=False))
+    raw = bool(raw_rw_flags())
+    out.append(Feature("raw syscall tracepoint", raw,
+                       "the read/write family through one raw sys_enter program (cheaper "
+                       "per call for every process on the host) if the kernel loads it"
+                       if raw else "read/write family through syscalls:* tracepoints "
+                       "(the raw sys_enter program is opt-in: ROAR_RAW_SYSCALLS=1, x86_64, BTF)",
                        required=False))
     try:
         lsms = Path("/sys/kernel/security/lsm").read_text().strip()

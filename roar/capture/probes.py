@@ -25,6 +25,13 @@ TLS_PROBES = (("SSL_write", "roar_tls_write", False),
               ("SSL_read_ex", "roar_tls_read_ex_enter", False),
               ("SSL_read_ex", "roar_tls_read_return", True),
               ("SSL_free", "roar_tls_free", False))
+# Raw tracepoint programs (bpf/files.h, compiled where features.raw_rw_flags() says)
+# and the syscalls:* programs each stands in for: loaded instead of those, which
+# are the fallback wherever the raw one is refused (at load or at attach).
+RAW_RW_CALLS = ("read", "pread64", "readv", "preadv", "preadv2",
+                "write", "pwrite64", "writev", "pwritev", "pwritev2")
+RAW_PROGRAMS = {b"raw_tracepoint__sys_enter":
+                frozenset(b"tracepoint__syscalls__sys_enter_" + c.encode() for c in RAW_RW_CALLS)}
 TLS_LIBRARY = re.compile(r"(^|/)libssl(-[0-9a-f]+)?\.so(\.[0-9.]+)?$")
 
 
@@ -42,6 +49,11 @@ def tls_libraries() -> list[str]:
         if TLS_LIBRARY.search(path) and os.path.exists(path):
             found.setdefault(os.path.realpath(path), None)
     return sorted(found)
+
+
+def _tracepoint(name: bytes) -> bytes:
+    """tracepoint__syscalls__sys_enter_read -> syscalls:sys_enter_read"""
+    return name[len(b"tracepoint__"):].replace(b"__", b":")
 
 
 class ProbeError(SessionError):
@@ -141,16 +153,23 @@ class Probes:
             self.bpf = _BPF(text=text, cflags=cflags)
         except Exception as e:  # BCC raises bare Exception with the compiler's reason
             raise ProbeError(f"compiling the eBPF programs failed: {e} (run roar doctor)") from e
-        self.names = []
-        for i in range(bcc.lib.bpf_num_functions(self.bpf.module)):
-            name = bcc.lib.bpf_function_name(self.bpf.module, i)
-            if name.startswith(b"tracepoint__"):
+        self._bcc = bcc
+        self.names = []  # syscalls:* and sched:* programs loaded (tracepoint__CAT__EVENT)
+        self.raw: list[bytes] = []  # raw tracepoint programs loaded (raw_tracepoint__EVENT)
+        funcs = [bcc.lib.bpf_function_name(self.bpf.module, i)
+                 for i in range(bcc.lib.bpf_num_functions(self.bpf.module))]
+        replaced: set[bytes] = set()
+        for name in funcs:
+            if name in RAW_PROGRAMS:
                 try:
-                    self.bpf.load_func(name, bcc.BPF.TRACEPOINT)
-                except Exception as e:  # BCC raises bare Exception with the verifier's reason
-                    raise ProbeError(f"the kernel refused {name.decode()}: "
-                                     f"{str(e).splitlines()[0]} (run roar doctor)") from e
-                self.names.append(name)
+                    self.bpf.load_func(name, bcc.BPF.RAW_TRACEPOINT)
+                except Exception:  # noqa: BLE001 - refused: the tracepoints it stands for
+                    continue
+                self.raw.append(name)
+                replaced |= RAW_PROGRAMS[name]
+        for name in funcs:
+            if name.startswith(b"tracepoint__") and name not in replaced:
+                self._load_tracepoint(name)
         self.attached = False
         self.tls: dict[str, list[tuple[str, bool]]] = {}  # library -> probes attached
         self._attach_lock = threading.Lock()
@@ -166,6 +185,26 @@ class Probes:
         else:
             self._cb = self.bpf["events"].open_ring_buffer(self._on_record)
 
+    def _load_tracepoint(self, name: bytes) -> None:
+        try:
+            self.bpf.load_func(name, self._bcc.BPF.TRACEPOINT)
+        except Exception as e:  # BCC raises bare Exception with the verifier's reason
+            raise ProbeError(f"the kernel refused {name.decode()}: "
+                             f"{str(e).splitlines()[0]} (run roar doctor)") from e
+        self.names.append(name)
+
+    def _attach_raw(self) -> None:
+        """Attach the raw tracepoint programs; one the kernel refuses is dropped
+        for good, and the syscalls:* programs it stood for take its place."""
+        for name in list(self.raw):
+            try:
+                self.bpf.attach_raw_tracepoint(tp=name[len(b"raw_tracepoint__"):], fn_name=name)
+            except Exception:  # noqa: BLE001 - BCC raises bare Exception: the fallback
+                self.raw.remove(name)
+                for tp_name in sorted(RAW_PROGRAMS[name]):
+                    self._load_tracepoint(tp_name)
+                    self.bpf.attach_tracepoint(tp=_tracepoint(tp_name), fn_name=tp_name)
+
     def _on_record(self, ctx, data, size):
         self.sink(ctypes.string_at(data, size))
         return 0
@@ -175,8 +214,8 @@ class Probes:
             if self.attached:
                 return
             for name in self.names:
-                tp = name[len(b"tracepoint__"):].replace(b"__", b":")
-                self.bpf.attach_tracepoint(tp=tp, fn_name=name)
+                self.bpf.attach_tracepoint(tp=_tracepoint(name), fn_name=name)
+            self._attach_raw()
             self.attached = True
             if os.environ.get("ROAR_TLS_PROBES", "1") != "0":  # 0: no HTTPS plaintext (bench)
                 for lib in tls_libraries():
@@ -201,9 +240,9 @@ class Probes:
                 except Exception:  # noqa: BLE001 - the library may be gone; nothing left to undo
                     pass
 
-            jobs = [(self.bpf.detach_tracepoint,
-                     (name[len(b"tracepoint__"):].replace(b"__", b":"),))
-                    for name in self.names]
+            jobs = [(self.bpf.detach_tracepoint, (_tracepoint(name),)) for name in self.names]
+            jobs += [(self.bpf.detach_raw_tracepoint, (name[len(b"raw_tracepoint__"):],))
+                     for name in self.raw]
             jobs += [(tls, (lib, sym, ret)) for lib, probes in self.tls.items()
                      for sym, ret in probes]
             _all_at_once(jobs)
