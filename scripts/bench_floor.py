@@ -47,10 +47,8 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
-from io import BytesIO
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,6 +58,9 @@ from roar.capture import features  # noqa: E402
 from roar.capture.cgroups import cgroup2_mount  # noqa: E402
 from roar.capture.events import CONSTS, program_text  # noqa: E402
 from roar.capture.probes import RAW_PROGRAMS, import_bcc  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_hotpath import bpf_dir_at  # noqa: E402 - bpf/ of another revision, as it does
 
 # appended to roar's kernel side (its maps and traced_task()); attached by hand
 SMALL = r"""
@@ -145,15 +146,6 @@ class Hooks:
                 self.b.detach_raw_tracepoint(tp=ev)
             else:
                 self.b.detach_tracepoint(ev)
-
-
-def bpf_dir_at(rev: str, into: Path) -> Path:
-    """bpf/ as it is at git revision rev, extracted under into."""
-    blob = subprocess.run(["git", "archive", rev, "bpf"], cwd=REPO, check=True,
-                          capture_output=True).stdout
-    with tarfile.open(fileobj=BytesIO(blob)) as t:
-        t.extractall(into, filter="data")
-    return into / "bpf"
 
 
 def loaded(bcc, text: str):
