@@ -442,8 +442,6 @@ class RunRecorder:
         if self._procs_seen < len(procs):
             self._procs_running.extend(procs[self._procs_seen:])
             self._procs_seen = len(procs)
-        if self._key is None:
-            self._key = context.store_key(self.store)
         running, built = [], 0
         git_root, tracked = self._git_root, self._tracked
         sizes: dict[str, int | None] = {}  # of this look
@@ -670,12 +668,12 @@ class RunRecorder:
                 files.append(hit[1])
                 parts.append(hit[2])
                 continue
-            if hit is not None and hit[0] == self._pf_sig(pf, kind, size):
+            pf_sig = self._pf_sig(pf, kind, size)
+            if hit is not None and hit[0] == pf_sig:
                 files.append(hit[1])
                 parts.append(hit[2])
                 continue
-            sig = (pf.path, kind, size, pf.read, pf.written, pf.mapped, pf.bytes_read,
-                   pf.bytes_written, pf.read_calls, pf.write_calls, pf.bytes_exact)
+            sig = (pf.path, *pf_sig)
             same = self._entries.get(sig)
             if same is None:
                 d = self._proc_file(pf, kind, size)
