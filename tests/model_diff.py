@@ -7,7 +7,6 @@ ROAR_KEEP_EVENTS)."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from roar.capture import events as E
@@ -65,7 +64,7 @@ def state(m) -> dict:
         "dirs": sorted(m.dirs),
         "touched": sorted(m.touched),
         "connects": m.connects,
-        "remote": [dataclasses.asdict(x) for x in m.remote.exchanges],
+        "remote": [dict(vars(x)) for x in m.remote.exchanges],
         "problems": dict(m.problems),
         "untraced_fds": sorted(m.untraced_fds),
         "exec_closed": sorted(m.exec_closed),
