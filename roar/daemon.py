@@ -7,6 +7,9 @@ The daemon never reads or hashes the traced files: clients turn records
 into run records with their own credentials and write their own store.
 Probes are attached when the first run starts and detached once no run has
 been active for ROARD_IDLE_DETACH seconds (default 60), off any run's path.
+A roard that `roar run` started because none answered (start_for_run) exits
+after ROARD_IDLE_EXIT seconds without runs (AUTO_IDLE_EXIT); one started by
+`roar daemon start`, the systemd unit or by hand stays.
 
 roard serves every user of the machine, so no one user may wear it out: each
 peer uid holds at most ROARD_MAX_CONN_PER_UID connections (64) and all of
@@ -53,6 +56,8 @@ from roar.capture.session import POLL_MS, daemon_status, wait_empty
 from roar.record.codes import Reason, reason
 
 IDLE_DETACH = float(os.environ.get("ROARD_IDLE_DETACH", "60"))
+IDLE_EXIT = float(os.environ.get("ROARD_IDLE_EXIT", "0"))  # 0: never
+AUTO_IDLE_EXIT = 900.0  # what start_for_run gives the roard it starts
 CHAIN_PAGE = 4000  # chain entries per answer (a frame holds at most 1 MiB)
 MAX_CONN_PER_UID = int(os.environ.get("ROARD_MAX_CONN_PER_UID", "64"))
 MAX_CONN = int(os.environ.get("ROARD_MAX_CONN", "1024"))
@@ -192,7 +197,16 @@ class Daemon:
     def idle_loop(self) -> None:
         while not self.stopping.wait(1.0):
             with self.lock:
-                idle = not self.runs and time.monotonic() - self.last_active > IDLE_DETACH
+                quiet = time.monotonic() - self.last_active if not self.runs else 0.0
+                idle = quiet > IDLE_DETACH
+                # no run and no connection (one may be asking for a run right now)
+                leave = 0 < IDLE_EXIT < quiet and not self.conns
+                if leave:
+                    self.stopping.set()  # under the lock: _admit takes no one after this
+            if leave:
+                _log(f"no run for {IDLE_EXIT:g}s (ROARD_IDLE_EXIT): exiting")
+                self.stop()
+                return
             if idle and self.probes.attached:
                 self.probes.detach()
 
@@ -255,6 +269,9 @@ class Daemon:
             conn.close()
             return
         with self.lock:
+            if self.stopping.is_set():  # exiting (idle): this client finds no roard
+                conn.close()
+                return
             mine, total = self.conns.get(peer_uid, 0), sum(self.conns.values())
             refuse = mine >= MAX_CONN_PER_UID or total >= MAX_CONN
             if not refuse:
@@ -1159,8 +1176,9 @@ def _clean_stale_cgroups(sock: Path) -> None:
             pass
 
 
-def start_background(timeout: float = 60.0) -> int:
-    """Start roard detached; returns its pid once it answers."""
+def start_background(timeout: float = 60.0, idle_exit: float | None = None) -> int:
+    """Start roard detached; returns its pid once it answers. idle_exit: it
+    exits after that many seconds without runs (unless ROARD_IDLE_EXIT says)."""
     st = daemon_status()
     if st is not None:
         return st["pid"]
@@ -1168,10 +1186,12 @@ def start_background(timeout: float = 60.0) -> int:
         raise DaemonError("starting roard needs root")
     sock = socket_path()
     sock.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": _package_parent()}
+    if idle_exit is not None:
+        env.setdefault("ROARD_IDLE_EXIT", f"{idle_exit:g}")
     log = open(sock.with_name("roard.log"), "ab")
     proc = subprocess.Popen([sys.executable, "-m", "roar.daemon"], stdin=subprocess.DEVNULL,
-                            stdout=log, stderr=log, start_new_session=True,
-                            env={**os.environ, "PYTHONPATH": _package_parent()})
+                            stdout=log, stderr=log, start_new_session=True, env=env)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         st = daemon_status()
@@ -1183,6 +1203,25 @@ def start_background(timeout: float = 60.0) -> int:
         time.sleep(0.1)
     raise DaemonError(f"roard did not answer within {timeout:.0f}s; see "
                       f"{sock.with_name('roard.log')}")
+
+
+def start_for_run(timeout: float = 300.0) -> tuple[int, bool]:
+    """roard on this socket for `roar run`, which found none: (pid, started).
+    Concurrent runs start one between them (the first takes the start lock,
+    the others find its roard). The one started exits after AUTO_IDLE_EXIT
+    seconds without runs: nothing of roar's stays behind unasked."""
+    sock = socket_path()
+    try:
+        sock.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(sock.with_name("roard.start.lock"), "a")  # noqa: SIM115 - closed below
+    except OSError as e:
+        raise DaemonError(f"{sock.parent}: {e.strerror}") from None
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        st = daemon_status()
+        if st is not None:
+            return st["pid"], False
+        return start_background(timeout, idle_exit=AUTO_IDLE_EXIT), True
 
 
 def _package_parent() -> str:
@@ -1226,6 +1265,8 @@ environment:
   ROAR_SOCKET         the socket to serve (default /run/roar/roard.sock)
   ROARD_IDLE_DETACH   seconds without runs before the probes are detached
                       (default 60)
+  ROARD_IDLE_EXIT     seconds without runs before roard exits (default 0:
+                      never; a roard `roar run` started itself: 900)
   ROARD_MAX_CONN_PER_UID  connections one user may hold open (default 64)
   ROARD_MAX_CONN      connections all users together may hold (default 1024)
   ROARD_REQUEST_TIMEOUT  seconds a client has to send its whole first

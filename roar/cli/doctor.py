@@ -79,7 +79,7 @@ def run_checks() -> bool:
     st = daemon_status()
     _line(True if st else None, "daemon", f"pid {st['pid']}, probes "
           f"{'attached' if st['attached'] else 'detached'}" if st else "not running "
-          "(roar run as root loads probes itself)", "roar daemon start")
+          "(roar run as root starts one)", "roar daemon start")
     if bcc is not None and root and st is None:
         try:
             import time

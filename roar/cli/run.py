@@ -93,6 +93,36 @@ def daemon_session() -> DaemonSession | None:
         return None
 
 
+def _start_roard() -> DaemonSession | None:
+    """As root with no roard answering: start one (it loads the probes once,
+    seconds, for this run and the next ones, and exits after a quiet spell)
+    rather than load them in this process for this run alone. Only for the
+    system's socket unless ROAR_START_ROARD=1 (a ROAR_SOCKET of one's own names
+    a roard one runs oneself); ROAR_START_ROARD=0: never. None: embedded."""
+    want = os.environ.get("ROAR_START_ROARD", "auto")
+    if want not in ("auto", "1", "0"):
+        raise RunError(f"ROAR_START_ROARD={want!r}: expected auto, 1 or 0")
+    if want == "0" or (want == "auto" and os.environ.get("ROAR_SOCKET")):
+        return None
+    from roar.capture.namespaces import in_child_pid_namespace
+
+    if in_child_pid_namespace():  # a roard here could not match the kernel's pids
+        return None
+    from roar import daemon
+
+    try:
+        pid, started = daemon.start_for_run()
+    except daemon.DaemonError as e:
+        print(f"roar: warning: could not start roard ({e}); loading the probes in this "
+              f"process for this run", file=sys.stderr)
+        return None
+    if started:
+        print(f"roar: started roard (pid {pid}, {daemon.socket_path()}): it keeps the probes "
+              f"loaded for later runs and exits after {daemon.AUTO_IDLE_EXIT / 60:g} min "
+              f"without one (`roar daemon stop` ends it now)", file=sys.stderr)
+    return daemon_session()
+
+
 def _inherited_fds(pid: int) -> dict[int, str]:
     """The files the first process starts with (its stdin/stdout/stderr and
     any other fd without close-on-exec): the one place /proc is read."""
@@ -204,6 +234,8 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
     audit_policy = _load_policy(policy) if audit else None
     run_id = new_run_id()
     session = daemon_session()
+    if session is None and os.geteuid() == 0:
+        session = _start_roard()
     prepared = None
     if session is None:  # embedded probes, for root: refuse first, then load them (seconds)
         if os.geteuid() != 0:
