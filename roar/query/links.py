@@ -25,23 +25,25 @@ TRACKERS = ("wandb", "mlflow", "tensorboard", "huggingface")
 KEYS = ("tracker", "id", "url", "project", "path", "source")
 TEXT_LIMIT = 4 << 20  # bytes of one file or log scanned: its first and last halves
 
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07")
-_WANDB_URL = re.compile(
+# Patterns, compiled where first used (re caches them): most runs print and
+# write no tracker link, and every `roar run` imports this module.
+_ANSI = r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07"
+_WANDB_URL = (
     r"https?://(?:[\w-]+\.)*wandb\.ai/(?P<entity>[\w.-]+)/(?P<project>[\w.-]+)/runs/(?P<id>[\w-]+)")
 # self-hosted W&B servers print the same line with their own host
-_WANDB_VIEW = re.compile(
+_WANDB_VIEW = (
     r"View run\b.*?\bat:?\s+(?P<url>https?://[^\s#]+?/(?P<entity>[\w.-]+)/(?P<project>[\w.-]+)"
     r"/runs/(?P<id>[\w-]+))")
-_MLFLOW_URL = re.compile(
+_MLFLOW_URL = (
     r"(?P<uri>https?://[^\s/#]+(?:/[^\s#]*?)?)/?#/experiments/(?P<exp>\w+)/runs/(?P<id>[0-9a-f]{32})")
-_HF_URL = re.compile(
+_HF_URL = (
     r"https://huggingface\.co/(?:(?P<type>datasets|spaces)/)?(?P<repo>[\w.-]+/[\w.-]+)"
     r"(?:/(?P<kind>commit|tree|blob|resolve)/(?P<rev>[\w.%-]+))?")
-_HF_PUSH_WORDS = re.compile(r"push|upload|commit", re.I)
+_HF_PUSH_WORDS = r"(?i)push|upload|commit"
 
-_WANDB_DIR = re.compile(
+_WANDB_DIR = (
     r"^(?P<dir>.*/wandb/(?P<offline>offline-)?run-(?P<ts>\d{8}_\d{6})-(?P<id>[^/]+))(?:/|$)")
-_MLFLOW_DIR = re.compile(r"^(?P<root>.*/mlruns)/(?P<exp>[^/.][^/]*)/(?P<id>[0-9a-f]{32})(?:/|$)")
+_MLFLOW_DIR = r"^(?P<root>.*/mlruns)/(?P<exp>[^/.][^/]*)/(?P<id>[0-9a-f]{32})(?:/|$)"
 _HF_UPLOAD = "/.cache/huggingface/upload/"
 _TFEVENTS = "events.out.tfevents."
 
@@ -59,25 +61,25 @@ def scan_text(text: str, source: str = "output") -> list[dict]:
     """Links printed in a run's output: W&B "View run at" lines and run URLs,
     MLflow run URLs, Hugging Face Hub pushes (commit URLs, or hub URLs on a line
     that says push/upload/commit; downloads are not pushes)."""
-    text = _ANSI.sub("", text)
+    text = re.sub(_ANSI, "", text) if "\x1b" in text else text
     found = []
     for line in text.splitlines():
         if "http" not in line:
             continue
-        for m in _WANDB_VIEW.finditer(line):
+        for m in re.finditer(_WANDB_VIEW, line):
             found.append(_link("wandb", source, id=m["id"], url=m["url"], entity=m["entity"],
                                project=m["project"]))
-        for m in _WANDB_URL.finditer(line):
+        for m in re.finditer(_WANDB_URL, line):
             found.append(_link("wandb", source, id=m["id"], url=m.group(0), entity=m["entity"],
                                project=m["project"]))
-        for m in _MLFLOW_URL.finditer(line):
+        for m in re.finditer(_MLFLOW_URL, line):
             found.append(_link("mlflow", source, id=m["id"], url=m.group(0),
                                experiment_id=m["exp"], tracking_uri=m["uri"].rstrip("/")))
-        for m in _HF_URL.finditer(line):
+        for m in re.finditer(_HF_URL, line):
             if m["kind"] == "resolve":
                 continue  # a download
-            if m["kind"] != "commit" and not _HF_PUSH_WORDS.search(
-                    line.replace(m.group(0), "")):
+            if m["kind"] != "commit" and not re.search(
+                    _HF_PUSH_WORDS, line.replace(m.group(0), "")):
                 continue
             repo_type = {"datasets": "dataset", "spaces": "space"}.get(m["type"], "model")
             repo = m["repo"].rstrip(".")
@@ -194,11 +196,11 @@ def scan_paths(paths: Iterable[str], run_id: str | None = None) -> list[dict]:
     seen: set[str] = set()
     for p in sorted(set(paths)):
         source = f"file:{p}"
-        m = _WANDB_DIR.match(p)
+        m = re.match(_WANDB_DIR, p) if "/wandb/" in p else None
         if m and m["dir"] not in seen:
             seen.add(m["dir"])
             found.append(_wandb_link(m, source))
-        m = _MLFLOW_DIR.match(p)
+        m = re.match(_MLFLOW_DIR, p) if "/mlruns/" in p else None
         if m and m.group(0) not in seen:
             seen.add(m.group(0))
             found.append(_mlflow_link(m, source))

@@ -30,10 +30,11 @@ no set of records can give the same digest under both versions by accident.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
+
+from roar.record.sha256 import sha256
 
 DEFAULT_STATE = Path("/var/lib/roar")
 GENESIS = "0" * 64
@@ -71,21 +72,17 @@ def digest(run: dict, files: list[dict], procs: list[dict], pending: list[str]) 
                 rec.pop(k)
         fl.append(rec)
     fl.sort(key=lambda r: (r["path"], str(r.get("role"))))
-    h = hashlib.sha256()
-    h.update(_canon(doc))
-    h.update(_canon(fl))
-    h.update(_canon(procs))
-    return h.hexdigest()
+    return sha256(_canon(doc) + _canon(fl) + _canon(procs)).hexdigest()
 
 
 def digest_stored(run: dict, files_raw: bytes, procs_raw: bytes) -> str:
     """Version 2 of the digest (see the module docstring): the run document's
     final part, and the stored bytes of its file and process records."""
     doc = {k: v for k, v in run.items() if k not in VOLATILE_RUN}
-    h = hashlib.sha256(V2_PREFIX)
-    h.update(hashlib.sha256(_canon(doc)).digest())
-    h.update(hashlib.sha256(files_raw).digest())
-    h.update(hashlib.sha256(procs_raw).digest())
+    h = sha256(V2_PREFIX)
+    h.update(sha256(_canon(doc)).digest())
+    h.update(sha256(files_raw).digest())
+    h.update(sha256(procs_raw).digest())
     return h.hexdigest()
 
 
@@ -112,7 +109,7 @@ def run_digest(store, run_id: str, files: list[dict] | None = None,
 
 
 def _head(prev: str, home: str, run_id: str, dig: str) -> str:
-    return hashlib.sha256(f"{prev}\n{home}\n{run_id}\n{dig}".encode()).hexdigest()
+    return sha256(f"{prev}\n{home}\n{run_id}\n{dig}".encode()).hexdigest()
 
 
 # -- roard's side: the chain files ---------------------------------------------------

@@ -65,17 +65,15 @@ _ENV_RULES = (
       (_HOME + r"\Z", r"\.(?:condarc|gitconfig|netrc|pypirc|bashrc|zshrc|profile"
        r"|bash_profile|inputrc|curlrc|wgetrc)"))),
 )
-# each rule's (directory, name) patterns compiled; names match the whole name,
-# which may hold any character but "/" (a newline too)
-_ENV_EACH = tuple(
-    (why, tuple((d and re.compile(d), n and re.compile(n, re.S)) for d, n in alts))
-    for why, alts in _ENV_RULES)
-# whether any rule matches by its directory alone (the common "no" at one search)
+# The rules' patterns are compiled where first used (re caches them): a run that
+# reads only system files needs few of them. Names match the whole name, which
+# may hold any character but "/" (a newline too: re.S).
+# Whether any rule matches by its directory alone (the common "no" at one search):
 _ENV_DIRS = re.compile("|".join(f"(?:{d})" for _, alts in _ENV_RULES for d, n in alts
                                 if d and not n))
 # shared libraries are environment wherever they live, unless in the work tree;
 # versions may carry any suffix (libLLVM.so.22.1-rust-1.95.0-stable): a file name
-_SHARED_LIB = re.compile(r".*\.so(?:\.\d+)*|lib.*\.so\.\d.*", re.S)
+_SHARED_LIB = r"(?s).*\.so(?:\.\d+)*|lib.*\.so\.\d.*"
 # a virtualenv is wherever a pyvenv.cfg sits above bin/, lib/ or include/,
 # whatever the directory is called
 _VENV_PART = re.compile(r"/(?:bin|lib|lib64|include)/")
@@ -140,14 +138,14 @@ class _DirFacts:
         self.env = None  # the first rule matching by the directory alone
         names = []  # (why, name pattern) of rules before it that a name may match here
         if _ENV_DIRS.search(d):
-            self.env = next(why for why, alts in _ENV_EACH
-                            if any(dp and not n and dp.search(d) for dp, n in alts))
-        for why, alts in _ENV_EACH:
+            self.env = next(why for why, alts in _ENV_RULES
+                            if any(dp and not n and re.search(dp, d) for dp, n in alts))
+        for why, alts in _ENV_RULES:
             if why == self.env:
                 break
-            names += [(why, n) for dp, n in alts if n and (dp is None or dp.search(d))]
+            names += [(why, n) for dp, n in alts if n and (dp is None or re.search(dp, d))]
         self.names = tuple(names)
-        self.any_name = _names_re(tuple(n.pattern for _, n in names)) if names else None
+        self.any_name = _names_re(tuple(n for _, n in names)) if names else None
         self.venv = venv_root(d)
         self.system = next((p for p in SYSTEM_PREFIXES if d.startswith(p)), None)
 
@@ -179,7 +177,7 @@ def _split(path: str) -> tuple[_DirFacts, str]:
 def _env_rule(facts: _DirFacts, name: str) -> str | None:
     """Why a built-in environment rule makes this path environment, if one does."""
     if facts.any_name is not None and facts.any_name.fullmatch(name):
-        return next(why for why, n in facts.names if n.fullmatch(name))
+        return next(why for why, n in facts.names if re.fullmatch(n, name, re.S))
     return facts.env
 
 
@@ -198,7 +196,7 @@ def _builtin_env(path: str, git_root: str | None) -> str | None:
         return None  # in the work tree: never environment by location alone
     if facts.system:
         return f"a system location ({facts.system})"
-    if _SHARED_LIB.fullmatch(name):
+    if ".so" in name and re.fullmatch(_SHARED_LIB, name):
         return "a shared library outside the work tree"
     return None
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from pathlib import Path
-from urllib.parse import unquote
 
 from roar.record import ids
+
+TYPE_CHECKING = False  # typing costs every `roar run` ~3 ms to import
+if TYPE_CHECKING:
+    import subprocess
 
 SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|KEY|CREDENTIAL|AUTH|DSN|^AWS_", re.I)
 SECRET_VALUE = re.compile(
@@ -30,6 +32,8 @@ def git(cwd: str, *args: str, input: bytes | None = None,
     """One git command, the way roar runs git everywhere (recording, lineage,
     reproduce): output captured as bytes, hooks off; raises OSError when git
     cannot be started and subprocess.TimeoutExpired past timeout."""
+    import subprocess  # here: a run outside a git work tree starts no process
+
     return subprocess.run([*GIT, *args], cwd=cwd, input=input, capture_output=True,
                           stdin=None if input is not None else subprocess.DEVNULL,
                           timeout=timeout, check=False)
@@ -42,6 +46,8 @@ def _git_many(cwd: str, *commands: tuple[str, ...],
     when given, gets git's message for each command that failed (None where it
     did not, or where git is not installed). meanwhile(): called once they are
     started, before waiting for them (`roar run` does its imports then)."""
+    import subprocess
+
     procs = []
     for args in commands:
         try:
@@ -186,31 +192,32 @@ def is_secret(name: str, value: str) -> bool:
     return bool(SECRET_NAME.search(name) or SECRET_VALUE.match(value))
 
 
-HASHED = re.compile(r"^hmac-sha256:[0-9a-f]{64}$")
+HASHED = r"^hmac-sha256:[0-9a-f]{64}$"
 
 
 def redact(value: str, key: bytes) -> dict:
     """The keyed hash of a secret. A value that is such a hash already stays
     (redacting twice changes nothing: exports redact what they show again)."""
-    import hashlib
-    import hmac
+    from roar.record.sha256 import hmac_sha256
 
-    if HASHED.match(value):
+    if value.startswith("hmac-sha256:") and re.match(HASHED, value):
         return {"redacted": value}
-    return {"redacted": "hmac-sha256:" + hmac.new(key, value.encode(errors="surrogateescape"),
-                                                   hashlib.sha256).hexdigest()}
+    return {"redacted": "hmac-sha256:" + hmac_sha256(key, value.encode(errors="surrogateescape"))}
 
 
 def _hidden(value: str, key: bytes) -> str:
     return redact(value, key)["redacted"]
 
 
+# The patterns below are compiled where first used (re caches them), and only
+# for text that may match: every `roar run` imports this module and redacts its
+# environment, where most values hold no URL.
 # the userinfo of a URL (scheme://USERINFO@host/...): up to the last @ before the
 # path, so a password holding an @ is hidden whole
-URL_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)([^/\s?#]*)@")
+URL_USERINFO = r"([A-Za-z][A-Za-z0-9+.\-]*://)([^/\s?#]*)@"
 # a userinfo without a password that is a credential itself (https://TOKEN@host,
 # a Sentry DSN's key): token-shaped, or a long run of letters and digits
-TOKEN_USER = re.compile(r"^(?=.*[0-9])(?=.*[A-Za-z])[A-Za-z0-9_\-]{20,}$")
+TOKEN_USER = r"^(?=.*[0-9])(?=.*[A-Za-z])[A-Za-z0-9_\-]{20,}$"
 
 
 def _url_credentials(value: str, hide) -> str:
@@ -218,33 +225,35 @@ def _url_credentials(value: str, hide) -> str:
         user, colon, password = m[2].partition(":")
         if colon:
             return f"{m[1]}{user}:{hide(password)}@" if password else m[0]
-        if SECRET_VALUE.match(user) or TOKEN_USER.match(user):
+        if SECRET_VALUE.match(user) or re.match(TOKEN_USER, user):
             return f"{m[1]}{hide(user)}@"
         return m[0]
 
-    return URL_USERINFO.sub(one, value)
+    return re.sub(URL_USERINFO, one, value) if "://" in value else value
 
 
 # a URL's query (scheme://host/path?QUERY), up to a fragment, space or quote
-URL_QUERY = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^\s?#'\"]*\?)([^\s#'\"]*)")
+URL_QUERY = r"([A-Za-z][A-Za-z0-9+.\-]*://[^\s?#'\"]*\?)([^\s#'\"]*)"
 
 
 def _url_query_secrets(value: str, key: bytes) -> str:
     """The values of a URL's signing and credential query parameters (a
     presigned URL's X-Amz-Signature, a SAS token's sig, ?token=, ?api_key=:
     remote.SECRET_PARAM, the ones remote identities drop) as keyed hashes."""
+    from urllib.parse import unquote
+
     from roar.record.remote import SECRET_PARAM
 
     def one(m: re.Match) -> str:
         parts = []
         for part in m[2].split("&"):
             name, eq, v = part.partition("=")
-            if eq and v and SECRET_PARAM.match(unquote(name)):
+            if eq and v and re.match(SECRET_PARAM, unquote(name)):
                 part = f"{name}={_hidden(v, key)}"
             parts.append(part)
         return m[1] + "&".join(parts)
 
-    return URL_QUERY.sub(one, value) if "?" in value else value
+    return re.sub(URL_QUERY, one, value) if "?" in value and "://" in value else value
 
 
 def _url_passwords(value: str, key: bytes) -> str:
@@ -260,9 +269,9 @@ def url_without_credentials(url: str) -> str:
         user, colon, _ = m[2].partition(":")
         if colon:
             return f"{m[1]}{user}@" if user else m[1]
-        return m[1] if SECRET_VALUE.match(user) or TOKEN_USER.match(user) else m[0]
+        return m[1] if SECRET_VALUE.match(user) or re.match(TOKEN_USER, user) else m[0]
 
-    return URL_USERINFO.sub(one, url)
+    return re.sub(URL_USERINFO, one, url) if "://" in url else url
 
 
 def environment(env: dict[str, str], key: bytes) -> dict:
@@ -294,12 +303,12 @@ PASSWORD_OPTIONS: dict[str, dict[str, str]] = {
              "--proxy-user": "userpass"},
 }
 HEADER_OPTIONS = ("-H", "--header")  # curl, wget: a secret-named header's value is hidden
-SECRET_HEADER = re.compile(r"AUTH|TOKEN|KEY|SECRET|COOKIE|PASSWORD", re.I)
-ASSIGNMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.+)$", re.S)
+SECRET_HEADER = r"(?i)AUTH|TOKEN|KEY|SECRET|COOKIE|PASSWORD"
+ASSIGNMENT = r"(?s)^([A-Za-z_][A-Za-z0-9_]*)=(.+)$"
 SHELL_OPERATORS = set(";&|()<>\n")
 # a long option written with one dash (-password, Go's -api-key / -api_key): its
 # secret-named ones take the next word as their value
-SINGLE_DASH_NAME = re.compile(r"^-[A-Za-z][A-Za-z0-9_\-]{2,}$")
+SINGLE_DASH_NAME = r"^-[A-Za-z][A-Za-z0-9_\-]{2,}$"
 SHELL_SPACE = " \t\r\n"  # what shlex splits words on (its `whitespace`)
 _MAX_DEPTH = 8  # sh -c "bash -c 'mysql -pX'" nests; deeper strings are hashed whole
 
@@ -311,7 +320,7 @@ def _secret_value(how: str, value: str, key: bytes) -> str:
     if how == "header":
         name, colon, rest = value.partition(":")
         return f"{name}: {_hidden(rest.strip(), key)}" \
-            if colon and rest.strip() and SECRET_HEADER.search(name) else value
+            if colon and rest.strip() and re.search(SECRET_HEADER, name) else value
     return _hidden(value, key)
 
 
@@ -350,10 +359,10 @@ def _tokens(argv: list[str], key: bytes, depth: int) -> list[str]:
             elif a[:2] in options and len(a) > 2 and not a.startswith("--"):
                 out[i] = a[:2] + _secret_value(options[a[:2]].replace("both", "attached"),
                                                a[2:], key)
-            elif (a.startswith("--") or SINGLE_DASH_NAME.match(a)) and SECRET_NAME.search(a):
+            elif (a.startswith("--") or re.match(SINGLE_DASH_NAME, a)) and SECRET_NAME.search(a):
                 take = "secret"  # --token VALUE, -password VALUE
             continue
-        m = ASSIGNMENT.match(a)
+        m = re.match(ASSIGNMENT, a) if "=" in a else None
         if m and is_secret(m[1], m[2]):  # TOKEN=x (a shell or `env` assignment)
             out[i] = f"{m[1]}={_hidden(m[2], key)}"
         elif SECRET_VALUE.match(a):
@@ -440,6 +449,8 @@ def gpus() -> list[dict] | None:
     smi = which("nvidia-smi")
     if not smi:
         return None
+    import subprocess
+
     try:
         out = subprocess.run([smi, "--query-gpu=index,name,uuid,memory.total,driver_version",
                               "--format=csv,noheader"], capture_output=True, text=True,
@@ -455,8 +466,8 @@ def gpus() -> list[dict] | None:
     return rows
 
 
-_SITE = re.compile(r"^(.*/(?:site|dist)-packages)/([^/]+)")
-_DIST = re.compile(r"^(.+?)-([^-]+)\.(?:dist-info|egg-info)$")
+_SITE = r"^(.*/(?:site|dist)-packages)/([^/]+)"  # compiled where first used
+_DIST = r"^(.+?)-([^-]+)\.(?:dist-info|egg-info)$"
 
 
 def _top_names(site: str, dist_dir: str) -> set[str]:
@@ -487,7 +498,7 @@ def packages(paths) -> dict[str, str]:
     reported, not everything installed beside it."""
     used: dict[str, set[str]] = {}
     for p in paths:
-        m = _SITE.match(p)
+        m = re.match(_SITE, p) if "-packages/" in p else None
         if m:
             top = m.group(2)
             if top.endswith((".py", ".so")):
@@ -500,7 +511,7 @@ def packages(paths) -> dict[str, str]:
         except OSError:
             continue
         for n in names:
-            m = _DIST.match(n)
+            m = re.match(_DIST, n)
             if not m:
                 continue
             # only what was imported counts: importlib.metadata scans every
@@ -515,9 +526,9 @@ def installed(paths) -> dict[str, str]:
     .dist-info (or .egg-info) it wrote files into (pip writes RECORD last)."""
     found: dict[str, str] = {}
     for p in paths:
-        m = _SITE.match(p)
+        m = re.match(_SITE, p) if "-packages/" in p else None
         if m:
-            d = _DIST.match(m.group(2))
+            d = re.match(_DIST, m.group(2))
             if d and p != m.group(0):
                 found.setdefault(d.group(1).replace("_", "-").lower(), d.group(2))
     return dict(sorted(found.items()))

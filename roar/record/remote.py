@@ -25,13 +25,14 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 import xxhash
 
+# Patterns are compiled where first used (re caches them): every `roar run`
+# imports this module (for RemoteLog), few see HTTP traffic.
 # query parameters that sign or authorise a request: dropped from identities
-SECRET_PARAM = re.compile(
-    r"^(x-amz-(signature|credential|security-token|date|expires|signedheaders|algorithm)"
+SECRET_PARAM = (
+    r"(?i)^(x-amz-(signature|credential|security-token|date|expires|signedheaders|algorithm)"
     r"|x-goog-(signature|credential|date|expires|signedheaders|algorithm)"
     r"|awsaccesskeyid|signature|expires|sig|se|sp|sv|sr|st|skoid|sktid|skt|ske|sks|skv"
-    r"|token|access_token|api_key|apikey|key|password|secret|auth|x-ms-.*)$",
-    re.I)
+    r"|token|access_token|api_key|apikey|key|password|secret|auth|x-ms-.*)$")
 REMOTE = "remote"  # the kind of a remote object's file record
 # hosts whose traffic is telemetry or experiment tracking, not data (a pattern
 # may carry a path prefix); more from ROAR_NONDATA_HOSTS (comma separated)
@@ -65,9 +66,9 @@ def nondata_endpoints() -> list[tuple[object, int | None]]:
         except ValueError:
             continue
     return out
-S3_VHOST = re.compile(r"^(?P<bucket>[a-z0-9][a-z0-9.\-]*)\.s3[.\-]([a-z0-9\-]+\.)?amazonaws\.com$")
-S3_PATHHOST = re.compile(r"^s3[.\-]([a-z0-9\-]+\.)?amazonaws\.com$")
-HF_RESOLVE = re.compile(r"^/(?P<repo>.+?)/resolve/(?P<rev>[^/]+)/(?P<file>.+)$")
+S3_VHOST = r"^(?P<bucket>[a-z0-9][a-z0-9.\-]*)\.s3[.\-]([a-z0-9\-]+\.)?amazonaws\.com$"
+S3_PATHHOST = r"^s3[.\-]([a-z0-9\-]+\.)?amazonaws\.com$"
+HF_RESOLVE = r"^/(?P<repo>.+?)/resolve/(?P<rev>[^/]+)/(?P<file>.+)$"
 
 
 class Message:
@@ -114,7 +115,7 @@ def _host_matches(host: str, path: str, patterns) -> bool:
 def _clean_query(query: str) -> tuple[str, dict[str, str]]:
     """The query without credentials, and its parameters."""
     params = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True)
-              if not SECRET_PARAM.match(k)]
+              if not re.match(SECRET_PARAM, k)]
     return urlencode(params, quote_via=quote, safe="/"), dict(params)
 
 
@@ -131,12 +132,12 @@ def identity(scheme: str, host: str, target: str, headers: dict[str, str]) -> di
     query, params = _clean_query(query)
     hostname = host.rsplit(":", 1)[0] if not host.startswith("[") else host
     endpoint = f"{scheme}://{host}"
-    m = S3_VHOST.match(hostname)
+    m = re.match(S3_VHOST, hostname)
     if m:
         bucket, key = m.group("bucket"), unquote(path.lstrip("/"))
         return {"url": f"s3://{bucket}/{key}", "endpoint": endpoint, "store": "s3",
                 "params": params}
-    if S3_PATHHOST.match(hostname) or (_s3_api(headers) and path.count("/") >= 1):
+    if re.match(S3_PATHHOST, hostname) or (_s3_api(headers) and path.count("/") >= 1):
         bucket, _, key = unquote(path.lstrip("/")).partition("/")
         if bucket:
             return {"url": f"s3://{bucket}/{key}" if key else f"s3://{bucket}/",
@@ -150,7 +151,7 @@ def identity(scheme: str, host: str, target: str, headers: dict[str, str]) -> di
         return {"url": f"gs://{bucket}/{key}", "endpoint": endpoint, "store": "gcs",
                 "params": params}
     store = "azure" if hostname.endswith(".blob.core.windows.net") else (
-        "huggingface" if HF_RESOLVE.match(path) else "http")
+        "huggingface" if re.match(HF_RESOLVE, path) else "http")
     url = f"{scheme}://{host}{path}" + (f"?{query}" if query else "")
     return {"url": url, "endpoint": endpoint, "store": store, "params": params}
 
@@ -383,11 +384,11 @@ def url_key(url: str) -> str:
     return xxhash.xxh3_128(f"url:{url}".encode("utf-8", "surrogateescape")).hexdigest()
 
 
-URL_REF = re.compile(r"^[a-z][a-z0-9+.\-]*://", re.I)
+URL_REF = r"(?i)^[a-z][a-z0-9+.\-]*://"
 
 
 def is_url(ref: str) -> bool:
-    return bool(URL_REF.match(ref))
+    return bool(re.match(URL_REF, ref))
 
 
 def normalize_ref(ref: str) -> str:

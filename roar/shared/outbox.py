@@ -20,7 +20,6 @@ import json
 import os
 import re
 import struct
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from roar.record.store import Store, index_entries
 BATCH = 64  # runs per PostgreSQL transaction
 STATUS_KEY = "shared_push"
 RETRY_FOR_S = 900.0  # how long a background pusher keeps retrying an unreachable store
-_LOW_SURROGATE = re.compile(r"\\udc([89a-f][0-9a-f])")
+_LOW_SURROGATE = r"\\udc([89a-f][0-9a-f])"  # compiled where first used
 
 
 def pending(store: Store) -> int:
@@ -72,7 +71,7 @@ def _json(obj) -> str:
     """JSON text PostgreSQL's jsonb takes: undecodable path bytes (surrogate
     escapes, which jsonb refuses) are written as \\xNN text."""
     text = json.dumps(obj, separators=(",", ":"), ensure_ascii=True)
-    return _LOW_SURROGATE.sub(r"\\\\x\1", text) if "\\udc" in text else text
+    return re.sub(_LOW_SURROGATE, r"\\\\x\1", text) if "\\udc" in text else text
 
 
 def _text(s: str) -> str:
@@ -240,6 +239,8 @@ def kick(home: Path) -> str | None:
     env = {**os.environ, "ROAR_HOME": str(home),
            "PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[2]),
                                                      os.environ.get("PYTHONPATH")) if p)}
+    import subprocess  # here: most stores push nowhere
+
     try:
         subprocess.Popen([sys.executable, "-m", "roar.shared.outbox"], env=env,
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
