@@ -13,7 +13,6 @@ the run is then stored as interrupted, never lost.
 from __future__ import annotations
 
 import gc
-import getpass
 import json
 import os
 import signal
@@ -327,8 +326,12 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
                                              session.barrier, recorder.start_wall)
             supervisor.start()
         gpus: list = []
-        gpu_thread = threading.Thread(target=lambda: gpus.append(context.gpus()), daemon=True)
-        gpu_thread.start()
+        gpu_thread = None
+        smi = context.which("nvidia-smi")
+        if smi:  # asked while the workload runs (nvidia-smi takes ~0.1 s); no GPU, no thread
+            gpu_thread = threading.Thread(target=lambda: gpus.append(context.gpus(smi)),
+                                          daemon=True)
+            gpu_thread.start()
     except RuntimeError as e:  # "can't start new thread": roar's threads count in pids.max
         os.kill(pid, signal.SIGKILL)  # never leave it running unrecorded
         raise RunError(f"could not start roar's threads ({e}): the process limit of the "
@@ -371,7 +374,8 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
     if getattr(session, "dropped", 0):
         notes.append(codes.reason(codes.Reason.RECORDS_DROPPED, n=session.dropped,
                                   why=session.dropped_why or "its spool was full"))
-    gpu_thread.join(timeout=5)
+    if gpu_thread is not None:
+        gpu_thread.join(timeout=5)
     record["gpus"] = gpus[0] if gpus else None
     if gate is not None and gate.stopped:
         notes.append(gate.stopped)
@@ -464,7 +468,7 @@ def _prepare(store: Store, argv: list[str], run_id: str, name: str | None,
         from roar.requests import training as requests
 
         try:
-            gate = requests.gate_run(store, request_id, argv, git, getpass.getuser())
+            gate = requests.gate_run(store, request_id, argv, git, context.user())
         except requests.RequestError as e:
             raise RunError(str(e)) from None
         _say(gate)
@@ -476,7 +480,7 @@ def _prepare(store: Store, argv: list[str], run_id: str, name: str | None,
     record = {
         "id": run_id, "name": name, "status": "running", "command": argv,
         "command_redacted": context.redact_argv(argv, key), "cwd": cwd,
-        "user": getpass.getuser(), "uid": os.getuid(), **context.host(),
+        "user": context.user(), "uid": os.getuid(), **context.host(),
         "started_at": now_iso(),
         "ended_at": None, "exit_code": None, "signal": None,
         "git": git, "env": context.environment(dict(os.environ), key), "mode": mode,

@@ -442,6 +442,8 @@ def uninspected(connects: list[dict], exchanges: list[Exchange],
     on that port (TLS in a static binary, a private unprobed OpenSSL, HTTP/2,
     gRPC, any other protocol). Their bytes may be inputs. Peers on the
     non-data list (DNS, ROAR_NONDATA_ENDPOINTS) are left out."""
+    if not connects:  # most runs: the non-data list is not even read
+        return []
     nondata = nondata_endpoints() if nondata is None else nondata
     seen_ports: dict[str, set[int]] = {}
     for ex in exchanges:
