@@ -328,7 +328,10 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
         gpus: list = []
         gpu_thread = None
         smi = context.which("nvidia-smi")
-        if smi:  # asked while the workload runs (nvidia-smi takes ~0.1 s); no GPU, no thread
+        cached = context.gpus_cached(store.home, smi) if smi else None
+        if cached is not None:
+            gpus.append(cached)
+        elif smi:  # asked while the workload runs (nvidia-smi takes ~0.1 s); no GPU, no thread
             gpu_thread = threading.Thread(target=lambda: gpus.append(context.gpus(smi)),
                                           daemon=True)
             gpu_thread.start()
@@ -376,6 +379,8 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
                                   why=session.dropped_why or "its spool was full"))
     if gpu_thread is not None:
         gpu_thread.join(timeout=5)
+        if gpus and gpus[0]:
+            context.remember_gpus(store.home, smi, gpus[0])
     record["gpus"] = gpus[0] if gpus else None
     if gate is not None and gate.stopped:
         notes.append(gate.stopped)

@@ -479,6 +479,56 @@ def gpus(smi: str | None = None) -> list[dict] | None:
     return rows
 
 
+# nvidia-smi takes 0.1 s to seconds (the driver wakes up without its persistence
+# daemon): a run within this many seconds of an earlier run's answer, on the same
+# boot, driver and nvidia-smi, records that answer instead of asking again
+GPU_CACHE_S = 600.0
+
+
+def _gpu_key(smi: str) -> list:
+    """What the GPU list depends on beyond the boot: the nvidia-smi binary and
+    the loaded driver (its /sys/module directory is made anew by a reload)."""
+    key: list = [ids.boot_id(), smi]
+    for path in (smi, "/sys/module/nvidia"):
+        try:
+            st = os.stat(path)
+            key += [st.st_ino, st.st_mtime_ns, st.st_size]
+        except OSError:
+            key += [None, None, None]
+    return key
+
+
+def gpus_cached(home: Path, smi: str) -> list[dict] | None:
+    """The GPUs an earlier run of this user asked nvidia-smi for, when that
+    answer is still good (GPU_CACHE_S); else None."""
+    import json
+    import time
+
+    try:
+        with open(home / "gpus.json") as f:
+            doc = json.load(f)
+        if doc["key"] == _gpu_key(smi) and 0 <= time.time() - doc["at"] < GPU_CACHE_S \
+                and isinstance(doc["gpus"], list):
+            return doc["gpus"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def remember_gpus(home: Path, smi: str, rows: list[dict]) -> None:
+    """Keep nvidia-smi's answer for the runs of the next GPU_CACHE_S seconds."""
+    import json
+    import time
+
+    tmp = home / f".gpus.json.{os.getpid()}"
+    try:
+        with open(tmp, "w") as f:
+            json.dump({"key": _gpu_key(smi), "at": time.time(), "gpus": rows}, f)
+        os.replace(tmp, home / "gpus.json")
+    except OSError:  # a cache: the next run asks nvidia-smi again
+        tmp.unlink(missing_ok=True)
+
+
 _SITE = r"^(.*/(?:site|dist)-packages)/([^/]+)"  # compiled where first used
 _DIST = r"^(.+?)-([^-]+)\.(?:dist-info|egg-info)$"
 
