@@ -125,6 +125,16 @@ def ensure_tracefs() -> list[str]:
     return mounted
 
 
+def _give_back_heap() -> None:
+    """Hand the compiler's freed heap back to the system: BCC's clang/LLVM
+    compile leaves ~50 MB freed but held by malloc in a process that lives on
+    (roard: 324 -> 275 MB RSS, in ~20 ms once). glibc only; elsewhere a no-op."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class Probes:
     """The loaded kernel side. `sink(raw_bytes)` receives every record; or
     the sink is a compiled router (roar/capture/_relay.c, roard's), whose C
@@ -184,6 +194,7 @@ class Probes:
                                        ctypes.c_void_p(sink.context_address))
         else:
             self._cb = self.bpf["events"].open_ring_buffer(self._on_record)
+        _give_back_heap()
 
     def _load_tracepoint(self, name: bytes) -> None:
         try:
