@@ -438,11 +438,9 @@ PRELOAD = ("roar.record.recorder", "roar.record.preimage", "roar.query.links",
 
 
 def _preload() -> None:
-    import importlib
-
     for name in PRELOAD:
         try:
-            importlib.import_module(name)
+            __import__(name)  # importlib.import_module would import importlib (~1 ms)
         except Exception:  # noqa: BLE001 - imported again where used, and reported there
             return
 
