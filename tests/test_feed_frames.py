@@ -8,6 +8,7 @@ it, with the records after it still fed."""
 from __future__ import annotations
 
 import io
+import socket
 import threading
 
 import hypothesis.strategies as st
@@ -44,6 +45,8 @@ def _model():
 def _session(data: bytes, cuts: list[int], log: list) -> DaemonSession:
     s = DaemonSession.__new__(DaemonSession)
     s.rfile = io.BufferedReader(_Chunks(data, cuts), 1 << 16)
+    # the socket the session asks whether more is waiting after a read: nothing
+    s.sock, s.peer = socket.socketpair()
     s.end = None
     s._send = threading.Lock()
     s._ending = False
@@ -56,18 +59,22 @@ def _through_session(data: bytes, cuts: list[int], barriers: list[int], use_sink
     s = _session(data, cuts, log)
     for k in barriers:
         s._barriers[k] = lambda k=k: log.append(("barrier", k))
-    for item in s.records(m.feed_frames if use_sink else None):
-        if item is None:
-            continue
-        if isinstance(item, BaseException):
-            log.append(("error", type(item).__name__))
-        elif item.__class__ is not bytes:
-            item()
-        else:
-            try:
-                m.feed_raw(item)
-            except Exception as e:  # noqa: BLE001 - what roar run counts, compared
-                log.append(("error", type(e).__name__))
+    try:
+        for item in s.records(m.feed_frames if use_sink else None):
+            if item is None:
+                continue
+            if isinstance(item, BaseException):
+                log.append(("error", type(item).__name__))
+            elif item.__class__ is not bytes:
+                item()
+            else:
+                try:
+                    m.feed_raw(item)
+                except Exception as e:  # noqa: BLE001 - what roar run counts, compared
+                    log.append(("error", type(e).__name__))
+    finally:
+        s.sock.close()
+        s.peer.close()
     return state(m), log, s.end
 
 

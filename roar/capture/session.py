@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 import threading
@@ -23,6 +24,9 @@ DEFAULT_LINGER = 5.0  # seconds leftover processes may outlive the run's first o
 # input's first-read hash can start).
 POLL_MS = 5
 # A read of roard's stream shorter than this means the client is not behind.
+# So does a read after which nothing more is waiting on the socket: roard
+# sends a run's records in batches (its spooler takes them every
+# SPOOL_EVERY_S), and a busy run's batch is often larger than this.
 IDLE_READ = 64 << 10
 
 
@@ -345,6 +349,8 @@ class DaemonSession:
     def _records(self, sink=None):
         head = protocol.FRAME.size
         unpack = protocol.FRAME.unpack_from
+        waiting = select.poll()
+        waiting.register(self.sock, select.POLLIN)
         buf = b""
         while True:
             try:
@@ -388,7 +394,8 @@ class DaemonSession:
                     self.dropped_why = str(self.end.get("dropped_why") or "")
                     return
             buf = buf[pos:]
-            if n < IDLE_READ:
+            # (read1 took all the reader had buffered: the socket says the rest)
+            if n < IDLE_READ or not waiting.poll(0):
                 yield None
 
     def pids(self) -> list[int]:

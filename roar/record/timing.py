@@ -27,4 +27,6 @@ def cpu() -> None:
         import resource
 
         ru = resource.getrusage(resource.RUSAGE_SELF)
-        print(f"roar-cpu: {ru.ru_utime + ru.ru_stime:.3f}s", file=sys.stderr)
+        print(f"roar-cpu: {ru.ru_utime + ru.ru_stime:.3f}s (user {ru.ru_utime:.3f}s, system "
+              f"{ru.ru_stime:.3f}s, {ru.ru_minflt} page faults, peak RSS "
+              f"{ru.ru_maxrss >> 10} MiB)", file=sys.stderr)
