@@ -73,6 +73,14 @@ def _record(store: Store, d: str, evs: list[E.Event], look_ahead: bool,
             return n, rest
 
         rec._settled_inputs = many
+        entries = rec._proc_files_built
+
+        def taken(pfs, i, *a):  # a process's entries taken as built ahead, in C
+            end = entries(pfs, i, *a)
+            fast.extend(("entry", pf.path) for pf in pfs[i:end])
+            return end
+
+        rec._proc_files_built = taken
     for i, e in enumerate(evs):
         rec.model.feed(e)
         if look_ahead and i < len(evs) - 2:
@@ -229,10 +237,52 @@ def test_records_of_settled_inputs_built_in_c_are_the_recorders(tmp_path, look_a
         files_py, raw_py, built_py = _record(store, str(d), evs, look_ahead=look_ahead,
                                              compiled=False)
     assert built_c == built_py
+    entries = [r[1] for r in fast if r is not None and r[0] == "entry"]
+    fast = [r for r in fast if r is None or r[0] != "entry"]
     assert [r[0]["path"] for r in fast if r is not None] and all(
         r is None or r[0]["role"] == "input" for r in fast)
+    # the exited processes' entries of files built ahead were taken in C (d by
+    # CHILD2; the files of a process record built at the end too)
+    assert f"{d}/d" in entries and "/usr/lib/x86_64-linux-gnu/libfoo.so.1" not in entries
     assert raw_c == raw_py and files_c == files_py
     f = next(x for x in files_c if x["path"] == f"{d}/f")
     assert f["bytes_read"] == 100 and len(f["processes"]) == 2
     assert any(r is not None and r[0]["path"] == f"{d}/g" and r[0]["bytes_read"] == 100
                for r in fast)  # built in C, and kept to the end
+
+
+def test_entries_built_ahead_are_taken_in_c_as_recorder_py_takes_them():
+    """_cmodel.c proc_files_built stops at the first entry recorder.py must look
+    at itself (not a ProcFile, its path not classified or changed since built, its
+    entry not built) and gives each path the size its records give: the last
+    record's size that is not None (recorder._built_size), or a dict's."""
+    from roar.record import _cmodel
+    from roar.record.runmodel import new_model
+
+    model, _ = new_model(ROOT, "/w", ["train"], {}, 0)
+    pfs = []
+    for path in ("/w/a", "/w/b", "/w/c", "/w/d"):
+        model.feed(E.Event(1, 1, ROOT, ROOT, E.EV_OPEN, 0, 3, -100, 0, 0, 0, path=path))
+        model.feed(E.Event(2, 1, ROOT, ROOT, E.EV_CLOSE, 0, 3, 1, 100, 0, 1 << 32))
+        pfs.append(model.procs[0].files[path])
+    kinds = {"/w/a": "data", "/w/b": "data", "/w/c": "data"}
+    clean = {"/w/a", "/w/b", "/w/c", "/w/d"}
+    pf_built = {id(pf): (None, {"path": pf.path}, pf.path.encode()) for pf in pfs[:3]}
+    built = {"/w/a": (None, [{"size": 5}, {"size": None}], [], []),
+             "/w/b": (None, [{"size": None}], [], [])}
+    files, parts, used = [], [], []
+    # /w/c is not built: its size is None; /w/d is not classified: recorder.py's
+    assert _cmodel.proc_files_built(pfs, 0, kinds, clean, pf_built, built, True, files, parts,
+                                    used) == 3
+    assert used == [("/w/a", 5), ("/w/b", None), ("/w/c", None)]
+    assert parts == [b"/w/a", b"/w/b", b"/w/c"] and files[0] == {"path": "/w/a"}
+    clean.discard("/w/b")  # changed since built
+    assert _cmodel.proc_files_built(pfs, 0, kinds, clean, pf_built, {"/w/a": 7}, False, [], [],
+                                    used := []) == 1 and used == [("/w/a", 7)]
+    del pf_built[id(pfs[0])]  # no entry built
+    assert _cmodel.proc_files_built(pfs, 0, kinds, clean, pf_built, {}, False, [], [], []) == 0
+    assert _cmodel.proc_files_built([None, *pfs], 0, kinds, clean, pf_built, {}, False, [], [],
+                                    []) == 0
+    assert _cmodel.sizes_same((("/w/a", 5), ("/w/b", None)), {"/w/a": 5})
+    assert not _cmodel.sizes_same((("/w/a", 5),), {"/w/a": 6})
+    assert not _cmodel.sizes_same((("/w/a", 5),), {})

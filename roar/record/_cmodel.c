@@ -2822,6 +2822,131 @@ static PyObject *gather_built(PyObject *self, PyObject *args)
     return PyLong_FromSsize_t(i);
 }
 
+/* The size a path's records give it, as recorder.py reads it: from a dict of
+ * sizes (path -> size; missing: None), or with from_built from recorder._built
+ * (path -> (signature, records, JSON, rows)): the last record's "size" that is not
+ * None (recorder._built_size). 1: the entry is not of that shape (recorder.py
+ * looks itself), -1: an error. */
+static int size_for(PyObject *src, int from_built, PyObject *path, PyObject **out)
+{
+    PyObject *v = PyDict_GetItemWithError(src, path);
+    if (!v) {
+        if (PyErr_Occurred())
+            return -1;
+        *out = Py_NewRef(Py_None);
+        return 0;
+    }
+    if (!from_built) {
+        *out = Py_NewRef(v);
+        return 0;
+    }
+    if (!PyTuple_CheckExact(v) || PyTuple_GET_SIZE(v) != 4 ||
+        !PyList_CheckExact(PyTuple_GET_ITEM(v, 1)))
+        return 1;
+    PyObject *recs = PyTuple_GET_ITEM(v, 1);
+    for (Py_ssize_t j = PyList_GET_SIZE(recs) - 1; j >= 0; j--) {
+        PyObject *rec = PyList_GET_ITEM(recs, j);
+        if (!PyDict_CheckExact(rec))
+            return 1;
+        PyObject *size = PyDict_GetItemWithError(rec, S_size);
+        if (!size && PyErr_Occurred())
+            return -1;
+        if (size && size != Py_None) {
+            *out = Py_NewRef(size);
+            return 0;
+        }
+    }
+    *out = Py_NewRef(Py_None);
+    return 0;
+}
+
+/* recorder._proc_record's loop over a process's files, for the entries built
+ * ahead: from pfs[start] on, while a ProcFile's path is classified (in kinds) and
+ * clean and its entry is in pf_built (by id), append (path, size) to used (the
+ * size from sizes, see size_for) and the entry and its JSON to files and parts.
+ * Returns the index of the first ProcFile not taken: recorder.py goes on from
+ * there. */
+static PyObject *proc_files_built(PyObject *self, PyObject *args)
+{
+    PyObject *pfs, *kinds, *clean, *pf_built, *sizes, *files, *parts, *used;
+    Py_ssize_t i;
+    int from_built;
+    if (!PyArg_ParseTuple(args, "O!nO!O!O!O!pO!O!O!", &PyList_Type, &pfs, &i, &PyDict_Type,
+                          &kinds, &PySet_Type, &clean, &PyDict_Type, &pf_built, &PyDict_Type,
+                          &sizes, &from_built, &PyList_Type, &files, &PyList_Type, &parts,
+                          &PyList_Type, &used))
+        return NULL;
+    for (; i >= 0 && i < PyList_GET_SIZE(pfs); i++) {
+        PyObject *o = PyList_GET_ITEM(pfs, i);
+        if (!PyObject_TypeCheck(o, &ProcFileType))
+            break;
+        PyObject *path = ((ProcFile *)o)->path;
+        if (!PyUnicode_CheckExact(path))
+            break;
+        int in = PyDict_Contains(kinds, path);
+        if (in > 0)
+            in = PySet_Contains(clean, path);
+        if (in < 0)
+            return NULL;
+        if (!in)
+            break;
+        PyObject *id = PyLong_FromVoidPtr(o);
+        if (!id)
+            return NULL;
+        PyObject *hit = PyDict_GetItemWithError(pf_built, id);
+        Py_DECREF(id);
+        if (!hit) {
+            if (PyErr_Occurred())
+                return NULL;
+            break;
+        }
+        if (!PyTuple_CheckExact(hit) || PyTuple_GET_SIZE(hit) != 3)
+            break;
+        PyObject *size = NULL;
+        int r = size_for(sizes, from_built, path, &size);
+        if (r < 0)
+            return NULL;
+        if (r > 0)
+            break;
+        PyObject *u = PyTuple_Pack(2, path, size);
+        Py_DECREF(size);
+        if (!u)
+            return NULL;
+        int bad = PyList_Append(used, u) < 0 ||
+                  PyList_Append(files, PyTuple_GET_ITEM(hit, 1)) < 0 ||
+                  PyList_Append(parts, PyTuple_GET_ITEM(hit, 2)) < 0;
+        Py_DECREF(u);
+        if (bad)
+            return NULL;
+    }
+    return PyLong_FromSsize_t(i);
+}
+
+/* recorder._process_records' check of a process record built ahead: whether
+ * sizes.get(path) == size for each (path, size) of used. */
+static PyObject *sizes_same(PyObject *self, PyObject *args)
+{
+    PyObject *used, *sizes;
+    if (!PyArg_ParseTuple(args, "O!O!", &PyTuple_Type, &used, &PyDict_Type, &sizes))
+        return NULL;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(used); i++) {
+        PyObject *u = PyTuple_GET_ITEM(used, i);
+        if (!PyTuple_CheckExact(u) || PyTuple_GET_SIZE(u) != 2) {
+            PyErr_SetString(PyExc_TypeError, "sizes_same: (path, size) expected");
+            return NULL;
+        }
+        PyObject *now = PyDict_GetItemWithError(sizes, PyTuple_GET_ITEM(u, 0));
+        if (!now && PyErr_Occurred())
+            return NULL;
+        int same = PyObject_RichCompareBool(now ? now : Py_None, PyTuple_GET_ITEM(u, 1), Py_EQ);
+        if (same < 0)
+            return NULL;
+        if (!same)
+            Py_RETURN_FALSE;
+    }
+    Py_RETURN_TRUE;
+}
+
 static PyMethodDef module_methods[] = {
     {"encode_json", encode_json, METH_O,
      "encode_json(obj) -> bytes, or None: codes.encode's JSON, compiled (see _cmodel.c)."},
@@ -2833,6 +2958,12 @@ static PyMethodDef module_methods[] = {
     {"gather_built", gather_built, METH_VARARGS,
      "gather_built(paths, start, clean, built, records, encoded, index) -> the index of the "
      "first path not clean: recorder._file_records' loop over records built ahead."},
+    {"proc_files_built", proc_files_built, METH_VARARGS,
+     "proc_files_built(pfs, start, kinds, clean, pf_built, sizes, from_built, files, parts, used) "
+     "-> the index of the first ProcFile not taken: recorder._proc_record's loop over the "
+     "entries built ahead."},
+    {"sizes_same", sizes_same, METH_VARARGS,
+     "sizes_same(used, sizes) -> whether sizes.get(path) == size for each (path, size)."},
     {"settled_inputs", settled_inputs, METH_VARARGS,
      "settled_inputs(model, [(path, looks)], kinds, stdio, wall_offset, rid, built, pf_built, "
      "clean) -> (built, [(path, looks) left]): recorder.prebuild's loop for the settled "

@@ -29,8 +29,10 @@ from roar.record.runmodel import (
     NOT_BUILT,
     gather_built,
     new_model,
+    proc_files_built,
     settled_input,
     settled_inputs,
+    sizes_same,
 )
 from roar.record.store import Store, encode_doc, index_entries
 from roar.record.timing import mark
@@ -139,6 +141,10 @@ class RunRecorder:
         self._settled_input = settled_input if COMPILED and compiled else None
         self._settled_inputs = settled_inputs if COMPILED and compiled else None
         self._gather_built = gather_built if COMPILED and compiled else None
+        # the loops over a process's entries built ahead, and the check of its
+        # record built ahead, in C (recorder.py's loops are the reference)
+        self._proc_files_built = proc_files_built if COMPILED and compiled else None
+        self._sizes_same = sizes_same if COMPILED and compiled else None
         if NOT_BUILT:
             self.messages.append(NOT_BUILT)
 
@@ -456,7 +462,8 @@ class RunRecorder:
             if p.end_ts is None or built >= budget:
                 running.append(p)
                 continue
-            doc, raw, used = self._proc_record(p, git_root, tracked, size_of)
+            doc, raw, used = self._proc_record(p, git_root, tracked, size_of,
+                                               (self._built, True))
             self._proc_built[id(p)] = (p.exit_code, p.signal, used, doc, raw)
             built += 1
         self._procs_running = running
@@ -638,26 +645,40 @@ class RunRecorder:
                          sizes: dict[str, int]) -> tuple[list[dict], list[bytes]]:
         out, encoded = [], []
         built, size_of = self._proc_built, sizes.get
+        same = self._sizes_same
         for p in self.model.procs:
             hit = built.get(id(p))
             if (hit is not None and hit[0] == p.exit_code and hit[1] == p.signal
-                    and all(size_of(path) == size for path, size in hit[2])):
+                    and (same(hit[2], sizes) if same is not None
+                         else all(size_of(path) == size for path, size in hit[2]))):
                 doc, raw = hit[3], hit[4]  # built while the run went on, still the same
             else:
-                doc, raw, _ = self._proc_record(p, git_root, tracked, size_of)
+                doc, raw, _ = self._proc_record(p, git_root, tracked, size_of, (sizes, False))
             encoded.append(raw)
             out.append(doc)
         return out, encoded
 
-    def _proc_record(self, p, git_root, tracked, size_of) -> tuple[dict, bytes, tuple]:
+    def _proc_record(self, p, git_root, tracked, size_of,
+                     sizes: tuple[dict, bool] | None = None) -> tuple[dict, bytes, tuple]:
         """One process's record, its JSON, and the (path, size) of each of its
-        files it was built with (size_of(path): the size its file records give)."""
+        files it was built with (size_of(path): the size its file records give;
+        sizes: the same as (sizes by path, False) or (self._built, True), for C)."""
         if self._key is None:  # argv secrets are stored as keyed hashes only
             self._key = context.store_key(self.store)
         kinds = self.kinds  # classified once by _file_records (or prebuild)
         clean = self._clean  # (after _file_records took out what changed)
         files, parts, used = [], [], []
-        for pf in p.files.values():
+        pfs = list(p.files.values())
+        fast = self._proc_files_built if sizes is not None else None
+        i, n = 0, len(pfs)
+        while i < n:
+            if fast is not None:  # a run of entries built ahead, their paths unchanged: in C
+                i = fast(pfs, i, kinds, clean, self._pf_built, sizes[0], sizes[1], files, parts,
+                         used)
+                if i == n:
+                    break
+            pf = pfs[i]
+            i += 1
             kind = kinds.get(pf.path)
             if kind is None:
                 kind = kinds[pf.path] = classify(pf.path, git_root, tracked, self.rules)

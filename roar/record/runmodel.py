@@ -48,16 +48,19 @@ if _cmodel is not None:  # the store's JSON encoder, compiled (the same bytes)
     codes.compiled_encode = _cmodel.encode_json
 
 # _cmodel.c's builders of settled inputs' records (recorder.py): one, prebuild's
-# loop, and the end's loop over the records built ahead
-settled_input = settled_inputs = gather_built = None
+# loop, and the end's loop over the records built ahead; the loop over a
+# process's entries built ahead and the check of its record built ahead
+settled_input = settled_inputs = gather_built = proc_files_built = sizes_same = None
 if COMPILED:
     from roar.record._cmodel import (  # noqa: F401
         FdEntry,
         OpenFile,
         RunModel,
         gather_built,
+        proc_files_built,
         settled_input,
         settled_inputs,
+        sizes_same,
     )
 else:
     from roar.record.model import FdEntry, OpenFile, RunModel
