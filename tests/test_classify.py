@@ -327,6 +327,7 @@ def _check_paths(paths, venvs=()):
         for git_root in (None, "/repo", "/repo/", "/home/u", *venvs):
             assert C._builtin_env(path, git_root) == _oracle_env(path, git_root), (path, git_root)
         assert C.needs_hash(path) == _oracle_needs_hash(path), path
+        assert _by_dir(path) in (None, C.needs_hash(path)), path
 
 
 def test_directory_facts_agree_with_the_rules_over_the_whole_path(tmp_path):
@@ -360,3 +361,34 @@ def test_directory_facts_agree_with_the_rules_over_the_whole_path(tmp_path):
                 break
     assert len(real) > 1000
     _check_paths(real)
+
+
+
+def _by_dir(path: str) -> bool | None:
+    """needs_hash as the compiled model asks it: needs_hash_dir once per
+    directory, then the file name against its pattern (None: needs_hash asked)."""
+    from roar.record.classify import needs_hash_dir
+
+    i = path.rfind("/") + 1
+    ans = needs_hash_dir(path[:i])
+    if ans is None or isinstance(ans, bool):
+        return ans
+    return ans.fullmatch(path[i:]) is None
+
+
+def test_needs_hash_by_directory():
+    """needs_hash_dir(d) answers for the files of d (with the pattern of the
+    rules by file name that may match there): as needs_hash; None for "/", whose
+    /proc, /sys and /dev are pseudo by name."""
+    from roar.record.classify import needs_hash_dir
+
+    assert needs_hash_dir("/proc/self/") is False and needs_hash_dir("/dev/") is False
+    assert needs_hash_dir("/usr/lib/") is False
+    assert needs_hash_dir("/repo/pkg/__pycache__/") is False
+    assert needs_hash_dir("/") is None and needs_hash_dir("/data") is None
+    assert _by_dir("/data/imagenet/train/0001.jpg") is True
+    assert _by_dir("/data/x.pyc") is False and _by_dir("/data/pyvenv.cfg") is False
+    assert _by_dir("/dev/shm/batch") is True
+    for name in ("proc", "sys", "dev", "x.so.1", "a.pyc", "pyvenv.cfg", "data.csv", "a.pyc\n"):
+        for d in ("/", "/data/", "/dev/", "/dev/shm/", "/repo/pkg/", "/usr/", "/repo/.venv/"):
+            assert _by_dir(d + name) in (None, needs_hash(d + name)), d + name

@@ -33,7 +33,8 @@ PATHS = ["/w/a", "/w/b", "/w/d/c", "/w/d/e", "/w/d2/c", "a", "d/c", "./d/../b", 
          "/w//d/./c", "", "/dev/fd/3", "/dev/stdin", "/proc/self/fd/4", "/proc/101/fd/3",
          "/proc/thread-self/fd/5", "/dev/null", "/proc/cpuinfo", "/usr/lib/libc.so.6",
          "/w/.venv/lib/python3.11/site-packages/m.py", "/w/x.pyc", "/", "//w/a", "///w/a",
-         "/w/d/", "d2", "/w/\udcff", "caf\u00e9", "/w/d/..", "/tmp/..", "/w/d/c/.."]
+         "/w/d/", "d2", "/w/\udcff", "caf\u00e9", "/w/d/..", "/tmp/..", "/w/d/c/..",
+         "/w/pyvenv.cfg", "/w/d/y.pyc", "/dev/shm/b", "/dev", "/w/d/\udcff.pyc"]
 FLAGS = [0, 1, 2, 0o1101, 0o1102, 0o101, 0o102, 0o200000, 0o10000000, 0o20200002,
          0o2000000, 0o2001101, 0o100]
 EVENT_FLAGS = [0, 0, 0, E.EVF_TRUNCATED, E.EVF_FAULT, E.EVF_EXITED, E.EVF_SIGNALED,

@@ -41,11 +41,11 @@
 
 /* model.py's helpers, classify.needs_hash, hasher's types */
 static PyObject *py_normalize, *py_join, *py_fd_alias, *py_decode_sockaddr, *py_remote_log,
-    *py_needs_hash, *py_hash_job, *py_hash_result;
+    *py_needs_hash, *py_needs_hash_dir, *py_hash_job, *py_hash_result;
 static PyObject *S_read, *S_write, *S_ok, *S_address, *S_family, *S_unix, *S_process,
     *S_std, *S_pid, *S_fd, *S_fd2, *S_self, *S_thread_self, *S_stdin, *S_stdout, *S_stderr,
-    *S_request, *S_response, *S_freed, *S_value, *S_group, *S_match, *S_lookup, *S_memo,
-    *S___self__;
+    *S_request, *S_response, *S_freed, *S_value, *S_group, *S_match, *S_fullmatch, *S_lookup,
+    *S_memo, *S___self__;
 
 /* -- record types ------------------------------------------------------------- */
 
@@ -528,7 +528,8 @@ static PyObject *rebase(PyObject *s, PyObject *old, PyObject *new)
 typedef struct {
     PyObject_HEAD
     PyObject *submit_hash, *procs, *live, *paths, *by_path, *new_paths, *dirs, *touched,
-        *connects, *remote, *problems, *root, *lookup, *untraced_fds, *exec_closed;
+        *connects, *remote, *problems, *root, *lookup, *untraced_fds, *exec_closed,
+        *need_dirs; /* directory -> classify.needs_hash_dir's answer */
     char io_uring;
     long long events;
     long long cache_hits;
@@ -905,17 +906,64 @@ static PyObject *cached_job(Model *m, PyObject *path)
     return job;
 }
 
+/* classify.needs_hash(path) from the answer for its directory, asked once per
+ * directory (classify.needs_hash_dir: True or False for every name in it, a
+ * pattern: True unless the name fully matches it, None: ask needs_hash).
+ * 1, 0: the answer; 2: ask needs_hash; -1: an error. */
+static int need_by_dir(Model *m, PyObject *path)
+{
+    if (!PyUnicode_CheckExact(path))
+        return 2;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(path);
+    Py_ssize_t i = PyUnicode_FindChar(path, '/', 0, n, -1);
+    if (i < 0)
+        return i == -1 ? 2 : -1;
+    PyObject *d = PyUnicode_Substring(path, 0, i + 1);
+    if (!d)
+        return -1;
+    PyObject *v = PyDict_GetItemWithError(m->need_dirs, d);
+    if (v) {
+        Py_INCREF(v);
+    } else if (!PyErr_Occurred()) {
+        if (PyDict_GET_SIZE(m->need_dirs) >= 65536) /* as classify's DIRS_KEPT */
+            PyDict_Clear(m->need_dirs);
+        v = PyObject_CallOneArg(py_needs_hash_dir, d);
+        if (v && PyDict_SetItem(m->need_dirs, d, v) < 0)
+            Py_CLEAR(v);
+    }
+    Py_DECREF(d);
+    if (!v)
+        return -1;
+    int r;
+    if (v == Py_None) {
+        r = 2;
+    } else if (PyBool_Check(v)) {
+        r = v == Py_True;
+    } else { /* a rule by file name may match this one */
+        PyObject *name = PyUnicode_Substring(path, i + 1, n);
+        PyObject *match = name ? PyObject_CallMethodOneArg(v, S_fullmatch, name) : NULL;
+        r = match ? match == Py_None : -1;
+        Py_XDECREF(name);
+        Py_XDECREF(match);
+    }
+    Py_DECREF(v);
+    return r;
+}
+
 static int hash_early(Model *m, PathState *s, u64 ts, int created)
 {
     if (s->early_hash != Py_None || s->modified_ts != Py_None || !is_read(s->first) ||
         m->submit_hash == Py_None)
         return 0;
     if (!s->need) {
-        PyObject *need = PyObject_CallOneArg(py_needs_hash, s->path);
-        if (!need)
-            return -1;
-        int yes = PyObject_IsTrue(need);
-        Py_DECREF(need);
+        int yes = need_by_dir(m, s->path);
+        if (yes == 2) {
+            PyObject *need = PyObject_CallOneArg(py_needs_hash, s->path);
+            if (!need)
+                return -1;
+            yes = PyObject_IsTrue(need);
+            Py_DECREF(need);
+        }
         if (yes < 0)
             return -1;
         s->need = yes ? 1 : 2;
@@ -2091,10 +2139,12 @@ static int Model_init(Model *m, PyObject *args, PyObject *kw)
     m->problems = PyDict_New();
     m->untraced_fds = PySet_New(NULL);
     m->exec_closed = PySet_New(NULL);
+    m->need_dirs = PyDict_New();
     m->io_uring = 0;
     m->events = 0;
     if (!m->procs || !m->live || !m->paths || !m->by_path || !m->new_paths || !m->dirs ||
-        !m->touched || !m->connects || !m->remote || !m->problems || !m->untraced_fds || !m->exec_closed)
+        !m->touched || !m->connects || !m->remote || !m->problems || !m->untraced_fds || !m->exec_closed ||
+        !m->need_dirs)
         return -1;
     PyObject *fds = PyDict_New(), *k, *v;
     Py_ssize_t pos = 0;
@@ -2135,6 +2185,7 @@ static void Model_dealloc(Model *m)
     Py_XDECREF(m->problems);
     Py_XDECREF(m->untraced_fds);
     Py_XDECREF(m->exec_closed);
+    Py_XDECREF(m->need_dirs);
     Py_XDECREF(m->root);
     Py_TYPE(m)->tp_free((PyObject *)m);
 }
@@ -3021,6 +3072,7 @@ PyMODINIT_FUNC PyInit__cmodel(void)
     INTERN(S_value, "value");
     INTERN(S_group, "group");
     INTERN(S_match, "match");
+    INTERN(S_fullmatch, "fullmatch");
     INTERN(S_lookup, "lookup");
     INTERN(S_memo, "_memo");
     INTERN(S___self__, "__self__");
@@ -3030,6 +3082,7 @@ PyMODINIT_FUNC PyInit__cmodel(void)
         !(py_decode_sockaddr = attr("roar.record.paths", "decode_sockaddr")) ||
         !(py_remote_log = attr("roar.record.remote", "RemoteLog")) ||
         !(py_needs_hash = attr("roar.record.classify", "needs_hash")) ||
+        !(py_needs_hash_dir = attr("roar.record.classify", "needs_hash_dir")) ||
         !(py_hash_job = attr("roar.record.hasher", "HashJob")) ||
         !(py_hash_result = attr("roar.record.hasher", "HashResult")))
         return NULL;

@@ -215,6 +215,26 @@ def needs_hash(path: str) -> bool:
     return not (facts.system or facts.venv or _env_rule(facts, name))
 
 
+# every pseudo prefix ends in "/": it starts d + name exactly when it starts the
+# directory d (a file name holds no "/"), which needs_hash_dir relies on
+_PSEUDO_BY_DIR = all(p.endswith("/") for p in (*PSEUDO_PREFIXES, "/dev/shm/"))
+
+
+def needs_hash_dir(d: str) -> bool | re.Pattern | None:
+    """needs_hash(d + name) for the file names of the directory d (with its
+    trailing "/"): True or False for every name; a pattern: True unless the name
+    fully matches it (a rule by file name); None: ask needs_hash. The compiled
+    model asks this once per directory."""
+    if d == "/" or not d.endswith("/") or not _PSEUDO_BY_DIR:
+        return None  # "/proc", "/sys" and "/dev" themselves are pseudo
+    if d.startswith(PSEUDO_PREFIXES) and not d.startswith("/dev/shm/"):
+        return False
+    facts = _dir_facts(d)
+    if facts.system or facts.venv or facts.env:
+        return False
+    return True if facts.any_name is None else facts.any_name
+
+
 # -- the user's rules --------------------------------------------------------------
 
 
