@@ -503,6 +503,13 @@ class RunRecorder:
         clean = self._clean
         clean.difference_update(model.touched)
         built = self._built
+        if self._settled_inputs is not None:
+            # the settled read-only inputs not built ahead (the consumer was behind,
+            # or the model touched them since): in C, in one call, as prebuild does
+            todo = [(path, 0) for path in model.paths if path not in clean]
+            if todo:
+                self._settled_inputs(model, todo, kinds, self.stdio, self.wall_offset,
+                                     self._rid, built, self._pf_built, clean)
         paths = sorted(model.paths)
         gather, i, n = self._gather_built, 0, len(paths)
         while i < n:
