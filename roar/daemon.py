@@ -73,8 +73,20 @@ REBUILD_EVERY, REBUILD_FOR, MAX_REBUILDS = 5.0, 3600.0, 32
 MAX_FILL_PER_UID, MAX_FILL = 4, 64  # pending-hash jobs at work at once, per uid and in all
 
 
-# after a barrier, roard polls the ring buffer every millisecond for this long
-FAST_POLL_S = 0.1
+# roard's poller sleeps until the kernel side wakes it (once per WAKE_EVERY
+# records, bpf/emit.h), until roard itself wants every record committed so far
+# (a barrier of the pre-image hold, a run's end: drain() wakes it at once), or
+# for this long: the records of a quiet run, fewer than a batch, reach its
+# client at most this late. Each timeout is a round of Python (~0.1 ms here),
+# and a run waits on none of them: at 5 ms the rounds alone cost roard ~0.025 s
+# of CPU a second of every run (CPU taken from the traced job). With no run
+# active, the poller sleeps until one starts.
+IDLE_POLL_S = 0.05
+# ...and while a run that asked to be served promptly is active: an audit
+# policy's kill is a tripwire of a few milliseconds (docs/audit.md), and a run
+# without the pre-image hold has only the model's early hash to keep an input
+# rewritten soon after its read.
+PROMPT_POLL_S = POLL_MS / 1000
 # Records are moved into a run's spool (and on to its client) at most this often,
 # unless a barrier or the run's end asks for them. Each move is a round of
 # Python in three threads (poller, spooler, streamer) and a read in the client:
@@ -119,6 +131,7 @@ class ActiveRun:
         self.end_blob = b""
         self.end_spooled = False
         self.recovery = recovery
+        self.prompt = False  # its records are wanted within PROMPT_POLL_S (audit)
         self.client_alive = True
         self.ending = threading.Lock()
         self.killed_at_ns: int | None = None  # when an audit policy's kill ended it
@@ -147,7 +160,8 @@ class Daemon:
         self.stopping = threading.Event()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)  # stop(): wake serve()
         self.drain_requests: list[threading.Event] = []
-        self.fast_until = 0.0  # poll every 1 ms until then (barriers: the pre-image hold)
+        # drain(), a run's start and stop() wake the poller out of its wait
+        self._poll_wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         # records go from the ring buffer to each run's buffer in C (capture/_relay.c)
         self.router = Router(protocol.EVENT, QUEUE_MAX)
         self.probes = Probes(self.router)
@@ -161,21 +175,42 @@ class Daemon:
     # -- ring buffer ---------------------------------------------------------------
 
     def poll_loop(self) -> None:
-        while not self.stopping.is_set():
-            if self.probes.attached:
-                # right after a barrier (a held syscall waits on it) more follow,
-                # often: their drains wait for this poll's timeout, keep it short
-                self.probes.poll(1 if time.monotonic() < self.fast_until else POLL_MS)
-            else:
-                time.sleep(0.1)
-            self._wake_ready()
-            with self.lock:
-                waiting, self.drain_requests = self.drain_requests, []
-            if waiting:
-                self.probes.consume()
+        """Route the ring buffer's records to their runs whenever the kernel
+        side, roard (drain()) or the poll timeout says. The ring buffer's own
+        fd, in an epoll set of our own: level-triggered, it is ready after the
+        kernel side's wakeup until everything is consumed, and not for records
+        committed without one (what the timeout picks up)."""
+        ring = select.epoll()
+        ring.register(self.probes.ring_fd, select.EPOLLIN)
+        ring.register(self._poll_wake, select.EPOLLIN)
+        timeout = None
+        try:
+            while not self.stopping.is_set():
+                ring.poll(timeout)
+                try:
+                    os.eventfd_read(self._poll_wake)  # before the requests are taken
+                except BlockingIOError:
+                    pass
+                with self.lock:
+                    waiting, self.drain_requests = self.drain_requests, []
+                    if not self.runs:
+                        timeout = None
+                    elif any(r.prompt for r in self.runs.values()):
+                        timeout = PROMPT_POLL_S
+                    else:
+                        timeout = IDLE_POLL_S
+                self.probes.consume()  # after every drain() taken was asked for
                 self._wake_ready()
                 for ev in waiting:
                     ev.set()
+        finally:
+            ring.close()
+
+    def _wake_poller(self) -> None:
+        try:
+            os.eventfd_write(self._poll_wake, 1)
+        except OSError:  # closed: roard is exiting
+            pass
 
     def _wake_ready(self) -> None:
         """Wake the spooler of each run that has records waiting."""
@@ -192,6 +227,7 @@ class Daemon:
         ev = threading.Event()
         with self.lock:
             self.drain_requests.append(ev)
+        self._wake_poller()
         ev.wait()
 
     def idle_loop(self) -> None:
@@ -252,6 +288,7 @@ class Daemon:
         """Stop serving (SIGTERM, SIGINT): serve() returns at once, not at its
         next timeout."""
         self.stopping.set()
+        self._wake_poller()
         try:
             os.write(self._wake_w, b"x")
         except OSError:  # already written: the pipe is full
@@ -426,6 +463,7 @@ class Daemon:
             raise
         run.placement = placement
         run.namespaces, run.view = ns, view  # a rebuild must see its files as it did
+        run.prompt = req.get("prompt") is True
         try:
             self._trace(run, pid)
         except BaseException:
@@ -440,6 +478,7 @@ class Daemon:
         with self.lock:
             self.runs[run.cgroup_id] = run
             self.last_active = time.monotonic()
+        self._wake_poller()  # its poll timeout now applies
         self.probes.attach()
         self.probes.tag(run.cgroup_id, pid, time.monotonic_ns(), run.placement.level)
 
@@ -486,6 +525,7 @@ class Daemon:
             raise
         run.placement = placement
         run.peer_uid = peer_uid
+        run.prompt = True  # its audit policy may kill it: a tripwire of a few ms
         run.origin = (cgroups._dir_of(placement.caller, cgroups.cgroup2_mount())
                       or placement.path.parent.parent)
         try:
@@ -901,7 +941,6 @@ class Daemon:
             return
         if len(run.marks) >= QUEUE_MAX:  # bounded memory, as records
             return
-        self.fast_until = time.monotonic() + FAST_POLL_S
         self.drain()
         run.marks.append(n)
         run.wake.set()

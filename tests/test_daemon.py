@@ -239,3 +239,38 @@ def test_client_refuses_a_roard_of_another_record_layout(tmp_path):
     assert "Traceback" not in p.stderr
     assert "roard runs another version of roar (record layout 0badc0de" in p.stderr
     assert not (work / "ran").exists()
+
+
+def _wakeups(pid: int) -> int:
+    """How often pid's threads have slept and been woken, all together."""
+    n = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            status = (task / "status").read_text()
+        except OSError:  # a thread that just ended
+            continue
+        n += int(status.split("voluntary_ctxt_switches:")[1].split()[0])
+    return n
+
+
+def test_roard_sleeps_while_a_run_is_quiet(roar):
+    """roard's poller sleeps on the ring buffer's fd (woken by the kernel
+    side's batches) and an eventfd (woken by a barrier or a run's end), with
+    a timeout of IDLE_POLL_S for the records of a quiet moment: a run that
+    emits nothing wakes roard tens of times a second, not the ~220 of its old
+    5 ms poll."""
+    from roar.capture.session import daemon_status
+
+    pid = daemon_status(roar.sock)["pid"]
+    w = roar.cwd
+    client = subprocess.Popen([sys.executable, "-m", "roar", "run", "--", "sh", "-c",
+                               "echo $$ > pid; sleep 3"], cwd=w,
+                              env=roar.env(), stderr=subprocess.PIPE, text=True)
+    workload_pid(w / "pid", client)
+    time.sleep(0.3)
+    before, t0 = _wakeups(pid), time.monotonic()
+    time.sleep(1.5)
+    rate = (_wakeups(pid) - before) / (time.monotonic() - t0)
+    _, err = client.communicate(timeout=60)
+    assert client.returncode == 0, err
+    assert rate < 100, f"roard woke {rate:.0f} times a second during a quiet run"

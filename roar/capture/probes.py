@@ -343,6 +343,12 @@ class Probes:
             del lost[key]
         return n
 
+    @property
+    def ring_fd(self) -> int:
+        """The ring buffer's fd: readable once the kernel side has woken its
+        consumer (epoll), until everything there is consumed."""
+        return self.bpf["events"].map_fd
+
     def poll(self, timeout_ms: int) -> None:
         """Wait up to timeout_ms for a wakeup, then take everything there. The
         kernel side wakes the consumer once per batch; epoll alone would leave

@@ -21,7 +21,8 @@ from roar.capture.protocol import SessionError
 DEFAULT_LINGER = 5.0  # seconds leftover processes may outlive the run's first one
 # The kernel side wakes the consumer once per batch of records; what stays
 # below a batch is picked up by polling this often (it bounds how late an
-# input's first-read hash can start).
+# input's first-read hash can start): embedded, and by roard for a run that
+# asks to be served promptly (others wait its IDLE_POLL_S).
 POLL_MS = 5
 # A read of roard's stream shorter than this means the client is not behind.
 # So does a read after which nothing more is waiting on the socket: roard
@@ -75,8 +76,10 @@ class EmbeddedSession:
         self._barriers: deque = deque()  # callbacks waiting for the next drain
         self._fast_until = 0.0  # poll every 1 ms until then (after a barrier)
 
-    def begin(self, pid: int, run_id: str, home: str = "", root_fds: dict | None = None) -> None:
-        """Tracing starts in started() (nothing to overlap here)."""
+    def begin(self, pid: int, run_id: str, home: str = "", root_fds: dict | None = None,
+              prompt: bool = False) -> None:
+        """Tracing starts in started() (nothing to overlap here); this
+        process's poller is always prompt."""
         self._begun = (pid, run_id)
 
     def started(self) -> None:
@@ -297,13 +300,18 @@ class DaemonSession:
             raise SessionError("roard closed the connection")
         return json.loads(frame[1])
 
-    def begin(self, pid: int, run_id: str, home: str = "", root_fds: dict | None = None) -> None:
+    def begin(self, pid: int, run_id: str, home: str = "", root_fds: dict | None = None,
+              prompt: bool = False) -> None:
         """Ask roard to trace pid's new cgroup (it creates it, tags it and moves
         pid there while we go on; started() waits for its answer). home and
         root_fds let roard rebuild the run into this user's store should this
-        client die."""
-        self.request({"op": "trace", "pid": pid, "run_id": run_id, "home": home,
-                      "root_fds": {str(k): v for k, v in (root_fds or {}).items()}})
+        client die. prompt: the run's records are wanted within POLL_MS, not
+        roard's idle poll (an audit policy's kill)."""
+        req = {"op": "trace", "pid": pid, "run_id": run_id, "home": home,
+               "root_fds": {str(k): v for k, v in (root_fds or {}).items()}}
+        if prompt:
+            req["prompt"] = True
+        self.request(req)
 
     def started(self) -> None:
         reply = self._reply()

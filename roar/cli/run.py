@@ -270,7 +270,10 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
         # roard creates the run's cgroup, tags it and moves the held workload
         # there (a cgroup migration: milliseconds) while the checks that may
         # still refuse the run are made here
-        session.begin(pid, run_id, str(store.home.resolve()), root_fds)
+        # prompt: an audit policy's kill, or inputs rewritten soon after their
+        # read with no hold to wait for their hash, want records within ms
+        session.begin(pid, run_id, str(store.home.resolve()), root_fds,
+                      prompt=audit_policy is not None or hold is None)
         record, gate = prepared or _prepare(store, argv, run_id, name, allow_dirty,
                                             request_id, session.mode, group, no_git,
                                             meanwhile=_preload)
