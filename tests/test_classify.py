@@ -317,15 +317,21 @@ _PARTS = ["site-packages", "dist-packages", "__pycache__", "x.pyc", "a.py", "pyv
           "ComputeCache", "tmp", "torchinductor_u", ".cache", "pip", "numba", "root", "home",
           "u", ".config", ".ssh", ".bashrc", ".gitconfig", ".profile", "usr", "etc", "var",
           "opt", "conda", "snap", "proc", "dev", "shm", "libfoo.so.1", "a.so", "libLLVM.so.2x",
-          "b.so.1.2", ".so", "repo", ".git", "data", "f\n", "x.pyc\n", "\udcff", "", "."]
+          "b.so.1.2", ".so", "repo", ".git", "data", "f\n", "x.pyc\n", "\udcff", "", ".",
+          "data.sorted", "x.so.txt"]
 
 
 def _check_paths(paths, venvs=()):
     from roar.record import classify as C
 
     for path in paths:
+        i = path.rfind("/") + 1
         for git_root in (None, "/repo", "/repo/", "/home/u", *venvs):
             assert C._builtin_env(path, git_root) == _oracle_env(path, git_root), (path, git_root)
+            by = C.kind_by_dir(path[:i], git_root)  # as the recorder asks, per directory
+            if by is not None:
+                got = by if isinstance(by, str) else by(path[i:])
+                assert got == C.classify(path, git_root, {"a.py", "data", "u"}), (path, git_root)
         assert C.needs_hash(path) == _oracle_needs_hash(path), path
         assert _by_dir(path) in (None, C.needs_hash(path)), path
 
@@ -392,3 +398,30 @@ def test_needs_hash_by_directory():
     for name in ("proc", "sys", "dev", "x.so.1", "a.pyc", "pyvenv.cfg", "data.csv", "a.pyc\n"):
         for d in ("/", "/data/", "/dev/", "/dev/shm/", "/repo/pkg/", "/usr/", "/repo/.venv/"):
             assert _by_dir(d + name) in (None, needs_hash(d + name)), d + name
+
+
+def test_kind_by_directory():
+    """kind_by_dir(d) is classify's kind for the files of d (a kind, or a
+    function of the file name) where the work tree and the user's rules have no
+    say; None where they may (below the git root, the root's own directory, any
+    user rule) and for "/"."""
+    from roar.record.classify import Rule, kind_by_dir
+
+    assert kind_by_dir("/proc/self/") == PSEUDO and kind_by_dir("/usr/lib/") == ENV
+    by = kind_by_dir("/data/ext/")
+    assert by("x.csv") == DATA and by("libcustom.so.1") == ENV and by("m.pyc") == ENV
+    assert kind_by_dir("/dev/shm/")("batch") == DATA
+    assert kind_by_dir("/repo/data/", "/repo") is None and kind_by_dir("/", None) is None
+    assert kind_by_dir("/", "/repo") is None  # /repo itself is in it
+    # a work tree's root is never environment by its name (libx.so.1 elsewhere would be)
+    assert kind_by_dir("/data/", "/data/libx.so.1") is None
+    assert classify("/data/libx.so.1", "/data/libx.so.1") == DATA
+    assert kind_by_dir("/data/", None, [Rule("data", "*.csv", "f", ".*")]) is None
+    for d, root in [("/data/", None), ("/data/", "/repo"), ("/repo2/", "/repo"),
+                    ("/home/u/.cache/pip/", None), ("/usr/", "/usr/src/app")]:
+        by = kind_by_dir(d, root)
+        for name in ("x.csv", "a.py", "libz.so", "libz.so.1", "m.pyc", "pyvenv.cfg", "repo",
+                     "data.sorted", "x.so.txt"):
+            if by is not None:
+                got = by if isinstance(by, str) else by(name)
+                assert got == classify(d + name, root, {"a.py"}), d + name

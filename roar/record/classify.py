@@ -21,6 +21,7 @@ import functools
 import os
 import re
 from collections import namedtuple
+from collections.abc import Callable
 from pathlib import Path
 
 DATA, CODE, ENV, PSEUDO = "data", "code", "env", "pseudo"
@@ -389,6 +390,34 @@ def explain(path: str, git_root: str | None = None, tracked: set[str] | None = N
             return CODE, f"a code or configuration file ({suffix}) in the work tree"
         return DATA, "in the work tree, neither tracked by git nor a code file"
     return DATA, "outside the work tree and every environment location"
+
+
+def kind_by_dir(d: str, git_root: str | None = None,
+                rules: list[Rule] | None = None) -> str | Callable[[str], str] | None:
+    """classify(d + name, git_root, tracked, rules) for the file names of the
+    directory d (with its trailing "/"), whatever is tracked: one kind for every
+    name, or a function of the name (the built-in rules by file name), or None:
+    ask classify (the user's rules, the work tree and its root's directory, "/")."""
+    if rules or d == "/" or not d.endswith("/") or not _PSEUDO_BY_DIR:
+        return None
+    if d.startswith(PSEUDO_PREFIXES) and not d.startswith("/dev/shm/"):
+        return PSEUDO
+    if git_root:
+        root = git_root.rstrip("/")
+        # below the root, or the root itself one of d's names
+        if d.startswith(root + "/") or root.startswith(d):
+            return None
+    facts = _dir_facts(d)
+    if facts.env or facts.venv or facts.system:
+        return ENV
+    names = facts.any_name
+
+    def kind(name: str) -> str:
+        if names is not None and names.fullmatch(name):
+            return ENV
+        return ENV if ".so" in name and re.fullmatch(_SHARED_LIB, name) else DATA
+
+    return kind
 
 
 def classify(path: str, git_root: str | None = None, tracked: set[str] | None = None,

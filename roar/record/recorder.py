@@ -20,7 +20,7 @@ import time
 from collections import deque
 
 from roar.record import context, remote
-from roar.record.classify import CODE, DATA, ENV, PSEUDO, classify, rules_from_docs
+from roar.record.classify import CODE, DATA, ENV, PSEUDO, classify, kind_by_dir, rules_from_docs
 from roar.record.codes import Reason, RunStatus, message, messages, reason
 from roar.record.hasher import OK, SPECIAL, VANISHED, Hasher, HashResult, birth_ns
 from roar.record.ids import now_iso
@@ -111,6 +111,7 @@ class RunRecorder:
         self.pending = 0
         self.fill_via = None  # roard's socket (a Path): roard starts the pending-hash job
         self.kinds: dict[str, str] = {}  # path -> data|code|env|pseudo
+        self._by_dir: dict[str, object] = {}  # directory -> classify.kind_by_dir's answer
         git = run.get("git")
         self._git_root = git["root"] if git else None
         self._tracked: frozenset | set | None = None  # git-tracked files, looked up once
@@ -410,7 +411,7 @@ class RunRecorder:
         kinds = self.kinds
         for path, _ in batch:
             if path not in kinds:
-                kinds[path] = classify(path, self._git_root, self._tracked, self.rules)
+                kinds[path] = self._classify(path, self._tracked)
         if self._settled_inputs is not None:  # read-only inputs: built in C, the rest here
             built, batch = self._settled_inputs(model, batch, kinds, self.stdio,
                                                 self.wall_offset, self._rid, self._built,
@@ -471,6 +472,19 @@ class RunRecorder:
             self._procs_ended = -1  # more to do at the next look
         return built
 
+    def _classify(self, path: str, tracked) -> str:
+        """classify(path, the run's git root, tracked, rules), from what its
+        directory says (classify.kind_by_dir, asked once per directory) when the
+        answer does not depend on the work tree."""
+        i = path.rfind("/") + 1
+        by = self._by_dir.get(path[:i])
+        if by is None:
+            by = self._by_dir[path[:i]] = kind_by_dir(path[:i], self._git_root,
+                                                      self.rules) or False
+        if by is False:
+            return classify(path, self._git_root, tracked, self.rules)
+        return by if by.__class__ is str else by(path[i:])
+
     def _built_size(self, path: str) -> int | None:
         """The size the records built so far give a path (None: none yet)."""
         hit = self._built.get(path)
@@ -487,7 +501,7 @@ class RunRecorder:
         kinds = self.kinds
         for path in model.paths:
             if path not in kinds:
-                kinds[path] = classify(path, git_root, tracked, self.rules)
+                kinds[path] = self._classify(path, tracked)
         created = {path: self._created_by_run(s, self._result(s.early_hash))
                    for path, s in model.paths.items()
                    if s.create_ts is not None and kinds[path] in (DATA, CODE, ENV)}
