@@ -645,6 +645,19 @@ class Daemon:
             entry = f.append(home, run_id, dig, pending)
         return {"ok": True, "seq": entry["seq"], "head": entry["head"]}
 
+    def _stored_chain(self, req, peer_uid: int) -> dict:
+        """The chain op a client handed with its `stored` (chain.chain_request):
+        appended as a chain op of its own would be, without a connection, a
+        thread and a round trip of its own."""
+        if not isinstance(req, dict):
+            return {"ok": False, "error": "chain needs run_id, home, digest and pending"}
+        try:
+            return self._chain_op({**req, "op": "chain"}, peer_uid)
+        except protocol.ProtocolError as e:
+            return {"ok": False, "error": str(e)}
+        except OSError as e:  # the chain file cannot be written: the client says so
+            return {"ok": False, "error": f"the chain could not be written: {e.strerror or e}"}
+
     @staticmethod
     def _next_op(reader: LineReader) -> dict:
         try:
@@ -725,6 +738,8 @@ class Daemon:
             after = self._run_op(run, reader)
             if after["op"] == "stored":
                 run.spool_path.unlink(missing_ok=True)
+                if after.get("chain") is not None:  # the run's chain op, answered here
+                    _send_quietly(run.conn, self._stored_chain(after["chain"], peer_uid))
                 return
             if after["op"] == "unstored":  # its store failed (a full disk): say so
                 why = after.get("why")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import xxhash
 
 from roar.record import chain
@@ -98,3 +99,84 @@ def test_verify_checks_both_digest_versions_and_late_hashes_never_read_as_edits(
         got = chain.verify(store, entries)
         assert not got["ok"] and sorted(p["run"] for p in got["problems"]) == sorted(
             [new["id"], old["id"]])
+
+
+def _ended_session(sock, run_id: str):
+    """A DaemonSession of roard at sock whose run (a `sleep`, ended at once)
+    has ended and whose every record has been read: ready for `stored`."""
+    import subprocess
+
+    from roar.capture.session import DaemonSession
+
+    proc = subprocess.Popen(["sleep", "30"])
+    s = DaemonSession(sock)
+    try:
+        s.begin(proc.pid, run_id, "/nonexistent/home")
+        s.started()
+    finally:
+        proc.kill()
+        proc.wait()
+    s.root_exited(0)
+    for _ in s.records():
+        pass
+    assert s.end is not None and not s.died
+    return s
+
+
+@pytest.mark.capture
+def test_a_run_is_chained_by_roard_on_the_run_s_own_connection(roard, monkeypatch):
+    """roar run hands roard the run's chain op with its `stored` word: roard
+    appends it before it closes the run's connection and answers there (no
+    second connection, thread and round trip per run). A refused op is
+    answered there too, and said by chain.appended as the separate op's was."""
+    monkeypatch.setenv("ROAR_SOCKET", str(roard))
+    home = "/var/tmp/roar-chain-test-home"
+    req = {"op": "chain", "home": home, "run_id": "CHAINSAME1", "digest": _h("x") * 2,
+           "pending": []}
+    s = _ended_session(roard, "CHAINSAME1")
+    try:
+        s.stored(req)
+        reply = s.chained()
+    finally:
+        s.close()
+    assert reply is not None and reply["ok"], reply
+    assert chain.appended(req, reply) is None
+    last = chain.ChainFile(roard.parent / "state", 0).last()
+    assert last["run"] == "CHAINSAME1" and last["seq"] == reply["seq"]
+    assert last["head"] == reply["head"] and last["digest"] == req["digest"]
+
+    bad = {**req, "run_id": "CHAINSAME2", "digest": "short"}
+    s = _ended_session(roard, "CHAINSAME2")
+    try:
+        s.stored(bad)
+        reply = s.chained()
+    finally:
+        s.close()
+    assert reply is not None and not reply["ok"]
+    assert "digest" in chain.appended(bad, reply)
+    assert chain.ChainFile(roard.parent / "state", 0).last()["run"] == "CHAINSAME1"
+
+
+@pytest.mark.capture
+def test_a_chain_op_roard_did_not_answer_on_the_run_s_connection_is_asked_again(
+        roard, monkeypatch, tmp_path):
+    """A `stored` without a chain op (a client's that had none, or one too long
+    for a request line) gets no answer: chained() says None and chain.appended
+    asks roard on a connection of its own, as before; with no roard at all,
+    root writes the chain itself."""
+    monkeypatch.setenv("ROAR_SOCKET", str(roard))
+    s = _ended_session(roard, "CHAINSEP1")
+    try:
+        long = {"op": "chain", "home": "/h", "run_id": "CHAINSEP1", "digest": _h("y") * 2,
+                "pending": ["/p" * 40000]}
+        s.stored(long)  # past protocol.MAX_REQUEST: sent without it
+        assert s.chained(timeout=5) is None
+    finally:
+        s.close()
+    req = {**long, "pending": []}
+    assert chain.appended(req, None) is None
+    assert chain.ChainFile(roard.parent / "state", 0).last()["run"] == "CHAINSEP1"
+    monkeypatch.setenv("ROAR_SOCKET", str(tmp_path / "none.sock"))
+    monkeypatch.setenv("ROARD_STATE_DIR", str(tmp_path / "state"))
+    assert chain.appended({**req, "run_id": "CHAINSEP2"}, None) is None
+    assert chain.ChainFile(tmp_path / "state", 0).last()["run"] == "CHAINSEP2"

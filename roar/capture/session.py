@@ -177,8 +177,11 @@ class EmbeddedSession:
         if self.path is not None:
             self.killed_at_ns = cgroups.kill_tree(self.path)
 
-    def stored(self) -> None:
+    def stored(self, chain: dict | None = None) -> None:
         pass
+
+    def chained(self, timeout: float = 30.0) -> dict | None:
+        return None  # no roard here: chain.appended asks one, or writes the chain itself
 
     def unstored(self, why: str) -> None:
         pass
@@ -237,6 +240,7 @@ class DaemonSession:
         self.dropped = 0  # records roard could not keep (its spool cap)
         self.dropped_why = ""
         self.died = False  # roard went away before it ended the run
+        self._chain_asked = False  # stored() handed roard the run's chain op
         self.end: dict | None = None
         self.cgroup_path: str | None = None
         self.placement: dict | None = None
@@ -429,9 +433,26 @@ class DaemonSession:
         """Give the attached tree back to its cgroup; the run then ends."""
         self._tell({"op": "detach"})
 
-    def stored(self) -> None:
-        """The run is in the store: roard may drop its spool."""
-        self._tell({"op": "stored"})
+    def stored(self, chain: dict | None = None) -> None:
+        """The run is in the store: roard may drop its spool. chain: the run's
+        chain op (roar/record/chain.py), which roard appends to the user's
+        chain before it closes the connection (answered: chained())."""
+        msg = {"op": "stored", "chain": chain} if chain else {"op": "stored"}
+        if chain and len(json.dumps(msg)) >= protocol.MAX_REQUEST:
+            msg = {"op": "stored"}  # too long a line for roard: a chain op of its own
+        self._chain_asked = "chain" in msg and not self.died
+        self._tell(msg)
+
+    def chained(self, timeout: float = 30.0) -> dict | None:
+        """roard's answer to the chain op stored() handed it; None when there
+        is none (none handed, roard gone, or a roard from before the op)."""
+        if not self._chain_asked or self.died:
+            return None
+        try:
+            self.sock.settimeout(timeout)
+            return self._reply()
+        except (OSError, SessionError, ValueError):
+            return None
 
     def unstored(self, why: str) -> None:
         """The run could not be stored (a full disk): roard rebuilds it from

@@ -132,9 +132,13 @@ def attach(pid: int, name: str | None = None, policy_path: str | None = None,
     if tracker.killed_by:
         notes.append(f"killed by policy: {tracker.killed_by}")
     run = recorder.finish(None, False, session.lost, notes)
-    session.stored()
+    from roar.record import chain
+
+    chain_req = chain.chain_request(store, run["id"], recorder.files, recorder.procs,
+                                    recorder.stored)
+    session.stored(chain_req)  # roard appends it to the chain before it closes
+    _chain(run["id"], chain_req, session)
     session.close()
-    _chain(store, run["id"], recorder)
     return run
 
 

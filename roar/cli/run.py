@@ -409,8 +409,12 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
     # off) live until this process exits: out of its sight, or the next
     # allocation walks them all (~50 ms for 20,000 files)
     gc.freeze()
-    session.stored()
-    session.close()
+    from roar.record import chain
+
+    # roard appends the run to the tamper-evident chain while the rest is done here
+    chain_req = chain.chain_request(store, run["id"], recorder.files, recorder.procs,
+                                    recorder.stored)
+    session.stored(chain_req)
     for msg in recorder.messages:
         print(f"roar: {msg}", file=sys.stderr)
     from roar.query import links
@@ -422,7 +426,8 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
     if gate is not None:
         gate.resolve(store, run, recorder.files)
         _say(gate)
-    _chain(store, run["id"], recorder)
+    _chain(run["id"], chain_req, session)
+    session.close()
     from roar.shared.outbox import kick
 
     problem = kick(store.home)  # the run is in the outbox already; this pushes it soon
@@ -526,12 +531,14 @@ def _size(path: str) -> int:
         return 0
 
 
-def _chain(store: Store, run_id: str, recorder) -> None:
-    """Append the stored run to the tamper-evident chain roard keeps (from the
-    records the recorder just stored)."""
+def _chain(run_id: str, req: dict | None, session) -> None:
+    """Check the stored run's append to the tamper-evident chain roard keeps
+    (handed to it with the session's `stored`; else asked again, or written
+    by root itself: chain.appended)."""
     from roar.record import chain
 
-    why = chain.append_run(store, run_id, recorder.files, recorder.procs, recorder.stored)
+    why = f"run {run_id} is not in the store" if req is None else chain.appended(
+        req, session.chained())
     if why:
         print(f"roar: run {run_id} is not in the tamper-evident chain: {why}", file=sys.stderr)
 

@@ -241,25 +241,43 @@ def _local_chain() -> ChainFile | None:
     return ChainFile(state_dir(socket_path(), DEFAULT_SOCKET), 0)
 
 
-def append_run(store, run_id: str, files: list[dict] | None = None,
-               procs: list[dict] | None = None,
-               stored: tuple[bytes, bytes] | None = None) -> str | None:
-    """Chain a run just stored; returns why it could not be, or None.
-    files, procs, stored: as run_digest takes them."""
+def chain_request(store, run_id: str, files: list[dict] | None = None,
+                  procs: list[dict] | None = None,
+                  stored: tuple[bytes, bytes] | None = None) -> dict | None:
+    """roard's chain op for a run just stored (files, procs, stored: as
+    run_digest takes them); None when the run is not in the store."""
     got = run_digest(store, run_id, files, procs, stored)
     if got is None:
-        return f"run {run_id} is not in the store"
+        return None
     dig, pending = got
-    home = str(store.home.resolve())
-    reply = _ask({"op": "chain", "home": home, "run_id": run_id, "digest": dig,
-                  "pending": pending})
+    return {"op": "chain", "home": str(store.home.resolve()), "run_id": run_id,
+            "digest": dig, "pending": pending}
+
+
+def appended(req: dict, reply: dict | None) -> str | None:
+    """Why the chain op req was not done, given roard's reply to it (None: no
+    roard answered, and then root writes the chain itself), or None."""
+    if reply is None:
+        reply = _ask(req)
     if reply is not None:
         return None if reply.get("ok") else reply.get("error", "roard refused")
     local = _local_chain()
     if local is None:
         return "no roard is running to keep the tamper-evident chain"
-    local.append(home, run_id, dig, pending)
+    local.append(req["home"], req["run_id"], req["digest"], req["pending"])
     return None
+
+
+def append_run(store, run_id: str, files: list[dict] | None = None,
+               procs: list[dict] | None = None,
+               stored: tuple[bytes, bytes] | None = None) -> str | None:
+    """Chain a run just stored, over a connection of its own; returns why it
+    could not be, or None. (roar run hands its chain op to roard on the run's
+    own connection instead: DaemonSession.stored.)"""
+    req = chain_request(store, run_id, files, procs, stored)
+    if req is None:
+        return f"run {run_id} is not in the store"
+    return appended(req, None)
 
 
 def fetch_entries() -> list[dict]:
