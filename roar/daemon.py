@@ -77,10 +77,10 @@ MAX_FILL_PER_UID, MAX_FILL = 4, 64  # pending-hash jobs at work at once, per uid
 # records, bpf/emit.h), until roard itself wants every record committed so far
 # (a barrier of the pre-image hold, a run's end: drain() wakes it at once), or
 # for this long: the records of a quiet run, fewer than a batch, reach its
-# client at most this late. Each timeout is a round of Python (~0.1 ms here),
-# and a run waits on none of them: at 5 ms the rounds alone cost roard ~0.025 s
-# of CPU a second of every run (CPU taken from the traced job). With no run
-# active, the poller sleeps until one starts.
+# client at most this late. Each wake-up costs ~0.2 ms of CPU here (Python,
+# and the kernel's sleep and wake), and a run waits on none of them: at 5 ms
+# they cost roard ~0.025 s of CPU a second of every run (CPU taken from the
+# traced job). With no run active, the poller sleeps until one starts.
 IDLE_POLL_S = 0.05
 # ...and while a run that asked to be served promptly is active: an audit
 # policy's kill is a tripwire of a few milliseconds (docs/audit.md), and a run
@@ -186,11 +186,14 @@ class Daemon:
         timeout = None
         try:
             while not self.stopping.is_set():
-                ring.poll(timeout)
-                try:
-                    os.eventfd_read(self._poll_wake)  # before the requests are taken
-                except BlockingIOError:
-                    pass
+                ready = ring.poll(timeout)
+                # cleared before the requests are taken; not read when it did not
+                # wake us (a timeout, a batch): one syscall less per quiet wake-up
+                if any(fd == self._poll_wake for fd, _ in ready):
+                    try:
+                        os.eventfd_read(self._poll_wake)
+                    except BlockingIOError:
+                        pass
                 with self.lock:
                     waiting, self.drain_requests = self.drain_requests, []
                     if not self.runs:
@@ -836,7 +839,9 @@ class Daemon:
         taken = 0.0  # when records were last taken
         while True:
             if not run.closed and not run.marks and not self.router.pending(cg):
-                run.wake.wait(0.2)  # wait only when idle
+                # wait only when idle: records (_wake_ready), a barrier and the
+                # run's end each wake it; the timeout is a safety net only
+                run.wake.wait(1.0)
                 run.wake.clear()
             pause = taken + SPOOL_EVERY_S - time.monotonic()
             if pause > 0 and not run.closed and not run.marks:
