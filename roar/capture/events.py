@@ -12,6 +12,8 @@ import struct
 import zlib
 from pathlib import Path
 
+from roar.capture.values import SlotsValue
+
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 if not BPF_DIR.is_dir():  # source checkout: bpf/ sits beside the package
     BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
@@ -112,7 +114,7 @@ if _MISSING:
     raise RuntimeError(f"{HEADER}: {', '.join(sorted(_MISSING))} not named in {__file__}")
 
 
-class Event:
+class Event(SlotsValue):
     """One decoded ring-buffer record (struct roar_event, bpf/roar_event.h).
     (A plain class: dataclasses cost `roar run` ~13 ms to import.)"""
 
@@ -137,17 +139,6 @@ class Event:
         self.path2 = path2
         self.argv = argv
         self.raw = raw
-
-    def _fields(self) -> tuple:
-        return tuple(getattr(self, k) for k in self.__slots__)
-
-    def __eq__(self, other) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return self._fields() == other._fields()
-
-    def __repr__(self) -> str:
-        return f"Event({', '.join(f'{k}={getattr(self, k)!r}' for k in self.__slots__)})"
 
     @property
     def name(self) -> str:

@@ -18,6 +18,7 @@ import time
 
 import xxhash
 
+from roar.capture.values import SlotsValue
 from roar.record.store import stat_key
 
 CHUNK = 1 << 20
@@ -31,7 +32,7 @@ OK, VANISHED, UNREADABLE, SPECIAL, UNVERIFIED = "ok", "vanished", "unreadable", 
     "unverified"
 
 
-class HashResult:
+class HashResult(SlotsValue):
     """What hashing one path gave: a status (OK...), and the hash and size if OK.
     (A plain class: dataclasses cost `roar run` ~13 ms to import.)"""
 
@@ -50,17 +51,6 @@ class HashResult:
         self.born_ns = born_ns  # creation time, when asked for and recorded
         self.cached = cached
         self.error = error
-
-    def _fields(self) -> tuple:
-        return tuple(getattr(self, k) for k in self.__slots__)
-
-    def __eq__(self, other) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return self._fields() == other._fields()
-
-    def __repr__(self) -> str:
-        return f"HashResult({', '.join(f'{k}={getattr(self, k)!r}' for k in self.__slots__)})"
 
 
 class _Timestamp(ctypes.Structure):
