@@ -123,6 +123,16 @@ def _ended_session(sock, run_id: str):
     return s
 
 
+def _stored_with(roard, req: dict) -> dict | None:
+    """roard's answer to the chain op req handed with an ended run's `stored`."""
+    s = _ended_session(roard, req["run_id"])
+    try:
+        s.stored(req)
+        return s.chained()
+    finally:
+        s.close()
+
+
 @pytest.mark.capture
 def test_a_run_is_chained_by_roard_on_the_run_s_own_connection(roard, monkeypatch):
     """roar run hands roard the run's chain op with its `stored` word: roard
@@ -133,12 +143,7 @@ def test_a_run_is_chained_by_roard_on_the_run_s_own_connection(roard, monkeypatc
     home = "/var/tmp/roar-chain-test-home"
     req = {"op": "chain", "home": home, "run_id": "CHAINSAME1", "digest": _h("x") * 2,
            "pending": []}
-    s = _ended_session(roard, "CHAINSAME1")
-    try:
-        s.stored(req)
-        reply = s.chained()
-    finally:
-        s.close()
+    reply = _stored_with(roard, req)
     assert reply is not None and reply["ok"], reply
     assert chain.appended(req, reply) is None
     last = chain.ChainFile(roard.parent / "state", 0).last()
@@ -146,12 +151,7 @@ def test_a_run_is_chained_by_roard_on_the_run_s_own_connection(roard, monkeypatc
     assert last["head"] == reply["head"] and last["digest"] == req["digest"]
 
     bad = {**req, "run_id": "CHAINSAME2", "digest": "short"}
-    s = _ended_session(roard, "CHAINSAME2")
-    try:
-        s.stored(bad)
-        reply = s.chained()
-    finally:
-        s.close()
+    reply = _stored_with(roard, bad)
     assert reply is not None and not reply["ok"]
     assert "digest" in chain.appended(bad, reply)
     assert chain.ChainFile(roard.parent / "state", 0).last()["run"] == "CHAINSAME1"

@@ -268,18 +268,6 @@ def appended(req: dict, reply: dict | None) -> str | None:
     return None
 
 
-def append_run(store, run_id: str, files: list[dict] | None = None,
-               procs: list[dict] | None = None,
-               stored: tuple[bytes, bytes] | None = None) -> str | None:
-    """Chain a run just stored, over a connection of its own; returns why it
-    could not be, or None. (roar run hands its chain op to roard on the run's
-    own connection instead: DaemonSession.stored.)"""
-    req = chain_request(store, run_id, files, procs, stored)
-    if req is None:
-        return f"run {run_id} is not in the store"
-    return appended(req, None)
-
-
 def fetch_entries() -> list[dict]:
     """This user's chain, from roard (or read directly by root without roard)."""
     out: list[dict] = []
