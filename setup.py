@@ -9,6 +9,9 @@ FLAGS = ["-O2", "-Wall", "-Wno-missing-braces"]
 setup(ext_modules=[
     Extension("roar.record._cmodel", ["roar/record/_cmodel.c"], include_dirs=["bpf"],
               depends=["bpf/roar_event.h", "bpf/roar_event_user.h"], extra_compile_args=FLAGS, optional=False),
+    # a file's content hash read and hashed without the GIL (roar/record/hasher.py)
+    Extension("roar.record._readhash", ["roar/record/_readhash.c"], extra_compile_args=FLAGS,
+              optional=False),
     # roard's per-record path (routing ring-buffer records to runs)
     Extension("roar.capture._relay", ["roar/capture/_relay.c"], include_dirs=["bpf"],
               depends=["bpf/roar_event.h", "bpf/roar_event_user.h"], extra_compile_args=FLAGS, optional=False),

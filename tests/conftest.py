@@ -64,8 +64,9 @@ def _build_compiled_model() -> None:
     checkout, a rebase), as `pip install -e .` does; a failed build stops the
     session. The tests never fall back to the Python model."""
     built = [sorted((REPO / "roar" / d).glob(f"{name}.*.so"))
-             for d, name in (("record", "_cmodel"), ("capture", "_relay"))]
+             for d, name in (("record", "_cmodel"), ("record", "_readhash"), ("capture", "_relay"))]
     sources = [REPO / "roar" / "record" / "_cmodel.c", REPO / "roar" / "capture" / "_relay.c",
+               REPO / "roar" / "record" / "_readhash.c",
                REPO / "bpf" / "roar_event.h", REPO / "bpf" / "roar_event_user.h",
                REPO / "setup.py"]
     newest = max(s.stat().st_mtime for s in sources)

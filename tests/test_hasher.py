@@ -570,3 +570,69 @@ def test_hashing_threads_are_named_daemons(tmp_path):
         assert all(t.daemon for t in mine)
     finally:
         h.shutdown()
+
+
+def test_the_compiled_read_hash_is_bound_and_gives_xxh3_128_for_every_size(tmp_path):
+    """roar/record/_readhash.c reads the open file from its start (wherever its
+    offset is) and gives xxhash's own xxh3-128 hexdigest; hash_path uses it."""
+    from roar.record import _readhash, hasher
+
+    assert hasher._read_hash is _readhash.read_hash and _readhash.available()
+    for size in (0, 1, 1023, 4096, hasher.CHUNK - 1, hasher.CHUNK, hasher.CHUNK + 1,
+                 3 * hasher.CHUNK + 17):
+        f = tmp_path / f"f{size}"
+        data = os.urandom(size)
+        f.write_bytes(data)
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            os.lseek(fd, 0, os.SEEK_END)
+            assert _readhash.read_hash(fd) == (xxhash.xxh3_128(data).hexdigest(), size)
+        finally:
+            os.close(fd)
+        assert hash_path(str(f))[0].hash == xxhash.xxh3_128(data).hexdigest()
+
+
+def test_the_compiled_read_hash_raises_the_read_error():
+    from roar.record import _readhash
+
+    fd = os.open("/proc/self/mem", os.O_RDONLY)
+    try:
+        with pytest.raises(OSError) as e:
+            _readhash.read_hash(fd)
+    finally:
+        os.close(fd)
+    assert e.value.errno == 5  # EIO
+    with pytest.raises(OSError):
+        _readhash.read_hash(10**6)  # not an open fd: EBADF
+
+
+def test_hashing_threads_hash_at_once_with_their_own_buffers(tmp_path):
+    """Four threads hashing different files at the same time each get their
+    own file's hash (per-thread buffers and states)."""
+    import threading
+
+    from roar.record import _readhash
+
+    files = []
+    for i in range(4):
+        f = tmp_path / f"t{i}"
+        data = os.urandom((i + 1) * 700_001)
+        f.write_bytes(data)
+        files.append((f, xxhash.xxh3_128(data).hexdigest()))
+    bad = []
+
+    def work(f, want):
+        for _ in range(20):
+            fd = os.open(f, os.O_RDONLY)
+            try:
+                if _readhash.read_hash(fd)[0] != want:
+                    bad.append(f)
+            finally:
+                os.close(fd)
+
+    threads = [threading.Thread(target=work, args=fw) for fw in files]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert bad == []
