@@ -81,3 +81,40 @@ def test_the_probes_are_detached_all_at_once():
     with pytest.raises(OSError, match="detach failed"):
         _all_at_once([(job, (i,)) for i in range(n)])
     assert sorted(done) == list(range(n))
+
+
+def test_the_tls_library_list_is_asked_again_only_when_the_linker_cache_changes(
+        tmp_path, monkeypatch):
+    """Each attach after an idle detach wants the host's libssl list: `ldconfig
+    -p` (a fork of roard) runs once, and again only when the dynamic linker's
+    cache file changes; a listed library that is gone is not probed."""
+    import os
+
+    from roar.capture import probes
+
+    lib = tmp_path / "libssl.so.3"
+    lib.write_bytes(b"")
+    cache = tmp_path / "ld.so.cache"
+    cache.write_bytes(b"1")
+    asked = []
+
+    class Out:
+        def read(self):
+            return f"\tlibssl.so.3 (libc6,x86-64) => {lib}\n"
+
+    def popen(cmd):
+        asked.append(cmd)
+        return Out()
+
+    monkeypatch.setattr(probes, "LD_CACHE", str(cache))
+    monkeypatch.setattr(probes, "_tls_seen", None)
+    monkeypatch.setattr(os, "popen", popen)
+    assert probes.tls_libraries() == [str(lib)]
+    assert probes.tls_libraries() == [str(lib)]
+    assert len(asked) == 1
+    cache.write_bytes(b"22")  # ldconfig rewrote it
+    assert probes.tls_libraries() == [str(lib)]
+    assert len(asked) == 2
+    lib.unlink()
+    assert probes.tls_libraries() == []
+    assert len(asked) == 2

@@ -35,10 +35,28 @@ RAW_PROGRAMS = {b"raw_tracepoint__sys_enter":
 TLS_LIBRARY = re.compile(r"(^|/)libssl(-[0-9a-f]+)?\.so(\.[0-9.]+)?$")
 
 
+LD_CACHE = "/etc/ld.so.cache"
+_tls_seen: tuple[tuple | None, list[str]] | None = None  # (ld.so.cache's stat, libraries)
+
+
+def _ld_cache_stat() -> tuple | None:
+    try:
+        st = os.stat(LD_CACHE)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
 def tls_libraries() -> list[str]:
     """The host's OpenSSL libraries, from the dynamic linker's cache: probed
     while a run is traced, so the first HTTPS request of a run is seen. Private
-    copies (in a wheel or a venv) are not probed: their TLS stays uninspected."""
+    copies (in a wheel or a venv) are not probed: their TLS stays uninspected.
+    `ldconfig -p` (a fork of roard, 6-10 ms) is asked again only when the
+    cache file changed since it was last asked (or is missing)."""
+    global _tls_seen
+    key = _ld_cache_stat()
+    if key is not None and _tls_seen is not None and _tls_seen[0] == key:
+        return [lib for lib in _tls_seen[1] if os.path.exists(lib)]
     found = {}
     try:
         out = os.popen("ldconfig -p 2>/dev/null").read()
@@ -48,6 +66,7 @@ def tls_libraries() -> list[str]:
         path = line.rpartition("=> ")[2].strip()
         if TLS_LIBRARY.search(path) and os.path.exists(path):
             found.setdefault(os.path.realpath(path), None)
+    _tls_seen = key, sorted(found)
     return sorted(found)
 
 
