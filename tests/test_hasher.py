@@ -636,3 +636,48 @@ def test_hashing_threads_hash_at_once_with_their_own_buffers(tmp_path):
     for t in threads:
         t.join()
     assert bad == []
+
+
+def test_a_worker_reads_the_stat_cache_in_one_transaction_while_jobs_keep_coming(
+        tmp_path, monkeypatch):
+    """The hashing threads' lookups share a read transaction per thread for
+    READER_S seconds instead of one per lookup, and end it before they wait
+    for more work: an idle worker holds no LMDB snapshot."""
+    from roar.record import hasher
+
+    monkeypatch.setattr(hasher, "READER_S", 3600)
+    st = Store(tmp_path / "home")
+    files = []
+    for i in range(40):
+        f = tmp_path / f"f{i}"
+        f.write_bytes(b"%d" % i)
+        files.append(f)
+    st.cache_hashes([(stat_key(os.stat(f)), f"{i:032x}") for i, f in enumerate(files[:20])])
+    begun = []
+    real = st._begin
+
+    def counting(**kw):
+        begun.append(kw)
+        return real(**kw)
+
+    monkeypatch.setattr(st, "_begin", counting)
+    h = Hasher(st, workers=1)
+    try:
+        jobs = [h.submit(str(f)) for f in files]
+        results = [j.result(10) for j in jobs]
+        assert [r.hash for r in results[:20]] == [f"{i:032x}" for i in range(20)]
+        assert all(r.cached for r in results[:20]) and not any(r.cached for r in results[20:])
+        assert [r.hash for r in results[20:]] == [
+            xxhash.xxh3_128(f.read_bytes()).hexdigest() for f in files[20:]]
+        assert 1 <= len(begun) <= 3  # not one per lookup (60 lookups)
+        time.sleep(0.3)  # the worker found the queue empty and ended its reader
+        assert _reader_slots_in_use(st) == 0
+    finally:
+        h.shutdown()
+
+
+def _reader_slots_in_use(st) -> int:
+    """Read transactions open on the store's environment (LMDB's reader
+    table: one line per slot holding a snapshot)."""
+    lines = st.env.readers().strip().splitlines()[1:]  # a header, then one per reader
+    return sum(1 for line in lines if line.split()[-1] != "-")

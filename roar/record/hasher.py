@@ -178,6 +178,7 @@ def hash_path(path: str, lookup=None, birth: bool = False,
     With birth, also note when the file was created (it may be gone later);
     progress(bytes_done, size) is called now and then while a file is read."""
     started = time.monotonic_ns()
+    missed = None  # the stat-cache key looked up in vain already
     if lookup is not None and len(path) < 4000:
         # unchanged content seen before: one stat, no open, no read
         try:
@@ -185,7 +186,8 @@ def hash_path(path: str, lookup=None, birth: bool = False,
         except OSError:
             st = None
         if st is not None and stat.S_ISREG(st.st_mode):
-            known = lookup(stat_key(st))
+            missed = stat_key(st)
+            known = lookup(missed)
             if known:
                 born = birth_ns(path) if birth else None
                 return HashResult(OK, known, st.st_size, started, time.monotonic_ns(),
@@ -209,7 +211,7 @@ def hash_path(path: str, lookup=None, birth: bool = False,
             return HashResult(SPECIAL, started_ns=started, finished_ns=time.monotonic_ns()), None
         key = stat_key(st)
         born = birth_ns(None, fd) if birth else None
-        if lookup is not None:
+        if lookup is not None and key != missed:  # changed since the stat above
             known = lookup(key)
             if known:
                 return HashResult(OK, known, st.st_size, started, time.monotonic_ns(),
@@ -275,6 +277,7 @@ class Hasher:
         self.failure: str | None = None  # the store's cache could not be read (damaged)
         self._reader = None  # model_lookup's read transaction, and when it began
         self._reader_at = 0.0
+        self._workers = threading.local()  # each worker's read transaction (_worker_lookup)
         self._threads = [threading.Thread(target=self._loop, name=f"roar-hash-{i}", daemon=True)
                          for i in range(workers)]
         for t in self._threads:
@@ -293,6 +296,40 @@ class Hasher:
                 self.store = None
                 self.failure = self.failure or f"{type(e).__name__}: {e}"
         return h
+
+    def _worker_lookup(self, key: bytes) -> str | None:
+        """_lookup for a worker thread: the store is read in a transaction of
+        the thread's own, kept for up to READER_S seconds while jobs keep
+        coming (one per lookup was ~6 % of a run hashing 20,000 new outputs)
+        and ended before the thread waits for more (_loop): an idle reader
+        would hold back LMDB's reuse of freed pages. A snapshot that old only
+        makes a newer entry a miss: the file is then hashed."""
+        h = self._memo.get(key)
+        store = self.store
+        if h is not None or store is None:
+            return h
+        w = self._workers
+        try:
+            now = time.monotonic()
+            txn = getattr(w, "txn", None)
+            if txn is None or now - w.at > READER_S:
+                if txn is not None:
+                    w.txn = None
+                    txn.abort()
+                w.txn = txn = store._begin(db=store.dbs["statcache"])
+                w.at = now
+            raw = txn.get(key)
+        except Exception as e:  # noqa: BLE001 - a damaged store: as _lookup
+            self.store = None
+            self.failure = self.failure or f"{type(e).__name__}: {e}"
+            return None
+        return None if raw is None else bytes(raw).decode()
+
+    def _end_worker_reader(self) -> None:
+        txn = getattr(self._workers, "txn", None)
+        if txn is not None:
+            self._workers.txn = None
+            txn.abort()
 
     def model_lookup(self, key: bytes) -> str | None:
         """_lookup for the model's thread, which asks on every input's first
@@ -319,8 +356,8 @@ class Hasher:
             return None
         return None if raw is None else bytes(raw).decode()
 
-    def _run(self, path: str, birth: bool = False) -> HashResult:
-        result, key = hash_path(path, self._lookup, birth)
+    def _run(self, path: str, birth: bool = False, lookup=None) -> HashResult:
+        result, key = hash_path(path, lookup or self._lookup, birth)
         if key is not None and result.hash:
             with self._lock:
                 self._memo[key] = result.hash
@@ -329,11 +366,16 @@ class Hasher:
 
     def _loop(self) -> None:
         while True:
-            job = self.queue.get()
+            try:
+                job = self.queue.get_nowait()
+            except queue.Empty:
+                self._end_worker_reader()  # no snapshot held while idle
+                job = self.queue.get()
             if job is None:
+                self._end_worker_reader()
                 return
             if self._claim(job):
-                self._do(job)
+                self._do(job, self._worker_lookup)
 
     def _claim(self, job: HashJob) -> bool:
         with self._claim_lock:
@@ -342,9 +384,9 @@ class Hasher:
             job.claimed = True
             return True
 
-    def _do(self, job: HashJob) -> None:
+    def _do(self, job: HashJob, lookup=None) -> None:
         try:
-            job.value = self._run(job.path, job.birth)
+            job.value = self._run(job.path, job.birth, lookup)
         except Exception as e:  # noqa: BLE001 - no job may wait forever; named on the run
             self.failure = self.failure or f"{type(e).__name__}: {e}"
             job.value = HashResult(UNREADABLE, error=f"the hasher failed: {e}")
