@@ -217,3 +217,28 @@ def test_the_compiled_encoder_writes_the_json_modules_bytes():
         encode({"a": {1, 2}})
     run = Run(id="R1", status=RunStatus.FINISHED, command=["python", "tr\udcffain.py"])
     assert encode(run) == py(run.to_doc())
+
+
+def test_the_compiled_encoder_on_long_documents_and_int_bounds():
+    """encode_json writes into a buffer of its own until a document outgrows it,
+    copies plain ASCII runs of a str as they are and writes ints itself: the
+    json module's bytes across the buffer's growth (every length around it), for
+    a plain head before an escape at every position, and at the int64 bounds."""
+    from roar.record import codes
+    from roar.record.runmodel import _cmodel
+
+    def py(obj) -> bytes:
+        return codes._ENCODER.encode(obj).encode()
+
+    for n in range(1000, 1060):
+        for doc in ("a" * n, {"p": "b" * n, "n": n}, ["x" * (n - 20), "\x7f" * 3, "é"],
+                    ["c" * n + "\n", -n]):
+            assert _cmodel.encode_json(doc) == py(doc)
+    for head in range(0, 40):
+        for esc in ('"', "\\", "\x00", "\x1f", "\x7f", "\x80", "\udcff", "\U0001f600", "\t"):
+            s = "p" * head + esc + "q" * 3
+            assert _cmodel.encode_json(s) == py(s), (head, esc)
+    big = {f"k{i}": "/data/shard/" + "z" * (i % 50) for i in range(3000)}
+    assert _cmodel.encode_json(big) == py(big)
+    for v in (0, 1, -1, 9, 10, -10, 2**63 - 1, -2**63, 2**63, -2**63 - 1, 10**18, -10**18):
+        assert _cmodel.encode_json([v, {"v": v}]) == py([v, {"v": v}])

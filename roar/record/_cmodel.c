@@ -2269,7 +2269,11 @@ static PyObject *attr(const char *module, const char *name)
 typedef struct {
     char *p;
     Py_ssize_t n, cap;
+    char stack[1024]; /* a record's document fits here: no allocation but its bytes */
 } JBuf;
+
+#define JBUF_INIT(b) ((b)->p = (b)->stack, (b)->n = 0, (b)->cap = sizeof (b)->stack)
+#define JBUF_FREE(b) ((b)->p != (b)->stack ? PyMem_Free((b)->p) : (void)0)
 
 #define JSON_DEPTH 64
 
@@ -2280,11 +2284,13 @@ static int jb_reserve(JBuf *b, Py_ssize_t more)
     Py_ssize_t cap = b->cap ? b->cap : 256;
     while (cap < b->n + more)
         cap *= 2;
-    char *p = PyMem_Realloc(b->p, cap);
+    char *p = b->p == b->stack ? PyMem_Malloc(cap) : PyMem_Realloc(b->p, cap);
     if (!p) {
         PyErr_NoMemory();
         return -1;
     }
+    if (b->p == b->stack)
+        memcpy(p, b->stack, b->n);
     b->p = p;
     b->cap = cap;
     return 0;
@@ -2316,17 +2322,40 @@ static void jb_u(JBuf *b, Py_UCS4 c)
     b->n += 6;
 }
 
+/* the ASCII characters json writes as they are (ensure_ascii: ' ' to '~' but '"' and '\\') */
+static unsigned char JSON_PLAIN[128];
+
 static int jb_str(JBuf *b, PyObject *s)
 {
     Py_ssize_t len = PyUnicode_GET_LENGTH(s);
     int kind = PyUnicode_KIND(s);
     const void *data = PyUnicode_DATA(s);
+    Py_ssize_t i = 0;
+    if (PyUnicode_IS_ASCII(s)) { /* most strings: copied as they are up to the first escape */
+        const unsigned char *a = data;
+        while (i < len && JSON_PLAIN[a[i]])
+            i++;
+        if (i == len) {
+            if (jb_reserve(b, len + 2) < 0)
+                return -1;
+            char *o = b->p + b->n;
+            o[0] = '"';
+            memcpy(o + 1, a, len);
+            o[len + 1] = '"';
+            b->n += len + 2;
+            return 0;
+        }
+    }
     if (jb_reserve(b, len * 12 + 2) < 0) /* at worst a surrogate pair per character */
         return -1;
     char *o = b->p;
     Py_ssize_t n = b->n;
     o[n++] = '"';
-    for (Py_ssize_t i = 0; i < len; i++) {
+    if (i) { /* the plain ASCII head found above */
+        memcpy(o + n, data, i);
+        n += i;
+    }
+    for (; i < len; i++) {
         Py_UCS4 c = PyUnicode_READ(kind, data, i);
         if (c >= ' ' && c <= '~' && c != '\\' && c != '"') {
             o[n++] = (char)c;
@@ -2376,8 +2405,15 @@ static int jb_obj(JBuf *b, PyObject *o, int depth)
             long long v = PyLong_AsLongLongAndOverflow(o, &over);
             if (!over && !(v == -1 && PyErr_Occurred())) { /* int.__repr__'s digits */
                 char d[24];
-                int len = snprintf(d, sizeof d, "%lld", v);
-                return jb_put(b, d, len) < 0 ? -1 : 1;
+                int len = 0;
+                unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v
+                                             : (unsigned long long)v;
+                do
+                    d[sizeof d - 1 - len++] = (char)('0' + u % 10);
+                while (u /= 10);
+                if (v < 0)
+                    d[sizeof d - 1 - len++] = '-';
+                return jb_put(b, d + sizeof d - len, len) < 0 ? -1 : 1;
             }
             PyErr_Clear();
             r = PyLong_Type.tp_repr(o);
@@ -2458,10 +2494,11 @@ static PyObject *S_kind, *S_bytes_read, *S_bytes_written, *S_processes, *S_role,
 
 static PyObject *json_bytes(PyObject *o) /* encode_json's bytes; None: not its own */
 {
-    JBuf b = {NULL, 0, 0};
+    JBuf b;
+    JBUF_INIT(&b);
     int rc = jb_obj(&b, o, 0);
     PyObject *out = rc > 0 ? PyBytes_FromStringAndSize(b.p, b.n) : NULL;
-    PyMem_Free(b.p);
+    JBUF_FREE(&b);
     if (rc == 0)
         Py_RETURN_NONE;
     return out;
@@ -3030,6 +3067,8 @@ static struct PyModuleDef moddef = {
 PyMODINIT_FUNC PyInit__cmodel(void)
 {
     (void)Model_set_new_paths_check;
+    for (int c = ' '; c <= '~'; c++)
+        JSON_PLAIN[c] = c != '"' && c != '\\';
     INTERN(S_read, "read");
     INTERN(S_write, "write");
     INTERN(S_ok, "ok");
