@@ -229,6 +229,70 @@ def test_stat_cache_answer_in_the_model_thread_is_the_hashers(tmp_path):
     hasher.shutdown()
 
 
+def test_stat_cache_read_in_c_is_model_lookups_answer(tmp_path):
+    """Given a Hasher's own model_lookup, the compiled model reads the stat
+    cache itself (its memo, then one read transaction from model_reader) and
+    makes the finished HashJob and HashResult without calling them: every
+    field is what the reference path gives (model_lookup called, the classes
+    called), and a store that cannot be read still goes through model_lookup,
+    which takes it out of use and names it."""
+    from roar.record import _cmodel
+    from roar.record.hasher import Hasher, HashJob, HashResult, hash_path
+    from roar.record.store import Store
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(4):
+        (data / f"f{i}").write_bytes(b"y" * (i + 3))
+    store = Store(tmp_path / "home")
+    warm = Hasher(store)
+    for i in range(3):  # f0..f2 in the store's cache; f3 not
+        warm.hash_now(str(data / f"f{i}"))
+    store.cache_hashes(warm.take_new_entries())
+    warm.shutdown()
+
+    def jobs(hasher, lookup):
+        m = _cmodel.RunModel(100, str(data), ["t"], {}, 0, hasher.submit_input, lookup)
+        for i in range(4):
+            m.feed_raw(raw_record(10 + i, 100, E.EV_OPEN, 0, 3 + i, -100, 0, 0, 0, f"f{i}"))
+        return m, [m.paths[str(data / f"f{i}")].early_hash for i in range(4)]
+
+    def fields(job, hasher):
+        res = job.result(10)
+        assert type(job) is HashJob and type(res) is HashResult and job.hasher is hasher
+        return ((job.path, job.birth, job.claimed),
+                tuple(getattr(res, k) for k in HashResult.__slots__
+                      if k not in ("started_ns", "finished_ns")))
+
+    fast, ref = Hasher(store), Hasher(store)
+    fast._memo[next(iter(store.env.begin(db=store.dbs["statcache"]).cursor().iternext(
+        values=False)))] = "0" * 32  # a memo entry (hashed by this run) wins over the store
+    ref._memo.update(fast._memo)
+    try:
+        m1, got = jobs(fast, fast.model_lookup)
+        m2, want = jobs(ref, lambda key: ref.model_lookup(key))
+        assert m1.cache_hits == m2.cache_hits == 3
+        assert [fields(j, fast) for j in got] == [fields(j, ref) for j in want]
+        assert sum(fields(j, fast)[1][1] == "0" * 32 for j in got) == 1
+        for job in got[:3]:  # as hasher.py makes them: HashJob(path, hasher), hash_path's result
+            res, _ = hash_path(job.path, lambda key: fast._memo.get(key)
+                               or store.cached_hash_key(key))
+            made = HashJob(job.path, fast)
+            made.value = res
+            assert fields(job, fast) == fields(made, fast)
+    finally:
+        fast.shutdown()
+        ref.shutdown()
+    store.close()  # a store that cannot be read: model_lookup names it, the threads hash
+    broken = Hasher(store)
+    try:
+        m3, got = jobs(broken, broken.model_lookup)
+        assert m3.cache_hits == 0 and broken.store is None and broken.failure
+        assert all(j.result(10).status == "ok" and not j.result(10).cached for j in got)
+    finally:
+        broken.shutdown()
+
+
 def test_runs_use_the_compiled_model():
     """`roar run` models events with the compiled model (unless forced)."""
     code = "from roar.record import runmodel; print(runmodel.COMPILED, runmodel.NOT_BUILT)"

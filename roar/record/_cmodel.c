@@ -530,6 +530,11 @@ typedef struct {
     PyObject *submit_hash, *procs, *live, *paths, *by_path, *new_paths, *dirs, *touched,
         *connects, *remote, *problems, *root, *lookup, *untraced_fds, *exec_closed,
         *need_dirs; /* directory -> classify.needs_hash_dir's answer */
+    /* the stat cache read here (cached_job), when cache_lookup is a Hasher's
+     * model_lookup: its memo, its model_reader, the read transaction's get that
+     * gave and when (seconds, CLOCK_MONOTONIC); submit_hash's Hasher */
+    PyObject *memo, *model_reader, *reader_get, *hasher;
+    double reader_at;
     char io_uring;
     long long events;
     long long cache_hits;
@@ -839,6 +844,109 @@ static int is_read(PyObject *first)
            (PyUnicode_Check(first) && PyUnicode_CompareWithASCIIString(first, "read") == 0);
 }
 
+/* HashResult and HashJob made here as their __init__ makes them (every slot set,
+ * no __init__ run) when their slots are the ones named below and nothing else
+ * (checked at import: slots_at), else by calling the class. */
+static PyObject *attr(const char *module, const char *name);
+
+static const char *HR_SLOTS[] = {"status", "hash", "size", "started_ns", "finished_ns",
+                                 "ctime_ns", "born_ns", "cached", "error"};
+static const char *HJ_SLOTS[] = {"path", "birth", "value", "hasher", "claimed"};
+#define N_HR 9
+#define N_HJ 5
+static Py_ssize_t HR_AT[N_HR], HJ_AT[N_HJ];
+static int hr_direct, hj_direct;
+
+/* 1: the type's instances are its __slots__ `names` (in that order) and nothing
+ * else, each a plain object slot: their offsets are in at[]; 0: not so */
+static int slots_at(PyObject *type, const char **names, int n, Py_ssize_t *at)
+{
+    PyTypeObject *t = (PyTypeObject *)type;
+    if (!PyType_Check(type) || t->tp_basicsize != (Py_ssize_t)(sizeof(PyObject) +
+                                                               n * sizeof(PyObject *)) ||
+        t->tp_itemsize != 0 || t->tp_dictoffset != 0 || t->tp_weaklistoffset != 0)
+        return 0;
+    PyObject *slots = PyObject_GetAttrString(type, "__slots__");
+    int ok = slots && PyTuple_Check(slots) && PyTuple_GET_SIZE(slots) == n;
+    for (int i = 0; ok && i < n; i++) {
+        PyObject *name = PyTuple_GET_ITEM(slots, i);
+        PyObject *d = PyUnicode_Check(name) && PyUnicode_CompareWithASCIIString(name, names[i]) == 0
+                          ? PyObject_GetAttr(type, name) : NULL;
+        ok = d && Py_TYPE(d) == &PyMemberDescr_Type &&
+             ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX &&
+             !(((PyMemberDescrObject *)d)->d_member->flags & READONLY);
+        if (ok)
+            at[i] = ((PyMemberDescrObject *)d)->d_member->offset;
+        Py_XDECREF(d);
+    }
+    Py_XDECREF(slots);
+    PyErr_Clear();
+    return ok;
+}
+
+/* an instance of type with its slots (at[]) set to vals; or type(*vals) when
+ * direct is 0 (nargs: the positional arguments of that call) */
+static PyObject *new_slotted(PyObject *type, int direct, Py_ssize_t *at, PyObject **vals, int n,
+                             Py_ssize_t nargs)
+{
+    if (!direct)
+        return PyObject_Vectorcall(type, vals, nargs, NULL);
+    PyObject *o = ((PyTypeObject *)type)->tp_alloc((PyTypeObject *)type, 0);
+    if (!o)
+        return NULL;
+    for (int i = 0; i < n; i++)
+        *(PyObject **)((char *)o + at[i]) = Py_NewRef(vals[i]);
+    return o;
+}
+
+/* The hash the stat cache holds for key: a new reference to a str, Py_None when
+ * it holds none, NULL with no error: ask m->lookup (the Hasher's model_lookup,
+ * the reference, which also takes a damaged store out of use), NULL with an
+ * error: an error. hasher.model_lookup's work without its Python frame: the
+ * memo, then one read transaction (hasher.model_reader) kept READER_S. */
+#define READER_S 0.05
+static PyObject *stat_cache_get(Model *m, PyObject *key)
+{
+    if (!m->memo)
+        return NULL;
+    PyObject *h = PyDict_GetItemWithError(m->memo, key);
+    if (h)
+        return Py_NewRef(h);
+    if (PyErr_Occurred())
+        return NULL;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    double now = ts.tv_sec + ts.tv_nsec * 1e-9;
+    if (!m->reader_get || now - m->reader_at > READER_S) {
+        Py_CLEAR(m->reader_get);
+        PyObject *get = PyObject_CallNoArgs(m->model_reader);
+        if (!get) {
+            PyErr_Clear();
+            return NULL;
+        }
+        if (get == Py_None) { /* no store to read: the reference says what that means */
+            Py_DECREF(get);
+            return NULL;
+        }
+        m->reader_get = get;
+        m->reader_at = now;
+    }
+    PyObject *raw = PyObject_CallOneArg(m->reader_get, key);
+    if (!raw || (raw != Py_None && !PyBytes_CheckExact(raw))) {
+        Py_XDECREF(raw);
+        PyErr_Clear();
+        Py_CLEAR(m->reader_get); /* the reference tries again, and says what failed */
+        return NULL;
+    }
+    if (raw == Py_None)
+        return raw;
+    h = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw), NULL);
+    Py_DECREF(raw);
+    if (!h)
+        PyErr_Clear(); /* as the reference's bytes(raw).decode() would raise: ask it */
+    return h;
+}
+
 /* The stat-cache lookup of a hash job, in this thread: a regular file whose
  * (dev, ino, size, mtime, ctime) was hashed before gets its finished job now
  * (as hasher.hash_path's cached answer), without a trip through the hashing
@@ -868,7 +976,13 @@ static PyObject *cached_job(Model *m, PyObject *path)
     PyObject *k = PyBytes_FromStringAndSize((const char *)key, 40);
     if (!k)
         return NULL;
-    PyObject *known = PyObject_CallOneArg(m->lookup, k);
+    PyObject *known = stat_cache_get(m, k);
+    if (!known && PyErr_Occurred()) {
+        Py_DECREF(k);
+        return NULL;
+    }
+    if (!known)
+        known = PyObject_CallOneArg(m->lookup, k);
     Py_DECREF(k);
     if (!known || !PyObject_IsTrue(known)) {
         Py_XDECREF(known);
@@ -882,22 +996,28 @@ static PyObject *cached_job(Model *m, PyObject *path)
                         PyLong_FromLongLong((long long)t1.tv_sec * 1000000000 + t1.tv_nsec),
                         PyLong_FromLongLong((long long)f[4])};
     if (num[0] && num[1] && num[2] && num[3]) {
-        PyObject *argv[8] = {S_ok, known, num[0], num[1], num[2], num[3], Py_None, Py_True};
-        res = PyObject_Vectorcall(py_hash_result, argv, 8, NULL);
+        PyObject *argv[N_HR] = {S_ok, known, num[0], num[1], num[2], num[3], Py_None, Py_True,
+                                Py_None};
+        res = new_slotted(py_hash_result, hr_direct, HR_AT, argv, N_HR, 8);
     }
     for (int i = 0; i < 4; i++)
         Py_XDECREF(num[i]);
     Py_DECREF(known);
     if (!res)
         return NULL;
-    hasher = PyObject_GetAttr(m->submit_hash, S___self__);
-    if (hasher) {
-        PyObject *argv[2] = {path, hasher};
-        job = PyObject_Vectorcall(py_hash_job, argv, 2, NULL);
+    hasher = m->hasher ? Py_NewRef(m->hasher) : PyObject_GetAttr(m->submit_hash, S___self__);
+    if (hasher) { /* HashJob(path, hasher), its value the result */
+        if (hj_direct) {
+            PyObject *argv[N_HJ] = {path, Py_False, res, hasher, Py_False};
+            job = new_slotted(py_hash_job, 1, HJ_AT, argv, N_HJ, 0);
+        } else {
+            PyObject *argv[2] = {path, hasher};
+            job = PyObject_Vectorcall(py_hash_job, argv, 2, NULL);
+            if (job && PyObject_SetAttr(job, S_value, res) < 0)
+                Py_CLEAR(job);
+        }
         Py_DECREF(hasher);
     }
-    if (job && PyObject_SetAttr(job, S_value, res) < 0)
-        Py_CLEAR(job);
     Py_DECREF(res);
     if (!job)
         PyErr_Clear();
@@ -2127,6 +2247,29 @@ static int Model_init(Model *m, PyObject *args, PyObject *kw)
     }
     m->submit_hash = Py_NewRef(submit);
     m->lookup = Py_NewRef(lookup);
+    if (submit != Py_None) { /* the Hasher of hasher.submit_input */
+        m->hasher = PyObject_GetAttr(submit, S___self__);
+        PyErr_Clear();
+    }
+    if (lookup != Py_None) { /* a Hasher's model_lookup: its memo and reader read here */
+        PyObject *h = PyObject_GetAttr(lookup, S___self__);
+        PyObject *memo = h ? PyObject_GetAttr(h, S_memo) : NULL;
+        PyObject *reader = memo ? PyObject_GetAttrString(h, "model_reader") : NULL;
+        PyObject *func = PyObject_GetAttrString(lookup, "__func__");
+        PyObject *cls = h ? attr("roar.record.hasher", "Hasher") : NULL;
+        PyObject *ref = cls ? PyObject_GetAttrString(cls, "model_lookup") : NULL;
+        Py_XDECREF(cls);
+        PyErr_Clear();
+        if (reader && PyDict_CheckExact(memo) && func && func == ref) {
+            m->memo = Py_NewRef(memo);
+            m->model_reader = Py_NewRef(reader);
+        }
+        Py_XDECREF(h);
+        Py_XDECREF(memo);
+        Py_XDECREF(reader);
+        Py_XDECREF(func);
+        Py_XDECREF(ref);
+    }
     m->procs = PyList_New(0);
     m->live = PyDict_New();
     m->paths = PyDict_New();
@@ -2173,6 +2316,10 @@ static void Model_dealloc(Model *m)
 {
     Py_XDECREF(m->submit_hash);
     Py_XDECREF(m->lookup);
+    Py_XDECREF(m->memo);
+    Py_XDECREF(m->model_reader);
+    Py_XDECREF(m->reader_get);
+    Py_XDECREF(m->hasher);
     Py_XDECREF(m->procs);
     Py_XDECREF(m->live);
     Py_XDECREF(m->paths);
@@ -3125,6 +3272,8 @@ PyMODINIT_FUNC PyInit__cmodel(void)
         !(py_hash_job = attr("roar.record.hasher", "HashJob")) ||
         !(py_hash_result = attr("roar.record.hasher", "HashResult")))
         return NULL;
+    hr_direct = slots_at(py_hash_result, HR_SLOTS, N_HR, HR_AT);
+    hj_direct = slots_at(py_hash_job, HJ_SLOTS, N_HJ, HJ_AT);
     PyTypeObject *types[] = {&OpenFileType, &FdEntryType, &ProcFileType, &ProcType,
                              &PathStateType, &ModelType};
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)

@@ -356,6 +356,25 @@ class Hasher:
             return None
         return None if raw is None else bytes(raw).decode()
 
+    def model_reader(self):
+        """The get of a new read transaction of the stat cache (the one before
+        it ended), for the compiled model, which does model_lookup's work
+        itself (roar/record/_cmodel.c stat_cache_get) and asks for a new one
+        every READER_S seconds; None when there is no store to read (the
+        model then asks model_lookup)."""
+        store = self.store
+        if self._reader is not None:
+            self._reader.abort()
+            self._reader = None
+        if store is None:
+            return None
+        try:
+            self._reader = store._begin(db=store.dbs["statcache"])
+        except Exception:  # noqa: BLE001 - model_lookup tries again and says what failed
+            return None
+        self._reader_at = time.monotonic()
+        return self._reader.get
+
     def _run(self, path: str, birth: bool = False, lookup=None) -> HashResult:
         result, key = hash_path(path, lookup or self._lookup, birth)
         if key is not None and result.hash:
