@@ -104,6 +104,10 @@ def _record(store: Store, d: str, evs: list[E.Event], look_ahead: bool,
     for lookup in (store.readers_of_many, store.writers_of_many):  # what the indexes say
         raw.append(sorted((h, tuple(paths)) for h, rows in lookup(hashes).items()
                           for r, paths in rows if r == done["id"]))
+    with store._begin(db=store.dbs["run_sets"]) as txn:  # the file sets the run is in
+        raw.append(bytes(txn.get(rid, b"")))
+    # what the end's pass over the file records gave the run document (tally)
+    raw.append({k: done[k] for k in ("counts", "installed", "packages", "reasons", "complete")})
     return store.run_files(done["id"]), raw, built
 
 
@@ -286,3 +290,46 @@ def test_entries_built_ahead_are_taken_in_c_as_recorder_py_takes_them():
     assert _cmodel.sizes_same((("/w/a", 5), ("/w/b", None)), {"/w/a": 5})
     assert not _cmodel.sizes_same((("/w/a", 5),), {"/w/a": 6})
     assert not _cmodel.sizes_same((("/w/a", 5),), {})
+
+
+def test_the_ends_pass_over_file_records_in_c_is_tallys():
+    """The end of a run tallies its file records (inputs not hashed, sizes,
+    counts, environment outputs and reads) in one pass in C (_cmodel.c
+    tally_records) and makes the hash indexes' rows in C (index_rows):
+    recorder.tally and store.index_rows are the reference, on generated
+    records and index entries; what C does not take it answers None."""
+    import random
+
+    from roar.record import recorder as R
+    from roar.record import store as S
+    from roar.record.runmodel import index_rows, tally_records
+
+    rnd = random.Random(14)
+    roles = ["input", "output", "env", "log", "internal", "temporary", "ipc", "pseudo", R.ENV]
+    kinds = ["data", "code", "env", "pseudo", "remote", "other"]
+    statuses = ["ok", "special", "pending", "unverified", "vanished", None, "okay"]
+    for n in [0, 1, 2, 5, 50, 400]:
+        for _ in range(20):
+            files = [{"path": f"/d/{rnd.randrange(n + 1)}", "role": rnd.choice(roles),
+                      "kind": rnd.choice(kinds), "status": rnd.choice(statuses),
+                      "size": rnd.choice([None, 0, 7, 2**40, rnd.randrange(10**6)])}
+                     for _ in range(n)]
+            for f in files:
+                if rnd.random() < 0.1:
+                    del f["size"]
+            want = R.tally(files)
+            assert tally_records(files, R.LISTED, R.HASHED) == want
+            assert R._tally_c(files) == want
+            entries = [(rnd.choice(S.INDEXES), os.urandom(16) + b"R" * 26 if rnd.random() < 0.7
+                        else b"\1" * 16 + b"R" * 26, f"/d/{rnd.randrange(n + 1)}".encode())
+                       for _ in range(n)]
+            entries += entries[: n // 3]  # a path and hash twice: one row
+            assert index_rows(entries, S.INDEXES, S.HASH_LEN) == S.index_rows(entries)
+    # not C's: the reference does it (and raises what it raises)
+    odd = [{"path": "/a", "role": "input", "kind": "data", "status": "ok"}, ["not a dict"]]
+    assert tally_records(odd, R.LISTED, R.HASHED) is None
+    assert tally_records([{"path": "/a", "kind": "data"}], R.LISTED, R.HASHED) is None
+    with pytest.raises(KeyError):
+        R._tally_c([{"path": "/a", "kind": "data"}])
+    assert index_rows([("hash_read", "not bytes", b"/a")], S.INDEXES, S.HASH_LEN) is None
+    assert index_rows([("sets", b"k" * 42, b"/a")], S.INDEXES, S.HASH_LEN) is None

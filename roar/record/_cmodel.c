@@ -3182,6 +3182,181 @@ static PyObject *sizes_same(PyObject *self, PyObject *args)
     Py_RETURN_TRUE;
 }
 
+/* recorder.tally's passes over a run's file records, in one: (unhashed, sizes,
+ * inputs, outputs, env_outputs, env_reads) where unhashed counts the inputs whose
+ * status is not one of hashed; sizes maps path -> size (the last record of a path
+ * with a size not None); inputs and outputs count the records of those roles of a
+ * listed kind; env_outputs and env_reads are the paths of the outputs of kind env
+ * and of the records of role env, in order. None: a record that is not a dict
+ * with these keys as recorder.py reads them (recorder.tally does it, and raises
+ * what it raises). */
+static PyObject *S_output, *S_env;
+
+static PyObject *tally_records(PyObject *self, PyObject *args)
+{
+    PyObject *files, *listed, *hashed;
+    if (!PyArg_ParseTuple(args, "O!O!O!", &PyList_Type, &files, &PyTuple_Type, &listed,
+                          &PyTuple_Type, &hashed))
+        return NULL;
+    PyObject *sizes = PyDict_New(), *env_out = PyList_New(0), *env_read = PyList_New(0);
+    Py_ssize_t unhashed = 0, n_in = 0, n_out = 0;
+    if (!sizes || !env_out || !env_read)
+        goto fail;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(files); i++) {
+        PyObject *f = PyList_GET_ITEM(files, i);
+        if (!PyDict_CheckExact(f))
+            goto none;
+        PyObject *role = PyDict_GetItemWithError(f, S_role);
+        PyObject *size = role ? PyDict_GetItemWithError(f, S_size) : NULL;
+        if (!role || PyErr_Occurred())
+            goto none_or_fail;
+        if (size && size != Py_None) {
+            PyObject *path = PyDict_GetItemWithError(f, S_path);
+            if (!path || PyDict_SetItem(sizes, path, size) < 0)
+                goto none_or_fail;
+        }
+        int is_in = PyObject_RichCompareBool(role, S_input, Py_EQ);
+        if (is_in < 0)
+            goto fail;
+        if (is_in) {
+            PyObject *status = PyDict_GetItemWithError(f, S_status);
+            if (!status)
+                goto none_or_fail;
+            int known = PySequence_Contains(hashed, status);
+            if (known < 0)
+                goto fail;
+            unhashed += !known;
+        }
+        PyObject *kind = NULL;
+        int is_out = is_in ? 0 : PyObject_RichCompareBool(role, S_output, Py_EQ);
+        if (is_out < 0)
+            goto fail;
+        if (is_in || is_out) {
+            if (!(kind = PyDict_GetItemWithError(f, S_kind)))
+                goto none_or_fail;
+            int env = is_out ? PyObject_RichCompareBool(kind, S_env, Py_EQ) : 0;
+            if (env < 0)
+                goto fail;
+            if (env) {
+                PyObject *path = PyDict_GetItemWithError(f, S_path);
+                if (!path || PyList_Append(env_out, path) < 0)
+                    goto none_or_fail;
+                continue;
+            }
+            int in_listed = PySequence_Contains(listed, kind);
+            if (in_listed < 0)
+                goto fail;
+            if (in_listed) {
+                if (is_in)
+                    n_in++;
+                else
+                    n_out++;
+            }
+            continue;
+        }
+        int is_env = PyObject_RichCompareBool(role, S_env, Py_EQ);
+        if (is_env < 0)
+            goto fail;
+        if (is_env) {
+            PyObject *path = PyDict_GetItemWithError(f, S_path);
+            if (!path || PyList_Append(env_read, path) < 0)
+                goto none_or_fail;
+        }
+    }
+    return Py_BuildValue("(nNnnNN)", unhashed, sizes, n_in, n_out, env_out, env_read);
+none_or_fail:
+    if (PyErr_Occurred())
+        goto fail;
+none:
+    Py_XDECREF(sizes);
+    Py_XDECREF(env_out);
+    Py_XDECREF(env_read);
+    Py_RETURN_NONE;
+fail:
+    Py_XDECREF(sizes);
+    Py_XDECREF(env_out);
+    Py_XDECREF(env_read);
+    return NULL;
+}
+
+/* store._put_files' rows of the hash indexes from index entries (db, content hash +
+ * run id, path): for each of the two dbs named, the sorted, distinct rows path NUL
+ * the key's first hash_len bytes. None: an entry of another shape or db (store.py
+ * makes them itself). The entries of a run come in path order: sorted as they come
+ * (timsort: one pass over rows in order), then the repeats dropped. */
+static PyObject *index_rows(PyObject *self, PyObject *args)
+{
+    PyObject *entries, *dbs[2];
+    Py_ssize_t hash_len;
+    if (!PyArg_ParseTuple(args, "O!(UU)n", &PyList_Type, &entries, &dbs[0], &dbs[1], &hash_len))
+        return NULL;
+    PyObject *sets[2] = {PyList_New(0), PyList_New(0)}, *out = NULL;
+    if (!sets[0] || !sets[1])
+        goto done;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(entries); i++) {
+        PyObject *e = PyList_GET_ITEM(entries, i);
+        if (!PyTuple_CheckExact(e) || PyTuple_GET_SIZE(e) != 3)
+            goto none;
+        PyObject *db = PyTuple_GET_ITEM(e, 0), *key = PyTuple_GET_ITEM(e, 1),
+                 *path = PyTuple_GET_ITEM(e, 2);
+        int which = -1;
+        for (int j = 0; j < 2 && which < 0; j++) {
+            int eq = PyUnicode_CheckExact(db) ? PyUnicode_Compare(db, dbs[j]) : -1;
+            if (eq == -1 && PyErr_Occurred())
+                goto done;
+            if (eq == 0)
+                which = j;
+        }
+        if (which < 0 || !PyBytes_CheckExact(key) || !PyBytes_CheckExact(path))
+            goto none;
+        Py_ssize_t kn = PyBytes_GET_SIZE(key) < hash_len ? PyBytes_GET_SIZE(key) : hash_len;
+        Py_ssize_t pn = PyBytes_GET_SIZE(path);
+        PyObject *row = PyBytes_FromStringAndSize(NULL, pn + 1 + kn);
+        if (!row)
+            goto done;
+        char *o = PyBytes_AS_STRING(row);
+        memcpy(o, PyBytes_AS_STRING(path), pn);
+        o[pn] = '\0';
+        memcpy(o + pn + 1, PyBytes_AS_STRING(key), kn);
+        int bad = PyList_Append(sets[which], row) < 0;
+        Py_DECREF(row);
+        if (bad)
+            goto done;
+    }
+    for (int j = 0; j < 2; j++) {
+        PyObject *l = sets[j];
+        if (PyList_Sort(l) < 0)
+            goto done;
+        Py_ssize_t n = PyList_GET_SIZE(l), k = 0;
+        for (Py_ssize_t i = 0; i < n; i++) { /* bytes: equal when their bytes are */
+            PyObject *r = PyList_GET_ITEM(l, i);
+            if (k) {
+                PyObject *last = PyList_GET_ITEM(l, k - 1);
+                if (PyBytes_GET_SIZE(last) == PyBytes_GET_SIZE(r) &&
+                    memcmp(PyBytes_AS_STRING(last), PyBytes_AS_STRING(r),
+                           PyBytes_GET_SIZE(r)) == 0)
+                    continue;
+            }
+            if (k != i) { /* moved down over a dropped repeat */
+                PyObject *old = PyList_GET_ITEM(l, k);
+                PyList_SET_ITEM(l, k, r);
+                PyList_SET_ITEM(l, i, old);
+            }
+            k++;
+        }
+        if (k < n && PyList_SetSlice(l, k, n, NULL) < 0)
+            goto done;
+    }
+    out = PyTuple_Pack(2, sets[0], sets[1]);
+    goto done;
+none:
+    out = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(sets[0]);
+    Py_XDECREF(sets[1]);
+    return out;
+}
+
 static PyMethodDef module_methods[] = {
     {"encode_json", encode_json, METH_O,
      "encode_json(obj) -> bytes, or None: codes.encode's JSON, compiled (see _cmodel.c)."},
@@ -3199,6 +3374,12 @@ static PyMethodDef module_methods[] = {
      "entries built ahead."},
     {"sizes_same", sizes_same, METH_VARARGS,
      "sizes_same(used, sizes) -> whether sizes.get(path) == size for each (path, size)."},
+    {"tally_records", tally_records, METH_VARARGS,
+     "tally_records(files, listed, hashed) -> (unhashed, sizes, inputs, outputs, env_outputs, "
+     "env_reads), or None: recorder.tally's passes over a run's file records, in one."},
+    {"index_rows", index_rows, METH_VARARGS,
+     "index_rows(entries, (db, db), hash_len) -> (rows, rows), or None: store._put_files' "
+     "sorted rows (path NUL hash) of each hash index."},
     {"settled_inputs", settled_inputs, METH_VARARGS,
      "settled_inputs(model, [(path, looks)], kinds, stdio, wall_offset, rid, built, pf_built, "
      "clean) -> (built, [(path, looks) left]): recorder.prebuild's loop for the settled "
@@ -3239,6 +3420,8 @@ PyMODINIT_FUNC PyInit__cmodel(void)
     INTERN(S_path, "path");
     INTERN(S_shm, "/dev/shm/");
     INTERN(S_hash_read, "hash_read");
+    INTERN(S_output, "output");
+    INTERN(S_env, "env");
     INTERN(S_address, "address");
     INTERN(S_family, "family");
     INTERN(S_unix, "unix");

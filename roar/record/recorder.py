@@ -28,13 +28,15 @@ from roar.record.runmodel import (
     COMPILED,
     NOT_BUILT,
     gather_built,
+    index_rows,
     new_model,
     proc_files_built,
     settled_input,
     settled_inputs,
     sizes_same,
+    tally_records,
 )
-from roar.record.store import Store, encode_doc, index_entries
+from roar.record.store import HASH_LEN, INDEXES, Store, encode_doc, index_entries
 from roar.record.timing import mark
 
 INTERRUPT_SIGNALS = {1, 2, 9, 15}  # HUP, INT, KILL, TERM: somebody stopped the run
@@ -87,6 +89,45 @@ def _bound_bytes(rec: dict) -> None:
     size = rec.get("size")
     if size is not None and rec["bytes_read"] and rec["role"] == "input":
         rec["bytes_read"] = min(rec["bytes_read"], size)
+
+
+LISTED = (DATA, CODE, remote.REMOTE)  # kinds counted as the run's inputs and outputs
+HASHED = (OK, SPECIAL, PENDING)  # an input with another status makes the run incomplete
+
+
+def tally(files: list[dict]) -> tuple[int, dict, int, int, list[str], list[str]]:
+    """(unhashed, sizes, inputs, outputs, env_outputs, env_reads) of file records:
+    the inputs whose hash is not HASHED, each path's size (its last record with
+    one), the inputs and outputs of a LISTED kind, the paths of the environment
+    outputs (what the run installed) and reads (what it used), in order."""
+    unhashed = n_in = n_out = 0
+    sizes: dict[str, int] = {}
+    env_out: list[str] = []
+    env_read: list[str] = []
+    for f in files:
+        if f.get("size") is not None:
+            sizes[f["path"]] = f["size"]
+        role = f["role"]
+        if role == "input":
+            if f["status"] not in HASHED:
+                unhashed += 1
+            if f["kind"] in LISTED:
+                n_in += 1
+        elif role == "output":
+            if f["kind"] == ENV:
+                env_out.append(f["path"])
+            elif f["kind"] in LISTED:
+                n_out += 1
+        elif role == ENV:
+            env_read.append(f["path"])
+    return unhashed, sizes, n_in, n_out, env_out, env_read
+
+
+def _tally_c(files: list[dict]) -> tuple[int, dict, int, int, list[str], list[str]]:
+    """tally, in one pass in C (_cmodel.c tally_records); tally itself for what
+    that leaves to it."""
+    got = tally_records(files, LISTED, HASHED)
+    return tally(files) if got is None else got
 
 
 class RunRecorder:
@@ -146,6 +187,8 @@ class RunRecorder:
         # record built ahead, in C (recorder.py's loops are the reference)
         self._proc_files_built = proc_files_built if COMPILED and compiled else None
         self._sizes_same = sizes_same if COMPILED and compiled else None
+        # the end's pass over the file records, in C (tally is the reference)
+        self._tally = _tally_c if COMPILED and compiled else tally
         if NOT_BUILT:
             self.messages.append(NOT_BUILT)
 
@@ -192,12 +235,20 @@ class RunRecorder:
         tracked = context.tracked_files(git_root) if git_root else None
         mark("finish: git ls-files")
         self.deadline = time.monotonic() + HASH_WAIT
-        files, encoded, index, reasons = self._file_records(git_root, tracked)
+        files, encoded, index = self._file_records(git_root, tracked)
+        # one pass over the file records (tens of thousands): inputs not hashed,
+        # sizes, counts, what the run installed (its environment outputs) and
+        # what it used (environment reads); the remote records' added below
+        unhashed, sizes, n_in, n_out, env_out, env_read = self._tally(files)
+        reasons = [reason(Reason.UNHASHED_INPUTS, n=unhashed)] if unhashed else []
         mark("finish: file records (waits for hashes)")
-        sizes = {f["path"]: f["size"] for f in files if f.get("size") is not None}
         procs, encoded_procs = self._process_records(git_root, tracked, sizes)
         mark("finish: process records")
         remote_files, remote_reasons = self._remote_records(files)
+        if remote_files:
+            _, _, r_in, r_out, r_env_out, r_env_read = tally(remote_files)
+            n_in, n_out = n_in + r_in, n_out + r_out
+            env_out, env_read = env_out + r_env_out, env_read + r_env_read
         files += remote_files
         encoded += [encode_doc(r) for r in remote_files]
         index += index_entries(self._rid, remote_files)
@@ -233,23 +284,6 @@ class RunRecorder:
         run["incomplete_reasons"] = messages(reasons)
         run["io_uring"] = model.io_uring
         run["connects"] = model.connects
-        # one pass over the file records (tens of thousands): counts, what the run
-        # installed (its environment outputs), what it used (environment reads)
-        listed = (DATA, CODE, remote.REMOTE)
-        n_in = n_out = 0
-        env_out, env_read = [], []
-        for f in files:
-            role = f["role"]
-            if role == "input":
-                if f["kind"] in listed:
-                    n_in += 1
-            elif role == "output":
-                if f["kind"] == ENV:
-                    env_out.append(f["path"])
-                elif f["kind"] in listed:
-                    n_out += 1
-            elif role == ENV:
-                env_read.append(f["path"])
         run["installed"] = context.installed(env_out)
         # what it installed is not what it used (pip reads back what it byte-compiles)
         run["packages"] = {k: v for k, v in context.packages(env_read).items()
@@ -265,8 +299,9 @@ class RunRecorder:
         self.hasher.shutdown(wait=not self.pending)
         if not self.hasher.failure:  # never write into a store found damaged
             self.store.cache_hashes(self.hasher.take_new_entries())
+        rows = index_rows(index, INDEXES, HASH_LEN) if self._tally is _tally_c else None
         stored = self.store.finish_run(run, files, procs, encoded_files=encoded,
-                                       encoded_procs=encoded_procs, index=index)
+                                       encoded_procs=encoded_procs, index=index, rows=rows)
         # what was stored, for the end of `roar run` (links, chain): not read back
         self.files, self.procs, self.stored = files, procs, stored
         mark("finish: store")
@@ -492,7 +527,7 @@ class RunRecorder:
             return None
         return next((r["size"] for r in reversed(hit[1]) if r.get("size") is not None), None)
 
-    def _file_records(self, git_root, tracked) -> tuple[list[dict], list[bytes], list, list[dict]]:
+    def _file_records(self, git_root, tracked) -> tuple[list[dict], list[bytes], list]:
         model = self.model
         if tracked != self._tracked and (tracked or self._tracked):
             # the work tree's tracked files changed: classify again, build everything now
@@ -551,10 +586,7 @@ class RunRecorder:
             records.extend(parts[0])
             encoded.extend(parts[1])
             index.extend(parts[2])
-        unhashed = sum(1 for r in records if r["role"] == "input"
-                       and r["status"] not in (OK, SPECIAL, PENDING))
-        reasons = [reason(Reason.UNHASHED_INPUTS, n=unhashed)] if unhashed else []
-        return records, encoded, index, reasons
+        return records, encoded, index
 
     def _records_for(self, path: str, s, kind: str, a: dict, created: dict,
                      outputs: dict) -> list[dict]:

@@ -51,16 +51,19 @@ if _cmodel is not None:  # the store's JSON encoder, compiled (the same bytes)
 # loop, and the end's loop over the records built ahead; the loop over a
 # process's entries built ahead and the check of its record built ahead
 settled_input = settled_inputs = gather_built = proc_files_built = sizes_same = None
+tally_records = index_rows = None
 if COMPILED:
     from roar.record._cmodel import (  # noqa: F401
         FdEntry,
         OpenFile,
         RunModel,
         gather_built,
+        index_rows,
         proc_files_built,
         settled_input,
         settled_inputs,
         sizes_same,
+        tally_records,
     )
 else:
     from roar.record.model import FdEntry, OpenFile, RunModel

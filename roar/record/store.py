@@ -102,6 +102,20 @@ def index_entries(rid: bytes, files: list[dict]) -> list[tuple[str, bytes, bytes
     return out
 
 
+INDEXES = ("hash_read", "hash_written")
+
+
+def index_rows(entries: list[tuple[str, bytes, bytes]]) -> tuple[list[bytes], list[bytes]]:
+    """The rows of the hash indexes (hash_read, hash_written) for index
+    entries, each sorted and once: path, NUL, content hash (paths never hold
+    NUL; the hash is the last HASH_LEN bytes): rows sort by path, and hash as
+    they are. (_cmodel.c index_rows makes the same, for `roar run`.)"""
+    rows: dict[str, set[bytes]] = {db: set() for db in INDEXES}
+    for db, key, path in entries:
+        rows[db].add(path + b"\0" + key[:HASH_LEN])
+    return sorted(rows["hash_read"]), sorted(rows["hash_written"])
+
+
 def _decode_paths(raw) -> list[str]:
     raw = bytes(raw)
     if raw.startswith(b'["'):  # stores written before paths were stored raw
@@ -384,11 +398,13 @@ class Store:
     def finish_run(self, run: dict, files: list[dict], procs: list[dict],
                    encoded_files: list[bytes] | None = None,
                    encoded_procs: list[bytes] | None = None,
-                   index: list[tuple[str, bytes, bytes]] | None = None) -> tuple[bytes, bytes]:
+                   index: list[tuple[str, bytes, bytes]] | None = None,
+                   rows: tuple[list[bytes], list[bytes]] | None = None) -> tuple[bytes, bytes]:
         """Store a finished run with its file records, processes and hash indexes.
         encoded_*: the same records already encoded one by one (encode_doc);
-        index: their index_entries. Returns the file and process records' bytes
-        as stored (raw_records)."""
+        index: their index_entries; rows: index_rows(index), when the caller
+        made them. Returns the file and process records' bytes as stored
+        (raw_records)."""
         rid = run["id"].encode()
         files_raw = encode_doc(files) if encoded_files is None else _join(encoded_files)
         procs_raw = encode_doc(procs) if encoded_procs is None else _join(encoded_procs)
@@ -404,7 +420,7 @@ class Store:
             self._index_group(txn, run)
             self._outbox(txn, rid)
             txn.put(rid, procs_raw, db=self.dbs["run_procs"])
-            self._put_files(txn, rid, files, files_raw, index)
+            self._put_files(txn, rid, files, files_raw, index, rows)
 
         self.write(fn)
         return files_raw, procs_raw
@@ -421,22 +437,21 @@ class Store:
         self.write(fn)
 
     def _put_files(self, txn, rid: bytes, files: list[dict], raw: bytes | None = None,
-                   entries: list[tuple[str, bytes, bytes]] | None = None) -> None:
+                   entries: list[tuple[str, bytes, bytes]] | None = None,
+                   made: tuple[list[bytes], list[bytes]] | None = None) -> None:
         if raw is None:
             raw = encode_doc(files)
         txn.put(rid, raw, db=self.dbs["run_files"])
-        # a row: path, NUL, content hash (paths never hold NUL; the hash is the
-        # last HASH_LEN bytes): rows sort by path, and hash as they are
-        rows: dict[str, set[bytes]] = {"hash_read": set(), "hash_written": set()}
-        for db, key, path in index_entries(rid, files) if entries is None else entries:
-            rows[db].add(path + b"\0" + key[:HASH_LEN])
+        if made is None:
+            made = index_rows(index_entries(rid, files) if entries is None else entries)
+        rows = dict(zip(INDEXES, made, strict=True))
         set_runs = self.dbs["set_runs"]
         old = txn.get(rid, db=self.dbs["run_sets"])
         if old is not None:  # replaced (late hashes): the run leaves its former sets
             old = bytes(old)
             for i in range(0, len(old), SET_LEN):
                 txn.delete(old[i:i + SET_LEN] + rid, db=set_runs)
-        ids = [self._put_set(txn, db, sorted(r)) for db, r in rows.items() if r]
+        ids = [self._put_set(txn, db, r) for db, r in rows.items() if r]
         for sid in ids:
             txn.put(sid + rid, b"", db=set_runs)
         if ids:
