@@ -333,3 +333,7 @@ def test_the_ends_pass_over_file_records_in_c_is_tallys():
         R._tally_c([{"path": "/a", "kind": "data"}])
     assert index_rows([("hash_read", "not bytes", b"/a")], S.INDEXES, S.HASH_LEN) is None
     assert index_rows([("sets", b"k" * 42, b"/a")], S.INDEXES, S.HASH_LEN) is None
+    for n in range(5):  # the stored list of records encoded one by one, joined once
+        enc = [f'{{"n":{i}}}'.encode() for i in range(n)]
+        kept = list(enc)
+        assert S._join(enc) == b"[" + b",".join(enc) + b"]" and enc == kept

@@ -2771,7 +2771,7 @@ static PyObject *build_settled(PathState *s, PyObject *users, PyObject *kind,
                 Py_SETREF(br, Py_NewRef(rsize));
         }
     }
-    if (!(rec = PyDict_New()) || PyDict_SetItem(rec, S_path, s->path) < 0 ||
+    if (!(rec = _PyDict_NewPresized(11)) || PyDict_SetItem(rec, S_path, s->path) < 0 ||
         PyDict_SetItem(rec, S_kind, kind) < 0 || PyDict_SetItem(rec, S_bytes_read, br) < 0 ||
         PyDict_SetItem(rec, S_bytes_written, bw) < 0 ||
         PyDict_SetItem(rec, S_processes, procs) < 0 || PyDict_SetItem(rec, S_role, S_input) < 0 ||
@@ -2799,7 +2799,7 @@ static PyObject *build_settled(PathState *s, PyObject *users, PyObject *kind,
             else if (less)
                 Py_SETREF(nread, Py_NewRef(rsize));
         }
-        if (nread && (d = PyDict_New())) { /* _proc_file's keys, in its order */
+        if (nread && (d = _PyDict_NewPresized(7))) { /* _proc_file's keys, in its order */
             int bad = PyDict_SetItem(d, S_path, pf->path) < 0 ||
                       PyDict_SetItem(d, S_kind, kind) < 0 || PyDict_SetItem(d, S_mode, mode) < 0 ||
                       PyDict_SetItem(d, S_bytes_read, pf->bytes_exact ? nread : Py_None) < 0;
@@ -2924,17 +2924,58 @@ static PyObject *settled_input(PyObject *self, PyObject *args)
     return build_settled((PathState *)st, users, kind, wall_offset, rid);
 }
 
+/* recorder._classify(path) from what its directory says, when by_dir (recorder._by_dir:
+ * directory -> classify.kind_by_dir's answer) has the answer: a kind, or a function
+ * of the file name; stored in kinds. 1: classified, 0: not (recorder.py does it), -1:
+ * an error. */
+static int kind_from_dir(PyObject *path, PyObject *by_dir, PyObject *kinds, PyObject **kind)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(path);
+    Py_ssize_t i = PyUnicode_FindChar(path, '/', 0, n, -1);
+    if (i == -2)
+        return -1;
+    PyObject *d = PyUnicode_Substring(path, 0, i + 1); /* path[:rfind("/") + 1] */
+    if (!d)
+        return -1;
+    PyObject *by = PyDict_GetItemWithError(by_dir, d);
+    Py_DECREF(d);
+    if (!by)
+        return PyErr_Occurred() ? -1 : 0;
+    PyObject *k;
+    if (PyUnicode_CheckExact(by)) {
+        k = Py_NewRef(by);
+    } else if (by == Py_False || by == Py_None || !PyCallable_Check(by)) {
+        return 0;
+    } else {
+        PyObject *name = PyUnicode_Substring(path, i + 1, n);
+        k = name ? PyObject_CallOneArg(by, name) : NULL;
+        Py_XDECREF(name);
+        if (!k)
+            return -1;
+        if (!PyUnicode_CheckExact(k)) {
+            Py_DECREF(k);
+            return 0;
+        }
+    }
+    int bad = PyDict_SetItem(kinds, path, k) < 0;
+    *kind = k; /* kinds holds it */
+    Py_DECREF(k);
+    return bad ? -1 : 1;
+}
+
 /* recorder.prebuild's loop for the paths C builds: each (path, looks) of batch
  * that is a settled read-only data or code input (recorder._settled) is built
  * (build_settled) and stored as recorder._build_settled stores it: built[path],
- * pf_built, clean. Returns (how many, [the (path, looks) left to recorder.py]). */
+ * pf_built, clean; a path not in kinds is classified first from by_dir when given
+ * (kind_from_dir). Returns (how many, [the (path, looks) left to recorder.py]). */
 static PyObject *settled_inputs(PyObject *self, PyObject *args)
 {
-    PyObject *model, *batch, *kinds, *stdio, *wall_offset, *rid, *built, *pf_built, *clean;
-    if (!PyArg_ParseTuple(args, "O!O!O!OO!O!O!O!O!", &ModelType, &model, &PyList_Type, &batch,
+    PyObject *model, *batch, *kinds, *stdio, *wall_offset, *rid, *built, *pf_built, *clean,
+        *by_dir = NULL;
+    if (!PyArg_ParseTuple(args, "O!O!O!OO!O!O!O!O!|O!", &ModelType, &model, &PyList_Type, &batch,
                           &PyDict_Type, &kinds, &stdio, &PyLong_Type, &wall_offset,
                           &PyBytes_Type, &rid, &PyDict_Type, &built, &PyDict_Type, &pf_built,
-                          &PySet_Type, &clean))
+                          &PySet_Type, &clean, &PyDict_Type, &by_dir))
         return NULL;
     Model *m = (Model *)model;
     PyObject *rest = PyList_New(0), *empty = PyList_New(0);
@@ -2951,6 +2992,9 @@ static PyObject *settled_inputs(PyObject *self, PyObject *args)
         PathState *s = (PathState *)PyDict_GetItemWithError(m->paths, path);
         PyObject *kind = s ? PyDict_GetItemWithError(kinds, path) : NULL;
         if (PyErr_Occurred())
+            goto fail;
+        if (s && !kind && by_dir && PyUnicode_CheckExact(path) &&
+            kind_from_dir(path, by_dir, kinds, &kind) < 0)
             goto fail;
         PyObject *out = NULL;
         if (kind && PyUnicode_CheckExact(kind) &&
@@ -3050,7 +3094,8 @@ static PyObject *gather_built(PyObject *self, PyObject *args)
                 return NULL;
             }
             Py_ssize_t n = PyList_GET_SIZE(lists[k]);
-            if (PyList_SetSlice(lists[k], n, n, part) < 0)
+            if (PyList_GET_SIZE(part) == 1 ? PyList_Append(lists[k], PyList_GET_ITEM(part, 0)) < 0
+                                           : PyList_SetSlice(lists[k], n, n, part) < 0)
                 return NULL;
         }
     }

@@ -444,13 +444,25 @@ class RunRecorder:
         looks = budget if self._settled_inputs is None else budget * PREBUILD_LOOKS_C
         batch = [todo.popleft() for _ in range(min(looks, len(todo)))]
         kinds = self.kinds
-        for path, _ in batch:
-            if path not in kinds:
-                kinds[path] = self._classify(path, self._tracked)
         if self._settled_inputs is not None:  # read-only inputs: built in C, the rest here
+            # (C classifies what its directory's answer classifies: _classify's way)
             built, batch = self._settled_inputs(model, batch, kinds, self.stdio,
                                                 self.wall_offset, self._rid, self._built,
-                                                self._pf_built, self._clean)
+                                                self._pf_built, self._clean, self._by_dir)
+            todo_kinds = [(path, tries) for path, tries in batch if path not in kinds]
+            for path, _ in todo_kinds:
+                kinds[path] = self._classify(path, self._tracked)
+            if todo_kinds:  # classified here: their first look in C (the kind is known now)
+                more, left = self._settled_inputs(model, todo_kinds, kinds, self.stdio,
+                                                  self.wall_offset, self._rid, self._built,
+                                                  self._pf_built, self._clean)
+                built += more
+                done = {path for path, _ in todo_kinds} - {path for path, _ in left}
+                batch = [item for item in batch if item[0] not in done]
+        else:
+            for path, _ in batch:
+                if path not in kinds:
+                    kinds[path] = self._classify(path, self._tracked)
         for path, tries in batch:
             s = model.paths[path]
             kind = kinds[path]
