@@ -49,8 +49,9 @@ static __always_inline void forget_fd(u32 tgid, s32 fd)
 }
 
 /* Emit the close summary of (tgid, fd) if it has dedup state of this
- * process life; forget it. Returns 0 if it had none. */
-static __always_inline int flush_fd(u64 cg, u32 tgid, s32 fd, u64 epoch)
+ * process life (with the event flags `flags`); forget it. Returns 0 if it
+ * had none. */
+static __always_inline int flush_fd_flags(u64 cg, u32 tgid, s32 fd, u64 epoch, u16 flags)
 {
     struct fd_key k = {.tgid = tgid, .fd = fd};
     struct fd_state *s = fdstate.lookup(&k);
@@ -65,6 +66,7 @@ static __always_inline int flush_fd(u64 cg, u32 tgid, s32 fd, u64 epoch)
         ev.a1 = s->wbytes;
         ev.a2 = ((u64)s->rcalls << 32) | s->wcalls;
         ev.ret = s->bits;
+        ev.flags = flags;
         if (s->inexact)
             ev.flags |= EVF_BYTES_UNKNOWN;
         /* flushes come in loops (exit, close_range): the caller's own event wakes */
@@ -72,6 +74,11 @@ static __always_inline int flush_fd(u64 cg, u32 tgid, s32 fd, u64 epoch)
     }
     fdstate.delete(&k);
     return mine;
+}
+
+static __always_inline int flush_fd(u64 cg, u32 tgid, s32 fd, u64 epoch)
+{
+    return flush_fd_flags(cg, tgid, fd, epoch, 0);
 }
 
 #endif

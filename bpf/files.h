@@ -75,10 +75,12 @@ static __always_inline void on_access(struct task_seen *me, s32 fd, u32 bit, u64
         fdstate.update(&k, &n);
         note_fd(tgid, fd);  /* inherited fds count for the exit flush too */
     }
-    /* A read is reported by the close summary (or the flush at exit), which
-     * carries the access bits: no event of its own for the fds the exit flush
-     * covers. Writes are reported at once: their time bounds input hashes. */
-    if (bit == FD_READ && fd < FLUSH_MAX)
+    /* A read, or a read-only mapping, is reported by the close summary (or
+     * the flush at exec or exit), which carries the access bits: no event of
+     * its own for the fds those flushes cover (the dynamic loader maps
+     * ld.so.cache and every library of every process). Writes are reported
+     * at once: their time bounds input hashes. */
+    if ((bit == FD_READ || bit == FD_MAP_READ) && fd < FLUSH_MAX)
         return;
     struct roar_event ev = {};
     u16 type = EV_READ;

@@ -129,14 +129,38 @@ TRACEPOINT_PROBE(syscalls, sys_enter_execveat)
     return exec_enter(args->fd, args->filename, args->argv);
 }
 
+/* Flush the summaries of fds 0..maxfd of this process life (at exit, or
+ * at exec with EVF_EXEC_FLUSH); EVF_TRUNCATED when fds were left out. */
+static __always_inline u16 flush_fds(u64 cg, u32 tgid, u32 maxfd, u64 epoch, u16 flags)
+{
+    for (u32 fd = 0; fd < FLUSH_MAX; fd++) {
+        KEEP_LOOP_BOUND(fd);
+        if (fd > maxfd)
+            break;
+        flush_fd_flags(cg, tgid, fd, epoch, flags);
+    }
+    return maxfd >= FLUSH_MAX ? EVF_TRUNCATED : 0;
+}
+
+/* A successful exec closed the close-on-exec fds without a close(2): what
+ * they read or mapped (reported only by their summaries) is flushed before
+ * the exec's result, while userspace still knows the fds. The fds that stay
+ * open start new summaries at their next use. */
 static __always_inline int exec_exit(long ret)
 {
-    u64 cg = tagged_cgroup();
-    if (!cg)
+    struct task_seen *me = traced_task();
+    if (!me || !me->run)
         return 0;
+    u64 cg = me->run;
     struct roar_event ev = {};
     fill_header(&ev, cg, EV_EXEC_RET);
     ev.ret = ret;
+    if (ret == 0) {
+        u32 tgid = me->pid_tgid >> 32;
+        struct proc_state *p = procs.lookup(&tgid);
+        if (p)
+            ev.flags = flush_fds(cg, tgid, p->maxfd, me->epoch, EVF_EXEC_FLUSH);
+    }
     emit_small(&ev);
     return 0;
 }
@@ -293,15 +317,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
         u64 epoch = p->epoch;
         ev.a0 = p->exit_code;
         ev.a1 = p->signal;
-        ev.flags = p->state;
-        for (u32 fd = 0; fd < FLUSH_MAX; fd++) {
-            KEEP_LOOP_BOUND(fd);
-            if (fd > maxfd)
-                break;
-            flush_fd(cg, tgid, fd, epoch);
-        }
-        if (maxfd >= FLUSH_MAX)
-            ev.flags |= EVF_TRUNCATED;
+        ev.flags = p->state | flush_fds(cg, tgid, maxfd, epoch, 0);
         procs.delete(&tgid);
         procs_changed();
     }

@@ -20,7 +20,8 @@
 #define EV_OPEN 1        /* fd=new fd, a0=open flags, a1=mode, ret=dirfd, data=path */
 #define EV_READ 2        /* first read-like call on (tgid, fd), for fds >= FLUSH_MAX only */
 #define EV_WRITE 3       /* first write-like call on (tgid, fd) */
-#define EV_MMAP 4        /* first mapping of fd with new access bits; a0=prot, a1=flags */
+#define EV_MMAP 4        /* first mapping of fd with new access bits (a0); a read-only mapping of
+                            an fd < FLUSH_MAX only in its EV_CLOSE's bits, as reads */
 #define EV_CLOSE 5       /* fd closed (or flushed at exit): ret=access bits (1 read, 2 write, 4/8 mapped
                             read/write), a0=bytes read, a1=bytes written, a2=calls r<<32|w */
 #define EV_DUP 6         /* fd=old fd, ret=new fd, a0=1 if close-on-exec */
@@ -55,6 +56,9 @@
 #define EVF_BYTES_UNKNOWN 16 /* EV_CLOSE: some calls were counted without their sizes */
 #define EVF_ARGV_PACKED 32   /* EV_EXEC: the argv blob starts at data + len1 (else at
                                 data + ROAR_PATH_MAX, as kernel sides before it wrote) */
+#define EVF_EXEC_FLUSH 64    /* EV_CLOSE: the summary of an fd flushed by a successful
+                                exec (the fd may stay open, or have been closed as
+                                close-on-exec); the next use starts a new summary */
 
 /* access bits of an open file: EV_MMAP's a0, EV_CLOSE's ret */
 #define FD_READ 1

@@ -6,10 +6,12 @@
  * process) is cached per CPU for the task that asked last, so a task making
  * syscalls back to back pays for the resolution once: a tagged read or write
  * then costs one hash lookup, its per-fd counters (fdstate.h). The cache is
- * exact, not a guess: an entry is used only for the same thread, in the same
- * cgroup, with no tag/untag and no traced process born or dead since (two
- * generation counters), and each of those is all the answer depends on
- * (cgroup ids are never reused and cgroups never change parent).
+ * exact, not a guess: an entry is used only in the same cgroup with no
+ * tag/untag since (GEN_TAGS), which is all the run cgroup depends on (cgroup
+ * ids are never reused and cgroups never change parent); an untagged entry
+ * (run 0) then serves any task of that cgroup, a tagged one only the same
+ * thread with no traced process born or dead since (GEN_PROCS: the epoch of
+ * a reused pid). Callers read pid_tgid and epoch only when run is set.
  */
 #ifndef ROAR_TAGGING_H
 #define ROAR_TAGGING_H
@@ -116,9 +118,20 @@ static __always_inline struct task_seen *traced_task(void)
     u64 gt = *tags, gb = *births;
     u64 id = bpf_get_current_pid_tgid();
     u64 cgid = bpf_get_current_cgroup_id();
-    if (c->pid_tgid == id && c->cgroup == cgid && c->tags == gt && c->births == gb)
-        return c;
-    u64 run = resolve_run(*mask);
+    u64 run;
+    if (c->cgroup == cgid && c->tags == gt) {
+        /* The run depends on the cgroup and the tags only: an untagged
+         * entry serves every task of its cgroup (a shell and its children
+         * taking turns on a CPU, whatever traced process was born or died
+         * meanwhile); a tagged one its own thread while no traced process
+         * was born or died, and else gives its run to the next task of the
+         * cgroup, which only has its epoch to look up. */
+        if (!c->run || (c->pid_tgid == id && c->births == gb))
+            return c;
+        run = c->run;
+    } else {
+        run = resolve_run(*mask);
+    }
     u64 epoch = 0;
     if (run) {
         u32 tgid = id >> 32;

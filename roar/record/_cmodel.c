@@ -1325,23 +1325,16 @@ static int on_write(Model *m, Ev *ev)
     return wrote(m, p, file_path(e), ev->h.ts, 1);
 }
 
-static int on_mmap(Model *m, Ev *ev)
+/* path mapped with the access bits `bits` (FD_MAP_READ, FD_MAP_WRITE) */
+static int mapped(Model *m, Proc *p, PyObject *path, u64 bits, Ev *ev)
 {
-    Proc *p = get_proc(m, ev);
-    if (!p)
-        return -1;
-    PyObject *path = fd_path(p, ev->h.fd);
-    if (!path)
-        return -1;
-    if (path == Py_None)
-        return untraced(m, p, ev->h.fd, ev->h.a0);
     Py_INCREF(path);
     int rc = -1;
     ProcFile *pf = pfile(m, p, path);
     if (!pf)
         goto out;
     pf->mapped = 1;
-    if (ev->h.a0 & FD_MAP_READ) {
+    if (bits & FD_MAP_READ) {
         pf->read = 1;
         PathState *s = state(m, path, S_read);
         if (!s)
@@ -1350,7 +1343,7 @@ static int on_mmap(Model *m, Ev *ev)
         if (hash_early(m, s, ev->h.ts, 0) < 0)
             goto out;
     }
-    if (ev->h.a0 & FD_MAP_WRITE) {
+    if (bits & FD_MAP_WRITE) {
         pf->written = 1;
         PathState *s = modified(m, path, ev->h.ts);
         if (!s)
@@ -1363,30 +1356,51 @@ out:
     return rc;
 }
 
+static int on_mmap(Model *m, Ev *ev)
+{
+    Proc *p = get_proc(m, ev);
+    if (!p)
+        return -1;
+    PyObject *path = fd_path(p, ev->h.fd);
+    if (!path)
+        return -1;
+    if (path == Py_None)
+        return untraced(m, p, ev->h.fd, ev->h.a0);
+    return mapped(m, p, path, ev->h.a0, ev);
+}
+
+/* An fd's summary: at its close, or flushed by an exec (EVF_EXEC_FLUSH: the
+ * fd stays, unless the exec's result closes it as close-on-exec) */
 static int on_close(Model *m, Ev *ev)
 {
     Proc *p = get_proc(m, ev);
     if (!p)
         return -1;
+    int keep = (ev->h.flags & EVF_EXEC_FLUSH) != 0;
     FdEntry *e = fd_get(p, ev->h.fd);
     if (!e && PyErr_Occurred())
         return -1;
     if (!e || file_path(e) == Py_None) {
         if (untraced(m, p, ev->h.fd, (u64)ev->h.ret) < 0)
             return -1;
-        return fd_pop(p, ev->h.fd);
+        return keep ? 0 : fd_pop(p, ev->h.fd);
     }
     Py_INCREF(e);
     int rc = -1;
     if ((ev->h.ret & FD_READ) && on_read(m, ev) < 0)
         goto out;
-    PyObject *k = PyLong_FromLong(ev->h.fd);
-    if (!k)
+    /* read-only mappings of fds < FLUSH_MAX come only here */
+    if ((ev->h.ret & FD_MAP_READ) && mapped(m, p, file_path(e), FD_MAP_READ, ev) < 0)
         goto out;
-    int r = PyDict_DelItem(p->fds, k);
-    Py_DECREF(k);
-    if (r < 0)
-        goto out;
+    if (!keep) {
+        PyObject *k = PyLong_FromLong(ev->h.fd);
+        if (!k)
+            goto out;
+        int r = PyDict_DelItem(p->fds, k);
+        Py_DECREF(k);
+        if (r < 0)
+            goto out;
+    }
     if (ev->h.a0 || ev->h.a1 || ev->h.a2) {
         ProcFile *pf = pfile(m, p, file_path(e));
         if (!pf)

@@ -343,28 +343,38 @@ class RunModel:
         if path is None:
             self._untraced(p, ev.fd, ev.a0)
             return
+        self._mapped(p, path, ev.a0, ev)
+
+    def _mapped(self, p: Proc, path: str, bits: int, ev: E.Event) -> None:
         pf = self._pfile(p, path)
         pf.mapped = True
-        if ev.a0 & FD_MAP_READ:
+        if bits & FD_MAP_READ:
             pf.read = True
             s = self._state(path, "read")
             s.read = True
             self._hash_early(s, ev.ts)
-        if ev.a0 & FD_MAP_WRITE:
+        if bits & FD_MAP_WRITE:
             pf.written = True
             s = self._modified(path, ev.ts)
             s.written = True
 
     def on_close(self, ev: E.Event) -> None:
+        """An fd's summary: at its close, or flushed by an exec (EVF_EXEC_FLUSH:
+        the fd stays, unless the exec's result closes it as close-on-exec)."""
         p = self._proc(ev)
+        keep = ev.flags & E.EVF_EXEC_FLUSH
         entry = p.fds.get(ev.fd)
         if entry is None or entry.file.path is None:
             self._untraced(p, ev.fd, ev.ret)
-            p.fds.pop(ev.fd, None)
+            if not keep:
+                p.fds.pop(ev.fd, None)
             return
         if ev.ret & FD_READ:  # reads are reported here, not one event each
             self.on_read(ev)
-        del p.fds[ev.fd]
+        if ev.ret & FD_MAP_READ:  # read-only mappings of fds < FLUSH_MAX: only here
+            self._mapped(p, entry.file.path, FD_MAP_READ, ev)
+        if not keep:
+            del p.fds[ev.fd]
         if ev.a0 or ev.a1 or ev.a2:
             pf = self._pfile(p, entry.file.path)
             pf.bytes_read += ev.a0
