@@ -185,18 +185,23 @@ def profile(args, bcc, loaded, run) -> None:
     for b in loaded.values():
         b[b"events"].open_ring_buffer(lambda ctx, data, size: 0)
     times: dict[str, list[float]] = {m: [] for m in ("detached", "old", "new")}
+    cpus: dict[str, list[float]] = {m: [] for m in ("detached", "old", "new")}
     spent: dict[str, dict[bytes, list[int]]] = {"old": {}, "new": {}}
+    if args.untagged:
+        run = None  # outside the tagged cgroup: what every other process pays
     timed_cmd(cmd, run)  # warm-up: page cache
     for rep in range(args.reps):
         for mode in (("detached", "old", "new") if rep % 2 == 0 else ("new", "old", "detached")):
             b = loaded.get(mode)
             if b is None:
                 times[mode].append(timed_cmd(cmd, run))
+                cpus[mode].append(CPU[-1])
                 continue
             attach(b)
             try:
                 before = prog_stats(bcc, b)
                 times[mode].append(timed_cmd(cmd, run))
+                cpus[mode].append(CPU[-1])
                 after = prog_stats(bcc, b)
             finally:
                 detach(b)
@@ -206,14 +211,17 @@ def profile(args, bcc, loaded, run) -> None:
                 acc[0] += t - before[name][0]
                 acc[1] += c - before[name][1]
     base = statistics.median(times["detached"])
-    print(f"sh -c {args.profile!r} in a tagged run cgroup, every program attached, "
+    where = "outside the tagged run cgroup" if args.untagged else "in a tagged run cgroup"
+    print(f"sh -c {args.profile!r} {where}, every program attached, "
           f"{args.reps} interleaved reps; old = {args.old}, new = work tree; "
           f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    cbase = statistics.median(cpus["detached"])
     for mode in ("detached", "old", "new"):
-        med = statistics.median(times[mode])
+        med, cmed = statistics.median(times[mode]), statistics.median(cpus[mode])
         total = sum(t for t, _ in spent.get(mode, {}).values()) / args.reps / 1e6
         inside = f"{total:8.1f} ms/run inside the programs" if mode != "detached" else ""
-        print(f"  {mode:<9} {med:7.3f} s  {med / base:5.2f}x  {inside}")
+        print(f"  {mode:<9} {med:7.3f} s  {med / base:5.2f}x  cpu {cmed:7.3f} s "
+              f"{cmed / cbase:5.2f}x  {inside}")
     print(f"  {'program':<44} {'calls/run':>10} {'old ns/call':>12} {'new ns/call':>12} "
           f"{'old ms/run':>11} {'new ms/run':>11}")
     names = sorted(spent["new"], key=lambda n: -spent["new"][n][0])
@@ -232,6 +240,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--count", type=int, default=400_000, help="4 KiB blocks per dd")
     ap.add_argument("--profile", metavar="CMD", help="per-program costs of sh -c CMD instead")
+    ap.add_argument("--untagged", action="store_true",
+                    help="--profile: run CMD outside the tagged cgroup (the floor)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench_hotpath: must run as root")
