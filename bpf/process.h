@@ -9,6 +9,7 @@
 #include "emit.h"
 #include "stash.h"
 #include "fdstate.h"
+#include "untraced.h"
 
 #define CLONE_THREAD_ 0x00010000
 #define SIGKILL_ 9
@@ -146,6 +147,38 @@ static __always_inline u16 flush_fds(u64 cg, u32 tgid, u32 maxfd, u64 epoch, u16
  * they read or mapped (reported only by their summaries) is flushed before
  * the exec's result, while userspace still knows the fds. The fds that stay
  * open start new summaries at their next use. */
+/* Which of fds 0..EXEC_FDS_KNOWN-1 are open in the current task (its fd
+ * table's open_fds bitmap, at the running kernel's BTF offsets): the words
+ * the table has, the rest 0. 0 when it cannot be read (or without BTF). */
+static __always_inline int open_fds_now(u64 *words)
+{
+#if ROAR_FD_KIND
+    const char *t = (const char *)bpf_get_current_task();
+    const char *files = NULL, *fdt = NULL, *bits = NULL;
+    u32 max = 0;
+    KREAD(files, t, OFF_TASK_FILES);
+    if (!files)
+        return 0;
+    KREAD(fdt, files, OFF_FILES_FDT);
+    if (!fdt)
+        return 0;
+    KREAD(max, fdt, OFF_FDT_MAX_FDS);
+    KREAD(bits, fdt, OFF_FDT_OPEN_FDS);
+    if (!bits || max < 64)
+        return 0;
+    /* max_fds is a multiple of 64 (BITS_PER_LONG): the bitmap has max / 64 words */
+    if (bpf_probe_read_kernel(&words[0], 8, bits) < 0)
+        return 0;
+    if (max >= 128 && bpf_probe_read_kernel(&words[1], 8, bits + 8) < 0)
+        return 0;
+    if (max >= 192 && bpf_probe_read_kernel(&words[2], 8, bits + 16) < 0)
+        return 0;
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 static __always_inline int exec_exit(long ret)
 {
     struct task_seen *me = traced_task();
@@ -160,6 +193,16 @@ static __always_inline int exec_exit(long ret)
         struct proc_state *p = procs.lookup(&tgid);
         if (p)
             ev.flags = flush_fds(cg, tgid, p->maxfd, me->epoch, EVF_EXEC_FLUSH);
+        /* the fds the exec left open, as the kernel has them: userspace's
+         * close-on-exec flags miss ioctl(FIOCLEX/FIONCLEX), which
+         * os.set_inheritable and subprocess's pass_fds use */
+        u64 w[3] = {};
+        if (open_fds_now(w)) {
+            ev.a0 = w[0];
+            ev.a1 = w[1];
+            ev.a2 = w[2];
+            ev.flags |= EVF_FDS_OPEN;
+        }
     }
     emit_small(&ev);
     return 0;

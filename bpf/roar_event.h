@@ -28,7 +28,8 @@
 #define EV_FORK 7        /* ret=child pid, a0=1 if a thread (CLONE_THREAD), a1=clone flags */
 #define EV_EXEC 8        /* exec attempt: fd=dirfd, data=filename, data2=argv blob (NUL separated;
                             right after the filename with EVF_ARGV_PACKED) */
-#define EV_EXEC_RET 9    /* ret=exec result */
+#define EV_EXEC_RET 9    /* ret=exec result; with EVF_FDS_OPEN, a0..a2: which of fds 0..191 are
+                            open after the exec (bit fd % 64 of word fd / 64) */
 #define EV_EXIT 10       /* thread group exit: a0=exit code (valid if flag EXITED), a1=fatal signal */
 #define EV_RENAME 11     /* fd=old dirfd, a0=new dirfd, a1=flags, data=old path, data2=new path */
 #define EV_LINK 12       /* fd=old dirfd, a0=new dirfd, data=old path, data2=new path */
@@ -59,6 +60,9 @@
 #define EVF_EXEC_FLUSH 64    /* EV_CLOSE: the summary of an fd flushed by a successful
                                 exec (the fd may stay open, or have been closed as
                                 close-on-exec); the next use starts a new summary */
+#define EVF_FDS_OPEN 128     /* EV_EXEC_RET: a0..a2 say which fds the exec left open (the
+                                kernel's own table: close-on-exec set by any means) */
+#define EXEC_FDS_KNOWN 192   /* fds EVF_FDS_OPEN covers */
 
 /* access bits of an open file: EV_MMAP's a0, EV_CLOSE's ret */
 #define FD_READ 1

@@ -310,20 +310,25 @@ def test_reads_and_maps_of_fds_closed_by_exec_are_inputs(roar):
     """A read or a read-only mapping of an fd below FLUSH_MAX is told only by
     the fd's summary; an fd closed by exec as close-on-exec has no close(2):
     the exec flushes it (EVF_EXEC_FLUSH), and the fds that stay open keep
-    their path (a read after the exec counts too)."""
+    their path (a read after the exec counts too), whether fcntl or ioctl
+    (os.set_inheritable, subprocess's pass_fds: not traced) made them
+    inheritable: the exec's result says which fds it left open."""
     w = roar.cwd
     ins = dict([put(w / "read.txt", "r" * 3000), put(w / "mapped.bin", os.urandom(8192)),
-                put(w / "kept.txt", "k" * 500)])
+                put(w / "kept.txt", "k" * 500), put(w / "ioctl.txt", "i" * 700)])
     _, doc = py(roar, """
         import fcntl, mmap, os, sys
         fd = os.open("read.txt", os.O_RDONLY | os.O_CLOEXEC); os.read(fd, 1000)
         fd2 = os.open("mapped.bin", os.O_RDONLY | os.O_CLOEXEC)
         m = mmap.mmap(fd2, 0, prot=mmap.PROT_READ)
         kept = os.open("kept.txt", os.O_RDONLY)
-        fcntl.fcntl(kept, fcntl.F_SETFD, 0)  # inherited (set_inheritable's ioctl is not traced)
+        fcntl.fcntl(kept, fcntl.F_SETFD, 0)  # inherited, through fcntl
         os.read(kept, 100)
+        by_ioctl = os.open("ioctl.txt", os.O_RDONLY)
+        os.set_inheritable(by_ioctl, True)  # inherited, through ioctl(FIONCLEX)
+        os.read(by_ioctl, 10)
         os.execv(sys.executable, [sys.executable, "-c",
-                 f"import os; os.read({kept}, 1000)"])
+                 f"import os; os.read({kept}, 1000); os.read({by_ioctl}, 1000)"])
     """)
     assert_versions(doc["inputs"], ins, "inputs")
     files = {}
@@ -332,6 +337,7 @@ def test_reads_and_maps_of_fds_closed_by_exec_are_inputs(roar):
     assert files[str(w / "read.txt")]["bytes_read"] == 1000
     assert "m" in files[str(w / "mapped.bin")]["mode"]
     assert files[str(w / "kept.txt")]["read_calls"] == 2  # one before the exec, one after
+    assert files[str(w / "ioctl.txt")]["read_calls"] == 2
     assert_complete(doc)
 
 

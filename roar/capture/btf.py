@@ -18,6 +18,7 @@ FIELDS = {
     "OFF_FILES_FDT": ("files_struct", "fdt"),
     "OFF_FDT_MAX_FDS": ("fdtable", "max_fds"),
     "OFF_FDT_FD": ("fdtable", "fd"),
+    "OFF_FDT_OPEN_FDS": ("fdtable", "open_fds"),  # bpf/process.h: the fds an exec left open
     "OFF_FILE_INODE": ("file", "f_inode"),
     "OFF_FILE_PATH": ("file", "f_path"),
     "OFF_PATH_DENTRY": ("path", "dentry"),

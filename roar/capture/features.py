@@ -357,9 +357,12 @@ def probe_extras() -> list[Feature]:
 
     found = btf.offsets() is not None
     out.append(Feature("btf", found, f"{btf.VMLINUX} gives the struct offsets roar reads: "
-                       "I/O through fds whose open was not seen is flagged" if found
+                       "I/O through fds whose open was not seen is flagged, and an exec "
+                       "says which fds it left open" if found
                        else f"{btf.VMLINUX} absent or unreadable: I/O through fds received "
-                       "from other processes (SCM_RIGHTS) is not flagged",
+                       "from other processes (SCM_RIGHTS) is not flagged, and after an exec "
+                       "an fd made inheritable by ioctl (os.set_inheritable, subprocess's "
+                       "pass_fds) is taken for closed",
                        fix="" if found else "a kernel built with CONFIG_DEBUG_INFO_BTF",
                        required=False))
     raw = bool(raw_rw_flags())

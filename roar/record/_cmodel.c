@@ -1486,7 +1486,25 @@ static int on_fdflags(Model *m, Ev *ev)
 
 /* {fd: FdEntry(e.file, e.cloexec)} (keep_cloexec) or the entries without
  * close-on-exec, all cleared */
-static PyObject *copy_fds(PyObject *fds, int exec)
+/* Does the exec (its EV_EXEC_RET ev) close fd, whose entry is e? The
+ * kernel's word where it gave it (EVF_FDS_OPEN), else e's close-on-exec flag. */
+static int exec_closes(const Ev *ev, PyObject *fd, FdEntry *e)
+{
+    if (ev->h.flags & EVF_FDS_OPEN) {
+        long n = PyLong_AsLong(fd);
+        if (n == -1 && PyErr_Occurred())
+            return -1;
+        if (n >= 0 && n < EXEC_FDS_KNOWN) {
+            u64 w = n < 64 ? ev->h.a0 : n < 128 ? ev->h.a1 : ev->h.a2;
+            return !((w >> (n % 64)) & 1);
+        }
+    }
+    return e->cloexec;
+}
+
+/* A copy of an fd table: for a fork (exec NULL) with the close-on-exec flags,
+ * for an exec (its EV_EXEC_RET) of the fds it leaves open, without them. */
+static PyObject *copy_fds(PyObject *fds, const Ev *exec)
 {
     PyObject *out = PyDict_New(), *k, *v;
     Py_ssize_t pos = 0;
@@ -1498,8 +1516,13 @@ static PyObject *copy_fds(PyObject *fds, int exec)
             goto err;
         }
         FdEntry *e = (FdEntry *)v;
-        if (exec && e->cloexec)
-            continue;
+        if (exec) {
+            int closed = exec_closes(exec, k, e);
+            if (closed < 0)
+                goto err;
+            if (closed)
+                continue;
+        }
         PyObject *n = new_fdentry(e->file, exec ? 0 : e->cloexec);
         if (!n || PyDict_SetItem(out, k, n) < 0) {
             Py_XDECREF(n);
@@ -1522,7 +1545,7 @@ static int on_fork(Model *m, Ev *ev)
         parent->threads++;
         return 0;
     }
-    PyObject *fds = (ev->h.a1 & CLONE_FILES_) ? Py_NewRef(parent->fds) : copy_fds(parent->fds, 0);
+    PyObject *fds = (ev->h.a1 & CLONE_FILES_) ? Py_NewRef(parent->fds) : copy_fds(parent->fds, NULL);
     if (!fds)
         return -1;
     Py_INCREF(parent);
@@ -1580,7 +1603,12 @@ static int on_exec_ret(Model *m, Ev *ev)
         PyObject *k, *v;
         Py_ssize_t pos = 0;
         while (PyDict_Check(p->fds) && PyDict_Next(p->fds, &pos, &k, &v)) {
-            if (!PyObject_TypeCheck(v, &FdEntryType) || !((FdEntry *)v)->cloexec)
+            if (!PyObject_TypeCheck(v, &FdEntryType))
+                continue;
+            int closed = exec_closes(ev, k, (FdEntry *)v);
+            if (closed < 0)
+                goto out;
+            if (!closed)
                 continue;
             PyObject *t = PyTuple_Pack(2, p->key, k);
             if (!t || PySet_Add(m->exec_closed, t) < 0) {
@@ -1590,7 +1618,7 @@ static int on_exec_ret(Model *m, Ev *ev)
             Py_DECREF(t);
         }
     }
-    PyObject *fds = copy_fds(p->fds, 1);
+    PyObject *fds = copy_fds(p->fds, ev);
     if (!fds)
         goto out;
     Py_SETREF(p->fds, fds);

@@ -435,9 +435,19 @@ class RunModel:
         p.argv_incomplete = bool(pending[2] & (E.EVF_TRUNCATED | E.EVF_FAULT))
         p.execs += 1
         # execve first gives a process that shared its table (CLONE_FILES) a copy of
-        # its own, then closes the close-on-exec fds in it: the others keep theirs
-        self.exec_closed.update((p.key, fd) for fd, e in p.fds.items() if e.cloexec)
-        p.fds = {fd: FdEntry(e.file, False) for fd, e in p.fds.items() if not e.cloexec}
+        # its own, then closes the close-on-exec fds in it: the others keep theirs.
+        # Which are closed: the kernel's word where it gave it (EVF_FDS_OPEN: its
+        # own table, close-on-exec set by ioctl too), else the flags seen
+        words = (ev.a0, ev.a1, ev.a2) if ev.flags & E.EVF_FDS_OPEN else None
+
+        def closes(fd: int, e: FdEntry) -> bool:
+            if words is not None and 0 <= fd < E.EXEC_FDS_KNOWN:
+                return not (words[fd // 64] >> (fd % 64)) & 1
+            return e.cloexec
+
+        closed = {fd for fd, e in p.fds.items() if closes(fd, e)}
+        self.exec_closed.update((p.key, fd) for fd in closed)
+        p.fds = {fd: FdEntry(e.file, False) for fd, e in p.fds.items() if fd not in closed}
 
     def on_exit(self, ev: E.Event) -> None:
         p = self.live.pop(ev.tgid, None)
