@@ -59,14 +59,16 @@ def _capture_unavailable() -> str | None:
 
 def _build_compiled_model() -> None:
     """The compiled process model (roar/record/_cmodel.c) is what `roar run`
-    uses, the compiled relay (roar/capture/_relay.c) what roard uses: build
+    uses, the compiled relay (roar/capture/_relay.c) what roard uses, and
+    roar/capture/_sys.c the system calls both make without ctypes: build
     them in place when one is missing or older than the sources (a fresh
     checkout, a rebase), as `pip install -e .` does; a failed build stops the
     session. The tests never fall back to the Python model."""
     built = [sorted((REPO / "roar" / d).glob(f"{name}.*.so"))
-             for d, name in (("record", "_cmodel"), ("record", "_readhash"), ("capture", "_relay"))]
+             for d, name in (("record", "_cmodel"), ("record", "_readhash"), ("capture", "_relay"),
+                             ("capture", "_sys"))]
     sources = [REPO / "roar" / "record" / "_cmodel.c", REPO / "roar" / "capture" / "_relay.c",
-               REPO / "roar" / "record" / "_readhash.c",
+               REPO / "roar" / "record" / "_readhash.c", REPO / "roar" / "capture" / "_sys.c",
                REPO / "bpf" / "roar_event.h", REPO / "bpf" / "roar_event_user.h",
                REPO / "setup.py"]
     newest = max(s.stat().st_mtime for s in sources)

@@ -12,22 +12,16 @@ Nothing is ever denied or emulated.
 
 from __future__ import annotations
 
-import ctypes
+import fcntl
 import os
 import struct
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-_libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
+from roar.capture import syscalls
 
 AUDIT_ARCH_X86_64 = 0xC000003E
-SYS_SECCOMP = 317
-SECCOMP_SET_MODE_FILTER = 1
-SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
 SECCOMP_RET_ALLOW = 0x7FFF0000
 SECCOMP_RET_USER_NOTIF = 0x7FC00000
 SECCOMP_USER_NOTIF_FLAG_CONTINUE = 1
-PR_SET_NO_NEW_PRIVS = 38
 
 # struct seccomp_notif {u64 id; u32 pid; u32 flags; struct seccomp_data {int nr;
 # u32 arch; u64 ip; u64 args[6]}}, struct seccomp_notif_resp {u64 id; s64 val;
@@ -102,8 +96,7 @@ def filter_program() -> bytes:
     return b"".join(prog + tail)
 
 
-class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+_PROGRAM: bytes | None = None
 
 
 def install(no_new_privs: bool) -> int:
@@ -111,18 +104,16 @@ def install(no_new_privs: bool) -> int:
     the program it execs inherit it); returns the listener fd. no_new_privs:
     set PR_SET_NO_NEW_PRIVS first, which the kernel requires without
     CAP_SYS_ADMIN (a setuid program run afterwards gains no privilege)."""
-    if no_new_privs and _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
-    code = filter_program()
-    buf = ctypes.create_string_buffer(code, len(code))
-    prog = _SockFprog(len(code) // 8, ctypes.cast(buf, ctypes.c_void_p))
-    fd = _libc.syscall(SYS_SECCOMP, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER,
-                       ctypes.byref(prog))
-    if fd < 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
-    return fd
+    return syscalls.seccomp_install(program(), no_new_privs)
+
+
+def program() -> bytes:
+    """filter_program(), built once per process (`roar run` builds it before
+    the fork: the workload's first process only installs it)."""
+    global _PROGRAM
+    if _PROGRAM is None:
+        _PROGRAM = filter_program()
+    return _PROGRAM
 
 
 class Notification:
@@ -134,33 +125,35 @@ class Notification:
         self.args = args
 
 
-def receive(listener: int, buf: ctypes.Array) -> Notification | None:
+def receive(listener: int, buf: bytearray) -> Notification | None:
     """One held syscall (blocks until there is one; the GIL is released).
     None when the notification went away (its task was killed) or the
     listener has no filter left (every task of the run exited: ENOENT)."""
-    ctypes.memset(buf, 0, NOTIF.size)
-    if _libc.ioctl(listener, NOTIF_RECV, buf) != 0:
-        e = ctypes.get_errno()
-        if e in (4, 2):  # EINTR, ENOENT (the notification's task died)
+    buf[:NOTIF.size] = bytes(NOTIF.size)
+    try:
+        fcntl.ioctl(listener, NOTIF_RECV, buf, True)
+    except OSError as e:
+        if e.errno in (4, 2):  # EINTR, ENOENT (the notification's task died)
             return None
-        raise OSError(e, os.strerror(e))
-    return Notification(buf.raw[:NOTIF.size])
+        raise
+    return Notification(bytes(buf[:NOTIF.size]))
 
 
-def let_continue(listener: int, nid: int, buf: ctypes.Array) -> bool:
+def let_continue(listener: int, nid: int, buf: bytearray) -> bool:
     """Let the held syscall run as if it had never been held. False when its
     task is gone (ENOENT)."""
     RESP.pack_into(buf, 0, nid, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE)
-    if _libc.ioctl(listener, NOTIF_SEND, buf) != 0:
-        e = ctypes.get_errno()
-        if e == 2:
+    try:
+        fcntl.ioctl(listener, NOTIF_SEND, buf, True)
+    except OSError as e:
+        if e.errno == 2:
             return False
-        raise OSError(e, os.strerror(e))
+        raise
     return True
 
 
-def new_buffer() -> ctypes.Array:
-    return ctypes.create_string_buffer(max(NOTIF.size, RESP.size))
+def new_buffer() -> bytearray:
+    return bytearray(max(NOTIF.size, RESP.size))
 
 
 def continue_all(listener: int, stop) -> None:

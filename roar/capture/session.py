@@ -5,11 +5,12 @@ the cgroup is empty and every record has been delivered."""
 
 from __future__ import annotations
 
+import _socket
+import io
 import json
 import os
 import select
 import signal
-import socket
 import threading
 import time
 from collections import deque
@@ -220,6 +221,23 @@ class EmbeddedSession:
         pass
 
 
+class _SocketReader(io.RawIOBase):
+    """What sock.makefile("rb") reads through, for a socket of the C module
+    (roar/capture/protocol.py: the socket module is not imported by roar run)."""
+
+    def __init__(self, sock):
+        self._sock = sock
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        return self._sock.recv_into(b)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+
 class DaemonSession:
     """A run traced by roard; records arrive over the socket."""
 
@@ -227,13 +245,13 @@ class DaemonSession:
 
     def __init__(self, path: Path | None = None):
         self.path = path or protocol.socket_path()
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
             self.sock.connect(str(self.path))
         except OSError as e:
             self.sock.close()
             raise SessionError(f"roard is not reachable at {self.path}: {e.strerror}") from None
-        self.rfile = self.sock.makefile("rb", buffering=1 << 20)
+        self.rfile = io.BufferedReader(_SocketReader(self.sock), 1 << 20)
         self.lost = 0
         self.killed = 0
         self.killed_at_ns: int | None = None
@@ -256,7 +274,7 @@ class DaemonSession:
         try:
             with self._send:
                 if fds:
-                    socket.send_fds(self.sock, [data], fds)
+                    protocol.send_fds(self.sock, data, fds)
                 else:
                     self.sock.sendall(data)
         except OSError as e:  # EPIPE, ECONNRESET: roard is gone

@@ -122,20 +122,19 @@ def _start_roard() -> DaemonSession | None:
     return daemon_session()
 
 
-def _inherited_fds(pid: int) -> dict[int, str]:
+def _inherited_fds() -> dict[int, str]:
     """The files the first process starts with (its stdin/stdout/stderr and
-    any other fd without close-on-exec): the one place /proc is read."""
+    any other fd without close-on-exec): this process's own, which the
+    workload's fork copies with their close-on-exec flags (every fd roar opens
+    itself is close-on-exec), read here without opening each fd's fdinfo."""
     out = {}
-    base = f"/proc/{pid}/fd"
-    for name in os.listdir(base):
+    for name in os.listdir("/proc/self/fd"):
         fd = int(name)
         try:
-            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-                flags = next(int(line.split()[1], 8) for line in f if line.startswith("flags"))
-            if flags & 0o2000000:
+            if not os.get_inheritable(fd):
                 continue
-            target = os.readlink(f"{base}/{fd}")
-        except (OSError, StopIteration):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # the listing's own fd, closed since
             continue
         if target.startswith("/"):
             out[fd] = target
@@ -179,16 +178,14 @@ def _install_hold(sock) -> None:
     """In the workload, before its exec: install the pre-image hold's filter and
     send its listener to roar run (or why it could not be installed). Without
     CAP_SYS_ADMIN the kernel requires no_new_privs first."""
-    import socket
-
-    from roar.capture import seccomp
+    from roar.capture import protocol, seccomp
 
     try:
         try:
             fd = seccomp.install(no_new_privs=os.geteuid() != 0)
         except PermissionError:  # root without CAP_SYS_ADMIN (a container)
             fd = seccomp.install(no_new_privs=True)
-        socket.send_fds(sock, [b"ok"], [fd])
+        protocol.send_fds(sock, b"ok", [fd])
         os.close(fd)
     except OSError as e:
         try:
@@ -201,11 +198,11 @@ def _install_hold(sock) -> None:
 def _hold_listener(sock) -> tuple[int | None, str]:
     """The listener the released workload sends (it installs the filter first
     thing): (fd, "") or (None, why not)."""
-    import socket
+    from roar.capture import protocol
 
     try:
         sock.settimeout(10)
-        msg, fds, _, _ = socket.recv_fds(sock, 256, 1)
+        msg, fds = protocol.recv_fds(sock, 256, 1)
     except OSError as e:
         return None, f"no answer from the workload: {e.strerror or e}"
     finally:
@@ -253,19 +250,21 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
     logs = _regular_output_files()
     hold = theirs = None
     if os.environ.get("ROAR_PREIMAGE", "1") not in ("0", "off", "no"):  # docs/preimage.md
-        import socket
+        import _socket
 
-        # imported here, not in the workload: a file it opened after being placed
-        # in the run's cgroup would be the run's (~3 ms: ctypes)
-        from roar.capture import seccomp  # noqa: F401
+        # imported (and its filter built) here, not in the workload: a file it
+        # opened after being placed in the run's cgroup would be the run's
+        from roar.capture import seccomp
 
-        hold, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        seccomp.program()
+
+        hold, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, [*FORWARDED, signal.SIGCHLD])
     pid, go = _spawn_held(argv, run_id, theirs)
     if theirs is not None:
         theirs.close()
     try:
-        root_fds = _inherited_fds(pid)
+        root_fds = _inherited_fds()
         start_ns = time.monotonic_ns()
         # roard creates the run's cgroup, tags it and moves the held workload
         # there (a cgroup migration: milliseconds) while the checks that may

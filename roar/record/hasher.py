@@ -8,7 +8,6 @@ unverified rather than given a hash it may not have.
 
 from __future__ import annotations
 
-import ctypes
 import mmap
 import os
 import queue
@@ -54,42 +53,19 @@ class HashResult(SlotsValue):
         self.error = error
 
 
-class _Timestamp(ctypes.Structure):
-    _fields_ = [("sec", ctypes.c_int64), ("nsec", ctypes.c_uint32), ("pad", ctypes.c_int32)]
-
-
-class _Statx(ctypes.Structure):  # struct statx (UAPI), up to the timestamps
-    _fields_ = [("mask", ctypes.c_uint32), ("blksize", ctypes.c_uint32),
-                ("attributes", ctypes.c_uint64), ("nlink", ctypes.c_uint32),
-                ("uid", ctypes.c_uint32), ("gid", ctypes.c_uint32), ("mode", ctypes.c_uint16),
-                ("pad1", ctypes.c_uint16), ("ino", ctypes.c_uint64), ("size", ctypes.c_uint64),
-                ("blocks", ctypes.c_uint64), ("attributes_mask", ctypes.c_uint64),
-                ("atime", _Timestamp), ("btime", _Timestamp), ("ctime", _Timestamp),
-                ("mtime", _Timestamp), ("spare", ctypes.c_uint64 * 32)]  # kernel fills 256 bytes
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_STATX_BTIME = 0x800
 _AT_FDCWD = -100
-
-
-_AT_EMPTY_PATH = 0x1000
 
 
 def birth_ns(path: str | None, fd: int = _AT_FDCWD) -> int | None:
     """When the file (at path, or open as fd) was created, wall clock ns, where
     the filesystem records it; None when it does not or the file is gone."""
-    sx = _Statx()
-    statx = getattr(_libc, "statx", None)
+    # (here, not at the module's import: the test session imports this module
+    # before it builds roar/capture/_sys.c, whose absence syscalls would keep)
+    from roar.capture import syscalls
+
     if fd != _AT_FDCWD:
-        where, flags = b"", _AT_EMPTY_PATH
-    else:
-        where, flags = os.fsencode(path), 0
-    if statx is None or statx(fd, where, flags, _STATX_BTIME, ctypes.byref(sx)) != 0:
-        return None
-    if not sx.mask & _STATX_BTIME:
-        return None
-    return sx.btime.sec * 1_000_000_000 + sx.btime.nsec
+        return syscalls.birth_ns(fd, b"", syscalls.AT_EMPTY_PATH)
+    return syscalls.birth_ns(fd, os.fsencode(path), 0)
 
 
 def _open_long(path: str) -> int:

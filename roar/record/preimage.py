@@ -25,7 +25,6 @@ Nothing is ever denied: every held syscall continues, whatever fails here
 
 from __future__ import annotations
 
-import ctypes
 import os
 import posixpath
 import select
@@ -34,6 +33,7 @@ import threading
 import time
 
 from roar.capture import seccomp as sc
+from roar.capture.syscalls import read_mem
 
 AT_FDCWD = -100
 PATH_MAX = 4096
@@ -50,48 +50,33 @@ UNKNOWN = object()  # the model has not seen the path (yet)
 NO = None           # not a pre-image of a pending input
 
 
-class _IoVec(ctypes.Structure):
-    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.process_vm_readv.restype = ctypes.c_ssize_t
-_libc.process_vm_readv.argtypes = [ctypes.c_int, ctypes.POINTER(_IoVec), ctypes.c_ulong,
-                                   ctypes.POINTER(_IoVec), ctypes.c_ulong, ctypes.c_ulong]
-
-
 def read_string(pid: int, addr: int) -> str | None:
     """A NUL-terminated path from the held task's memory, page by page (a
     path may end just before an unmapped page). None when unreadable."""
     out = b""
-    buf = ctypes.create_string_buffer(PATH_MAX)
     while len(out) < PATH_MAX:
         n = min(4096 - (addr % 4096), PATH_MAX - len(out))
-        local = _IoVec(ctypes.cast(buf, ctypes.c_void_p), n)
-        remote = _IoVec(addr, n)
-        got = _libc.process_vm_readv(pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
-        if got <= 0:
+        chunk = read_mem(pid, addr, n)
+        if not chunk:
             return None
-        chunk = buf.raw[:got]
         nul = chunk.find(b"\0")
         if nul >= 0:
             return os.fsdecode(out + chunk[:nul])
         out += chunk
-        addr += got
+        addr += len(chunk)
     return None
 
 
 def _read_u64(pid: int, addr: int) -> int | None:
-    buf = ctypes.create_string_buffer(8)
-    local = _IoVec(ctypes.cast(buf, ctypes.c_void_p), 8)
-    remote = _IoVec(addr, 8)
-    if _libc.process_vm_readv(pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0) != 8:
+    raw = read_mem(pid, addr, 8)
+    if raw is None or len(raw) != 8:
         return None
-    return int.from_bytes(buf.raw, "little")
+    return int.from_bytes(raw, "little")
 
 
 def _int(v: int) -> int:
-    return ctypes.c_int32(v & 0xFFFFFFFF).value
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v & 0x80000000 else v
 
 
 # what a held syscall does to each file it names (READS_WRITES: an O_RDWR open,
