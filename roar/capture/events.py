@@ -10,14 +10,23 @@ import os
 import re
 import struct
 import zlib
-from pathlib import Path
 
 from roar.capture.values import SlotsValue
 
-BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
-if not BPF_DIR.is_dir():  # source checkout: bpf/ sits beside the package
-    BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
-HEADER = BPF_DIR / "roar_event.h"
+# str paths (`roar run` imports no pathlib); BPF_DIR and HEADER are Paths, made when asked for
+_PKG = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+BPF_DIR_NAME = os.path.join(_PKG, "bpf")
+if not os.path.isdir(BPF_DIR_NAME):  # source checkout: bpf/ sits beside the package
+    BPF_DIR_NAME = os.path.join(os.path.dirname(_PKG), "bpf")
+HEADER_NAME = os.path.join(BPF_DIR_NAME, "roar_event.h")
+
+
+def __getattr__(name: str):
+    if name in ("BPF_DIR", "HEADER"):
+        from pathlib import Path
+
+        return Path(BPF_DIR_NAME if name == "BPF_DIR" else HEADER_NAME)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 _CTYPES = {"u16": "H", "s16": "h", "u32": "I", "s32": "i", "u64": "Q", "s64": "q"}
 
@@ -26,11 +35,11 @@ def struct_fields(text: str, struct_name: str) -> tuple[list[str], str]:
     """The field names of a struct in the header, and its struct-module format."""
     body = re.search(rf"struct {struct_name}\s*\{{(.*?)\}};", text, re.S)
     if not body:
-        raise RuntimeError(f"{HEADER}: struct {struct_name} not found")
+        raise RuntimeError(f"{HEADER_NAME}: struct {struct_name} not found")
     fields, fmt = [], "<"
     for ctype, name in re.findall(r"^\s*(\w+)\s+(\w+);", body.group(1), re.M):
         if ctype not in _CTYPES:
-            raise RuntimeError(f"{HEADER}: unsupported field type {ctype} {name}")
+            raise RuntimeError(f"{HEADER_NAME}: unsupported field type {ctype} {name}")
         fields.append(name)
         fmt += _CTYPES[ctype]
     return fields, fmt
@@ -44,7 +53,8 @@ def _parse_header(text: str) -> tuple[dict[str, int], list[str], str]:
     return (consts, *struct_fields(text, "roar_event"))
 
 
-_TEXT = HEADER.read_text()
+with open(HEADER_NAME) as _f:
+    _TEXT = _f.read()
 CONSTS, FIELDS, FORMAT = _parse_header(_TEXT)
 PROC_STATE_FIELDS = struct_fields(_TEXT, "proc_state")[0]  # the procs map's value
 HEADER_STRUCT = struct.Struct(FORMAT)
@@ -114,7 +124,7 @@ GEN_PROCS = CONSTS["GEN_PROCS"]
 SHARED_PREFIXES = ("EV_", "EVF_", "FD_", "CLOSE_RANGE_", "GEN_")  # the names both sides read
 _MISSING = {k for k in CONSTS if k.startswith(SHARED_PREFIXES)} - globals().keys()
 if _MISSING:
-    raise RuntimeError(f"{HEADER}: {', '.join(sorted(_MISSING))} not named in {__file__}")
+    raise RuntimeError(f"{HEADER_NAME}: {', '.join(sorted(_MISSING))} not named in {__file__}")
 
 
 class Event(SlotsValue):
@@ -189,7 +199,7 @@ def cgroup_of(buf: bytes) -> int:
     return struct.unpack_from("<Q", buf, CGROUP_OFFSET)[0]
 
 
-def program_text(bpf_dir: Path | None = None) -> str:
+def program_text(bpf_dir: str | os.PathLike | None = None) -> str:
     """bpf/roar.bpf.c with its local includes inlined: BCC generates tracepoint
     argument structs only for programs in the main file. (bpf_dir: another copy
     of bpf/, e.g. an earlier revision's, for an A/B benchmark.)"""
@@ -209,7 +219,7 @@ def program_text(bpf_dir: Path | None = None) -> str:
                 out.append(line)
         return "".join(out)
 
-    return inline(str((bpf_dir or BPF_DIR) / "roar.bpf.c"))
+    return inline(os.path.join(bpf_dir or BPF_DIR_NAME, "roar.bpf.c"))
 
 
 # -- kept event streams (ROAR_KEEP_EVENTS) ------------------------------------
@@ -238,7 +248,8 @@ def read_stream(path) -> tuple[dict, list[bytes]] | None:
     (killed before its seed was written): None."""
     import json
 
-    data = Path(path).read_bytes()
+    with open(path, "rb") as f:
+        data = f.read()
     if not data:
         return None
     if not data.startswith(STREAM_MAGIC) or b"\n" not in data:

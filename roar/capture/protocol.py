@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-from pathlib import Path
 
 FRAME = struct.Struct("<cI")
 MAX_REQUEST = 64 << 10
@@ -24,11 +23,28 @@ class ProtocolError(Exception):
     pass
 
 
-DEFAULT_SOCKET = Path("/run/roar/roard.sock")  # the system roard's
+# `roar run` imports no pathlib (with what it pulls, ~5 ms of every run's start on
+# a small machine): its modules keep paths as str, and make a Path where one is asked for.
+DEFAULT_SOCKET_NAME = "/run/roar/roard.sock"  # the system roard's
 
 
-def socket_path() -> Path:
-    return Path(os.environ.get("ROAR_SOCKET", str(DEFAULT_SOCKET)))
+def __getattr__(name: str):
+    if name == "DEFAULT_SOCKET":  # a Path, as before
+        from pathlib import Path
+
+        return Path(DEFAULT_SOCKET_NAME)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def socket_name() -> str:
+    return os.environ.get("ROAR_SOCKET", DEFAULT_SOCKET_NAME)
+
+
+def socket_path():
+    """socket_name() as a Path."""
+    from pathlib import Path
+
+    return Path(socket_name())
 
 
 def encode_json(obj) -> bytes:
@@ -94,7 +110,8 @@ class NoDaemon(Exception):
     """Nothing answers on roard's socket."""
 
 
-def ask(request: dict, path: Path | None = None, timeout: float | None = None) -> dict:
+def ask(request: dict, path: str | os.PathLike | None = None,
+        timeout: float | None = None) -> dict:
     """One request to roard and its one JSON answer: the small client every
     one-shot op uses (status, training-request review). NoDaemon when nothing
     listens; ProtocolError when roard hangs up without an answer."""
@@ -104,7 +121,7 @@ def ask(request: dict, path: Path | None = None, timeout: float | None = None) -
     try:
         sock.settimeout(timeout)
         try:
-            sock.connect(str(path or socket_path()))
+            sock.connect(str(path or socket_name()))
         except OSError as e:
             raise NoDaemon(f"roard is not reachable: {e.strerror}") from None
         sock.sendall(json.dumps(request).encode() + b"\n")

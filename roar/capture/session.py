@@ -14,9 +14,8 @@ import signal
 import threading
 import time
 from collections import deque
-from pathlib import Path
 
-from roar.capture import cgroups, namespaces, protocol
+from roar.capture import namespaces, protocol
 from roar.capture.protocol import SessionError
 
 DEFAULT_LINGER = 5.0  # seconds leftover processes may outlive the run's first one
@@ -32,9 +31,11 @@ POLL_MS = 5
 IDLE_READ = 64 << 10
 
 
-def wait_empty(path: Path, linger: float) -> int:
+def wait_empty(path: os.PathLike, linger: float) -> int:
     """Wait for the cgroup to empty; after `linger` seconds end what is left
     (SIGTERM, then SIGKILL). Returns how many processes had to be ended."""
+    from roar.capture import cgroups
+
     deadline = time.monotonic() + linger
     delay = 0.001
     while cgroups.populated(path):
@@ -69,7 +70,7 @@ class EmbeddedSession:
         self._stop = threading.Event()
         self._done = threading.Event()
         self._wake = threading.Event()
-        self.path: Path | None = None
+        self.path: os.PathLike | None = None
         self.cgroup_id = 0
         self.placement: dict | None = None
         self.host_pid: int | None = None
@@ -84,6 +85,8 @@ class EmbeddedSession:
         self._begun = (pid, run_id)
 
     def started(self) -> None:
+        from roar.capture import cgroups  # not in roar run's daemon path: it needs pathlib
+
         pid, run_id = self._begun
         placement = cgroups.place(run_id, pid)  # below our own cgroup: the job's
         self.placement = placement.record()
@@ -155,6 +158,8 @@ class EmbeddedSession:
             while self._barriers:  # asked for meanwhile: answered after it all
                 self.queue.append(self._barriers.popleft())
             self.lost = self.probes.untag(self.cgroup_id)
+            from roar.capture import cgroups
+
             cgroups.remove(self.path)
             self._done.set()
             self._wake.set()
@@ -162,6 +167,8 @@ class EmbeddedSession:
     def abort(self) -> None:
         if self.path is None:
             return
+        from roar.capture import cgroups
+
         cgroups.kill_all(self.path)
         if getattr(self, "_poller", None) is not None:
             self.root_exited(0)
@@ -171,11 +178,15 @@ class EmbeddedSession:
         cgroups.remove(self.path)
 
     def pids(self) -> list[int]:
+        from roar.capture import cgroups
+
         return cgroups.pids(self.path) if self.path is not None else []
 
     def kill_run(self) -> None:
         """End every process of the run now (an audit policy's kill)."""
         if self.path is not None:
+            from roar.capture import cgroups
+
             self.killed_at_ns = cgroups.kill_tree(self.path)
 
     def stored(self, chain: dict | None = None) -> None:
@@ -196,6 +207,8 @@ class EmbeddedSession:
         run` their last holder, its exit would spend those seconds before the
         pipe below reported its death, the workload running on untraced
         (measured: 3.6-4.3 s; now under 0.05 s)."""
+        from roar.capture import cgroups
+
         r, w = os.pipe()
         if os.fork() == 0:
             os.setsid()
@@ -243,8 +256,8 @@ class DaemonSession:
 
     mode = "daemon"
 
-    def __init__(self, path: Path | None = None):
-        self.path = path or protocol.socket_path()
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = path or protocol.socket_name()
         self.sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
             self.sock.connect(str(self.path))
@@ -429,7 +442,13 @@ class DaemonSession:
                 yield None
 
     def pids(self) -> list[int]:
-        return cgroups.pids(Path(self.cgroup_path)) if self.cgroup_path else []
+        if not self.cgroup_path:
+            return []
+        from pathlib import Path
+
+        from roar.capture import cgroups
+
+        return cgroups.pids(Path(self.cgroup_path))
 
     def root_exited(self, linger: float) -> None:
         with self._send:
@@ -505,7 +524,7 @@ class DaemonSession:
         self.sock.close()
 
 
-def detach_run(run_id: str, path: Path | None = None) -> dict:
+def detach_run(run_id: str, path: str | os.PathLike | None = None) -> dict:
     """roard's answer to `roar detach RUN` ({ok, run} or {ok: false, error})."""
     s = DaemonSession(path)
     try:
@@ -516,7 +535,8 @@ def detach_run(run_id: str, path: Path | None = None) -> dict:
         s.close()
 
 
-def daemon_status(path: Path | None = None, timeout: float = 2.0) -> dict | None:
+def daemon_status(path: str | os.PathLike | None = None,
+                  timeout: float = 2.0) -> dict | None:
     """roard's status, or None when no daemon answers."""
     try:
         return protocol.ask({"op": "status"}, path, timeout)

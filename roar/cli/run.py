@@ -147,6 +147,7 @@ def _spawn_held(argv: list[str], run_id: str, hold=None) -> tuple[int, int]:
     hold: a socket the workload sends its pre-image hold's seccomp listener on
     (installed on itself just before its exec: roar/capture/seccomp.py)."""
     r, w = os.pipe()
+    dirs = _exec_path()
     pid = os.fork()
     if pid == 0:
         try:
@@ -162,7 +163,7 @@ def _spawn_held(argv: list[str], run_id: str, hold=None) -> tuple[int, int]:
             if hold is not None:
                 _install_hold(hold)
             try:
-                os.execvp(argv[0], argv)
+                _execvp(argv, dirs)
             except OSError as e:  # the name as given, bytes that are not UTF-8 too
                 why = {FileNotFoundError: "command not found",
                        PermissionError: "permission denied"}.get(type(e), e.strerror)
@@ -172,6 +173,32 @@ def _spawn_held(argv: list[str], run_id: str, hold=None) -> tuple[int, int]:
             os._exit(RUN_REFUSED)
     os.close(r)
     return pid, w
+
+
+def _exec_path() -> list[str]:
+    """os.get_exec_path(), which imports warnings: in the workload's process
+    (its first, before its exec) that import's reads would be the run's."""
+    path = os.environ.get("PATH")
+    return (os.defpath if path is None else path).split(os.pathsep)
+
+
+def _execvp(argv: list[str], dirs: list[str]) -> None:
+    """os.execvp(argv[0], argv) over dirs (_exec_path): the same execs in the
+    same order, the same error raised when none succeeds."""
+    file = argv[0]
+    if os.path.dirname(file):
+        os.execv(file, argv)
+    saved = last = None
+    for d in dirs:
+        try:
+            os.execv(os.path.join(os.fsencode(d), os.fsencode(file)), argv)
+        except (FileNotFoundError, NotADirectoryError) as e:
+            last = e
+        except OSError as e:
+            last = e
+            if saved is None:
+                saved = e
+    raise saved if saved is not None else last
 
 
 def _install_hold(sock) -> None:
@@ -271,7 +298,7 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
         # still refuse the run are made here
         # prompt: an audit policy's kill, or inputs rewritten soon after their
         # read with no hold to wait for their hash, want records within ms
-        session.begin(pid, run_id, str(store.home.resolve()), root_fds,
+        session.begin(pid, run_id, os.path.realpath(store.home_dir), root_fds,
                       prompt=audit_policy is not None or hold is None)
         record, gate = prepared or _prepare(store, argv, run_id, name, allow_dirty,
                                             request_id, session.mode, group, no_git,
@@ -330,7 +357,7 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
         gpus: list = []
         gpu_thread = None
         smi = context.which("nvidia-smi")
-        cached = context.gpus_cached(store.home, smi) if smi else None
+        cached = context.gpus_cached(store.home_dir, smi) if smi else None
         if cached is not None:
             gpus.append(cached)
         elif smi:  # asked while the workload runs (nvidia-smi takes ~0.1 s); no GPU, no thread
@@ -382,7 +409,7 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
     if gpu_thread is not None:
         gpu_thread.join(timeout=5)
         if gpus and gpus[0]:
-            context.remember_gpus(store.home, smi, gpus[0])
+            context.remember_gpus(store.home_dir, smi, gpus[0])
     record["gpus"] = gpus[0] if gpus else None
     if gate is not None and gate.stopped:
         notes.append(gate.stopped)
@@ -429,7 +456,7 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
     session.close()
     from roar.shared.outbox import kick
 
-    problem = kick(store.home)  # the run is in the outbox already; this pushes it soon
+    problem = kick(store.home_dir)  # the run is in the outbox already; this pushes it soon
     if problem:
         print(f"roar: {problem}", file=sys.stderr)
     mark("end: links, chain, shared outbox")
@@ -474,11 +501,11 @@ def _prepare(store: Store, argv: list[str], run_id: str, name: str | None,
     from roar.record.classify import RulesError, load_rules
 
     try:  # the user's classification rules: a broken file refuses the run
-        rules = load_rules(store.home, git["root"] if git else None)
+        rules = load_rules(store.home_dir, git["root"] if git else None)
     except RulesError as e:
         raise RunError(str(e)) from None
     gate = None
-    if request_id is not None or any_policy(store.home, git["root"] if git else None):
+    if request_id is not None or any_policy(store.home_dir, git["root"] if git else None):
         from roar.requests import training as requests
 
         try:

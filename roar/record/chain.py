@@ -32,11 +32,10 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 from roar.record.sha256 import sha256
 
-DEFAULT_STATE = Path("/var/lib/roar")
+DEFAULT_STATE_DIR = "/var/lib/roar"  # a str: roar run imports no pathlib
 GENESIS = "0" * 64
 # Run document fields roar itself may change after the run is stored.
 VOLATILE_RUN = frozenset({"links", "dataset_mismatch", "dataset_check", "hash_progress",
@@ -115,20 +114,24 @@ def _head(prev: str, home: str, run_id: str, dig: str) -> str:
 # -- roard's side: the chain files ---------------------------------------------------
 
 
-def state_dir(sock: Path, default_sock: Path) -> Path:
-    """Where roard keeps its root-owned state: /var/lib/roar for the system
-    daemon, beside the socket for a private one (tests), or ROARD_STATE_DIR."""
+def state_dir(sock: os.PathLike, default_sock: os.PathLike):
+    """Where roard keeps its root-owned state (a Path): /var/lib/roar for the
+    system daemon, beside the socket for a private one (tests), or ROARD_STATE_DIR."""
+    from pathlib import Path
+
     env = os.environ.get("ROARD_STATE_DIR")
     if env:
         return Path(env)
-    return DEFAULT_STATE if sock == default_sock else sock.parent / "state"
+    return Path(DEFAULT_STATE_DIR) if sock == default_sock else Path(sock).parent / "state"
 
 
 class ChainFile:
     """One user's chain: JSON lines, appended under roard's lock."""
 
-    def __init__(self, base: Path, uid: int):
-        self.dir = base / "chain"
+    def __init__(self, base: os.PathLike, uid: int):
+        from pathlib import Path
+
+        self.dir = Path(base) / "chain"
         self.path = self.dir / str(uid)
 
     def entries(self) -> list[dict]:
@@ -250,7 +253,7 @@ def chain_request(store, run_id: str, files: list[dict] | None = None,
     if got is None:
         return None
     dig, pending = got
-    return {"op": "chain", "home": str(store.home.resolve()), "run_id": run_id,
+    return {"op": "chain", "home": os.path.realpath(store.home_dir), "run_id": run_id,
             "digest": dig, "pending": pending}
 
 

@@ -22,7 +22,6 @@ import os
 import re
 from collections import namedtuple
 from collections.abc import Callable
-from pathlib import Path
 
 DATA, CODE, ENV, PSEUDO = "data", "code", "env", "pseudo"
 
@@ -84,7 +83,7 @@ CODE_SUFFIXES = (".py", ".pyx", ".pxd", ".ipynb", ".sh", ".bash", ".c", ".cc", "
                  "Makefile", "Dockerfile")
 
 REPO_RULES = ".roar.toml"  # in the work tree's root
-SYSTEM_RULES = Path("/etc/roar/config.toml")
+SYSTEM_RULES = "/etc/roar/config.toml"
 RULE_KINDS = {"data": DATA, "code": CODE, "environment": ENV, "ignore": PSEUDO}
 
 
@@ -290,11 +289,12 @@ def make_rule(kind: str, pattern: str, source: str, base: str | None) -> Rule:
     return Rule(kind, pattern, source, "^" + _glob_regex(glob) + "(?:/.*)?$")
 
 
-def read_rules(path: Path, base: str | None) -> list[Rule]:
+def read_rules(path: str | os.PathLike, base: str | None) -> list[Rule]:
     """The rules of one TOML file ([classify] with data/code/environment/ignore
     lists); none when the file or its section is absent."""
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as f:
+            raw = f.read()
     except (FileNotFoundError, NotADirectoryError):
         return []
     except OSError as e:
@@ -323,18 +323,19 @@ def read_rules(path: Path, base: str | None) -> list[Rule]:
     return rules
 
 
-def rule_files(home: Path | str | None, git_root: str | None) -> list[tuple[Path, str | None]]:
+def rule_files(home: str | os.PathLike | None,
+               git_root: str | None) -> list[tuple[str, str | None]]:
     """The rules files, first match wins, each with its base for relative globs."""
-    files: list[tuple[Path, str | None]] = []
+    files: list[tuple[str, str | None]] = []
     if git_root:
-        files.append((Path(git_root) / REPO_RULES, git_root))
+        files.append((os.path.join(git_root, REPO_RULES), git_root))
     if home is not None:
-        files.append((Path(home) / "config.toml", None))
+        files.append((os.path.join(home, "config.toml"), None))
     files.append((SYSTEM_RULES, None))
     return files
 
 
-def load_rules(home: Path | str | None, git_root: str | None) -> list[Rule]:
+def load_rules(home: str | os.PathLike | None, git_root: str | None) -> list[Rule]:
     """Every user rule, in precedence order (RulesError on a bad file)."""
     rules: list[Rule] = []
     for path, base in rule_files(home, git_root):

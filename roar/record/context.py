@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 from roar.record import ids
 
@@ -240,6 +239,8 @@ def _url_query_secrets(value: str, key: bytes) -> str:
     """The values of a URL's signing and credential query parameters (a
     presigned URL's X-Amz-Signature, a SAS token's sig, ?token=, ?api_key=:
     remote.SECRET_PARAM, the ones remote identities drop) as keyed hashes."""
+    if "?" not in value or "://" not in value:  # no URL query: urllib is not imported
+        return value
     from urllib.parse import unquote
 
     from roar.record.remote import SECRET_PARAM
@@ -253,7 +254,7 @@ def _url_query_secrets(value: str, key: bytes) -> str:
             parts.append(part)
         return m[1] + "&".join(parts)
 
-    return re.sub(URL_QUERY, one, value) if "?" in value and "://" in value else value
+    return re.sub(URL_QUERY, one, value)
 
 
 def _url_passwords(value: str, key: bytes) -> str:
@@ -427,7 +428,9 @@ def host() -> dict:
 
 def _os_release() -> str | None:
     try:
-        for line in Path("/etc/os-release").read_text().splitlines():
+        with open("/etc/os-release") as f:
+            text = f.read()
+        for line in text.splitlines():
             if line.startswith("PRETTY_NAME="):
                 return line.split("=", 1)[1].strip('"')
     except OSError:
@@ -498,14 +501,14 @@ def _gpu_key(smi: str) -> list:
     return key
 
 
-def gpus_cached(home: Path, smi: str) -> list[dict] | None:
+def gpus_cached(home: str | os.PathLike, smi: str) -> list[dict] | None:
     """The GPUs an earlier run of this user asked nvidia-smi for, when that
     answer is still good (GPU_CACHE_S); else None."""
     import json
     import time
 
     try:
-        with open(home / "gpus.json") as f:
+        with open(os.path.join(home, "gpus.json")) as f:
             doc = json.load(f)
         if doc["key"] == _gpu_key(smi) and 0 <= time.time() - doc["at"] < GPU_CACHE_S \
                 and isinstance(doc["gpus"], list):
@@ -515,18 +518,21 @@ def gpus_cached(home: Path, smi: str) -> list[dict] | None:
     return None
 
 
-def remember_gpus(home: Path, smi: str, rows: list[dict]) -> None:
+def remember_gpus(home: str | os.PathLike, smi: str, rows: list[dict]) -> None:
     """Keep nvidia-smi's answer for the runs of the next GPU_CACHE_S seconds."""
     import json
     import time
 
-    tmp = home / f".gpus.json.{os.getpid()}"
+    tmp = os.path.join(home, f".gpus.json.{os.getpid()}")
     try:
         with open(tmp, "w") as f:
             json.dump({"key": _gpu_key(smi), "at": time.time(), "gpus": rows}, f)
-        os.replace(tmp, home / "gpus.json")
+        os.replace(tmp, os.path.join(home, "gpus.json"))
     except OSError:  # a cache: the next run asks nvidia-smi again
-        tmp.unlink(missing_ok=True)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
 
 
 _SITE = r"^(.*/(?:site|dist)-packages)/([^/]+)"  # compiled where first used

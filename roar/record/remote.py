@@ -18,15 +18,14 @@ this module.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
-from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 import xxhash
 
-# Patterns are compiled where first used (re caches them): every `roar run`
-# imports this module (for RemoteLog), few see HTTP traffic.
+# Patterns are compiled where first used (re caches them), ipaddress and
+# urllib.parse imported there (~4 ms): every `roar run` imports this module
+# (for RemoteLog), few see HTTP traffic or connect anywhere.
 # query parameters that sign or authorise a request: dropped from identities
 SECRET_PARAM = (
     r"(?i)^(x-amz-(signature|credential|security-token|date|expires|signedheaders|algorithm)"
@@ -50,6 +49,8 @@ def nondata_hosts() -> tuple[str, ...]:
 
 def nondata_endpoints() -> list[tuple[object, int | None]]:
     """(network or None, port or None) pairs; a bad entry is ignored."""
+    import ipaddress
+
     out = []
     extra = os.environ.get("ROAR_NONDATA_ENDPOINTS", "")
     for entry in DEFAULT_NONDATA_ENDPOINTS + tuple(extra.split(",")):
@@ -114,6 +115,8 @@ def _host_matches(host: str, path: str, patterns) -> bool:
 
 def _clean_query(query: str) -> tuple[str, dict[str, str]]:
     """The query without credentials, and its parameters."""
+    from urllib.parse import parse_qsl, quote, urlencode
+
     params = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True)
               if not re.match(SECRET_PARAM, k)]
     return urlencode(params, quote_via=quote, safe="/"), dict(params)
@@ -128,6 +131,8 @@ def _s3_api(headers: dict[str, str]) -> bool:
 def identity(scheme: str, host: str, target: str, headers: dict[str, str]) -> dict:
     """{url, endpoint, object, params}: the object a request names. `url` is
     the stable name (s3://, gs://, or the URL without credentials)."""
+    from urllib.parse import unquote
+
     path, _, query = target.partition("?")
     query, params = _clean_query(query)
     hostname = host.rsplit(":", 1)[0] if not host.startswith("[") else host
@@ -435,6 +440,12 @@ def attach_hashes(remote: list[dict], files: list[dict]) -> None:
             rec["hash_file"] = cands[0]["path"]
 
 
+def _ip_address(text: str):
+    import ipaddress
+
+    return ipaddress.ip_address(text)
+
+
 def uninspected(connects: list[dict], exchanges: list[Exchange],
                 nondata: list | None = None) -> list[dict]:
     """Network endpoints a run's processes connected to whose traffic roar
@@ -457,7 +468,7 @@ def uninspected(connects: list[dict], exchanges: list[Exchange],
             continue  # unix sockets; port 0 is a UDP socket finding its route
         if port in seen_ports.get(c.get("process"), ()):
             continue
-        addr = ipaddress.ip_address(c["address"])
+        addr = _ip_address(c["address"])
         if any((net is None or addr in net) and (p is None or p == port) for net, p in nondata):
             continue
         entry = {"address": c["address"], "port": port, "process": c.get("process")}

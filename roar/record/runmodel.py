@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from roar.capture.events import HEADER, decode
+from roar.capture.events import HEADER_NAME, decode
 
 FORCED_PYTHON = os.environ.get("ROAR_PYTHON_MODEL", "") not in ("", "0")
 _FALLBACK = ("this run used the Python model, several times slower per event; build it with "
@@ -23,7 +23,7 @@ def _stale(so: str) -> bool:
     src = os.path.join(os.path.dirname(__file__), "_cmodel.c")
     try:
         built = os.stat(so).st_mtime
-        return max(os.stat(src).st_mtime, os.stat(HEADER).st_mtime) > built
+        return max(os.stat(src).st_mtime, os.stat(HEADER_NAME).st_mtime) > built
     except OSError:  # an installed roar: no sources beside it
         return False
 

@@ -25,12 +25,13 @@ rewritten.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import struct
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import lmdb
 
@@ -58,11 +59,57 @@ class RefError(Exception):
     """A reference (run id, hash, path) that names nothing, or more than one thing."""
 
 
-def default_home() -> Path:
+def default_home():
+    """The store's home (ROAR_HOME, else ~/.roar), a Path."""
+    from pathlib import Path
+
+    return Path(default_home_dir())
+
+
+def default_home_dir() -> str:
+    """default_home() as a str: `roar run` imports no pathlib (with what it
+    pulls, ~5 ms of every run's start on a small machine)."""
     env = os.environ.get("ROAR_HOME")
     if env:
-        return Path(env).expanduser()
-    return Path.home() / ".roar"
+        return pure_path(os.path.expanduser(env))
+    return pure_path(os.path.join(os.path.expanduser("~"), ".roar"))
+
+
+def pure_path(p: str) -> str:
+    """str(Path(p)) without pathlib: repeated and trailing slashes and "."
+    parts dropped ("//" kept in front, as POSIX allows), ".." kept."""
+    lead = "/" if p.startswith("/") else ""
+    if p.startswith("//") and not p.startswith("///"):
+        lead = "//"
+    return lead + "/".join(x for x in p.split("/") if x and x != ".") or "."
+
+
+_MISSING = (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP)  # pathlib's "no such path"
+
+
+def _exists(p: str) -> bool:
+    """Path.exists(): False when there is no such path, other errors raised."""
+    try:
+        os.stat(p)
+    except OSError as e:
+        if e.errno in _MISSING:
+            return False
+        raise
+    except ValueError:
+        return False
+    return True
+
+
+def _is_dir(p: str) -> bool:
+    """Path.is_dir(), as _exists()."""
+    try:
+        return stat.S_ISDIR(os.stat(p).st_mode)
+    except OSError as e:
+        if e.errno in _MISSING:
+            return False
+        raise
+    except ValueError:
+        return False
 
 
 def encode_doc(obj) -> bytes:
@@ -174,52 +221,79 @@ def stat_key(st: os.stat_result) -> bytes:
 class Store:
     """A roar store under `home` (the ROAR_HOME directory)."""
 
-    def __init__(self, home: Path | str | None = None, readonly: bool = False):
-        self.home = Path(home) if home is not None else default_home()
-        self.path = self.home / "store"
+    def __init__(self, home: str | os.PathLike | None = None, readonly: bool = False):
+        # str: a Path only where one is asked for (home, path)
+        self.home_dir = pure_path(os.fspath(home)) if home is not None else default_home_dir()
+        self.store_dir = ("store" if self.home_dir == "." else  # str(Path(home) / "store")
+                          self.home_dir + ("store" if self.home_dir.endswith("/") else "/store"))
+        self._home = self._path = None
         self.readonly = readonly
         try:
-            if self.home.exists() and not self.home.is_dir():
-                raise StoreError(f"the roar store's home {self.home} is not a directory "
+            if _exists(self.home_dir) and not _is_dir(self.home_dir):
+                raise StoreError(f"the roar store's home {self.home_dir} is not a directory "
                                  f"(set ROAR_HOME to a directory you own)")
-            exists = (self.path / "data.mdb").exists()
+            exists = _exists(os.path.join(self.store_dir, "data.mdb"))
         except PermissionError:
-            raise StoreError(f"cannot open the roar store at {self.home}: permission denied "
+            raise StoreError(f"cannot open the roar store at {self.home_dir}: permission denied "
                              f"(it is someone else's; set ROAR_HOME to your own)") from None
         except OSError as e:
-            raise StoreError(f"cannot open the roar store at {self.home}: {e.strerror or e} "
+            raise StoreError(f"cannot open the roar store at {self.home_dir}: {e.strerror or e} "
                              f"(set ROAR_HOME to a directory you own)") from None
         if readonly and not exists:
-            raise StoreError(f"no roar store at {self.home} (nothing recorded yet; set ROAR_HOME?)")
+            raise StoreError(f"no roar store at {self.home_dir} (nothing recorded yet; "
+                             f"set ROAR_HOME?)")
         try:
-            team = storecheck.check_dirs(self.home, self.path)
+            team = storecheck.check_dirs(self.home_dir, self.store_dir)
             if not readonly:
-                self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
-                self.path.mkdir(mode=0o700, exist_ok=True)
-                team = storecheck.check_dirs(self.home, self.path)  # lost a race to another
-            storecheck.check_files(self.path, team)
-            storecheck.check_data_file(self.path / "data.mdb")
+                os.makedirs(self.home_dir, mode=0o700, exist_ok=True)
+                try:
+                    os.mkdir(self.store_dir, mode=0o700)
+                except FileExistsError:
+                    if not _is_dir(self.store_dir):
+                        raise
+                team = storecheck.check_dirs(self.home_dir, self.store_dir)  # lost a race
+            storecheck.check_files(self.store_dir, team)
+            storecheck.check_data_file(os.path.join(self.store_dir, "data.mdb"))
         except storecheck.UnsafeStore as e:
-            raise StoreError(f"cannot open the roar store at {self.home}: {e}") from None
+            raise StoreError(f"cannot open the roar store at {self.home_dir}: {e}") from None
         except OSError as e:  # ROAR_HOME a file, under /proc, on a full or read-only disk
-            raise StoreError(f"cannot open the roar store at {self.path}: "
+            raise StoreError(f"cannot open the roar store at {self.store_dir}: "
                              f"{e.strerror or e} (set ROAR_HOME to a directory you own)") from e
         try:
-            size = max(INITIAL_MAP_SIZE, _file_size(self.path / "data.mdb") * 2)
-            self.env = lmdb.open(str(self.path), map_size=size, max_dbs=len(DBS) + 4,
+            size = max(INITIAL_MAP_SIZE,
+                       _file_size(os.path.join(self.store_dir, "data.mdb")) * 2)
+            self.env = lmdb.open(self.store_dir, map_size=size, max_dbs=len(DBS) + 4,
                                  subdir=True, readonly=False, create=not readonly,
                                  lock=True, max_readers=512, mode=0o660 if team else 0o600)
             self.dbs = {name: self.env.open_db(name.encode()) for name in DBS}
         except lmdb.Error as e:
-            raise StoreError(f"cannot open the roar store at {self.path}: {e} "
+            raise StoreError(f"cannot open the roar store at {self.store_dir}: {e} "
                              f"(move it aside or set ROAR_HOME to another directory)") from e
         except PermissionError as e:
-            raise StoreError(f"cannot open the roar store at {self.path}: permission denied "
+            raise StoreError(f"cannot open the roar store at {self.store_dir}: permission denied "
                              f"(set ROAR_HOME to a directory you own)") from e
         except OSError as e:  # ROAR_HOME a file, under /proc, on a full or read-only disk
-            raise StoreError(f"cannot open the roar store at {self.path}: "
+            raise StoreError(f"cannot open the roar store at {self.store_dir}: "
                              f"{e.strerror or e} (set ROAR_HOME to a directory you own)") from e
         self._check_schema()
+
+    @property
+    def home(self):
+        """The store's home (ROAR_HOME), a Path."""
+        if self._home is None:
+            from pathlib import Path
+
+            self._home = Path(self.home_dir)
+        return self._home
+
+    @property
+    def path(self):
+        """The LMDB directory (home/store), a Path."""
+        if self._path is None:
+            from pathlib import Path
+
+            self._path = Path(self.store_dir)
+        return self._path
 
     def close(self) -> None:
         self.env.close()
@@ -242,9 +316,10 @@ class Store:
         try:
             found = int(raw)
         except ValueError:
-            raise StoreError(f"roar store at {self.path} is corrupt (bad schema marker)") from None
+            raise StoreError(f"roar store at {self.store_dir} is corrupt "
+                             f"(bad schema marker)") from None
         if found > SCHEMA_VERSION:
-            raise StoreError(f"roar store at {self.path} has schema {found}, newer than this "
+            raise StoreError(f"roar store at {self.store_dir} has schema {found}, newer than this "
                              f"roar understands ({SCHEMA_VERSION}): upgrade roar")
         if found < SCHEMA_VERSION and not self.readonly:
             # schema 1's rows stay as they are and are read as they are; the marker
@@ -253,7 +328,7 @@ class Store:
                                            db=self.dbs["meta"]))
 
     def _free(self) -> int:
-        st = os.statvfs(self.path)  # what shutil.disk_usage reports as free
+        st = os.statvfs(self.store_dir)  # what shutil.disk_usage reports as free
         return st.f_bavail * st.f_frsize
 
     def free_space_note(self) -> str:
@@ -270,7 +345,7 @@ class Store:
         except OSError:
             return
         if free < needed:
-            raise StoreError(f"not enough disk space for the roar store at {self.path}: "
+            raise StoreError(f"not enough disk space for the roar store at {self.store_dir}: "
                              f"{free // 1024} KiB left (free some space or set ROAR_HOME "
                              f"elsewhere)")
 
@@ -353,11 +428,11 @@ class Store:
                 try:
                     self.env.set_mapsize(self.env.info()["map_size"] * 2)
                 except lmdb.Error as e:
-                    raise StoreError(f"cannot grow the roar store at {self.path}: {e}") from e
+                    raise StoreError(f"cannot grow the roar store at {self.store_dir}: {e}") from e
             except lmdb.MapResizedError:  # another process grew it: adopt its size
                 self.env.set_mapsize(0)
             except lmdb.Error as e:
-                raise StoreError(f"cannot write the roar store at {self.path}: {e} "
+                raise StoreError(f"cannot write the roar store at {self.store_dir}: {e} "
                                  f"({self.free_space_note()})") from e
 
     def _get(self, db: str, key: bytes):
@@ -689,8 +764,8 @@ def _key(key: str) -> bytes:
     return key.encode("utf-8", "surrogateescape")
 
 
-def _file_size(p: Path) -> int:
+def _file_size(p: str) -> int:
     try:
-        return p.stat().st_size
+        return os.stat(p).st_size
     except OSError:
         return 0

@@ -12,7 +12,6 @@ import os
 import stat
 import struct
 import time
-from pathlib import Path
 
 # LMDB's two meta pages (lmdb/mdb.c, 64-bit builds): a 16-byte page header,
 # then MDB_meta: magic, version, address, mapsize, the free and main MDB_db
@@ -35,7 +34,7 @@ def is_team_dir(st: os.stat_result) -> bool:
     return bool(st.st_mode & stat.S_ISGID) and bool(st.st_mode & stat.S_ISVTX)
 
 
-def check_dirs(home: Path, store_dir: Path) -> bool:
+def check_dirs(home: str | os.PathLike, store_dir: str | os.PathLike) -> bool:
     """Refuse a ROAR_HOME or store directory someone else owns or may write
     to; returns whether it is a team store."""
     uid = os.getuid()
@@ -60,12 +59,12 @@ def check_dirs(home: Path, store_dir: Path) -> bool:
     return team
 
 
-def check_files(store_dir: Path, team: bool) -> None:
+def check_files(store_dir: str | os.PathLike, team: bool) -> None:
     """Refuse LMDB files another user owns (outside a team store) or may write;
     files readable by others are made private (stores made by older roars)."""
     uid = os.getuid()
     for name in ("data.mdb", "lock.mdb"):
-        p = store_dir / name
+        p = os.path.join(store_dir, name)
         try:
             st = os.lstat(p)
         except FileNotFoundError:
@@ -83,7 +82,7 @@ def check_files(store_dir: Path, team: bool) -> None:
             os.chmod(p, stat.S_IMODE(st.st_mode) & want)
 
 
-def check_data_file(path: Path) -> None:
+def check_data_file(path: str | os.PathLike) -> None:
     """Refuse a data.mdb that LMDB would map wrongly: empty (a new store would
     silently replace the history), too short for its own header, without
     LMDB's magic, or shorter than the pages its newest meta page uses."""

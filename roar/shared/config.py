@@ -8,34 +8,34 @@ reads no configuration at all (the outbox is written unconditionally)."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from roar.record.store import StoreError
 
-SYSTEM_CONFIG = Path("/etc/roar/config.toml")
+SYSTEM_CONFIG = "/etc/roar/config.toml"  # paths are str here: `roar run` imports no pathlib
 
 
 class ConfigError(StoreError):
     """A config file roar cannot read; the message names it."""
 
 
-def config_files(home: Path) -> list[Path]:
-    """The config files read, first match wins."""
-    return [home / "config.toml", SYSTEM_CONFIG]
+def config_files(home: str | os.PathLike) -> list[str]:
+    """The config files read, first match wins: the store home's, the system's."""
+    return [os.path.join(home, "config.toml"), SYSTEM_CONFIG]
 
 
-def shared_url(home: Path) -> str | None:
+def shared_url(home: str | os.PathLike) -> str | None:
     """The shared store's libpq URL (or conninfo), or None when none is set."""
     env = os.environ.get("ROAR_SHARED")
     if env is not None:
         return env.strip() or None
-    for path in config_files(home):
+    for i, path in enumerate(config_files(home)):
         try:
-            raw = path.read_bytes()
+            with open(path, "rb") as f:
+                raw = f.read()
         except FileNotFoundError:
             continue
         except PermissionError:
-            if path.parent == home:  # someone else's ROAR_HOME: the store says so itself
+            if i == 0:  # in someone else's ROAR_HOME: the store says so itself
                 continue
             raise ConfigError(f"cannot read {path}: permission denied") from None
         except OSError as e:

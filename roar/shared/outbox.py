@@ -22,7 +22,6 @@ import re
 import struct
 import sys
 import time
-from pathlib import Path
 
 from roar.record.store import Store, index_entries
 
@@ -225,7 +224,7 @@ def last_status(store: Store) -> dict | None:
 # -- the background pusher ----------------------------------------------------------
 
 
-def kick(home: Path) -> str | None:
+def kick(home: str | os.PathLike) -> str | None:
     """Start a detached pusher when a shared store is configured (it outlives
     `roar run`, which never waits on the network). Returns a message for the
     user when it could not be started, else None."""
@@ -237,7 +236,7 @@ def kick(home: Path) -> str | None:
     except ConfigError as e:
         return f"shared store: {e}"
     env = {**os.environ, "ROAR_HOME": str(home),
-           "PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[2]),
+           "PYTHONPATH": os.pathsep.join(p for p in (_import_root(),
                                                      os.environ.get("PYTHONPATH")) if p)}
     import subprocess  # here: most stores push nowhere
 
@@ -250,11 +249,16 @@ def kick(home: Path) -> str | None:
     return None
 
 
+def _import_root() -> str:
+    """The directory roar is imported from (the pusher's PYTHONPATH)."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+
+
 @contextlib.contextmanager
-def push_lock(home: Path, wait: bool):
+def push_lock(home: str | os.PathLike, wait: bool):
     """One pusher per store at a time. Yields False when not waiting and
     another pusher holds it (that one loops until the outbox is empty)."""
-    with open(home / "outbox.lock", "a") as lock:
+    with open(os.path.join(home, "outbox.lock"), "a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
@@ -263,7 +267,7 @@ def push_lock(home: Path, wait: bool):
         yield True
 
 
-def background(home: Path, url: str, retry_for: float = RETRY_FOR_S) -> None:
+def background(home: str | os.PathLike, url: str, retry_for: float = RETRY_FOR_S) -> None:
     """Push until the outbox is empty; an unreachable store is retried with
     backoff for retry_for seconds (the lock is not held while waiting)."""
     deadline = time.monotonic() + retry_for
