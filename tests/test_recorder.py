@@ -300,6 +300,7 @@ def test_the_ends_pass_over_file_records_in_c_is_tallys():
     records and index entries; what C does not take it answers None."""
     import random
 
+    from roar.record import chain
     from roar.record import recorder as R
     from roar.record import store as S
     from roar.record.runmodel import index_rows, tally_records
@@ -310,7 +311,8 @@ def test_the_ends_pass_over_file_records_in_c_is_tallys():
     statuses = ["ok", "special", "pending", "unverified", "vanished", None, "okay"]
     for n in [0, 1, 2, 5, 50, 400]:
         for _ in range(20):
-            files = [{"path": f"/d/{rnd.randrange(n + 1)}", "role": rnd.choice(roles),
+            files = [{"path": rnd.choice(["", f"/d/{rnd.randrange(n + 1)}"]) if rnd.random() < 0.05
+                      else f"/d/{rnd.randrange(n + 1)}", "role": rnd.choice(roles),
                       "kind": rnd.choice(kinds), "status": rnd.choice(statuses),
                       "size": rnd.choice([None, 0, 7, 2**40, rnd.randrange(10**6)])}
                      for _ in range(n)]
@@ -320,6 +322,10 @@ def test_the_ends_pass_over_file_records_in_c_is_tallys():
             want = R.tally(files)
             assert tally_records(files, R.LISTED, R.HASHED) == want
             assert R._tally_c(files) == want
+            # the paths the end of `roar run` hands the chain and the links
+            assert sorted(want[6]) == chain.pending_paths(files)
+            assert want[7] == [f["path"] for f in files
+                               if f.get("role") in ("output", "temporary") and f.get("path")]
             entries = [(rnd.choice(S.INDEXES), os.urandom(16) + b"R" * 26 if rnd.random() < 0.7
                         else b"\1" * 16 + b"R" * 26, f"/d/{rnd.randrange(n + 1)}".encode())
                        for _ in range(n)]

@@ -135,7 +135,7 @@ def attach(pid: int, name: str | None = None, policy_path: str | None = None,
     from roar.record import chain
 
     chain_req = chain.chain_request(store, run["id"], recorder.files, recorder.procs,
-                                    recorder.stored)
+                                    recorder.stored, recorder.pending_paths)
     session.stored(chain_req)  # roard appends it to the chain before it closes
     _chain(run["id"], chain_req, session)
     session.close()

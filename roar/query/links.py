@@ -237,12 +237,14 @@ def merge(links: Iterable[dict]) -> list[dict]:
 
 
 def from_records(files: Iterable[dict], logs: Iterable = (), text: str | None = None,
-                 run_id: str | None = None) -> list[dict]:
+                 run_id: str | None = None, written: list[str] | None = None) -> list[dict]:
     """The links of a run from its file records (what it wrote: outputs and
-    temporaries), log files (a path, or (path, start, end) for the part of a
-    log the run wrote) and output text."""
-    written = [f["path"] for f in files
-               if f.get("role") in ("output", "temporary") and f.get("path")]
+    temporaries; written: their paths, when the caller has them), log files (a
+    path, or (path, start, end) for the part of a log the run wrote) and output
+    text."""
+    if written is None:
+        written = [f["path"] for f in files
+                   if f.get("role") in ("output", "temporary") and f.get("path")]
     found = scan_paths(written, run_id)
     for log in logs:
         found += scan_log(*log) if isinstance(log, tuple) else scan_log(log)

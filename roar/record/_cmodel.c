@@ -3270,14 +3270,15 @@ static PyObject *sizes_same(PyObject *self, PyObject *args)
 }
 
 /* recorder.tally's passes over a run's file records, in one: (unhashed, sizes,
- * inputs, outputs, env_outputs, env_reads) where unhashed counts the inputs whose
- * status is not one of hashed; sizes maps path -> size (the last record of a path
- * with a size not None); inputs and outputs count the records of those roles of a
- * listed kind; env_outputs and env_reads are the paths of the outputs of kind env
- * and of the records of role env, in order. None: a record that is not a dict
- * with these keys as recorder.py reads them (recorder.tally does it, and raises
- * what it raises). */
-static PyObject *S_output, *S_env;
+ * inputs, outputs, env_outputs, env_reads, pending, written) where unhashed counts
+ * the inputs whose status is not one of hashed; sizes maps path -> size (the last
+ * record of a path with a size not None); inputs and outputs count the records of
+ * those roles of a listed kind; env_outputs and env_reads are the paths of the
+ * outputs of kind env and of the records of role env, pending the paths of the
+ * records whose status is "pending", written the paths (when true) of the outputs
+ * and temporaries, all in order. None: a record that is not a dict with these keys
+ * as recorder.py reads them (recorder.tally does it, and raises what it raises). */
+static PyObject *S_output, *S_env, *S_pending, *S_temporary;
 
 static PyObject *tally_records(PyObject *self, PyObject *args)
 {
@@ -3285,9 +3286,10 @@ static PyObject *tally_records(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "O!O!O!", &PyList_Type, &files, &PyTuple_Type, &listed,
                           &PyTuple_Type, &hashed))
         return NULL;
-    PyObject *sizes = PyDict_New(), *env_out = PyList_New(0), *env_read = PyList_New(0);
+    PyObject *sizes = PyDict_New(), *env_out = PyList_New(0), *env_read = PyList_New(0),
+             *pending = PyList_New(0), *written = PyList_New(0);
     Py_ssize_t unhashed = 0, n_in = 0, n_out = 0;
-    if (!sizes || !env_out || !env_read)
+    if (!sizes || !env_out || !env_read || !pending || !written)
         goto fail;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(files); i++) {
         PyObject *f = PyList_GET_ITEM(files, i);
@@ -3301,6 +3303,28 @@ static PyObject *tally_records(PyObject *self, PyObject *args)
             PyObject *path = PyDict_GetItemWithError(f, S_path);
             if (!path || PyDict_SetItem(sizes, path, size) < 0)
                 goto none_or_fail;
+        }
+        PyObject *st = PyDict_GetItemWithError(f, S_status); /* f.get("status") == "pending" */
+        int late = st ? PyObject_RichCompareBool(st, S_pending, Py_EQ) : 0;
+        if (late < 0 || (!st && PyErr_Occurred()))
+            goto fail;
+        if (late) {
+            PyObject *path = PyDict_GetItemWithError(f, S_path);
+            if (!path || PyList_Append(pending, path) < 0)
+                goto none_or_fail;
+        }
+        int w = PyObject_RichCompareBool(role, S_output, Py_EQ); /* links: what it wrote */
+        if (w == 0)
+            w = PyObject_RichCompareBool(role, S_temporary, Py_EQ);
+        if (w < 0)
+            goto fail;
+        if (w) {
+            PyObject *path = PyDict_GetItemWithError(f, S_path);
+            int truth = path ? PyObject_IsTrue(path) : 0;
+            if (truth < 0 || (!path && PyErr_Occurred()))
+                goto fail;
+            if (truth && PyList_Append(written, path) < 0)
+                goto fail;
         }
         int is_in = PyObject_RichCompareBool(role, S_input, Py_EQ);
         if (is_in < 0)
@@ -3350,7 +3374,8 @@ static PyObject *tally_records(PyObject *self, PyObject *args)
                 goto none_or_fail;
         }
     }
-    return Py_BuildValue("(nNnnNN)", unhashed, sizes, n_in, n_out, env_out, env_read);
+    return Py_BuildValue("(nNnnNNNN)", unhashed, sizes, n_in, n_out, env_out, env_read, pending,
+                         written);
 none_or_fail:
     if (PyErr_Occurred())
         goto fail;
@@ -3358,11 +3383,15 @@ none:
     Py_XDECREF(sizes);
     Py_XDECREF(env_out);
     Py_XDECREF(env_read);
+    Py_XDECREF(pending);
+    Py_XDECREF(written);
     Py_RETURN_NONE;
 fail:
     Py_XDECREF(sizes);
     Py_XDECREF(env_out);
     Py_XDECREF(env_read);
+    Py_XDECREF(pending);
+    Py_XDECREF(written);
     return NULL;
 }
 
@@ -3463,7 +3492,7 @@ static PyMethodDef module_methods[] = {
      "sizes_same(used, sizes) -> whether sizes.get(path) == size for each (path, size)."},
     {"tally_records", tally_records, METH_VARARGS,
      "tally_records(files, listed, hashed) -> (unhashed, sizes, inputs, outputs, env_outputs, "
-     "env_reads), or None: recorder.tally's passes over a run's file records, in one."},
+     "env_reads, pending, written), or None: recorder.tally's passes over a run's file records, in one."},
     {"index_rows", index_rows, METH_VARARGS,
      "index_rows(entries, (db, db), hash_len) -> (rows, rows), or None: store._put_files' "
      "sorted rows (path NUL hash) of each hash index."},
@@ -3509,6 +3538,8 @@ PyMODINIT_FUNC PyInit__cmodel(void)
     INTERN(S_hash_read, "hash_read");
     INTERN(S_output, "output");
     INTERN(S_env, "env");
+    INTERN(S_pending, "pending");
+    INTERN(S_temporary, "temporary");
     INTERN(S_address, "address");
     INTERN(S_family, "family");
     INTERN(S_unix, "unix");

@@ -87,18 +87,21 @@ def digest_stored(run: dict, files_raw: bytes, procs_raw: bytes) -> str:
 
 def run_digest(store, run_id: str, files: list[dict] | None = None,
                procs: list[dict] | None = None,
-               stored: tuple[bytes, bytes] | None = None) -> tuple[str, list[str]] | None:
+               stored: tuple[bytes, bytes] | None = None,
+               pending: list[str] | None = None) -> tuple[str, list[str]] | None:
     """(digest, pending paths) of a run as the store holds it now: version 2
     unless a hash is pending. files, procs: its file and process records as
     just stored (the recorder's), and stored: their bytes in the store, when the
-    caller has them (reading 20,000 records back costs ~50 ms). The run
-    document is always read (another writer may have added to it)."""
+    caller has them (reading 20,000 records back costs ~50 ms); pending:
+    pending_paths(files), when the caller has it. The run document is always
+    read (another writer may have added to it)."""
     run = store.get_run(run_id)
     if run is None:
         return None
     if files is None:
         files = store.run_files(run_id)
-    pending = pending_paths(files)
+    if pending is None:
+        pending = pending_paths(files)
     if not pending:
         files_raw, procs_raw = stored or store.raw_records(run_id)
         return digest_stored(run, files_raw, procs_raw), pending
@@ -246,10 +249,11 @@ def _local_chain() -> ChainFile | None:
 
 def chain_request(store, run_id: str, files: list[dict] | None = None,
                   procs: list[dict] | None = None,
-                  stored: tuple[bytes, bytes] | None = None) -> dict | None:
-    """roard's chain op for a run just stored (files, procs, stored: as
-    run_digest takes them); None when the run is not in the store."""
-    got = run_digest(store, run_id, files, procs, stored)
+                  stored: tuple[bytes, bytes] | None = None,
+                  pending: list[str] | None = None) -> dict | None:
+    """roard's chain op for a run just stored (files, procs, stored, pending:
+    as run_digest takes them); None when the run is not in the store."""
+    got = run_digest(store, run_id, files, procs, stored, pending)
     if got is None:
         return None
     dig, pending = got

@@ -95,19 +95,29 @@ LISTED = (DATA, CODE, remote.REMOTE)  # kinds counted as the run's inputs and ou
 HASHED = (OK, SPECIAL, PENDING)  # an input with another status makes the run incomplete
 
 
-def tally(files: list[dict]) -> tuple[int, dict, int, int, list[str], list[str]]:
-    """(unhashed, sizes, inputs, outputs, env_outputs, env_reads) of file records:
-    the inputs whose hash is not HASHED, each path's size (its last record with
-    one), the inputs and outputs of a LISTED kind, the paths of the environment
-    outputs (what the run installed) and reads (what it used), in order."""
+def tally(files: list[dict]) -> tuple[int, dict, int, int, list[str], list[str], list[str],
+                                     list[str]]:
+    """(unhashed, sizes, inputs, outputs, env_outputs, env_reads, pending,
+    written) of file records: the inputs whose hash is not HASHED, each path's
+    size (its last record with one), the inputs and outputs of a LISTED kind,
+    the paths of the environment outputs (what the run installed) and reads
+    (what it used), of the records whose hash is pending (chain.pending_paths,
+    unsorted) and of the outputs and temporaries (what links.from_records
+    scans), in order."""
     unhashed = n_in = n_out = 0
     sizes: dict[str, int] = {}
     env_out: list[str] = []
     env_read: list[str] = []
+    pending: list[str] = []
+    written: list[str] = []
     for f in files:
         if f.get("size") is not None:
             sizes[f["path"]] = f["size"]
+        if f.get("status") == PENDING:
+            pending.append(f["path"])
         role = f["role"]
+        if role in ("output", "temporary") and f.get("path"):
+            written.append(f["path"])
         if role == "input":
             if f["status"] not in HASHED:
                 unhashed += 1
@@ -120,10 +130,11 @@ def tally(files: list[dict]) -> tuple[int, dict, int, int, list[str], list[str]]
                 n_out += 1
         elif role == ENV:
             env_read.append(f["path"])
-    return unhashed, sizes, n_in, n_out, env_out, env_read
+    return unhashed, sizes, n_in, n_out, env_out, env_read, pending, written
 
 
-def _tally_c(files: list[dict]) -> tuple[int, dict, int, int, list[str], list[str]]:
+def _tally_c(files: list[dict]) -> tuple[int, dict, int, int, list[str], list[str], list[str],
+                                         list[str]]:
     """tally, in one pass in C (_cmodel.c tally_records); tally itself for what
     that leaves to it."""
     got = tally_records(files, LISTED, HASHED)
@@ -239,16 +250,17 @@ class RunRecorder:
         # one pass over the file records (tens of thousands): inputs not hashed,
         # sizes, counts, what the run installed (its environment outputs) and
         # what it used (environment reads); the remote records' added below
-        unhashed, sizes, n_in, n_out, env_out, env_read = self._tally(files)
+        unhashed, sizes, n_in, n_out, env_out, env_read, pending, written = self._tally(files)
         reasons = [reason(Reason.UNHASHED_INPUTS, n=unhashed)] if unhashed else []
         mark("finish: file records (waits for hashes)")
         procs, encoded_procs = self._process_records(git_root, tracked, sizes)
         mark("finish: process records")
         remote_files, remote_reasons = self._remote_records(files)
         if remote_files:
-            _, _, r_in, r_out, r_env_out, r_env_read = tally(remote_files)
+            _, _, r_in, r_out, r_env_out, r_env_read, r_pending, r_written = tally(remote_files)
             n_in, n_out = n_in + r_in, n_out + r_out
             env_out, env_read = env_out + r_env_out, env_read + r_env_read
+            pending, written = pending + r_pending, written + r_written
         files += remote_files
         encoded += [encode_doc(r) for r in remote_files]
         index += index_entries(self._rid, remote_files)
@@ -302,8 +314,11 @@ class RunRecorder:
         rows = index_rows(index, INDEXES, HASH_LEN) if self._tally is _tally_c else None
         stored = self.store.finish_run(run, files, procs, encoded_files=encoded,
                                        encoded_procs=encoded_procs, index=index, rows=rows)
-        # what was stored, for the end of `roar run` (links, chain): not read back
+        # what was stored, for the end of `roar run` (links, chain): not read back;
+        # the paths of its pending hashes (chain.pending_paths) and of what it
+        # wrote (links.from_records), from the pass above
         self.files, self.procs, self.stored = files, procs, stored
+        self.pending_paths, self.written = sorted(pending), written
         mark("finish: store")
         if self.pending:
             from roar.record.pending import start_fill
