@@ -565,11 +565,16 @@ def test_hashing_threads_are_named_daemons(tmp_path):
 
     h = Hasher(workers=2)
     try:
+        assert h._threads == []  # started with the first job: most short runs hash nothing
+        f = tmp_path / "f"
+        f.write_bytes(b"x")
+        assert h.submit(str(f)).result(10).status == "ok"
         mine = [t for t in threading.enumerate() if t in h._threads]
         assert sorted(t.name for t in mine) == ["roar-hash-0", "roar-hash-1"]
         assert all(t.daemon for t in mine)
     finally:
         h.shutdown()
+    assert not any(t.is_alive() for t in mine)
 
 
 def test_the_compiled_read_hash_is_bound_and_gives_xxh3_128_for_every_size(tmp_path):

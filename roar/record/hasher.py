@@ -254,10 +254,11 @@ class Hasher:
         self._reader = None  # model_lookup's read transaction, and when it began
         self._reader_at = 0.0
         self._workers = threading.local()  # each worker's read transaction (_worker_lookup)
-        self._threads = [threading.Thread(target=self._loop, name=f"roar-hash-{i}", daemon=True)
-                         for i in range(workers)]
-        for t in self._threads:
-            t.start()
+        # started with the first job: a run that hashes nothing (most short ones,
+        # whose reads are all in the stat cache) starts no thread for it
+        self._n_workers = workers
+        self._threads: list[threading.Thread] = []
+        self._stopped = False
 
     def _lookup(self, key: bytes) -> str | None:
         h = self._memo.get(key)
@@ -411,8 +412,20 @@ class Hasher:
 
     def submit(self, path: str, birth: bool = False) -> HashJob:
         job = HashJob(path, self, birth)
+        if not self._threads and not self._stopped:
+            self._start()
         self.queue.put(job)
         return job
+
+    def _start(self) -> None:
+        with self._claim_lock:
+            if self._threads or self._stopped:
+                return
+            threads = [threading.Thread(target=self._loop, name=f"roar-hash-{i}", daemon=True)
+                       for i in range(self._n_workers)]
+            for t in threads:
+                t.start()
+            self._threads = threads
 
     def submit_input(self, path: str, birth: bool = False) -> HashJob:
         """submit, for the model's first read of a path: the version the
@@ -447,11 +460,14 @@ class Hasher:
     def shutdown(self, wait: bool = True) -> None:
         """Stop the workers; without wait, a hash in progress is abandoned
         (its file is recorded as pending and hashed by a background job)."""
-        for _ in self._threads:
+        with self._claim_lock:
+            self._stopped = True
+            threads = self._threads
+        for _ in threads:
             self.queue.put(None)
         if self._reader is not None:  # (the model's thread has ended)
             self._reader.abort()
             self._reader = None
         if wait:
-            for t in self._threads:
+            for t in threads:
                 t.join()
