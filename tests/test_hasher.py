@@ -273,7 +273,7 @@ def test_the_filler_records_each_outcome_and_counts_only_inputs_it_could_not_ver
     # progress of the long hash: which file of how many, bytes done of its size
     assert (rid, {"path": str(big), "file": 1, "files": 9, "bytes_done": hasher.CHUNK,
                   "bytes": 2 * hasher.CHUNK}) in progress
-    assert progress[-1] == (rid, None)
+    assert all(p is not None for _, p in progress)  # cleared with the records (fill_files)
     # what the filler hashed is in the stat cache: the next look is one stat
     res, _ = hash_path(str(big), st.cached_hash_key)
     assert res.cached and res.hash == row[str(big)][1]
@@ -292,9 +292,22 @@ def test_the_filler_of_a_run_whose_late_inputs_all_verify_makes_it_complete(tmp_
                                           "(filled in by a background job)"]},
                   [{"path": str(f), "role": "input", "kind": "data", "status": "pending",
                     "hash": None, "pending_bound_ns": time.time_ns() + 10**12}], [])
+    seen = []  # after each write transaction: (the input's status, the run's reasons)
+    real = st.write
+
+    def write(fn):
+        out = real(fn)
+        seen.append((st.run_files(rid)[0]["status"], st.get_run(rid)["incomplete_reasons"]))
+        return out
+
+    st.write = write
     assert fill(st, rid) == 1 and fill(st, rid) == 0  # nothing left the second time
     run = st.get_run(rid)
     assert run["complete"] and run["incomplete_reasons"] == []
+    # the filled-in record and the run's completeness change in one transaction:
+    # no reader sees the hash there with the run still waiting for it
+    assert [r for status, r in seen if status == "ok"] == [[]] * len(
+        [1 for status, _ in seen if status == "ok"]), seen
 
 
 def test_birth_time_by_path_by_fd_and_through_hash_path(tmp_path):

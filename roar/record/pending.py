@@ -148,10 +148,8 @@ def _fill(store: Store, run_id: str, progress) -> int:
     if not filled:
         return 0
 
-    store.index_files(run_id, files)
-    store.set_hash_progress(run_id, None)
-    store.replace_reasons(run_id, {Reason.HASH_PENDING},
-                          [reason(Reason.UNHASHED_LATE, n=unverified)] if unverified else [])
+    store.fill_files(run_id, files, {Reason.HASH_PENDING},
+                     [reason(Reason.UNHASHED_LATE, n=unverified)] if unverified else [])
     return filled
 
 

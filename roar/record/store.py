@@ -169,6 +169,18 @@ def index_rows(entries: list[tuple[str, bytes, bytes]]) -> tuple[list[bytes], li
     return sorted(rows["hash_read"]), sorted(rows["hash_written"])
 
 
+def _replace_reasons(doc: dict, drop: set[Reason], add: list[dict]) -> None:
+    """Take the reasons with codes in `drop` off a run document, add `add`,
+    and set `complete` from what is left."""
+    reasons = doc.get("reasons")
+    if reasons is None:  # stored by a roar without codes
+        reasons = [from_sentence(s) for s in doc.get("incomplete_reasons") or []]
+    reasons = [r for r in reasons if Reason(r["code"]) not in drop] + add
+    doc["reasons"] = reasons
+    doc["incomplete_reasons"] = messages(reasons)
+    doc["complete"] = not reasons
+
+
 def _decode_paths(raw) -> list[str]:
     raw = bytes(raw)
     if raw.startswith(b'["'):  # stores written before paths were stored raw
@@ -364,18 +376,17 @@ class Store:
         below are built on it; nothing writes a whole run document after it
         was started (a stale copy written back loses what others stored)."""
         key = run_id.encode()
+        return self.write(lambda txn: self._update_in(txn, key, fn))
 
-        def tx(txn):
-            raw = txn.get(key, db=self.dbs["runs"])
-            if raw is None:
-                return None
-            doc = _loads(raw)
-            fn(doc)
-            txn.put(key, encode_doc(doc), db=self.dbs["runs"])
-            self._outbox(txn, key)
-            return doc
-
-        return self.write(tx)
+    def _update_in(self, txn, key: bytes, fn) -> dict | None:
+        raw = txn.get(key, db=self.dbs["runs"])
+        if raw is None:
+            return None
+        doc = _loads(raw)
+        fn(doc)
+        txn.put(key, encode_doc(doc), db=self.dbs["runs"])
+        self._outbox(txn, key)
+        return doc
 
     # -- typed updates of a stored run --------------------------------------------
 
@@ -406,16 +417,7 @@ class Store:
     def replace_reasons(self, run_id: str, drop: set[Reason], add: list[dict]) -> None:
         """Take the reasons with codes in `drop` off the run, add `add`, and
         set `complete` from what is left."""
-        def fn(doc):
-            reasons = doc.get("reasons")
-            if reasons is None:  # stored by a roar without codes
-                reasons = [from_sentence(s) for s in doc.get("incomplete_reasons") or []]
-            reasons = [r for r in reasons if Reason(r["code"]) not in drop] + add
-            doc["reasons"] = reasons
-            doc["incomplete_reasons"] = messages(reasons)
-            doc["complete"] = not reasons
-
-        self.update_run(run_id, fn)
+        self.update_run(run_id, lambda doc: _replace_reasons(doc, drop, add))
 
     def write(self, fn):
         """Run fn(txn) in one write transaction; grow the map instead of failing.
@@ -505,6 +507,25 @@ class Store:
 
         self.write(fn)
         return files_raw, procs_raw
+
+    def fill_files(self, run_id: str, files: list[dict], drop: set[Reason],
+                   add: list[dict]) -> None:
+        """Late hashes filled in (roar/record/pending.py): index_files, the
+        hash progress taken off the run and replace_reasons, in one write
+        transaction, so that no reader sees the filled-in records with the
+        run still saying its hashes are being computed."""
+        rid = run_id.encode()
+
+        def doc_fn(doc):
+            doc.pop("hash_progress", None)
+            _replace_reasons(doc, drop, add)
+
+        def fn(txn):
+            self._put_files(txn, rid, files)
+            self._outbox(txn, rid)
+            self._update_in(txn, rid, doc_fn)
+
+        self.write(fn)
 
     def index_files(self, run_id: str, files: list[dict]) -> None:
         """Replace a run's file records (e.g. late hashes filled in) and index
