@@ -8,9 +8,9 @@ unverified rather than given a hash it may not have.
 
 from __future__ import annotations
 
+import _queue  # queue.py's SimpleQueue and Empty, without queue.py (heapq...)
 import mmap
 import os
-import queue
 import stat
 import sys
 import threading
@@ -240,7 +240,7 @@ class Hasher:
 
     def __init__(self, store=None, workers: int = 2):
         self.store = store
-        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.queue: _queue.SimpleQueue = _queue.SimpleQueue()
         self.new_entries: list[tuple[bytes, str]] = []
         self._lock = threading.Lock()
         self._done = threading.Condition(self._lock)
@@ -364,7 +364,7 @@ class Hasher:
         while True:
             try:
                 job = self.queue.get_nowait()
-            except queue.Empty:
+            except _queue.Empty:
                 self._end_worker_reader()  # no snapshot held while idle
                 job = self.queue.get()
             if job is None:

@@ -14,7 +14,6 @@ pushes in the foreground."""
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
@@ -254,10 +253,16 @@ def _import_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
 
 
-@contextlib.contextmanager
 def push_lock(home: str | os.PathLike, wait: bool):
     """One pusher per store at a time. Yields False when not waiting and
-    another pusher holds it (that one loops until the outbox is empty)."""
+    another pusher holds it (that one loops until the outbox is empty).
+    (contextlib is imported here: `roar run` imports this module, not it.)"""
+    import contextlib
+
+    return contextlib.contextmanager(_push_lock)(home, wait)
+
+
+def _push_lock(home: str | os.PathLike, wait: bool):
     with open(os.path.join(home, "outbox.lock"), "a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
