@@ -10,7 +10,6 @@ import io
 import json
 import os
 import select
-import signal
 import threading
 import time
 from collections import deque
@@ -34,6 +33,8 @@ IDLE_READ = 64 << 10
 def wait_empty(path: os.PathLike, linger: float) -> int:
     """Wait for the cgroup to empty; after `linger` seconds end what is left
     (SIGTERM, then SIGKILL). Returns how many processes had to be ended."""
+    import signal
+
     from roar.capture import cgroups
 
     deadline = time.monotonic() + linger
@@ -499,6 +500,8 @@ class DaemonSession:
     def stop_workload(self, root_pid: int) -> None:
         """roard died: end every process of the run ourselves (they are the
         caller's own), until its cgroup is empty."""
+        import signal
+
         deadline = time.monotonic() + 5.0
         while True:
             left = set(self.pids()) | {root_pid}

@@ -88,7 +88,7 @@ def _spawn_git(cwd: str, args: tuple[str, ...], stderr: bool,
     """git started in cwd (`git -C`) with stdin from /dev/null, its stdout (and
     stderr, or /dev/null) on pipes and none of the fds in shut; None when it
     cannot be started."""
-    import signal
+    import _signal as signal  # (signal.py's enums are not needed here)
 
     pipes: dict[int, int] = {}  # our end -> the child's fd
     acts = [(os.POSIX_SPAWN_CLOSE, fd) for fd in shut]
@@ -119,8 +119,8 @@ def _spawn_git(cwd: str, args: tuple[str, ...], stderr: bool,
 def _collect(procs: list[dict | None], timeout: float = 60) -> None:
     """Read every started git's output to its end and wait for it; one that
     takes longer than timeout (all of them together) is killed."""
+    import _signal as signal
     import select
-    import signal
     import time
 
     live = {r: p for p in procs if p is not None for r in p["pipes"]}
