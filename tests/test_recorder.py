@@ -343,3 +343,33 @@ def test_the_ends_pass_over_file_records_in_c_is_tallys():
         enc = [f'{{"n":{i}}}'.encode() for i in range(n)]
         kept = list(enc)
         assert S._join(enc) == b"[" + b",".join(enc) + b"]" and enc == kept
+
+
+def test_written_or_created_paths_in_c_are_the_filters(tmp_path):
+    """The end looks for created files and outputs among the paths written or
+    opened with O_CREAT only, listed in C (_cmodel.c written_or_created): the
+    paths, in the model's order, that recorder.py's filter gives."""
+    from roar.record.runmodel import written_or_created
+
+    d = tmp_path / "data"
+    d.mkdir()
+    for name in "abdefg":
+        (d / name).write_bytes(os.urandom(100))
+    with Store(tmp_path / "home") as store:
+        run = {"id": new_run_id(), "cwd": str(d), "command": ["train"], "git": None,
+               "status": "running"}
+        store.put_run(run)
+        rec = RunRecorder(store, run, ROOT, {}, start_ns=0)
+        evs = _stream(str(d))
+        ts = evs[-1].ts  # created (O_CREAT) and closed without a write: an empty output
+        evs.append(E.Event(ts + 10, 1, ROOT, ROOT, E.EV_OPEN, 0, 7, -100, os.O_RDWR | os.O_CREAT,
+                           0, 0, path=f"{d}/empty"))
+        evs.append(E.Event(ts + 20, 1, ROOT, ROOT, E.EV_CLOSE, 0, 7, 0, 0, 0, 0))
+        for e in evs:
+            rec.model.feed(e)
+        want = [p for p, s in rec.model.paths.items() if s.written or s.create_ts is not None]
+        assert any(not rec.model.paths[p].written for p in want)
+        assert want and len(want) < len(rec.model.paths)
+        assert written_or_created(rec.model.paths) == want
+        assert written_or_created({"/x": object()}) is None
+        rec.finish(0, False, 0)

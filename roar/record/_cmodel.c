@@ -3473,6 +3473,34 @@ done:
     return out;
 }
 
+/* recorder._file_records' candidates for created files and outputs: the paths of
+ * paths (model.paths: path -> PathState) written or opened with O_CREAT (create_ts
+ * set), in the dict's order. None: a value that is not a compiled PathState
+ * (recorder.py looks itself). */
+static PyObject *written_or_created(PyObject *self, PyObject *paths)
+{
+    if (!PyDict_CheckExact(paths)) {
+        PyErr_SetString(PyExc_TypeError, "written_or_created: a dict expected");
+        return NULL;
+    }
+    PyObject *out = PyList_New(0), *k, *v;
+    Py_ssize_t pos = 0;
+    if (!out)
+        return NULL;
+    while (PyDict_Next(paths, &pos, &k, &v)) {
+        if (!PyObject_TypeCheck(v, &PathStateType)) {
+            Py_DECREF(out);
+            Py_RETURN_NONE;
+        }
+        PathState *st = (PathState *)v;
+        if ((st->written || st->create_ts != Py_None) && PyList_Append(out, k) < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
 static PyMethodDef module_methods[] = {
     {"encode_json", encode_json, METH_O,
      "encode_json(obj) -> bytes, or None: codes.encode's JSON, compiled (see _cmodel.c)."},
@@ -3490,6 +3518,8 @@ static PyMethodDef module_methods[] = {
      "entries built ahead."},
     {"sizes_same", sizes_same, METH_VARARGS,
      "sizes_same(used, sizes) -> whether sizes.get(path) == size for each (path, size)."},
+    {"written_or_created", written_or_created, METH_O,
+     "written_or_created(paths) -> [path of a PathState written or created], or None."},
     {"tally_records", tally_records, METH_VARARGS,
      "tally_records(files, listed, hashed) -> (unhashed, sizes, inputs, outputs, env_outputs, "
      "env_reads, pending, written), or None: recorder.tally's passes over a run's file records, in one."},

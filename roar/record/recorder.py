@@ -35,6 +35,7 @@ from roar.record.runmodel import (
     settled_inputs,
     sizes_same,
     tally_records,
+    written_or_created,
 )
 from roar.record.store import HASH_LEN, INDEXES, Store, encode_doc, index_entries
 from roar.record.timing import mark
@@ -200,6 +201,7 @@ class RunRecorder:
         self._sizes_same = sizes_same if COMPILED and compiled else None
         # the end's pass over the file records, in C (tally is the reference)
         self._tally = _tally_c if COMPILED and compiled else tally
+        self._written_or_created = written_or_created if COMPILED and compiled else None
         if NOT_BUILT:
             self.messages.append(NOT_BUILT)
 
@@ -564,11 +566,18 @@ class RunRecorder:
         for path in model.paths:
             if path not in kinds:
                 kinds[path] = self._classify(path, tracked)
+        # created files and outputs are among the paths written or created (in
+        # C for the compiled model: 20,000 read-only inputs not looked at here)
+        flagged = self._written_or_created(model.paths) if self._written_or_created else None
+        if flagged is None:
+            flagged = [path for path, s in model.paths.items()
+                       if s.written or s.create_ts is not None]
+        paths = model.paths
         created = {path: self._created_by_run(s, self._result(s.early_hash))
-                   for path, s in model.paths.items()
+                   for path, s in ((p, paths[p]) for p in flagged)
                    if s.create_ts is not None and kinds[path] in (DATA, CODE, ENV)}
         outputs = {}
-        for path, s in model.paths.items():
+        for path, s in ((p, paths[p]) for p in flagged):
             if ((s.written or created.get(path)) and not s.deleted and path not in self.stdio
                     and kinds[path] in (DATA, CODE, ENV)
                     and not self._is_ipc(path, s, created)):

@@ -51,7 +51,7 @@ if _cmodel is not None:  # the store's JSON encoder, compiled (the same bytes)
 # loop, and the end's loop over the records built ahead; the loop over a
 # process's entries built ahead and the check of its record built ahead
 settled_input = settled_inputs = gather_built = proc_files_built = sizes_same = None
-tally_records = index_rows = None
+tally_records = index_rows = written_or_created = None
 if COMPILED:
     from roar.record._cmodel import (  # noqa: F401
         FdEntry,
@@ -64,6 +64,7 @@ if COMPILED:
         settled_inputs,
         sizes_same,
         tally_records,
+        written_or_created,
     )
 else:
     from roar.record.model import FdEntry, OpenFile, RunModel
