@@ -21,6 +21,7 @@ from conftest import workload_pid, xxh128
 from test_other_users import public_roard, user_home, user_roar  # noqa: F401 - fixtures
 
 from roar.capture import seccomp
+from roar.record import preimage
 
 CHILD = r'''
 import ctypes, os, sys
@@ -118,6 +119,80 @@ def test_filter_holds_only_content_changing_syscalls(tmp_path):
     assert not (tmp_path / "w4").exists() and (tmp_path / "w3").read_bytes() == b""
 
 
+HOLD_CHILD = r'''
+import os, sys
+d = sys.argv[1]
+os.chdir(d)
+os.mkfifo("fifo"); os.mkdir("dir"); os.mkdir("dir2")
+with open("reg", "w") as f:                                # new: at once
+    f.write("x")
+os.close(os.open("reg", os.O_WRONLY))                      # a regular file: supervisor
+os.close(os.open(d + "/new2", os.O_WRONLY | os.O_CREAT))   # new, absolute: at once
+dfd = os.open("dir", os.O_DIRECTORY)
+os.close(os.open("new3", os.O_WRONLY | os.O_CREAT, dir_fd=dfd))   # new, dirfd: at once
+os.close(os.open("new3", os.O_WRONLY, dir_fd=dfd))               # regular, dirfd: supervisor
+fd = os.open("fifo", os.O_RDWR | os.O_NONBLOCK)            # not a regular file: at once
+os.close(fd)
+try:
+    os.unlink("missing")                                   # nothing there: at once
+except FileNotFoundError:
+    pass
+os.rename("new2", "new4")                                  # a regular file: supervisor
+os.rename("dir2", "dir3")                                  # a directory taken away: supervisor
+print("DONE", flush=True)
+'''
+
+
+@pytest.mark.skipif(seccomp.syscalls.hold_next is None, reason="roar/capture/_sys.c not built")
+def test_held_syscalls_naming_no_file_that_can_keep_a_pre_image_are_answered_in_c(tmp_path):
+    """syscalls.hold_next continues, without the supervisor, every held syscall
+    whose named files are not there or not regular files; it hands over the
+    first naming a regular file (by path, absolute or relative to the cwd or a
+    dirfd) or a directory a rename takes away."""
+    from roar.capture.syscalls import hold_next
+
+    parent, child = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            parent.close()
+            fd = seccomp.install(no_new_privs=os.geteuid() != 0)
+            socket.send_fds(child, [b"ok"], [fd])
+            os.close(fd)
+            os.dup2(os.open(str(tmp_path / "out"), os.O_WRONLY | os.O_CREAT, 0o644), 1)
+            os.execv(sys.executable, [sys.executable, "-c", HOLD_CHILD, str(tmp_path)])
+        finally:
+            os._exit(127)
+    child.close()
+    _, fds, _, _ = socket.recv_fds(parent, 16, 1)
+    listener = fds[0]
+    buf = seccomp.new_buffer()
+    at_once, handed, status = 0, [], None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        got, k, ns, most, gone = hold_next(listener, 100)
+        at_once += k
+        assert ns >= 0 and most >= 0 and (k or not ns)
+        if got is not None:
+            n = seccomp.Notification.of(*got)
+            handed.append((n.nr, preimage.targets(n)[0][1]))
+            seccomp.let_continue(listener, n.id, buf)
+            continue
+        done, st = os.waitpid(pid, os.WNOHANG)
+        if done:
+            status = st
+            break
+    os.close(listener)
+    if status is None:
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert (tmp_path / "out").read_text().strip().endswith("DONE")
+    assert [path for _, path in handed] == ["reg", "new3", "new2", "dir2"], handed
+    # at once: the child's stdout (a new file, opened under the filter), then
+    # reg's creation, new2, new3, the fifo and the unlink of a missing file
+    assert at_once == 6, (at_once, handed)
+
+
 def _stats(stderr: str) -> dict:
     line = next(ln for ln in stderr.splitlines() if ln.startswith("roar-preimage: "))
     return json.loads(line.split(" ", 1)[1])
@@ -156,6 +231,8 @@ def test_write_opens_of_files_never_read_are_answered_without_hashing(roar):
     assert p.returncode == 0, p.stderr
     st = _stats(p.stderr)
     assert st["held"] == 26, st  # 20 new, 5 + 1 overwritten files; no read-open
+    # the 20 new files' opens name nothing there: answered in C (syscalls.hold_next)
+    assert st["at_once"] == 20, st
     assert st["unread"] == 5 and st["barriers"] == 1, st
     assert st["hashed"] == 0 and st["late"] == 0 and not st["problems"], st
     doc = roar.json("show", roar.json("log")[0]["id"])

@@ -1,4 +1,4 @@
-/* _sys: the three system calls roar needs that Python's os module does not
+/* _sys: the system calls roar needs that Python's os module does not
  * wrap, compiled so that `roar run` does not load ctypes for them (importing
  * ctypes and opening libc through it is ~3 ms of every run's start on a small
  * machine). roar/capture/syscalls.py picks these, or its ctypes versions
@@ -10,6 +10,9 @@
  *       process_vm_readv of another process (the held task's path arguments)
  *   birth_ns(dirfd, path, flags) -> int or None
  *       statx's creation time, where the filesystem records it
+ *   hold_next(listener, timeout_ms)
+ *       the pre-image hold's common case (a write-open of a new file) answered
+ *       here; the rest handed to roar/record/preimage.py (below)
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -22,6 +25,10 @@
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
+#include <limits.h>
+#include <poll.h>
+#include <sys/ioctl.h>
+#include <time.h>
 
 #ifndef SECCOMP_FILTER_FLAG_NEW_LISTENER
 #define SECCOMP_FILTER_FLAG_NEW_LISTENER (1UL << 3)
@@ -106,6 +113,183 @@ static PyObject *birth_ns(PyObject *self, PyObject *args)
                                sx.stx_btime.tv_nsec);
 }
 
+/* ---- the pre-image hold's common case, without Python ---------------------
+ *
+ * hold_next(listener, timeout_ms) -> (notification or None, continued, ns, max_ns, gone)
+ *
+ * Waits up to timeout_ms for the run's held syscalls (roar/capture/seccomp.py)
+ * and lets each one continue at once, here, when none of the files it names
+ * can hold a pre-image: nothing is there (a new file: a write-open of one, the
+ * target of a rename), or something that is not a regular file (and not a
+ * directory that a rename or unlink takes away). That is what the supervisor
+ * (roar/record/preimage.py, Supervisor._handle) decides for such a syscall
+ * before it reads the event model, and most held syscalls are such: a program
+ * writing its outputs with open(path, "w") makes one per file, which through
+ * Python cost ~120 µs of the workload's time each. The first syscall that
+ * names a regular file (or a directory taken away), or one whose files this
+ * cannot tell (openat2, ftruncate), is returned as (id, pid, nr, args) for the
+ * supervisor. continued, ns, max_ns: how many were let through here, how long
+ * they were held here in all and at most; gone: the listener has no task left
+ * under the filter. At most HOLD_BATCH are let through per call, so that the
+ * supervisor sees its stop flag now and then while syscalls keep coming.
+ */
+
+#define HOLD_PATH_MAX 4096
+#define HOLD_BATCH 256
+#define AT_FDCWD_ (-100)
+
+static int read_path(pid_t pid, unsigned long addr, char *out)
+{
+    size_t got = 0;
+    while (got < HOLD_PATH_MAX) {
+        size_t n = 4096 - (addr % 4096);
+        if (n > HOLD_PATH_MAX - got)
+            n = HOLD_PATH_MAX - got;
+        struct iovec local = {out + got, n}, remote = {(void *)addr, n};
+        ssize_t r = process_vm_readv(pid, &local, 1, &remote, 1, 0);
+        if (r <= 0)
+            return -1;
+        char *nul = memchr(out + got, 0, (size_t)r);
+        if (nul)
+            return nul == out ? -1 : 0;  /* an empty path names nothing */
+        got += (size_t)r;
+        addr += (unsigned long)r;
+    }
+    return -1;  /* longer than PATH_MAX: the supervisor skips it too */
+}
+
+/* 0: the file named cannot hold a pre-image; 1: the supervisor must look;
+ * the path unreadable counts as 0, as the supervisor skips it */
+static int needs_look(pid_t tid, long dirfd, unsigned long ptr, int removes)
+{
+    char path[HOLD_PATH_MAX];
+    char where[HOLD_PATH_MAX + 64];
+    if (read_path(tid, ptr, path) != 0)
+        return 0;
+    int n;
+    if (path[0] == '/')
+        n = snprintf(where, sizeof(where), "/proc/%d/root%s", (int)tid, path);
+    else if ((int)dirfd == AT_FDCWD_)
+        n = snprintf(where, sizeof(where), "/proc/%d/cwd/%s", (int)tid, path);
+    else
+        n = snprintf(where, sizeof(where), "/proc/%d/fd/%d/%s", (int)tid, (int)dirfd, path);
+    if (n < 0 || (size_t)n >= sizeof(where))
+        return 1;
+    struct stat st;
+    if ((removes ? lstat(where, &st) : stat(where, &st)) != 0)
+        return 0;  /* nothing there */
+    if (S_ISDIR(st.st_mode) && removes)
+        return 1;  /* a directory taken away: its pending inputs */
+    return S_ISREG(st.st_mode);
+}
+
+static int notif_needs_look(const struct seccomp_notif *n)
+{
+    const __u64 *a = n->data.args;
+    pid_t tid = (pid_t)n->pid;
+    switch (n->data.nr) {
+    case 2:   /* open */
+        return needs_look(tid, AT_FDCWD_, a[0], 0);
+    case 257: /* openat */
+        return needs_look(tid, (int)a[0], a[1], 0);
+    case 85:  /* creat */
+    case 76:  /* truncate */
+        return needs_look(tid, AT_FDCWD_, a[0], 0);
+    case 82:  /* rename */
+        return needs_look(tid, AT_FDCWD_, a[0], 1) || needs_look(tid, AT_FDCWD_, a[1], 1);
+    case 264: /* renameat */
+    case 316: /* renameat2 */
+        return needs_look(tid, (int)a[0], a[1], 1) || needs_look(tid, (int)a[2], a[3], 1);
+    case 87:  /* unlink */
+        return needs_look(tid, AT_FDCWD_, a[0], 1);
+    case 263: /* unlinkat */
+        return needs_look(tid, (int)a[0], a[1], 1);
+    default:  /* openat2 (flags behind a pointer), ftruncate (an fd): the supervisor */
+        return 1;
+    }
+}
+
+static long long now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static PyObject *hold_next(PyObject *self, PyObject *args)
+{
+    int listener, timeout_ms;
+    if (!PyArg_ParseTuple(args, "ii", &listener, &timeout_ms))
+        return NULL;
+    struct seccomp_notif notif;
+    struct seccomp_notif_resp resp;
+    long continued = 0;
+    long long waited = 0, most = 0;
+    int found = 0, gone = 0, err = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (;;) {
+        struct pollfd p = {.fd = listener, .events = POLLIN};
+        int r = poll(&p, 1, timeout_ms);
+        if (r < 0) {
+            if (errno == EINTR)
+                break;
+            err = errno;
+            break;
+        }
+        if (r == 0)
+            break;
+        if (!(p.revents & POLLIN)) {
+            if (p.revents & (POLLHUP | POLLERR | POLLNVAL))
+                gone = 1;
+            break;
+        }
+        memset(&notif, 0, sizeof(notif));
+        if (ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, &notif) != 0) {
+            if (errno == EINTR || errno == ENOENT)  /* its task died meanwhile */
+                continue;
+            err = errno;
+            break;
+        }
+        long long t0 = now_ns();
+        if (notif_needs_look(&notif)) {
+            found = 1;
+            break;
+        }
+        memset(&resp, 0, sizeof(resp));
+        resp.id = notif.id;
+        resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+        if (ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp) != 0 && errno != ENOENT) {
+            err = errno;
+            break;
+        }
+        long long dt = now_ns() - t0;
+        continued++;
+        waited += dt;
+        if (dt > most)
+            most = dt;
+        if (continued >= HOLD_BATCH)
+            break;
+    }
+    Py_END_ALLOW_THREADS
+    if (err) {
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    PyObject *n;
+    if (found) {
+        const __u64 *a = notif.data.args;
+        n = Py_BuildValue("(KIi(KKKKKK))", (unsigned long long)notif.id, (unsigned)notif.pid,
+                          notif.data.nr, (unsigned long long)a[0], (unsigned long long)a[1],
+                          (unsigned long long)a[2], (unsigned long long)a[3],
+                          (unsigned long long)a[4], (unsigned long long)a[5]);
+        if (!n)
+            return NULL;
+    } else {
+        n = Py_NewRef(Py_None);
+    }
+    return Py_BuildValue("(NlLLO)", n, continued, waited, most, gone ? Py_True : Py_False);
+}
+
 static PyMethodDef methods[] = {
     {"seccomp_install", seccomp_install, METH_VARARGS,
      "seccomp_install(prog, no_new_privs) -> fd: install the classic BPF program prog as a "
@@ -116,6 +300,10 @@ static PyMethodDef methods[] = {
     {"birth_ns", birth_ns, METH_VARARGS,
      "birth_ns(dirfd, path, flags) -> int or None: statx's btime in ns, None when the "
      "filesystem does not record it or the file is not there."},
+    {"hold_next", hold_next, METH_VARARGS,
+     "hold_next(listener, timeout_ms) -> (notification or None, continued, ns, max_ns, gone): "
+     "the pre-image hold's held syscalls naming no file that can hold a pre-image are "
+     "continued here; the first that does is returned as (id, pid, nr, args)."},
     {NULL, NULL, 0, NULL},
 };
 

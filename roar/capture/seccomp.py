@@ -124,6 +124,13 @@ class Notification:
         self.id = nid
         self.args = args
 
+    @classmethod
+    def of(cls, nid: int, pid: int, nr: int, args) -> Notification:
+        """One that syscalls.hold_next returned as (id, pid, nr, args)."""
+        n = cls.__new__(cls)
+        n.id, n.pid, n.nr, n.args = nid, pid, nr, list(args)
+        return n
+
 
 def receive(listener: int, buf: bytearray) -> Notification | None:
     """One held syscall (blocks until there is one; the GIL is released).

@@ -96,9 +96,10 @@ def ctypes_birth_ns(dirfd: int, path: bytes, flags: int) -> int | None:
 
 
 try:
-    from roar.capture._sys import birth_ns, read_mem, seccomp_install
+    from roar.capture._sys import birth_ns, hold_next, read_mem, seccomp_install
     COMPILED = True
 except ImportError:  # not built: the same calls through ctypes
     seccomp_install, read_mem, birth_ns = ctypes_seccomp_install, ctypes_read_mem, ctypes_birth_ns
+    hold_next = None  # the supervisor then takes every held syscall itself
     COMPILED = False
 
