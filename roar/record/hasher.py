@@ -100,19 +100,27 @@ def _open_noatime(path: str, st: os.stat_result | None) -> int:
     return os.open(path, _READ)
 
 
-def _bind_read_hash():
+_read_hash = None
+_read_hash_bound = False
+
+
+def compiled_read_hash():
     """The compiled read-and-hash (roar/record/_readhash.c: no GIL held, a few
-    µs per small file), bound to the xxhash package's own xxh3; None where it
-    is not built or finds no xxh3 (the Python loop below then)."""
-    try:
-        from roar.record import _readhash
-    except ImportError:
-        return None
-    lib = getattr(sys.modules.get("xxhash._xxhash"), "__file__", None) or ""
-    return _readhash.read_hash if _readhash.bind(lib) else None
-
-
-_read_hash = _bind_read_hash()
+    µs per small file), bound to the xxhash package's own xxh3 at the first
+    hash (not at import: a checkout's tests import this module before they
+    build the extensions); None where it is not built or finds no xxh3 (the
+    Python loop below then)."""
+    global _read_hash, _read_hash_bound
+    if not _read_hash_bound:
+        try:
+            from roar.record import _readhash
+        except ImportError:
+            _readhash = None
+        lib = getattr(sys.modules.get("xxhash._xxhash"), "__file__", None) or ""
+        if _readhash is not None and _readhash.bind(lib):
+            _read_hash = _readhash.read_hash
+        _read_hash_bound = True
+    return _read_hash
 _local = threading.local()
 
 
@@ -193,8 +201,9 @@ def hash_path(path: str, lookup=None, birth: bool = False,
                 return HashResult(OK, known, st.st_size, started, time.monotonic_ns(),
                                   st.st_ctime_ns, born, cached=True), None
         for _ in range(RETRIES):
-            if _read_hash is not None and (progress is None or st.st_size < PROGRESS_EVERY):
-                digest = _read_hash(fd)[0]
+            read_hash = _read_hash if _read_hash_bound else compiled_read_hash()
+            if read_hash is not None and (progress is None or st.st_size < PROGRESS_EVERY):
+                digest = read_hash(fd)[0]
             else:
                 digest = _read_loop(fd, st.st_size, progress)
             after = os.fstat(fd)
