@@ -186,3 +186,16 @@ def test_random_bytes_in_the_runs_are_one_line_not_a_traceback(roar):
         p = roar(*args, check=False)
         assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr
         assert "damaged" in one_line_error(p)
+
+
+def test_programs_started_after_the_store_opened_inherit_no_fd_on_it(tmp_path):
+    """LMDB opens data.mdb read-write without close-on-exec; the store marks
+    its fds so: a workload or git started by roar gets none of them."""
+    import subprocess
+
+    from roar.record.store import Store
+
+    with Store(tmp_path / "home"):
+        out = subprocess.run(["sh", "-c", "ls -l /proc/$$/fd"], close_fds=False,
+                             capture_output=True, text=True).stdout
+    assert "data.mdb" not in out and "lock.mdb" not in out, out

@@ -181,6 +181,25 @@ def _replace_reasons(doc: dict, drop: set[Reason], add: list[dict]) -> None:
     doc["complete"] = not reasons
 
 
+def _no_inheritance(store_dir: str) -> None:
+    """Mark this process's fds on the store close-on-exec: LMDB opens
+    data.mdb read-write without it, so every program started afterwards
+    (`roar run`'s workload, git) would inherit a writable fd to the store
+    (and the run would record it among the workload's inherited files)."""
+    prefix = os.path.realpath(store_dir) + "/"
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return
+    for name in names:
+        try:
+            fd = int(name)
+            if os.readlink(f"/proc/self/fd/{fd}").startswith(prefix) and os.get_inheritable(fd):
+                os.set_inheritable(fd, False)
+        except (OSError, ValueError):
+            continue
+
+
 def _decode_paths(raw) -> list[str]:
     raw = bytes(raw)
     if raw.startswith(b'["'):  # stores written before paths were stored raw
@@ -287,6 +306,7 @@ class Store:
         except OSError as e:  # ROAR_HOME a file, under /proc, on a full or read-only disk
             raise StoreError(f"cannot open the roar store at {self.store_dir}: "
                              f"{e.strerror or e} (set ROAR_HOME to a directory you own)") from e
+        _no_inheritance(self.store_dir)
         self._check_schema()
 
     @property
