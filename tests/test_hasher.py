@@ -699,3 +699,23 @@ def _reader_slots_in_use(st) -> int:
     table: one line per slot holding a snapshot)."""
     lines = st.env.readers().strip().splitlines()[1:]  # a header, then one per reader
     return sum(1 for line in lines if line.split()[-1] != "-")
+
+
+def test_with_no_thread_to_be_had_jobs_are_hashed_in_the_callers_thread(tmp_path, monkeypatch):
+    """roar's threads count in the job's pids.max: where the workers cannot be
+    started (at the first job), submit hashes in its caller's thread instead
+    of queuing a job nobody takes."""
+    import threading
+
+    f = tmp_path / "f"
+    f.write_bytes(b"data")
+
+    def refuse(self):
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    h = Hasher(workers=2)
+    job = h.submit(str(f))
+    assert job.done() and job.value.hash == xxhash.xxh3_128(b"data").hexdigest()
+    assert h._threads == []
+    h.shutdown()

@@ -343,9 +343,12 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
         if audit_policy is not None:
             feeder = _tracker(store, record, recorder, audit_policy, session)
         keep = _keep_events(session.host_pid or pid, record, root_fds, start_ns)
+        # a daemon: the end of run() joins it; a start that fails after it (a
+        # thread the job's pids.max refuses) exits without it, and roard, whose
+        # client went away, keeps the run from its spool
         consumer = threading.Thread(target=_consume,
                                     args=(session, recorder, feeder, pid, keep),
-                                    name="roar-model")
+                                    name="roar-model", daemon=True)
         consumer.start()
         supervisor = None
         if listener is not None:  # after the consumer: its barriers need the model fed

@@ -423,17 +423,27 @@ class Hasher:
         job = HashJob(path, self, birth)
         if not self._threads and not self._stopped:
             self._start()
+        if not self._threads and self._n_workers:  # no thread could be had: hashed here
+            self.hurry(job)
+            return job
         self.queue.put(job)
         return job
 
     def _start(self) -> None:
+        """The workers, at the first job. Where the job's pids.max (roar's
+        threads count in it) refuses even the first, there are none, and
+        submit hashes in its caller's thread: slower, never wrong."""
         with self._claim_lock:
             if self._threads or self._stopped:
                 return
-            threads = [threading.Thread(target=self._loop, name=f"roar-hash-{i}", daemon=True)
-                       for i in range(self._n_workers)]
-            for t in threads:
-                t.start()
+            threads = []
+            for i in range(self._n_workers):
+                t = threading.Thread(target=self._loop, name=f"roar-hash-{i}", daemon=True)
+                try:
+                    t.start()
+                except RuntimeError:  # "can't start new thread"
+                    break
+                threads.append(t)
             self._threads = threads
 
     def submit_input(self, path: str, birth: bool = False) -> HashJob:
