@@ -55,10 +55,11 @@ print("DONE", flush=True)
 '''
 
 
-def _held_syscalls(tmp_path: Path) -> tuple[list[int], str]:
-    """Run CHILD under the filter (no roar, no BPF: the filter alone); return
-    the syscall numbers the listener got (each continued) and its output."""
-    (tmp_path / "in.txt").write_text("input\n")
+def _under_filter(tmp_path: Path, code: str, take) -> str:
+    """Run python `code` (argv[1]: tmp_path) under the filter alone (no roar,
+    no BPF), its stdout in tmp_path/out (opened under the filter: held too);
+    take(listener) answers what is held, True when it answered something.
+    Returns the output."""
     parent, child = socket.socketpair()
     pid = os.fork()
     if pid == 0:
@@ -69,25 +70,16 @@ def _held_syscalls(tmp_path: Path) -> tuple[list[int], str]:
             os.close(fd)
             out = os.open(str(tmp_path / "out"), os.O_WRONLY | os.O_CREAT, 0o644)  # held!
             os.dup2(out, 1)
-            os.execv(sys.executable, [sys.executable, "-c", CHILD, str(tmp_path)])
+            os.execv(sys.executable, [sys.executable, "-c", code, str(tmp_path)])
         finally:
             os._exit(127)
     child.close()
     _, fds, _, _ = socket.recv_fds(parent, 16, 1)
     listener = fds[0]
-    buf = seccomp.new_buffer()
-    held = []
-    poll = select.poll()
-    poll.register(listener, select.POLLIN)
     deadline = time.monotonic() + 60
     status = None
     while time.monotonic() < deadline:
-        ready = poll.poll(100)
-        if ready and ready[0][1] & select.POLLIN:
-            n = seccomp.receive(listener, buf)
-            if n is not None:
-                held.append(n.nr)
-                seccomp.let_continue(listener, n.id, buf)
+        if take(listener):
             continue
         done, st = os.waitpid(pid, os.WNOHANG)  # (kernels before 5.8 give no POLLHUP)
         if done:
@@ -97,7 +89,30 @@ def _held_syscalls(tmp_path: Path) -> tuple[list[int], str]:
     if status is None:
         _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0, (tmp_path / "out").read_text()
-    return held, (tmp_path / "out").read_text()
+    return (tmp_path / "out").read_text()
+
+
+def _held_syscalls(tmp_path: Path) -> tuple[list[int], str]:
+    """Run CHILD under the filter; return the syscall numbers the listener got
+    (each continued) and its output."""
+    (tmp_path / "in.txt").write_text("input\n")
+    buf = seccomp.new_buffer()
+    held = []
+
+    def take(listener) -> bool:
+        poll = select.poll()
+        poll.register(listener, select.POLLIN)
+        ready = poll.poll(100)
+        if not (ready and ready[0][1] & select.POLLIN):
+            return False
+        n = seccomp.receive(listener, buf)
+        if n is not None:
+            held.append(n.nr)
+            seccomp.let_continue(listener, n.id, buf)
+        return True
+
+    out = _under_filter(tmp_path, CHILD, take)
+    return held, out
 
 
 def test_filter_holds_only_content_changing_syscalls(tmp_path):
@@ -151,42 +166,22 @@ def test_held_syscalls_naming_no_file_that_can_keep_a_pre_image_are_answered_in_
     dirfd) or a directory a rename takes away."""
     from roar.capture.syscalls import hold_next
 
-    parent, child = socket.socketpair()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            parent.close()
-            fd = seccomp.install(no_new_privs=os.geteuid() != 0)
-            socket.send_fds(child, [b"ok"], [fd])
-            os.close(fd)
-            os.dup2(os.open(str(tmp_path / "out"), os.O_WRONLY | os.O_CREAT, 0o644), 1)
-            os.execv(sys.executable, [sys.executable, "-c", HOLD_CHILD, str(tmp_path)])
-        finally:
-            os._exit(127)
-    child.close()
-    _, fds, _, _ = socket.recv_fds(parent, 16, 1)
-    listener = fds[0]
     buf = seccomp.new_buffer()
-    at_once, handed, status = 0, [], None
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    at_once, handed = 0, []
+
+    def take(listener) -> bool:
+        nonlocal at_once
         got, k, ns, most, gone = hold_next(listener, 100)
         at_once += k
         assert ns >= 0 and most >= 0 and (k or not ns)
-        if got is not None:
-            n = seccomp.Notification.of(*got)
-            handed.append((n.nr, preimage.targets(n)[0][1]))
-            seccomp.let_continue(listener, n.id, buf)
-            continue
-        done, st = os.waitpid(pid, os.WNOHANG)
-        if done:
-            status = st
-            break
-    os.close(listener)
-    if status is None:
-        _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    assert (tmp_path / "out").read_text().strip().endswith("DONE")
+        if got is None:
+            return False
+        n = seccomp.Notification.of(*got)
+        handed.append((n.nr, preimage.targets(n)[0][1]))
+        seccomp.let_continue(listener, n.id, buf)
+        return True
+
+    assert _under_filter(tmp_path, HOLD_CHILD, take).strip().endswith("DONE")
     assert [path for _, path in handed] == ["reg", "new3", "new2", "dir2"], handed
     # at once: the child's stdout (a new file, opened under the filter), then
     # reg's creation, new2, new3, the fifo and the unlink of a missing file
