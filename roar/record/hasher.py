@@ -121,6 +121,8 @@ def compiled_read_hash():
             _read_hash = _readhash.read_hash
         _read_hash_bound = True
     return _read_hash
+
+
 _local = threading.local()
 
 
