@@ -264,7 +264,7 @@ class Hasher:
         self.failure: str | None = None  # the store's cache could not be read (damaged)
         self._reader = None  # model_lookup's read transaction, and when it began
         self._reader_at = 0.0
-        self._workers = threading.local()  # each worker's read transaction (_worker_lookup)
+        self._workers = threading.local()  # each worker's _reader (_worker_lookup)
         # started with the first job: a run that hashes nothing (most short ones,
         # whose reads are all in the stat cache) starts no thread for it
         self._n_workers = workers
@@ -286,37 +286,16 @@ class Hasher:
         return h
 
     def _worker_lookup(self, key: bytes) -> str | None:
-        """_lookup for a worker thread: the store is read in a transaction of
-        the thread's own, kept for up to READER_S seconds while jobs keep
-        coming (one per lookup was ~6 % of a run hashing 20,000 new outputs)
-        and ended before the thread waits for more (_loop): an idle reader
-        would hold back LMDB's reuse of freed pages. A snapshot that old only
-        makes a newer entry a miss: the file is then hashed."""
-        h = self._memo.get(key)
-        store = self.store
-        if h is not None or store is None:
-            return h
-        w = self._workers
-        try:
-            now = time.monotonic()
-            txn = getattr(w, "txn", None)
-            if txn is None or now - w.at > READER_S:
-                if txn is not None:
-                    w.txn = None
-                    txn.abort()
-                w.txn = txn = store._begin(db=store.dbs["statcache"])
-                w.at = now
-            raw = txn.get(key)
-        except Exception as e:  # noqa: BLE001 - a damaged store: as _lookup
-            self.store = None
-            self.failure = self.failure or f"{type(e).__name__}: {e}"
-            return None
-        return None if raw is None else bytes(raw).decode()
+        """_lookup for a worker thread: as model_lookup, in a read transaction
+        of the thread's own, which _loop ends before the thread waits for more
+        jobs (an idle reader would hold back LMDB's reuse of freed pages). One
+        per lookup was ~6 % of a run hashing 20,000 new outputs."""
+        return self._lookup_in(self._workers, key)
 
     def _end_worker_reader(self) -> None:
-        txn = getattr(self._workers, "txn", None)
+        txn = getattr(self._workers, "_reader", None)
         if txn is not None:
-            self._workers.txn = None
+            self._workers._reader = None
             txn.abort()
 
     def model_lookup(self, key: bytes) -> str | None:
@@ -325,19 +304,26 @@ class Hasher:
         kept for up to READER_S seconds, not one per lookup. Its snapshot is
         at most that old: an entry newer than it is a miss, and the file is
         hashed (by the workers, as without it)."""
+        return self._lookup_in(self, key)
+
+    def _lookup_in(self, holder, key: bytes) -> str | None:
+        """The memo, then the stat cache through holder's read transaction
+        (holder._reader, begun at holder._reader_at; renewed after READER_S):
+        the Hasher itself for the model's thread, a worker's thread-local."""
         h = self._memo.get(key)
         store = self.store
         if h is not None or store is None:
             return h
         try:
             now = time.monotonic()
-            if self._reader is None or now - self._reader_at > READER_S:
-                if self._reader is not None:
-                    self._reader.abort()
-                    self._reader = None
-                self._reader = store._begin(db=store.dbs["statcache"])
-                self._reader_at = now
-            raw = self._reader.get(key)
+            txn = getattr(holder, "_reader", None)
+            if txn is None or now - holder._reader_at > READER_S:
+                if txn is not None:
+                    holder._reader = None
+                    txn.abort()
+                holder._reader = txn = store._begin(db=store.dbs["statcache"])
+                holder._reader_at = now
+            raw = txn.get(key)
         except Exception as e:  # noqa: BLE001 - a damaged store: as _lookup, hash without it
             self.store = None
             self.failure = self.failure or f"{type(e).__name__}: {e}"
