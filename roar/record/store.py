@@ -87,29 +87,28 @@ def pure_path(p: str) -> str:
 _MISSING = (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP)  # pathlib's "no such path"
 
 
-def _exists(p: str) -> bool:
-    """Path.exists(): False when there is no such path, other errors raised."""
+def _stat(p: str) -> os.stat_result | None:
+    """os.stat(p), or None when there is no such path (pathlib's rule: other
+    errors raised)."""
     try:
-        os.stat(p)
+        return os.stat(p)
     except OSError as e:
         if e.errno in _MISSING:
-            return False
+            return None
         raise
     except ValueError:
-        return False
-    return True
+        return None
+
+
+def _exists(p: str) -> bool:
+    """Path.exists()."""
+    return _stat(p) is not None
 
 
 def _is_dir(p: str) -> bool:
-    """Path.is_dir(), as _exists()."""
-    try:
-        return stat.S_ISDIR(os.stat(p).st_mode)
-    except OSError as e:
-        if e.errno in _MISSING:
-            return False
-        raise
-    except ValueError:
-        return False
+    """Path.is_dir()."""
+    st = _stat(p)
+    return st is not None and stat.S_ISDIR(st.st_mode)
 
 
 def encode_doc(obj) -> bytes:
