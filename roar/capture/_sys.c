@@ -189,12 +189,11 @@ static int notif_needs_look(const struct seccomp_notif *n)
     pid_t tid = (pid_t)n->pid;
     switch (n->data.nr) {
     case 2:   /* open */
-        return needs_look(tid, AT_FDCWD_, a[0], 0);
-    case 257: /* openat */
-        return needs_look(tid, (int)a[0], a[1], 0);
     case 85:  /* creat */
     case 76:  /* truncate */
         return needs_look(tid, AT_FDCWD_, a[0], 0);
+    case 257: /* openat */
+        return needs_look(tid, (int)a[0], a[1], 0);
     case 82:  /* rename */
         return needs_look(tid, AT_FDCWD_, a[0], 1) || needs_look(tid, AT_FDCWD_, a[1], 1);
     case 264: /* renameat */

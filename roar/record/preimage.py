@@ -202,8 +202,8 @@ class Supervisor:
     def stats(self) -> dict:
         return {"held": self.held, "at_once": self.at_once, "hashed": self.hashed,
                 "barriers": self.barriers, "unread": self.unread, "late": self.late,
-                "preimaged": self.preimaged,
-                "held_ns": self.held_ns, "max_ns": self.max_ns, "problems": dict(self.problems)}
+                "preimaged": self.preimaged, "held_ns": self.held_ns, "max_ns": self.max_ns,
+                "problems": dict(self.problems)}
 
     def _problem(self, what: str) -> None:
         self.problems[what] = self.problems.get(what, 0) + 1
