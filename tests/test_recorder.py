@@ -292,6 +292,93 @@ def test_entries_built_ahead_are_taken_in_c_as_recorder_py_takes_them():
     assert not _cmodel.sizes_same((("/w/a", 5),), {})
 
 
+def _spawn_loop(n: int, d: str) -> list[E.Event]:
+    """A shell forking n children that exec a tool, each reading ld.so.cache and
+    a library (as every process of a spawn loop does) and, every third one, a
+    data file; some exit with a signal, some are reaped, one has a new argv."""
+    evs: list[E.Event] = []
+    ts = [time.monotonic_ns()]
+
+    def ev(type_, tgid=ROOT, fd=-1, ret=0, a0=0, a1=0, a2=0, path=None, flags=0, argv=None):
+        ts[0] += 10
+        evs.append(E.Event(ts[0], 1, tgid, tgid, type_, flags, fd, ret, a0, a1, a2, path=path,
+                           argv=argv))
+
+    for i in range(n):
+        child = 1000 + i
+        ev(E.EV_FORK, ret=child)
+        argv = ["tool", "--n", str(i % 2)] if i != 5 else ["tool", "--token=ghp_" + "x" * 36]
+        ev(E.EV_EXEC, tgid=child, fd=-100, path="/bin/tool", argv=argv)
+        ev(E.EV_EXEC_RET, tgid=child)
+        for path, nbytes in (("/etc/ld.so.cache", 0), ("/lib/x86_64-linux-gnu/libc.so.6", 832)):
+            ev(E.EV_OPEN, tgid=child, fd=3, ret=-100, path=path)
+            ev(E.EV_CLOSE, tgid=child, fd=3, ret=1 | 4, a0=nbytes, a2=(1 if nbytes else 0) << 32)
+        if i % 3 == 0:
+            ev(E.EV_OPEN, tgid=child, fd=3, ret=-100, path=f"{d}/in{i % 2}")
+            ev(E.EV_CLOSE, tgid=child, fd=3, ret=1, a0=10 + i % 4, a2=1 << 32)
+        if i % 7 == 6:
+            ev(E.EV_EXIT, tgid=child, a1=9, flags=E.EVF_SIGNALED)
+        else:
+            ev(E.EV_EXIT, tgid=child, a0=i % 2, flags=E.EVF_EXITED)
+        if i % 4 == 0:
+            ev(E.EV_REAP, ret=child, a0=(i % 2) << 8)
+    return evs
+
+
+def test_process_records_built_in_c_are_the_recorders(tmp_path):
+    """_cmodel.c proc_record_built gives recorder._proc_record's document, JSON and
+    sizes used for each process of a spawn loop whose entries are built ahead or
+    remembered, changes nothing, and answers None for what recorder.py must
+    build (an argv not redacted yet, an entry not remembered)."""
+    d = tmp_path / "data"
+    d.mkdir()
+    for name in ("in0", "in1"):
+        (d / name).write_bytes(os.urandom(64))
+    evs = _spawn_loop(40, str(d))
+    with Store(tmp_path / "home") as store:
+        run = {"id": new_run_id(), "cwd": str(d), "command": ["sh"], "git": None,
+               "status": "running"}
+        store.put_run(run)
+        rec = RunRecorder(store, run, ROOT, {}, start_ns=0)
+        whole = rec._proc_record_built
+        assert whole is not None
+        for i, e in enumerate(evs):
+            rec.model.feed(e)
+            if i % 9 == 8:
+                rec.prebuild()
+        rec.prebuild()
+        taken = 0
+        for size_src in ((rec._built, True), ({}, False),
+                         ({f"{d}/in0": 64, "/etc/ld.so.cache": 5}, False)):
+            sizes, from_built = size_src
+            size_of = (rec._built_size if from_built else sizes.get)
+            for p in rec.model.procs:
+                state = (dict(rec._entries), dict(rec._argvs), dict(rec.kinds))
+                got = whole(p, rec.kinds, rec._clean, rec._pf_built, sizes, from_built,
+                            rec._entries, rec._argvs)
+                assert state == (rec._entries, rec._argvs, rec.kinds)  # changed nothing
+                rec._proc_record_built = None
+                try:
+                    want = rec._proc_record(p, rec._git_root, rec._tracked, size_of, size_src)
+                finally:
+                    rec._proc_record_built = whole
+                if got is not None:
+                    taken += 1
+                    assert got == want
+                    assert got[1] == codes_encode(got[0])
+        assert taken > 2 * 40
+        # an argv never redacted, an entry never remembered: recorder.py's
+        p = rec.model.procs[-1]
+        assert whole(p, rec.kinds, rec._clean, rec._pf_built, {}, False, rec._entries, {}) is None
+        assert whole(p, rec.kinds, rec._clean, {}, {}, False, {}, rec._argvs) is None
+
+
+def codes_encode(doc) -> bytes:
+    from roar.record import codes
+
+    return codes._ENCODER.encode(doc).encode()
+
+
 def test_the_ends_pass_over_file_records_in_c_is_tallys():
     """The end of a run tallies its file records (inputs not hashed, sizes,
     counts, environment outputs and reads) in one pass in C (_cmodel.c

@@ -3244,6 +3244,213 @@ static PyObject *proc_files_built(PyObject *self, PyObject *args)
     return PyLong_FromSsize_t(i);
 }
 
+/* The whole of recorder._proc_record for a process all of whose entries were
+ * built ahead or are remembered by what they are made of (a spawn loop's
+ * processes: each opens ld.so.cache and libc, entries the same but for their
+ * ProcFile): for each ProcFile of p.files, its path classified (kinds), the size
+ * its records give (size_for), and its entry from pf_built (by id) when its path
+ * is clean or the entry's signature is _pf_sig's now, else from entries (by
+ * (path, *signature)); the argv redacted as argvs has it; the document and its
+ * JSON with the entries' JSON spliced in. Returns (doc, JSON, used), or None
+ * for anything recorder.py must do itself (a path not classified, an entry not
+ * built, an argv not redacted yet, a value the encoder leaves to json): it
+ * changes nothing, so recorder.py then starts over. recorder.py is the
+ * reference (tests/test_recorder.py). */
+static PyObject *S_key, *S_ppid, *S_parent, *S_argv, *S_exe, *S_cwd, *S_exit_code, *S_signal,
+    *S_threads, *S_execs, *S_argv_incomplete, *S_files;
+
+static PyObject *pf_signature(ProcFile *pf, PyObject *kind, PyObject *size)
+{
+    return Py_BuildValue("(OOOOOKKKKO)", kind, size, pf->read ? Py_True : Py_False,
+                         pf->written ? Py_True : Py_False, pf->mapped ? Py_True : Py_False,
+                         pf->bytes_read, pf->bytes_written, pf->read_calls, pf->write_calls,
+                         pf->bytes_exact ? Py_True : Py_False);
+}
+
+/* entry (a tuple of at least lo + 2 items): its items lo and lo + 1 appended to
+ * files and parts; 1 when it is not such a tuple */
+static int take_entry(PyObject *entry, Py_ssize_t lo, PyObject *files, PyObject *parts)
+{
+    if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) < lo + 2 ||
+        !PyBytes_CheckExact(PyTuple_GET_ITEM(entry, lo + 1)))
+        return 1;
+    if (PyList_Append(files, PyTuple_GET_ITEM(entry, lo)) < 0 ||
+        PyList_Append(parts, PyTuple_GET_ITEM(entry, lo + 1)) < 0)
+        return -1;
+    return 0;
+}
+
+/* one ProcFile's entry: 0 taken, 1 recorder.py's, -1 error */
+static int proc_file_entry(ProcFile *pf, PyObject *kinds, PyObject *clean, PyObject *pf_built,
+                           PyObject *sizes, int from_built, PyObject *entries, PyObject *files,
+                           PyObject *parts, PyObject *used)
+{
+    PyObject *path = pf->path;
+    if (!PyUnicode_CheckExact(path))
+        return 1;
+    PyObject *kind = PyDict_GetItemWithError(kinds, path);
+    if (!kind)
+        return PyErr_Occurred() ? -1 : 1;
+    PyObject *id = PyLong_FromVoidPtr(pf);
+    if (!id)
+        return -1;
+    PyObject *hit = PyDict_GetItemWithError(pf_built, id);
+    Py_DECREF(id);
+    if (!hit && PyErr_Occurred())
+        return -1;
+    if (hit && (!PyTuple_CheckExact(hit) || PyTuple_GET_SIZE(hit) != 3))
+        return 1;
+    PyObject *size = NULL;
+    int r = size_for(sizes, from_built, path, &size);
+    if (r != 0)
+        return r;
+    PyObject *u = PyTuple_Pack(2, path, size);
+    if (!u || PyList_Append(used, u) < 0) {
+        Py_XDECREF(u);
+        Py_DECREF(size);
+        return -1;
+    }
+    Py_DECREF(u);
+    if (hit) {
+        int in = PySet_Contains(clean, path);
+        if (in < 0) {
+            Py_DECREF(size);
+            return -1;
+        }
+        if (in) {
+            Py_DECREF(size);
+            return take_entry(hit, 1, files, parts);
+        }
+    }
+    PyObject *sig = pf_signature(pf, kind, size);
+    Py_DECREF(size);
+    if (!sig)
+        return -1;
+    if (hit) {
+        int same = PyObject_RichCompareBool(PyTuple_GET_ITEM(hit, 0), sig, Py_EQ);
+        if (same != 0) {
+            Py_DECREF(sig);
+            return same < 0 ? -1 : take_entry(hit, 1, files, parts);
+        }
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(sig);
+    PyObject *key = PyTuple_New(n + 1);
+    if (!key) {
+        Py_DECREF(sig);
+        return -1;
+    }
+    PyTuple_SET_ITEM(key, 0, Py_NewRef(path));
+    for (Py_ssize_t j = 0; j < n; j++)
+        PyTuple_SET_ITEM(key, j + 1, Py_NewRef(PyTuple_GET_ITEM(sig, j)));
+    Py_DECREF(sig);
+    PyObject *same = PyDict_GetItemWithError(entries, key);
+    Py_DECREF(key);
+    if (!same)
+        return PyErr_Occurred() ? -1 : 1;
+    return take_entry(same, 0, files, parts);
+}
+
+static PyObject *proc_record_built(PyObject *self, PyObject *args)
+{
+    PyObject *po, *kinds, *clean, *pf_built, *sizes, *entries, *argvs;
+    int from_built;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!pO!O!", &ProcType, &po, &PyDict_Type, &kinds,
+                          &PySet_Type, &clean, &PyDict_Type, &pf_built, &PyDict_Type, &sizes,
+                          &from_built, &PyDict_Type, &entries, &PyDict_Type, &argvs))
+        return NULL;
+    Proc *p = (Proc *)po;
+    if (!PyDict_CheckExact(p->files) || !PyList_CheckExact(p->argv))
+        Py_RETURN_NONE;
+    PyObject *files = PyList_New(0), *parts = PyList_New(0), *used = PyList_New(0);
+    PyObject *doc = NULL, *raw = NULL, *out = NULL;
+    if (!files || !parts || !used)
+        goto done;
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(p->files, &pos, &k, &v)) {
+        if (!PyObject_TypeCheck(v, &ProcFileType))
+            goto none;
+        int r = proc_file_entry((ProcFile *)v, kinds, clean, pf_built, sizes, from_built,
+                                entries, files, parts, used);
+        if (r < 0)
+            goto done;
+        if (r > 0)
+            goto none;
+    }
+    PyObject *argv = PyList_AsTuple(p->argv);
+    if (!argv)
+        goto done;
+    PyObject *redacted = PyDict_GetItemWithError(argvs, argv);
+    Py_DECREF(argv);
+    if (!redacted) {
+        if (PyErr_Occurred())
+            goto done;
+        goto none;
+    }
+    PyObject *argv_list = PySequence_List(redacted);
+    doc = argv_list ? PyDict_New() : NULL;
+    if (!doc) {
+        Py_XDECREF(argv_list);
+        goto done;
+    }
+    PyObject *pid = PyLong_FromLongLong(p->pid), *threads = PyLong_FromLongLong(p->threads),
+             *execs = PyLong_FromLongLong(p->execs);
+    int bad = !pid || !threads || !execs || PyDict_SetItem(doc, S_key, p->key) < 0 ||
+              PyDict_SetItem(doc, S_pid, pid) < 0 || PyDict_SetItem(doc, S_ppid, p->ppid) < 0 ||
+              PyDict_SetItem(doc, S_parent, p->parent) < 0 ||
+              PyDict_SetItem(doc, S_argv, argv_list) < 0 ||
+              PyDict_SetItem(doc, S_exe, p->exe) < 0 || PyDict_SetItem(doc, S_cwd, p->cwd) < 0 ||
+              PyDict_SetItem(doc, S_exit_code, p->exit_code) < 0 ||
+              PyDict_SetItem(doc, S_signal, p->signal) < 0 ||
+              PyDict_SetItem(doc, S_threads, threads) < 0 ||
+              PyDict_SetItem(doc, S_execs, execs) < 0 ||
+              PyDict_SetItem(doc, S_argv_incomplete,
+                             p->argv_incomplete ? Py_True : Py_False) < 0;
+    Py_XDECREF(pid);
+    Py_XDECREF(threads);
+    Py_XDECREF(execs);
+    Py_DECREF(argv_list);
+    if (bad)
+        goto done;
+    /* "files" last: the document's JSON is its head with the parts spliced in */
+    JBuf b;
+    JBUF_INIT(&b);
+    int rc = jb_obj(&b, doc, 0);
+    if (rc > 0 && b.n > 0) {
+        b.n--; /* the head's closing brace */
+        rc = jb_put(&b, ",\"files\":[", 10) < 0 ? -1 : 1;
+        for (Py_ssize_t i = 0; rc > 0 && i < PyList_GET_SIZE(parts); i++) {
+            PyObject *part = PyList_GET_ITEM(parts, i);
+            if ((i && jb_put(&b, ",", 1) < 0) ||
+                jb_put(&b, PyBytes_AS_STRING(part), PyBytes_GET_SIZE(part)) < 0)
+                rc = -1;
+        }
+        if (rc > 0 && jb_put(&b, "]}", 2) < 0)
+            rc = -1;
+        if (rc > 0)
+            raw = PyBytes_FromStringAndSize(b.p, b.n);
+    }
+    JBUF_FREE(&b);
+    if (rc == 0)
+        goto none; /* a value the encoder leaves to json */
+    if (!raw || PyDict_SetItem(doc, S_files, files) < 0)
+        goto done;
+    PyObject *used_t = PyList_AsTuple(used);
+    if (used_t)
+        out = PyTuple_Pack(3, doc, raw, used_t);
+    Py_XDECREF(used_t);
+    goto done;
+none:
+    out = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(files);
+    Py_XDECREF(parts);
+    Py_XDECREF(used);
+    Py_XDECREF(doc);
+    Py_XDECREF(raw);
+    return out;
+}
+
 /* recorder._process_records' check of a process record built ahead: whether
  * sizes.get(path) == size for each (path, size) of used. */
 static PyObject *sizes_same(PyObject *self, PyObject *args)
@@ -3516,6 +3723,10 @@ static PyMethodDef module_methods[] = {
      "proc_files_built(pfs, start, kinds, clean, pf_built, sizes, from_built, files, parts, used) "
      "-> the index of the first ProcFile not taken: recorder._proc_record's loop over the "
      "entries built ahead."},
+    {"proc_record_built", proc_record_built, METH_VARARGS,
+     "proc_record_built(proc, kinds, clean, pf_built, sizes, from_built, entries, argvs) -> "
+     "(doc, JSON, used), or None: recorder._proc_record for a process whose entries were "
+     "built ahead or are remembered, changing nothing (see _cmodel.c)."},
     {"sizes_same", sizes_same, METH_VARARGS,
      "sizes_same(used, sizes) -> whether sizes.get(path) == size for each (path, size)."},
     {"written_or_created", written_or_created, METH_O,
@@ -3544,6 +3755,18 @@ PyMODINIT_FUNC PyInit__cmodel(void)
     for (int c = ' '; c <= '~'; c++)
         JSON_PLAIN[c] = c != '"' && c != '\\';
     INTERN(S_read, "read");
+    INTERN(S_key, "key");
+    INTERN(S_ppid, "ppid");
+    INTERN(S_parent, "parent");
+    INTERN(S_argv, "argv");
+    INTERN(S_exe, "exe");
+    INTERN(S_cwd, "cwd");
+    INTERN(S_exit_code, "exit_code");
+    INTERN(S_signal, "signal");
+    INTERN(S_threads, "threads");
+    INTERN(S_execs, "execs");
+    INTERN(S_argv_incomplete, "argv_incomplete");
+    INTERN(S_files, "files");
     INTERN(S_write, "write");
     INTERN(S_ok, "ok");
     INTERN(S_kind, "kind");

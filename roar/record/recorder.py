@@ -31,6 +31,7 @@ from roar.record.runmodel import (
     index_rows,
     new_model,
     proc_files_built,
+    proc_record_built,
     settled_input,
     settled_inputs,
     sizes_same,
@@ -199,6 +200,9 @@ class RunRecorder:
         # record built ahead, in C (recorder.py's loops are the reference)
         self._proc_files_built = proc_files_built if COMPILED and compiled else None
         self._sizes_same = sizes_same if COMPILED and compiled else None
+        # a process's whole record, in C, when every entry of it is built ahead or
+        # remembered (a spawn loop's): None, and _proc_record builds it
+        self._proc_record_built = proc_record_built if COMPILED and compiled else None
         # the end's pass over the file records, in C (tally is the reference)
         self._tally = _tally_c if COMPILED and compiled else tally
         self._written_or_created = written_or_created if COMPILED and compiled else None
@@ -756,6 +760,12 @@ class RunRecorder:
             self._key = context.store_key(self.store)
         kinds = self.kinds  # classified once by _file_records (or prebuild)
         clean = self._clean  # (after _file_records took out what changed)
+        whole = self._proc_record_built if sizes is not None else None
+        if whole is not None:
+            got = whole(p, kinds, clean, self._pf_built, sizes[0], sizes[1], self._entries,
+                        self._argvs)
+            if got is not None:
+                return got
         files, parts, used = [], [], []
         pfs = list(p.files.values())
         fast = self._proc_files_built if sizes is not None else None

@@ -49,8 +49,10 @@ if _cmodel is not None:  # the store's JSON encoder, compiled (the same bytes)
 
 # _cmodel.c's builders of settled inputs' records (recorder.py): one, prebuild's
 # loop, and the end's loop over the records built ahead; the loop over a
-# process's entries built ahead and the check of its record built ahead
+# process's entries built ahead and the check of its record built ahead, and a
+# process's whole record from entries built ahead or remembered
 settled_input = settled_inputs = gather_built = proc_files_built = sizes_same = None
+proc_record_built = None
 tally_records = index_rows = written_or_created = None
 if COMPILED:
     from roar.record._cmodel import (  # noqa: F401
@@ -60,6 +62,7 @@ if COMPILED:
         gather_built,
         index_rows,
         proc_files_built,
+        proc_record_built,
         settled_input,
         settled_inputs,
         sizes_same,
