@@ -97,14 +97,21 @@ static __always_inline void on_access(struct task_seen *me, s32 fd, u32 bit, u64
 /* The first thing of every read/write-like program: the current task if it is
  * traced (else the program returns). */
 #define TRACED_OR_RETURN(me)                                  \
-    struct task_seen *me = traced_task();                 \
+    struct task_seen *me = traced_task();                     \
+    if (!me || !me->run)                                      \
+        return 0;
+
+/* The same for the read/write family: a thread's calls back to back skip the
+ * cgroup id (tagging.h) */
+#define TRACED_RW_OR_RETURN(me)                               \
+    struct task_seen *me = resolve_task(1);                   \
     if (!me || !me->run)                                      \
         return 0;
 
 #define READ_PROBE(name, count_expr, vec)                     \
     TRACEPOINT_PROBE(syscalls, sys_enter_##name)              \
     {                                                         \
-        TRACED_OR_RETURN(me)                                  \
+        TRACED_RW_OR_RETURN(me)                               \
         on_access(me, args->fd, FD_READ, count_expr, vec);    \
         return 0;                                             \
     }
@@ -112,7 +119,7 @@ static __always_inline void on_access(struct task_seen *me, s32 fd, u32 bit, u64
 #define WRITE_PROBE(name, count_expr, vec)                    \
     TRACEPOINT_PROBE(syscalls, sys_enter_##name)              \
     {                                                         \
-        TRACED_OR_RETURN(me)                                  \
+        TRACED_RW_OR_RETURN(me)                               \
         on_access(me, args->fd, FD_WRITE, count_expr, vec);   \
         return 0;                                             \
     }
@@ -207,7 +214,7 @@ RAW_TRACEPOINT_PROBE(sys_enter)
     default:
         return 0;
     }
-    TRACED_OR_RETURN(me)
+    TRACED_RW_OR_RETURN(me)
     u32 status = 0;
     bpf_probe_read_kernel(&status, sizeof(status),
                           (const char *)bpf_get_current_task() + OFF_TASK_THREAD_INFO +

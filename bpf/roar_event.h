@@ -100,6 +100,7 @@ struct roar_event {
  * untags a run cgroup (and after seeding the root's proc_state) */
 #define GEN_TAGS 0
 #define GEN_PROCS 1  /* bumped by the kernel side only */
+#define GEN_MOVES 2  /* bumped by the kernel side only */
 
 /* The procs map's value, per tgid. Userspace writes a run's root process
  * (it was forked before its cgroup was tagged) with a fresh epoch. */

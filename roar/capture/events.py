@@ -120,6 +120,7 @@ CLOSE_RANGE_CLOEXEC = CONSTS["CLOSE_RANGE_CLOEXEC"]  # EV_CLOSE_RANGE's a1: mark
 
 GEN_TAGS = CONSTS["GEN_TAGS"]  # the generation userspace bumps after tagging (bpf/tagging.h)
 GEN_PROCS = CONSTS["GEN_PROCS"]
+GEN_MOVES = CONSTS["GEN_MOVES"]  # bumped by every new task and cgroup move (bpf/tagging.h)
 
 SHARED_PREFIXES = ("EV_", "EVF_", "FD_", "CLOSE_RANGE_", "GEN_")  # the names both sides read
 _MISSING = {k for k in CONSTS if k.startswith(SHARED_PREFIXES)} - globals().keys()
