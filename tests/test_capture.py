@@ -1222,6 +1222,45 @@ def test_child_cgroup_stays_traced(roar):
     assert_complete(doc)
 
 
+def test_a_process_moved_out_of_the_run_is_not_traced_from_then_on(roar):
+    """A process reading back to back (the kernel side's per-thread shortcut, which
+    skips the cgroup id: bpf/tagging.h) and moved out of the run cgroup by another
+    is untraced from its next call: cgroup_attach_task makes the shortcut stale.
+    Without that, this fails only where nothing else ran on the child's CPU (any
+    other task's call there replaces the per-CPU entry): it pins the behaviour
+    more than it catches the one bug."""
+    w = roar.cwd
+    ins = dict([put(w / "busy.txt", "read back to back\n")])
+    put(w / "after_move.txt", "read only once moved out\n")
+    _, doc = py(roar, """
+        import mmap, os, time
+        mount = None
+        for line in open("/proc/self/mountinfo"):
+            left, _, right = line.partition(" - ")
+            if right.split()[0] == "cgroup2":
+                mount = left.split()[4]
+                break
+        moved = mmap.mmap(-1, 1)  # shared, anonymous: polled without a syscall
+        # fds above FLUSH_MAX: a read is told at once, not by a close summary
+        # (the child exits outside the run, where nothing is flushed)
+        busy = os.dup2(os.open("busy.txt", os.O_RDONLY), 300)
+        after = os.dup2(os.open("after_move.txt", os.O_RDONLY), 301)
+        pid = os.fork()
+        if pid == 0:
+            os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[-1]})
+            while moved[0] == 0:
+                os.pread(busy, 1, 0)
+            os.pread(after, 64, 0)
+            os._exit(0)
+        time.sleep(0.3)
+        with open(os.path.join(mount, "cgroup.procs"), "w") as f:
+            f.write(str(pid))
+        moved[0] = 1
+        os.waitpid(pid, 0)
+    """)
+    assert_versions(doc["inputs"], ins, "inputs")
+
+
 # -- exit status and signals -----------------------------------------------------------------
 
 
