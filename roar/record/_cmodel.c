@@ -2693,6 +2693,61 @@ static PyObject *json_bytes(PyObject *o) /* encode_json's bytes; None: not its o
     return out;
 }
 
+/* json_bytes of a dict whose keys are keys[] (plain ASCII names: no escape) and
+ * values vals[], in that order, without the dict: the same bytes, as jb_obj writes
+ * a dict (depth 1 for its values); None: not this encoder's (as json_bytes) */
+static PyObject *fields_json(const char *const *keys, PyObject *const *vals, int n)
+{
+    JBuf b;
+    JBUF_INIT(&b);
+    int rc = 1;
+    for (int i = 0; i < n && rc > 0; i++) {
+        size_t k = strlen(keys[i]);
+        if (jb_reserve(&b, (Py_ssize_t)k + 4) < 0) {
+            rc = -1;
+            break;
+        }
+        char *o = b.p + b.n;
+        o[0] = i ? ',' : '{';
+        o[1] = '"';
+        memcpy(o + 2, keys[i], k);
+        o[k + 2] = '"';
+        o[k + 3] = ':';
+        b.n += (Py_ssize_t)k + 4;
+        rc = jb_obj(&b, vals[i], 1);
+    }
+    if (rc > 0 && jb_put(&b, n ? "}" : "{}", n ? 1 : 2) < 0)
+        rc = -1;
+    PyObject *out = rc > 0 ? PyBytes_FromStringAndSize(b.p, b.n) : NULL;
+    JBUF_FREE(&b);
+    if (rc == 0)
+        Py_RETURN_NONE;
+    return out;
+}
+
+/* recorder._version's input record and recorder._proc_file's entry: their keys in
+ * the order those dicts are made */
+static const char *const REC_KEYS[] = {"path", "kind", "bytes_read", "bytes_written",
+                                       "processes", "role", "mode", "hash", "size", "status",
+                                       "error"};
+static const char *const ENTRY_KEYS[] = {"path", "kind", "mode", "bytes_read", "bytes_written",
+                                         "read_calls", "write_calls"};
+#define N_REC 11
+#define N_ENTRY 7
+
+/* getattr(o, name) for a HashJob's or HashResult's slot at: read in place when o is
+ * exactly that type and its slots are the known ones (direct), else PyObject_GetAttr */
+static PyObject *slot_or_attr(PyObject *o, PyObject *type, int direct, Py_ssize_t at,
+                              PyObject *name)
+{
+    if (direct && Py_TYPE(o) == (PyTypeObject *)type) {
+        PyObject *v = *(PyObject **)((char *)o + at);
+        if (v)
+            return Py_NewRef(v);
+    }
+    return PyObject_GetAttr(o, name); /* unset: its AttributeError */
+}
+
 /* bytes.fromhex(h): parsed here when h is plain hex digits, else by bytes.fromhex
  * itself (its rules and errors for anything else) */
 static PyObject *hex_bytes(PyObject *h)
@@ -2742,13 +2797,16 @@ static PyObject *build_settled(PathState *s, PyObject *users, PyObject *kind,
         goto none;
     if (PyErr_Occurred())
         return NULL;
-    res = PyObject_GetAttr(s->early_hash, S_value);
+    res = slot_or_attr(s->early_hash, py_hash_job, hj_direct, HJ_AT[2], S_value);
     if (!res)
         return NULL;
+    PyObject *hr = py_hash_result;
     if (res == Py_None ||
-        !(rstatus = PyObject_GetAttr(res, S_status)) || !(rhash = PyObject_GetAttr(res, S_hash)) ||
-        !(rsize = PyObject_GetAttr(res, S_size)) || !(rerror = PyObject_GetAttr(res, S_error)) ||
-        !(ctime = PyObject_GetAttr(res, S_ctime_ns)))
+        !(rstatus = slot_or_attr(res, hr, hr_direct, HR_AT[0], S_status)) ||
+        !(rhash = slot_or_attr(res, hr, hr_direct, HR_AT[1], S_hash)) ||
+        !(rsize = slot_or_attr(res, hr, hr_direct, HR_AT[2], S_size)) ||
+        !(rerror = slot_or_attr(res, hr, hr_direct, HR_AT[8], S_error)) ||
+        !(ctime = slot_or_attr(res, hr, hr_direct, HR_AT[5], S_ctime_ns)))
         goto fail_or_none;
     if (rsize != Py_None && !PyLong_CheckExact(rsize))
         goto none;
@@ -2821,7 +2879,9 @@ static PyObject *build_settled(PathState *s, PyObject *users, PyObject *kind,
         PyDict_SetItem(rec, S_size, rsize) < 0 || PyDict_SetItem(rec, S_status, rstatus) < 0 ||
         PyDict_SetItem(rec, S_error, rerror) < 0)
         goto fail;
-    if (!(raw = json_bytes(rec)))
+    PyObject *rec_vals[N_REC] = {s->path, kind, br, bw, procs, S_input, S_r, rhash, rsize,
+                                 rstatus, rerror};
+    if (!(raw = fields_json(REC_KEYS, rec_vals, N_REC)))
         goto fail;
     if (raw == Py_None)
         goto none;
@@ -2833,7 +2893,7 @@ static PyObject *build_settled(PathState *s, PyObject *users, PyObject *kind,
         ProcFile *pf = (ProcFile *)PyTuple_GET_ITEM(PyList_GET_ITEM(users, i), 1);
         PyObject *mode = ProcFile_mode(pf, NULL);
         PyObject *nread = mode ? PyLong_FromUnsignedLongLong(pf->bytes_read) : NULL;
-        PyObject *d = NULL, *dj = NULL, *psig = NULL, *e = NULL, *v;
+        PyObject *d = NULL, *dj = NULL, *psig = NULL, *e = NULL;
         if (nread && rsize != Py_None) {
             int less = PyObject_RichCompareBool(rsize, nread, Py_LT);
             if (less < 0)
@@ -2841,31 +2901,27 @@ static PyObject *build_settled(PathState *s, PyObject *users, PyObject *kind,
             else if (less)
                 Py_SETREF(nread, Py_NewRef(rsize));
         }
-        if (nread && (d = _PyDict_NewPresized(7))) { /* _proc_file's keys, in its order */
-            int bad = PyDict_SetItem(d, S_path, pf->path) < 0 ||
-                      PyDict_SetItem(d, S_kind, kind) < 0 || PyDict_SetItem(d, S_mode, mode) < 0 ||
-                      PyDict_SetItem(d, S_bytes_read, pf->bytes_exact ? nread : Py_None) < 0;
-            if (!bad) {
-                v = pf->bytes_exact ? PyLong_FromUnsignedLongLong(pf->bytes_written)
+        PyObject *ev[N_ENTRY] = {pf->path, kind, mode, NULL, NULL, NULL, NULL};
+        if (nread) { /* _proc_file's values, in its order */
+            ev[3] = pf->bytes_exact ? Py_NewRef(nread) : Py_NewRef(Py_None);
+            ev[4] = pf->bytes_exact ? PyLong_FromUnsignedLongLong(pf->bytes_written)
                                     : Py_NewRef(Py_None);
-                bad = !v || PyDict_SetItem(d, S_bytes_written, v) < 0;
-                Py_XDECREF(v);
-            }
-            if (!bad) {
-                v = PyLong_FromUnsignedLongLong(pf->read_calls);
-                bad = !v || PyDict_SetItem(d, S_read_calls, v) < 0;
-                Py_XDECREF(v);
-            }
-            if (!bad) {
-                v = PyLong_FromUnsignedLongLong(pf->write_calls);
-                bad = !v || PyDict_SetItem(d, S_write_calls, v) < 0;
-                Py_XDECREF(v);
-            }
-            if (bad)
-                Py_CLEAR(d);
+            ev[5] = PyLong_FromUnsignedLongLong(pf->read_calls);
+            ev[6] = PyLong_FromUnsignedLongLong(pf->write_calls);
+        }
+        if (ev[4] && ev[5] && ev[6] && (d = _PyDict_NewPresized(N_ENTRY))) {
+            PyObject *ek[N_ENTRY] = {S_path, S_kind, S_mode, S_bytes_read, S_bytes_written,
+                                     S_read_calls, S_write_calls};
+            for (int k = 0; k < N_ENTRY; k++)
+                if (PyDict_SetItem(d, ek[k], ev[k]) < 0) {
+                    Py_CLEAR(d);
+                    break;
+                }
         }
         if (d)
-            dj = json_bytes(d);
+            dj = fields_json(ENTRY_KEYS, ev, N_ENTRY);
+        for (int k = 3; k < N_ENTRY; k++)
+            Py_XDECREF(ev[k]);
         if (dj && rid)
             psig = Py_NewRef(Py_None);
         else if (dj)
