@@ -466,7 +466,15 @@ class RunRecorder:
         batch = [todo.popleft() for _ in range(min(looks, len(todo)))]
         kinds = self.kinds
         if self._settled_inputs is not None:  # read-only inputs: built in C, the rest here
-            # (C classifies what its directory's answer classifies: _classify's way)
+            # (C classifies what its directory's answer classifies: _classify's way;
+            # a directory new to _by_dir is asked here first, or a batch of its files
+            # would all be classified by _classify)
+            by_dir = self._by_dir
+            for path, _ in batch:
+                if path not in kinds:
+                    d = path[:path.rfind("/") + 1]
+                    if d not in by_dir:
+                        by_dir[d] = kind_by_dir(d, self._git_root, self.rules) or False
             built, batch = self._settled_inputs(model, batch, kinds, self.stdio,
                                                 self.wall_offset, self._rid, self._built,
                                                 self._pf_built, self._clean, self._by_dir)
