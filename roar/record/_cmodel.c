@@ -2780,6 +2780,17 @@ static PyObject *hex_bytes(PyObject *h)
     return PyObject_CallMethod((PyObject *)&PyBytes_Type, "fromhex", "O", h);
 }
 
+/* The containers of a settled input's records built ahead hold strs, ints, bytes,
+ * None and each other, and live to the end of the run: nothing in them can be a
+ * cycle, so the cyclic collector is spared walking them at each collection until
+ * the consumer's next gc.freeze (~1/3 of the collector's time in a replay of cat
+ * over 20,000 files). Untracked, an object is still freed by its count. */
+static void untrack(PyObject *o)
+{
+    if (o && PyObject_IS_GC(o))
+        PyObject_GC_UnTrack(o); /* a no-op when not tracked */
+}
+
 /* settled_input's work; rid NULL: the 4-tuple of the reference's shapes (with its
  * signatures), else the 5-tuple recorder._build_settled takes (no signatures: a
  * path changed after this is built again at the end) */
@@ -2984,6 +2995,15 @@ static PyObject *build_settled(PathState *s, PyObject *users, PyObject *kind,
             Py_DECREF(row);
         }
     }
+    if (rid) {
+        untrack(procs);
+        untrack(rec);
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(rows); i++)
+            untrack(PyList_GET_ITEM(rows, i));
+        untrack(rows);
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(entries); i++) /* (id, (sig, entry, JSON)) */
+            untrack(PyTuple_GET_ITEM(PyList_GET_ITEM(entries, i), 1));
+    }
     out = rid ? PyTuple_Pack(5, rec, raw, sig, entries, rows)
               : PyTuple_Pack(4, rec, raw, sig, entries);
     goto done;
@@ -3135,6 +3155,9 @@ static PyObject *settled_inputs(PyObject *self, PyObject *args)
             PyList_SET_ITEM(recs, 0, Py_NewRef(PyTuple_GET_ITEM(out, 0)));
             PyList_SET_ITEM(raws, 0, Py_NewRef(PyTuple_GET_ITEM(out, 1)));
             val = PyTuple_Pack(4, PyTuple_GET_ITEM(out, 2), recs, raws, PyTuple_GET_ITEM(out, 4));
+            untrack(recs);
+            untrack(raws);
+            untrack(val);
         }
         Py_XDECREF(recs);
         Py_XDECREF(raws);
