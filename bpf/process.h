@@ -1,5 +1,5 @@
 /* process.h - process lifecycle: clone/fork (thread vs process), exec with
- * argv, fatal signals and exit, with the flush of per-fd counters when a
+ * argv, and exit with its status, with the flush of per-fd counters when a
  * thread group dies.
  */
 #ifndef ROAR_PROCESS_H
@@ -211,6 +211,10 @@ static __always_inline int exec_exit(long ret)
 TRACEPOINT_PROBE(syscalls, sys_exit_execve) { return exec_exit(args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_exit_execveat) { return exec_exit(args->ret); }
 
+#if !EXIT_FROM_TASK
+/* Without the kernel's own exit status (no BTF offsets, EXIT_FROM_TASK=0): the
+ * code exit_group/exit said, a fatal signal delivered with the default action,
+ * and the status the parent collected (EV_REAP). */
 static __always_inline int note_exit_code(int code)
 {
     if (!tagged_cgroup())
@@ -315,6 +319,35 @@ TRACEPOINT_PROBE(signal, signal_deliver)
     }
     return 0;
 }
+#else
+/* The wait status the parent will collect, read where wait4 reads it
+ * (wait_task_zombie): the group's exit code when the group ended as a whole
+ * (exit_group, a fatal signal, a core dump: SIGNAL_GROUP_EXIT), else the
+ * leader's own (exit(2) of each thread: a leader that ended first keeps its
+ * code). Read by the group's last thread at its exit: with every thread
+ * exiting, no signal can start a group exit any more, so neither changes
+ * before the reap. Exact where the reaps were not: an orphan reaped by init
+ * or a subreaper outside the run, a parent that never waits, a wait4 result
+ * in a pid namespace. Offsets from the running kernel's BTF (roar.capture.btf). */
+#define SIGNAL_GROUP_EXIT_ 4
+static __always_inline u32 exit_status(void)
+{
+    const char *t = (const char *)bpf_get_current_task();
+    const char *sig = NULL, *leader = NULL;
+    u32 flags = 0;
+    int code = 0;
+    KREAD(sig, t, OFF_TASK_SIGNAL);
+    if (sig)
+        KREAD(flags, sig, OFF_SIGNAL_FLAGS);
+    if (flags & SIGNAL_GROUP_EXIT_) {
+        KREAD(code, sig, OFF_SIGNAL_GROUP_EXIT_CODE);
+        return code;
+    }
+    KREAD(leader, t, OFF_TASK_GROUP_LEADER);
+    KREAD(code, leader ? leader : t, OFF_TASK_EXIT_CODE);
+    return code;
+}
+#endif
 
 #if !EXIT_HAS_GROUP_DEAD
 #include <linux/sched/signal.h>
@@ -354,13 +387,26 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
     struct roar_event ev = {};
     fill_header(&ev, cg, EV_EXIT);
+#if EXIT_FROM_TASK
+    u32 status = exit_status();
+    if (status & 0x7f) {
+        ev.a1 = status & 0x7f;  /* WTERMSIG */
+        ev.flags = EVF_SIGNALED;
+    } else {
+        ev.a0 = (status >> 8) & 0xff;  /* WEXITSTATUS */
+        ev.flags = EVF_EXITED;
+    }
+#endif
     struct proc_state *p = procs.lookup(&tgid);
     if (p) {
         u32 maxfd = p->maxfd;
         u64 epoch = p->epoch;
+#if !EXIT_FROM_TASK
         ev.a0 = p->exit_code;
         ev.a1 = p->signal;
-        ev.flags = p->state | flush_fds(cg, tgid, maxfd, epoch, 0);
+        ev.flags = p->state;
+#endif
+        ev.flags |= flush_fds(cg, tgid, maxfd, epoch, 0);
         procs.delete(&tgid);
         procs_changed();
     }

@@ -790,6 +790,60 @@ kids = [(lambda: sysc({SYS_EXIT}, 5), {{"exit_code": 5, "signal": None}})]
         assert {"exit_code": procs[pid]["exit_code"], "signal": procs[pid]["signal"]} == e
 
 
+def test_exit_status_is_what_the_parent_collects(roar):
+    """The status a process's parent collects, whoever ends it: a leader that
+    exits first with exit(2) while another thread ends the process with exit(2)
+    later (the leader's code on 5.10, the last thread's since 6.0: what waitpid
+    said is the reference); a thread's fatal signal ends the whole group; an
+    orphan, reaped outside the run, keeps its own code."""
+    p, doc = py(roar, f"""
+import json, signal, threading, time
+out = {{}}
+
+def leader_first():
+    def later():
+        time.sleep(0.3)
+        sysc({SYS_EXIT}, 5)
+    threading.Thread(target=later).start()
+    sysc({SYS_EXIT}, 4)
+
+def thread_signal():
+    threading.Thread(target=lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
+    time.sleep(5)
+
+for name, how in (("leader_first", leader_first), ("thread_signal", thread_signal)):
+    pid = os.fork()
+    if pid == 0:
+        how()
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    out[name] = [pid, status]
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:  # the orphan's parent: ends at once
+    if os.fork() == 0:
+        os.read(r, 1)  # until its parent was reaped
+        os._exit(6)
+    os._exit(0)
+os.waitpid(pid, 0)
+out["orphan_parent"] = [pid, 0]
+os.write(w, b"x")
+time.sleep(0.5)
+print(json.dumps(out))
+""", prelude=True)
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    procs = {pr["pid"]: pr for pr in doc["processes"]}
+    pid, status = out["leader_first"]
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) in (4, 5)
+    assert (procs[pid]["exit_code"], procs[pid]["signal"]) == (os.WEXITSTATUS(status), None)
+    pid, status = out["thread_signal"]
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
+    assert (procs[pid]["exit_code"], procs[pid]["signal"]) == (None, signal.SIGTERM)
+    parent = procs[out["orphan_parent"][0]]
+    orphan = next(pr for pr in doc["processes"] if pr["ppid"] == parent["pid"])
+    assert (orphan["exit_code"], orphan["signal"]) == (6, None)
+
+
 # -- network and io_uring ------------------------------------------------------------------
 
 

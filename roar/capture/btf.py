@@ -90,6 +90,16 @@ CGROUP_FIELDS = {
 }
 
 
+# what bpf/process.h reads at a process's exit: the wait status its parent will
+# collect (wait_task_zombie's: the group's exit code, or the leader's own)
+EXIT_FIELDS = {
+    "OFF_TASK_SIGNAL": ("task_struct", "signal"),
+    "OFF_TASK_GROUP_LEADER": ("task_struct", "group_leader"),
+    "OFF_TASK_EXIT_CODE": ("task_struct", "exit_code"),
+    "OFF_SIGNAL_FLAGS": ("signal_struct", "flags"),
+    "OFF_SIGNAL_GROUP_EXIT_CODE": ("signal_struct", "group_exit_code"),
+}
+
 # what bpf/files.h's raw sys_enter program reads (x86_64): the task's thread_info
 # status (TS_COMPAT: a 32-bit syscall) and the user registers holding the arguments
 RAW_SYSCALL_FIELDS = {
@@ -136,6 +146,22 @@ def raw_syscall_offsets(path: str = VMLINUX) -> dict[str, int] | None:
     """RAW_SYSCALL_FIELDS' offsets in the running kernel (None without BTF, or
     where the kernel has no such fields: not x86_64)."""
     return _offsets(path, RAW_SYSCALL_FIELDS)
+
+
+@lru_cache(maxsize=1)
+def exit_offsets(path: str = VMLINUX) -> dict[str, int] | None:
+    """EXIT_FIELDS' offsets in the running kernel; None without BTF."""
+    return _offsets(path, EXIT_FIELDS)
+
+
+def exit_flags() -> list[str]:
+    """-DEXIT_FROM_TASK=1 and its offsets: bpf/process.h reads a process's exit
+    status from the kernel at its exit; without them (=0) from exit_group/exit,
+    fatal signals and its parent's wait4/waitid, as before."""
+    found = exit_offsets()
+    if found is None:
+        return ["-DEXIT_FROM_TASK=0"]
+    return ["-DEXIT_FROM_TASK=1", *(f"-D{k}={v}" for k, v in sorted(found.items()))]
 
 
 def compile_flags() -> list[str]:

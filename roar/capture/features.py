@@ -234,7 +234,8 @@ def compile_flags() -> list[str]:
     helper = probe_ancestor_cgroup_helper().available
     flags = [f"-DEXIT_HAS_GROUP_DEAD={int(group_dead)}",
              f"-DHAVE_ANCESTOR_CGROUP_HELPER={int(helper)}",
-             f"-DHAVE_ATOMIC_FETCH={int(probe_atomic_fetch())}", *btf.compile_flags()]
+             f"-DHAVE_ATOMIC_FETCH={int(probe_atomic_fetch())}", *btf.compile_flags(),
+             *btf.exit_flags()]
     if not helper:
         flags += [f"-D{k}={v}" for k, v in sorted((btf.cgroup_offsets() or {}).items())]
     return flags + raw_rw_flags()
