@@ -30,7 +30,8 @@
                             right after the filename with EVF_ARGV_PACKED) */
 #define EV_EXEC_RET 9    /* ret=exec result; with EVF_FDS_OPEN, a0..a2: which of fds 0..191 are
                             open after the exec (bit fd % 64 of word fd / 64) */
-#define EV_EXIT 10       /* thread group exit: a0=exit code (valid if flag EXITED), a1=fatal signal */
+#define EV_EXIT 10       /* thread group exit: a0=exit code (valid if flag EXITED), a1=fatal signal
+                            (valid if flag SIGNALED); with BTF the status its parent collects */
 #define EV_RENAME 11     /* fd=old dirfd, a0=new dirfd, a1=flags, data=old path, data2=new path */
 #define EV_LINK 12       /* fd=old dirfd, a0=new dirfd, data=old path, data2=new path */
 #define EV_UNLINK 13     /* fd=dirfd, a0=flags, data=path */
@@ -43,7 +44,9 @@
                             fd mapped or read (once per run for _enter/_register) */
 #define EV_CLOSE_RANGE 20 /* fd=first, a0=last, a1=flags */
 #define EV_FDFLAGS 21    /* fcntl(F_SETFD): fd, a0=1 if close-on-exec */
-#define EV_REAP 22       /* a parent reaped a child: ret=child pid, a0=wait status (as waitpid) */
+#define EV_REAP 22       /* a parent reaped a child: ret=child pid, a0=wait status (as waitpid);
+                            only where EV_EXIT cannot carry the kernel's own status (no BTF:
+                            EXIT_FROM_TASK=0, bpf/process.h) */
 #define EV_TLS_WRITE 23  /* HTTP request head written over TLS: a0=SSL*, a1=call bytes, a2/ret=body
                             bytes read/written on that SSL* since its last message, data=head */
 #define EV_TLS_READ 24   /* HTTP response head read over TLS: fields as EV_TLS_WRITE */
