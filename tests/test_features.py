@@ -188,6 +188,25 @@ def test_btf_offsets_are_the_running_kernels(tmp_path):
     assert btf.offsets.__wrapped__(str(tmp_path / "absent")) is None
 
 
+def test_exit_status_offsets_turn_on_the_kernels_own_exit_status(tmp_path):
+    """bpf/process.h reads a process's exit status at its exit where BTF gives
+    the five offsets (EXIT_FROM_TASK=1); without them the old programs (exit_group,
+    signal_deliver, the parent's wait4) are compiled in (=0)."""
+    from roar.capture import btf
+
+    assert btf.exit_offsets.__wrapped__(str(tmp_path / "absent")) is None
+    found = btf.exit_offsets()
+    if found is None:
+        assert btf.exit_flags() == ["-DEXIT_FROM_TASK=0"]
+        pytest.skip("no BTF in this kernel")
+    assert set(found) == set(btf.EXIT_FIELDS)
+    assert len(set(found[k] for k in ("OFF_TASK_SIGNAL", "OFF_TASK_GROUP_LEADER",
+                                      "OFF_TASK_EXIT_CODE"))) == 3
+    flags = btf.exit_flags()
+    assert flags[0] == "-DEXIT_FROM_TASK=1" and len(flags) == 1 + len(btf.EXIT_FIELDS)
+    assert "-DEXIT_FROM_TASK=1" in features.compile_flags()
+
+
 @root_only
 def test_fallbacks_for_older_verifiers_are_chosen_by_probes_and_load():
     """This kernel's verifier takes bpf_get_current_ancestor_cgroup_id in tracepoints
