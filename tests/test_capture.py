@@ -52,6 +52,18 @@ SYS_OPENAT2, SYS_CLOSE_RANGE, SYS_IO_URING_SETUP, SYS_EXIT = 437, 436, 425, 60
 # -- helpers -----------------------------------------------------------------------
 
 
+# for a workload's script (it cannot import roar: those reads would be the run's):
+# `mount`, where the cgroup2 hierarchy is mounted
+CGROUP2_MOUNT = """import os
+mount = None
+for line in open("/proc/self/mountinfo"):
+    left, _, right = line.partition(" - ")
+    if right.split()[0] == "cgroup2":
+        mount = left.split()[4]
+        break
+"""
+
+
 def py(roar, code: str, *, prelude: bool = False, **kw):
     """roar run -- python3 -c CODE."""
     src = (PRELUDE if prelude else "") + textwrap.dedent(code)
@@ -1249,16 +1261,9 @@ def test_concurrent_runs_stay_apart(roar):
 def test_child_cgroup_stays_traced(roar):
     w = roar.cwd
     ins = dict([put(w / "in_child_cgroup.txt", "read from a nested cgroup\n")])
-    p, doc = py(roar, """
-        import os
+    p, doc = py(roar, CGROUP2_MOUNT + textwrap.dedent("""
         rel = [l for l in open("/proc/self/cgroup").read().splitlines()
                if l.startswith("0::")][0][3:]
-        mount = None
-        for line in open("/proc/self/mountinfo"):
-            left, _, right = line.partition(" - ")
-            if right.split()[0] == "cgroup2":
-                mount = left.split()[4]
-                break
         mine = mount + rel
         child = os.path.join(mine, "inner")
         os.mkdir(child)
@@ -1269,7 +1274,7 @@ def test_child_cgroup_stays_traced(roar):
         open("in_child_cgroup.txt", "rb").read()
         open("out_child_cgroup.txt", "w").write("written from a nested cgroup\\n")
         print(now[0])
-    """)
+    """))
     assert p.stdout.strip().endswith("/inner")
     assert_versions(doc["inputs"], ins, "inputs")
     assert_versions(doc["outputs"], outputs_now(w / "out_child_cgroup.txt"), "outputs")
@@ -1286,14 +1291,8 @@ def test_a_process_moved_out_of_the_run_is_not_traced_from_then_on(roar):
     w = roar.cwd
     ins = dict([put(w / "busy.txt", "read back to back\n")])
     put(w / "after_move.txt", "read only once moved out\n")
-    _, doc = py(roar, """
-        import mmap, os, time
-        mount = None
-        for line in open("/proc/self/mountinfo"):
-            left, _, right = line.partition(" - ")
-            if right.split()[0] == "cgroup2":
-                mount = left.split()[4]
-                break
+    _, doc = py(roar, CGROUP2_MOUNT + textwrap.dedent("""
+        import mmap, time
         moved = mmap.mmap(-1, 1)  # shared, anonymous: polled without a syscall
         # fds above FLUSH_MAX: a read is told at once, not by a close summary
         # (the child exits outside the run, where nothing is flushed)
@@ -1311,7 +1310,7 @@ def test_a_process_moved_out_of_the_run_is_not_traced_from_then_on(roar):
             f.write(str(pid))
         moved[0] = 1
         os.waitpid(pid, 0)
-    """)
+    """))
     assert_versions(doc["inputs"], ins, "inputs")
 
 
