@@ -8,9 +8,10 @@ roar/record/preimage.py).
 
 from __future__ import annotations
 
-import json
 import os
 import struct
+
+from roar.capture import jsonc
 
 FRAME = struct.Struct("<cI")
 MAX_REQUEST = 64 << 10
@@ -48,7 +49,7 @@ def socket_path():
 
 
 def encode_json(obj) -> bytes:
-    payload = json.dumps(obj, separators=(",", ":")).encode()
+    payload = jsonc.dumps(obj, separators=(",", ":")).encode()
     return FRAME.pack(JSON, len(payload)) + payload
 
 
@@ -124,20 +125,20 @@ def ask(request: dict, path: str | os.PathLike | None = None,
             sock.connect(str(path or socket_name()))
         except OSError as e:
             raise NoDaemon(f"roard is not reachable: {e.strerror}") from None
-        sock.sendall(json.dumps(request).encode() + b"\n")
+        sock.sendall(jsonc.dumps(request).encode() + b"\n")
         frame = read_frame(sock.makefile("rb"))
     finally:
         sock.close()
     if frame is None or frame[0] != JSON:
         raise ProtocolError("roard closed the connection without an answer")
-    return json.loads(frame[1])
+    return jsonc.loads(frame[1])
 
 
 def parse_request(line: bytes) -> dict:
     if len(line) > MAX_REQUEST:
         raise ProtocolError("request too large")
     try:
-        req = json.loads(line)
+        req = jsonc.loads(line)
     except (ValueError, UnicodeDecodeError):
         raise ProtocolError("request is not JSON") from None
     except RecursionError:  # a deeply nested request: refused, not a traceback

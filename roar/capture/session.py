@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import _socket
 import io
-import json
 import os
 import select
 import threading
 import time
 from collections import deque
 
-from roar.capture import namespaces, protocol
+from roar.capture import jsonc, namespaces, protocol
 from roar.capture.protocol import SessionError
 
 DEFAULT_LINGER = 5.0  # seconds leftover processes may outlive the run's first one
@@ -284,7 +283,7 @@ class DaemonSession:
         self._ending = False  # root_exited was sent: roard takes no more barriers
 
     def request(self, obj: dict, fds: list[int] | None = None) -> None:
-        data = json.dumps(obj).encode() + b"\n"
+        data = jsonc.dumps(obj).encode() + b"\n"
         try:
             with self._send:
                 if fds:
@@ -334,7 +333,7 @@ class DaemonSession:
             raise SessionError(f"roard went away: {e.strerror or e}") from None
         if frame is None or frame[0] != protocol.JSON:
             raise SessionError("roard closed the connection")
-        return json.loads(frame[1])
+        return jsonc.loads(frame[1])
 
     def begin(self, pid: int, run_id: str, home: str = "", root_fds: dict | None = None,
               prompt: bool = False) -> None:
@@ -430,7 +429,7 @@ class DaemonSession:
                     if callback is not None:
                         yield callback
                 else:
-                    self.end = json.loads(payload)
+                    self.end = jsonc.loads(payload)
                     self.lost = int(self.end.get("lost", 0))
                     self.killed = int(self.end.get("killed", 0))
                     self.killed_at_ns = self.end.get("killed_at_ns")
@@ -476,7 +475,7 @@ class DaemonSession:
         chain op (roar/record/chain.py), which roard appends to the user's
         chain before it closes the connection (answered: chained())."""
         msg = {"op": "stored", "chain": chain} if chain else {"op": "stored"}
-        if chain and len(json.dumps(msg)) >= protocol.MAX_REQUEST:
+        if chain and len(jsonc.dumps(msg)) >= protocol.MAX_REQUEST:
             msg = {"op": "stored"}  # too long a line for roard: a chain op of its own
         self._chain_asked = "chain" in msg and not self.died
         self._tell(msg)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 # `roar run` refused or failed before its command started (as env, timeout, nice)
@@ -19,6 +18,8 @@ def fail(msg: str, code: int = 2):
 def print_json(obj) -> None:
     # ASCII-only: paths with bytes that are not UTF-8 (kept as surrogate
     # escapes) still make valid JSON, as \udcXX escapes
+    import json  # here: `roar run` prints no JSON (roar/capture/jsonc.py)
+
     print(json.dumps(obj, indent=2, ensure_ascii=True, default=str))
 
 

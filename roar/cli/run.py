@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import _signal  # signal.py's C half: the enums signal.py builds are ~1 ms of every start
 import gc
-import json
 import os
 import stat
 import sys
 import threading
 import time
 
+from roar.capture import jsonc
 from roar.capture.protocol import SessionError
 from roar.capture.session import DEFAULT_LINGER, DaemonSession, EmbeddedSession
 from roar.cli.output import RUN_REFUSED, fail
@@ -394,7 +394,7 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
     if supervisor is not None:
         supervisor.stop()
         if timing.ENABLED:
-            print(f"roar-preimage: {json.dumps(supervisor.stats())}", file=sys.stderr)
+            print(f"roar-preimage: {jsonc.dumps(supervisor.stats())}", file=sys.stderr)
         problems = supervisor.problems
         if problems:  # held syscalls continued all the same; a bug in roar if any
             recorder.model.problem(f"pre-image hold: {'; '.join(sorted(problems))}")

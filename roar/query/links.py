@@ -16,10 +16,11 @@ run id, or None.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Iterable
+
+from roar.capture import jsonc
 
 TRACKERS = ("wandb", "mlflow", "tensorboard", "huggingface")
 KEYS = ("tracker", "id", "url", "project", "path", "source")
@@ -137,7 +138,7 @@ def _wandb_link(m: re.Match, source: str) -> dict:
     meta = os.path.join(d, "files", "wandb-metadata.json")
     if os.path.isfile(meta):
         try:
-            doc = json.loads(read_text(meta))
+            doc = jsonc.loads(read_text(meta))
         except ValueError:
             doc = {}
         if isinstance(doc, dict):

@@ -30,9 +30,9 @@ no set of records can give the same digest under both versions by accident.
 
 from __future__ import annotations
 
-import json
 import os
 
+from roar.capture import jsonc
 from roar.record.sha256 import sha256
 
 DEFAULT_STATE_DIR = "/var/lib/roar"  # a str: roar run imports no pathlib
@@ -47,8 +47,8 @@ PENDING_FILE = frozenset({"hash", "size", "status"})
 
 
 def _canon(obj) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                      default=str).encode()
+    return jsonc.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                       default=str).encode()
 
 
 V2_PREFIX = b"roar chain digest 2\n"
@@ -140,7 +140,7 @@ class ChainFile:
     def entries(self) -> list[dict]:
         try:
             with open(self.path) as f:
-                return [json.loads(line) for line in f if line.strip()]
+                return [jsonc.loads(line) for line in f if line.strip()]
         except FileNotFoundError:
             return []
 
@@ -160,7 +160,7 @@ class ChainFile:
                 lines = [x for x in tail.split(b"\n") if x.strip()]
                 # a whole line: one with a newline before it, or the file's first
                 if lines and (start == 0 or len(lines) > 1):
-                    return json.loads(lines[-1])
+                    return jsonc.loads(lines[-1])
                 if start == 0:
                     return None
                 size *= 4

@@ -11,8 +11,9 @@ milliseconds.
 from __future__ import annotations
 
 import enum
-import json
 import re
+
+from roar.capture import jsonc
 
 
 class RunStatus(str, enum.Enum):
@@ -142,7 +143,7 @@ def from_sentence(text: str) -> dict:
 
 # -- one encoder -------------------------------------------------------------------------
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
+_SEPARATORS = (",", ":")
 
 
 # The same bytes, compiled (roar/record/_cmodel.c encode_json: None for what it
@@ -164,13 +165,13 @@ def encode(obj) -> bytes:
         out = compiled_encode(obj)
         if out is not None:
             return out
-    return _ENCODER.encode(obj).encode()
+    return jsonc.dumps(obj, separators=_SEPARATORS).encode()
 
 
 def decode(raw: bytes | memoryview | str):
     """The document behind encode()'s bytes (records are typed by the caller:
     Run.from_doc and so on)."""
-    return json.loads(bytes(raw) if not isinstance(raw, str) else raw)
+    return jsonc.loads(bytes(raw) if not isinstance(raw, str) else raw)
 
 
 def to_json(obj):

@@ -26,7 +26,6 @@ rewritten.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import stat
 import struct
@@ -35,6 +34,7 @@ from collections.abc import Iterator
 
 import lmdb
 
+from roar.capture import jsonc
 from roar.record import storecheck
 from roar.record.codes import Reason, decode, encode, from_sentence, messages
 
@@ -202,7 +202,7 @@ def _no_inheritance(store_dir: str) -> None:
 def _decode_paths(raw) -> list[str]:
     raw = bytes(raw)
     if raw.startswith(b'["'):  # stores written before paths were stored raw
-        return json.loads(raw)
+        return jsonc.loads(raw)
     return [os.fsdecode(p) for p in raw.split(b"\0")]
 
 

@@ -15,13 +15,13 @@ pushes in the foreground."""
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import re
 import struct
 import sys
 import time
 
+from roar.capture import jsonc
 from roar.record.store import Store, index_entries
 
 BATCH = 64  # runs per PostgreSQL transaction
@@ -68,7 +68,7 @@ def enqueued_ns(stamp: bytes) -> int:
 def _json(obj) -> str:
     """JSON text PostgreSQL's jsonb takes: undecodable path bytes (surrogate
     escapes, which jsonb refuses) are written as \\xNN text."""
-    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=True)
+    text = jsonc.dumps(obj, separators=(",", ":"), ensure_ascii=True)
     return re.sub(_LOW_SURROGATE, r"\\\\x\1", text) if "\\udc" in text else text
 
 
@@ -211,13 +211,13 @@ def _first_line(e: Exception) -> str:
 
 def _status(store: Store, pushed: int, left: int, failed: int, error: str | None) -> dict:
     doc = {"pushed": pushed, "pending": left, "failed": failed, "last_error": error}
-    store.meta_put(STATUS_KEY, json.dumps({**doc, "at": time.time()}).encode())
+    store.meta_put(STATUS_KEY, jsonc.dumps({**doc, "at": time.time()}).encode())
     return doc
 
 
 def last_status(store: Store) -> dict | None:
     raw = store.meta_get(STATUS_KEY)
-    return json.loads(raw) if raw else None
+    return jsonc.loads(raw) if raw else None
 
 
 # -- the background pusher ----------------------------------------------------------
