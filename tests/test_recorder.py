@@ -110,7 +110,11 @@ def _record(store: Store, d: str, evs: list[E.Event], look_ahead: bool,
         raw.append(bytes(txn.get(rid, b"")))
     # what the end's pass over the file records gave the run document (tally)
     raw.append({k: done[k] for k in ("counts", "installed", "packages", "reasons", "complete")})
-    return store.run_files(done["id"]), raw, built
+    stored = store.run_files(done["id"])
+    # the records the end hands on (made when asked for, from the ledger) are the stored ones
+    assert rec.files == stored and rec.written == [
+        f["path"] for f in stored if f["role"] in ("output", "temporary")]
+    return stored, raw, built
 
 
 def test_records_built_ahead_equal_records_built_at_the_end(tmp_path):
@@ -333,6 +337,34 @@ def test_random_streams_stored_the_same_with_and_without_c(tmp_path, seed):
     assert built_c == built_py
     assert raw_c == raw_py and files_c == files_py
     assert any(r is not None and r[0] != "entry" for r in fast)  # some were built in C
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_odd_names_stored_in_the_same_order_with_and_without_c(tmp_path, seed):
+    """The end takes the settled inputs built in C from its ledger (_cmodel.c
+    ledger_sorted, ledger_join) and merges them with the rest in Python's path
+    order: names that are not ASCII (UTF-8, bytes that are not, whose order as
+    bytes is not their order as str), a name that begins another, names around
+    the NUL the rows put after a path, give the bytes recorder.py stores."""
+    import random
+
+    rng = random.Random(seed)
+    d = tmp_path / "data"
+    d.mkdir()
+    names = ["a", "a.b", "a b", "ab", "é", "\u00ff", "z", "\udcff", "\udc80x", "\u4e2d",
+             "A", "a\x01", "~"]
+    for name in names:
+        with open(os.path.join(os.fsencode(str(d)), os.fsencode(name)), "wb") as f:
+            f.write(os.urandom(rng.choice([0, 1, 100])))
+    evs = _random_stream(str(d), rng)
+    looks = {i for i in range(len(evs)) if rng.random() < 0.3}
+    with Store(tmp_path / "home") as store:
+        files_c, raw_c, built_c = _record(store, str(d), evs, True, looks=looks)
+        files_py, raw_py, built_py = _record(store, str(d), evs, True, compiled=False,
+                                             looks=looks)
+    assert built_c == built_py
+    assert raw_c == raw_py and files_c == files_py
+    assert [f["path"] for f in files_c] == sorted(f["path"] for f in files_c)
 
 
 def test_entries_built_ahead_are_taken_in_c_as_recorder_py_takes_them():

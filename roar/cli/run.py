@@ -448,14 +448,17 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
     from roar.record import chain
 
     # roard appends the run to the tamper-evident chain while the rest is done here
-    chain_req = chain.chain_request(store, run["id"], recorder.files, recorder.procs,
-                                    recorder.stored, recorder.pending_paths)
+    # (the file records themselves only when a hash is pending: a run's end
+    # builds tens of thousands of them only when asked, recorder.files)
+    chain_req = chain.chain_request(store, run["id"],
+                                    recorder.files if recorder.pending_paths else None,
+                                    recorder.procs, recorder.stored, recorder.pending_paths)
     session.stored(chain_req)
     for msg in recorder.messages:
         print(f"roar: {msg}", file=sys.stderr)
     from roar.query import links
 
-    found = links.from_records(recorder.files, [(p, start, _size(p)) for p, start in logs],
+    found = links.from_records((), [(p, start, _size(p)) for p, start in logs],
                                run_id=run["id"], written=recorder.written)
     if found:  # none reads as none stored: no write (and sync) for it
         store.set_links(run["id"], found)

@@ -3085,6 +3085,10 @@ static int kind_from_dir(PyObject *path, PyObject *by_dir, PyObject *kinds, PyOb
     return bad ? -1 : 1;
 }
 
+struct Ledger; /* the end's ledger (below) */
+static PyTypeObject LedgerType;
+static int ledger_add(struct Ledger *l, PyObject *path, PyObject *val);
+
 /* recorder.prebuild's loop for the paths C builds: each (path, looks) of batch
  * that is a settled read-only data or code input (recorder._settled) is built
  * (build_settled) and stored as recorder._build_settled stores it: built[path],
@@ -3093,12 +3097,21 @@ static int kind_from_dir(PyObject *path, PyObject *by_dir, PyObject *kinds, PyOb
 static PyObject *settled_inputs(PyObject *self, PyObject *args)
 {
     PyObject *model, *batch, *kinds, *stdio, *wall_offset, *rid, *built, *pf_built, *clean,
-        *by_dir = NULL;
-    if (!PyArg_ParseTuple(args, "O!O!O!OO!O!O!O!O!|O!", &ModelType, &model, &PyList_Type, &batch,
+        *by_dir = NULL, *ledger = NULL;
+    if (!PyArg_ParseTuple(args, "O!O!O!OO!O!O!O!O!|OO", &ModelType, &model, &PyList_Type, &batch,
                           &PyDict_Type, &kinds, &stdio, &PyLong_Type, &wall_offset,
                           &PyBytes_Type, &rid, &PyDict_Type, &built, &PyDict_Type, &pf_built,
-                          &PySet_Type, &clean, &PyDict_Type, &by_dir))
+                          &PySet_Type, &clean, &by_dir, &ledger))
         return NULL;
+    if (by_dir == Py_None)
+        by_dir = NULL;
+    if (ledger == Py_None)
+        ledger = NULL;
+    if ((by_dir && !PyDict_CheckExact(by_dir)) ||
+        (ledger && !PyObject_TypeCheck(ledger, &LedgerType))) {
+        PyErr_SetString(PyExc_TypeError, "settled_inputs: by_dir a dict, ledger a Ledger");
+        return NULL;
+    }
     Model *m = (Model *)model;
     PyObject *rest = PyList_New(0), *empty = PyList_New(0);
     Py_ssize_t count = 0;
@@ -3165,7 +3178,8 @@ static PyObject *settled_inputs(PyObject *self, PyObject *args)
         }
         Py_XDECREF(recs);
         Py_XDECREF(raws);
-        int bad = !val || PyDict_SetItem(built, path, val) < 0;
+        int bad = !val || PyDict_SetItem(built, path, val) < 0 ||
+                  (ledger && ledger_add((struct Ledger *)ledger, path, val) < 0);
         Py_XDECREF(val);
         PyObject *entries = PyTuple_GET_ITEM(out, 3);
         for (Py_ssize_t j = 0; !bad && j < PyList_GET_SIZE(entries); j++) {
@@ -3559,6 +3573,143 @@ static PyObject *sizes_same(PyObject *self, PyObject *args)
     Py_RETURN_TRUE;
 }
 
+static PyObject *S_output, *S_env, *S_pending, *S_temporary, *S_hash_written;
+
+/* recorder.tally's accumulators, in its order */
+typedef struct {
+    Py_ssize_t unhashed, n_in, n_out;
+    PyObject *sizes, *env_out, *env_read, *pending, *written;
+} Tally;
+
+/* One file record into t, as recorder.tally takes it: 0, 1 when it is not a dict
+ * with the keys recorder.py reads (t is then of no use: recorder.tally does it),
+ * -1 on an error. */
+static int tally_one(Tally *t, PyObject *f, PyObject *listed, PyObject *hashed)
+{
+    if (!PyDict_CheckExact(f))
+        return 1;
+    PyObject *role = PyDict_GetItemWithError(f, S_role);
+    PyObject *size = role ? PyDict_GetItemWithError(f, S_size) : NULL;
+    if (!role || PyErr_Occurred())
+        goto none_or_fail;
+    if (size && size != Py_None) {
+        PyObject *path = PyDict_GetItemWithError(f, S_path);
+        if (!path || PyDict_SetItem(t->sizes, path, size) < 0)
+            goto none_or_fail;
+    }
+    PyObject *st = PyDict_GetItemWithError(f, S_status); /* f.get("status") == "pending" */
+    int late = st ? PyObject_RichCompareBool(st, S_pending, Py_EQ) : 0;
+    if (late < 0 || (!st && PyErr_Occurred()))
+        return -1;
+    if (late) {
+        PyObject *path = PyDict_GetItemWithError(f, S_path);
+        if (!path || PyList_Append(t->pending, path) < 0)
+            goto none_or_fail;
+    }
+    int w = PyObject_RichCompareBool(role, S_output, Py_EQ); /* links: what it wrote */
+    if (w == 0)
+        w = PyObject_RichCompareBool(role, S_temporary, Py_EQ);
+    if (w < 0)
+        return -1;
+    if (w) {
+        PyObject *path = PyDict_GetItemWithError(f, S_path);
+        int truth = path ? PyObject_IsTrue(path) : 0;
+        if (truth < 0 || (!path && PyErr_Occurred()))
+            return -1;
+        if (truth && PyList_Append(t->written, path) < 0)
+            return -1;
+    }
+    int is_in = PyObject_RichCompareBool(role, S_input, Py_EQ);
+    if (is_in < 0)
+        return -1;
+    if (is_in) {
+        PyObject *status = PyDict_GetItemWithError(f, S_status);
+        if (!status)
+            goto none_or_fail;
+        int known = PySequence_Contains(hashed, status);
+        if (known < 0)
+            return -1;
+        t->unhashed += !known;
+    }
+    PyObject *kind = NULL;
+    int is_out = is_in ? 0 : PyObject_RichCompareBool(role, S_output, Py_EQ);
+    if (is_out < 0)
+        return -1;
+    if (is_in || is_out) {
+        if (!(kind = PyDict_GetItemWithError(f, S_kind)))
+            goto none_or_fail;
+        int env = is_out ? PyObject_RichCompareBool(kind, S_env, Py_EQ) : 0;
+        if (env < 0)
+            return -1;
+        if (env) {
+            PyObject *path = PyDict_GetItemWithError(f, S_path);
+            if (!path || PyList_Append(t->env_out, path) < 0)
+                goto none_or_fail;
+            return 0;
+        }
+        int in_listed = PySequence_Contains(listed, kind);
+        if (in_listed < 0)
+            return -1;
+        if (in_listed) {
+            if (is_in)
+                t->n_in++;
+            else
+                t->n_out++;
+        }
+        return 0;
+    }
+    int is_env = PyObject_RichCompareBool(role, S_env, Py_EQ);
+    if (is_env < 0)
+        return -1;
+    if (is_env) {
+        PyObject *path = PyDict_GetItemWithError(f, S_path);
+        if (!path || PyList_Append(t->env_read, path) < 0)
+            goto none_or_fail;
+    }
+    return 0;
+none_or_fail:
+    return PyErr_Occurred() ? -1 : 1;
+}
+
+/* A tally's state as a list [unhashed, sizes, inputs, outputs, env_outputs,
+ * env_reads, pending, written] (what tally_records returns, as a list): read
+ * into t (borrowed references), or written back from it. */
+static int tally_from(Tally *t, PyObject *state)
+{
+    if (!PyList_CheckExact(state) || PyList_GET_SIZE(state) != 8) {
+        PyErr_SetString(PyExc_TypeError, "a tally state: a list of 8 expected");
+        return -1;
+    }
+    PyObject **v = ((PyListObject *)state)->ob_item;
+    t->unhashed = PyLong_AsSsize_t(v[0]);
+    t->n_in = PyLong_AsSsize_t(v[2]);
+    t->n_out = PyLong_AsSsize_t(v[3]);
+    if (PyErr_Occurred())
+        return -1;
+    if (!PyDict_CheckExact(v[1]) || !PyList_CheckExact(v[4]) || !PyList_CheckExact(v[5]) ||
+        !PyList_CheckExact(v[6]) || !PyList_CheckExact(v[7])) {
+        PyErr_SetString(PyExc_TypeError, "a tally state: a list of 8 expected");
+        return -1;
+    }
+    t->sizes = v[1];
+    t->env_out = v[4];
+    t->env_read = v[5];
+    t->pending = v[6];
+    t->written = v[7];
+    return 0;
+}
+
+static int tally_back(Tally *t, PyObject *state)
+{
+    Py_ssize_t at[3] = {0, 2, 3}, n[3] = {t->unhashed, t->n_in, t->n_out};
+    for (int i = 0; i < 3; i++) {
+        PyObject *o = PyLong_FromSsize_t(n[i]);
+        if (!o || PyList_SetItem(state, at[i], o) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* recorder.tally's passes over a run's file records, in one: (unhashed, sizes,
  * inputs, outputs, env_outputs, env_reads, pending, written) where unhashed counts
  * the inputs whose status is not one of hashed; sizes maps path -> size (the last
@@ -3567,121 +3718,431 @@ static PyObject *sizes_same(PyObject *self, PyObject *args)
  * outputs of kind env and of the records of role env, pending the paths of the
  * records whose status is "pending", written the paths (when true) of the outputs
  * and temporaries, all in order. None: a record that is not a dict with these keys
- * as recorder.py reads them (recorder.tally does it, and raises what it raises). */
-static PyObject *S_output, *S_env, *S_pending, *S_temporary;
-
+ * as recorder.py reads them (recorder.tally does it, and raises what it raises).
+ * With state (a list, as tally_from reads it): the records are added to it, in
+ * place, and it is returned (None as above: it is then of no use). */
 static PyObject *tally_records(PyObject *self, PyObject *args)
 {
-    PyObject *files, *listed, *hashed;
-    if (!PyArg_ParseTuple(args, "O!O!O!", &PyList_Type, &files, &PyTuple_Type, &listed,
-                          &PyTuple_Type, &hashed))
+    PyObject *files, *listed, *hashed, *state = NULL;
+    if (!PyArg_ParseTuple(args, "O!O!O!|O!", &PyList_Type, &files, &PyTuple_Type, &listed,
+                          &PyTuple_Type, &hashed, &PyList_Type, &state))
         return NULL;
-    PyObject *sizes = PyDict_New(), *env_out = PyList_New(0), *env_read = PyList_New(0),
-             *pending = PyList_New(0), *written = PyList_New(0);
-    Py_ssize_t unhashed = 0, n_in = 0, n_out = 0;
-    if (!sizes || !env_out || !env_read || !pending || !written)
-        goto fail;
+    Tally t = {0};
+    if (state) {
+        if (tally_from(&t, state) < 0)
+            return NULL;
+    } else {
+        t.sizes = PyDict_New();
+        t.env_out = PyList_New(0);
+        t.env_read = PyList_New(0);
+        t.pending = PyList_New(0);
+        t.written = PyList_New(0);
+    }
+    PyObject *out = NULL;
+    if (!t.sizes || !t.env_out || !t.env_read || !t.pending || !t.written)
+        goto done;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(files); i++) {
-        PyObject *f = PyList_GET_ITEM(files, i);
-        if (!PyDict_CheckExact(f))
-            goto none;
-        PyObject *role = PyDict_GetItemWithError(f, S_role);
-        PyObject *size = role ? PyDict_GetItemWithError(f, S_size) : NULL;
-        if (!role || PyErr_Occurred())
-            goto none_or_fail;
-        if (size && size != Py_None) {
-            PyObject *path = PyDict_GetItemWithError(f, S_path);
-            if (!path || PyDict_SetItem(sizes, path, size) < 0)
-                goto none_or_fail;
+        int rc = tally_one(&t, PyList_GET_ITEM(files, i), listed, hashed);
+        if (rc < 0)
+            goto done;
+        if (rc > 0) {
+            out = Py_NewRef(Py_None);
+            goto done;
         }
-        PyObject *st = PyDict_GetItemWithError(f, S_status); /* f.get("status") == "pending" */
-        int late = st ? PyObject_RichCompareBool(st, S_pending, Py_EQ) : 0;
-        if (late < 0 || (!st && PyErr_Occurred()))
-            goto fail;
-        if (late) {
-            PyObject *path = PyDict_GetItemWithError(f, S_path);
-            if (!path || PyList_Append(pending, path) < 0)
-                goto none_or_fail;
+    }
+    if (state)
+        out = tally_back(&t, state) < 0 ? NULL : Py_NewRef(state);
+    else
+        out = Py_BuildValue("(nOnnOOOO)", t.unhashed, t.sizes, t.n_in, t.n_out, t.env_out,
+                            t.env_read, t.pending, t.written);
+done:
+    if (!state) {
+        Py_XDECREF(t.sizes);
+        Py_XDECREF(t.env_out);
+        Py_XDECREF(t.env_read);
+        Py_XDECREF(t.pending);
+        Py_XDECREF(t.written);
+    }
+    return out;
+}
+
+/* A growing byte buffer (the JSON of a run of records, joined with commas) */
+typedef struct {
+    char *p;
+    size_t n, cap;
+} Buf;
+
+static int buf_add(Buf *b, const char *s, size_t n)
+{
+    if (b->n + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 1 << 16;
+        while (cap < b->n + n)
+            cap *= 2;
+        char *p = PyMem_RawRealloc(b->p, cap);
+        if (!p) {
+            PyErr_NoMemory();
+            return -1;
         }
-        int w = PyObject_RichCompareBool(role, S_output, Py_EQ); /* links: what it wrote */
-        if (w == 0)
-            w = PyObject_RichCompareBool(role, S_temporary, Py_EQ);
-        if (w < 0)
-            goto fail;
-        if (w) {
-            PyObject *path = PyDict_GetItemWithError(f, S_path);
-            int truth = path ? PyObject_IsTrue(path) : 0;
-            if (truth < 0 || (!path && PyErr_Occurred()))
-                goto fail;
-            if (truth && PyList_Append(written, path) < 0)
-                goto fail;
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    return 0;
+}
+
+/* The keys of a dict that are not in container (a set or a dict), in the
+ * dict's order: [path for path in paths if path not in container]. */
+static PyObject *keys_not_in(PyObject *self, PyObject *args)
+{
+    PyObject *d, *c, *k, *v;
+    if (!PyArg_ParseTuple(args, "O!O", &PyDict_Type, &d, &c))
+        return NULL;
+    int is_set = PyAnySet_Check(c);
+    if (!is_set && !PyDict_Check(c)) {
+        PyErr_SetString(PyExc_TypeError, "keys_not_in: a set or a dict expected");
+        return NULL;
+    }
+    PyObject *out = PyList_New(0);
+    Py_ssize_t pos = 0;
+    if (!out)
+        return NULL;
+    while (PyDict_Next(d, &pos, &k, &v)) {
+        int in = is_set ? PySet_Contains(c, k) : PyDict_Contains(c, k);
+        if (in < 0 || (!in && PyList_Append(out, k) < 0)) {
+            Py_DECREF(out);
+            return NULL;
         }
-        int is_in = PyObject_RichCompareBool(role, S_input, Py_EQ);
-        if (is_in < 0)
-            goto fail;
-        if (is_in) {
-            PyObject *status = PyDict_GetItemWithError(f, S_status);
-            if (!status)
-                goto none_or_fail;
-            int known = PySequence_Contains(hashed, status);
-            if (known < 0)
-                goto fail;
-            unhashed += !known;
+    }
+    return out;
+}
+
+/* The end's ledger of the settled inputs built in C (settled_inputs, given one):
+ * per path built, its built entry (the tuple recorder._built holds), its JSON, size,
+ * kind and status, and its hash-index row (path NUL hash) copied into one arena, so
+ * that the end of a run over 20,000 files (ledger_sorted, ledger_join) touches a
+ * few objects per file instead of walking each record (gather_built, tally_records,
+ * index_rows: the reference, and what takes every path the ledger does not). An
+ * entry counts at the end only when its path is clean and recorder._built still
+ * holds that very tuple: anything built again, or touched since, is the rest's. */
+typedef struct {
+    PyObject *path, *val, *raw, *size, *kind, *status; /* strong references */
+    size_t row_off;
+    uint32_t row_len;
+    uint8_t ascii;
+} LEntry;
+
+typedef struct Ledger {
+    PyObject_HEAD
+    LEntry *e;
+    Py_ssize_t n, cap;
+    char *arena;
+    size_t an, acap;
+    PyObject *index;  /* path -> its last entry's number */
+    LEntry **sorted;  /* ledger_sorted's: the entries that count, in path order */
+    Py_ssize_t n_sorted;
+} Ledger;
+
+static void ledger_clear_entries(Ledger *l)
+{
+    for (Py_ssize_t i = 0; i < l->n; i++) {
+        LEntry *e = &l->e[i];
+        Py_XDECREF(e->path);
+        Py_XDECREF(e->val);
+        Py_XDECREF(e->raw);
+        Py_XDECREF(e->size);
+        Py_XDECREF(e->kind);
+        Py_XDECREF(e->status);
+    }
+    PyMem_RawFree(l->e);
+    PyMem_RawFree(l->arena);
+    PyMem_RawFree(l->sorted);
+    l->e = NULL;
+    l->arena = NULL;
+    l->sorted = NULL;
+    l->n = l->cap = l->n_sorted = 0;
+    l->an = l->acap = 0;
+}
+
+static void ledger_dealloc(Ledger *l)
+{
+    ledger_clear_entries(l);
+    Py_XDECREF(l->index);
+    Py_TYPE(l)->tp_free((PyObject *)l);
+}
+
+static PyObject *ledger_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    Ledger *l = (Ledger *)type->tp_alloc(type, 0);
+    if (l && !(l->index = PyDict_New())) {
+        Py_DECREF(l);
+        return NULL;
+    }
+    return (PyObject *)l;
+}
+
+static Py_ssize_t ledger_len(Ledger *l)
+{
+    return PyDict_GET_SIZE(l->index);
+}
+
+static PySequenceMethods ledger_as_sequence = {.sq_length = (lenfunc)ledger_len};
+
+static PyTypeObject LedgerType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "roar.record._cmodel.Ledger",
+    .tp_basicsize = sizeof(Ledger),
+    .tp_dealloc = (destructor)ledger_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = ledger_new,
+    .tp_as_sequence = &ledger_as_sequence,
+    .tp_doc = "Ledger(): the settled inputs settled_inputs built, for the end (see _cmodel.c).",
+};
+
+/* An entry for path's built tuple val = (signature, [record], [JSON], rows) of a
+ * settled input: 0 (added, or not of that shape: then not added, and the end takes
+ * the path with the rest), -1 on an error. */
+static int ledger_add(Ledger *l, PyObject *path, PyObject *val)
+{
+    if (!PyUnicode_CheckExact(path) || !PyTuple_CheckExact(val) || PyTuple_GET_SIZE(val) != 4)
+        return 0;
+    PyObject *recs = PyTuple_GET_ITEM(val, 1), *raws = PyTuple_GET_ITEM(val, 2),
+             *rows = PyTuple_GET_ITEM(val, 3);
+    if (!PyList_CheckExact(recs) || PyList_GET_SIZE(recs) != 1 || !PyList_CheckExact(raws) ||
+        PyList_GET_SIZE(raws) != 1 || !PyBytes_CheckExact(PyList_GET_ITEM(raws, 0)) ||
+        !PyList_CheckExact(rows) || PyList_GET_SIZE(rows) > 1)
+        return 0;
+    PyObject *rec = PyList_GET_ITEM(recs, 0);
+    if (!PyDict_CheckExact(rec))
+        return 0;
+    PyObject *role = PyDict_GetItemWithError(rec, S_role),
+             *size = PyDict_GetItemWithError(rec, S_size),
+             *kind = PyDict_GetItemWithError(rec, S_kind),
+             *status = PyDict_GetItemWithError(rec, S_status);
+    if (PyErr_Occurred())
+        return -1;
+    if (!role || !size || !kind || !status)
+        return 0;
+    int input = PyObject_RichCompareBool(role, S_input, Py_EQ);
+    if (input <= 0)
+        return input;
+    /* its row: path NUL the key's first 16 bytes (index_rows' with hash_len 16) */
+    const char *pb = NULL, *kb = NULL;
+    Py_ssize_t pn = 0, kn = 0;
+    if (PyList_GET_SIZE(rows)) {
+        PyObject *t = PyList_GET_ITEM(rows, 0);
+        if (!PyTuple_CheckExact(t) || PyTuple_GET_SIZE(t) != 3 ||
+            !PyUnicode_CheckExact(PyTuple_GET_ITEM(t, 0)) ||
+            PyUnicode_Compare(PyTuple_GET_ITEM(t, 0), S_hash_read) != 0 ||
+            !PyBytes_CheckExact(PyTuple_GET_ITEM(t, 1)) ||
+            PyBytes_GET_SIZE(PyTuple_GET_ITEM(t, 1)) < 16 ||
+            !PyBytes_CheckExact(PyTuple_GET_ITEM(t, 2)))
+            return 0;
+        kb = PyBytes_AS_STRING(PyTuple_GET_ITEM(t, 1));
+        kn = 16;
+        pb = PyBytes_AS_STRING(PyTuple_GET_ITEM(t, 2));
+        pn = PyBytes_GET_SIZE(PyTuple_GET_ITEM(t, 2));
+    }
+    if (l->n == l->cap) {
+        Py_ssize_t cap = l->cap ? l->cap * 2 : 1024;
+        LEntry *e = PyMem_RawRealloc(l->e, cap * sizeof(LEntry));
+        if (!e) {
+            PyErr_NoMemory();
+            return -1;
         }
-        PyObject *kind = NULL;
-        int is_out = is_in ? 0 : PyObject_RichCompareBool(role, S_output, Py_EQ);
-        if (is_out < 0)
-            goto fail;
-        if (is_in || is_out) {
-            if (!(kind = PyDict_GetItemWithError(f, S_kind)))
-                goto none_or_fail;
-            int env = is_out ? PyObject_RichCompareBool(kind, S_env, Py_EQ) : 0;
-            if (env < 0)
+        l->e = e;
+        l->cap = cap;
+    }
+    size_t need = pn ? (size_t)pn + 1 + kn : 0;
+    if (l->an + need > l->acap) {
+        size_t cap = l->acap ? l->acap : 1 << 16;
+        while (cap < l->an + need)
+            cap *= 2;
+        char *a = PyMem_RawRealloc(l->arena, cap);
+        if (!a) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        l->arena = a;
+        l->acap = cap;
+    }
+    PyObject *num = PyLong_FromSsize_t(l->n);
+    if (!num || PyDict_SetItem(l->index, path, num) < 0) {
+        Py_XDECREF(num);
+        return -1;
+    }
+    Py_DECREF(num);
+    LEntry *e = &l->e[l->n++];
+    e->path = Py_NewRef(path);
+    e->val = Py_NewRef(val);
+    e->raw = Py_NewRef(PyList_GET_ITEM(raws, 0));
+    e->size = Py_NewRef(size);
+    e->kind = Py_NewRef(kind);
+    e->status = Py_NewRef(status);
+    e->ascii = PyUnicode_IS_ASCII(path);
+    e->row_off = l->an;
+    e->row_len = (uint32_t)need;
+    if (pn) {
+        memcpy(l->arena + l->an, pb, pn);
+        l->arena[l->an + pn] = '\0';
+        memcpy(l->arena + l->an + pn + 1, kb, kn);
+        l->an += need;
+    }
+    return 0;
+}
+
+static const char *ledger_arena; /* qsort's: the GIL is held throughout */
+
+/* Python's order of two paths (sorted(str)): the bytes of ASCII ones (rows begin
+ * with them, a NUL after: a path sorts before the longer ones it begins), else
+ * their code points */
+static int ledger_cmp(const void *a, const void *b)
+{
+    const LEntry *x = *(LEntry *const *)a, *y = *(LEntry *const *)b;
+    if (x->ascii && y->ascii && x->row_len && y->row_len) {
+        size_t n = x->row_len < y->row_len ? x->row_len : y->row_len;
+        int c = memcmp(ledger_arena + x->row_off, ledger_arena + y->row_off, n);
+        if (c)
+            return c;
+        return x->row_len < y->row_len ? -1 : x->row_len > y->row_len;
+    }
+    return PyUnicode_Compare(x->path, y->path); /* two str: no error */
+}
+
+/* ledger_sorted(ledger, paths, clean, built) -> [paths of paths not taken]: the
+ * entries that count at the end (their path in clean, built[path] their tuple),
+ * kept sorted by path for ledger_join; every other path of paths (model.paths),
+ * in the dict's order, for recorder.py. */
+static PyObject *ledger_sorted(PyObject *self, PyObject *args)
+{
+    PyObject *ledger, *paths, *clean, *built, *k, *v;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!", &LedgerType, &ledger, &PyDict_Type, &paths,
+                          &PySet_Type, &clean, &PyDict_Type, &built))
+        return NULL;
+    Ledger *l = (Ledger *)ledger;
+    PyMem_RawFree(l->sorted);
+    l->n_sorted = 0;
+    l->sorted = PyMem_RawMalloc((l->n ? l->n : 1) * sizeof(LEntry *));
+    PyObject *rest = PyList_New(0);
+    if (!l->sorted || !rest) {
+        Py_XDECREF(rest);
+        return PyErr_NoMemory();
+    }
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(paths, &pos, &k, &v)) {
+        PyObject *num = PyDict_GetItemWithError(l->index, k);
+        LEntry *e = NULL;
+        if (num) {
+            e = &l->e[PyLong_AsSsize_t(num)];
+            int in = PySet_Contains(clean, k);
+            if (in < 0)
                 goto fail;
-            if (env) {
-                PyObject *path = PyDict_GetItemWithError(f, S_path);
-                if (!path || PyList_Append(env_out, path) < 0)
-                    goto none_or_fail;
-                continue;
+            PyObject *now = in ? PyDict_GetItemWithError(built, k) : NULL;
+            if (PyErr_Occurred())
+                goto fail;
+            if (now != e->val)
+                e = NULL;
+        } else if (PyErr_Occurred()) {
+            goto fail;
+        }
+        if (e)
+            l->sorted[l->n_sorted++] = e;
+        else if (PyList_Append(rest, k) < 0)
+            goto fail;
+    }
+    ledger_arena = l->arena;
+    qsort(l->sorted, l->n_sorted, sizeof(LEntry *), ledger_cmp);
+    return rest;
+fail:
+    Py_DECREF(rest);
+    return NULL;
+}
+
+/* ledger_join(ledger, rest, rest_json, state, (rows, rows), listed, hashed) -> the
+ * JSON of the run's file records joined with commas (store._join's without its
+ * brackets), in path order: ledger_sorted's entries and the rest (their paths
+ * sorted, rest_json[i] the JSON of rest[i]'s records) merged; the entries' records
+ * are added to the tally state (tally_records') and their index rows to rows[0]
+ * (hash_read), as tally_records and index_rows would. */
+static PyObject *ledger_join(PyObject *self, PyObject *args)
+{
+    PyObject *ledger, *rest, *rest_json, *state, *rows_r, *rows_w, *listed, *hashed;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!(O!O!)O!O!", &LedgerType, &ledger, &PyList_Type, &rest,
+                          &PyList_Type, &rest_json, &PyList_Type, &state, &PyList_Type, &rows_r,
+                          &PyList_Type, &rows_w, &PyTuple_Type, &listed, &PyTuple_Type, &hashed))
+        return NULL;
+    Ledger *l = (Ledger *)ledger;
+    Py_ssize_t nr = PyList_GET_SIZE(rest);
+    if (PyList_GET_SIZE(rest_json) != nr) {
+        PyErr_SetString(PyExc_ValueError, "ledger_join: a list of JSON per path of rest");
+        return NULL;
+    }
+    Tally t;
+    if (tally_from(&t, state) < 0)
+        return NULL;
+    Buf b = {0};
+    Py_ssize_t i = 0, j = 0;
+    while (i < l->n_sorted || j < nr) {
+        int take_rest = 0;
+        if (j < nr) {
+            PyObject *p = PyList_GET_ITEM(rest, j);
+            if (i == l->n_sorted)
+                take_rest = 1;
+            else {
+                int c = PyUnicode_Compare(p, l->sorted[i]->path);
+                if (c == -1 && PyErr_Occurred())
+                    goto fail;
+                take_rest = c < 0;
             }
-            int in_listed = PySequence_Contains(listed, kind);
-            if (in_listed < 0)
+        }
+        if (take_rest) {
+            PyObject *parts = PyList_GET_ITEM(rest_json, j++);
+            if (!PyList_CheckExact(parts)) {
+                PyErr_SetString(PyExc_TypeError, "ledger_join: lists of bytes expected");
                 goto fail;
-            if (in_listed) {
-                if (is_in)
-                    n_in++;
-                else
-                    n_out++;
+            }
+            for (Py_ssize_t k = 0; k < PyList_GET_SIZE(parts); k++) {
+                PyObject *raw = PyList_GET_ITEM(parts, k);
+                if (!PyBytes_CheckExact(raw)) {
+                    PyErr_SetString(PyExc_TypeError, "ledger_join: lists of bytes expected");
+                    goto fail;
+                }
+                if ((b.n && buf_add(&b, ",", 1) < 0) ||
+                    buf_add(&b, PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw)) < 0)
+                    goto fail;
             }
             continue;
         }
-        int is_env = PyObject_RichCompareBool(role, S_env, Py_EQ);
-        if (is_env < 0)
+        LEntry *e = l->sorted[i++];
+        if ((b.n && buf_add(&b, ",", 1) < 0) ||
+            buf_add(&b, PyBytes_AS_STRING(e->raw), PyBytes_GET_SIZE(e->raw)) < 0)
             goto fail;
-        if (is_env) {
-            PyObject *path = PyDict_GetItemWithError(f, S_path);
-            if (!path || PyList_Append(env_read, path) < 0)
-                goto none_or_fail;
+        /* tally_one of an input record */
+        if (e->size != Py_None && PyDict_SetItem(t.sizes, e->path, e->size) < 0)
+            goto fail;
+        int late = PyObject_RichCompareBool(e->status, S_pending, Py_EQ);
+        int known = late < 0 ? -1 : PySequence_Contains(hashed, e->status);
+        int in_listed = known < 0 ? -1 : PySequence_Contains(listed, e->kind);
+        if (in_listed < 0)
+            goto fail;
+        if (late && PyList_Append(t.pending, e->path) < 0)
+            goto fail;
+        t.unhashed += !known;
+        t.n_in += in_listed;
+        if (e->row_len) {
+            PyObject *row = PyBytes_FromStringAndSize(l->arena + e->row_off, e->row_len);
+            int bad = !row || PyList_Append(rows_r, row) < 0;
+            Py_XDECREF(row);
+            if (bad)
+                goto fail;
         }
     }
-    return Py_BuildValue("(nNnnNNNN)", unhashed, sizes, n_in, n_out, env_out, env_read, pending,
-                         written);
-none_or_fail:
-    if (PyErr_Occurred())
+    if (tally_back(&t, state) < 0)
         goto fail;
-none:
-    Py_XDECREF(sizes);
-    Py_XDECREF(env_out);
-    Py_XDECREF(env_read);
-    Py_XDECREF(pending);
-    Py_XDECREF(written);
-    Py_RETURN_NONE;
+    PyObject *out = PyBytes_FromStringAndSize(b.p ? b.p : "", b.n);
+    PyMem_RawFree(b.p);
+    return out;
 fail:
-    Py_XDECREF(sizes);
-    Py_XDECREF(env_out);
-    Py_XDECREF(env_read);
-    Py_XDECREF(pending);
-    Py_XDECREF(written);
+    PyMem_RawFree(b.p);
     return NULL;
 }
 
@@ -3689,14 +4150,18 @@ fail:
  * run id, path): for each of the two dbs named, the sorted, distinct rows path NUL
  * the key's first hash_len bytes. None: an entry of another shape or db (store.py
  * makes them itself). The entries of a run come in path order: sorted as they come
- * (timsort: one pass over rows in order), then the repeats dropped. */
+ * (timsort: one pass over rows in order), then the repeats dropped. With start (two
+ * lists of rows made already, gather_end's): the rows are added to them, in place. */
 static PyObject *index_rows(PyObject *self, PyObject *args)
 {
-    PyObject *entries, *dbs[2];
+    PyObject *entries, *dbs[2], *start[2] = {NULL, NULL};
     Py_ssize_t hash_len;
-    if (!PyArg_ParseTuple(args, "O!(UU)n", &PyList_Type, &entries, &dbs[0], &dbs[1], &hash_len))
+    if (!PyArg_ParseTuple(args, "O!(UU)n|(O!O!)", &PyList_Type, &entries, &dbs[0], &dbs[1],
+                          &hash_len, &PyList_Type, &start[0], &PyList_Type, &start[1]))
         return NULL;
-    PyObject *sets[2] = {PyList_New(0), PyList_New(0)}, *out = NULL;
+    PyObject *sets[2] = {start[0] ? Py_NewRef(start[0]) : PyList_New(0),
+                         start[1] ? Py_NewRef(start[1]) : PyList_New(0)},
+             *out = NULL;
     if (!sets[0] || !sets[1])
         goto done;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(entries); i++) {
@@ -3799,6 +4264,15 @@ static PyMethodDef module_methods[] = {
      "[(ProcFile, signature, entry, JSON)]), or None: recorder.py's records of a settled "
      "read-only input, compiled (see _cmodel.c). With rid (the run id's bytes): (record, "
      "JSON, None, [(id(ProcFile), (None, entry, JSON))], index rows)."},
+    {"ledger_sorted", ledger_sorted, METH_VARARGS,
+     "ledger_sorted(ledger, paths, clean, built) -> [paths the ledger does not take]: its "
+     "entries that count at the end, sorted by path for ledger_join (see _cmodel.c)."},
+    {"ledger_join", ledger_join, METH_VARARGS,
+     "ledger_join(ledger, rest, rest_json, state, (rows, rows), listed, hashed) -> the file "
+     "records' JSON joined with commas, in path order, the ledger's tallied and their index "
+     "rows made (see _cmodel.c)."},
+    {"keys_not_in", keys_not_in, METH_VARARGS,
+     "keys_not_in(dict, container) -> [key for key in dict if key not in container]."},
     {"gather_built", gather_built, METH_VARARGS,
      "gather_built(paths, start, clean, built, records, encoded, index) -> the index of the "
      "first path not clean: recorder._file_records' loop over records built ahead."},
@@ -3815,11 +4289,12 @@ static PyMethodDef module_methods[] = {
     {"written_or_created", written_or_created, METH_O,
      "written_or_created(paths) -> [path of a PathState written or created], or None."},
     {"tally_records", tally_records, METH_VARARGS,
-     "tally_records(files, listed, hashed) -> (unhashed, sizes, inputs, outputs, env_outputs, "
-     "env_reads, pending, written), or None: recorder.tally's passes over a run's file records, in one."},
+     "tally_records(files, listed, hashed[, state]) -> (unhashed, sizes, inputs, outputs, "
+     "env_outputs, env_reads, pending, written), or None: recorder.tally's passes over a run's "
+     "file records, in one (with state, a list of those 8: added to it)."},
     {"index_rows", index_rows, METH_VARARGS,
-     "index_rows(entries, (db, db), hash_len) -> (rows, rows), or None: store._put_files' "
-     "sorted rows (path NUL hash) of each hash index."},
+     "index_rows(entries, (db, db), hash_len[, (rows, rows)]) -> (rows, rows), or None: "
+     "store._put_files' sorted rows (path NUL hash) of each hash index."},
     {"settled_inputs", settled_inputs, METH_VARARGS,
      "settled_inputs(model, [(path, looks)], kinds, stdio, wall_offset, rid, built, pf_built, "
      "clean) -> (built, [(path, looks) left]): recorder.prebuild's loop for the settled "
@@ -3872,6 +4347,7 @@ PyMODINIT_FUNC PyInit__cmodel(void)
     INTERN(S_path, "path");
     INTERN(S_shm, "/dev/shm/");
     INTERN(S_hash_read, "hash_read");
+    INTERN(S_hash_written, "hash_written");
     INTERN(S_output, "output");
     INTERN(S_env, "env");
     INTERN(S_pending, "pending");
@@ -3912,7 +4388,7 @@ PyMODINIT_FUNC PyInit__cmodel(void)
     hr_direct = slots_at(py_hash_result, HR_SLOTS, N_HR, HR_AT);
     hj_direct = slots_at(py_hash_job, HJ_SLOTS, N_HJ, HJ_AT);
     PyTypeObject *types[] = {&OpenFileType, &FdEntryType, &ProcFileType, &ProcType,
-                             &PathStateType, &ModelType};
+                             &PathStateType, &ModelType, &LedgerType};
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
         if (PyType_Ready(types[i]) < 0)
             return NULL;
@@ -3924,7 +4400,8 @@ PyMODINIT_FUNC PyInit__cmodel(void)
         PyModule_AddObjectRef(mod, "ProcFile", (PyObject *)&ProcFileType) < 0 ||
         PyModule_AddObjectRef(mod, "Proc", (PyObject *)&ProcType) < 0 ||
         PyModule_AddObjectRef(mod, "PathState", (PyObject *)&PathStateType) < 0 ||
-        PyModule_AddObjectRef(mod, "RunModel", (PyObject *)&ModelType) < 0) {
+        PyModule_AddObjectRef(mod, "RunModel", (PyObject *)&ModelType) < 0 ||
+        PyModule_AddObjectRef(mod, "Ledger", (PyObject *)&LedgerType) < 0) {
         Py_DECREF(mod);
         return NULL;
     }

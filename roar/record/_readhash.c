@@ -34,7 +34,10 @@ typedef int (*update_fn)(void *, const void *, size_t);
 typedef xxh128_t (*digest_fn)(const void *);
 typedef int (*free_fn)(void *);
 
+typedef uint64_t (*digest64_fn)(const void *, size_t);
+
 static create_fn xxh_create;
+static digest64_fn xxh_64; /* XXH3_64bits: cuts() (optional) */
 static reset_fn xxh_reset;
 static update_fn xxh_update;
 static digest_fn xxh_digest;
@@ -87,6 +90,7 @@ static int lookup(void *lib)
     if (!c || !r || !u || !d || !f)
         return 0;
     xxh_free = f;
+    xxh_64 = (digest64_fn)dlsym(lib, "XXH3_64bits");
     xxh_create = c;
     xxh_reset = r;
     xxh_update = u;
@@ -165,7 +169,44 @@ static PyObject *read_hash(PyObject *self, PyObject *arg)
     return Py_BuildValue("(sK)", hex, (unsigned long long)total);
 }
 
+/* cuts(rows, avg) -> [i + 1 for each row i whose xxh3-64 (xxhash.xxh3_64_intdigest)
+ * is 0 mod avg], or None where XXH3_64bits is not bound: store._put_set's cuts of a
+ * file set into chunks, without a Python call per row. */
+static PyObject *cuts(PyObject *self, PyObject *args)
+{
+    PyObject *rows;
+    unsigned long long avg;
+    if (!PyArg_ParseTuple(args, "O!K", &PyList_Type, &rows, &avg))
+        return NULL;
+    if (!xxh_64 || !avg)
+        Py_RETURN_NONE;
+    PyObject *out = PyList_New(0);
+    if (!out)
+        return NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(rows); i++) {
+        PyObject *row = PyList_GET_ITEM(rows, i);
+        if (!PyBytes_CheckExact(row)) {
+            Py_DECREF(out);
+            PyErr_SetString(PyExc_TypeError, "cuts: a list of bytes expected");
+            return NULL;
+        }
+        if (xxh_64(PyBytes_AS_STRING(row), (size_t)PyBytes_GET_SIZE(row)) % avg)
+            continue;
+        PyObject *at = PyLong_FromSsize_t(i + 1);
+        if (!at || PyList_Append(out, at) < 0) {
+            Py_XDECREF(at);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(at);
+    }
+    return out;
+}
+
 static PyMethodDef methods[] = {
+    {"cuts", cuts, METH_VARARGS,
+     "cuts(rows, avg) -> [i + 1 for each row i whose xxh3-64 is 0 mod avg], or None: "
+     "store._put_set's chunk cuts."},
     {"bind", bind, METH_O, "Find xxh3 in the xxhash module's file (or libxxhash); True if found."},
     {"available", available, METH_NOARGS, "Whether read_hash can run."},
     {"read_hash", read_hash, METH_O,

@@ -98,13 +98,15 @@ def run_digest(store, run_id: str, files: list[dict] | None = None,
     run = store.get_run(run_id)
     if run is None:
         return None
-    if files is None:
-        files = store.run_files(run_id)
     if pending is None:
+        if files is None:
+            files = store.run_files(run_id)
         pending = pending_paths(files)
-    if not pending:
+    if not pending:  # the records' bytes: files not looked at
         files_raw, procs_raw = stored or store.raw_records(run_id)
         return digest_stored(run, files_raw, procs_raw), pending
+    if files is None:
+        files = store.run_files(run_id)
     if procs is None:
         procs = store.run_procs(run_id)
     return digest(run, files, procs, pending), pending

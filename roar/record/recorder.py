@@ -27,8 +27,12 @@ from roar.record.ids import now_iso
 from roar.record.runmodel import (
     COMPILED,
     NOT_BUILT,
+    Ledger,
     gather_built,
     index_rows,
+    keys_not_in,
+    ledger_join,
+    ledger_sorted,
     new_model,
     proc_files_built,
     proc_record_built,
@@ -39,6 +43,7 @@ from roar.record.runmodel import (
     written_or_created,
 )
 from roar.record.store import HASH_LEN, INDEXES, Store, encode_doc, index_entries
+from roar.record.store import index_rows as store_index_rows
 from roar.record.timing import mark
 
 INTERRUPT_SIGNALS = {1, 2, 9, 15}  # HUP, INT, KILL, TERM: somebody stopped the run
@@ -196,6 +201,12 @@ class RunRecorder:
         self._settled_input = settled_input if COMPILED and compiled else None
         self._settled_inputs = settled_inputs if COMPILED and compiled else None
         self._gather_built = gather_built if COMPILED and compiled else None
+        # the settled inputs built in C, for the end (_cmodel.c Ledger; _gather,
+        # the tally and index rows of every record are the reference)
+        self._ledger = Ledger() if COMPILED and compiled else None
+        self._files: list[dict] | None = None  # stored by finish (the files property)
+        self._files_of = None
+        self._keys_not_in = keys_not_in if COMPILED and compiled else None
         # the loops over a process's entries built ahead, and the check of its
         # record built ahead, in C (recorder.py's loops are the reference)
         self._proc_files_built = proc_files_built if COMPILED and compiled else None
@@ -252,22 +263,29 @@ class RunRecorder:
         tracked = context.tracked_files(git_root) if git_root else None
         mark("finish: git ls-files")
         self.deadline = time.monotonic() + HASH_WAIT
-        files, encoded, index = self._file_records(git_root, tracked)
+        files, encoded, index, tallied, rows = self._file_records(git_root, tracked)
+        # the records themselves, when made only if asked for (_from_ledger)
+        files_of = files if callable(files) else None
         # one pass over the file records (tens of thousands): inputs not hashed,
         # sizes, counts, what the run installed (its environment outputs) and
-        # what it used (environment reads); the remote records' added below
-        unhashed, sizes, n_in, n_out, env_out, env_read, pending, written = self._tally(files)
+        # what it used (environment reads); the remote records' added below.
+        # (Made with the records, in C, when _file_records gathered them there.)
+        unhashed, sizes, n_in, n_out, env_out, env_read, pending, written = (
+            tallied if tallied is not None else self._tally(files))
         reasons = [reason(Reason.UNHASHED_INPUTS, n=unhashed)] if unhashed else []
         mark("finish: file records (waits for hashes)")
         procs, encoded_procs = self._process_records(git_root, tracked, sizes)
         mark("finish: process records")
         remote_files, remote_reasons = self._remote_records(files)
+        if remote_files and files_of is not None:
+            files, files_of = files_of(), None  # attach_hashes looked at them
         if remote_files:
             _, _, r_in, r_out, r_env_out, r_env_read, r_pending, r_written = tally(remote_files)
             n_in, n_out = n_in + r_in, n_out + r_out
             env_out, env_read = env_out + r_env_out, env_read + r_env_read
             pending, written = pending + r_pending, written + r_written
-        files += remote_files
+        if remote_files:
+            files += remote_files
         encoded += [encode_doc(r) for r in remote_files]
         index += index_entries(self._rid, remote_files)
 
@@ -317,13 +335,20 @@ class RunRecorder:
         self.hasher.shutdown(wait=not self.pending)
         if not self.hasher.failure:  # never write into a store found damaged
             self.store.cache_hashes(self.hasher.take_new_entries())
-        rows = index_rows(index, INDEXES, HASH_LEN) if self._tally is _tally_c else None
+        if rows is not None:  # the rows gather_end made, with those of the rest
+            made = index_rows(index, INDEXES, HASH_LEN, rows)
+            rows = made if made is not None else tuple(
+                sorted(set(a) | set(b)) for a, b in zip(store_index_rows(index), rows,
+                                                        strict=True))
+        elif self._tally is _tally_c:
+            rows = index_rows(index, INDEXES, HASH_LEN)
         stored = self.store.finish_run(run, files, procs, encoded_files=encoded,
                                        encoded_procs=encoded_procs, index=index, rows=rows)
         # what was stored, for the end of `roar run` (links, chain): not read back;
         # the paths of its pending hashes (chain.pending_paths) and of what it
         # wrote (links.from_records), from the pass above
-        self.files, self.procs, self.stored = files, procs, stored
+        self._files, self._files_of = (None, files_of) if files_of is not None else (files, None)
+        self.procs, self.stored = procs, stored
         self.pending_paths, self.written = sorted(pending), written
         mark("finish: store")
         if self.pending:
@@ -334,13 +359,23 @@ class RunRecorder:
                 self.messages.append(problem)
         return run
 
-    def _remote_records(self, files: list[dict]) -> tuple[list[dict], list[str]]:
+    @property
+    def files(self) -> list[dict]:
+        """The file records stored (in path order, then remote objects'), made
+        when first asked for where the end did not need them."""
+        if self._files is None and self._files_of is not None:
+            self._files, self._files_of = self._files_of(), None
+        return self._files
+
+    def _remote_records(self, files) -> tuple[list[dict], list[str]]:
         """Remote objects (record/remote.py) as file records of kind remote,
         with the run's remote summary; and what makes its remote inputs unsure:
-        network peers whose traffic could not be read."""
+        network peers whose traffic could not be read. files: the file
+        records, or what makes them."""
         model = self.model
         remote_files, telemetry = model.remote.objects(remote.nondata_hosts())
-        remote.attach_hashes(remote_files, files)
+        if remote_files:
+            remote.attach_hashes(remote_files, files() if callable(files) else files)
         blind = remote.uninspected(model.connects, model.remote.exchanges)
         self.run["remote"] = {"objects": len(remote_files), "telemetry": telemetry,
                               "uninspected": blind}
@@ -477,14 +512,16 @@ class RunRecorder:
                         by_dir[d] = kind_by_dir(d, self._git_root, self.rules) or False
             built, batch = self._settled_inputs(model, batch, kinds, self.stdio,
                                                 self.wall_offset, self._rid, self._built,
-                                                self._pf_built, self._clean, self._by_dir)
+                                                self._pf_built, self._clean, self._by_dir,
+                                                self._ledger)
             todo_kinds = [(path, tries) for path, tries in batch if path not in kinds]
             for path, _ in todo_kinds:
                 kinds[path] = self._classify(path, self._tracked)
             if todo_kinds:  # classified here: their first look in C (the kind is known now)
                 more, left = self._settled_inputs(model, todo_kinds, kinds, self.stdio,
                                                   self.wall_offset, self._rid, self._built,
-                                                  self._pf_built, self._clean)
+                                                  self._pf_built, self._clean, None,
+                                                  self._ledger)
                 built += more
                 done = {path for path, _ in todo_kinds} - {path for path, _ in left}
                 batch = [item for item in batch if item[0] not in done]
@@ -568,16 +605,24 @@ class RunRecorder:
             return None
         return next((r["size"] for r in reversed(hit[1]) if r.get("size") is not None), None)
 
-    def _file_records(self, git_root, tracked) -> tuple[list[dict], list[bytes], list]:
+    def _file_records(self, git_root, tracked) -> tuple[list[dict], list[bytes], list,
+                                                        tuple | None, tuple | None]:
+        """(records, their JSON, index entries, tally, rows): the run's file
+        records in path order. The JSON is a list of parts whose join with
+        commas is the stored list's (a part may hold many records); tally is
+        tally(records) and rows the hash-index rows of the records not in index
+        entries (for index_rows to add to), when C gathered them (gather_end),
+        else None."""
         model = self.model
         if tracked != self._tracked and (tracked or self._tracked):
             # the work tree's tracked files changed: classify again, build everything now
             self.kinds, self._built, self._pf_built, self._clean = {}, {}, {}, set()
             self._proc_built = {}
         kinds = self.kinds
-        for path in model.paths:
-            if path not in kinds:
-                kinds[path] = self._classify(path, tracked)
+        unclassified = (self._keys_not_in(model.paths, kinds) if self._keys_not_in is not None
+                        else [path for path in model.paths if path not in kinds])
+        for path in unclassified:
+            kinds[path] = self._classify(path, tracked)
         # created files and outputs are among the paths written or created (in
         # C for the compiled model: 20,000 read-only inputs not looked at here)
         flagged = self._written_or_created(model.paths) if self._written_or_created else None
@@ -594,47 +639,92 @@ class RunRecorder:
                     and kinds[path] in (DATA, CODE, ENV)
                     and not self._is_ipc(path, s, created)):
                 outputs[path] = self.hasher.submit(path)
-        records: list[dict] = []
-        encoded: list[bytes] = []
-        index: list[tuple[str, bytes, bytes]] = []
         clean = self._clean
         clean.difference_update(model.touched)
         built = self._built
         if self._settled_inputs is not None:
             # the settled read-only inputs not built ahead (the consumer was behind,
             # or the model touched them since): in C, in one call, as prebuild does
-            todo = [(path, 0) for path in model.paths if path not in clean]
+            todo = [(path, 0) for path in (self._keys_not_in(model.paths, clean)
+                                           if self._keys_not_in is not None
+                                           else (p for p in model.paths if p not in clean))]
             if todo:
                 self._settled_inputs(model, todo, kinds, self.stdio, self.wall_offset,
-                                     self._rid, built, self._pf_built, clean)
-        paths = sorted(model.paths)
+                                     self._rid, built, self._pf_built, clean, None,
+                                     self._ledger)
+        if self._ledger is not None:
+            got = self._from_ledger(created, outputs)
+            if got is not None:
+                return got
+        return self._gather(sorted(model.paths), created, outputs)
+
+    def _part(self, path: str, created: dict, outputs: dict) -> tuple:
+        """(records, their JSON, their index entries) of a path at the end: as built
+        ahead when its path is clean or what they were built from is unchanged,
+        else built now."""
+        if path in self._clean:  # unchanged since it was built
+            return self._built[path][1:]
+        s = self.model.paths[path]
+        kind = self.kinds[path]
+        a = self._agg(path)
+        hit = self._built.get(path)
+        if hit is not None and hit[0] == self._sig(s, a, kind):
+            return hit[1:]
+        if (kind in (DATA, CODE) and self._settled(s, kind)
+                and self._build_settled(path, s, kind)):
+            self._clean.add(path)
+            return self._built[path][1:]  # not built ahead (or changed since): in C now
+        return self._build(path, s, kind, a, created, outputs)
+
+    def _gather(self, paths: list[str], created: dict, outputs: dict) -> tuple:
+        """_file_records' loop over the paths in order (the reference)."""
+        clean, built = self._clean, self._built
+        records: list[dict] = []
+        encoded: list[bytes] = []
+        index: list[tuple[str, bytes, bytes]] = []
         gather, i, n = self._gather_built, 0, len(paths)
         while i < n:
             if gather is not None:  # a run of paths unchanged since built ahead: in C
                 i = gather(paths, i, clean, built, records, encoded, index)
                 if i == n:
                     break
-            path = paths[i]
+            parts = self._part(paths[i], created, outputs)
             i += 1
-            if path in clean:  # unchanged since it was built
-                parts = built[path][1:]
-            else:
-                s = model.paths[path]
-                kind = kinds[path]
-                a = self._agg(path)
-                hit = built.get(path)
-                if hit is not None and hit[0] == self._sig(s, a, kind):
-                    parts = hit[1:]
-                elif (kind in (DATA, CODE) and self._settled(s, kind)
-                      and self._build_settled(path, s, kind)):
-                    parts = built[path][1:]  # not built ahead (or changed since): in C now
-                    clean.add(path)
-                else:
-                    parts = self._build(path, s, kind, a, created, outputs)
             records.extend(parts[0])
             encoded.extend(parts[1])
             index.extend(parts[2])
-        return records, encoded, index
+        return records, encoded, index, None, None
+
+    def _from_ledger(self, created: dict, outputs: dict) -> tuple | None:
+        """_file_records from the ledger of the settled inputs built in C (a
+        few objects touched per path, not each record: _cmodel.c ledger_sorted
+        and ledger_join) and the rest's parts; the records themselves are made
+        only when asked for (self.files). None: a record of the rest that
+        tally_records does not take (_gather then does it all)."""
+        model, built = self.model, self._built
+        rest = ledger_sorted(self._ledger, model.paths, self._clean, built)
+        rest.sort()
+        state = [0, {}, 0, 0, [], [], [], []]
+        rows: tuple[list[bytes], list[bytes]] = ([], [])
+        index: list[tuple[str, bytes, bytes]] = []
+        rest_json: list[list[bytes]] = []
+        rest_records: dict[str, list[dict]] = {}
+        pending = self.pending
+        for path in rest:
+            recs, raws, entries = self._part(path, created, outputs)
+            if tally_records(recs, LISTED, HASHED, state) is None:
+                self.pending = pending  # counted again by _gather
+                return None
+            rest_records[path] = recs
+            rest_json.append(raws if raws.__class__ is list else list(raws))
+            index.extend(entries)
+        body = ledger_join(self._ledger, rest, rest_json, state, rows, LISTED, HASHED)
+
+        def records() -> list[dict]:
+            return [rec for path in sorted(model.paths)
+                    for rec in (rest_records[path] if path in rest_records else built[path][1])]
+
+        return records, [body] if body else [], index, tuple(state), rows
 
     def _records_for(self, path: str, s, kind: str, a: dict, created: dict,
                      outputs: dict) -> list[dict]:

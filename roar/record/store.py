@@ -119,13 +119,14 @@ def encode_doc(obj) -> bytes:
 
 def _join(encoded: list[bytes]) -> bytes:
     """The JSON list of documents encoded one by one (b"[" + b",".join(encoded)
-    + b"]", in one join: the megabytes of a big run's records copied once)."""
+    + b"]", every byte copied once; a part may hold several documents joined with
+    commas, as recorder.py gathers them)."""
     if not encoded:
         return b"[]"
-    parts = encoded.copy()
-    parts[0] = b"[" + parts[0]
-    parts[-1] = parts[-1] + b"]"
-    return b",".join(parts)
+    parts = [b","] * (2 * len(encoded) + 1)  # [, e0 , e1 ... ]: every byte copied once
+    parts[1::2] = encoded
+    parts[0], parts[-1] = b"[", b"]"
+    return b"".join(parts)
 
 
 _loads = decode
@@ -242,6 +243,23 @@ class _SetRuns:
                 rids += self._scan(self.set_runs, sid)
             got = self.memo[cid] = [r.decode() for r in rids]
         return got
+
+
+def _cuts(rows: list[bytes]) -> list[int] | None:
+    """_put_set's cuts, [i + 1 for each row i whose xxh3_64_intdigest is 0 mod
+    CHUNK_AVG], in C (roar/record/_readhash.c cuts: no Python call per row of
+    a 20,000-file set), bound to the xxhash package's own xxh3 as the hasher's
+    read_hash is (hasher.compiled_read_hash); None where it is not built (the
+    caller's loop then)."""
+    try:
+        from roar.record import _readhash
+    except ImportError:
+        return None
+    import sys
+
+    lib = getattr(sys.modules.get("xxhash._xxhash"), "__file__", None) or ""
+    cuts = getattr(_readhash, "cuts", None)
+    return cuts(rows, CHUNK_AVG) if cuts is not None and _readhash.bind(lib) else None
 
 
 def stat_key(st: os.stat_result) -> bytes:
@@ -585,7 +603,9 @@ class Store:
         `db`, stored with its chunks and their hash rows unless known."""
         from xxhash import xxh3_64_intdigest, xxh3_128_digest
 
-        cuts = [i + 1 for i, row in enumerate(rows) if xxh3_64_intdigest(row) % CHUNK_AVG == 0]
+        cuts = _cuts(rows)
+        if cuts is None:
+            cuts = [i + 1 for i, row in enumerate(rows) if xxh3_64_intdigest(row) % CHUNK_AVG == 0]
         if not cuts or cuts[-1] != len(rows):
             cuts.append(len(rows))
         sets = self.dbs["sets"]
