@@ -84,7 +84,7 @@ def one_run(store: Store, seed: dict, raws: list[bytes], prebuild_every: int) ->
     c = time.process_time()
     # as roar run asks for it (roar/cli/run.py): the records only when a hash is pending
     chain.run_digest(store, run["id"], rec.files if rec.pending_paths else None, rec.procs,
-                     rec.stored, rec.pending_paths)
+                     rec.stored, rec.pending_paths, rec.digests)
     t["chain digest"] = time.process_time() - c
     gc.unfreeze()  # the next run starts as `roar run` does, from nothing frozen and
     gc.collect()   # no garbage of this one left for its collections to walk

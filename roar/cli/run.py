@@ -452,7 +452,8 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
     # builds tens of thousands of them only when asked, recorder.files)
     chain_req = chain.chain_request(store, run["id"],
                                     recorder.files if recorder.pending_paths else None,
-                                    recorder.procs, recorder.stored, recorder.pending_paths)
+                                    recorder.procs, recorder.stored, recorder.pending_paths,
+                                    recorder.digests)
     session.stored(chain_req)
     for msg in recorder.messages:
         print(f"roar: {msg}", file=sys.stderr)

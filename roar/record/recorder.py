@@ -206,6 +206,7 @@ class RunRecorder:
         self._ledger = Ledger() if COMPILED and compiled else None
         self._files: list[dict] | None = None  # stored by finish (the files property)
         self._files_of = None
+        self.digests = None  # chain.StoredDigests of what finish stored
         self._keys_not_in = keys_not_in if COMPILED and compiled else None
         # the loops over a process's entries built ahead, and the check of its
         # record built ahead, in C (recorder.py's loops are the reference)
@@ -342,8 +343,19 @@ class RunRecorder:
                                                         strict=True))
         elif self._tally is _tally_c:
             rows = index_rows(index, INDEXES, HASH_LEN)
+        # the chain's digest of the stored bytes (no hash pending) is computed
+        # while they are written and synced (roar run's chain request joins it)
+        self.digests = None
+
+        def meanwhile(files_raw: bytes, procs_raw: bytes) -> None:
+            if not pending:
+                from roar.record.chain import StoredDigests
+
+                self.digests = StoredDigests(files_raw, procs_raw)
+
         stored = self.store.finish_run(run, files, procs, encoded_files=encoded,
-                                       encoded_procs=encoded_procs, index=index, rows=rows)
+                                       encoded_procs=encoded_procs, index=index, rows=rows,
+                                       meanwhile=meanwhile)
         # what was stored, for the end of `roar run` (links, chain): not read back;
         # the paths of its pending hashes (chain.pending_paths) and of what it
         # wrote (links.from_records), from the pass above

@@ -519,15 +519,19 @@ class Store:
                    encoded_files: list[bytes] | None = None,
                    encoded_procs: list[bytes] | None = None,
                    index: list[tuple[str, bytes, bytes]] | None = None,
-                   rows: tuple[list[bytes], list[bytes]] | None = None) -> tuple[bytes, bytes]:
+                   rows: tuple[list[bytes], list[bytes]] | None = None,
+                   meanwhile=None) -> tuple[bytes, bytes]:
         """Store a finished run with its file records, processes and hash indexes.
         encoded_*: the same records already encoded one by one (encode_doc);
         index: their index_entries; rows: index_rows(index), when the caller
-        made them. Returns the file and process records' bytes as stored
-        (raw_records)."""
+        made them; meanwhile(files_raw, procs_raw): called with the bytes to be
+        stored before they are written. Returns the file and process records'
+        bytes as stored (raw_records)."""
         rid = run["id"].encode()
         files_raw = encode_doc(files) if encoded_files is None else _join(encoded_files)
         procs_raw = encode_doc(procs) if encoded_procs is None else _join(encoded_procs)
+        if meanwhile is not None:
+            meanwhile(files_raw, procs_raw)
 
         def fn(txn):
             # merged over the stored document: a field another writer stored
