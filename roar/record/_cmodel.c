@@ -3766,31 +3766,6 @@ done:
     return out;
 }
 
-/* A growing byte buffer (the JSON of a run of records, joined with commas) */
-typedef struct {
-    char *p;
-    size_t n, cap;
-} Buf;
-
-static int buf_add(Buf *b, const char *s, size_t n)
-{
-    if (b->n + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 1 << 16;
-        while (cap < b->n + n)
-            cap *= 2;
-        char *p = PyMem_RawRealloc(b->p, cap);
-        if (!p) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    return 0;
-}
-
 /* The keys of a dict that are not in container (a set or a dict), in the
  * dict's order: [path for path in paths if path not in container]. */
 static PyObject *keys_not_in(PyObject *self, PyObject *args)
@@ -3827,7 +3802,7 @@ static PyObject *keys_not_in(PyObject *self, PyObject *args)
  * holds that very tuple: anything built again, or touched since, is the rest's. */
 typedef struct {
     PyObject *path, *val, *raw, *size, *kind, *status; /* strong references */
-    size_t row_off;
+    size_t row_off, raw_len;
     uint32_t row_len;
     uint8_t ascii;
 } LEntry;
@@ -3975,6 +3950,7 @@ static int ledger_add(Ledger *l, PyObject *path, PyObject *val)
     e->path = Py_NewRef(path);
     e->val = Py_NewRef(val);
     e->raw = Py_NewRef(PyList_GET_ITEM(raws, 0));
+    e->raw_len = (size_t)PyBytes_GET_SIZE(e->raw);
     e->size = Py_NewRef(size);
     e->kind = Py_NewRef(kind);
     e->status = Py_NewRef(status);
@@ -4079,7 +4055,34 @@ static PyObject *ledger_join(PyObject *self, PyObject *args)
     Tally t;
     if (tally_from(&t, state) < 0)
         return NULL;
-    Buf b = {0};
+    /* the bytes' length first (no buffer grown and copied: megabytes) */
+    size_t total = 0, parts = 0;
+    for (Py_ssize_t j = 0; j < nr; j++) {
+        PyObject *raws = PyList_GET_ITEM(rest_json, j);
+        if (!PyList_CheckExact(raws))
+            goto bad_type;
+        for (Py_ssize_t k = 0; k < PyList_GET_SIZE(raws); k++) {
+            if (!PyBytes_CheckExact(PyList_GET_ITEM(raws, k)))
+                goto bad_type;
+            total += (size_t)PyBytes_GET_SIZE(PyList_GET_ITEM(raws, k));
+            parts++;
+        }
+    }
+    for (Py_ssize_t i = 0; i < l->n_sorted; i++)
+        total += l->sorted[i]->raw_len;
+    parts += (size_t)l->n_sorted;
+    total += parts ? parts - 1 : 0;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+    if (!out)
+        return NULL;
+    char *o = PyBytes_AS_STRING(out);
+    size_t at = 0, put = 0; /* bytes and parts written */
+    if (!PyDict_GET_SIZE(t.sizes) && l->n_sorted > 1024) { /* no rehash at every doubling */
+        PyObject *sized = _PyDict_NewPresized(l->n_sorted + nr);
+        if (!sized || PyList_SetItem(state, 1, sized) < 0)
+            goto fail;
+        t.sizes = sized;
+    }
     Py_ssize_t i = 0, j = 0;
     while (i < l->n_sorted || j < nr) {
         int take_rest = 0;
@@ -4095,27 +4098,21 @@ static PyObject *ledger_join(PyObject *self, PyObject *args)
             }
         }
         if (take_rest) {
-            PyObject *parts = PyList_GET_ITEM(rest_json, j++);
-            if (!PyList_CheckExact(parts)) {
-                PyErr_SetString(PyExc_TypeError, "ledger_join: lists of bytes expected");
-                goto fail;
-            }
-            for (Py_ssize_t k = 0; k < PyList_GET_SIZE(parts); k++) {
-                PyObject *raw = PyList_GET_ITEM(parts, k);
-                if (!PyBytes_CheckExact(raw)) {
-                    PyErr_SetString(PyExc_TypeError, "ledger_join: lists of bytes expected");
-                    goto fail;
-                }
-                if ((b.n && buf_add(&b, ",", 1) < 0) ||
-                    buf_add(&b, PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw)) < 0)
-                    goto fail;
+            PyObject *raws = PyList_GET_ITEM(rest_json, j++);
+            for (Py_ssize_t k = 0; k < PyList_GET_SIZE(raws); k++) {
+                PyObject *raw = PyList_GET_ITEM(raws, k);
+                if (put++)
+                    o[at++] = ',';
+                memcpy(o + at, PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw));
+                at += PyBytes_GET_SIZE(raw);
             }
             continue;
         }
         LEntry *e = l->sorted[i++];
-        if ((b.n && buf_add(&b, ",", 1) < 0) ||
-            buf_add(&b, PyBytes_AS_STRING(e->raw), PyBytes_GET_SIZE(e->raw)) < 0)
-            goto fail;
+        if (put++)
+            o[at++] = ',';
+        memcpy(o + at, PyBytes_AS_STRING(e->raw), e->raw_len);
+        at += e->raw_len;
         /* tally_one of an input record */
         if (e->size != Py_None && PyDict_SetItem(t.sizes, e->path, e->size) < 0)
             goto fail;
@@ -4138,11 +4135,12 @@ static PyObject *ledger_join(PyObject *self, PyObject *args)
     }
     if (tally_back(&t, state) < 0)
         goto fail;
-    PyObject *out = PyBytes_FromStringAndSize(b.p ? b.p : "", b.n);
-    PyMem_RawFree(b.p);
     return out;
 fail:
-    PyMem_RawFree(b.p);
+    Py_DECREF(out);
+    return NULL;
+bad_type:
+    PyErr_SetString(PyExc_TypeError, "ledger_join: lists of bytes expected");
     return NULL;
 }
 
