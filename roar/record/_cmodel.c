@@ -3401,13 +3401,13 @@ static int proc_file_entry(ProcFile *pf, PyObject *kinds, PyObject *clean, PyObj
     int r = size_for(sizes, from_built, path, &size);
     if (r != 0)
         return r;
-    PyObject *u = PyTuple_Pack(2, path, size);
-    if (!u || PyList_Append(used, u) < 0) {
+    PyObject *u = used ? PyTuple_Pack(2, path, size) : NULL; /* used: NULL when not asked */
+    if (used && (!u || PyList_Append(used, u) < 0)) {
         Py_XDECREF(u);
         Py_DECREF(size);
         return -1;
     }
-    Py_DECREF(u);
+    Py_XDECREF(u);
     if (hit) {
         int in = PySet_Contains(clean, path);
         if (in < 0) {
@@ -3450,17 +3450,19 @@ static int proc_file_entry(ProcFile *pf, PyObject *kinds, PyObject *clean, PyObj
 static PyObject *proc_record_built(PyObject *self, PyObject *args)
 {
     PyObject *po, *kinds, *clean, *pf_built, *sizes, *entries, *argvs;
-    int from_built;
-    if (!PyArg_ParseTuple(args, "O!O!O!O!O!pO!O!", &ProcType, &po, &PyDict_Type, &kinds,
+    int from_built, want_used = 1;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!pO!O!|p", &ProcType, &po, &PyDict_Type, &kinds,
                           &PySet_Type, &clean, &PyDict_Type, &pf_built, &PyDict_Type, &sizes,
-                          &from_built, &PyDict_Type, &entries, &PyDict_Type, &argvs))
+                          &from_built, &PyDict_Type, &entries, &PyDict_Type, &argvs,
+                          &want_used))
         return NULL;
     Proc *p = (Proc *)po;
     if (!PyDict_CheckExact(p->files) || !PyList_CheckExact(p->argv))
         Py_RETURN_NONE;
-    PyObject *files = PyList_New(0), *parts = PyList_New(0), *used = PyList_New(0);
+    PyObject *files = PyList_New(0), *parts = PyList_New(0),
+             *used = want_used ? PyList_New(0) : NULL;
     PyObject *doc = NULL, *raw = NULL, *out = NULL;
-    if (!files || !parts || !used)
+    if (!files || !parts || (want_used && !used))
         goto done;
     Py_ssize_t pos = 0;
     PyObject *k, *v;
@@ -3515,7 +3517,10 @@ static PyObject *proc_record_built(PyObject *self, PyObject *args)
     int rc = jb_obj(&b, doc, 0);
     if (rc > 0 && b.n > 0) {
         b.n--; /* the head's closing brace */
-        rc = jb_put(&b, ",\"files\":[", 10) < 0 ? -1 : 1;
+        Py_ssize_t total = 12 + PyList_GET_SIZE(parts); /* the parts at once: no doubling */
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(parts); i++)
+            total += PyBytes_GET_SIZE(PyList_GET_ITEM(parts, i));
+        rc = jb_reserve(&b, total) < 0 || jb_put(&b, ",\"files\":[", 10) < 0 ? -1 : 1;
         for (Py_ssize_t i = 0; rc > 0 && i < PyList_GET_SIZE(parts); i++) {
             PyObject *part = PyList_GET_ITEM(parts, i);
             if ((i && jb_put(&b, ",", 1) < 0) ||
@@ -3532,7 +3537,7 @@ static PyObject *proc_record_built(PyObject *self, PyObject *args)
         goto none; /* a value the encoder leaves to json */
     if (!raw || PyDict_SetItem(doc, S_files, files) < 0)
         goto done;
-    PyObject *used_t = PyList_AsTuple(used);
+    PyObject *used_t = used ? PyList_AsTuple(used) : PyTuple_New(0);
     if (used_t)
         out = PyTuple_Pack(3, doc, raw, used_t);
     Py_XDECREF(used_t);
@@ -4279,8 +4284,8 @@ static PyMethodDef module_methods[] = {
      "-> the index of the first ProcFile not taken: recorder._proc_record's loop over the "
      "entries built ahead."},
     {"proc_record_built", proc_record_built, METH_VARARGS,
-     "proc_record_built(proc, kinds, clean, pf_built, sizes, from_built, entries, argvs) -> "
-     "(doc, JSON, used), or None: recorder._proc_record for a process whose entries were "
+     "proc_record_built(proc, kinds, clean, pf_built, sizes, from_built, entries, argvs"
+     "[, want_used]) -> (doc, JSON, used: () unless wanted), or None: recorder._proc_record for a process whose entries were "
      "built ahead or are remembered, changing nothing (see _cmodel.c)."},
     {"sizes_same", sizes_same, METH_VARARGS,
      "sizes_same(used, sizes) -> whether sizes.get(path) == size for each (path, size)."},

@@ -856,16 +856,19 @@ class RunRecorder:
                          else all(size_of(path) == size for path, size in hit[2]))):
                 doc, raw = hit[3], hit[4]  # built while the run went on, still the same
             else:
-                doc, raw, _ = self._proc_record(p, git_root, tracked, size_of, (sizes, False))
+                doc, raw, _ = self._proc_record(p, git_root, tracked, size_of, (sizes, False),
+                                                want_used=False)
             encoded.append(raw)
             out.append(doc)
         return out, encoded
 
     def _proc_record(self, p, git_root, tracked, size_of,
-                     sizes: tuple[dict, bool] | None = None) -> tuple[dict, bytes, tuple]:
+                     sizes: tuple[dict, bool] | None = None,
+                     want_used: bool = True) -> tuple[dict, bytes, tuple]:
         """One process's record, its JSON, and the (path, size) of each of its
         files it was built with (size_of(path): the size its file records give;
-        sizes: the same as (sizes by path, False) or (self._built, True), for C)."""
+        sizes: the same as (sizes by path, False) or (self._built, True), for C;
+        want_used False: the end's, which does not keep them: () from C)."""
         if self._key is None:  # argv secrets are stored as keyed hashes only
             self._key = context.store_key(self.store)
         kinds = self.kinds  # classified once by _file_records (or prebuild)
@@ -873,7 +876,7 @@ class RunRecorder:
         whole = self._proc_record_built if sizes is not None else None
         if whole is not None:
             got = whole(p, kinds, clean, self._pf_built, sizes[0], sizes[1], self._entries,
-                        self._argvs)
+                        self._argvs, want_used)
             if got is not None:
                 return got
         files, parts, used = [], [], []
