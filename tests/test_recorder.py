@@ -570,3 +570,31 @@ def test_written_or_created_paths_in_c_are_the_filters(tmp_path):
         assert written_or_created(rec.model.paths) == want
         assert written_or_created({"/x": object()}) is None
         rec.finish(0, False, 0)
+
+
+def test_wall_offset_keeps_the_tightest_bracketed_read(monkeypatch):
+    """A preemption between the clock reads must not shift the run's wall
+    times: the read whose monotonic bracket is tightest wins (differential
+    tests here flaked under load when two bare reads were split by ms). A fake
+    clock: every read takes 100 ns; the first wall read is followed by 6 ms
+    off the CPU."""
+    from roar.record import recorder
+
+    wall_base = 1_700_000_000_000_000_000
+    clock = {"t": 0, "walls": 0}
+
+    def monotonic_ns():
+        clock["t"] += 100
+        return clock["t"]
+
+    def time_ns():
+        clock["t"] += 100
+        now = clock["t"] + wall_base
+        clock["walls"] += 1
+        if clock["walls"] == 1:
+            clock["t"] += 6_000_000  # preempted right after the read
+        return now
+
+    monkeypatch.setattr(recorder.time, "monotonic_ns", monotonic_ns)
+    monkeypatch.setattr(recorder.time, "time_ns", time_ns)
+    assert abs(recorder.wall_offset() - wall_base) <= 100

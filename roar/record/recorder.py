@@ -148,6 +148,25 @@ def _tally_c(files: list[dict]) -> tuple[int, dict, int, int, list[str], list[st
     return tally(files) if got is None else got
 
 
+def wall_offset(tries: int = 5) -> int:
+    """time.time_ns() - time.monotonic_ns(): what turns the events' monotonic
+    times into wall times, to compare with files' ctimes. The wall clock is read
+    between two monotonic reads and the tightest of a few tries is kept: two
+    bare reads split by a preemption of a few ms would shift every event that
+    much earlier, and a file written just before the run opened it would look
+    changed after the open."""
+    best_gap, best = None, 0
+    for _ in range(tries):
+        m0 = time.monotonic_ns()
+        w = time.time_ns()
+        m1 = time.monotonic_ns()
+        if best_gap is None or m1 - m0 < best_gap:
+            best_gap, best = m1 - m0, w - (m0 + m1) // 2
+        if best_gap < 20_000:
+            break
+    return best
+
+
 class RunRecorder:
     """Owns one run while it is captured: model, hasher and the run document."""
 
@@ -161,7 +180,7 @@ class RunRecorder:
         # run wrote, never as a versioned output. A file the run opens itself
         # (`sh -c 'step > out.csv'`) is an output as any other.
         self.stdio = {p for fd, p in root_fds.items() if fd in (1, 2)}
-        self.wall_offset = time.time_ns() - time.monotonic_ns()
+        self.wall_offset = wall_offset()
         # the user's classification rules, as `roar run` found them (classify.py)
         self.rules = rules_from_docs(run.get("classify_rules"))
         self.hasher = Hasher(store, workers=workers)
