@@ -425,3 +425,48 @@ def test_kind_by_directory():
             if by is not None:
                 got = by if isinstance(by, str) else by(name)
                 assert got == classify(d + name, root, {"a.py"}), d + name
+
+
+def test_name_needles_are_in_every_name_the_rules_match():
+    """The model tests a file name for its directory's needles (literal strings
+    one of which every name matched by the rules by name contains) before it
+    matches the rules: a name holding none is data and needs hashing, exactly as
+    the rules say. Checked for every directory's rules in the generated paths,
+    the home directory's, and patterns of each shape the parser gives (groups,
+    alternatives, common prefixes, repeats, case-insensitive parts: no needles)."""
+    import itertools
+    import re
+
+    from roar.record import _cmodel
+    from roar.record.classify import kind_by_dir, needles, needs_hash_dir
+
+    names = [a + b for a, b in itertools.product(_PARTS + ["rc", "pyc", "cfg", "so.1"],
+                                                 ["", ".pyc", ".so", ".so.3", "rc", "x"])]
+    dirs = ["/data/", "/home/u/", "/root/", "/data/pkg/", "/srv/x/"]
+    checked = 0
+    for d in dirs:
+        by, nh = kind_by_dir(d), needs_hash_dir(d)
+        assert by is not None and not isinstance(by, str) and by.needles is not None
+        for name in names:
+            if "/" in name:
+                continue
+            may = _cmodel.name_may_match(by, d + name, len(d))
+            assert may == any(n in name for n in by.needles)
+            if not may:
+                assert by(name) == DATA == classify(d + name), d + name
+                checked += 1
+            if nh is not True:
+                assert not (not _cmodel.name_may_match(nh, d + name, len(d))
+                            and nh.pattern.fullmatch(name)), d + name
+    assert checked > 100
+    pats = [r".*\.pyc", r"pyvenv\.cfg", r"\.(?:condarc|gitconfig)", r"abc|abd", r"x(?:foo|ba+r)y",
+            r"(?s).*\.so(?:\.\d+)*|lib.*\.so\.\d.*", r"a(?=b)c", r"q[a-z]+(?:\.tar)?\.gz"]
+    for p in pats:
+        got = needles((p,))
+        assert got, p
+        for name in names + ["xfooy", "xbaaary", "abc", "abd", "q.gz", "qab.tar.gz", "libz.so.1"]:
+            if re.fullmatch(p, name, re.S):
+                assert any(n in name for n in got), (p, name)
+    for p in (r"(?i)abc", r"a|b", r".*", r"(?i:x)y?", r"[ab]c*"):
+        assert needles((p,)) is None, p
+    assert needles((r"ab", r"(?i)c")) is None

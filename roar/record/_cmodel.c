@@ -45,7 +45,38 @@ static PyObject *py_normalize, *py_join, *py_fd_alias, *py_decode_sockaddr, *py_
 static PyObject *S_read, *S_write, *S_ok, *S_address, *S_family, *S_unix, *S_process,
     *S_std, *S_pid, *S_fd, *S_fd2, *S_self, *S_thread_self, *S_stdin, *S_stdout, *S_stderr,
     *S_request, *S_response, *S_freed, *S_value, *S_group, *S_match, *S_fullmatch, *S_lookup,
-    *S_memo, *S___self__;
+    *S_memo, *S___self__, *S_needles;
+
+/* classify's answer for a directory whose files are told apart by name carries
+ * `needles` (classify._Names, _NameKind): literal strings one of which every
+ * name its rules match contains. 1 when path[start:n] holds one of them or
+ * they are not known (ask the rules), 0 when it holds none (no rule matches),
+ * -1 on error. */
+static int name_may_match(PyObject *by, PyObject *path, Py_ssize_t start, Py_ssize_t n)
+{
+    PyObject *needles = PyObject_GetAttr(by, S_needles);
+    if (!needles) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+            return -1;
+        PyErr_Clear();
+        return 1;
+    }
+    int r = 1;
+    if (PyTuple_CheckExact(needles)) {
+        r = 0;
+        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(needles) && r == 0; j++) {
+            PyObject *k = PyTuple_GET_ITEM(needles, j);
+            if (!PyUnicode_CheckExact(k)) {
+                r = 1;
+                break;
+            }
+            Py_ssize_t at = PyUnicode_Find(path, k, start, n, 1);
+            r = at == -2 ? -1 : at >= 0;
+        }
+    }
+    Py_DECREF(needles);
+    return r;
+}
 
 /* -- record types ------------------------------------------------------------- */
 
@@ -1074,12 +1105,14 @@ static int need_by_dir(Model *m, PyObject *path)
         r = 2;
     } else if (PyBool_Check(v)) {
         r = v == Py_True;
-    } else { /* a rule by file name may match this one */
+    } else if ((r = name_may_match(v, path, i + 1, n)) == 1) { /* a rule by name may match */
         PyObject *name = PyUnicode_Substring(path, i + 1, n);
         PyObject *match = name ? PyObject_CallMethodOneArg(v, S_fullmatch, name) : NULL;
         r = match ? match == Py_None : -1;
         Py_XDECREF(name);
         Py_XDECREF(match);
+    } else if (r == 0) { /* no rule by name matches it */
+        r = 1;
     }
     Py_DECREF(v);
     return r;
@@ -3069,8 +3102,11 @@ static int kind_from_dir(PyObject *path, PyObject *by_dir, PyObject *kinds, PyOb
     } else if (by == Py_False || by == Py_None || !PyCallable_Check(by)) {
         return 0;
     } else {
-        PyObject *name = PyUnicode_Substring(path, i + 1, n);
-        k = name ? PyObject_CallOneArg(by, name) : NULL;
+        int may = name_may_match(by, path, i + 1, n);
+        if (may < 0)
+            return -1;
+        PyObject *name = may ? PyUnicode_Substring(path, i + 1, n) : NULL;
+        k = !may ? Py_NewRef(S_data) : name ? PyObject_CallOneArg(by, name) : NULL;
         Py_XDECREF(name);
         if (!k)
             return -1;
@@ -4259,7 +4295,22 @@ static PyObject *written_or_created(PyObject *self, PyObject *paths)
     return out;
 }
 
+/* name_may_match(by, path, start) -> bool: the needle test the model and
+ * prebuild run before a directory's name rules (tests/test_classify.py) */
+static PyObject *py_name_may_match(PyObject *self, PyObject *args)
+{
+    PyObject *by, *path;
+    Py_ssize_t start;
+    if (!PyArg_ParseTuple(args, "OUn", &by, &path, &start))
+        return NULL;
+    int r = name_may_match(by, path, start, PyUnicode_GET_LENGTH(path));
+    return r < 0 ? NULL : PyBool_FromLong(r);
+}
+
 static PyMethodDef module_methods[] = {
+    {"name_may_match", py_name_may_match, METH_VARARGS,
+     "name_may_match(by, path, start) -> whether path[start:] holds one of by.needles (or "
+     "they are not known): where it does not, no rule by name of the directory matches."},
     {"encode_json", encode_json, METH_O,
      "encode_json(obj) -> bytes, or None: codes.encode's JSON, compiled (see _cmodel.c)."},
     {"settled_input", settled_input, METH_VARARGS,
@@ -4375,6 +4426,7 @@ PyMODINIT_FUNC PyInit__cmodel(void)
     INTERN(S_group, "group");
     INTERN(S_match, "match");
     INTERN(S_fullmatch, "fullmatch");
+    INTERN(S_needles, "needles");
     INTERN(S_lookup, "lookup");
     INTERN(S_memo, "_memo");
     INTERN(S___self__, "__self__");

@@ -151,8 +151,105 @@ class _DirFacts:
 
 
 @functools.lru_cache(maxsize=64)
-def _names_re(patterns: tuple[str, ...]) -> re.Pattern:
-    return re.compile("|".join(f"(?:{p})" for p in patterns), re.S)
+def _names_re(patterns: tuple[str, ...]) -> _Names:
+    return _Names(re.compile("|".join(f"(?:{p})" for p in patterns), re.S),
+                  needles(patterns))
+
+
+try:  # the parser re compiles with (Python 3.11+; sre_parse before)
+    from re import _parser as _sre_parse  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover
+    import sre_parse as _sre_parse  # type: ignore[no-redef]
+
+
+def _needles_of(items, flags: int) -> frozenset[str] | None:
+    """Literal strings one of which every string fully matched by the parsed
+    sequence `items` contains; None when no such set is known. A run of
+    literals in the sequence is in every match; so is, for a group, one of its
+    own; for alternatives, one of any alternative's. Case-insensitive parts
+    give nothing (their literals match in other cases)."""
+    if flags & re.IGNORECASE:
+        return None
+    best: frozenset[str] | None = None
+
+    def better(cand: frozenset[str] | None) -> None:
+        nonlocal best
+        if cand and (best is None or min(map(len, cand)) > min(map(len, best))):
+            best = cand
+
+    run: list[str] = []
+    for op, av in items:
+        if op is _sre_parse.LITERAL:
+            run.append(chr(av))
+            continue
+        if run:
+            better(frozenset(("".join(run),)))
+            run = []
+        if op is _sre_parse.SUBPATTERN:
+            _group, add, _del, sub = av
+            better(_needles_of(sub.data, flags | add))
+        elif op is _sre_parse.BRANCH:
+            alts = [_needles_of(a.data, flags) for a in av[1]]
+            if all(alts):
+                better(frozenset().union(*alts))
+    if run:
+        better(frozenset(("".join(run),)))
+    return best
+
+
+def needles(patterns: tuple[str, ...]) -> tuple[str, ...] | None:
+    """Literal strings one of which every name fully matched by one of the
+    patterns (compiled with re.S) contains: a name holding none matches none
+    of them. None when some pattern gives no such set."""
+    found: set[str] = set()
+    for p in patterns:
+        try:
+            parsed = _sre_parse.parse(p, re.S)
+        except Exception:
+            return None
+        got = _needles_of(parsed.data, parsed.state.flags)
+        if not got:
+            return None
+        found |= got
+    return tuple(sorted(found))
+
+
+class _Names:
+    """The name patterns of the built-in rules that apply in a directory, as one
+    compiled pattern (`fullmatch`), with `needles`: literal strings one of which
+    every name it matches contains (None: not known). The compiled model looks
+    for the needles first and matches only names holding one."""
+
+    __slots__ = ("pattern", "needles")
+
+    def __init__(self, pattern: re.Pattern, needles: tuple[str, ...] | None):
+        self.pattern = pattern
+        self.needles = needles
+
+    def fullmatch(self, name: str) -> re.Match | None:
+        if self.needles is not None and not any(n in name for n in self.needles):
+            return None
+        return self.pattern.fullmatch(name)
+
+
+class _NameKind:
+    """kind_by_dir's answer for a directory whose files' kind depends on their
+    name (the built-in rules by file name): data, unless a name rule or the
+    shared-library pattern makes the name environment. `needles`: a name holding
+    none of these is data (None: always ask)."""
+
+    __slots__ = ("names", "needles")
+
+    def __init__(self, names: _Names | None):
+        self.names = names
+        self.needles = None if names is not None and names.needles is None else \
+            tuple(sorted({".so", *(names.needles if names is not None else ())}))
+
+    def __call__(self, name: str) -> str:
+        names = self.names
+        if names is not None and names.fullmatch(name):
+            return ENV
+        return ENV if ".so" in name and re.fullmatch(_SHARED_LIB, name) else DATA
 
 
 _DIRS: dict[str, _DirFacts] = {}
@@ -220,11 +317,12 @@ def needs_hash(path: str) -> bool:
 _PSEUDO_BY_DIR = all(p.endswith("/") for p in (*PSEUDO_PREFIXES, "/dev/shm/"))
 
 
-def needs_hash_dir(d: str) -> bool | re.Pattern | None:
+def needs_hash_dir(d: str) -> bool | _Names | None:
     """needs_hash(d + name) for the file names of the directory d (with its
-    trailing "/"): True or False for every name; a pattern: True unless the name
-    fully matches it (a rule by file name); None: ask needs_hash. The compiled
-    model asks this once per directory."""
+    trailing "/"): True or False for every name; a pattern (`fullmatch`, and its
+    `needles`, see _Names): True unless the name fully matches it (a rule by
+    file name); None: ask needs_hash. The compiled model asks this once per
+    directory."""
     if d == "/" or not d.endswith("/") or not _PSEUDO_BY_DIR:
         return None  # "/proc", "/sys" and "/dev" themselves are pseudo
     if d.startswith(PSEUDO_PREFIXES) and not d.startswith("/dev/shm/"):
@@ -411,14 +509,7 @@ def kind_by_dir(d: str, git_root: str | None = None,
     facts = _dir_facts(d)
     if facts.env or facts.venv or facts.system:
         return ENV
-    names = facts.any_name
-
-    def kind(name: str) -> str:
-        if names is not None and names.fullmatch(name):
-            return ENV
-        return ENV if ".so" in name and re.fullmatch(_SHARED_LIB, name) else DATA
-
-    return kind
+    return _NameKind(facts.any_name)
 
 
 def classify(path: str, git_root: str | None = None, tracked: set[str] | None = None,
