@@ -289,9 +289,10 @@ TRACEPOINT_PROBE(syscalls, sys_exit_copy_file_range) { return xfer_exit(args->re
 
 TRACEPOINT_PROBE(syscalls, sys_enter_mmap)
 {
-    TRACED_OR_RETURN(me)
+    /* anonymous maps first (malloc's, every process's): no task to resolve */
     if ((s64)args->fd < 0 || (args->flags & MAP_ANONYMOUS_))
         return 0;
+    TRACED_OR_RETURN(me)
     u32 bit = 0;
     if (args->prot & PROT_READ_)
         bit |= FD_MAP_READ;
@@ -344,16 +345,24 @@ TRACEPOINT_PROBE(syscalls, sys_enter_openat2)
     return 0;
 }
 
+/* The open's result: its event with the path, and the new open file's state
+ * made here (no access yet), replacing any left by an earlier file of the
+ * number. Its first read or write is then one lookup: no fd_kind (FD_NAMED
+ * only matters for fds whose open userspace never saw, and this one it sees
+ * now), no insertion, no note_fd. A state with no access bits flushes as the
+ * plain EV_CLOSE (all zero), or, at an exit or exec, as an EV_CLOSE of no
+ * access and no bytes. */
 static __always_inline int open_exit(long ret)
 {
-    u64 cg = tagged_cgroup();
-    if (!cg)
-        return 0;
+    TRACED_OR_RETURN(me)
+    u64 cg = me->run;
     struct pending p;
     if (!unstash(&p) || p.type != EV_OPEN || ret < 0)
         return 0;
-    u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    forget_fd(tgid, (s32)ret);
+    u32 tgid = me->pid_tgid >> 32;
+    struct fd_key k = {.tgid = tgid, .fd = (s32)ret};
+    struct fd_state none = {.epoch = me->epoch};
+    fdstate.update(&k, &none);
     note_fd(tgid, (s32)ret);
     struct event_buf *b = get_buf(cg, EV_OPEN);
     if (!b)

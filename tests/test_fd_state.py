@@ -111,3 +111,49 @@ def test_an_fd_closed_and_opened_again_starts_from_nothing(roar):
     assert ins[str(w / "c")]["bytes_read"] == 4000, ins
     assert ins[str(w / "a")]["bytes_read"] == 3000, ins
     assert ins[str(w / "d")]["bytes_read"] == 100, ins  # not c's 4000 + 100
+
+
+def test_opened_files_whose_state_the_open_made(roar):
+    """An open makes its fd's state (bpf/files.h open_exit), so the first read
+    needs no fd_kind: a file read only after an exec, through the fd it
+    inherited; one unlinked before its first read (no name by then); one opened
+    and never used, closed or left open at an exec and at the exit: each as
+    before, and the run complete (no fd taken for one whose open was never seen)."""
+    w = roar.cwd
+    (w / "a").write_bytes(b"a" * 3000)
+    (w / "b").write_bytes(b"b" * 5000)
+    (w / "c").write_bytes(b"c" * 700)
+    (w / "idle").write_bytes(b"i" * 100)
+    (w / "idle2").write_bytes(b"j" * 100)
+    (w / "reader.py").write_text(textwrap.dedent("""
+        import os, sys
+        fd = int(sys.argv[1])
+        while os.read(fd, 1000):
+            pass
+    """))
+    doc, ins = _run(roar, """
+        import os, subprocess, sys
+
+        idle = os.open("idle", os.O_RDONLY)   # never used, open across the exec and at exit
+        os.set_inheritable(idle, True)
+        shut = os.open("idle2", os.O_RDONLY)  # never used, closed
+        os.close(shut)
+        gone = os.open("c", os.O_RDONLY)      # unlinked, then read
+        os.rename("c", "c.kept")
+        os.unlink("c.kept")
+        assert len(os.read(gone, 1000)) == 700
+        os.close(gone)
+        pid = os.fork()
+        if pid == 0:
+            fd = os.open("b", os.O_RDONLY)   # opened here, read only after the exec
+            os.set_inheritable(fd, True)
+            os.execv(sys.executable, [sys.executable, "reader.py", str(fd)])
+        os.waitpid(pid, 0)
+        fd = os.open("a", os.O_RDONLY)
+        subprocess.run([sys.executable, "reader.py", str(fd)], pass_fds=(fd,), check=True)
+        os._exit(0)
+    """)
+    assert ins[str(w / "b")]["bytes_read"] == 5000, ins
+    assert ins[str(w / "a")]["bytes_read"] == 3000, ins
+    assert str(w / "idle") not in ins and str(w / "idle2") not in ins, ins
+    assert doc["complete"] is True
