@@ -1,6 +1,6 @@
 """The kernel side's per-(process, fd) counters never outlive what they count:
 a pid that is reused, or an fd number that is closed and opened again, starts
-from nothing (bpf/fdstate.h: the process epoch and the forget on open/close).
+from nothing (bpf/fdstate.h: the process epoch, a new state at open, the forget at close).
 
 Otherwise the new file's first read would look like a repeat of the old one:
 no event for it, and its bytes added to the old file's."""
