@@ -41,13 +41,6 @@ static __always_inline void note_fd(u32 tgid, s32 fd)
         p->maxfd = fd;
 }
 
-/* Drop dedup state for an fd number that now names a new open file. */
-static __always_inline void forget_fd(u32 tgid, s32 fd)
-{
-    struct fd_key k = {.tgid = tgid, .fd = fd};
-    fdstate.delete(&k);
-}
-
 /* Emit the close summary of (tgid, fd) if it has dedup state of this
  * process life (with the event flags `flags`); forget it. Returns 0 if it
  * had none. */
