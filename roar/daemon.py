@@ -1177,7 +1177,8 @@ def serve_forever(sock: Path | None = None) -> None:
     try:
         d.serve()
     finally:
-        d.poller.join(timeout=5)
+        if d.poller.ident is not None:  # serve() can fail before it starts the poller
+            d.poller.join(timeout=5)
         for run in list(d.runs.values()):
             d._end_run(run, 0)
         d.probes.detach()

@@ -3,6 +3,7 @@ workload and cgroup gone."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -118,3 +119,23 @@ def test_the_tls_library_list_is_asked_again_only_when_the_linker_cache_changes(
     lib.unlink()
     assert probes.tls_libraries() == []
     assert len(asked) == 2
+
+
+def test_roard_failing_to_start_says_why_in_one_line(tmp_path):
+    """roard failing in serve() before its ring-buffer poller started (here: the
+    store's code cannot be imported, as with an interpreter outside roar's venv)
+    says that error, not the clean-up's (joining the poller it never started
+    raised "cannot join thread before it is started" over it)."""
+    sock = tmp_path / "roard.sock"
+    code = ("import sys, roar.daemon as d\n"
+            "def boom():\n"
+            "    raise ModuleNotFoundError(\"No module named 'lmdb'\")\n"
+            "d._warm_up_store_code = boom\n"
+            "d.main([])\n")
+    p = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "ROAR_SOCKET": str(sock),
+                            "ROAR_HOME": str(tmp_path / "home")})
+    assert p.returncode == 1, p.stderr
+    assert "Traceback" not in p.stderr and "cannot join" not in p.stderr, p.stderr
+    assert p.stderr.splitlines()[-1] == "roard: No module named 'lmdb'", p.stderr
+    assert not sock.exists()
