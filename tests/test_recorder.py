@@ -598,3 +598,52 @@ def test_wall_offset_keeps_the_tightest_bracketed_read(monkeypatch):
     monkeypatch.setattr(recorder.time, "monotonic_ns", monotonic_ns)
     monkeypatch.setattr(recorder.time, "time_ns", time_ns)
     assert abs(recorder.wall_offset() - wall_base) <= 100
+
+
+def test_the_ledger_refuses_a_join_after_an_entry_added_since_its_sort(tmp_path):
+    """_cmodel.c's Ledger: ledger_join writes the entries ledger_sorted put in
+    order (pointers into the entries, which an add may move). An entry added
+    after the sort makes the join refuse (RuntimeError) until sorted again,
+    instead of joining a stale order or moved memory."""
+    from roar.record.recorder import HASHED, LISTED
+    from roar.record.runmodel import ledger_join, ledger_sorted
+
+    d = tmp_path / "data"
+    d.mkdir()
+    for name in "abde":
+        (d / name).write_bytes(os.urandom(100))
+    evs = _stream(str(d))
+    with Store(tmp_path / "home") as store:
+        run = {"id": new_run_id(), "cwd": str(d), "command": ["train"], "git": None,
+               "status": "running"}
+        store.put_run(run)
+        rec = RunRecorder(store, run, ROOT, {}, start_ns=0)
+        if rec._ledger is None:
+            pytest.skip("the compiled model is not built")
+        for e in evs:
+            rec.model.feed(e)
+        for s in rec.model.paths.values():
+            if s.early_hash is not None:
+                s.early_hash.result()
+        rec.prebuild()
+        assert len(rec._ledger) > 0
+        path = f"{d}/d"
+        assert path in rec._clean
+
+        def join():
+            rest = ledger_sorted(rec._ledger, rec.model.paths, rec._clean, rec._built)
+            return rest, [[rec._built[p][2][0]] if p in rec._built else [b"{}"] for p in rest]
+
+        state = [0, {}, 0, 0, [], [], [], []]
+        rest, rest_json = join()
+        rest_paths = list(rest)
+        # the path built again, into the ledger, after the sort
+        rec._settled_inputs(rec.model, [(path, 0)], rec.kinds, rec.stdio, rec.wall_offset,
+                            rec._rid, {}, rec._pf_built, set(), None, rec._ledger)
+        with pytest.raises(RuntimeError, match="ledger_sorted first"):
+            ledger_join(rec._ledger, rest_paths, rest_json, state, ([], []), LISTED, HASHED)
+        rest, rest_json = join()
+        body = ledger_join(rec._ledger, list(rest), rest_json, [0, {}, 0, 0, [], [], [], []],
+                           ([], []), LISTED, HASHED)
+        assert path.encode() in body
+        rec.hasher.shutdown(wait=True)

@@ -3958,6 +3958,12 @@ static int ledger_add(Ledger *l, PyObject *path, PyObject *val)
         pb = PyBytes_AS_STRING(PyTuple_GET_ITEM(t, 2));
         pn = PyBytes_GET_SIZE(PyTuple_GET_ITEM(t, 2));
     }
+    /* an entry after ledger_sorted: that order (and its pointers into l->e,
+     * which may move below) no longer stands; ledger_join refuses until sorted
+     * again */
+    PyMem_RawFree(l->sorted);
+    l->sorted = NULL;
+    l->n_sorted = 0;
     if (l->n == l->cap) {
         Py_ssize_t cap = l->cap ? l->cap * 2 : 1024;
         LEntry *e = PyMem_RawRealloc(l->e, cap * sizeof(LEntry));
@@ -4088,6 +4094,11 @@ static PyObject *ledger_join(PyObject *self, PyObject *args)
                           &PyList_Type, &rows_w, &PyTuple_Type, &listed, &PyTuple_Type, &hashed))
         return NULL;
     Ledger *l = (Ledger *)ledger;
+    if (!l->sorted) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "ledger_join: ledger_sorted first, after the ledger's last entry");
+        return NULL;
+    }
     Py_ssize_t nr = PyList_GET_SIZE(rest);
     if (PyList_GET_SIZE(rest_json) != nr) {
         PyErr_SetString(PyExc_ValueError, "ledger_join: a list of JSON per path of rest");
