@@ -58,12 +58,27 @@ def _stream(d: str) -> list[E.Event]:
     return evs
 
 
+def _data_stream(tmp_path, name: str = "data") -> tuple:
+    """A directory of four 100-byte files (a, b, d, e) and _stream over it."""
+    d = tmp_path / name
+    d.mkdir()
+    for f in "abde":
+        (d / f).write_bytes(os.urandom(100))
+    return d, _stream(str(d))
+
+
+def _new_recorder(store: Store, cwd: str, command: list[str], compiled: bool = True):
+    """A running run's document, stored, and its RunRecorder."""
+    run = {"id": new_run_id(), "cwd": cwd, "command": command, "git": None,
+           "status": "running"}
+    store.put_run(run)
+    return RunRecorder(store, run, ROOT, {}, start_ns=0, compiled=compiled)
+
+
 def _record(store: Store, d: str, evs: list[E.Event], look_ahead: bool,
             compiled: bool = True, fast: list | None = None,
             looks: set[int] | None = None) -> tuple:
-    run = {"id": new_run_id(), "cwd": d, "command": ["train"], "git": None, "status": "running"}
-    store.put_run(run)
-    rec = RunRecorder(store, run, ROOT, {}, start_ns=0, compiled=compiled)
+    rec = _new_recorder(store, d, ["train"], compiled)
     if fast is not None and rec._settled_input is not None:  # count what C built
         build, build_many = rec._settled_input, rec._settled_inputs
         rec._settled_input = lambda *a: fast.append(build(*a)) or fast[-1]
@@ -118,11 +133,7 @@ def _record(store: Store, d: str, evs: list[E.Event], look_ahead: bool,
 
 
 def test_records_built_ahead_equal_records_built_at_the_end(tmp_path):
-    d = tmp_path / "data"
-    d.mkdir()
-    for name in "abde":
-        (d / name).write_bytes(os.urandom(100))
-    evs = _stream(str(d))
+    d, evs = _data_stream(tmp_path)
     with Store(tmp_path / "home") as store:
         files_end, raw_end, built_end = _record(store, str(d), evs, look_ahead=False)
         files_ahead, raw_ahead, built = _record(store, str(d), evs, look_ahead=True)
@@ -156,16 +167,9 @@ def test_chain_digest_of_the_records_in_memory_equals_the_stored_ones(tmp_path):
     odd names (not UTF-8, newlines) and redacted arguments included."""
     from roar.record import chain
 
-    d = tmp_path / "da\udcfft\na"
-    d.mkdir()
-    for name in "abde":
-        (d / name).write_bytes(os.urandom(100))
-    evs = _stream(str(d))
+    d, evs = _data_stream(tmp_path, "da\udcfft\na")
     with Store(tmp_path / "home") as store:
-        run = {"id": new_run_id(), "cwd": str(d), "command": ["train", "--token", "s3cret"],
-               "git": None, "status": "running"}
-        store.put_run(run)
-        rec = RunRecorder(store, run, ROOT, {}, start_ns=0)
+        rec = _new_recorder(store, str(d), ["train", "--token", "s3cret"])
         for e in evs:
             rec.model.feed(e)
         done = rec.finish(0, False, 0)
@@ -187,11 +191,7 @@ def test_the_consumer_freezes_what_it_built_ahead_and_nothing_else(tmp_path):
 
     from roar.cli.run import _feed
 
-    d = tmp_path / "data"
-    d.mkdir()
-    for name in "abde":
-        (d / name).write_bytes(os.urandom(100))
-    evs = _stream(str(d))
+    d, evs = _data_stream(tmp_path)
 
     class Session:  # the records of a run as a session hands them over
         def __init__(self, items):
@@ -201,10 +201,7 @@ def test_the_consumer_freezes_what_it_built_ahead_and_nothing_else(tmp_path):
             yield from self.items
 
     with Store(tmp_path / "home") as store:
-        run = {"id": new_run_id(), "cwd": str(d), "command": ["train"], "git": None,
-               "status": "running"}
-        store.put_run(run)
-        rec = RunRecorder(store, run, ROOT, {}, start_ns=0)
+        rec = _new_recorder(store, str(d), ["train"])
         gc.unfreeze()
         try:
             _feed(Session([None]), rec, rec)  # nothing seen yet: nothing built
@@ -448,10 +445,7 @@ def test_process_records_built_in_c_are_the_recorders(tmp_path):
         (d / name).write_bytes(os.urandom(64))
     evs = _spawn_loop(40, str(d))
     with Store(tmp_path / "home") as store:
-        run = {"id": new_run_id(), "cwd": str(d), "command": ["sh"], "git": None,
-               "status": "running"}
-        store.put_run(run)
-        rec = RunRecorder(store, run, ROOT, {}, start_ns=0)
+        rec = _new_recorder(store, str(d), ["sh"])
         whole = rec._proc_record_built
         assert whole is not None
         for i, e in enumerate(evs):
@@ -553,10 +547,7 @@ def test_written_or_created_paths_in_c_are_the_filters(tmp_path):
     for name in "abdefg":
         (d / name).write_bytes(os.urandom(100))
     with Store(tmp_path / "home") as store:
-        run = {"id": new_run_id(), "cwd": str(d), "command": ["train"], "git": None,
-               "status": "running"}
-        store.put_run(run)
-        rec = RunRecorder(store, run, ROOT, {}, start_ns=0)
+        rec = _new_recorder(store, str(d), ["train"])
         evs = _stream(str(d))
         ts = evs[-1].ts  # created (O_CREAT) and closed without a write: an empty output
         evs.append(E.Event(ts + 10, 1, ROOT, ROOT, E.EV_OPEN, 0, 7, -100, os.O_RDWR | os.O_CREAT,
@@ -608,16 +599,9 @@ def test_the_ledger_refuses_a_join_after_an_entry_added_since_its_sort(tmp_path)
     from roar.record.recorder import HASHED, LISTED
     from roar.record.runmodel import ledger_join, ledger_sorted
 
-    d = tmp_path / "data"
-    d.mkdir()
-    for name in "abde":
-        (d / name).write_bytes(os.urandom(100))
-    evs = _stream(str(d))
+    d, evs = _data_stream(tmp_path)
     with Store(tmp_path / "home") as store:
-        run = {"id": new_run_id(), "cwd": str(d), "command": ["train"], "git": None,
-               "status": "running"}
-        store.put_run(run)
-        rec = RunRecorder(store, run, ROOT, {}, start_ns=0)
+        rec = _new_recorder(store, str(d), ["train"])
         if rec._ledger is None:
             pytest.skip("the compiled model is not built")
         for e in evs:
