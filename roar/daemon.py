@@ -1196,15 +1196,21 @@ def cgroup_prefix(sock: Path) -> str:
     return "d" + hashlib.sha1(str(sock).encode()).hexdigest()[:8] + "-"
 
 
-def killed_with_job(path: Path, placement, wait: float = 1.0) -> str | None:
+def killed_with_job(path: Path, placement, wait: float = 1.0,
+                    dying_wait: float = 15.0) -> str | None:
     """Why a run's client vanished, when its job was ended around it: the run
     cgroup empties on its own (nothing of roard's doing) and no process is
     left in the caller's own cgroup. That is what the job's cgroup.kill (and
     scancel, pod deletion, systemctl stop, an OOM kill of the job) does; a
-    roar run killed alone leaves its workload running."""
-    deadline = time.monotonic() + wait
+    roar run killed alone leaves its workload running.
+    The cgroup gets `wait` seconds to empty; while every process left in it
+    has a SIGKILL pending (they are being ended: on a loaded machine that can
+    take longer), up to `dying_wait`."""
+    start = time.monotonic()
     while cgroups.populated(path):
-        if time.monotonic() > deadline:
+        waited = time.monotonic() - start
+        if waited > dying_wait or (waited > wait and not all(
+                map(_being_killed, cgroups.pids(path)))):
             return None
         time.sleep(0.02)
     if placement.parent != placement.caller or placement.caller == "/":
@@ -1219,6 +1225,23 @@ def killed_with_job(path: Path, placement, wait: float = 1.0) -> str | None:
     return (f"ended together with every process of the caller's cgroup {placement.caller} "
             f"(killed from outside: the job's cgroup.kill, scancel, pod deletion, systemctl "
             f"stop or an OOM kill of the job)")
+
+
+def _being_killed(pid: int) -> bool:
+    """pid has a SIGKILL pending (or is gone, or a zombie): it is ending."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key == "State" and value.split()[0] in ("Z", "X"):
+                    return True
+                if key in ("SigPnd", "ShdPnd") and int(value, 16) & (1 << (signal.SIGKILL - 1)):
+                    return True
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    except (OSError, ValueError, IndexError):
+        return False
+    return False
 
 
 def _clean_stale_cgroups(sock: Path) -> None:

@@ -368,3 +368,57 @@ def test_pending_hashes_are_finished_after_the_batch_job_is_killed(roar, job):
         h.update(zeros)
     assert (inp["status"], inp["hash"]) == ("ok", h.hexdigest())
     assert roar.json("show", run_id)["complete"] is True
+
+
+V1_FREEZER = Path("/sys/fs/cgroup/freezer")
+
+
+def test_a_run_cgroup_still_being_killed_gets_longer_than_one_left_running(job):
+    """roard's killed_with_job (why a client vanished): a process left running
+    in the run cgroup ends the wait after `wait`; processes with a SIGKILL
+    pending (being ended with their job, slowly on a loaded machine) are
+    waited for up to `dying_wait`. A process frozen by the v1 freezer keeps
+    its SIGKILL pending until thawed: the slow death, made deterministic."""
+    from roar.daemon import _being_killed, killed_with_job
+
+    if not (V1_FREEZER / "cgroup.procs").exists():
+        pytest.skip("no cgroup v1 freezer on this machine")
+    run_cg = job.v2 / "run"
+    run_cg.mkdir()
+    frz = V1_FREEZER / job.name
+    frz.mkdir()
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        for d in (run_cg, frz):
+            (d / "cgroup.procs").write_text(str(sleeper.pid))
+        assert not _being_killed(sleeper.pid) and not _being_killed(os.getpid())
+        t0 = time.monotonic()
+        assert killed_with_job(run_cg, None, wait=0.3, dying_wait=10) is None
+        assert 0.3 <= time.monotonic() - t0 < 3  # left running: no long wait
+        (frz / "freezer.state").write_text("FROZEN")
+        deadline = time.monotonic() + 10
+        while (frz / "freezer.state").read_text().strip() != "FROZEN":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        sleeper.kill()
+        assert _being_killed(sleeper.pid)  # pending: frozen tasks cannot act on it yet
+
+        def thaw():
+            time.sleep(1.0)
+            (frz / "freezer.state").write_text("THAWED")
+
+        import threading
+
+        threading.Thread(target=thaw, daemon=True).start()
+        t0 = time.monotonic()
+        # the caller's cgroup is not the run's parent here: no note, but the wait
+        # lasted until the cgroup emptied (after the thaw), past `wait`
+        assert killed_with_job(run_cg, type("P", (), {"parent": "/a", "caller": "/b"}),
+                               wait=0.3, dying_wait=10) is None
+        assert time.monotonic() - t0 >= 0.9
+        assert sleeper.wait(10) == -9
+    finally:
+        (frz / "freezer.state").write_text("THAWED")
+        sleeper.kill()
+        sleeper.wait()
+        frz.rmdir()
