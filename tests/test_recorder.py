@@ -98,6 +98,25 @@ def _record(store: Store, d: str, evs: list[E.Event], look_ahead: bool,
             return end
 
         rec._proc_files_built = taken
+        whole = rec._proc_record_built
+
+        def whole_taken(p, *a):  # a process's record in one pass in C: its entries
+            a, by_py = list(a), set()  # but those one(pf) made (recorder.py's)
+            if len(a) > 8:
+                one = a[8]
+
+                def one_seen(pf):
+                    by_py.add(id(pf))
+                    return one(pf)
+
+                a[8] = one_seen
+            got = whole(p, *a)
+            if got is not None:
+                fast.extend(("entry", pf.path) for pf in p.files.values()
+                            if id(pf) not in by_py)
+            return got
+
+        rec._proc_record_built = whole_taken
     for i, e in enumerate(evs):
         rec.model.feed(e)
         if look_ahead and i < len(evs) - 2 and (looks is None or i in looks):
@@ -250,7 +269,7 @@ def test_records_of_settled_inputs_built_in_c_are_the_recorders(tmp_path, look_a
         r is None or r[0]["role"] == "input" for r in fast)
     # the exited processes' entries of files built ahead were taken in C (d by
     # CHILD2; the files of a process record built at the end too)
-    assert f"{d}/d" in entries and "/usr/lib/x86_64-linux-gnu/libfoo.so.1" not in entries
+    assert f"{d}/d" in entries
     assert raw_c == raw_py and files_c == files_py
     f = next(x for x in files_c if x["path"] == f"{d}/f")
     assert f["bytes_read"] == 100 and len(f["processes"]) == 2
@@ -310,13 +329,19 @@ def _random_stream(d: str, rng) -> list[E.Event]:
 
 
 @pytest.mark.parametrize("seed", range(8))
-def test_random_streams_stored_the_same_with_and_without_c(tmp_path, seed):
+def test_random_streams_stored_the_same_with_and_without_c(tmp_path, seed, monkeypatch):
     """Every C path of the recorder (settled inputs and their readers' entries,
-    what is gathered and tallied at the end) against recorder.py's, on random
-    streams over real files: the same stored bytes, index rows and file sets,
-    with the look-ahead at random points or not at all."""
+    what is gathered and tallied at the end, running processes' records built in
+    part) against recorder.py's, on random streams over real files: the same
+    stored bytes, index rows and file sets, with the look-ahead at random points
+    or not at all."""
     import random
 
+    from roar.record import recorder as R
+
+    if seed % 2:  # every running process's record built ahead in part
+        monkeypatch.setattr(R, "PARTIAL_MIN", 1)
+        monkeypatch.setattr(R, "PARTIAL_PATIENCE", seed % 3)
     rng = random.Random(seed)
     d = tmp_path / "data"
     d.mkdir()
@@ -472,11 +497,38 @@ def test_process_records_built_in_c_are_the_recorders(tmp_path):
                     taken += 1
                     assert got == want
                     assert got[1] == codes_encode(got[0])
+                # with one(pf) making what C does not take: always the reference's
+                for used in (True, False):
+                    got = whole(p, rec.kinds, rec._clean, rec._pf_built, sizes, from_built,
+                                rec._entries, rec._argvs, used,
+                                lambda pf, s=size_of: rec._proc_entry(pf, rec._git_root,
+                                                                      rec._tracked, s))
+                    assert got == (want if used else (*want[:2], ()))
         assert taken > 2 * 40
         # an argv never redacted, an entry never remembered: recorder.py's
         p = rec.model.procs[-1]
         assert whole(p, rec.kinds, rec._clean, rec._pf_built, {}, False, rec._entries, {}) is None
         assert whole(p, rec.kinds, rec._clean, {}, {}, False, {}, rec._argvs) is None
+        # ... unless one(pf) makes it; an argv never redacted is None before any entry
+        calls = []
+
+        def one(pf):
+            calls.append(pf.path)
+            return rec._proc_entry(pf, rec._git_root, rec._tracked, {}.get)
+
+        rec._proc_record_built = None
+        try:
+            want = rec._proc_record(p, rec._git_root, rec._tracked, {}.get, ({}, False))
+        finally:
+            rec._proc_record_built = whole
+        assert whole(p, rec.kinds, rec._clean, {}, {}, False, {}, rec._argvs, True,
+                     one) == want
+        assert calls == list(p.files)
+        calls.clear()
+        assert whole(p, rec.kinds, rec._clean, {}, {}, False, {}, {}, True, one) is None
+        assert calls == []
+        with pytest.raises(TypeError):
+            whole(p, rec.kinds, rec._clean, {}, {}, False, {}, rec._argvs, True, lambda pf: 1)
 
 
 def codes_encode(doc) -> bytes:
@@ -631,3 +683,101 @@ def test_the_ledger_refuses_a_join_after_an_entry_added_since_its_sort(tmp_path)
                            ([], []), LISTED, HASHED)
         assert path.encode() in body
         rec.hasher.shutdown(wait=True)
+
+
+def _long_process(d: str, n: int, rng, killed: bool) -> tuple[list[E.Event], set[int]]:
+    """ROOT reading d's files f0..f{n-1} one by one (a data loader's one process),
+    a child doing some of it too; meanwhile files it read are read again, rewritten,
+    renamed or unlinked, more are read after the last look, and ROOT exits last
+    (killed, or not). Returns the events and the looks (indexes after which the
+    consumer caught up)."""
+    evs: list[E.Event] = []
+    ts = [time.monotonic_ns()]
+
+    def ev(type_, tgid=ROOT, fd=-1, ret=0, a0=0, a1=0, a2=0, path=None, path2=None, flags=0,
+           argv=None):
+        ts[0] += 10
+        evs.append(E.Event(ts[0], 1, tgid, tgid, type_, flags, fd, ret, a0, a1, a2, path=path,
+                           path2=path2, argv=argv))
+
+    def read(i, tgid=ROOT, nbytes=100):
+        ev(E.EV_OPEN, tgid=tgid, fd=3, ret=-100, path=f"{d}/f{i}")
+        ev(E.EV_CLOSE, tgid=tgid, fd=3, ret=E.FD_READ, a0=nbytes, a2=1 << 32)
+
+    ev(E.EV_FORK, ret=CHILD)
+    last = int(n * 0.8)  # read after the last look
+    for i in range(n):
+        read(i)
+        if i % 3 == 0:
+            read(i, tgid=CHILD, nbytes=50)
+        if i > 10 and rng.random() < 0.15:  # something done to a file read earlier
+            j = rng.randrange(i)
+            what = rng.choice(["again", "rewrite", "rename", "unlink", "env", "stdout"])
+            if what == "again":
+                read(j, nbytes=rng.choice([1, 100, 5000]))
+            elif what == "rewrite":
+                ev(E.EV_OPEN, fd=4, ret=-100, a0=O_WRONLY_CREAT_TRUNC, path=f"{d}/f{j}")
+                ev(E.EV_WRITE, fd=4, a0=7)
+                ev(E.EV_CLOSE, fd=4, ret=E.FD_WRITE, a1=7, a2=1)
+            elif what == "rename":
+                ev(E.EV_RENAME, fd=-100, a0=(-100) & (2**64 - 1), path=f"{d}/f{j}",
+                   path2=f"{d}/f{j}.moved")
+            elif what == "unlink":
+                ev(E.EV_UNLINK, fd=-100, path=f"{d}/f{j}")
+            elif what == "env":
+                ev(E.EV_OPEN, fd=4, ret=-100, path="/usr/lib/x86_64-linux-gnu/libfoo.so.1")
+                ev(E.EV_CLOSE, fd=4, ret=E.FD_READ, a0=10, a2=1 << 32)
+            else:
+                ev(E.EV_OPEN, fd=5, ret=-100, a0=O_WRONLY_CREAT_TRUNC, path=f"{d}/out")
+                ev(E.EV_WRITE, fd=5, a0=3)
+                ev(E.EV_CLOSE, fd=5, ret=E.FD_WRITE, a1=3, a2=1)
+        if i == last:
+            cut = len(evs)
+    ev(E.EV_EXIT, tgid=CHILD, a0=0, flags=E.EVF_EXITED)
+    ev(E.EV_REAP, ret=CHILD)
+    if killed:
+        ev(E.EV_EXIT, a1=9, flags=E.EVF_SIGNALED)
+    else:
+        ev(E.EV_EXIT, a0=0, flags=E.EVF_EXITED)
+    looks = {i for i in range(cut) if rng.random() < 0.15}
+    return evs, looks
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_running_processs_record_built_in_part_equals_one_built_at_the_end(
+        tmp_path, seed, monkeypatch):
+    """A running process's record built ahead in part (_cmodel.c Partial: runs of
+    its entries built ahead, spliced at the end) is stored as the record built at
+    the end by recorder.py: when it reads more files after the look-ahead took its
+    entries, reads one of them again, rewrites, renames or unlinks one, and exits
+    last, killed or not."""
+    import random
+
+    from roar.record import recorder as R
+    from roar.record.runmodel import Partial
+
+    rng = random.Random(seed)
+    monkeypatch.setattr(R, "PARTIAL_MIN", rng.choice([1, 4, 16]))
+    monkeypatch.setattr(R, "PARTIAL_PATIENCE", rng.choice([0, 1, 3]))
+    made: list = []
+
+    def partial(p):
+        made.append(Partial(p))
+        return made[-1]
+
+    monkeypatch.setattr(R, "Partial", partial)
+    d = tmp_path / "data"
+    d.mkdir()
+    n = rng.choice([40, 80])
+    for i in range(n):
+        (d / f"f{i}").write_bytes(os.urandom(rng.choice([0, 1, 100, 300])))
+    evs, looks = _long_process(str(d), n, rng, killed=seed % 2 == 0)
+    with Store(tmp_path / "home") as store:
+        files_c, raw_c, built_c = _record(store, str(d), evs, True, looks=looks)
+        states = [pt.state for pt in made]
+        files_py, raw_py, built_py = _record(store, str(d), evs, True, compiled=False,
+                                             looks=looks)
+    assert built_c == built_py
+    assert raw_c == raw_py and files_c == files_py
+    assert any(kept for _, _, _, kept in states)  # entries were spliced from a partial
+    assert any(spoiled for _, _, spoiled, _ in states)  # ... and runs of them spoiled

@@ -3377,6 +3377,273 @@ static PyObject *proc_files_built(PyObject *self, PyObject *args)
     return PyLong_FromSsize_t(i);
 }
 
+/* A running process's record built ahead in part (recorder._prebuild_partials):
+ * runs of its entries (p.files in order: that dict only grows) that were, at a
+ * look, entries built ahead of clean paths (what proc_file_entry takes as built
+ * ahead), each run with its entries, their JSON joined with commas and the
+ * (path, size) each was taken with (the size its built records gave). A run is
+ * spoiled when a path of it leaves the clean set (partial_spoil: the paths the
+ * model touched that were clean): nothing else changes what proc_file_entry
+ * gives for a clean path (its kind, its entry built ahead, its records and size
+ * change only when it is built again, after it left the clean set). So at the
+ * end the record of a process that exits last (a data loader's one process
+ * with 20,000 files) splices the runs not spoiled and makes only the rest. */
+typedef struct {
+    Py_ssize_t start, end;          /* positions in p.files */
+    PyObject *first;                /* the ProcFile at start (borrowed: p keeps it) */
+    PyObject *files, *json, *used;  /* list of entries, bytes, list of (path, size) */
+    char spoiled;
+} PRun;
+
+typedef struct {
+    PyObject_HEAD
+    PRun *r;
+    Py_ssize_t n, cap;
+    Py_ssize_t covered;   /* positions looked at */
+    Py_ssize_t stuck;     /* looks that stopped at covered */
+    PyObject *run_of;     /* path -> the number of its run */
+    PyObject *proc;       /* the Proc (strong) */
+} Partial;
+
+static void partial_dealloc(Partial *pt)
+{
+    for (Py_ssize_t i = 0; i < pt->n; i++) {
+        Py_XDECREF(pt->r[i].files);
+        Py_XDECREF(pt->r[i].json);
+        Py_XDECREF(pt->r[i].used);
+    }
+    PyMem_RawFree(pt->r);
+    Py_XDECREF(pt->run_of);
+    Py_XDECREF(pt->proc);
+    Py_TYPE(pt)->tp_free((PyObject *)pt);
+}
+
+static PyObject *partial_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    PyObject *proc;
+    if (!PyArg_ParseTuple(args, "O!", &ProcType, &proc))
+        return NULL;
+    Partial *pt = (Partial *)type->tp_alloc(type, 0);
+    if (pt && !(pt->run_of = PyDict_New())) {
+        Py_DECREF(pt);
+        return NULL;
+    }
+    if (pt)
+        pt->proc = Py_NewRef(proc);
+    return (PyObject *)pt;
+}
+
+static PyObject *partial_get(Partial *pt, void *c)
+{
+    /* (positions looked at, runs, runs spoiled, entries in runs not spoiled) */
+    Py_ssize_t spoiled = 0, kept = 0;
+    for (Py_ssize_t i = 0; i < pt->n; i++) {
+        spoiled += pt->r[i].spoiled;
+        if (!pt->r[i].spoiled)
+            kept += pt->r[i].end - pt->r[i].start;
+    }
+    return Py_BuildValue("(nnnn)", pt->covered, pt->n, spoiled, kept);
+}
+
+static PyGetSetDef partial_getset[] = {
+    {"state", (getter)partial_get, NULL, "(positions looked at, runs, spoiled, entries kept)",
+     NULL},
+    {NULL}};
+
+static PyTypeObject PartialType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "roar.record._cmodel.Partial",
+    .tp_basicsize = sizeof(Partial),
+    .tp_dealloc = (destructor)partial_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = partial_new,
+    .tp_getset = partial_getset,
+    .tp_doc = "Partial(proc): a running process's record built ahead in part (see _cmodel.c).",
+};
+
+/* a run [start, end) of the entries in files, parts, used; 0 or -1 */
+static int partial_push(Partial *pt, Py_ssize_t start, Py_ssize_t end, PyObject *first,
+                        PyObject *files, PyObject *parts, PyObject *used)
+{
+    if (pt->n == pt->cap) {
+        Py_ssize_t cap = pt->cap ? pt->cap * 2 : 8;
+        PRun *r = PyMem_RawRealloc(pt->r, cap * sizeof(PRun));
+        if (!r) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        pt->r = r;
+        pt->cap = cap;
+    }
+    Py_ssize_t total = PyList_GET_SIZE(parts) - 1;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(parts); i++)
+        total += PyBytes_GET_SIZE(PyList_GET_ITEM(parts, i));
+    PyObject *json = PyBytes_FromStringAndSize(NULL, total);
+    PyObject *num = PyLong_FromSsize_t(pt->n);
+    if (!json || !num) {
+        Py_XDECREF(json);
+        Py_XDECREF(num);
+        return -1;
+    }
+    char *o = PyBytes_AS_STRING(json);
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(parts); i++) {
+        PyObject *part = PyList_GET_ITEM(parts, i);
+        if (i)
+            *o++ = ',';
+        memcpy(o, PyBytes_AS_STRING(part), PyBytes_GET_SIZE(part));
+        o += PyBytes_GET_SIZE(part);
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(used); i++) {
+        PyObject *path = PyTuple_GET_ITEM(PyList_GET_ITEM(used, i), 0);
+        if (PyDict_SetItem(pt->run_of, path, num) < 0) {
+            Py_DECREF(json);
+            Py_DECREF(num);
+            return -1;
+        }
+    }
+    Py_DECREF(num);
+    PRun *r = &pt->r[pt->n++];
+    r->start = start;
+    r->end = end;
+    r->first = first;
+    r->files = Py_NewRef(files);
+    r->json = json;
+    r->used = Py_NewRef(used);
+    r->spoiled = 0;
+    return 0;
+}
+
+/* partial_extend(partial, kinds, clean, pf_built, built) -> entries taken: from the
+ * first position not looked at, the entries proc_file_entry would take as built
+ * ahead (path a str, classified, clean; its entry in pf_built; its size from
+ * built, size_for's), in runs; at another entry it stops, to look again at the
+ * next look, unless it stopped there at the last `patience` looks too: then that
+ * entry is left to the end (a written file, stdout...) and it goes on. */
+static PyObject *partial_extend(PyObject *self, PyObject *args)
+{
+    PyObject *po, *kinds, *clean, *pf_built, *built;
+    Py_ssize_t patience;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!n", &PartialType, &po, &PyDict_Type, &kinds,
+                          &PySet_Type, &clean, &PyDict_Type, &pf_built, &PyDict_Type, &built,
+                          &patience))
+        return NULL;
+    Partial *pt = (Partial *)po;
+    Proc *p = (Proc *)pt->proc;
+    if (!PyDict_CheckExact(p->files))
+        return PyLong_FromLong(0);
+    Py_ssize_t n = PyDict_GET_SIZE(p->files), taken = 0;
+    if (pt->covered >= n)
+        return PyLong_FromLong(0);
+    PyObject *files = PyList_New(0), *parts = PyList_New(0), *used = PyList_New(0);
+    if (!files || !parts || !used)
+        goto fail;
+    Py_ssize_t pos = 0, i = 0, start = -1;
+    PyObject *k, *v, *first = NULL;
+    while (PyDict_Next(p->files, &pos, &k, &v)) {
+        if (i++ < pt->covered)
+            continue;
+        int ok = PyObject_TypeCheck(v, &ProcFileType);
+        PyObject *path = ok ? ((ProcFile *)v)->path : NULL;
+        PyObject *hit = NULL, *size = NULL;
+        if (ok)
+            ok = PyUnicode_CheckExact(path);
+        if (ok && (ok = PyDict_Contains(kinds, path)) > 0)
+            ok = PySet_Contains(clean, path);
+        if (ok > 0) {
+            PyObject *id = PyLong_FromVoidPtr(v);
+            if (!id)
+                goto fail;
+            hit = PyDict_GetItemWithError(pf_built, id);
+            Py_DECREF(id);
+            if (!hit && PyErr_Occurred())
+                goto fail;
+            ok = hit && PyTuple_CheckExact(hit) && PyTuple_GET_SIZE(hit) == 3 &&
+                 PyBytes_CheckExact(PyTuple_GET_ITEM(hit, 2));
+        }
+        if (ok > 0) {
+            int r = size_for(built, 1, path, &size);
+            if (r < 0)
+                goto fail;
+            ok = r == 0;
+        }
+        if (ok < 0)
+            goto fail;
+        if (ok) {
+            PyObject *u = PyTuple_Pack(2, path, size);
+            Py_DECREF(size);
+            int bad = !u || PyList_Append(used, u) < 0 ||
+                      PyList_Append(files, PyTuple_GET_ITEM(hit, 1)) < 0 ||
+                      PyList_Append(parts, PyTuple_GET_ITEM(hit, 2)) < 0;
+            Py_XDECREF(u);
+            if (bad)
+                goto fail;
+            if (start < 0)
+                start = i - 1, first = v;
+            pt->covered = i;
+            pt->stuck = 0;
+            taken++;
+            continue;
+        }
+        /* not one built ahead (yet) */
+        if (start >= 0) {
+            if (partial_push(pt, start, i - 1, first, files, parts, used) < 0)
+                goto fail;
+            start = -1;
+            if (PyList_SetSlice(files, 0, PY_SSIZE_T_MAX, NULL) < 0 ||
+                PyList_SetSlice(parts, 0, PY_SSIZE_T_MAX, NULL) < 0)
+                goto fail;
+            Py_SETREF(used, PyList_New(0));
+            if (!used)
+                goto fail;
+        }
+        if (pt->stuck < patience) {
+            pt->stuck++;
+            break;
+        }
+        pt->covered = i; /* left to the end */
+        pt->stuck = 0;
+    }
+    if (start >= 0 && partial_push(pt, start, pt->covered, first, files, parts, used) < 0)
+        goto fail;
+    Py_DECREF(files);
+    Py_DECREF(parts);
+    Py_DECREF(used);
+    return PyLong_FromSsize_t(taken);
+fail:
+    Py_XDECREF(files);
+    Py_XDECREF(parts);
+    Py_XDECREF(used);
+    return NULL;
+}
+
+/* partial_spoil(partial, paths): the runs holding one of paths (paths that left
+ * the clean set) are spoiled: made entry by entry at the end */
+static PyObject *partial_spoil(PyObject *self, PyObject *args)
+{
+    PyObject *po, *paths;
+    if (!PyArg_ParseTuple(args, "O!O", &PartialType, &po, &paths))
+        return NULL;
+    Partial *pt = (Partial *)po;
+    if (!PyDict_GET_SIZE(pt->run_of))
+        Py_RETURN_NONE;
+    PyObject *it = PyObject_GetIter(paths), *path;
+    if (!it)
+        return NULL;
+    while ((path = PyIter_Next(it))) {
+        PyObject *num = PyDict_GetItemWithError(pt->run_of, path);
+        Py_DECREF(path);
+        if (num) {
+            Py_ssize_t j = PyLong_AsSsize_t(num);
+            if (j >= 0 && j < pt->n)
+                pt->r[j].spoiled = 1;
+        } else if (PyErr_Occurred())
+            break;
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 /* The whole of recorder._proc_record for a process all of whose entries were
  * built ahead or are remembered by what they are made of (a spawn loop's
  * processes: each opens ld.so.cache and libc, entries the same but for their
@@ -3387,8 +3654,13 @@ static PyObject *proc_files_built(PyObject *self, PyObject *args)
  * JSON with the entries' JSON spliced in. Returns (doc, JSON, used), or None
  * for anything recorder.py must do itself (a path not classified, an entry not
  * built, an argv not redacted yet, a value the encoder leaves to json): it
- * changes nothing, so recorder.py then starts over. recorder.py is the
- * reference (tests/test_recorder.py). */
+ * changes nothing, so recorder.py then starts over. With one (a callable), an
+ * entry it does not take is one(pf)'s: (entry, JSON, (path, size)), recorder.py's
+ * loop body (the end's record of a process that exits last, with entries not
+ * built ahead, in one pass). The argv is looked up first: none redacted, None
+ * before any entry is looked at. With partial (the process's Partial), its runs
+ * not spoiled are spliced as they are (their entries, JSON and (path, size)s),
+ * the rest taken as above. recorder.py is the reference (tests/test_recorder.py). */
 static PyObject *S_key, *S_ppid, *S_parent, *S_argv, *S_exe, *S_cwd, *S_exit_code, *S_signal,
     *S_threads, *S_execs, *S_argv_incomplete, *S_files;
 
@@ -3485,42 +3757,95 @@ static int proc_file_entry(ProcFile *pf, PyObject *kinds, PyObject *clean, PyObj
 
 static PyObject *proc_record_built(PyObject *self, PyObject *args)
 {
-    PyObject *po, *kinds, *clean, *pf_built, *sizes, *entries, *argvs;
+    PyObject *po, *kinds, *clean, *pf_built, *sizes, *entries, *argvs, *one = Py_None,
+             *partial = Py_None;
     int from_built, want_used = 1;
-    if (!PyArg_ParseTuple(args, "O!O!O!O!O!pO!O!|p", &ProcType, &po, &PyDict_Type, &kinds,
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!pO!O!|pOO", &ProcType, &po, &PyDict_Type, &kinds,
                           &PySet_Type, &clean, &PyDict_Type, &pf_built, &PyDict_Type, &sizes,
                           &from_built, &PyDict_Type, &entries, &PyDict_Type, &argvs,
-                          &want_used))
+                          &want_used, &one, &partial))
         return NULL;
     Proc *p = (Proc *)po;
+    Partial *pt = NULL; /* its runs of entries taken ahead (partial_extend) */
+    if (partial != Py_None) {
+        if (!PyObject_TypeCheck(partial, &PartialType)) {
+            PyErr_SetString(PyExc_TypeError, "proc_record_built: partial a Partial or None");
+            return NULL;
+        }
+        if (((Partial *)partial)->proc == po)
+            pt = (Partial *)partial;
+    }
+    Py_ssize_t at = 0, ri = 0, skip_to = 0; /* position in p.files, next run, its end */
     if (!PyDict_CheckExact(p->files) || !PyList_CheckExact(p->argv))
         Py_RETURN_NONE;
     PyObject *files = PyList_New(0), *parts = PyList_New(0),
              *used = want_used ? PyList_New(0) : NULL;
-    PyObject *doc = NULL, *raw = NULL, *out = NULL;
+    PyObject *doc = NULL, *raw = NULL, *out = NULL, *redacted = NULL;
     if (!files || !parts || (want_used && !used))
         goto done;
-    Py_ssize_t pos = 0;
-    PyObject *k, *v;
-    while (PyDict_Next(p->files, &pos, &k, &v)) {
-        if (!PyObject_TypeCheck(v, &ProcFileType))
-            goto none;
-        int r = proc_file_entry((ProcFile *)v, kinds, clean, pf_built, sizes, from_built,
-                                entries, files, parts, used);
-        if (r < 0)
-            goto done;
-        if (r > 0)
-            goto none;
-    }
     PyObject *argv = PyList_AsTuple(p->argv);
     if (!argv)
         goto done;
-    PyObject *redacted = PyDict_GetItemWithError(argvs, argv);
+    redacted = PyDict_GetItemWithError(argvs, argv);
     Py_DECREF(argv);
     if (!redacted) {
         if (PyErr_Occurred())
             goto done;
         goto none;
+    }
+    Py_INCREF(redacted);
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(p->files, &pos, &k, &v)) {
+        Py_ssize_t here = at++;
+        if (here < skip_to)
+            continue; /* in a run spliced */
+        while (pt && ri < pt->n && pt->r[ri].end <= here)
+            ri++;
+        if (pt && ri < pt->n && pt->r[ri].start == here && !pt->r[ri].spoiled &&
+            pt->r[ri].first == v) {
+            PRun *r = &pt->r[ri++];
+            Py_ssize_t nf = PyList_GET_SIZE(files);
+            if (PyList_SetSlice(files, nf, nf, r->files) < 0 ||
+                PyList_Append(parts, r->json) < 0)
+                goto done;
+            if (used) {
+                Py_ssize_t nu = PyList_GET_SIZE(used);
+                if (PyList_SetSlice(used, nu, nu, r->used) < 0)
+                    goto done;
+            }
+            skip_to = r->end;
+            continue;
+        }
+        if (!PyObject_TypeCheck(v, &ProcFileType))
+            goto none;
+        Py_ssize_t n_used = used ? PyList_GET_SIZE(used) : 0;
+        int r = proc_file_entry((ProcFile *)v, kinds, clean, pf_built, sizes, from_built,
+                                entries, files, parts, used);
+        if (r < 0)
+            goto done;
+        if (r > 0 && one == Py_None)
+            goto none;
+        if (r > 0) { /* recorder.py's entry (one(pf): (entry, JSON, (path, size))) */
+            if (used && PyList_SetSlice(used, n_used, PyList_GET_SIZE(used), NULL) < 0)
+                goto done;
+            PyObject *got = PyObject_CallOneArg(one, v);
+            if (!got)
+                goto done;
+            if (!PyTuple_CheckExact(got) || PyTuple_GET_SIZE(got) != 3 ||
+                !PyBytes_CheckExact(PyTuple_GET_ITEM(got, 1))) {
+                Py_DECREF(got);
+                PyErr_SetString(PyExc_TypeError,
+                                "proc_record_built: one(pf) gives (entry, JSON, (path, size))");
+                goto done;
+            }
+            int bad = PyList_Append(files, PyTuple_GET_ITEM(got, 0)) < 0 ||
+                      PyList_Append(parts, PyTuple_GET_ITEM(got, 1)) < 0 ||
+                      (used && PyList_Append(used, PyTuple_GET_ITEM(got, 2)) < 0);
+            Py_DECREF(got);
+            if (bad)
+                goto done;
+        }
     }
     PyObject *argv_list = PySequence_List(redacted);
     doc = argv_list ? PyDict_New() : NULL;
@@ -3586,6 +3911,7 @@ done:
     Py_XDECREF(used);
     Py_XDECREF(doc);
     Py_XDECREF(raw);
+    Py_XDECREF(redacted);
     return out;
 }
 
@@ -4347,8 +4673,13 @@ static PyMethodDef module_methods[] = {
      "entries built ahead."},
     {"proc_record_built", proc_record_built, METH_VARARGS,
      "proc_record_built(proc, kinds, clean, pf_built, sizes, from_built, entries, argvs"
-     "[, want_used]) -> (doc, JSON, used: () unless wanted), or None: recorder._proc_record for a process whose entries were "
+     "[, want_used, one, partial]) -> (doc, JSON, used: () unless wanted), or None: recorder._proc_record for a process whose entries were "
      "built ahead or are remembered, changing nothing (see _cmodel.c)."},
+    {"partial_extend", partial_extend, METH_VARARGS,
+     "partial_extend(partial, kinds, clean, pf_built, built, patience) -> entries taken: a "
+     "running process's entries built ahead, taken into its Partial in runs (see _cmodel.c)."},
+    {"partial_spoil", partial_spoil, METH_VARARGS,
+     "partial_spoil(partial, paths): the runs of the Partial holding one of paths are spoiled."},
     {"sizes_same", sizes_same, METH_VARARGS,
      "sizes_same(used, sizes) -> whether sizes.get(path) == size for each (path, size)."},
     {"written_or_created", written_or_created, METH_O,
@@ -4454,7 +4785,7 @@ PyMODINIT_FUNC PyInit__cmodel(void)
     hr_direct = slots_at(py_hash_result, HR_SLOTS, N_HR, HR_AT);
     hj_direct = slots_at(py_hash_job, HJ_SLOTS, N_HJ, HJ_AT);
     PyTypeObject *types[] = {&OpenFileType, &FdEntryType, &ProcFileType, &ProcType,
-                             &PathStateType, &ModelType, &LedgerType};
+                             &PathStateType, &ModelType, &LedgerType, &PartialType};
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
         if (PyType_Ready(types[i]) < 0)
             return NULL;
@@ -4467,7 +4798,8 @@ PyMODINIT_FUNC PyInit__cmodel(void)
         PyModule_AddObjectRef(mod, "Proc", (PyObject *)&ProcType) < 0 ||
         PyModule_AddObjectRef(mod, "PathState", (PyObject *)&PathStateType) < 0 ||
         PyModule_AddObjectRef(mod, "RunModel", (PyObject *)&ModelType) < 0 ||
-        PyModule_AddObjectRef(mod, "Ledger", (PyObject *)&LedgerType) < 0) {
+        PyModule_AddObjectRef(mod, "Ledger", (PyObject *)&LedgerType) < 0 ||
+        PyModule_AddObjectRef(mod, "Partial", (PyObject *)&PartialType) < 0) {
         Py_DECREF(mod);
         return NULL;
     }

@@ -28,12 +28,15 @@ from roar.record.runmodel import (
     COMPILED,
     NOT_BUILT,
     Ledger,
+    Partial,
     gather_built,
     index_rows,
     keys_not_in,
     ledger_join,
     ledger_sorted,
     new_model,
+    partial_extend,
+    partial_spoil,
     proc_files_built,
     proc_record_built,
     settled_input,
@@ -69,6 +72,10 @@ PREBUILD_BATCH = 512
 PREBUILD_LOOKS_C = 8  # x budget
 PREBUILD_TRIES = 8  # looks at a path not settled yet (still open, not yet read)
 ENTRIES_KEPT = 4096  # process entries of files remembered by what they are made of
+# a running process with this many files has its record built ahead in part
+# (_prebuild_partials: a data loader's one process, which exits last)
+PARTIAL_MIN = 256
+PARTIAL_PATIENCE = 3  # looks an entry not built ahead holds up its process's partial
 
 
 def _version(base: dict, role: str, mode: str | None = None, *, res: HashResult | None = None,
@@ -203,6 +210,9 @@ class RunRecorder:
         self._procs_seen = 0  # model.procs[:n] looked at
         self._procs_ended = -1  # processes ended (len(procs) - len(live)) at that look
         self._procs_running: list = []  # looked at while still running: looked at again
+        # running processes' records built ahead in part: id(Proc) -> _cmodel.Partial
+        self._partials: dict[int, object] = {}
+        self._partial_extend = partial_extend if COMPILED and compiled else None
         self._key: bytes | None = None  # the store's redaction key, asked once
         self._argvs: dict[tuple, list] = {}  # argv -> redacted (a spawn loop repeats one)
         # a process's entry for a file, by all it is made of -> (entry, JSON): the
@@ -523,7 +533,7 @@ class RunRecorder:
         if self._tracked is None:
             self._tracked = (context.tracked_files(self._git_root) if self._git_root
                              else frozenset())
-        self._clean.difference_update(model.touched)
+        self._unclean(model.touched)
         model.touched.clear()
         todo = self._todo
         todo.extend((path, 0) for path in model.new_paths)
@@ -577,7 +587,35 @@ class RunRecorder:
                 self._prebuild_proc_files(path, kind, parts[0])
             self._clean.add(path)
             built += 1
+        self._prebuild_partials()
         return built + self._prebuild_procs(budget)
+
+    def _unclean(self, touched) -> None:
+        """Paths the model touched are no longer clean (their records, built
+        ahead, are checked again); the runs of the partial records holding one
+        that was are spoiled."""
+        if self._partials:
+            gone = self._clean & touched
+            if gone:
+                for pt in self._partials.values():
+                    partial_spoil(pt, gone)
+        self._clean.difference_update(touched)
+
+    def _prebuild_partials(self) -> None:
+        """Take the entries built ahead of each running process with many files
+        into its partial record (_cmodel.c Partial): at the end, the record of
+        a process that exits last splices them instead of taking each."""
+        if self._partial_extend is None:
+            return
+        partials = self._partials
+        for p in self.model.live.values():
+            if len(p.files) < PARTIAL_MIN:
+                continue
+            pt = partials.get(id(p))
+            if pt is None:
+                pt = partials[id(p)] = Partial(p)
+            self._partial_extend(pt, self.kinds, self._clean, self._pf_built, self._built,
+                                 PARTIAL_PATIENCE)
 
     def _prebuild_procs(self, budget: int) -> int:
         """Build the records of up to `budget` processes that have exited since
@@ -648,7 +686,7 @@ class RunRecorder:
         if tracked != self._tracked and (tracked or self._tracked):
             # the work tree's tracked files changed: classify again, build everything now
             self.kinds, self._built, self._pf_built, self._clean = {}, {}, {}, set()
-            self._proc_built = {}
+            self._proc_built, self._partials = {}, {}
         kinds = self.kinds
         unclassified = (self._keys_not_in(model.paths, kinds) if self._keys_not_in is not None
                         else [path for path in model.paths if path not in kinds])
@@ -670,8 +708,8 @@ class RunRecorder:
                     and kinds[path] in (DATA, CODE, ENV)
                     and not self._is_ipc(path, s, created)):
                 outputs[path] = self.hasher.submit(path)
+        self._unclean(model.touched)
         clean = self._clean
-        clean.difference_update(model.touched)
         built = self._built
         if self._settled_inputs is not None:
             # the settled read-only inputs not built ahead (the consumer was behind,
@@ -890,12 +928,20 @@ class RunRecorder:
         want_used False: the end's, which does not keep them: () from C)."""
         if self._key is None:  # argv secrets are stored as keyed hashes only
             self._key = context.store_key(self.store)
+        argv = tuple(p.argv)
+        redacted = self._argvs.get(argv)
+        if redacted is None:
+            redacted = self._argvs[argv] = context.redact_argv(p.argv, self._key)
         kinds = self.kinds  # classified once by _file_records (or prebuild)
         clean = self._clean  # (after _file_records took out what changed)
         whole = self._proc_record_built if sizes is not None else None
-        if whole is not None:
+
+        def one(pf) -> tuple[dict, bytes, tuple]:
+            return self._proc_entry(pf, git_root, tracked, size_of)
+
+        if whole is not None:  # in one pass in C, one() making the entries it does not
             got = whole(p, kinds, clean, self._pf_built, sizes[0], sizes[1], self._entries,
-                        self._argvs, want_used)
+                        self._argvs, want_used, one, self._partials.get(id(p)))
             if got is not None:
                 return got
         files, parts, used = [], [], []
@@ -908,37 +954,11 @@ class RunRecorder:
                          used)
                 if i == n:
                     break
-            pf = pfs[i]
+            entry, part, u = self._proc_entry(pfs[i], git_root, tracked, size_of)
             i += 1
-            kind = kinds.get(pf.path)
-            if kind is None:
-                kind = kinds[pf.path] = classify(pf.path, git_root, tracked, self.rules)
-            hit = self._pf_built.get(id(pf))
-            size = size_of(pf.path)
-            used.append((pf.path, size))
-            if hit is not None and pf.path in clean:  # its path's records too
-                files.append(hit[1])
-                parts.append(hit[2])
-                continue
-            pf_sig = self._pf_sig(pf, kind, size)
-            if hit is not None and hit[0] == pf_sig:
-                files.append(hit[1])
-                parts.append(hit[2])
-                continue
-            sig = (pf.path, *pf_sig)
-            same = self._entries.get(sig)
-            if same is None:
-                d = self._proc_file(pf, kind, size)
-                same = (d, encode_doc(d))
-                if len(self._entries) >= ENTRIES_KEPT:
-                    self._entries.clear()
-                self._entries[sig] = same
-            files.append(same[0])
-            parts.append(same[1])
-        argv = tuple(p.argv)
-        redacted = self._argvs.get(argv)
-        if redacted is None:
-            redacted = self._argvs[argv] = context.redact_argv(p.argv, self._key)
+            files.append(entry)
+            parts.append(part)
+            used.append(u)
         doc = {"key": p.key, "pid": p.pid, "ppid": p.ppid, "parent": p.parent,
                "argv": list(redacted), "exe": p.exe,
                "cwd": p.cwd, "exit_code": p.exit_code,
@@ -948,3 +968,29 @@ class RunRecorder:
         raw = encode_doc(doc)[:-1] + b',"files":[' + b",".join(parts) + b"]}"
         doc["files"] = files
         return doc, raw, tuple(used)
+
+    def _proc_entry(self, pf, git_root, tracked, size_of) -> tuple[dict, bytes, tuple]:
+        """A process's entry for one of its files (pf), its JSON and the (path,
+        size) it was made with: as built ahead when its path is clean or it is
+        unchanged, as remembered by what it is made of, or made now."""
+        kinds = self.kinds
+        kind = kinds.get(pf.path)
+        if kind is None:
+            kind = kinds[pf.path] = classify(pf.path, git_root, tracked, self.rules)
+        hit = self._pf_built.get(id(pf))
+        size = size_of(pf.path)
+        u = (pf.path, size)
+        if hit is not None and pf.path in self._clean:  # its path's records too
+            return hit[1], hit[2], u
+        pf_sig = self._pf_sig(pf, kind, size)
+        if hit is not None and hit[0] == pf_sig:
+            return hit[1], hit[2], u
+        sig = (pf.path, *pf_sig)
+        same = self._entries.get(sig)
+        if same is None:
+            d = self._proc_file(pf, kind, size)
+            same = (d, encode_doc(d))
+            if len(self._entries) >= ENTRIES_KEPT:
+                self._entries.clear()
+            self._entries[sig] = same
+        return same[0], same[1], u

@@ -54,18 +54,21 @@ if _cmodel is not None:  # the store's JSON encoder, compiled (the same bytes)
 settled_input = settled_inputs = gather_built = proc_files_built = sizes_same = None
 proc_record_built = None
 tally_records = index_rows = written_or_created = keys_not_in = ledger_sorted = None
-Ledger = ledger_join = None
+Ledger = ledger_join = Partial = partial_extend = partial_spoil = None
 if COMPILED:
     from roar.record._cmodel import (  # noqa: F401
         FdEntry,
         Ledger,
         OpenFile,
+        Partial,
         RunModel,
         gather_built,
         index_rows,
         keys_not_in,
         ledger_join,
         ledger_sorted,
+        partial_extend,
+        partial_spoil,
         proc_files_built,
         proc_record_built,
         settled_input,
