@@ -43,6 +43,9 @@ CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # `roar run` as root with no roard on the system socket starts one: no test may
 # start the system's by accident (tests/test_daemon_autostart.py asks for its own)
 os.environ["ROAR_START_ROARD"] = "0"
+# every ledger entry the end of a run counts is checked against the built records
+# (roar/record/recorder.py CHECK_LEDGER), in-process and in the runs the tests start
+os.environ["ROAR_CHECK_LEDGER"] = "1"
 
 
 def _capture_unavailable() -> str | None:

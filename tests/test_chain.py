@@ -180,3 +180,22 @@ def test_a_chain_op_roard_did_not_answer_on_the_run_s_connection_is_asked_again(
     monkeypatch.setenv("ROARD_STATE_DIR", str(tmp_path / "state"))
     assert chain.appended({**req, "run_id": "CHAINSEP2"}, None) is None
     assert chain.ChainFile(tmp_path / "state", 0).last()["run"] == "CHAINSEP2"
+
+
+def test_stored_digests_are_the_stored_bytes_digests_with_or_without_a_thread(monkeypatch):
+    """chain.StoredDigests hashes the stored bytes in a bare thread while they are
+    written (its end a lock: no wait for the thread to start); with no thread to
+    be had it hashes when asked. The same parts either way."""
+    import _thread
+    import hashlib
+
+    files_raw, procs_raw = b"[" + b"x" * 3_000_000 + b"]", b"[{}]"
+    want = hashlib.sha256(files_raw).digest(), hashlib.sha256(procs_raw).digest()
+    got = chain.StoredDigests(files_raw, procs_raw)
+    assert got.parts() == want and got.parts() == want
+
+    def no_thread(*a):
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(_thread, "start_new_thread", no_thread)
+    assert chain.StoredDigests(files_raw, procs_raw).parts() == want

@@ -667,7 +667,7 @@ def test_the_ledger_refuses_a_join_after_an_entry_added_since_its_sort(tmp_path)
         assert path in rec._clean
 
         def join():
-            rest = ledger_sorted(rec._ledger, rec.model.paths, rec._clean, rec._built)
+            rest = ledger_sorted(rec._ledger, rec.model.paths)
             return rest, [[rec._built[p][2][0]] if p in rec._built else [b"{}"] for p in rest]
 
         state = [0, {}, 0, 0, [], [], [], []]
@@ -781,3 +781,51 @@ def test_a_running_processs_record_built_in_part_equals_one_built_at_the_end(
     assert raw_c == raw_py and files_c == files_py
     assert any(kept for _, _, _, kept in states)  # entries were spliced from a partial
     assert any(spoiled for _, _, spoiled, _ in states)  # ... and runs of them spoiled
+
+
+def test_ledger_entries_count_until_spoiled_and_keep_their_order_ahead(tmp_path):
+    """_cmodel.c's Ledger at the end counts the entries not spoiled (recorder.py
+    spoils a path's entry when it leaves the clean set or its built tuple is
+    replaced; an entry built again kills the one before), in path order kept at
+    each look (ledger_sort), and gives their sizes (ledger_size) for the process
+    records; with clean and built it checks each entry it counts against them."""
+    from roar.record.runmodel import (
+        ledger_size,
+        ledger_sort,
+        ledger_sorted,
+        ledger_spoil,
+        settled_inputs,
+    )
+
+    d, evs = _data_stream(tmp_path)
+    with Store(tmp_path / "home") as store:
+        rec = _new_recorder(store, str(d), ["train"])
+        if rec._ledger is None:
+            pytest.skip("the compiled model is not built")
+        for e in evs:
+            rec.model.feed(e)
+        for s in rec.model.paths.values():
+            if s.early_hash is not None:
+                s.early_hash.result()
+        rec.prebuild()
+        ledger, paths = rec._ledger, rec.model.paths
+        counted = [p for p in paths if p not in ledger_sorted(ledger, paths)]
+        assert len(counted) == len(ledger) >= 2 and f"{d}/d" in counted
+        for p in counted:
+            assert ledger_size(ledger, p) == rec._built_size(p) is not None
+        assert ledger_size(ledger, "/nowhere") is None
+        ledger_sorted(ledger, paths, rec._clean, rec._built)  # the check passes
+        rec._clean.discard(f"{d}/d")  # not clean, not spoiled: the check says so
+        with pytest.raises(RuntimeError, match="not clean"):
+            ledger_sorted(ledger, paths, rec._clean, rec._built)
+        ledger_spoil(ledger, [f"{d}/d"])
+        assert f"{d}/d" in ledger_sorted(ledger, paths, rec._clean, rec._built)
+        assert ledger_size(ledger, f"{d}/d") is None
+        # built again into the ledger: the new entry counts, the one before not
+        rec._clean.add(f"{d}/d")
+        settled_inputs(rec.model, [(f"{d}/d", 0)], rec.kinds, rec.stdio, rec.wall_offset,
+                       rec._rid, rec._built, rec._pf_built, rec._clean, None, ledger)
+        ledger_sort(ledger)
+        rest = ledger_sorted(ledger, paths, rec._clean, rec._built)
+        assert f"{d}/d" not in rest and ledger_size(ledger, f"{d}/d") == 100
+        rec.hasher.shutdown(wait=True)

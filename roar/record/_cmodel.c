@@ -3282,8 +3282,31 @@ static PyObject *gather_built(PyObject *self, PyObject *args)
  * (path -> (signature, records, JSON, rows)): the last record's "size" that is not
  * None (recorder._built_size). 1: the entry is not of that shape (recorder.py
  * looks itself), -1: an error. */
+static int ledger_size_of(struct Ledger *l, PyObject *path, PyObject **out);
+
+/* sizes given as (dict, ledger) (from_built 2): the end's sizes, those of the
+ * ledger's entries that count left in the ledger (ledger_join's lazy_sizes) */
+static int sizes_src_ok(PyObject *sizes, int from_built)
+{
+    if (from_built != 2)
+        return PyDict_Check(sizes);
+    return PyTuple_CheckExact(sizes) && PyTuple_GET_SIZE(sizes) == 2 &&
+           PyDict_Check(PyTuple_GET_ITEM(sizes, 0)) &&
+           PyObject_TypeCheck(PyTuple_GET_ITEM(sizes, 1), &LedgerType);
+}
+
 static int size_for(PyObject *src, int from_built, PyObject *path, PyObject **out)
 {
+    if (from_built == 2) { /* (sizes, ledger) */
+        PyObject *v = PyDict_GetItemWithError(PyTuple_GET_ITEM(src, 0), path);
+        if (v) {
+            *out = Py_NewRef(v);
+            return 0;
+        }
+        if (PyErr_Occurred())
+            return -1;
+        return ledger_size_of((struct Ledger *)PyTuple_GET_ITEM(src, 1), path, out);
+    }
     PyObject *v = PyDict_GetItemWithError(src, path);
     if (!v) {
         if (PyErr_Occurred())
@@ -3326,11 +3349,15 @@ static PyObject *proc_files_built(PyObject *self, PyObject *args)
     PyObject *pfs, *kinds, *clean, *pf_built, *sizes, *files, *parts, *used;
     Py_ssize_t i;
     int from_built;
-    if (!PyArg_ParseTuple(args, "O!nO!O!O!O!pO!O!O!", &PyList_Type, &pfs, &i, &PyDict_Type,
-                          &kinds, &PySet_Type, &clean, &PyDict_Type, &pf_built, &PyDict_Type,
-                          &sizes, &from_built, &PyList_Type, &files, &PyList_Type, &parts,
+    if (!PyArg_ParseTuple(args, "O!nO!O!O!OiO!O!O!", &PyList_Type, &pfs, &i, &PyDict_Type,
+                          &kinds, &PySet_Type, &clean, &PyDict_Type, &pf_built, &sizes,
+                          &from_built, &PyList_Type, &files, &PyList_Type, &parts,
                           &PyList_Type, &used))
         return NULL;
+    if (!sizes_src_ok(sizes, from_built)) {
+        PyErr_SetString(PyExc_TypeError, "proc_files_built: sizes a dict, or (dict, Ledger)");
+        return NULL;
+    }
     for (; i >= 0 && i < PyList_GET_SIZE(pfs); i++) {
         PyObject *o = PyList_GET_ITEM(pfs, i);
         if (!PyObject_TypeCheck(o, &ProcFileType))
@@ -3760,11 +3787,15 @@ static PyObject *proc_record_built(PyObject *self, PyObject *args)
     PyObject *po, *kinds, *clean, *pf_built, *sizes, *entries, *argvs, *one = Py_None,
              *partial = Py_None;
     int from_built, want_used = 1;
-    if (!PyArg_ParseTuple(args, "O!O!O!O!O!pO!O!|pOO", &ProcType, &po, &PyDict_Type, &kinds,
-                          &PySet_Type, &clean, &PyDict_Type, &pf_built, &PyDict_Type, &sizes,
+    if (!PyArg_ParseTuple(args, "O!O!O!O!OiO!O!|pOO", &ProcType, &po, &PyDict_Type, &kinds,
+                          &PySet_Type, &clean, &PyDict_Type, &pf_built, &sizes,
                           &from_built, &PyDict_Type, &entries, &PyDict_Type, &argvs,
                           &want_used, &one, &partial))
         return NULL;
+    if (!sizes_src_ok(sizes, from_built)) {
+        PyErr_SetString(PyExc_TypeError, "proc_record_built: sizes a dict, or (dict, Ledger)");
+        return NULL;
+    }
     Proc *p = (Proc *)po;
     Partial *pt = NULL; /* its runs of entries taken ahead (partial_extend) */
     if (partial != Py_None) {
@@ -3919,8 +3950,9 @@ done:
  * sizes.get(path) == size for each (path, size) of used. */
 static PyObject *sizes_same(PyObject *self, PyObject *args)
 {
-    PyObject *used, *sizes;
-    if (!PyArg_ParseTuple(args, "O!O!", &PyTuple_Type, &used, &PyDict_Type, &sizes))
+    PyObject *used, *sizes, *ledger = NULL;
+    if (!PyArg_ParseTuple(args, "O!O!|O!", &PyTuple_Type, &used, &PyDict_Type, &sizes,
+                          &LedgerType, &ledger))
         return NULL;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(used); i++) {
         PyObject *u = PyTuple_GET_ITEM(used, i);
@@ -3928,10 +3960,16 @@ static PyObject *sizes_same(PyObject *self, PyObject *args)
             PyErr_SetString(PyExc_TypeError, "sizes_same: (path, size) expected");
             return NULL;
         }
-        PyObject *now = PyDict_GetItemWithError(sizes, PyTuple_GET_ITEM(u, 0));
+        PyObject *now = PyDict_GetItemWithError(sizes, PyTuple_GET_ITEM(u, 0)), *had = NULL;
         if (!now && PyErr_Occurred())
             return NULL;
+        if (!now && ledger) {
+            if (ledger_size_of((struct Ledger *)ledger, PyTuple_GET_ITEM(u, 0), &had) < 0)
+                return NULL;
+            now = had;
+        }
         int same = PyObject_RichCompareBool(now ? now : Py_None, PyTuple_GET_ITEM(u, 1), Py_EQ);
+        Py_XDECREF(had);
         if (same < 0)
             return NULL;
         if (!same)
@@ -4172,6 +4210,7 @@ typedef struct {
     size_t row_off, raw_len;
     uint32_t row_len;
     uint8_t ascii;
+    uint8_t dead; /* its path built again, or no longer clean, since (ledger_spoil) */
 } LEntry;
 
 typedef struct Ledger {
@@ -4183,6 +4222,9 @@ typedef struct Ledger {
     PyObject *index;  /* path -> its last entry's number */
     LEntry **sorted;  /* ledger_sorted's: the entries that count, in path order */
     Py_ssize_t n_sorted;
+    Py_ssize_t *order; /* ledger_sort: the numbers of the entries [0, n_order_upto) not
+                        * dead then, in path order (merged at each look, off the end) */
+    Py_ssize_t n_order, order_upto;
 } Ledger;
 
 static void ledger_clear_entries(Ledger *l)
@@ -4199,9 +4241,12 @@ static void ledger_clear_entries(Ledger *l)
     PyMem_RawFree(l->e);
     PyMem_RawFree(l->arena);
     PyMem_RawFree(l->sorted);
+    PyMem_RawFree(l->order);
     l->e = NULL;
     l->arena = NULL;
     l->sorted = NULL;
+    l->order = NULL;
+    l->n_order = l->order_upto = 0;
     l->n = l->cap = l->n_sorted = 0;
     l->an = l->acap = 0;
 }
@@ -4243,8 +4288,52 @@ static PyTypeObject LedgerType = {
 /* An entry for path's built tuple val = (signature, [record], [JSON], rows) of a
  * settled input: 0 (added, or not of that shape: then not added, and the end takes
  * the path with the rest), -1 on an error. */
+static int ledger_kill(Ledger *l, PyObject *path) /* its entry no longer counts */
+{
+    PyObject *num = PyDict_GetItemWithError(l->index, path);
+    if (!num)
+        return PyErr_Occurred() ? -1 : 0;
+    Py_ssize_t i = PyLong_AsSsize_t(num);
+    if (i == -1 && PyErr_Occurred())
+        return -1;
+    if (i >= 0 && i < l->n)
+        l->e[i].dead = 1;
+    return 0;
+}
+
+/* the size of path's entry that counts (*out a new reference; None: no such entry) */
+static int ledger_size_of(Ledger *l, PyObject *path, PyObject **out)
+{
+    PyObject *num = PyDict_GetItemWithError(l->index, path);
+    if (num) {
+        Py_ssize_t i = PyLong_AsSsize_t(num);
+        if (i == -1 && PyErr_Occurred())
+            return -1;
+        if (i >= 0 && i < l->n && !l->e[i].dead) {
+            *out = Py_NewRef(l->e[i].size);
+            return 0;
+        }
+    } else if (PyErr_Occurred()) {
+        return -1;
+    }
+    *out = Py_NewRef(Py_None);
+    return 0;
+}
+
+/* ledger_size(ledger, path) -> the size its entry that counts gives, or None */
+static PyObject *ledger_size(PyObject *self, PyObject *args)
+{
+    PyObject *ledger, *path, *out;
+    if (!PyArg_ParseTuple(args, "O!O", &LedgerType, &ledger, &path))
+        return NULL;
+    return ledger_size_of((Ledger *)ledger, path, &out) < 0 ? NULL : out;
+}
+
 static int ledger_add(Ledger *l, PyObject *path, PyObject *val)
 {
+    /* built again: the entry before counts no more, whatever this one is */
+    if (PyUnicode_CheckExact(path) && ledger_kill(l, path) < 0)
+        return -1;
     if (!PyUnicode_CheckExact(path) || !PyTuple_CheckExact(val) || PyTuple_GET_SIZE(val) != 4)
         return 0;
     PyObject *recs = PyTuple_GET_ITEM(val, 1), *raws = PyTuple_GET_ITEM(val, 2),
@@ -4328,6 +4417,7 @@ static int ledger_add(Ledger *l, PyObject *path, PyObject *val)
     e->kind = Py_NewRef(kind);
     e->status = Py_NewRef(status);
     e->ascii = PyUnicode_IS_ASCII(path);
+    e->dead = 0;
     e->row_off = l->an;
     e->row_len = (uint32_t)need;
     if (pn) {
@@ -4357,51 +4447,157 @@ static int ledger_cmp(const void *a, const void *b)
     return PyUnicode_Compare(x->path, y->path); /* two str: no error */
 }
 
-/* ledger_sorted(ledger, paths, clean, built) -> [paths of paths not taken]: the
- * entries that count at the end (their path in clean, built[path] their tuple),
- * kept sorted by path for ledger_join; every other path of paths (model.paths),
- * in the dict's order, for recorder.py. */
+static Ledger *ledger_of_cmp; /* qsort's: the GIL is held throughout */
+
+static int ledger_num_cmp(const void *a, const void *b)
+{
+    Ledger *l = ledger_of_cmp;
+    const LEntry *x = &l->e[*(const Py_ssize_t *)a], *y = &l->e[*(const Py_ssize_t *)b];
+    return ledger_cmp(&x, &y);
+}
+
+/* the entries added since the last sort, sorted, merged into the order (the dead
+ * ones dropped): what ledger_sorted would sort at the end, done at each look */
+static int ledger_sort_some(Ledger *l)
+{
+    Py_ssize_t m = l->n - l->order_upto;
+    if (m <= 0)
+        return 0;
+    Py_ssize_t *add = PyMem_RawMalloc(m * sizeof(Py_ssize_t));
+    Py_ssize_t *out = PyMem_RawMalloc((l->n_order + m) * sizeof(Py_ssize_t));
+    if (!add || !out) {
+        PyMem_RawFree(add);
+        PyMem_RawFree(out);
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t na = 0;
+    for (Py_ssize_t k = l->order_upto; k < l->n; k++)
+        if (!l->e[k].dead)
+            add[na++] = k;
+    ledger_arena = l->arena;
+    ledger_of_cmp = l;
+    qsort(add, na, sizeof(Py_ssize_t), ledger_num_cmp);
+    Py_ssize_t a = 0, b = 0, no = 0;
+    while (a < l->n_order || b < na) {
+        if (a < l->n_order && l->e[l->order[a]].dead) {
+            a++;
+            continue;
+        }
+        if (b == na || (a < l->n_order && ledger_num_cmp(&l->order[a], &add[b]) <= 0))
+            out[no++] = l->order[a++];
+        else
+            out[no++] = add[b++];
+    }
+    PyMem_RawFree(add);
+    PyMem_RawFree(l->order);
+    l->order = out;
+    l->n_order = no;
+    l->order_upto = l->n;
+    return 0;
+}
+
+/* ledger_sort(ledger): ledger_sort_some, between looks (recorder.prebuild) */
+static PyObject *ledger_sort(PyObject *self, PyObject *arg)
+{
+    if (!PyObject_TypeCheck(arg, &LedgerType)) {
+        PyErr_SetString(PyExc_TypeError, "ledger_sort: a Ledger");
+        return NULL;
+    }
+    if (ledger_sort_some((Ledger *)arg) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* ledger_spoil(ledger, paths): the entries of paths (paths that left the clean set,
+ * or whose built tuple recorder.py replaced) count no more */
+static PyObject *ledger_spoil(PyObject *self, PyObject *args)
+{
+    PyObject *ledger, *paths;
+    if (!PyArg_ParseTuple(args, "O!O", &LedgerType, &ledger, &paths))
+        return NULL;
+    Ledger *l = (Ledger *)ledger;
+    if (!l->n)
+        Py_RETURN_NONE;
+    PyObject *it = PyObject_GetIter(paths), *path;
+    if (!it)
+        return NULL;
+    while ((path = PyIter_Next(it))) {
+        int r = ledger_kill(l, path);
+        Py_DECREF(path);
+        if (r < 0)
+            break;
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* ledger_sorted(ledger, paths[, clean, built]) -> [paths of paths not taken]: the
+ * entries that count at the end (not dead: recorder.py spoils an entry whenever its
+ * path leaves the clean set or its built tuple is replaced, and a path built again
+ * kills its entry before), in path order for ledger_join (the order ledger_sort kept
+ * at each look, the entries since merged in); every other path of paths
+ * (model.paths), in the dict's order, for recorder.py. With clean and built (the
+ * tests' check, ROAR_CHECK_LEDGER): each entry that counts must have its path in
+ * clean and built[path] its tuple, else RuntimeError. */
 static PyObject *ledger_sorted(PyObject *self, PyObject *args)
 {
-    PyObject *ledger, *paths, *clean, *built, *k, *v;
-    if (!PyArg_ParseTuple(args, "O!O!O!O!", &LedgerType, &ledger, &PyDict_Type, &paths,
+    PyObject *ledger, *paths, *clean = NULL, *built = NULL, *k, *v;
+    if (!PyArg_ParseTuple(args, "O!O!|O!O!", &LedgerType, &ledger, &PyDict_Type, &paths,
                           &PySet_Type, &clean, &PyDict_Type, &built))
         return NULL;
     Ledger *l = (Ledger *)ledger;
     PyMem_RawFree(l->sorted);
+    l->sorted = NULL;
     l->n_sorted = 0;
-    l->sorted = PyMem_RawMalloc((l->n ? l->n : 1) * sizeof(LEntry *));
+    if (ledger_sort_some(l) < 0)
+        return NULL;
+    l->sorted = PyMem_RawMalloc((l->n_order ? l->n_order : 1) * sizeof(LEntry *));
     PyObject *rest = PyList_New(0);
     if (!l->sorted || !rest) {
         Py_XDECREF(rest);
         return PyErr_NoMemory();
     }
+    for (Py_ssize_t i = 0; i < l->n_order; i++) {
+        LEntry *e = &l->e[l->order[i]];
+        if (e->dead)
+            continue;
+        if (clean) {
+            int in = PySet_Contains(clean, e->path);
+            PyObject *now = in > 0 ? PyDict_GetItemWithError(built, e->path) : NULL;
+            if (in < 0 || PyErr_Occurred())
+                goto fail;
+            if (now != e->val) {
+                PyErr_Format(PyExc_RuntimeError,
+                             "ledger: the entry of %R counts, but its path is %s", e->path,
+                             in ? "built again" : "not clean");
+                goto fail;
+            }
+        }
+        l->sorted[l->n_sorted++] = e;
+    }
     Py_ssize_t pos = 0;
     while (PyDict_Next(paths, &pos, &k, &v)) {
         PyObject *num = PyDict_GetItemWithError(l->index, k);
-        LEntry *e = NULL;
         if (num) {
-            e = &l->e[PyLong_AsSsize_t(num)];
-            int in = PySet_Contains(clean, k);
-            if (in < 0)
+            Py_ssize_t i = PyLong_AsSsize_t(num);
+            if (i == -1 && PyErr_Occurred())
                 goto fail;
-            PyObject *now = in ? PyDict_GetItemWithError(built, k) : NULL;
-            if (PyErr_Occurred())
-                goto fail;
-            if (now != e->val)
-                e = NULL;
+            if (i >= 0 && i < l->n && !l->e[i].dead)
+                continue;
         } else if (PyErr_Occurred()) {
             goto fail;
         }
-        if (e)
-            l->sorted[l->n_sorted++] = e;
-        else if (PyList_Append(rest, k) < 0)
+        if (PyList_Append(rest, k) < 0)
             goto fail;
     }
-    ledger_arena = l->arena;
-    qsort(l->sorted, l->n_sorted, sizeof(LEntry *), ledger_cmp);
     return rest;
 fail:
+    PyMem_RawFree(l->sorted);
+    l->sorted = NULL;
+    l->n_sorted = 0;
     Py_DECREF(rest);
     return NULL;
 }
@@ -4415,9 +4611,11 @@ fail:
 static PyObject *ledger_join(PyObject *self, PyObject *args)
 {
     PyObject *ledger, *rest, *rest_json, *state, *rows_r, *rows_w, *listed, *hashed;
-    if (!PyArg_ParseTuple(args, "O!O!O!O!(O!O!)O!O!", &LedgerType, &ledger, &PyList_Type, &rest,
-                          &PyList_Type, &rest_json, &PyList_Type, &state, &PyList_Type, &rows_r,
-                          &PyList_Type, &rows_w, &PyTuple_Type, &listed, &PyTuple_Type, &hashed))
+    int lazy_sizes = 0;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!(O!O!)O!O!|p", &LedgerType, &ledger, &PyList_Type,
+                          &rest, &PyList_Type, &rest_json, &PyList_Type, &state, &PyList_Type,
+                          &rows_r, &PyList_Type, &rows_w, &PyTuple_Type, &listed, &PyTuple_Type,
+                          &hashed, &lazy_sizes))
         return NULL;
     Ledger *l = (Ledger *)ledger;
     if (!l->sorted) {
@@ -4455,7 +4653,8 @@ static PyObject *ledger_join(PyObject *self, PyObject *args)
         return NULL;
     char *o = PyBytes_AS_STRING(out);
     size_t at = 0, put = 0; /* bytes and parts written */
-    if (!PyDict_GET_SIZE(t.sizes) && l->n_sorted > 1024) { /* no rehash at every doubling */
+    if (!lazy_sizes && !PyDict_GET_SIZE(t.sizes) && l->n_sorted > 1024) {
+        /* no rehash at every doubling */
         PyObject *sized = _PyDict_NewPresized(l->n_sorted + nr);
         if (!sized || PyList_SetItem(state, 1, sized) < 0)
             goto fail;
@@ -4469,9 +4668,21 @@ static PyObject *ledger_join(PyObject *self, PyObject *args)
             if (i == l->n_sorted)
                 take_rest = 1;
             else {
-                int c = PyUnicode_Compare(p, l->sorted[i]->path);
-                if (c == -1 && PyErr_Occurred())
-                    goto fail;
+                LEntry *e = l->sorted[i];
+                int c;
+                if (e->ascii && e->row_len && PyUnicode_IS_ASCII(p)) {
+                    /* as ledger_cmp, not touching the entry's str: its row begins with
+                     * its path, a NUL after (a path holds none) */
+                    Py_ssize_t pn = PyUnicode_GET_LENGTH(p), rn = e->row_len;
+                    const char *row = l->arena + e->row_off;
+                    c = memcmp(PyUnicode_DATA(p), row, pn < rn ? pn : rn);
+                    if (!c) /* p begins the row: the same path, or p is the shorter */
+                        c = pn < rn ? (row[pn] == '\0' ? 0 : -1) : 1;
+                } else {
+                    c = PyUnicode_Compare(p, e->path);
+                    if (c == -1 && PyErr_Occurred())
+                        goto fail;
+                }
                 take_rest = c < 0;
             }
         }
@@ -4492,7 +4703,7 @@ static PyObject *ledger_join(PyObject *self, PyObject *args)
         memcpy(o + at, PyBytes_AS_STRING(e->raw), e->raw_len);
         at += e->raw_len;
         /* tally_one of an input record */
-        if (e->size != Py_None && PyDict_SetItem(t.sizes, e->path, e->size) < 0)
+        if (!lazy_sizes && e->size != Py_None && PyDict_SetItem(t.sizes, e->path, e->size) < 0)
             goto fail;
         int late = PyObject_RichCompareBool(e->status, S_pending, Py_EQ);
         int known = late < 0 ? -1 : PySequence_Contains(hashed, e->status);
@@ -4656,8 +4867,15 @@ static PyMethodDef module_methods[] = {
      "read-only input, compiled (see _cmodel.c). With rid (the run id's bytes): (record, "
      "JSON, None, [(id(ProcFile), (None, entry, JSON))], index rows)."},
     {"ledger_sorted", ledger_sorted, METH_VARARGS,
-     "ledger_sorted(ledger, paths, clean, built) -> [paths the ledger does not take]: its "
+     "ledger_sorted(ledger, paths[, clean, built]) -> [paths the ledger does not take]: its "
      "entries that count at the end, sorted by path for ledger_join (see _cmodel.c)."},
+    {"ledger_size", ledger_size, METH_VARARGS,
+     "ledger_size(ledger, path) -> the size of path's entry that counts, or None."},
+    {"ledger_sort", ledger_sort, METH_O,
+     "ledger_sort(ledger): the entries added since the last sort merged into the ledger's "
+     "path order (at each look: not at the end)."},
+    {"ledger_spoil", ledger_spoil, METH_VARARGS,
+     "ledger_spoil(ledger, paths): the entries of paths count no more (see _cmodel.c)."},
     {"ledger_join", ledger_join, METH_VARARGS,
      "ledger_join(ledger, rest, rest_json, state, (rows, rows), listed, hashed) -> the file "
      "records' JSON joined with commas, in path order, the ledger's tallied and their index "
@@ -4681,7 +4899,8 @@ static PyMethodDef module_methods[] = {
     {"partial_spoil", partial_spoil, METH_VARARGS,
      "partial_spoil(partial, paths): the runs of the Partial holding one of paths are spoiled."},
     {"sizes_same", sizes_same, METH_VARARGS,
-     "sizes_same(used, sizes) -> whether sizes.get(path) == size for each (path, size)."},
+     "sizes_same(used, sizes[, ledger]) -> whether sizes.get(path) == size for each (path, "
+     "size) (with a ledger: the size of its entry that counts where sizes has none)."},
     {"written_or_created", written_or_created, METH_O,
      "written_or_created(paths) -> [path of a PathState written or created], or None."},
     {"tally_records", tally_records, METH_VARARGS,

@@ -98,22 +98,31 @@ class StoredDigests:
     def __init__(self, files_raw: bytes, procs_raw: bytes):
         self._raws: tuple[bytes, bytes] | None = (files_raw, procs_raw)
         self._parts: tuple[bytes, bytes] | None = None
-        import threading
+        # a bare thread, its end a lock: threading.Thread.start waits until the
+        # thread runs (a hand-off of the interpreter's lock: up to milliseconds
+        # on a busy machine, at the end of every run)
+        import _thread
 
-        self._thread = threading.Thread(target=self._hash, name="roar-digest", daemon=True)
+        self._done = _thread.allocate_lock()
+        self._done.acquire()
         try:
-            self._thread.start()
+            _thread.start_new_thread(self._run, ())
         except RuntimeError:  # no thread to be had (pids.max): hashed when asked
-            self._thread = None
+            self._done.release()
+
+    def _run(self) -> None:
+        try:
+            self._hash()
+        finally:
+            self._done.release()
 
     def _hash(self) -> None:
         files_raw, procs_raw = self._raws
         self._parts = sha256(files_raw).digest(), sha256(procs_raw).digest()
 
     def parts(self) -> tuple[bytes, bytes]:
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        with self._done:  # the thread's hashes, or none (no thread, or it failed)
+            pass
         if self._parts is None:
             self._hash()
         self._raws = None

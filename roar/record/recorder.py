@@ -33,7 +33,10 @@ from roar.record.runmodel import (
     index_rows,
     keys_not_in,
     ledger_join,
+    ledger_size,
+    ledger_sort,
     ledger_sorted,
+    ledger_spoil,
     new_model,
     partial_extend,
     partial_spoil,
@@ -72,6 +75,10 @@ PREBUILD_BATCH = 512
 PREBUILD_LOOKS_C = 8  # x budget
 PREBUILD_TRIES = 8  # looks at a path not settled yet (still open, not yet read)
 ENTRIES_KEPT = 4096  # process entries of files remembered by what they are made of
+# the tests' check that each ledger entry counted at the end is still its path's
+# clean built tuple (_cmodel.c ledger_sorted; recorder.py spoils the others), and
+# that the end classified every path (it looks only at those prebuild did not take)
+CHECK_LEDGER = bool(os.environ.get("ROAR_CHECK_LEDGER"))
 # a running process with this many files has its record built ahead in part
 # (_prebuild_partials: a data loader's one process, which exits last)
 PARTIAL_MIN = 256
@@ -220,6 +227,9 @@ class RunRecorder:
         self._entries: dict[tuple, tuple] = {}
         self._clean: set[str] = set()  # built, and not touched by the model since
         self._todo: deque[tuple[str, int]] = deque()  # (path, looks so far)
+        # paths prebuild left to the end, and paths no longer clean: with those
+        # still in its queue, every path not clean (what the end looks at again)
+        self._unsettled: set[str] = set()
         start_ns = time.monotonic_ns() if start_ns is None else start_ns
         self.start_wall = start_ns + self.wall_offset
         # feed_raw(raw): one raw kernel record into the model (runmodel.py)
@@ -235,6 +245,9 @@ class RunRecorder:
         self._ledger = Ledger() if COMPILED and compiled else None
         self._files: list[dict] | None = None  # stored by finish (the files property)
         self._files_of = None
+        # the ledger holding the sizes of its entries the end's tally left out
+        # (_from_ledger): _process_records asks it for what sizes lacks
+        self._sizes_ledger = None
         self.digests = None  # chain.StoredDigests of what finish stored
         self._keys_not_in = keys_not_in if COMPILED and compiled else None
         # the loops over a process's entries built ahead, and the check of its
@@ -520,7 +533,7 @@ class RunRecorder:
         if fast is None:
             return False
         rec, raw, sig, entries, rows = fast
-        self._built[path] = (sig, [rec], [raw], rows)
+        self._set_built(path, (sig, [rec], [raw], rows))
         self._pf_built.update(entries)
         return True
 
@@ -577,26 +590,41 @@ class RunRecorder:
                 if self._read_only(s):
                     if s.read and s.early_hash is not None:
                         todo.append((path, tries))  # its hash is running: look again
-                    elif tries < PREBUILD_TRIES:
+                        continue
+                    if tries < PREBUILD_TRIES:
                         todo.append((path, tries + 1))  # still open: a few more looks
+                        continue
+                self._unsettled.add(path)  # left to the end
                 continue
             if not (kind in (DATA, CODE) and self._build_settled(path, s, kind)):
                 a = self._agg(path)
                 parts = self._build(path, s, kind, a, {}, {})
-                self._built[path] = (self._sig(s, a, kind), *parts)
+                self._set_built(path, (self._sig(s, a, kind), *parts))
                 self._prebuild_proc_files(path, kind, parts[0])
             self._clean.add(path)
             built += 1
+        if self._ledger is not None:
+            ledger_sort(self._ledger)  # the end sorts only what it adds
         self._prebuild_partials()
         return built + self._prebuild_procs(budget)
 
+    def _set_built(self, path: str, val: tuple) -> None:
+        """_built[path] = val, here (C's settled_inputs adds its own to the
+        ledger): the path's ledger entry, if any, counts no more."""
+        if self._ledger is not None:
+            ledger_spoil(self._ledger, (path,))
+        self._built[path] = val
+
     def _unclean(self, touched) -> None:
         """Paths the model touched are no longer clean (their records, built
-        ahead, are checked again); the runs of the partial records holding one
-        that was are spoiled."""
-        if self._partials:
+        ahead, are checked again): their ledger entries and the runs of the
+        partial records holding one that was are spoiled."""
+        if self._partials or self._ledger is not None:
             gone = self._clean & touched
             if gone:
+                self._unsettled |= gone
+                if self._ledger is not None:
+                    ledger_spoil(self._ledger, gone)
                 for pt in self._partials.values():
                     partial_spoil(pt, gone)
         self._clean.difference_update(touched)
@@ -683,15 +711,26 @@ class RunRecorder:
         entries (for index_rows to add to), when C gathered them (gather_end),
         else None."""
         model = self.model
-        if tracked != self._tracked and (tracked or self._tracked):
+        again = tracked != self._tracked and (tracked or self._tracked)
+        if again:
             # the work tree's tracked files changed: classify again, build everything now
             self.kinds, self._built, self._pf_built, self._clean = {}, {}, {}, set()
             self._proc_built, self._partials = {}, {}
+            if self._ledger is not None:
+                self._ledger = Ledger()
         kinds = self.kinds
-        unclassified = (self._keys_not_in(model.paths, kinds) if self._keys_not_in is not None
-                        else [path for path in model.paths if path not in kinds])
+        if self._keys_not_in is None:  # the reference: every path looked at
+            unclassified = [path for path in model.paths if path not in kinds]
+        elif again:
+            unclassified = self._keys_not_in(model.paths, kinds)
+        else:  # every path prebuild took from its queue is classified: not the rest
+            unclassified = [path for path in (*(path for path, _ in self._todo),
+                                              *model.new_paths) if path not in kinds]
         for path in unclassified:
             kinds[path] = self._classify(path, tracked)
+        if CHECK_LEDGER and self._keys_not_in is not None and self._keys_not_in(model.paths,
+                                                                                  kinds):
+            raise RuntimeError("recorder: a path prebuild took is not classified")
         # created files and outputs are among the paths written or created (in
         # C for the compiled model: 20,000 read-only inputs not looked at here)
         flagged = self._written_or_created(model.paths) if self._written_or_created else None
@@ -714,9 +753,17 @@ class RunRecorder:
         if self._settled_inputs is not None:
             # the settled read-only inputs not built ahead (the consumer was behind,
             # or the model touched them since): in C, in one call, as prebuild does
-            todo = [(path, 0) for path in (self._keys_not_in(model.paths, clean)
-                                           if self._keys_not_in is not None
-                                           else (p for p in model.paths if p not in clean))]
+            if self._keys_not_in is None:
+                todo = [(path, 0) for path in model.paths if path not in clean]
+            elif again:
+                todo = [(path, 0) for path in self._keys_not_in(model.paths, clean)]
+            else:  # not clean: still in prebuild's queue, or left or made unclean since
+                todo = [(path, 0) for path in dict.fromkeys(
+                    (*(path for path, _ in self._todo), *model.new_paths, *self._unsettled))
+                    if path not in clean]
+                if CHECK_LEDGER and not {p for p, _ in todo} >= set(
+                        self._keys_not_in(model.paths, clean)):
+                    raise RuntimeError("recorder: a path not clean is not looked at again")
             if todo:
                 self._settled_inputs(model, todo, kinds, self.stdio, self.wall_offset,
                                      self._rid, built, self._pf_built, clean, None,
@@ -771,7 +818,8 @@ class RunRecorder:
         only when asked for (self.files). None: a record of the rest that
         tally_records does not take (_gather then does it all)."""
         model, built = self.model, self._built
-        rest = ledger_sorted(self._ledger, model.paths, self._clean, built)
+        rest = (ledger_sorted(self._ledger, model.paths, self._clean, built) if CHECK_LEDGER
+                else ledger_sorted(self._ledger, model.paths))
         rest.sort()
         state = [0, {}, 0, 0, [], [], [], []]
         rows: tuple[list[bytes], list[bytes]] = ([], [])
@@ -787,7 +835,10 @@ class RunRecorder:
             rest_records[path] = recs
             rest_json.append(raws if raws.__class__ is list else list(raws))
             index.extend(entries)
-        body = ledger_join(self._ledger, rest, rest_json, state, rows, LISTED, HASHED)
+        # the sizes of the entries stay in the ledger (ledger_size): the end's
+        # process records ask for those of their files only
+        body = ledger_join(self._ledger, rest, rest_json, state, rows, LISTED, HASHED, True)
+        self._sizes_ledger = self._ledger
 
         def records() -> list[dict]:
             return [rec for path in sorted(model.paths)
@@ -906,14 +957,22 @@ class RunRecorder:
         out, encoded = [], []
         built, size_of = self._proc_built, sizes.get
         same = self._sizes_same
+        ledger = self._sizes_ledger
+        src = (sizes, False)
+        if ledger is not None:  # sizes lacks those of the ledger's entries
+            def size_of(path: str) -> int | None:
+                return sizes[path] if path in sizes else ledger_size(ledger, path)
+
+            src = ((sizes, ledger), 2)
         for p in self.model.procs:
             hit = built.get(id(p))
             if (hit is not None and hit[0] == p.exit_code and hit[1] == p.signal
-                    and (same(hit[2], sizes) if same is not None
+                    and (same(hit[2], sizes, *(() if ledger is None else (ledger,)))
+                         if same is not None
                          else all(size_of(path) == size for path, size in hit[2]))):
                 doc, raw = hit[3], hit[4]  # built while the run went on, still the same
             else:
-                doc, raw, _ = self._proc_record(p, git_root, tracked, size_of, (sizes, False),
+                doc, raw, _ = self._proc_record(p, git_root, tracked, size_of, src,
                                                 want_used=False)
             encoded.append(raw)
             out.append(doc)
@@ -924,7 +983,8 @@ class RunRecorder:
                      want_used: bool = True) -> tuple[dict, bytes, tuple]:
         """One process's record, its JSON, and the (path, size) of each of its
         files it was built with (size_of(path): the size its file records give;
-        sizes: the same as (sizes by path, False) or (self._built, True), for C;
+        sizes: the same as (sizes by path, False), ((sizes by path, the ledger
+        holding the rest), 2) or (self._built, True), for C;
         want_used False: the end's, which does not keep them: () from C)."""
         if self._key is None:  # argv secrets are stored as keyed hashes only
             self._key = context.store_key(self.store)

@@ -54,7 +54,8 @@ if _cmodel is not None:  # the store's JSON encoder, compiled (the same bytes)
 settled_input = settled_inputs = gather_built = proc_files_built = sizes_same = None
 proc_record_built = None
 tally_records = index_rows = written_or_created = keys_not_in = ledger_sorted = None
-Ledger = ledger_join = Partial = partial_extend = partial_spoil = None
+Ledger = ledger_join = ledger_size = ledger_sort = ledger_spoil = None
+Partial = partial_extend = partial_spoil = None
 if COMPILED:
     from roar.record._cmodel import (  # noqa: F401
         FdEntry,
@@ -66,7 +67,10 @@ if COMPILED:
         index_rows,
         keys_not_in,
         ledger_join,
+        ledger_size,
+        ledger_sort,
         ledger_sorted,
+        ledger_spoil,
         partial_extend,
         partial_spoil,
         proc_files_built,
