@@ -829,3 +829,57 @@ def test_ledger_entries_count_until_spoiled_and_keep_their_order_ahead(tmp_path)
         rest = ledger_sorted(ledger, paths, rec._clean, rec._built)
         assert f"{d}/d" not in rest and ledger_size(ledger, f"{d}/d") == 100
         rec.hasher.shutdown(wait=True)
+
+
+@pytest.mark.parametrize("changed", [True, False])
+def test_a_process_record_built_ahead_is_rebuilt_when_a_file_it_read_changes_size(
+        tmp_path, changed):
+    """An exited process's record built ahead from clean paths is taken at the end
+    without checking its sizes only when none of its paths was made unclean since:
+    a file it read past its size, then rewritten by another process (its size at
+    the end another), makes it built again, as recorder.py does."""
+    d = tmp_path / "data"
+    d.mkdir()
+    x = d / "x"
+
+    def events():
+        evs, ts = [], [time.monotonic_ns()]
+
+        def ev(type_, tgid=ROOT, fd=-1, ret=0, a0=0, a1=0, a2=0, path=None, flags=0):
+            ts[0] += 10
+            evs.append(E.Event(ts[0], 1, tgid, tgid, type_, flags, fd, ret, a0, a1, a2,
+                               path=path))
+
+        ev(E.EV_FORK, ret=CHILD)
+        ev(E.EV_OPEN, tgid=CHILD, fd=3, ret=-100, path=str(x))
+        ev(E.EV_CLOSE, tgid=CHILD, fd=3, ret=E.FD_READ, a0=5000, a2=1 << 32)
+        ev(E.EV_EXIT, tgid=CHILD, a0=0, flags=E.EVF_EXITED)
+        ev(E.EV_REAP, ret=CHILD)
+        look = len(evs)
+        if changed:
+            ev(E.EV_OPEN, fd=4, ret=-100, a0=O_WRONLY_CREAT_TRUNC, path=str(x))
+            ev(E.EV_WRITE, fd=4, a0=7)
+            ev(E.EV_CLOSE, fd=4, ret=E.FD_WRITE, a1=7, a2=1)
+        return evs, look
+
+    procs = []
+    evs, look = events()
+    for compiled in (True, False):
+        x.write_bytes(b"x" * 100)
+        with Store(tmp_path / f"home{compiled}") as store:
+            rec = _new_recorder(store, str(d), ["sh"], compiled)
+            for i, e in enumerate(evs):
+                rec.model.feed(e)
+                if i == look - 1:
+                    for s in rec.model.paths.values():
+                        if s.early_hash is not None:
+                            s.early_hash.result()
+                    rec.prebuild()
+                    assert not compiled or rec._proc_built  # the child's, built ahead
+            if changed:
+                x.write_bytes(b"1234567")
+            done = rec.finish(0, False, 0)
+            procs.append(store.run_procs(done["id"]))
+    assert procs[0] == procs[1]
+    child = next(p for p in procs[0] if p["pid"] == CHILD)
+    assert child["files"][0]["bytes_read"] == (7 if changed else 100)

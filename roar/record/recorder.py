@@ -376,8 +376,9 @@ class RunRecorder:
         }
         run.pop("client_pid", None)
         self.hasher.shutdown(wait=not self.pending)
-        if not self.hasher.failure:  # never write into a store found damaged
-            self.store.cache_hashes(self.hasher.take_new_entries())
+        # the new stat-cache entries, stored with the run (never into a store
+        # found damaged)
+        cache = None if self.hasher.failure else self.hasher.take_new_entries()
         if rows is not None:  # the rows gather_end made, with those of the rest
             made = index_rows(index, INDEXES, HASH_LEN, rows)
             rows = made if made is not None else tuple(
@@ -397,7 +398,7 @@ class RunRecorder:
 
         stored = self.store.finish_run(run, files, procs, encoded_files=encoded,
                                        encoded_procs=encoded_procs, index=index, rows=rows,
-                                       meanwhile=meanwhile)
+                                       meanwhile=meanwhile, cache=cache)
         # what was stored, for the end of `roar run` (links, chain): not read back;
         # the paths of its pending hashes (chain.pending_paths) and of what it
         # wrote (links.from_records), from the pass above
@@ -675,7 +676,11 @@ class RunRecorder:
                 continue
             doc, raw, used = self._proc_record(p, git_root, tracked, size_of,
                                                (self._built, True))
-            self._proc_built[id(p)] = (p.exit_code, p.signal, used, doc, raw)
+            # built from clean paths only: the end checks its sizes only if one of
+            # them was made unclean since (_process_records)
+            clean = self._clean
+            self._proc_built[id(p)] = (p.exit_code, p.signal, used, doc, raw,
+                                       all(path in clean for path, _ in used))
             built += 1
         self._procs_running = running
         if running and built >= budget:
@@ -964,13 +969,26 @@ class RunRecorder:
                 return sizes[path] if path in sizes else ledger_size(ledger, path)
 
             src = ((sizes, ledger), 2)
+        # the processes that used a path made unclean (or left unbuilt) during the
+        # run: a record built ahead from clean paths only, none of them among
+        # those, has the sizes it was built with (a clean path's records are those
+        # it was built with), so only the others' are checked
+        suspect: set[int] = set()
+        if same is not None:
+            by_path = self.model.by_path
+            for path in self._unsettled:
+                suspect.update(id(q) for q, _ in by_path.get(path, ()))
         for p in self.model.procs:
             hit = built.get(id(p))
             if (hit is not None and hit[0] == p.exit_code and hit[1] == p.signal
-                    and (same(hit[2], sizes, *(() if ledger is None else (ledger,)))
+                    and ((hit[5] and id(p) not in suspect)
+                         or same(hit[2], sizes, *(() if ledger is None else (ledger,)))
                          if same is not None
                          else all(size_of(path) == size for path, size in hit[2]))):
                 doc, raw = hit[3], hit[4]  # built while the run went on, still the same
+                if CHECK_LEDGER and same is not None and not same(hit[2], sizes, *(
+                        () if ledger is None else (ledger,))):
+                    raise RuntimeError(f"recorder: process {p.key}'s sizes changed")
             else:
                 doc, raw, _ = self._proc_record(p, git_root, tracked, size_of, src,
                                                 want_used=False)

@@ -520,13 +520,15 @@ class Store:
                    encoded_procs: list[bytes] | None = None,
                    index: list[tuple[str, bytes, bytes]] | None = None,
                    rows: tuple[list[bytes], list[bytes]] | None = None,
-                   meanwhile=None) -> tuple[bytes, bytes]:
+                   meanwhile=None,
+                   cache: list[tuple[bytes, str]] | None = None) -> tuple[bytes, bytes]:
         """Store a finished run with its file records, processes and hash indexes.
         encoded_*: the same records already encoded one by one (encode_doc);
         index: their index_entries; rows: index_rows(index), when the caller
         made them; meanwhile(files_raw, procs_raw): called with the bytes to be
-        stored before they are written. Returns the file and process records'
-        bytes as stored (raw_records)."""
+        stored before they are written; cache: stat-cache entries (cache_hashes')
+        written in the same transaction (one sync at the end of a run, not two).
+        Returns the file and process records' bytes as stored (raw_records)."""
         rid = run["id"].encode()
         files_raw = encode_doc(files) if encoded_files is None else _join(encoded_files)
         procs_raw = encode_doc(procs) if encoded_procs is None else _join(encoded_procs)
@@ -545,6 +547,8 @@ class Store:
             self._outbox(txn, rid)
             txn.put(rid, procs_raw, db=self.dbs["run_procs"])
             self._put_files(txn, rid, files, files_raw, index, rows)
+            if cache:
+                self._put_cache(txn, cache)
 
         self.write(fn)
         return files_raw, procs_raw
@@ -794,11 +798,11 @@ class Store:
         if not items:
             return
 
-        def fn(txn):
-            for key, h in items:
-                txn.put(key, h.encode(), db=self.dbs["statcache"])
+        self.write(lambda txn: self._put_cache(txn, items))
 
-        self.write(fn)
+    def _put_cache(self, txn, items: list[tuple[bytes, str]]) -> None:
+        for key, h in items:
+            txn.put(key, h.encode(), db=self.dbs["statcache"])
 
     # -- generic records (used by features that keep their own documents) ----
 
