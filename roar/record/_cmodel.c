@@ -3539,19 +3539,21 @@ static int partial_push(Partial *pt, Py_ssize_t start, Py_ssize_t end, PyObject 
     return 0;
 }
 
-/* partial_extend(partial, kinds, clean, pf_built, built) -> entries taken: from the
- * first position not looked at, the entries proc_file_entry would take as built
- * ahead (path a str, classified, clean; its entry in pf_built; its size from
- * built, size_for's), in runs; at another entry it stops, to look again at the
- * next look, unless it stopped there at the last `patience` looks too: then that
- * entry is left to the end (a written file, stdout...) and it goes on. */
+/* partial_extend(partial, kinds, clean, pf_built, built, patience[, unsettled]) ->
+ * entries taken: from the first position not looked at, the entries
+ * proc_file_entry would take as built ahead (path a str, classified, clean; its
+ * entry in pf_built; its size from built, size_for's), in runs; at another entry
+ * it stops, to look again at the next look, unless its path is in unsettled (left
+ * to the end by prebuild, or made unclean: not clean again before the end) or it
+ * stopped there at the last `patience` looks too: then that entry is left to the
+ * end (a written file, stdout...) and it goes on. */
 static PyObject *partial_extend(PyObject *self, PyObject *args)
 {
-    PyObject *po, *kinds, *clean, *pf_built, *built;
+    PyObject *po, *kinds, *clean, *pf_built, *built, *unsettled = NULL;
     Py_ssize_t patience;
-    if (!PyArg_ParseTuple(args, "O!O!O!O!O!n", &PartialType, &po, &PyDict_Type, &kinds,
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!n|O!", &PartialType, &po, &PyDict_Type, &kinds,
                           &PySet_Type, &clean, &PyDict_Type, &pf_built, &PyDict_Type, &built,
-                          &patience))
+                          &patience, &PySet_Type, &unsettled))
         return NULL;
     Partial *pt = (Partial *)po;
     Proc *p = (Proc *)pt->proc;
@@ -3622,7 +3624,11 @@ static PyObject *partial_extend(PyObject *self, PyObject *args)
             if (!used)
                 goto fail;
         }
-        if (pt->stuck < patience) {
+        int left = 0; /* left to the end by prebuild, or made unclean */
+        if (unsettled && path && PyUnicode_CheckExact(path) &&
+            (left = PySet_Contains(unsettled, path)) < 0)
+            goto fail;
+        if (!left && pt->stuck < patience) {
             pt->stuck++;
             break;
         }

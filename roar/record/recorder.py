@@ -230,6 +230,7 @@ class RunRecorder:
         # paths prebuild left to the end, and paths no longer clean: with those
         # still in its queue, every path not clean (what the end looks at again)
         self._unsettled: set[str] = set()
+        self._gone: set[str] = set()  # paths made unclean (touched while clean), ever
         start_ns = time.monotonic_ns() if start_ns is None else start_ns
         self.start_wall = start_ns + self.wall_offset
         # feed_raw(raw): one raw kernel record into the model (runmodel.py)
@@ -624,6 +625,7 @@ class RunRecorder:
             gone = self._clean & touched
             if gone:
                 self._unsettled |= gone
+                self._gone |= gone
                 if self._ledger is not None:
                     ledger_spoil(self._ledger, gone)
                 for pt in self._partials.values():
@@ -644,7 +646,7 @@ class RunRecorder:
             if pt is None:
                 pt = partials[id(p)] = Partial(p)
             self._partial_extend(pt, self.kinds, self._clean, self._pf_built, self._built,
-                                 PARTIAL_PATIENCE)
+                                 PARTIAL_PATIENCE, self._unsettled)
 
     def _prebuild_procs(self, budget: int) -> int:
         """Build the records of up to `budget` processes that have exited since
@@ -676,11 +678,12 @@ class RunRecorder:
                 continue
             doc, raw, used = self._proc_record(p, git_root, tracked, size_of,
                                                (self._built, True))
-            # built from clean paths only: the end checks its sizes only if one of
-            # them was made unclean since (_process_records)
+            # the (path, size)s of its paths not clean now: the end checks those
+            # sizes, and the others' only if one of them is made unclean since
+            # (_process_records)
             clean = self._clean
             self._proc_built[id(p)] = (p.exit_code, p.signal, used, doc, raw,
-                                       all(path in clean for path, _ in used))
+                                       tuple(u for u in used if u[0] not in clean))
             built += 1
         self._procs_running = running
         if running and built >= budget:
@@ -969,20 +972,20 @@ class RunRecorder:
                 return sizes[path] if path in sizes else ledger_size(ledger, path)
 
             src = ((sizes, ledger), 2)
-        # the processes that used a path made unclean (or left unbuilt) during the
-        # run: a record built ahead from clean paths only, none of them among
-        # those, has the sizes it was built with (a clean path's records are those
-        # it was built with), so only the others' are checked
+        # the processes that used a path made unclean during the run: a record
+        # built ahead from paths clean then, none of them made unclean since, has
+        # the sizes it was built with (a clean path's records are those it was
+        # built with), so only those of its paths not clean then are checked
         suspect: set[int] = set()
         if same is not None:
             by_path = self.model.by_path
-            for path in self._unsettled:
+            for path in self._gone:
                 suspect.update(id(q) for q, _ in by_path.get(path, ()))
         for p in self.model.procs:
             hit = built.get(id(p))
             if (hit is not None and hit[0] == p.exit_code and hit[1] == p.signal
-                    and ((hit[5] and id(p) not in suspect)
-                         or same(hit[2], sizes, *(() if ledger is None else (ledger,)))
+                    and (same(hit[5] if id(p) not in suspect else hit[2], sizes,
+                              *(() if ledger is None else (ledger,)))
                          if same is not None
                          else all(size_of(path) == size for path, size in hit[2]))):
                 doc, raw = hit[3], hit[4]  # built while the run went on, still the same
