@@ -342,6 +342,8 @@ def test_random_streams_stored_the_same_with_and_without_c(tmp_path, seed, monke
     if seed % 2:  # every running process's record built ahead in part
         monkeypatch.setattr(R, "PARTIAL_MIN", 1)
         monkeypatch.setattr(R, "PARTIAL_PATIENCE", seed % 3)
+        monkeypatch.setattr(R, "PARTIAL_STEP", 1)
+    monkeypatch.setattr(R, "LEDGER_SORT_LEAST", seed % 3)  # the ledger's order merged at looks
     rng = random.Random(seed)
     d = tmp_path / "data"
     d.mkdir()
@@ -362,13 +364,18 @@ def test_random_streams_stored_the_same_with_and_without_c(tmp_path, seed, monke
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_odd_names_stored_in_the_same_order_with_and_without_c(tmp_path, seed):
+def test_odd_names_stored_in_the_same_order_with_and_without_c(tmp_path, seed, monkeypatch):
     """The end takes the settled inputs built in C from its ledger (_cmodel.c
     ledger_sorted, ledger_join) and merges them with the rest in Python's path
     order: names that are not ASCII (UTF-8, bytes that are not, whose order as
     bytes is not their order as str), a name that begins another, names around
-    the NUL the rows put after a path, give the bytes recorder.py stores."""
+    the NUL the rows put after a path, give the bytes recorder.py stores (the
+    ledger's order kept at the looks, merged with what each adds, or not)."""
     import random
+
+    from roar.record import recorder as R
+
+    monkeypatch.setattr(R, "LEDGER_SORT_LEAST", [1, 1024, 2][seed % 3])
 
     rng = random.Random(seed)
     d = tmp_path / "data"
@@ -759,6 +766,7 @@ def test_a_running_processs_record_built_in_part_equals_one_built_at_the_end(
     rng = random.Random(seed)
     monkeypatch.setattr(R, "PARTIAL_MIN", rng.choice([1, 4, 16]))
     monkeypatch.setattr(R, "PARTIAL_PATIENCE", rng.choice([0, 1, 3]))
+    monkeypatch.setattr(R, "PARTIAL_STEP", rng.choice([1, 3]))
     made: list = []
 
     def partial(p):

@@ -3427,6 +3427,7 @@ typedef struct {
     PRun *r;
     Py_ssize_t n, cap;
     Py_ssize_t covered;   /* positions looked at */
+    Py_ssize_t at;        /* PyDict_Next's position after them (p.files never loses a key) */
     Py_ssize_t stuck;     /* looks that stopped at covered */
     PyObject *run_of;     /* path -> the number of its run */
     PyObject *proc;       /* the Proc (strong) */
@@ -3565,11 +3566,11 @@ static PyObject *partial_extend(PyObject *self, PyObject *args)
     PyObject *files = PyList_New(0), *parts = PyList_New(0), *used = PyList_New(0);
     if (!files || !parts || !used)
         goto fail;
-    Py_ssize_t pos = 0, i = 0, start = -1;
+    /* from where the last look stopped: not every position again at each look */
+    Py_ssize_t pos = pt->at, i = pt->covered, start = -1;
     PyObject *k, *v, *first = NULL;
     while (PyDict_Next(p->files, &pos, &k, &v)) {
-        if (i++ < pt->covered)
-            continue;
+        i++;
         int ok = PyObject_TypeCheck(v, &ProcFileType);
         PyObject *path = ok ? ((ProcFile *)v)->path : NULL;
         PyObject *hit = NULL, *size = NULL;
@@ -3608,6 +3609,7 @@ static PyObject *partial_extend(PyObject *self, PyObject *args)
             if (start < 0)
                 start = i - 1, first = v;
             pt->covered = i;
+            pt->at = pos;
             pt->stuck = 0;
             taken++;
             continue;
@@ -3633,6 +3635,7 @@ static PyObject *partial_extend(PyObject *self, PyObject *args)
             break;
         }
         pt->covered = i; /* left to the end */
+        pt->at = pos;
         pt->stuck = 0;
     }
     if (start >= 0 && partial_push(pt, start, pt->covered, first, files, parts, used) < 0)
@@ -4503,14 +4506,19 @@ static int ledger_sort_some(Ledger *l)
     return 0;
 }
 
-/* ledger_sort(ledger): ledger_sort_some, between looks (recorder.prebuild) */
-static PyObject *ledger_sort(PyObject *self, PyObject *arg)
+/* ledger_sort(ledger[, least]): ledger_sort_some, between looks (recorder.prebuild),
+ * once the entries added since are an eighth of those in order and `least` (1,024)
+ * or more: a merge walks them all, and the looks are many (one every few files in
+ * a data loader's run); the end sorts what is left (ledger_sorted) */
+static PyObject *ledger_sort(PyObject *self, PyObject *args)
 {
-    if (!PyObject_TypeCheck(arg, &LedgerType)) {
-        PyErr_SetString(PyExc_TypeError, "ledger_sort: a Ledger");
+    PyObject *ledger;
+    Py_ssize_t least = 1024;
+    if (!PyArg_ParseTuple(args, "O!|n", &LedgerType, &ledger, &least))
         return NULL;
-    }
-    if (ledger_sort_some((Ledger *)arg) < 0)
+    Ledger *l = (Ledger *)ledger;
+    Py_ssize_t m = l->n - l->order_upto;
+    if (m > 0 && m >= least && m >= l->n_order / 8 && ledger_sort_some(l) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
@@ -4877,9 +4885,10 @@ static PyMethodDef module_methods[] = {
      "entries that count at the end, sorted by path for ledger_join (see _cmodel.c)."},
     {"ledger_size", ledger_size, METH_VARARGS,
      "ledger_size(ledger, path) -> the size of path's entry that counts, or None."},
-    {"ledger_sort", ledger_sort, METH_O,
-     "ledger_sort(ledger): the entries added since the last sort merged into the ledger's "
-     "path order (at each look: not at the end)."},
+    {"ledger_sort", ledger_sort, METH_VARARGS,
+     "ledger_sort(ledger[, least]): the entries added since the last sort merged into the "
+     "ledger's path order, once there are `least` (1024) and an eighth of it (at a look: "
+     "not at the end)."},
     {"ledger_spoil", ledger_spoil, METH_VARARGS,
      "ledger_spoil(ledger, paths): the entries of paths count no more (see _cmodel.c)."},
     {"ledger_join", ledger_join, METH_VARARGS,

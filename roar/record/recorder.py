@@ -83,6 +83,8 @@ CHECK_LEDGER = bool(os.environ.get("ROAR_CHECK_LEDGER"))
 # (_prebuild_partials: a data loader's one process, which exits last)
 PARTIAL_MIN = 256
 PARTIAL_PATIENCE = 3  # looks an entry not built ahead holds up its process's partial
+PARTIAL_STEP = 64  # new files a process's partial waits for (a look every few files)
+LEDGER_SORT_LEAST = 1024  # ledger entries a look merges into the ledger's order at least
 
 
 def _version(base: dict, role: str, mode: str | None = None, *, res: HashResult | None = None,
@@ -230,7 +232,9 @@ class RunRecorder:
         # paths prebuild left to the end, and paths no longer clean: with those
         # still in its queue, every path not clean (what the end looks at again)
         self._unsettled: set[str] = set()
-        self._gone: set[str] = set()  # paths made unclean (touched while clean), ever
+        # paths made unclean (touched while clean) -> the last _unclean that did
+        self._gone: dict[str, int] = {}
+        self._uncleans = 0  # _unclean calls so far
         start_ns = time.monotonic_ns() if start_ns is None else start_ns
         self.start_wall = start_ns + self.wall_offset
         # feed_raw(raw): one raw kernel record into the model (runmodel.py)
@@ -606,7 +610,7 @@ class RunRecorder:
             self._clean.add(path)
             built += 1
         if self._ledger is not None:
-            ledger_sort(self._ledger)  # the end sorts only what it adds
+            ledger_sort(self._ledger, LEDGER_SORT_LEAST)  # the end sorts only the rest
         self._prebuild_partials()
         return built + self._prebuild_procs(budget)
 
@@ -621,11 +625,12 @@ class RunRecorder:
         """Paths the model touched are no longer clean (their records, built
         ahead, are checked again): their ledger entries and the runs of the
         partial records holding one that was are spoiled."""
+        self._uncleans += 1
         if self._partials or self._ledger is not None:
             gone = self._clean & touched
             if gone:
                 self._unsettled |= gone
-                self._gone |= gone
+                self._gone.update(dict.fromkeys(gone, self._uncleans))
                 if self._ledger is not None:
                     ledger_spoil(self._ledger, gone)
                 for pt in self._partials.values():
@@ -645,6 +650,8 @@ class RunRecorder:
             pt = partials.get(id(p))
             if pt is None:
                 pt = partials[id(p)] = Partial(p)
+            elif len(p.files) - pt.state[0] < PARTIAL_STEP:
+                continue  # a run of a few entries: at a later look
             self._partial_extend(pt, self.kinds, self._clean, self._pf_built, self._built,
                                  PARTIAL_PATIENCE, self._unsettled)
 
@@ -683,7 +690,8 @@ class RunRecorder:
             # (_process_records)
             clean = self._clean
             self._proc_built[id(p)] = (p.exit_code, p.signal, used, doc, raw,
-                                       tuple(u for u in used if u[0] not in clean))
+                                       tuple(u for u in used if u[0] not in clean),
+                                       self._uncleans)
             built += 1
         self._procs_running = running
         if running and built >= budget:
@@ -972,19 +980,21 @@ class RunRecorder:
                 return sizes[path] if path in sizes else ledger_size(ledger, path)
 
             src = ((sizes, ledger), 2)
-        # the processes that used a path made unclean during the run: a record
-        # built ahead from paths clean then, none of them made unclean since, has
-        # the sizes it was built with (a clean path's records are those it was
-        # built with), so only those of its paths not clean then are checked
-        suspect: set[int] = set()
+        # when each process last used a path made unclean: a record built ahead
+        # from paths clean then, none of them made unclean since, has the sizes
+        # it was built with (a clean path's records are those it was built
+        # with), so only those of its paths not clean then are checked
+        suspect: dict[int, int] = {}
         if same is not None:
             by_path = self.model.by_path
-            for path in self._gone:
-                suspect.update(id(q) for q, _ in by_path.get(path, ()))
+            for path, when in self._gone.items():
+                for q, _ in by_path.get(path, ()):
+                    if suspect.get(id(q), 0) < when:
+                        suspect[id(q)] = when
         for p in self.model.procs:
             hit = built.get(id(p))
             if (hit is not None and hit[0] == p.exit_code and hit[1] == p.signal
-                    and (same(hit[5] if id(p) not in suspect else hit[2], sizes,
+                    and (same(hit[5] if suspect.get(id(p), 0) <= hit[6] else hit[2], sizes,
                               *(() if ledger is None else (ledger,)))
                          if same is not None
                          else all(size_of(path) == size for path, size in hit[2]))):
