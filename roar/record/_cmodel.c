@@ -3918,20 +3918,29 @@ static PyObject *proc_record_built(PyObject *self, PyObject *args)
     int rc = jb_obj(&b, doc, 0);
     if (rc > 0 && b.n > 0) {
         b.n--; /* the head's closing brace */
-        Py_ssize_t total = 12 + PyList_GET_SIZE(parts); /* the parts at once: no doubling */
-        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(parts); i++)
+        /* written straight into the bytes, at their length (megabytes for a process
+         * with 20,000 files: not copied again, no memory touched twice) */
+        Py_ssize_t np = PyList_GET_SIZE(parts), total = b.n + 12 + (np ? np - 1 : 0);
+        for (Py_ssize_t i = 0; i < np; i++)
             total += PyBytes_GET_SIZE(PyList_GET_ITEM(parts, i));
-        rc = jb_reserve(&b, total) < 0 || jb_put(&b, ",\"files\":[", 10) < 0 ? -1 : 1;
-        for (Py_ssize_t i = 0; rc > 0 && i < PyList_GET_SIZE(parts); i++) {
-            PyObject *part = PyList_GET_ITEM(parts, i);
-            if ((i && jb_put(&b, ",", 1) < 0) ||
-                jb_put(&b, PyBytes_AS_STRING(part), PyBytes_GET_SIZE(part)) < 0)
-                rc = -1;
-        }
-        if (rc > 0 && jb_put(&b, "]}", 2) < 0)
+        raw = PyBytes_FromStringAndSize(NULL, total);
+        if (!raw)
             rc = -1;
-        if (rc > 0)
-            raw = PyBytes_FromStringAndSize(b.p, b.n);
+        else {
+            char *o = PyBytes_AS_STRING(raw);
+            memcpy(o, b.p, b.n);
+            o += b.n;
+            memcpy(o, ",\"files\":[", 10);
+            o += 10;
+            for (Py_ssize_t i = 0; i < np; i++) {
+                PyObject *part = PyList_GET_ITEM(parts, i);
+                if (i)
+                    *o++ = ',';
+                memcpy(o, PyBytes_AS_STRING(part), PyBytes_GET_SIZE(part));
+                o += PyBytes_GET_SIZE(part);
+            }
+            memcpy(o, "]}", 2);
+        }
     }
     JBUF_FREE(&b);
     if (rc == 0)
@@ -4616,20 +4625,22 @@ fail:
     return NULL;
 }
 
-/* ledger_join(ledger, rest, rest_json, state, (rows, rows), listed, hashed) -> the
- * JSON of the run's file records joined with commas (store._join's without its
- * brackets), in path order: ledger_sorted's entries and the rest (their paths
- * sorted, rest_json[i] the JSON of rest[i]'s records) merged; the entries' records
- * are added to the tally state (tally_records') and their index rows to rows[0]
- * (hash_read), as tally_records and index_rows would. */
+/* ledger_join(ledger, rest, rest_json, state, (rows, rows), listed, hashed[,
+ * lazy_sizes, brackets]) -> the JSON of the run's file records joined with commas
+ * (store._join's without its brackets; with brackets, store._join's), in path
+ * order: ledger_sorted's entries and the rest (their paths sorted, rest_json[i]
+ * the JSON of rest[i]'s records) merged; the entries' records are added to the
+ * tally state (tally_records'; with lazy_sizes their sizes are not: ledger_size
+ * gives them) and their index rows to rows[0] (hash_read), as tally_records and
+ * index_rows would. */
 static PyObject *ledger_join(PyObject *self, PyObject *args)
 {
     PyObject *ledger, *rest, *rest_json, *state, *rows_r, *rows_w, *listed, *hashed;
-    int lazy_sizes = 0;
-    if (!PyArg_ParseTuple(args, "O!O!O!O!(O!O!)O!O!|p", &LedgerType, &ledger, &PyList_Type,
+    int lazy_sizes = 0, brackets = 0;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!(O!O!)O!O!|pp", &LedgerType, &ledger, &PyList_Type,
                           &rest, &PyList_Type, &rest_json, &PyList_Type, &state, &PyList_Type,
                           &rows_r, &PyList_Type, &rows_w, &PyTuple_Type, &listed, &PyTuple_Type,
-                          &hashed, &lazy_sizes))
+                          &hashed, &lazy_sizes, &brackets))
         return NULL;
     Ledger *l = (Ledger *)ledger;
     if (!l->sorted) {
@@ -4662,11 +4673,16 @@ static PyObject *ledger_join(PyObject *self, PyObject *args)
         total += l->sorted[i]->raw_len;
     parts += (size_t)l->n_sorted;
     total += parts ? parts - 1 : 0;
-    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total + (brackets ? 2 : 0));
     if (!out)
         return NULL;
     char *o = PyBytes_AS_STRING(out);
     size_t at = 0, put = 0; /* bytes and parts written */
+    if (brackets) { /* the stored list itself (store._join's), not copied again */
+        o[0] = '[';
+        o[total + 1] = ']';
+        o++;
+    }
     if (!lazy_sizes && !PyDict_GET_SIZE(t.sizes) && l->n_sorted > 1024) {
         /* no rehash at every doubling */
         PyObject *sized = _PyDict_NewPresized(l->n_sorted + nr);

@@ -334,7 +334,9 @@ class RunRecorder:
             pending, written = pending + r_pending, written + r_written
         if remote_files:
             files += remote_files
-        encoded += [encode_doc(r) for r in remote_files]
+            if encoded.__class__ is bytes:  # the stored list (_from_ledger's): its parts
+                encoded = [encoded[1:-1]] if len(encoded) > 2 else []
+            encoded += [encode_doc(r) for r in remote_files]
         index += index_entries(self._rid, remote_files)
 
         # a note is a sentence, or a coded reason (codes.reason) from the session
@@ -722,7 +724,8 @@ class RunRecorder:
                                                         tuple | None, tuple | None]:
         """(records, their JSON, index entries, tally, rows): the run's file
         records in path order. The JSON is a list of parts whose join with
-        commas is the stored list's (a part may hold many records); tally is
+        commas is the stored list's (a part may hold many records), or the
+        stored list's bytes themselves (from the ledger); tally is
         tally(records) and rows the hash-index rows of the records not in index
         entries (for index_rows to add to), when C gathered them (gather_end),
         else None."""
@@ -853,14 +856,15 @@ class RunRecorder:
             index.extend(entries)
         # the sizes of the entries stay in the ledger (ledger_size): the end's
         # process records ask for those of their files only
-        body = ledger_join(self._ledger, rest, rest_json, state, rows, LISTED, HASHED, True)
+        body = ledger_join(self._ledger, rest, rest_json, state, rows, LISTED, HASHED, True,
+                           True)
         self._sizes_ledger = self._ledger
 
         def records() -> list[dict]:
             return [rec for path in sorted(model.paths)
                     for rec in (rest_records[path] if path in rest_records else built[path][1])]
 
-        return records, [body] if body else [], index, tuple(state), rows
+        return records, body, index, tuple(state), rows  # body: the stored list itself
 
     def _records_for(self, path: str, s, kind: str, a: dict, created: dict,
                      outputs: dict) -> list[dict]:

@@ -523,14 +523,16 @@ class Store:
                    meanwhile=None,
                    cache: list[tuple[bytes, str]] | None = None) -> tuple[bytes, bytes]:
         """Store a finished run with its file records, processes and hash indexes.
-        encoded_*: the same records already encoded one by one (encode_doc);
+        encoded_*: the same records already encoded one by one (encode_doc), or
+        (encoded_files) the list's bytes themselves;
         index: their index_entries; rows: index_rows(index), when the caller
         made them; meanwhile(files_raw, procs_raw): called with the bytes to be
         stored before they are written; cache: stat-cache entries (cache_hashes')
         written in the same transaction (one sync at the end of a run, not two).
         Returns the file and process records' bytes as stored (raw_records)."""
         rid = run["id"].encode()
-        files_raw = encode_doc(files) if encoded_files is None else _join(encoded_files)
+        files_raw = (encode_doc(files) if encoded_files is None else encoded_files
+                     if encoded_files.__class__ is bytes else _join(encoded_files))
         procs_raw = encode_doc(procs) if encoded_procs is None else _join(encoded_procs)
         if meanwhile is not None:
             meanwhile(files_raw, procs_raw)
