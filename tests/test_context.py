@@ -101,3 +101,41 @@ def test_packages_are_what_was_imported(tmp_path):
     used = [str(site / "numpy" / "__init__.py"),
             str(site / "idle-1.0.dist-info" / "entry_points.txt")]  # metadata scan only
     assert context.packages(used) == {"numpy": "2.1.0"}
+
+
+def test_packages_from_site_dists_read_ahead_are_packages_read_at_the_end(tmp_path):
+    """The recorder reads a site-packages directory's distributions while the run
+    goes on (context.site_dists); at the end packages() takes them where the
+    directory lists the same entries, else reads it again: the same answer as
+    reading it all at the end, for top_level.txt, RECORD (a name in a RECORD that
+    names none of the run's), a distribution added, and one removed since."""
+    site = tmp_path / "lib" / "python3.11" / "site-packages"
+
+    def dist(name, top=None, record=None):
+        d = site / f"{name}.dist-info"
+        d.mkdir(parents=True)
+        if top is not None:
+            (d / "top_level.txt").write_text(top + "\n")
+        if record is not None:
+            (d / "RECORD").write_text(record)
+
+    dist("numpy-2.1.0", top="numpy")
+    dist("six-1.16.0", record="six.py,sha256=x,1\nsix-1.16.0.dist-info/RECORD,,\n")
+    dist("pkg_a-0.1", record="pkg_a/__init__.py,,\npkg_a/six_helpers.py,,\n")
+    dist("nothing-1", record="")
+    used = [str(site / "numpy" / "__init__.py"), str(site / "six.py"),
+            str(site / "pkg_a" / "__init__.py"), "/usr/lib/libc.so.6"]
+    assert context.site_of(used[0]) == str(site) and context.site_of(used[3]) is None
+    ahead = {str(site): context.site_dists(str(site))}
+    want = context.packages(used)
+    assert want == {"numpy": "2.1.0", "pkg-a": "0.1", "six": "1.16.0"}
+    assert context.packages(used, ahead) == want
+    dist("torch-2.0", top="torch")  # installed since: read again
+    assert context.packages([*used, str(site / "torch" / "x.py")], ahead) == {
+        **want, "torch": "2.0"}
+    import shutil
+
+    shutil.rmtree(site / "six-1.16.0.dist-info")
+    assert context.packages(used, ahead) == context.packages(used) == {
+        "numpy": "2.1.0", "pkg-a": "0.1"}
+    assert context.site_dists(str(tmp_path / "none")) is None

@@ -654,12 +654,32 @@ def _top_names(site: str, dist_dir: str, among: set[str] | None = None) -> set[s
     return names
 
 
-def packages(paths) -> dict[str, str]:
+def site_of(path: str) -> str | None:
+    """The site-packages directory a path is in (packages()'), or None."""
+    m = re.match(_SITE, path) if "-packages/" in path else None
+    return m.group(1) if m else None
+
+
+def site_dists(site: str) -> tuple[tuple[str, ...], dict[str, frozenset]] | None:
+    """What packages() reads in a site-packages directory, read now (while a run
+    goes on, so that its end does not): the directory's entries, and the
+    top-level names of each distribution in it; None if it cannot be listed."""
+    try:
+        names = os.listdir(site)
+    except OSError:
+        return None
+    return tuple(names), {n: frozenset(_top_names(site, n)) for n in names
+                          if re.match(_DIST, n)}
+
+
+def packages(paths, known: dict | None = None) -> dict[str, str]:
     """Name -> version of the distributions the run actually imported from.
 
     Site-packages directories and the top-level names used in them come from
     the files the run opened, so only what the traced interpreters loaded is
-    reported, not everything installed beside it."""
+    reported, not everything installed beside it. known: site_dists() of some
+    directories, read earlier: used where the directory still lists the same
+    entries (a distribution installed or removed since is read again)."""
     used: dict[str, set[str]] = {}
     for p in paths:
         m = re.match(_SITE, p) if "-packages/" in p else None
@@ -674,13 +694,18 @@ def packages(paths) -> dict[str, str]:
             names = os.listdir(site)
         except OSError:
             continue
+        pre = known.get(site) if known else None
+        if pre is not None and pre[0] != tuple(names):
+            pre = None
         for n in names:
             m = re.match(_DIST, n)
             if not m:
                 continue
             # only what was imported counts: importlib.metadata scans every
-            # dist-info (entry points), which says nothing about use
-            if tops & _top_names(site, n, tops):
+            # dist-info (entry points), which says nothing about use (a name
+            # of tops among all the distribution's names is among those
+            # _top_names gives for tops: it appears in the text it skips)
+            if tops & (pre[1][n] if pre is not None else _top_names(site, n, tops)):
                 found.setdefault(m.group(1).replace("_", "-").lower(), m.group(2))
     return dict(sorted(found.items()))
 

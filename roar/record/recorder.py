@@ -232,6 +232,9 @@ class RunRecorder:
         # paths prebuild left to the end, and paths no longer clean: with those
         # still in its queue, every path not clean (what the end looks at again)
         self._unsettled: set[str] = set()
+        # site-packages directories the run used -> their distributions, read by a
+        # look (context.site_dists; False: not listable) for context.packages
+        self._sites: dict[str, object] = {}
         # paths made unclean (touched while clean) -> the last _unclean that did
         self._gone: dict[str, int] = {}
         self._uncleans = 0  # _unclean calls so far
@@ -372,7 +375,11 @@ class RunRecorder:
         run["connects"] = model.connects
         run["installed"] = context.installed(env_out)
         # what it installed is not what it used (pip reads back what it byte-compiles)
-        run["packages"] = {k: v for k, v in context.packages(env_read).items()
+        # (the distributions of the site-packages directories read while the run
+        # went on, where the run wrote nothing into the directory)
+        wrote = {context.site_of(p) for p in env_out}
+        known = {site: d for site, d in self._sites.items() if d and site not in wrote}
+        run["packages"] = {k: v for k, v in context.packages(env_read, known).items()
                            if run["installed"].get(k) != v}
         run["counts"] = {
             "inputs": n_in,
@@ -591,9 +598,14 @@ class RunRecorder:
             for path, _ in batch:
                 if path not in kinds:
                     kinds[path] = self._classify(path, self._tracked)
+        sites = self._sites
         for path, tries in batch:
             s = model.paths[path]
             kind = kinds[path]
+            if kind == ENV and "-packages/" in path:  # a site-packages directory
+                site = context.site_of(path)
+                if site is not None and site not in sites:
+                    sites[site] = None  # read below
             if not self._settled(s, kind):
                 if self._read_only(s):
                     if s.read and s.early_hash is not None:
@@ -611,6 +623,9 @@ class RunRecorder:
                 self._prebuild_proc_files(path, kind, parts[0])
             self._clean.add(path)
             built += 1
+        for site, dists in sites.items():
+            if dists is None:  # its distributions read now, for the end (context.packages)
+                sites[site] = context.site_dists(site) or False
         if self._ledger is not None:
             ledger_sort(self._ledger, LEDGER_SORT_LEAST)  # the end sorts only the rest
         self._prebuild_partials()
