@@ -666,10 +666,10 @@ def site_dists(site: str) -> tuple[tuple[str, ...], dict[str, frozenset]] | None
     top-level names of each distribution in it; None if it cannot be listed."""
     try:
         names = os.listdir(site)
-    except OSError:
+        return tuple(names), {n: frozenset(_top_names(site, n)) for n in names
+                              if re.match(_DIST, n)}
+    except (OSError, ValueError):  # (a RECORD not in UTF-8: the end reads it, as before)
         return None
-    return tuple(names), {n: frozenset(_top_names(site, n)) for n in names
-                          if re.match(_DIST, n)}
 
 
 def packages(paths, known: dict | None = None) -> dict[str, str]:
