@@ -709,6 +709,7 @@ class RunRecorder:
             self._proc_built[id(p)] = (p.exit_code, p.signal, used, doc, raw,
                                        tuple(u for u in used if u[0] not in clean),
                                        self._uncleans)
+            self._partials.pop(id(p), None)  # its record is built: its runs are not kept
             built += 1
         self._procs_running = running
         if running and built >= budget:
