@@ -146,6 +146,40 @@ def _inherited_fds() -> dict[int, str]:
     return out
 
 
+class LocalWorkload:
+    """The workload forked by this process (`python -m roar run`, and every run
+    the compiled launcher hands to Python): held on a pipe until released.
+    roar/cli/warm.py has the other implementation (the launcher forks it)."""
+
+    pid = 0
+
+    @property
+    def client_pid(self) -> int:
+        return os.getpid()
+
+    def spawn(self, argv: list[str], run_id: str, hold=None) -> int:
+        self.pid, self._go = _spawn_held(argv, run_id, hold)
+        return self.pid
+
+    def root_fds(self) -> dict[int, str]:
+        return _inherited_fds()
+
+    def release(self) -> None:
+        os.write(self._go, b"g")
+        os.close(self._go)
+
+    def abandon(self) -> None:
+        """End the held (never released) workload."""
+        os.kill(self.pid, _signal.SIGKILL)
+        os.waitpid(self.pid, 0)
+
+    def signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    def wait(self, gate=None, session=None) -> tuple[int, bool]:
+        return _wait_root(self.pid, gate, session, self)
+
+
 def _spawn_held(argv: list[str], run_id: str, hold=None) -> tuple[int, int]:
     """Fork the workload, blocked until we write to the returned pipe. Its
     environment names the run (ROAR_RUN_ID) for trackers and notebooks to store.
@@ -157,7 +191,9 @@ def _spawn_held(argv: list[str], run_id: str, hold=None) -> tuple[int, int]:
     if pid == 0:
         try:
             os.close(w)
-            for sig in FORWARDED:
+            # and what the interpreter ignores (as subprocess's restore_signals):
+            # `roar run -- yes | head` ends as bare (the launcher forks it as bare)
+            for sig in (*FORWARDED, _signal.SIGPIPE, _signal.SIGXFSZ):
                 _signal.signal(sig, _signal.SIG_DFL)
             _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
             go = os.read(r, 1)
@@ -249,11 +285,13 @@ def _hold_listener(sock) -> tuple[int | None, str]:
 def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
         linger: float = DEFAULT_LINGER, store: Store | None = None,
         request_id: str | None = None, group: str | None = None, audit: bool = False,
-        policy: str | None = None, no_git: bool = False) -> int:
+        policy: str | None = None, no_git: bool = False, workload=None) -> int:
     """Run argv traced; returns the exit status roar should exit with.
     group: the job group (--group); else found in the environment (groups.detect).
     audit: also keep the session's audit (roar/record/audit.py), under the
-    policy file given, if any."""
+    policy file given, if any. workload: who forks and waits for the command
+    (LocalWorkload, this process, unless given)."""
+    workload = workload or LocalWorkload()
     check_command(argv)
     if group is not None and (why := groups.check_flag(group)):
         raise RunError(why)
@@ -277,7 +315,7 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
                            "roard on the host can match; run roard there and set ROAR_SOCKET "
                            "to its socket (docs/deploy.md)")
         prepared = _prepare(store, argv, run_id, name, allow_dirty, request_id, "embedded",
-                            group, no_git)
+                            group, no_git, client_pid=workload.client_pid)
         session = EmbeddedSession()
     logs = _regular_output_files()
     hold = theirs = None
@@ -292,11 +330,16 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
 
         hold, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
     old_mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, [*FORWARDED, _signal.SIGCHLD])
-    pid, go = _spawn_held(argv, run_id, theirs)
-    if theirs is not None:
-        theirs.close()
     try:
-        root_fds = _inherited_fds()
+        pid = workload.spawn(argv, run_id, theirs)
+    except BaseException:
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, old_mask)
+        raise
+    finally:
+        if theirs is not None:
+            theirs.close()
+    try:
+        root_fds = workload.root_fds()
         start_ns = time.monotonic_ns()
         # roard creates the run's cgroup, tags it and moves the held workload
         # there (a cgroup migration: milliseconds) while the checks that may
@@ -307,22 +350,21 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
                       prompt=audit_policy is not None or hold is None)
         record, gate = prepared or _prepare(store, argv, run_id, name, allow_dirty,
                                             request_id, session.mode, group, no_git,
-                                            meanwhile=_preload)
+                                            meanwhile=_preload,
+                                            client_pid=workload.client_pid)
         session.started()
         record["cgroup"] = session.placement  # where the run cgroup is, and why there
         record["namespaces"] = session.namespaces
         store.put_run(record)  # "running" before the command starts: never lost
     except BaseException:
-        os.kill(pid, _signal.SIGKILL)
-        os.waitpid(pid, 0)
+        workload.abandon()
         if hold is not None:
             hold.close()
         session.abort()  # nothing ran: roard keeps nothing
         session.close()
         _signal.pthread_sigmask(_signal.SIG_SETMASK, old_mask)
         raise
-    os.write(go, b"g")
-    os.close(go)
+    workload.release()
     listener = None
     if hold is not None:
         listener, why = _hold_listener(hold)
@@ -375,17 +417,17 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
                                           daemon=True)
             gpu_thread.start()
     except RuntimeError as e:  # "can't start new thread": roar's threads count in pids.max
-        os.kill(pid, _signal.SIGKILL)  # never leave it running unrecorded
+        workload.signal(_signal.SIGKILL)  # never leave it running unrecorded
         raise RunError(f"could not start roar's threads ({e}): the process limit of the "
                        f"job's cgroup (pids.max) is reached; the command was ended", 1) from None
     except BaseException:
-        os.kill(pid, _signal.SIGKILL)  # never leave it running unrecorded
+        workload.signal(_signal.SIGKILL)  # never leave it running unrecorded
         raise
     if _gc_at_release:
         gc.freeze()  # the start's objects (modules...) live to the end: out of its sight
         gc.enable()
     mark("model ready (the workload runs)")
-    status, interrupted = _wait_root(pid, gate, session)
+    status, interrupted = workload.wait(gate, session)
     mark("workload")
     session.root_exited(linger)
     mark("cgroup empty and drained")
@@ -500,7 +542,7 @@ def _preload() -> None:
 def _prepare(store: Store, argv: list[str], run_id: str, name: str | None,
              allow_dirty: bool, request_id: str | None, mode: str,
              group: str | None = None, no_git: bool = False,
-             meanwhile=None) -> tuple[dict, object]:
+             meanwhile=None, client_pid: int | None = None) -> tuple[dict, object]:
     """The run document as it starts, and the training request's gate; raises
     RunError when the run may not start (dirty work tree, request refused).
     meanwhile(): called once, while git's commands run."""
@@ -539,7 +581,8 @@ def _prepare(store: Store, argv: list[str], run_id: str, name: str | None,
         "started_at": now_iso(),
         "ended_at": None, "exit_code": None, "signal": None,
         "git": git, "env": context.environment(dict(os.environ), key), "mode": mode,
-        "client_pid": os.getpid(), "complete": None, "lost_events": None,
+        "client_pid": os.getpid() if client_pid is None else client_pid,
+        "complete": None, "lost_events": None,
         "request": request_id, "group": groups.detect(os.environ, group),
         "classify_rules": [r.to_doc() for r in rules],
     }
@@ -691,7 +734,7 @@ def _feed(session, recorder, feeder, keep=None) -> None:
             recorder.model.problem(f"internal error handling an event: {type(e).__name__}: {e}")
 
 
-def _wait_root(pid: int, gate=None, session=None) -> tuple[int, bool]:
+def _wait_root(pid: int, gate=None, session=None, workload=None) -> tuple[int, bool]:
     """Wait for the first process, forwarding signals sent to roar alone and
     letting a training request's budget stop the workload."""
     interrupted = False
@@ -701,34 +744,63 @@ def _wait_root(pid: int, gate=None, session=None) -> tuple[int, bool]:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
             return status, interrupted
-        verdict = gate.check(time.monotonic() - started) if gate is not None else None
-        _say(gate)
-        if verdict == "stop":
-            interrupted = True
-            now = time.monotonic()
-            if stop_sent is None:
-                stop_sent = now
-            # SIGTERM first; a workload that ignores it is killed after a grace
-            sig = _signal.SIGKILL if now - stop_sent > STOP_GRACE else _signal.SIGTERM
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
+        stop_sent = _budget(gate, started, stop_sent, workload or _Pid(pid))
+        interrupted = interrupted or stop_sent is not None
         info = _signal.sigtimedwait([*FORWARDED, _signal.SIGCHLD], 0.5)
         # SIGCONT after a stop (Ctrl-Z, fg) ends the wait with signo 0: no signal
         if info is None or info.si_signo not in FORWARDED:
             continue
         interrupted = True
-        if info.si_code in (SI_USER, SI_QUEUE, SI_TKILL):
-            # sent to roar by another process: the workload did not get it.
-            # Every process of the run gets it, as a terminal's group would.
-            targets = set(session.pids()) if session is not None else set()
-            for target in targets | {pid}:
-                try:
-                    os.kill(target, info.si_signo)
-                except (ProcessLookupError, PermissionError):
-                    pass
-        # from the terminal: the whole foreground group, workload included, got it
+        forward(info.si_signo, info.si_code in (SI_USER, SI_QUEUE, SI_TKILL), session,
+                workload or _Pid(pid))
+
+
+class _Pid:
+    def __init__(self, pid: int):
+        self.pid = pid
+
+    def signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+
+def _budget(gate, started: float, stop_sent: float | None, workload) -> float | None:
+    """A training request's budget check: when it says stop, SIGTERM the root,
+    then SIGKILL after STOP_GRACE. Returns when the stop was first sent (None:
+    not stopped)."""
+    verdict = gate.check(time.monotonic() - started) if gate is not None else None
+    _say(gate)
+    if verdict != "stop":
+        return stop_sent
+    now = time.monotonic()
+    if stop_sent is None:
+        stop_sent = now
+    # SIGTERM first; a workload that ignores it is killed after a grace
+    sig = _signal.SIGKILL if now - stop_sent > STOP_GRACE else _signal.SIGTERM
+    try:
+        workload.signal(sig)
+    except ProcessLookupError:
+        pass
+    return stop_sent
+
+
+def forward(sig: int, by_user: bool, session, workload) -> None:
+    """A forwarded signal roar got: one sent by another process (by_user) did
+    not reach the workload, so every process of the run gets it, as a
+    terminal's group would; one from the terminal reached the whole
+    foreground group, workload included, already."""
+    if not by_user:
+        return
+    targets = set(session.pids()) if session is not None else set()
+    targets.discard(workload.pid)
+    try:  # the root first: a shell whose child died first may exit 0 before it gets it
+        workload.signal(sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+    for target in sorted(targets):
+        try:
+            os.kill(target, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def _say(gate) -> None:
