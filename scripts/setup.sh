@@ -115,7 +115,7 @@ fi
 # changes by itself (the C extension is built in place by the install).
 STAMP="$VENV/.roar-setup-stamp"
 want="$( (cat "$REPO/pyproject.toml" "$REPO/setup.py" "$REPO/roar/record/_cmodel.c" \
-          "$REPO/roar/record/_readhash.c" "$REPO/roar/capture/_relay.c" "$REPO/roar/capture/_sys.c" "$REPO/bpf/roar_event.h" "$REPO/bpf/roar_event_user.h"; "$VENV/bin/python" -VV; echo editable=compat) \
+          "$REPO/roar/record/_readhash.c" "$REPO/roar/capture/_relay.c" "$REPO/roar/capture/_sys.c" "$REPO/roar/cli/launcher.c" "$REPO/bpf/roar_event.h" "$REPO/bpf/roar_event_user.h"; "$VENV/bin/python" -VV; echo editable=compat) \
         | sha256sum | cut -d' ' -f1)"
 if [[ ! -x $VENV/bin/roar || "$(cat "$STAMP" 2>/dev/null || true)" != "$want" ]]; then
   say "pip install -e '.[test]' into .venv"

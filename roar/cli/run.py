@@ -65,6 +65,10 @@ def cli_run(name: str | None, allow_dirty: bool, linger: float | None,
     timing.cpu()
     sys.stdout.flush()
     sys.stderr.flush()
+    if os.path.basename(sys.argv[0]) == "roar-py":  # the launcher found no warm recorder
+        from roar.cli import warmkey
+
+        warmkey.start_for_next_time()  # after this run's work, for the next ones
     os._exit(code)
 
 
