@@ -117,10 +117,37 @@ static int key(char *out, size_t outlen)
     h = part(h, "roarw1", 6);
     int n = snprintf(buf, sizeof buf, "uid=%u", (unsigned)getuid());
     h = part(h, buf, n);
-    int fd = open("/proc/self/cgroup", O_RDONLY | O_CLOEXEC);
+    /* the credentials an exec keeps (ids, groups, the capability sets that are not
+     * recomputed, no_new_privs, seccomp) and the root directory: a chroot, `sg`, a
+     * dropped capability bounding set get a recorder of their own */
+    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return -1;
-    ssize_t r = read(fd, buf, sizeof buf);
+    ssize_t r = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (r <= 0 || r == sizeof buf - 1)
+        return -1;
+    buf[r] = 0;
+    static const char *creds[] = {"Uid:", "Gid:", "Groups:", "CapInh:", "CapBnd:", "CapAmb:",
+                                  "NoNewPrivs:", "Seccomp:", NULL};
+    for (char *line = buf, *end; *line; line = end + 1) {
+        end = strchr(line, '\n');
+        if (!end)
+            break;
+        for (int i = 0; creds[i]; i++)
+            if (!strncmp(line, creds[i], strlen(creds[i])))
+                h = part(h, line, end - line);
+    }
+    struct stat root;
+    if (stat("/", &root) < 0)
+        return -1;
+    n = snprintf(buf, sizeof buf, "root=%llu:%llu", (unsigned long long)root.st_dev,
+                 (unsigned long long)root.st_ino);
+    h = part(h, buf, n);
+    fd = open("/proc/self/cgroup", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    r = read(fd, buf, sizeof buf);
     close(fd);
     if (r <= 0 || r == sizeof buf)
         return -1;

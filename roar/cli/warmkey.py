@@ -11,6 +11,8 @@ import sys
 
 VERSION = b"roarw1"
 KEYED = (b"ROAR_", b"ROARD_", b"PYTHON", b"LC_", b"HOME=", b"LANG=")
+CREDS = (b"Uid:", b"Gid:", b"Groups:", b"CapInh:", b"CapBnd:", b"CapAmb:", b"NoNewPrivs:",
+         b"Seccomp:")
 
 
 # -- the key and the name (launcher.c computes the same) ----------------------------
@@ -29,6 +31,13 @@ def key(exe_dir: str, environ=None) -> str:
     h = 14695981039346656037
     h = _fnv(h, VERSION)
     h = _fnv(h, b"uid=%d" % os.getuid())
+    # the credentials an exec keeps and the root directory (launcher.c's comment)
+    with open("/proc/self/status", "rb") as f:
+        for line in f.read().split(b"\n"):
+            if line.startswith(CREDS):
+                h = _fnv(h, line)
+    root = os.stat("/")
+    h = _fnv(h, b"root=%d:%d" % (root.st_dev, root.st_ino))
     with open("/proc/self/cgroup", "rb") as f:
         h = _fnv(h, f.read())
     for ns in ("pid", "mnt", "cgroup", "net"):
