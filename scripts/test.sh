@@ -41,6 +41,14 @@ if [[ $rc -eq 5 ]]; then
 fi
 [[ $rc -eq 0 ]] || exit "$rc"
 
+# The capture and pre-image tests again through the compiled `roar` launcher and a
+# warm recorder (the path the installed `roar` command takes; tests/conftest.py
+# ROAR_TEST_LAUNCHER), ~3 min. Not with extra pytest args (a selection of tests).
+if [[ $# -eq 0 ]]; then
+  ROAR_TEST_LAUNCHER=1 .venv/bin/python -m pytest -q tests/test_capture.py \
+    tests/test_preimage.py tests/test_capture_outputs.py || exit 1
+fi
+
 # vm-tests: roar on stock distribution kernels under qemu (vm-tests/run.sh).
 # CI boots the cgroup-v1 refusal boot (debian12-cgv1, about a minute); a stock
 # kernel's smoke suite takes 15-25 minutes under TCG on a loaded 2-core VM

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import xxhash
 from hypothesis import settings
 
 from roar.capture import events as E
+from roar.cli import warm
 from roar.record.hasher import HashResult
 from roar.record.ids import new_run_id
 from roar.record.model import RunModel
@@ -153,17 +155,25 @@ class Roar:
     def __init__(self, home: Path, sock: Path | None, cwd: Path, kept: Path | None = None):
         self.home, self.sock, self.cwd = home, sock, cwd
         self.kept = kept  # where runs keep their raw event streams (ROAR_KEEP_EVENTS)
+        self.warm: Warm | None = None  # ROAR_TEST_LAUNCHER: `roar run` via the launcher
+        self.launched = 0  # runs handed to the launcher
 
     def env(self, **extra) -> dict:
         env = {**os.environ, "ROAR_HOME": str(self.home), "PYTHONPATH": str(REPO)}
         env["ROAR_SOCKET"] = str(self.sock) if self.sock else str(self.home / "no-daemon.sock")
         if self.kept is not None:
             env["ROAR_KEEP_EVENTS"] = str(self.kept)
+        if self.warm is not None:
+            env["ROAR_WARM_IDLE"] = "60"  # keyed: the same in every run of the test
         env.update(extra)
         return env
 
     def __call__(self, *args, check=True, input=None, timeout=300, cwd=None, env=None):
-        p = subprocess.run([sys.executable, "-m", "roar", *map(str, args)],
+        entry = [sys.executable, "-m", "roar"]
+        if self.warm is not None and args and args[0] == "run":
+            entry = [str(self.warm.bin / "roar")]
+            self.launched += 1
+        p = subprocess.run([*entry, *map(str, args)],
                            cwd=cwd or self.cwd, env=env or self.env(), capture_output=True,
                            text=True, input=input, timeout=timeout)
         if check and p.returncode != 0:
@@ -203,8 +213,15 @@ def one_line_error(p) -> str:
     return lines[0]
 
 
+# ROAR_TEST_LAUNCHER=1: the `roar` fixture's `roar run`s go through the compiled
+# launcher (roar/cli/launcher.c) and a warm recorder started for the test, the
+# path the installed `roar` command takes (.ci/run runs tests/test_capture.py so
+# too). Not with tests/test_warm.py, which starts and stops its own.
+LAUNCHER = os.environ.get("ROAR_TEST_LAUNCHER") == "1"
+
+
 @pytest.fixture
-def roar(roard, tmp_path):
+def roar(roard, tmp_path, request):
     """The CLI with a private store and the session's roard. Every run keeps
     its raw event stream; after the test, each is replayed through both
     process models (model.py and the compiled one), which must agree on
@@ -214,11 +231,101 @@ def roar(roard, tmp_path):
     work.mkdir()
     kept = tmp_path / "kept-events"
     kept.mkdir()
-    yield Roar(tmp_path / "home", roard, work, kept)
+    r = Roar(tmp_path / "home", roard, work, kept)
+    if LAUNCHER:
+        r.warm = Warm(r, request.getfixturevalue("launcher_bin"))
+        (r.warm.bin / "py.log").unlink(missing_ok=True)
+        r.warm.start_server()
+    yield r
+    if r.warm is not None:
+        r.warm.stop()
+        fell_back = [line for line in r.warm.py_runs() if line.startswith("run")]
+        # a run with an environment of its own (env=...) goes to Python: not all of them
+        assert not r.launched or len(fell_back) < r.launched, \
+            f"no run of the test was served warm: {fell_back}"
     from model_diff import check_stream
 
     for stream in sorted(kept.glob("*.events")):
         check_stream(stream)
+
+
+@pytest.fixture(scope="session")
+def launcher_bin(tmp_path_factory) -> Path:
+    """A bin/ as an install makes it: the compiled `roar` and `roar-py` (the
+    Python entry, which also notes each time it runs in py.log)."""
+    d = tmp_path_factory.mktemp("bin")
+    cc = shutil.which("cc") or shutil.which("gcc")
+    subprocess.run([cc, "-O2", "-Wall", "-o", str(d / "roar"), str(REPO / "roar/cli/launcher.c")],
+                   check=True)
+    (d / "roar-py").write_text(
+        f"#!{sys.executable}\nimport sys\n"
+        f"open({str(d / 'py.log')!r}, 'a').write(' '.join(sys.argv[1:]) + '\\n')\n"
+        "from roar.__main__ import main\nsys.exit(main())\n")
+    (d / "roar-py").chmod(0o755)
+    return d
+
+
+class Warm:
+    """The launcher in one test's environment; every server it started is
+    ended at the test's end."""
+
+    def __init__(self, roar, bindir: Path):
+        self.roar, self.bin = roar, bindir
+        self.servers: set[int] = set()
+
+    def env(self, **extra) -> dict:
+        return self.roar.env(**{"ROAR_WARM_IDLE": "60", **extra})
+
+    def key_env(self, env: dict) -> dict:
+        return {k.encode(): v.encode() for k, v in env.items()}
+
+    def server(self, env=None) -> int | None:
+        pid = warm.server_pid(str(self.bin), self.key_env(env or self.env()))
+        if pid:
+            self.servers.add(pid)
+        return pid
+
+    def start_server(self, env=None) -> int:
+        env = env or self.env()
+        k = warm.key(str(self.bin), self.key_env(env))
+        subprocess.Popen([sys.executable, "-c", "from roar.cli.warm import serve; serve()",
+                          str(self.bin), k], env=env, cwd="/", stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+        deadline = time.monotonic() + 30
+        while (pid := self.server(env)) is None:
+            assert time.monotonic() < deadline, "the warm recorder never answered"
+            time.sleep(0.05)
+        return pid
+
+    def py_runs(self) -> list[str]:
+        log = self.bin / "py.log"
+        return log.read_text().splitlines() if log.exists() else []
+
+    def __call__(self, *args, env=None, **kw) -> subprocess.CompletedProcess:
+        kw.setdefault("timeout", 120)
+        return subprocess.run([str(self.bin / "roar"), *map(str, args)], cwd=self.roar.cwd,
+                              env=env or self.env(), capture_output=True, text=True, **kw)
+
+    def stop(self) -> None:
+        """End every server of this test's environment: those seen, and those
+        a run handed to Python started on its way out (maybe still importing)."""
+        home = f"ROAR_HOME={self.roar.home}".encode()
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                cmd = (d / "cmdline").read_bytes()
+                env = (d / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"roar.cli.warm import serve" in cmd and home in env:
+                self.servers.add(int(d.name))
+        for pid in self.servers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def xxh128(path) -> str:

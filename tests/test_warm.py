@@ -6,7 +6,6 @@ every case it hands to Python (docs/launcher.md)."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,90 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, last_run, workload_pid, xxh128
+from conftest import Warm, last_run, workload_pid, xxh128
 
 from roar.cli import warm
 
 pytestmark = pytest.mark.capture
-
-
-@pytest.fixture(scope="session")
-def launcher_bin(tmp_path_factory) -> Path:
-    """A bin/ as an install makes it: the compiled `roar` and `roar-py` (the
-    Python entry, which also notes each time it runs in py.log)."""
-    d = tmp_path_factory.mktemp("bin")
-    cc = shutil.which("cc") or shutil.which("gcc")
-    subprocess.run([cc, "-O2", "-Wall", "-o", str(d / "roar"), str(REPO / "roar/cli/launcher.c")],
-                   check=True)
-    (d / "roar-py").write_text(
-        f"#!{sys.executable}\nimport sys\n"
-        f"open({str(d / 'py.log')!r}, 'a').write(' '.join(sys.argv[1:]) + '\\n')\n"
-        "from roar.__main__ import main\nsys.exit(main())\n")
-    (d / "roar-py").chmod(0o755)
-    return d
-
-
-class Warm:
-    """The launcher in one test's environment; every server it started is
-    ended at the test's end."""
-
-    def __init__(self, roar, bindir: Path):
-        self.roar, self.bin = roar, bindir
-        self.servers: set[int] = set()
-
-    def env(self, **extra) -> dict:
-        return self.roar.env(**{"ROAR_WARM_IDLE": "60", **extra})
-
-    def key_env(self, env: dict) -> dict:
-        return {k.encode(): v.encode() for k, v in env.items()}
-
-    def server(self, env=None) -> int | None:
-        pid = warm.server_pid(str(self.bin), self.key_env(env or self.env()))
-        if pid:
-            self.servers.add(pid)
-        return pid
-
-    def start_server(self, env=None) -> int:
-        env = env or self.env()
-        k = warm.key(str(self.bin), self.key_env(env))
-        subprocess.Popen([sys.executable, "-c", "from roar.cli.warm import serve; serve()",
-                          str(self.bin), k], env=env, cwd="/", stdin=subprocess.DEVNULL,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True)
-        deadline = time.monotonic() + 30
-        while (pid := self.server(env)) is None:
-            assert time.monotonic() < deadline, "the warm recorder never answered"
-            time.sleep(0.05)
-        return pid
-
-    def py_runs(self) -> list[str]:
-        log = self.bin / "py.log"
-        return log.read_text().splitlines() if log.exists() else []
-
-    def __call__(self, *args, env=None, **kw) -> subprocess.CompletedProcess:
-        kw.setdefault("timeout", 120)
-        return subprocess.run([str(self.bin / "roar"), *map(str, args)], cwd=self.roar.cwd,
-                              env=env or self.env(), capture_output=True, text=True, **kw)
-
-    def stop(self) -> None:
-        """End every server of this test's environment: those seen, and those
-        a run handed to Python started on its way out (maybe still importing)."""
-        home = f"ROAR_HOME={self.roar.home}".encode()
-        for d in Path("/proc").iterdir():
-            if not d.name.isdigit():
-                continue
-            try:
-                cmd = (d / "cmdline").read_bytes()
-                env = (d / "environ").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"roar.cli.warm import serve" in cmd and home in env:
-                self.servers.add(int(d.name))
-        for pid in self.servers:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 @pytest.fixture
