@@ -133,18 +133,26 @@ def test_fallbacks_hand_the_same_argv_to_python(launch, roar):
     assert launch.server() == pid
 
 
-def test_no_server_python_starts_one_for_next_time(launch, roar):
-    assert launch.server() is None
+@pytest.mark.parametrize("locale", ["set", "none"])
+def test_no_server_python_starts_one_for_next_time(launch, roar, locale):
+    """locale "none": no LANG/LC_* at all (cron, a batch job's bare environment),
+    where the interpreter adds LC_CTYPE=C.UTF-8 to its os.environ (PEP 538): the
+    server it starts must still be the one the launcher's environment names."""
+    env = launch.env()
+    if locale == "none":
+        env = {k: v for k, v in env.items()
+               if k not in ("LANG", "LANGUAGE") and not k.startswith("LC_")}
+    assert launch.server(env) is None
     p = subprocess.run(f"{launch.bin / 'roar'} run -- true | cat", shell=True, cwd=roar.cwd,
-                       env=launch.env(), capture_output=True, text=True, timeout=30)
+                       env=env, capture_output=True, text=True, timeout=30)
     assert p.returncode == 0, p.stderr  # the server started holds no pipe of the run's
     assert launch.py_runs() == ["run -- true"]
     deadline = time.monotonic() + 30
-    while launch.server() is None:
+    while launch.server(env) is None:
         assert time.monotonic() < deadline
         time.sleep(0.1)
     p = subprocess.run(f"{launch.bin / 'roar'} run -- echo hi | cat", shell=True,
-                       cwd=roar.cwd, env=launch.env(), capture_output=True, text=True,
+                       cwd=roar.cwd, env=env, capture_output=True, text=True,
                        timeout=30)
     assert p.stdout == "hi\n" and launch.py_runs() == ["run -- true"]
 

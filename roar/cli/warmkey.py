@@ -23,11 +23,29 @@ def _fnv(h: int, data: bytes) -> int:
     return h
 
 
+def initial_environ() -> dict[bytes, bytes]:
+    """This process's environment as exec gave it (/proc/self/environ): the
+    launcher's, before the interpreter changed os.environ (PEP 538's locale
+    coercion adds LC_CTYPE=C.UTF-8 when no locale is set: a key from
+    os.environ would never match the launcher's)."""
+    try:
+        with open("/proc/self/environ", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return dict(os.environb)
+    out = {}
+    for entry in raw.split(b"\0"):
+        name, eq, value = entry.partition(b"=")
+        if eq and name:
+            out.setdefault(name, value)  # getenv's: the first of a name
+    return out
+
+
 def key(exe_dir: str, environ=None) -> str:
     """What a server must share with its launchers, hashed: a child must not
     inherit another uid's, cgroup's, namespace's, installation's or
-    environment's state."""
-    environ = os.environb if environ is None else environ
+    environment's state. environ: this process's initial one unless given."""
+    environ = initial_environ() if environ is None else environ
     h = 14695981039346656037
     h = _fnv(h, VERSION)
     h = _fnv(h, b"uid=%d" % os.getuid())
@@ -135,7 +153,10 @@ def start_for_next_time() -> None:
             except (OSError, ValueError):
                 pass
         _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
-        os.execv(sys.executable, [sys.executable, "-c",
-                                  "from roar.cli.warm import serve; serve()", exe_dir, k])
+        # the environment the launcher had (not os.environ's, changed by the
+        # interpreter): the server's key is computed from it again
+        os.execve(sys.executable, [sys.executable, "-c",
+                                   "from roar.cli.warm import serve; serve()", exe_dir, k],
+                  initial_environ())
     finally:
         os._exit(1)
