@@ -401,6 +401,18 @@ def last_run(roar) -> dict:
     return roar.json("show", last["id"])
 
 
+def stored_interrupted(roar, timeout: float = 60) -> list[dict]:
+    """`roar log` once roard has stored the last run, whose client was killed,
+    as interrupted (it rebuilds it from its spool in the background)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = roar.json("log")
+        if runs and runs[0]["status"] == "interrupted" and runs[0]["complete"] is not None:
+            return runs
+        assert time.monotonic() < deadline, runs
+        time.sleep(0.2)
+
+
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():

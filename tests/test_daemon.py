@@ -15,7 +15,15 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, daemon_reply, daemon_request, spawn_roard, workload_pid, xxh128
+from conftest import (
+    REPO,
+    daemon_reply,
+    daemon_request,
+    spawn_roard,
+    stored_interrupted,
+    workload_pid,
+    xxh128,
+)
 
 pytestmark = pytest.mark.capture
 
@@ -183,13 +191,7 @@ def test_killed_client_run_is_rebuilt_from_the_spool(roar):
     workload = workload_pid(w / "pid", client)
     client.kill()
     client.wait()
-    deadline = time.monotonic() + 60
-    while True:
-        runs = roar.json("log")
-        if runs and runs[0]["status"] == "interrupted" and runs[0]["complete"] is not None:
-            break
-        assert time.monotonic() < deadline, runs
-        time.sleep(0.2)
+    runs = stored_interrupted(roar)
     assert _gone_or_zombie(workload)
     doc = roar.json("show", runs[0]["id"])
     assert [(i["path"], i["hash"]) for i in doc["inputs"]] == [

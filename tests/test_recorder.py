@@ -75,6 +75,27 @@ def _new_recorder(store: Store, cwd: str, command: list[str], compiled: bool = T
     return RunRecorder(store, run, ROOT, {}, start_ns=0, compiled=compiled)
 
 
+def _settle(rec) -> None:
+    """Let the early hashes running finish: their paths become settled."""
+    for s in rec.model.paths.values():
+        if s.early_hash is not None:
+            s.early_hash.result()
+
+
+def _prebuilt(store: Store, tmp_path):
+    """A recorder fed _data_stream's run, settled and looked ahead once; its
+    directory (None, skipped, without the compiled model's ledger)."""
+    d, evs = _data_stream(tmp_path)
+    rec = _new_recorder(store, str(d), ["train"])
+    if rec._ledger is None:
+        pytest.skip("the compiled model is not built")
+    for e in evs:
+        rec.model.feed(e)
+    _settle(rec)
+    rec.prebuild()
+    return rec, d
+
+
 def _record(store: Store, d: str, evs: list[E.Event], look_ahead: bool,
             compiled: bool = True, fast: list | None = None,
             looks: set[int] | None = None) -> tuple:
@@ -120,16 +141,12 @@ def _record(store: Store, d: str, evs: list[E.Event], look_ahead: bool,
     for i, e in enumerate(evs):
         rec.model.feed(e)
         if look_ahead and i < len(evs) - 2 and (looks is None or i in looks):
-            for s in rec.model.paths.values():  # let hashes finish: paths become settled
-                if s.early_hash is not None:
-                    s.early_hash.result()
+            _settle(rec)  # let hashes finish: paths become settled
             rec.prebuild()
     # "proc KEY BUILT_WITH NOW": the exit code a process record was built ahead with
     built = set(rec._built) | {f"proc {p.key} {rec._proc_built[id(p)][0]} {p.exit_code}"
                                for p in rec.model.procs if id(p) in rec._proc_built}
-    for s in rec.model.paths.values():  # settled at the end: what was not built ahead
-        if s.early_hash is not None:      # is built then (in C where it can be)
-            s.early_hash.result()
+    _settle(rec)  # settled at the end: what was not built ahead is built then (in C)
     done = rec.finish(0, False, 0)
     rid = done["id"].encode()
     raw = []
@@ -227,9 +244,7 @@ def test_the_consumer_freezes_what_it_built_ahead_and_nothing_else(tmp_path):
             assert gc.get_freeze_count() == 0
             _feed(Session([raw_record(e.ts, e.tgid, e.type, e.flags, e.fd, e.ret, e.a0, e.a1,
                                       e.a2, path=e.path) for e in evs[:6]]), rec, rec)
-            for s in rec.model.paths.values():
-                if s.early_hash is not None:
-                    s.early_hash.result()
+            _settle(rec)
             _feed(Session([None]), rec, rec)
             assert rec._built and gc.get_freeze_count() > 0
         finally:
@@ -658,17 +673,8 @@ def test_the_ledger_refuses_a_join_after_an_entry_added_since_its_sort(tmp_path)
     from roar.record.recorder import HASHED, LISTED
     from roar.record.runmodel import ledger_join, ledger_sorted
 
-    d, evs = _data_stream(tmp_path)
     with Store(tmp_path / "home") as store:
-        rec = _new_recorder(store, str(d), ["train"])
-        if rec._ledger is None:
-            pytest.skip("the compiled model is not built")
-        for e in evs:
-            rec.model.feed(e)
-        for s in rec.model.paths.values():
-            if s.early_hash is not None:
-                s.early_hash.result()
-        rec.prebuild()
+        rec, d = _prebuilt(store, tmp_path)
         assert len(rec._ledger) > 0
         path = f"{d}/d"
         assert path in rec._clean
@@ -805,17 +811,8 @@ def test_ledger_entries_count_until_spoiled_and_keep_their_order_ahead(tmp_path)
         settled_inputs,
     )
 
-    d, evs = _data_stream(tmp_path)
     with Store(tmp_path / "home") as store:
-        rec = _new_recorder(store, str(d), ["train"])
-        if rec._ledger is None:
-            pytest.skip("the compiled model is not built")
-        for e in evs:
-            rec.model.feed(e)
-        for s in rec.model.paths.values():
-            if s.early_hash is not None:
-                s.early_hash.result()
-        rec.prebuild()
+        rec, d = _prebuilt(store, tmp_path)
         ledger, paths = rec._ledger, rec.model.paths
         counted = [p for p in paths if p not in ledger_sorted(ledger, paths)]
         assert len(counted) == len(ledger) >= 2 and f"{d}/d" in counted
@@ -879,9 +876,7 @@ def test_a_process_record_built_ahead_is_rebuilt_when_a_file_it_read_changes_siz
             for i, e in enumerate(evs):
                 rec.model.feed(e)
                 if i == look - 1:
-                    for s in rec.model.paths.values():
-                        if s.early_hash is not None:
-                            s.early_hash.result()
+                    _settle(rec)
                     rec.prebuild()
                     assert not compiled or rec._proc_built  # the child's, built ahead
             if changed:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Warm, last_run, workload_pid, xxh128
+from conftest import Warm, last_run, stored_interrupted, workload_pid, xxh128
 
 from roar.cli import warm
 
@@ -103,13 +103,7 @@ def test_warm_launcher_killed_mid_run_loses_nothing(launch, roar):
     workload_pid(w / "pid", client)
     client.kill()
     client.wait()
-    deadline = time.monotonic() + 60
-    while True:
-        runs = roar.json("log")
-        if runs and runs[0]["status"] == "interrupted" and runs[0]["complete"] is not None:
-            break
-        assert time.monotonic() < deadline, runs
-        time.sleep(0.2)
+    runs = stored_interrupted(roar)
     doc = roar.json("show", runs[0]["id"])
     assert [(i["path"], i["hash"]) for i in doc["inputs"]] == [
         (str(w / "in.txt"), xxh128(w / "in.txt"))]
