@@ -173,6 +173,8 @@ class Roar:
         if self.warm is not None and args and args[0] == "run":
             entry = [str(self.warm.bin / "roar")]
             self.launched += 1
+            if env is not None:  # an environment of its own: a recorder of its own
+                self.warm.ensure(env)
         p = subprocess.run([*entry, *map(str, args)],
                            cwd=cwd or self.cwd, env=env or self.env(), capture_output=True,
                            text=True, input=input, timeout=timeout)
@@ -240,7 +242,7 @@ def roar(roard, tmp_path, request):
     if r.warm is not None:
         r.warm.stop()
         fell_back = [line for line in r.warm.py_runs() if line.startswith("run")]
-        # a run with an environment of its own (env=...) goes to Python: not all of them
+        # help, an option to check... take Python's path: not every run
         assert not r.launched or len(fell_back) < r.launched, \
             f"no run of the test was served warm: {fell_back}"
     from model_diff import check_stream
@@ -284,6 +286,11 @@ class Warm:
         if pid:
             self.servers.add(pid)
         return pid
+
+    def ensure(self, env: dict) -> None:
+        """A recorder for runs in env (started unless one answers)."""
+        if self.server(env) is None:
+            self.start_server(env)
 
     def start_server(self, env=None) -> int:
         env = env or self.env()

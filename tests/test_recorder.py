@@ -886,3 +886,33 @@ def test_a_process_record_built_ahead_is_rebuilt_when_a_file_it_read_changes_siz
     assert procs[0] == procs[1]
     child = next(p for p in procs[0] if p["pid"] == CHILD)
     assert child["files"][0]["bytes_read"] == (7 if changed else 100)
+
+
+@pytest.mark.parametrize("made", ["before", "after"])
+def test_shared_memory_there_before_the_release_is_an_input(tmp_path, made):
+    """/dev/shm: a file made just before the workload's release (a dataset staged
+    there by the previous command, ~10 ms before a warm launcher's run starts)
+    and mapped by the run is an input; one made after it is the run's own (IPC).
+    The 20 ms slack of the birth-time check alone called the first the run's."""
+    path = f"/dev/shm/roar-test-{new_run_id()}"
+    try:
+        with Store(tmp_path / "home") as store:
+            rec = _new_recorder(store, "/", ["train"])
+            if made == "after":
+                rec.released_wall_ns = time.time_ns()
+                time.sleep(0.01)  # file times tick with the kernel's coarse clock
+            with open(path, "wb") as f:
+                f.write(b"staged in RAM\n" * 100)
+            if made == "before":
+                rec.released_wall_ns = time.time_ns()  # released right after it was made
+            ts = time.monotonic_ns()
+            for i, (type_, fd, ret) in enumerate(((E.EV_OPEN, 3, -100),
+                                                  (E.EV_CLOSE, 3, E.FD_MAP_READ))):
+                rec.model.feed(E.Event(ts + i, 1, ROOT, ROOT, type_, 0, fd, ret, 0, 0, 0,
+                                       path=path if type_ == E.EV_OPEN else None))
+            done = rec.finish(0, False, 0)
+            roles = {f["path"]: f["role"] for f in store.run_files(done["id"])}
+        assert roles.get(path) == ("input" if made == "before" else "ipc"), roles
+    finally:
+        if os.path.exists(path):
+            os.unlink(path)

@@ -368,6 +368,7 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
         session.close()
         _signal.pthread_sigmask(_signal.SIG_SETMASK, old_mask)
         raise
+    released_wall_ns = time.time_ns()  # before the workload can do anything
     workload.release()
     listener = None
     if hold is not None:
@@ -388,6 +389,7 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
 
         recorder = RunRecorder(store, record, session.host_pid or pid, root_fds,
                                start_ns=start_ns)
+        recorder.released_wall_ns = released_wall_ns
         if _kept_to_exit is not None:
             _kept_to_exit.append(recorder)
         if isinstance(session, DaemonSession):  # roard starts its pending-hash job

@@ -240,6 +240,9 @@ class RunRecorder:
         self._uncleans = 0  # _unclean calls so far
         start_ns = time.monotonic_ns() if start_ns is None else start_ns
         self.start_wall = start_ns + self.wall_offset
+        # the wall clock read just before the workload was released (run.py), when
+        # known: what existed before the run is told from what it made by it (_is_ipc)
+        self.released_wall_ns: int | None = None
         # feed_raw(raw): one raw kernel record into the model (runmodel.py)
         self.model, self.feed_raw = new_model(root_pid, run["cwd"], run["command"], root_fds,
                                               start_ns, self.hasher)
@@ -472,6 +475,8 @@ class RunRecorder:
         if s.create_ts is None:
             return False
         opened_wall = s.create_ts + self.wall_offset - CREATE_SLACK_NS
+        if self.released_wall_ns is not None:  # born before the release: not the run's
+            opened_wall = max(opened_wall, self.released_wall_ns + 1)
         born = early.born_ns if early is not None and early.born_ns else birth_ns(s.path)
         if born is not None:
             return born >= opened_wall
@@ -939,7 +944,16 @@ class RunRecorder:
         if created.get(path):
             return True
         early = self._result(s.early_hash) if s.early_hash is not None else None
-        since = self.start_wall - CREATE_SLACK_NS
+        if self.released_wall_ns is not None:
+            # file times never run ahead of the wall clock: one at or before its read
+            # just before the workload's release is older than anything the run did.
+            # No slack: a dataset staged there just before a fast start (the warm
+            # launcher starts ~10 ms after the shell's previous command) is an input;
+            # a segment the run made within a clock tick of its release may count as
+            # one (an extra input, never a missed one)
+            since = self.released_wall_ns + 1
+        else:
+            since = self.start_wall - CREATE_SLACK_NS
         if early is not None and early.ctime_ns is not None and early.ctime_ns < since:
             return False  # there, unchanged, before the run: a real input
         born = (early.born_ns if early is not None else None) or birth_ns(path)
