@@ -41,12 +41,14 @@ if [[ $rc -eq 5 ]]; then
 fi
 [[ $rc -eq 0 ]] || exit "$rc"
 
-# The capture and pre-image tests again through the compiled `roar` launcher and a
-# warm recorder (the path the installed `roar` command takes; tests/conftest.py
-# ROAR_TEST_LAUNCHER), ~3 min. Not with extra pytest args (a selection of tests).
+# The capture, pre-image, signal, budget and audit tests again through the compiled
+# `roar` launcher and a warm recorder (the path the installed `roar` command takes;
+# tests/conftest.py ROAR_TEST_LAUNCHER), ~5 min. Not with extra pytest args (a
+# selection of tests).
 if [[ $# -eq 0 ]]; then
   ROAR_TEST_LAUNCHER=1 .venv/bin/python -m pytest -q tests/test_capture.py \
-    tests/test_preimage.py tests/test_capture_outputs.py || exit 1
+    tests/test_preimage.py tests/test_capture_outputs.py tests/test_signals.py \
+    tests/test_requests.py tests/test_audit.py || exit 1
 fi
 
 # vm-tests: roar on stock distribution kernels under qemu (vm-tests/run.sh).
