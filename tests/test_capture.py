@@ -1061,7 +1061,7 @@ def unverified_inputs(doc: dict, *paths: str) -> None:
     """The failure the pre-image xfails document, and only that one: raises KnownBug
     when one of these inputs was recorded 'unverified' instead of its first version."""
     got = versions(doc["inputs"])
-    bad = [f"{p} ({got[p].get('error')})" for p in paths
+    bad = [f"{p} ({got[p]})" for p in paths
            if p in got and got[p]["status"] == "unverified"]
     if bad:
         raise KnownBug(f"pre-image race: inputs recorded unverified instead of v1: {bad}")

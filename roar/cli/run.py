@@ -410,7 +410,8 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
             from roar.record import preimage
 
             supervisor = preimage.Supervisor(listener, recorder.model, recorder.hasher,
-                                             session.barrier, recorder.start_wall)
+                                             session.barrier, recorder.start_wall,
+                                             released_wall_ns)
             supervisor.start()
         gpus: list = []
         gpu_thread = None

@@ -167,12 +167,16 @@ class Supervisor:
     committed before the call has been fed to the model; False when it cannot
     (the run is ending)."""
 
-    def __init__(self, listener: int, model, hasher, barrier, start_wall_ns: int):
+    def __init__(self, listener: int, model, hasher, barrier, start_wall_ns: int,
+                 released_wall_ns: int):
         global _normalize, birth_ns
         from roar.record.hasher import birth_ns
         from roar.record.paths import _normalize  # the model's own path rules
 
         self.start_wall_ns = start_wall_ns  # when the run started (wall clock)
+        # the wall clock read just before the workload's release: file times never
+        # run ahead of it, so a file born at or before it is not the run's
+        self.released_wall_ns = released_wall_ns
         self._noatime: dict[int, bool] = {}  # st_dev -> mounted noatime
         self.unread = 0  # held syscalls answered by the access-time rule
         self.listener = listener
@@ -333,9 +337,14 @@ class Supervisor:
         return self._born_in_run(where)
 
     def _born_in_run(self, where: str) -> bool:
-        """Whether the file was created after the run started (the run's own)."""
+        """Whether the file was created after the workload's release (the run's
+        own). No slack: a file born just before a fast start (the warm launcher
+        starts a run ~10 ms after the shell's previous command wrote it) is not
+        the run's, and its truncation must wait for its first version. One the
+        run made within a clock tick of its release may look older (file times
+        come from a coarse clock): it then waits for a barrier, never more."""
         born = birth_ns(where)
-        return born is not None and born >= self.start_wall_ns - SLACK_NS
+        return born is not None and born > self.released_wall_ns
 
     def _below_after_barrier(self, tid: int, dirfd: int, path: str | None, fd: int) -> list:
         return self._in_model_thread(pending_below, tid, dirfd, path, fd) or []
