@@ -1099,6 +1099,27 @@ def test_sort_in_place_reads_v1_writes_v2(roar):
     assert_complete(doc)
 
 
+def test_the_hold_leaves_the_workloads_speculation_mitigations_as_they_are(roar):
+    """The pre-image hold's seccomp filter is no sandbox: it must not turn on the
+    Speculative Store Bypass mitigation (or any other) that a filter forces where
+    the kernel's spec_store_bypass_disable is `seccomp`, the default before 5.16
+    (Debian 11's 5.10: vm-tests' smoke list runs this there), which slows the
+    training job's own code. The workload's lines are the same as a bare process's."""
+    def lines(text: str) -> list[str]:
+        return [ln for ln in text.splitlines() if ln.startswith(("Speculation", "Seccomp:"))]
+
+    bare = subprocess.run(["cat", "/proc/self/status"], capture_output=True, text=True,
+                          check=True).stdout
+    p, doc = roar.run("cat", "/proc/self/status")
+    got = lines(p.stdout)
+    assert any(ln.startswith("Speculation_Store_Bypass") for ln in got), p.stdout
+    held = [ln for ln in got if ln.startswith("Seccomp:")]
+    assert held == ["Seccomp:\t2"], held  # the run was held (a filter is on)
+    assert [ln for ln in got if not ln.startswith("Seccomp:")] == [
+        ln for ln in lines(bare) if not ln.startswith("Seccomp:")]
+    assert_complete(doc)
+
+
 def test_file_created_read_write_is_an_output_not_an_input(roar):
     """O_RDWR|O_CREAT of a new file (sqlite, 'a+'): written, read back; never an input."""
     w = roar.cwd

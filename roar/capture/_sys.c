@@ -33,6 +33,15 @@
 #ifndef SECCOMP_FILTER_FLAG_NEW_LISTENER
 #define SECCOMP_FILTER_FLAG_NEW_LISTENER (1UL << 3)
 #endif
+#ifndef SECCOMP_FILTER_FLAG_SPEC_ALLOW
+#define SECCOMP_FILTER_FLAG_SPEC_ALLOW (1UL << 2)
+#endif
+/* SPEC_ALLOW: the hold is no sandbox, so it must not turn on the Speculative
+ * Store Bypass mitigation a filter otherwise forces on where the kernel's
+ * spec_store_bypass_disable is `seccomp` (the default before 5.16: Debian 11,
+ * Ubuntu 20.04, RHEL 8), which slows the workload's own code. Older than
+ * NEW_LISTENER (4.17 vs 5.0): every kernel that takes one takes both. */
+#define HOLD_FILTER_FLAGS (SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_SPEC_ALLOW)
 
 static PyObject *seccomp_install(PyObject *self, PyObject *args)
 {
@@ -54,8 +63,7 @@ static PyObject *seccomp_install(PyObject *self, PyObject *args)
         .len = (unsigned short)(prog.len / sizeof(struct sock_filter)),
         .filter = (struct sock_filter *)prog.buf,
     };
-    long fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER,
-                      &fprog);
+    long fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, HOLD_FILTER_FLAGS, &fprog);
     int err = errno;
     PyBuffer_Release(&prog);
     if (fd < 0) {

@@ -18,6 +18,7 @@ AT_EMPTY_PATH = 0x1000
 SYS_SECCOMP = 317  # x86_64
 SECCOMP_SET_MODE_FILTER = 1
 SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
+SECCOMP_FILTER_FLAG_SPEC_ALLOW = 1 << 2  # no forced Speculative Store Bypass mitigation (_sys.c)
 PR_SET_NO_NEW_PRIVS = 38
 STATX_BTIME = 0x800
 
@@ -67,7 +68,8 @@ def ctypes_seccomp_install(prog: bytes, no_new_privs: bool) -> int:
         raise OSError(e, os.strerror(e))
     buf = ctypes.create_string_buffer(prog, len(prog))
     fprog = _SockFprog(len(prog) // 8, ctypes.cast(buf, ctypes.c_void_p))
-    fd = libc.syscall(SYS_SECCOMP, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER,
+    fd = libc.syscall(SYS_SECCOMP, SECCOMP_SET_MODE_FILTER,
+                      SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_SPEC_ALLOW,
                       ctypes.byref(fprog))
     if fd < 0:
         e = ctypes.get_errno()

@@ -53,6 +53,11 @@
 #ifndef SECCOMP_FILTER_FLAG_NEW_LISTENER
 #define SECCOMP_FILTER_FLAG_NEW_LISTENER (1UL << 3)
 #endif
+#ifndef SECCOMP_FILTER_FLAG_SPEC_ALLOW
+#define SECCOMP_FILTER_FLAG_SPEC_ALLOW (1UL << 2)
+#endif
+/* as roar/capture/_sys.c's: no forced Speculative Store Bypass mitigation */
+#define HOLD_FILTER_FLAGS (SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_SPEC_ALLOW)
 
 #define RUN_REFUSED 125
 #define MSG_MAX (1 << 16)
@@ -352,14 +357,12 @@ static void install_hold(int hold, const char *prog, size_t len)
     if (geteuid() != 0 && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
         err = errno;
     if (!err) {
-        fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER,
-                     &fprog);
+        fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, HOLD_FILTER_FLAGS, &fprog);
         if (fd < 0 && errno == EPERM && geteuid() == 0) {  /* root without CAP_SYS_ADMIN */
             if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
                 err = errno;
             else
-                fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
-                             SECCOMP_FILTER_FLAG_NEW_LISTENER, &fprog);
+                fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, HOLD_FILTER_FLAGS, &fprog);
         }
         if (fd < 0 && !err)
             err = errno;
