@@ -65,6 +65,50 @@ def test_warm_run_records_what_the_python_path_records(launch, roar):
     assert p.stderr.splitlines()[-1].startswith(f"roar: run {warm_doc['id']} finished, exit 3")
 
 
+STATE = r"""
+import json, os
+st = {k: v.strip() for k, _, v in (line.partition(":") for line in open("/proc/self/status"))
+      if k in ("Seccomp", "Seccomp_filters", "NoNewPrivs", "SigBlk", "SigIgn", "CapEff",
+               "CapBnd", "CapAmb", "Cpus_allowed_list", "Mems_allowed_list")}
+fds = {}
+for fd in sorted(os.listdir("/proc/self/fd"), key=int):
+    try:
+        t = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:  # the listing's own
+        continue
+    fds[fd] = t.partition(":[")[0]
+st["fds"] = fds
+st["limits"] = open("/proc/self/limits").read()
+f = open("/proc/self/stat").read().rpartition(")")[2].split()
+st["nice"], st["policy"] = f[16], f[38]
+st["umask"] = os.umask(0)
+st["timerslack"] = open("/proc/self/timerslack_ns").read()
+st["personality"] = open("/proc/self/personality").read()
+print(json.dumps(st))
+"""
+
+
+def test_the_workload_inherits_the_same_state_on_both_paths(launch, roar):
+    """The launcher forks the workload, `python -m roar run` forks it from
+    Python: its first process starts with the same signal mask and ignored
+    signals, one pre-image filter (the same program: test_preimage's cache
+    test), the same privileges, CPUs, rlimits, nice value, scheduling policy,
+    umask, timer slack, personality and open fds on both."""
+    import json
+
+    launch.start_server()
+    p = launch("run", "--", sys.executable, "-c", STATE)
+    assert p.returncode == 0, p.stderr
+    assert launch.py_runs() == []  # served warm
+    py = subprocess.run([sys.executable, "-m", "roar", "run", "--", sys.executable, "-c", STATE],
+                        cwd=roar.cwd, env=launch.env(), capture_output=True, text=True,
+                        timeout=120)
+    assert py.returncode == 0, py.stderr
+    warm_st, py_st = json.loads(p.stdout), json.loads(py.stdout)
+    assert warm_st["Seccomp"] == "2" and warm_st["Seccomp_filters"] == "1", warm_st
+    assert warm_st == py_st
+
+
 def test_warm_exit_codes_and_messages(launch, roar):
     launch.start_server()
     assert launch("run", "--", "true").returncode == 0
