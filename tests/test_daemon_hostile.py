@@ -409,16 +409,21 @@ def test_a_stopped_client_costs_roard_no_memory(daemon_with, tmp_path):
 
 
 def _stopped_storm(d, tmp_path, n: int, stopped_s: float):
-    """`roar run` of a storm of n opens whose client is stopped (SIGSTOP) for
-    stopped_s while the storm runs, then continued and waited for. Returns the
-    work dir, the spool's size and roard's RSS before and after the stop, and
-    the client's stderr."""
+    """`roar run` of a storm of n opens whose client is stopped (SIGSTOP) while
+    the storm runs, at least stopped_s and until the storm is over (a loaded
+    machine's storm can take longer: stopped for a fixed time only, it had made
+    too few records to pass the spool's cap once, and the run was complete),
+    then continued and waited for. Returns the work dir, the spool's size and
+    roard's RSS before and after the stop, and the client's stderr."""
     work = tmp_path / "w"
     work.mkdir()
     env = {**d.env, "ROAR_HOME": str(work / "home")}
     client = subprocess.Popen([sys.executable, "-m", "roar", "run", "--", sys.executable, "-c",
                                "import time\nwhile not __import__('os').path.exists('go'): "
-                               "time.sleep(0.01)\n" + STORM.format(n=n)],
+                               "time.sleep(0.01)\n" + STORM.format(n=n)
+                               # a read-only create: not held (the hold's supervisor
+                               # is the stopped client)
+                               + "os.close(os.open('stormed', os.O_RDONLY | os.O_CREAT))\n"],
                               cwd=work, env=env, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -430,6 +435,10 @@ def _stopped_storm(d, tmp_path, n: int, stopped_s: float):
         rss0 = _rss(d.proc.pid)
         (work / "go").touch()
         time.sleep(stopped_s)
+        deadline = time.monotonic() + 120
+        while not (work / "stormed").exists():
+            assert time.monotonic() < deadline, "the storm never ended"
+            time.sleep(0.1)
         spool = sum(f.stat().st_size for f in (d.base / "spool").iterdir())
         rss1 = _rss(d.proc.pid)
     finally:
