@@ -292,6 +292,55 @@ def test_records_of_settled_inputs_built_in_c_are_the_recorders(tmp_path, look_a
                for r in fast)  # built in C, and kept to the end
 
 
+def test_a_settled_input_built_in_c_reads_as_the_tuple_it_stands_for(tmp_path):
+    """settled_inputs stores a settled input as a _cmodel.c Built (its fields and
+    JSON, no record dict or rows) where it can: it reads as the tuple
+    (None, [record], [JSON], rows) settled_input gives for the same state (len,
+    items, slices, iteration, comparison), made once; a name that is not ASCII
+    is stored as the tuple itself. The stored bytes: the differential tests."""
+    from roar.record import _cmodel
+
+    d = tmp_path / "data"
+    d.mkdir()
+    names = ["a", "b", "caf\u00e9", "d"]
+    for name in names:
+        (d / name).write_bytes(os.urandom(100))
+    evs: list[E.Event] = []
+    ts = time.monotonic_ns()
+    for i, name in enumerate(names):
+        evs.append(E.Event(ts + 20 * i, 1, ROOT, ROOT, E.EV_OPEN, 0, 3, -100, 0, 0, 0,
+                           path=f"{d}/{name}"))
+        evs.append(E.Event(ts + 20 * i + 10, 1, ROOT, ROOT, E.EV_CLOSE, 0, 3, 1, 100, 0,
+                           1 << 32))
+    with Store(tmp_path / "home") as store:
+        rec = _new_recorder(store, str(d), ["train"])
+        if rec._ledger is None:
+            pytest.skip("the compiled model is not built")
+        for e in evs:
+            rec.model.feed(e)
+        _settle(rec)
+        rec.prebuild()
+        for name in names:
+            path = f"{d}/{name}"
+            v = rec._built[path]
+            s = rec.model.paths[path]
+            want = _cmodel.settled_input(s, rec.model.by_path.get(path, []), rec.kinds[path],
+                                         rec.wall_offset, rec._rid)
+            rec_, raw, sig, _, rows = want
+            assert sig is None and rows and rows[0][2] == path.encode()
+            expect = (None, [rec_], [raw], rows)
+            if name.isascii():
+                assert type(v).__name__ == "Built"
+                assert len(v) == 4 and v[1:] == expect[1:] and v[0] is None
+                assert tuple(v) == expect and v == expect and list(v) == list(expect)
+                assert v[1] is v[1]  # made once, kept
+                a, b, c, e = v
+                assert (a, b, c, e) == expect
+            else:
+                assert type(v) is tuple and v == expect
+        assert rec._built_size(f"{d}/a") == 100
+
+
 def _random_stream(d: str, rng) -> list[E.Event]:
     """Processes forking, reading, rewriting and creating the files of d (and an
     environment and a pseudo file), exiting and reaped, in a random order: the

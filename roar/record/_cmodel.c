@@ -2828,12 +2828,186 @@ static PyObject *hex_bytes(PyObject *h)
     return PyObject_CallMethod((PyObject *)&PyBytes_Type, "fromhex", "O", h);
 }
 
+/* A settled input's built value, as settled_inputs stores it in recorder._built:
+ * the record's fields and its JSON, not the record. Read, it is the 4-tuple
+ * recorder._build_settled stores, (None, [record], [JSON], rows) (len, items,
+ * slices, iteration, comparison): that tuple is made the first time anything reads
+ * it (RunRecorder.files, a path the end builds again, the reference paths), and
+ * kept. The end's ledger (ledger_add) and the sizes (size_for) read the fields: a
+ * cat or data loader run over 20,000 files makes no record dict, rows or lists for
+ * its settled inputs (~10 objects and ~1 KB a file). Made only for an ASCII path
+ * whose hash is None, empty or plain hex (key16: the index row's 16 bytes after
+ * the path and NUL, (bytes.fromhex(hash) + rid)[:16]); anything else is built as
+ * the tuple itself. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *path, *kind, *br, *bw, *procs, *hash, *size, *status, *error, *raw, *rid;
+    PyObject *val; /* the tuple, once read */
+    int has_row;
+    unsigned char key16[16];
+} Built;
+
+static PyTypeObject BuiltType;
+
+static void built_dealloc(Built *b)
+{
+    Py_XDECREF(b->path);
+    Py_XDECREF(b->kind);
+    Py_XDECREF(b->br);
+    Py_XDECREF(b->bw);
+    Py_XDECREF(b->procs);
+    Py_XDECREF(b->hash);
+    Py_XDECREF(b->size);
+    Py_XDECREF(b->status);
+    Py_XDECREF(b->error);
+    Py_XDECREF(b->raw);
+    Py_XDECREF(b->rid);
+    Py_XDECREF(b->val);
+    Py_TYPE(b)->tp_free((PyObject *)b);
+}
+
+/* (bytes.fromhex(h) + rid)[:16] into out when h is a str of plain hex digits and
+ * that makes 16 bytes or more: 1; else 0 (the tuple is built instead) */
+static int hex_key16(PyObject *h, PyObject *rid, unsigned char *out)
+{
+    if (!PyUnicode_CheckExact(h) || !PyUnicode_IS_ASCII(h))
+        return 0;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(h), hb = n / 2;
+    const unsigned char *p = PyUnicode_1BYTE_DATA(h);
+    if (n % 2 || hb + PyBytes_GET_SIZE(rid) < 16)
+        return 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int c = p[i], v = c >= '0' && c <= '9' ? c - '0'
+                          : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                          : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        if (v < 0)
+            return 0;
+        if (i / 2 < 16)
+            out[i / 2] = i % 2 ? (unsigned char)(out[i / 2] | v) : (unsigned char)(v << 4);
+    }
+    for (Py_ssize_t i = hb; i < 16; i++)
+        out[i] = (unsigned char)PyBytes_AS_STRING(rid)[i - hb];
+    return 1;
+}
+
+/* the tuple a Built reads as (a borrowed reference; NULL: an error): as
+ * build_settled and settled_inputs made it before, each container untracked */
+static PyObject *built_val(Built *b)
+{
+    if (b->val)
+        return b->val;
+    PyObject *rec = NULL, *recs = NULL, *raws = NULL, *rows = NULL, *val = NULL;
+    if (!(rec = _PyDict_NewPresized(11)) || PyDict_SetItem(rec, S_path, b->path) < 0 ||
+        PyDict_SetItem(rec, S_kind, b->kind) < 0 || PyDict_SetItem(rec, S_bytes_read, b->br) < 0 ||
+        PyDict_SetItem(rec, S_bytes_written, b->bw) < 0 ||
+        PyDict_SetItem(rec, S_processes, b->procs) < 0 ||
+        PyDict_SetItem(rec, S_role, S_input) < 0 || PyDict_SetItem(rec, S_mode, S_r) < 0 ||
+        PyDict_SetItem(rec, S_hash, b->hash) < 0 || PyDict_SetItem(rec, S_size, b->size) < 0 ||
+        PyDict_SetItem(rec, S_status, b->status) < 0 ||
+        PyDict_SetItem(rec, S_error, b->error) < 0)
+        goto done;
+    if (!(rows = PyList_New(0)))
+        goto done;
+    if (b->has_row) { /* store.index_entries(rid, [rec]): its row in hash_read */
+        PyObject *hb = hex_bytes(b->hash);
+        PyObject *key = hb ? PyBytes_FromStringAndSize(NULL, PyBytes_GET_SIZE(hb) +
+                                                                 PyBytes_GET_SIZE(b->rid))
+                           : NULL;
+        PyObject *pb = key ? PyUnicode_AsEncodedString(b->path, "utf-8", "surrogateescape")
+                           : NULL;
+        PyObject *row = NULL;
+        if (pb) {
+            memcpy(PyBytes_AS_STRING(key), PyBytes_AS_STRING(hb), PyBytes_GET_SIZE(hb));
+            memcpy(PyBytes_AS_STRING(key) + PyBytes_GET_SIZE(hb), PyBytes_AS_STRING(b->rid),
+                   PyBytes_GET_SIZE(b->rid));
+            row = PyTuple_Pack(3, S_hash_read, key, pb);
+        }
+        Py_XDECREF(hb);
+        Py_XDECREF(key);
+        Py_XDECREF(pb);
+        int bad = !row || PyList_Append(rows, row) < 0;
+        untrack(row);
+        Py_XDECREF(row);
+        if (bad)
+            goto done;
+    }
+    if (!(recs = PyList_New(1)) || !(raws = PyList_New(1)))
+        goto done;
+    PyList_SET_ITEM(recs, 0, Py_NewRef(rec));
+    PyList_SET_ITEM(raws, 0, Py_NewRef(b->raw));
+    if (!(val = PyTuple_Pack(4, Py_None, recs, raws, rows)))
+        goto done;
+    untrack(rec);
+    untrack(rows);
+    untrack(recs);
+    untrack(raws);
+    untrack(val);
+    b->val = val;
+done:
+    Py_XDECREF(rec);
+    Py_XDECREF(recs);
+    Py_XDECREF(raws);
+    Py_XDECREF(rows);
+    return val;
+}
+
+static Py_ssize_t built_len(Built *b)
+{
+    return 4;
+}
+
+static PyObject *built_item(Built *b, Py_ssize_t i)
+{
+    PyObject *val = built_val(b);
+    return val ? PySequence_GetItem(val, i) : NULL;
+}
+
+static PyObject *built_subscript(Built *b, PyObject *key)
+{
+    PyObject *val = built_val(b);
+    return val ? PyObject_GetItem(val, key) : NULL;
+}
+
+static PyObject *built_iter(Built *b)
+{
+    PyObject *val = built_val(b);
+    return val ? PyObject_GetIter(val) : NULL;
+}
+
+static PyObject *built_richcompare(PyObject *a, PyObject *o, int op)
+{
+    PyObject *x = built_val((Built *)a);
+    PyObject *y = !x ? NULL : Py_IS_TYPE(o, &BuiltType) ? built_val((Built *)o) : o;
+    return y ? PyObject_RichCompare(x, y, op) : NULL;
+}
+
+static PySequenceMethods built_as_sequence = {.sq_length = (lenfunc)built_len,
+                                              .sq_item = (ssizeargfunc)built_item};
+static PyMappingMethods built_as_mapping = {.mp_length = (lenfunc)built_len,
+                                            .mp_subscript = (binaryfunc)built_subscript};
+
+static PyTypeObject BuiltType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "roar.record._cmodel.Built",
+    .tp_basicsize = sizeof(Built),
+    .tp_dealloc = (destructor)built_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_as_sequence = &built_as_sequence,
+    .tp_as_mapping = &built_as_mapping,
+    .tp_iter = (getiterfunc)built_iter,
+    .tp_richcompare = built_richcompare,
+    .tp_hash = PyObject_HashNotImplemented,
+    .tp_doc = "A settled input's built value: reads as (None, [record], [JSON], rows).",
+};
+
 /* settled_input's work; rid NULL: the 4-tuple of the reference's shapes (with its
  * signatures), else the 5-tuple recorder._build_settled takes (no signatures: a
  * path changed after this is built again at the end) */
 static PyObject *build_settled(PathState *s, PyObject *users, PyObject *kind,
-                               PyObject *wall_offset, PyObject *rid)
+                               PyObject *wall_offset, PyObject *rid, int lazy)
 {
+    Built *bo = NULL;
+    unsigned char key16[16];
+    int truth = 0;
     PyObject *rec = NULL, *raw = NULL, *sig = NULL, *entries = NULL, *procs = NULL,
              *res = NULL, *rhash = NULL, *rsize = NULL, *rstatus = NULL, *rerror = NULL,
              *ctime = NULL, *out = NULL, *br = NULL, *bw = NULL, *rows = NULL;
@@ -2919,13 +3093,18 @@ static PyObject *build_settled(PathState *s, PyObject *users, PyObject *kind,
                 Py_SETREF(br, Py_NewRef(rsize));
         }
     }
-    if (!(rec = _PyDict_NewPresized(11)) || PyDict_SetItem(rec, S_path, s->path) < 0 ||
+    /* lazy (settled_inputs with a rid): the Built, not the record and rows, where
+     * the Built can give them (an ASCII path, a hash of plain hex or none) */
+    if ((truth = PyObject_IsTrue(rhash)) < 0)
+        goto fail;
+    lazy = lazy && rid && PyUnicode_IS_ASCII(s->path) && (!truth || hex_key16(rhash, rid, key16));
+    if (!lazy && (!(rec = _PyDict_NewPresized(11)) || PyDict_SetItem(rec, S_path, s->path) < 0 ||
         PyDict_SetItem(rec, S_kind, kind) < 0 || PyDict_SetItem(rec, S_bytes_read, br) < 0 ||
         PyDict_SetItem(rec, S_bytes_written, bw) < 0 ||
         PyDict_SetItem(rec, S_processes, procs) < 0 || PyDict_SetItem(rec, S_role, S_input) < 0 ||
         PyDict_SetItem(rec, S_mode, S_r) < 0 || PyDict_SetItem(rec, S_hash, rhash) < 0 ||
         PyDict_SetItem(rec, S_size, rsize) < 0 || PyDict_SetItem(rec, S_status, rstatus) < 0 ||
-        PyDict_SetItem(rec, S_error, rerror) < 0)
+        PyDict_SetItem(rec, S_error, rerror) < 0))
         goto fail;
     PyObject *rec_vals[N_REC] = {s->path, kind, br, bw, procs, S_input, S_r, rhash, rsize,
                                  rstatus, rerror};
@@ -3002,11 +3181,8 @@ static PyObject *build_settled(PathState *s, PyObject *users, PyObject *kind,
         }
         PyList_SET_ITEM(entries, i, e);
     }
-    if (rid) { /* store.index_entries(rid, [rec]): its row in hash_read */
+    if (rid && !lazy) { /* store.index_entries(rid, [rec]): its row in hash_read */
         if (!(rows = PyList_New(0)))
-            goto fail;
-        int truth = PyObject_IsTrue(rhash);
-        if (truth < 0)
             goto fail;
         if (truth) {
             PyObject *hb = hex_bytes(rhash);
@@ -3035,11 +3211,32 @@ static PyObject *build_settled(PathState *s, PyObject *users, PyObject *kind,
     if (rid) {
         untrack(procs);
         untrack(rec);
-        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(rows); i++)
+        for (Py_ssize_t i = 0; rows && i < PyList_GET_SIZE(rows); i++)
             untrack(PyList_GET_ITEM(rows, i));
         untrack(rows);
         for (Py_ssize_t i = 0; i < PyList_GET_SIZE(entries); i++) /* (id, (sig, entry, JSON)) */
             untrack(PyTuple_GET_ITEM(PyList_GET_ITEM(entries, i), 1));
+    }
+    if (lazy) { /* (Built, entries) */
+        if (!(bo = PyObject_New(Built, &BuiltType)))
+            goto fail;
+        bo->path = Py_NewRef(s->path);
+        bo->kind = Py_NewRef(kind);
+        bo->br = Py_NewRef(br);
+        bo->bw = Py_NewRef(bw);
+        bo->procs = Py_NewRef(procs);
+        bo->hash = Py_NewRef(rhash);
+        bo->size = Py_NewRef(rsize);
+        bo->status = Py_NewRef(rstatus);
+        bo->error = Py_NewRef(rerror);
+        bo->raw = Py_NewRef(raw);
+        bo->rid = Py_NewRef(rid);
+        bo->val = NULL;
+        bo->has_row = truth;
+        memcpy(bo->key16, key16, sizeof key16);
+        out = PyTuple_Pack(2, (PyObject *)bo, entries);
+        Py_DECREF(bo);
+        goto done;
     }
     out = rid ? PyTuple_Pack(5, rec, raw, sig, entries, rows)
               : PyTuple_Pack(4, rec, raw, sig, entries);
@@ -3076,7 +3273,7 @@ static PyObject *settled_input(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "O!O!UO!|O!", &PathStateType, &st, &PyList_Type, &users, &kind,
                           &PyLong_Type, &wall_offset, &PyBytes_Type, &rid))
         return NULL;
-    return build_settled((PathState *)st, users, kind, wall_offset, rid);
+    return build_settled((PathState *)st, users, kind, wall_offset, rid, 0);
 }
 
 /* recorder._classify(path) from what its directory says, when by_dir (recorder._by_dir:
@@ -3186,7 +3383,7 @@ static PyObject *settled_inputs(PyObject *self, PyObject *args)
                     goto fail;
                 }
                 out = build_settled(s, users && PyList_CheckExact(users) ? users : empty, kind,
-                                    wall_offset, rid);
+                                    wall_offset, rid, 1);
                 if (!out) {
                     Py_DECREF(value);
                     goto fail;
@@ -3201,9 +3398,11 @@ static PyObject *settled_inputs(PyObject *self, PyObject *args)
                 goto fail;
             continue;
         }
-        /* built[path] = (signature, [record], [JSON], rows); pf_built.update(entries) */
-        PyObject *recs = PyList_New(1), *raws = PyList_New(1);
-        PyObject *val = NULL;
+        /* built[path] = (signature, [record], [JSON], rows), or the Built that reads
+         * as it; pf_built.update(entries) */
+        int lazy = PyTuple_GET_SIZE(out) == 2;
+        PyObject *recs = lazy ? NULL : PyList_New(1), *raws = lazy ? NULL : PyList_New(1);
+        PyObject *val = lazy ? Py_NewRef(PyTuple_GET_ITEM(out, 0)) : NULL;
         if (recs && raws) {
             PyList_SET_ITEM(recs, 0, Py_NewRef(PyTuple_GET_ITEM(out, 0)));
             PyList_SET_ITEM(raws, 0, Py_NewRef(PyTuple_GET_ITEM(out, 1)));
@@ -3217,7 +3416,7 @@ static PyObject *settled_inputs(PyObject *self, PyObject *args)
         int bad = !val || PyDict_SetItem(built, path, val) < 0 ||
                   (ledger && ledger_add((struct Ledger *)ledger, path, val) < 0);
         Py_XDECREF(val);
-        PyObject *entries = PyTuple_GET_ITEM(out, 3);
+        PyObject *entries = PyTuple_GET_ITEM(out, lazy ? 1 : 3);
         for (Py_ssize_t j = 0; !bad && j < PyList_GET_SIZE(entries); j++) {
             PyObject *e = PyList_GET_ITEM(entries, j);
             bad = PyDict_SetItem(pf_built, PyTuple_GET_ITEM(e, 0), PyTuple_GET_ITEM(e, 1)) < 0;
@@ -3260,6 +3459,8 @@ static PyObject *gather_built(PyObject *self, PyObject *args)
                 return NULL;
             break;
         }
+        if (Py_IS_TYPE(v, &BuiltType) && !(v = built_val((Built *)v)))
+            return NULL;
         if (!PyTuple_CheckExact(v) || PyTuple_GET_SIZE(v) != 4)
             break;
         for (int k = 0; k < 3; k++) {
@@ -3316,6 +3517,10 @@ static int size_for(PyObject *src, int from_built, PyObject *path, PyObject **ou
     }
     if (!from_built) {
         *out = Py_NewRef(v);
+        return 0;
+    }
+    if (Py_IS_TYPE(v, &BuiltType)) { /* its one record's size */
+        *out = Py_NewRef(((Built *)v)->size);
         return 0;
     }
     if (!PyTuple_CheckExact(v) || PyTuple_GET_SIZE(v) != 4 ||
@@ -4347,11 +4552,26 @@ static PyObject *ledger_size(PyObject *self, PyObject *args)
     return ledger_size_of((Ledger *)ledger, path, &out) < 0 ? NULL : out;
 }
 
+static int ledger_put(Ledger *l, PyObject *path, PyObject *val, PyObject *raw, PyObject *size,
+                      PyObject *kind, PyObject *status, const char *pb, Py_ssize_t pn,
+                      const char *kb, Py_ssize_t kn);
+
 static int ledger_add(Ledger *l, PyObject *path, PyObject *val)
 {
     /* built again: the entry before counts no more, whatever this one is */
     if (PyUnicode_CheckExact(path) && ledger_kill(l, path) < 0)
         return -1;
+    if (PyUnicode_CheckExact(path) && Py_IS_TYPE(val, &BuiltType)) {
+        /* its fields as the tuple's record holds them; its row: the path's bytes
+         * (ASCII: its UTF-8), NUL, key16 */
+        Built *b = (Built *)val;
+        if (!PyUnicode_IS_ASCII(b->path) || !PyBytes_CheckExact(b->raw))
+            return 0;
+        return ledger_put(l, path, val, b->raw, b->size, b->kind, b->status,
+                          b->has_row ? (const char *)PyUnicode_1BYTE_DATA(b->path) : NULL,
+                          b->has_row ? PyUnicode_GET_LENGTH(b->path) : 0,
+                          (const char *)b->key16, b->has_row ? 16 : 0);
+    }
     if (!PyUnicode_CheckExact(path) || !PyTuple_CheckExact(val) || PyTuple_GET_SIZE(val) != 4)
         return 0;
     PyObject *recs = PyTuple_GET_ITEM(val, 1), *raws = PyTuple_GET_ITEM(val, 2),
@@ -4391,6 +4611,16 @@ static int ledger_add(Ledger *l, PyObject *path, PyObject *val)
         pb = PyBytes_AS_STRING(PyTuple_GET_ITEM(t, 2));
         pn = PyBytes_GET_SIZE(PyTuple_GET_ITEM(t, 2));
     }
+    return ledger_put(l, path, val, PyList_GET_ITEM(raws, 0), size, kind, status, pb, pn, kb,
+                      kn);
+}
+
+/* ledger_add's entry: path's, for val, its JSON raw, size, kind and status, and its
+ * row pb NUL kb (none when pn is 0) */
+static int ledger_put(Ledger *l, PyObject *path, PyObject *val, PyObject *raw, PyObject *size,
+                      PyObject *kind, PyObject *status, const char *pb, Py_ssize_t pn,
+                      const char *kb, Py_ssize_t kn)
+{
     /* an entry after ledger_sorted: that order (and its pointers into l->e,
      * which may move below) no longer stands; ledger_join refuses until sorted
      * again */
@@ -4429,7 +4659,7 @@ static int ledger_add(Ledger *l, PyObject *path, PyObject *val)
     LEntry *e = &l->e[l->n++];
     e->path = Py_NewRef(path);
     e->val = Py_NewRef(val);
-    e->raw = Py_NewRef(PyList_GET_ITEM(raws, 0));
+    e->raw = Py_NewRef(raw);
     e->raw_len = (size_t)PyBytes_GET_SIZE(e->raw);
     e->size = Py_NewRef(size);
     e->kind = Py_NewRef(kind);
@@ -5035,7 +5265,8 @@ PyMODINIT_FUNC PyInit__cmodel(void)
     hr_direct = slots_at(py_hash_result, HR_SLOTS, N_HR, HR_AT);
     hj_direct = slots_at(py_hash_job, HJ_SLOTS, N_HJ, HJ_AT);
     PyTypeObject *types[] = {&OpenFileType, &FdEntryType, &ProcFileType, &ProcType,
-                             &PathStateType, &ModelType, &LedgerType, &PartialType};
+                             &PathStateType, &ModelType, &LedgerType, &PartialType,
+                             &BuiltType};
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
         if (PyType_Ready(types[i]) < 0)
             return NULL;
