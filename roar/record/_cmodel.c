@@ -3280,19 +3280,40 @@ static PyObject *settled_input(PyObject *self, PyObject *args)
  * directory -> classify.kind_by_dir's answer) has the answer: a kind, or a function
  * of the file name; stored in kinds. 1: classified, 0: not (recorder.py does it), -1:
  * an error. */
-static int kind_from_dir(PyObject *path, PyObject *by_dir, PyObject *kinds, PyObject **kind)
+/* last: the directory (a str ending in "/") of the path before in the same call
+ * and by_dir's answer for it (strong references, or NULL): a batch's paths come
+ * directory by directory, and by_dir does not change during a call */
+static int kind_from_dir(PyObject *path, PyObject *by_dir, PyObject *kinds, PyObject **kind,
+                         PyObject **last, PyObject *ask)
 {
     Py_ssize_t n = PyUnicode_GET_LENGTH(path);
     Py_ssize_t i = PyUnicode_FindChar(path, '/', 0, n, -1);
     if (i == -2)
         return -1;
-    PyObject *d = PyUnicode_Substring(path, 0, i + 1); /* path[:rfind("/") + 1] */
-    if (!d)
-        return -1;
-    PyObject *by = PyDict_GetItemWithError(by_dir, d);
-    Py_DECREF(d);
-    if (!by)
-        return PyErr_Occurred() ? -1 : 0;
+    PyObject *by;
+    if (last[0] && PyUnicode_GET_LENGTH(last[0]) == i + 1 &&
+        PyUnicode_Tailmatch(path, last[0], 0, i + 1, -1) == 1) {
+        by = last[1]; /* path[:rfind("/") + 1] == last[0] */
+    } else {
+        PyObject *d = PyUnicode_Substring(path, 0, i + 1); /* path[:rfind("/") + 1] */
+        if (!d)
+            return -1;
+        by = PyDict_GetItemWithError(by_dir, d);
+        if (!by && !PyErr_Occurred() && ask) {
+            /* a directory new to by_dir: by_dir[d] = ask(d) (recorder.py's
+             * kind_by_dir(d, ...) or False), as recorder._classify would */
+            PyObject *got = PyObject_CallOneArg(ask, d);
+            if (got && PyDict_SetItem(by_dir, d, got) == 0)
+                by = PyDict_GetItemWithError(by_dir, d);
+            Py_XDECREF(got);
+        }
+        if (!by) {
+            Py_DECREF(d);
+            return PyErr_Occurred() ? -1 : 0;
+        }
+        Py_XSETREF(last[0], d);
+        Py_XSETREF(last[1], Py_NewRef(by));
+    }
     PyObject *k;
     if (PyUnicode_CheckExact(by)) {
         k = Py_NewRef(by);
@@ -3326,16 +3347,19 @@ static int ledger_add(struct Ledger *l, PyObject *path, PyObject *val);
  * that is a settled read-only data or code input (recorder._settled) is built
  * (build_settled) and stored as recorder._build_settled stores it: built[path],
  * pf_built, clean; a path not in kinds is classified first from by_dir when given
- * (kind_from_dir). Returns (how many, [the (path, looks) left to recorder.py]). */
+ * (kind_from_dir; with ask, a directory by_dir lacks is asked ask(directory) and the
+ * answer stored in by_dir first). Returns (how many, [the (path, looks) left to recorder.py]). */
 static PyObject *settled_inputs(PyObject *self, PyObject *args)
 {
     PyObject *model, *batch, *kinds, *stdio, *wall_offset, *rid, *built, *pf_built, *clean,
-        *by_dir = NULL, *ledger = NULL;
-    if (!PyArg_ParseTuple(args, "O!O!O!OO!O!O!O!O!|OO", &ModelType, &model, &PyList_Type, &batch,
+        *by_dir = NULL, *ledger = NULL, *ask = NULL;
+    if (!PyArg_ParseTuple(args, "O!O!O!OO!O!O!O!O!|OOO", &ModelType, &model, &PyList_Type, &batch,
                           &PyDict_Type, &kinds, &stdio, &PyLong_Type, &wall_offset,
                           &PyBytes_Type, &rid, &PyDict_Type, &built, &PyDict_Type, &pf_built,
-                          &PySet_Type, &clean, &by_dir, &ledger))
+                          &PySet_Type, &clean, &by_dir, &ledger, &ask))
         return NULL;
+    if (ask == Py_None)
+        ask = NULL;
     if (by_dir == Py_None)
         by_dir = NULL;
     if (ledger == Py_None)
@@ -3346,7 +3370,7 @@ static PyObject *settled_inputs(PyObject *self, PyObject *args)
         return NULL;
     }
     Model *m = (Model *)model;
-    PyObject *rest = PyList_New(0), *empty = PyList_New(0);
+    PyObject *rest = PyList_New(0), *empty = PyList_New(0), *last[2] = {NULL, NULL};
     Py_ssize_t count = 0;
     if (!rest || !empty)
         goto fail;
@@ -3362,7 +3386,7 @@ static PyObject *settled_inputs(PyObject *self, PyObject *args)
         if (PyErr_Occurred())
             goto fail;
         if (s && !kind && by_dir && PyUnicode_CheckExact(path) &&
-            kind_from_dir(path, by_dir, kinds, &kind) < 0)
+            kind_from_dir(path, by_dir, kinds, &kind, last, ask) < 0)
             goto fail;
         PyObject *out = NULL;
         if (kind && PyUnicode_CheckExact(kind) &&
@@ -3373,7 +3397,9 @@ static PyObject *settled_inputs(PyObject *self, PyObject *args)
             int in_stdio = PySequence_Contains(stdio, path);
             if (in_stdio < 0)
                 goto fail;
-            PyObject *value = in_stdio ? NULL : PyObject_GetAttr(s->early_hash, S_value);
+            PyObject *value = in_stdio ? NULL
+                                       : slot_or_attr(s->early_hash, py_hash_job, hj_direct,
+                                                      HJ_AT[2], S_value);
             if (!in_stdio && !value)
                 goto fail;
             if (value && value != Py_None) {
@@ -3427,10 +3453,14 @@ static PyObject *settled_inputs(PyObject *self, PyObject *args)
         count++;
     }
     Py_DECREF(empty);
+    Py_XDECREF(last[0]);
+    Py_XDECREF(last[1]);
     return Py_BuildValue("(nN)", count, rest);
 fail:
     Py_XDECREF(rest);
     Py_XDECREF(empty);
+    Py_XDECREF(last[0]);
+    Py_XDECREF(last[1]);
     return NULL;
 }
 

@@ -18,6 +18,7 @@ import gc
 import os
 import time
 from collections import deque
+from itertools import repeat
 
 from roar.record import context, remote
 from roar.record.classify import CODE, DATA, ENV, PSEUDO, classify, kind_by_dir, rules_from_docs
@@ -569,25 +570,23 @@ class RunRecorder:
         self._unclean(model.touched)
         model.touched.clear()
         todo = self._todo
-        todo.extend((path, 0) for path in model.new_paths)
+        todo.extend(zip(model.new_paths, repeat(0)))  # (path, 0) each
         model.new_paths = []
         looks = budget if self._settled_inputs is None else budget * PREBUILD_LOOKS_C
-        batch = [todo.popleft() for _ in range(min(looks, len(todo)))]
+        if looks >= len(todo):
+            batch = list(todo)
+            todo.clear()
+        else:
+            batch = [todo.popleft() for _ in range(looks)]
         kinds = self.kinds
         if self._settled_inputs is not None:  # read-only inputs: built in C, the rest here
             # (C classifies what its directory's answer classifies: _classify's way;
-            # a directory new to _by_dir is asked here first, or a batch of its files
-            # would all be classified by _classify)
-            by_dir = self._by_dir
-            for path, _ in batch:
-                if path not in kinds:
-                    d = path[:path.rfind("/") + 1]
-                    if d not in by_dir:
-                        by_dir[d] = kind_by_dir(d, self._git_root, self.rules) or False
+            # a directory new to _by_dir is asked in C (_ask_dir) first, or a batch of
+            # its files would all be classified by _classify)
             built, batch = self._settled_inputs(model, batch, kinds, self.stdio,
                                                 self.wall_offset, self._rid, self._built,
                                                 self._pf_built, self._clean, self._by_dir,
-                                                self._ledger)
+                                                self._ledger, self._ask_dir)
             todo_kinds = [(path, tries) for path, tries in batch if path not in kinds]
             for path, _ in todo_kinds:
                 kinds[path] = self._classify(path, self._tracked)
@@ -720,6 +719,10 @@ class RunRecorder:
         if running and built >= budget:
             self._procs_ended = -1  # more to do at the next look
         return built
+
+    def _ask_dir(self, d: str) -> object:
+        """_by_dir's answer for a directory new to it (C's settled_inputs asks)."""
+        return kind_by_dir(d, self._git_root, self.rules) or False
 
     def _classify(self, path: str, tracked) -> str:
         """classify(path, the run's git root, tracked, rules), from what its
