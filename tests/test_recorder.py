@@ -82,10 +82,11 @@ def _settle(rec) -> None:
             s.early_hash.result()
 
 
-def _prebuilt(store: Store, tmp_path):
-    """A recorder fed _data_stream's run, settled and looked ahead once; its
-    directory (None, skipped, without the compiled model's ledger)."""
-    d, evs = _data_stream(tmp_path)
+def _prebuilt(store: Store, tmp_path, stream: tuple | None = None):
+    """A recorder fed stream's (directory, events), by default _data_stream's run,
+    settled and looked ahead once; its directory (skipped without the compiled
+    model's ledger)."""
+    d, evs = stream or _data_stream(tmp_path)
     rec = _new_recorder(store, str(d), ["train"])
     if rec._ledger is None:
         pytest.skip("the compiled model is not built")
@@ -313,13 +314,7 @@ def test_a_settled_input_built_in_c_reads_as_the_tuple_it_stands_for(tmp_path):
         evs.append(E.Event(ts + 20 * i + 10, 1, ROOT, ROOT, E.EV_CLOSE, 0, 3, 1, 100, 0,
                            1 << 32))
     with Store(tmp_path / "home") as store:
-        rec = _new_recorder(store, str(d), ["train"])
-        if rec._ledger is None:
-            pytest.skip("the compiled model is not built")
-        for e in evs:
-            rec.model.feed(e)
-        _settle(rec)
-        rec.prebuild()
+        rec, _ = _prebuilt(store, tmp_path, (d, evs))
         for name in names:
             path = f"{d}/{name}"
             v = rec._built[path]
