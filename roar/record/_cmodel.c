@@ -2796,6 +2796,13 @@ static PyObject *slot_or_attr(PyObject *o, PyObject *type, int direct, Py_ssize_
     return PyObject_GetAttr(o, name); /* unset: its AttributeError */
 }
 
+/* a hex digit's value, -1 for anything else */
+static inline int hex_digit(int c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                           : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
 /* bytes.fromhex(h): parsed here when h is plain hex digits, else by bytes.fromhex
  * itself (its rules and errors for anything else) */
 static PyObject *hex_bytes(PyObject *h)
@@ -2810,9 +2817,7 @@ static PyObject *hex_bytes(PyObject *h)
         unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
         Py_ssize_t i;
         for (i = 0; i < n; i++) {
-            int c = (unsigned char)p[i], v = c >= '0' && c <= '9' ? c - '0'
-                                             : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                                             : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+            int v = hex_digit((unsigned char)p[i]);
             if (v < 0)
                 break;
             if (i % 2)
@@ -2826,6 +2831,46 @@ static PyObject *hex_bytes(PyObject *h)
     }
     PyErr_Clear();
     return PyObject_CallMethod((PyObject *)&PyBytes_Type, "fromhex", "O", h);
+}
+
+/* a dict of keys[i] -> vals[i], in that order (NULL: an error) */
+static PyObject *dict_of(PyObject *const *keys, PyObject *const *vals, int n)
+{
+    PyObject *d = _PyDict_NewPresized(n);
+    for (int k = 0; d && k < n; k++)
+        if (PyDict_SetItem(d, keys[k], vals[k]) < 0)
+            Py_CLEAR(d);
+    return d;
+}
+
+/* recorder._version's input record from its values in REC_KEYS' order */
+static PyObject *record_dict(PyObject *const *vals)
+{
+    PyObject *const keys[N_REC] = {S_path, S_kind, S_bytes_read, S_bytes_written, S_processes,
+                                   S_role, S_mode, S_hash, S_size, S_status, S_error};
+    return dict_of(keys, vals, N_REC);
+}
+
+/* store.index_entries(rid, [record])'s row for an input whose hash is true:
+ * ("hash_read", bytes.fromhex(hash) + rid, the path's bytes) (NULL: an error) */
+static PyObject *read_row(PyObject *hash, PyObject *rid, PyObject *path)
+{
+    PyObject *hb = hex_bytes(hash);
+    PyObject *key = hb ? PyBytes_FromStringAndSize(NULL, PyBytes_GET_SIZE(hb) +
+                                                             PyBytes_GET_SIZE(rid))
+                       : NULL;
+    PyObject *pb = key ? PyUnicode_AsEncodedString(path, "utf-8", "surrogateescape") : NULL;
+    PyObject *row = NULL;
+    if (pb) {
+        memcpy(PyBytes_AS_STRING(key), PyBytes_AS_STRING(hb), PyBytes_GET_SIZE(hb));
+        memcpy(PyBytes_AS_STRING(key) + PyBytes_GET_SIZE(hb), PyBytes_AS_STRING(rid),
+               PyBytes_GET_SIZE(rid));
+        row = PyTuple_Pack(3, S_hash_read, key, pb);
+    }
+    Py_XDECREF(hb);
+    Py_XDECREF(key);
+    Py_XDECREF(pb);
+    return row;
 }
 
 /* A settled input's built value, as settled_inputs stores it in recorder._built:
@@ -2877,9 +2922,7 @@ static int hex_key16(PyObject *h, PyObject *rid, unsigned char *out)
     if (n % 2 || hb + PyBytes_GET_SIZE(rid) < 16)
         return 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        int c = p[i], v = c >= '0' && c <= '9' ? c - '0'
-                          : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                          : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        int v = hex_digit(p[i]);
         if (v < 0)
             return 0;
         if (i / 2 < 16)
@@ -2897,34 +2940,12 @@ static PyObject *built_val(Built *b)
     if (b->val)
         return b->val;
     PyObject *rec = NULL, *recs = NULL, *raws = NULL, *rows = NULL, *val = NULL;
-    if (!(rec = _PyDict_NewPresized(11)) || PyDict_SetItem(rec, S_path, b->path) < 0 ||
-        PyDict_SetItem(rec, S_kind, b->kind) < 0 || PyDict_SetItem(rec, S_bytes_read, b->br) < 0 ||
-        PyDict_SetItem(rec, S_bytes_written, b->bw) < 0 ||
-        PyDict_SetItem(rec, S_processes, b->procs) < 0 ||
-        PyDict_SetItem(rec, S_role, S_input) < 0 || PyDict_SetItem(rec, S_mode, S_r) < 0 ||
-        PyDict_SetItem(rec, S_hash, b->hash) < 0 || PyDict_SetItem(rec, S_size, b->size) < 0 ||
-        PyDict_SetItem(rec, S_status, b->status) < 0 ||
-        PyDict_SetItem(rec, S_error, b->error) < 0)
-        goto done;
-    if (!(rows = PyList_New(0)))
+    PyObject *const vals[N_REC] = {b->path, b->kind, b->br, b->bw, b->procs, S_input, S_r,
+                                   b->hash, b->size, b->status, b->error};
+    if (!(rec = record_dict(vals)) || !(rows = PyList_New(0)))
         goto done;
     if (b->has_row) { /* store.index_entries(rid, [rec]): its row in hash_read */
-        PyObject *hb = hex_bytes(b->hash);
-        PyObject *key = hb ? PyBytes_FromStringAndSize(NULL, PyBytes_GET_SIZE(hb) +
-                                                                 PyBytes_GET_SIZE(b->rid))
-                           : NULL;
-        PyObject *pb = key ? PyUnicode_AsEncodedString(b->path, "utf-8", "surrogateescape")
-                           : NULL;
-        PyObject *row = NULL;
-        if (pb) {
-            memcpy(PyBytes_AS_STRING(key), PyBytes_AS_STRING(hb), PyBytes_GET_SIZE(hb));
-            memcpy(PyBytes_AS_STRING(key) + PyBytes_GET_SIZE(hb), PyBytes_AS_STRING(b->rid),
-                   PyBytes_GET_SIZE(b->rid));
-            row = PyTuple_Pack(3, S_hash_read, key, pb);
-        }
-        Py_XDECREF(hb);
-        Py_XDECREF(key);
-        Py_XDECREF(pb);
+        PyObject *row = read_row(b->hash, b->rid, b->path);
         int bad = !row || PyList_Append(rows, row) < 0;
         untrack(row);
         Py_XDECREF(row);
@@ -3098,16 +3119,10 @@ static PyObject *build_settled(PathState *s, PyObject *users, PyObject *kind,
     if ((truth = PyObject_IsTrue(rhash)) < 0)
         goto fail;
     lazy = lazy && rid && PyUnicode_IS_ASCII(s->path) && (!truth || hex_key16(rhash, rid, key16));
-    if (!lazy && (!(rec = _PyDict_NewPresized(11)) || PyDict_SetItem(rec, S_path, s->path) < 0 ||
-        PyDict_SetItem(rec, S_kind, kind) < 0 || PyDict_SetItem(rec, S_bytes_read, br) < 0 ||
-        PyDict_SetItem(rec, S_bytes_written, bw) < 0 ||
-        PyDict_SetItem(rec, S_processes, procs) < 0 || PyDict_SetItem(rec, S_role, S_input) < 0 ||
-        PyDict_SetItem(rec, S_mode, S_r) < 0 || PyDict_SetItem(rec, S_hash, rhash) < 0 ||
-        PyDict_SetItem(rec, S_size, rsize) < 0 || PyDict_SetItem(rec, S_status, rstatus) < 0 ||
-        PyDict_SetItem(rec, S_error, rerror) < 0))
-        goto fail;
     PyObject *rec_vals[N_REC] = {s->path, kind, br, bw, procs, S_input, S_r, rhash, rsize,
                                  rstatus, rerror};
+    if (!lazy && !(rec = record_dict(rec_vals)))
+        goto fail;
     if (!(raw = fields_json(REC_KEYS, rec_vals, N_REC)))
         goto fail;
     if (raw == Py_None)
@@ -3136,14 +3151,10 @@ static PyObject *build_settled(PathState *s, PyObject *users, PyObject *kind,
             ev[5] = PyLong_FromUnsignedLongLong(pf->read_calls);
             ev[6] = PyLong_FromUnsignedLongLong(pf->write_calls);
         }
-        if (ev[4] && ev[5] && ev[6] && (d = _PyDict_NewPresized(N_ENTRY))) {
-            PyObject *ek[N_ENTRY] = {S_path, S_kind, S_mode, S_bytes_read, S_bytes_written,
-                                     S_read_calls, S_write_calls};
-            for (int k = 0; k < N_ENTRY; k++)
-                if (PyDict_SetItem(d, ek[k], ev[k]) < 0) {
-                    Py_CLEAR(d);
-                    break;
-                }
+        if (ev[4] && ev[5] && ev[6]) {
+            PyObject *const ek[N_ENTRY] = {S_path, S_kind, S_mode, S_bytes_read,
+                                           S_bytes_written, S_read_calls, S_write_calls};
+            d = dict_of(ek, ev, N_ENTRY);
         }
         if (d)
             dj = fields_json(ENTRY_KEYS, ev, N_ENTRY);
@@ -3185,22 +3196,7 @@ static PyObject *build_settled(PathState *s, PyObject *users, PyObject *kind,
         if (!(rows = PyList_New(0)))
             goto fail;
         if (truth) {
-            PyObject *hb = hex_bytes(rhash);
-            PyObject *key = hb ? PyBytes_FromStringAndSize(NULL, PyBytes_GET_SIZE(hb) +
-                                                                      PyBytes_GET_SIZE(rid))
-                               : NULL;
-            PyObject *pb = key ? PyUnicode_AsEncodedString(s->path, "utf-8", "surrogateescape")
-                               : NULL;
-            PyObject *row = NULL;
-            if (pb) {
-                memcpy(PyBytes_AS_STRING(key), PyBytes_AS_STRING(hb), PyBytes_GET_SIZE(hb));
-                memcpy(PyBytes_AS_STRING(key) + PyBytes_GET_SIZE(hb), PyBytes_AS_STRING(rid),
-                       PyBytes_GET_SIZE(rid));
-                row = PyTuple_Pack(3, S_hash_read, key, pb);
-            }
-            Py_XDECREF(hb);
-            Py_XDECREF(key);
-            Py_XDECREF(pb);
+            PyObject *row = read_row(rhash, rid, s->path);
             if (!row || PyList_Append(rows, row) < 0) {
                 Py_XDECREF(row);
                 goto fail;
