@@ -731,8 +731,7 @@ class RunRecorder:
         i = path.rfind("/") + 1
         by = self._by_dir.get(path[:i])
         if by is None:
-            by = self._by_dir[path[:i]] = kind_by_dir(path[:i], self._git_root,
-                                                      self.rules) or False
+            by = self._by_dir[path[:i]] = self._ask_dir(path[:i])
         if by is False:
             return classify(path, self._git_root, tracked, self.rules)
         return by if by.__class__ is str else by(path[i:])
