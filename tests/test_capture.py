@@ -172,6 +172,20 @@ def test_opened_but_never_read_is_not_an_input(roar):
     assert_complete(doc)
 
 
+def test_a_file_the_command_makes_at_once_is_an_output(roar):
+    """`roar run -- touch made`: the file is born ~1 ms after the release, and
+    its birth time (the kernel's coarse clock) is then at or before the wall
+    clock read just before the release. Made by the run, never written: an
+    output each time (the birth-time check alone called it older than the
+    run 19 times in 20)."""
+    w = roar.cwd
+    for i in range(6):
+        _, doc = roar.run("touch", f"made{i}")
+        assert [(o["path"], o["hash"]) for o in doc["outputs"]] == [
+            (str(w / f"made{i}"), xxh128(w / f"made{i}"))], (i, doc["outputs"])
+        assert_complete(doc)
+
+
 # -- read and write families ---------------------------------------------------------------
 
 

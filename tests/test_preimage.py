@@ -274,6 +274,9 @@ def test_write_opens_of_files_never_read_are_answered_without_hashing(roar):
     assert st["at_once"] == 20, st
     assert st["unread"] == 5 and st["barriers"] == 1, st
     assert st["hashed"] == 0 and st["late"] == 0 and not st["problems"], st
+    # the O_CREAT opens that found a file there (RunRecorder._created_by_run's
+    # evidence for a file born within the tick of the release)
+    assert st["existed"] == 6, st
     doc = roar.json("show", roar.json("log")[0]["id"])
     assert [(i["path"], i["hash"]) for i in doc["inputs"]] == [
         (str(w / "in.txt"), xxh128(w / "in.txt"))]

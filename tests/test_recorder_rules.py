@@ -16,6 +16,7 @@ import pytest
 from conftest import O_WRONLY_CREAT_TRUNC, ROOT, hash_of
 
 from roar.capture import events as E
+from roar.record.hasher import birth_ns
 from roar.record.ids import new_run_id
 from roar.record.model import AT_EMPTY_PATH, O_DIRECTORY, O_RDWR, O_TMPFILE
 from roar.record.recorder import RunRecorder
@@ -123,6 +124,63 @@ def test_sort_o_in_place_stores_v1_as_input_and_v2_as_output(store, tmp_path):
     _, files = r.finish()
     assert by_role(files, "input") == [(str(f), hash_of(b"pear\napple\n"), "ok")]
     assert by_role(files, "output") == [(str(f), hash_of(b"apple\npear\n"), "ok")]
+
+
+def _released_around_birth(r: Run, path, before_tick: bool = False) -> None:
+    """The release's two clock readings put around the file's birth time: the
+    coarse clock file times come from read just after it was born (before_tick)
+    or just before, the wall clock just after (a file made within the tick of
+    the release, before it or after it: its time alone cannot tell)."""
+    born = birth_ns(str(path))
+    assert born is not None, "this filesystem records no birth times"
+    r.rec.released_coarse_ns = born + 1 if before_tick else born - 1_000_000
+    r.rec.released_wall_ns = born + 1_000_000
+
+
+@pytest.mark.parametrize("when", ["in-tick", "before-tick"])
+def test_a_file_made_at_once_by_the_run_is_an_output(store, tmp_path, when):
+    """`roar run -- touch made`: touch's O_CREAT open runs ~1 ms after the
+    release, so the file's birth time (the kernel's coarse clock, a tick
+    behind) is at or before the wall clock read just before the release. Born
+    within that tick and opened O_CREAT with nothing saying it was there
+    before: the run made it, an output though nothing was written. Born before
+    the tick began: it was there before the run, and opened without a write it
+    is no output."""
+    made = tmp_path / "made"
+    made.touch()
+    r = Run(store, tmp_path)
+    _released_around_birth(r, made, before_tick=when == "before-tick")
+    r.ev(E.EV_OPEN, fd=3, ret=-100, a0=0o1 | 0o100 | 0o400 | 0o4000, path=made)
+    r.ev(E.EV_CLOSE, fd=3, ret=2)
+    _, files = r.finish()
+    assert by_role(files, "output") == ([(str(made), hash_of(b""), "ok")]
+                                        if when == "in-tick" else []), files
+
+
+@pytest.mark.parametrize("evidence", ["held-open", "early-hash"])
+def test_a_file_staged_in_the_release_tick_and_opened_o_creat_is_an_input(store, tmp_path,
+                                                                         evidence):
+    """A file the previous command wrote within the tick before the release is
+    born as late as one the run makes at once. What tells them apart: the run's
+    held O_CREAT open found it there first (the pre-image supervisor's
+    Supervisor.existed, here an empty file opened for writing, then read), or
+    the early hash of its O_RDONLY|O_CREAT open read content the run had not
+    written. Either way what the run read there is an input."""
+    f = tmp_path / "staged"
+    f.write_bytes(b"" if evidence == "held-open" else b"staged data\n")
+    r = Run(store, tmp_path)
+    _released_around_birth(r, f)
+    if evidence == "held-open":
+        r.rec.existed_at_open[str(f)] = time.monotonic_ns()  # found there, then continued
+        r.ev(E.EV_OPEN, fd=3, ret=-100, a0=0o1 | 0o100, path=f)
+        r.ev(E.EV_CLOSE, fd=3, ret=2)
+        r.read(f, fd=4)
+    else:
+        r.ev(E.EV_OPEN, fd=3, ret=-100, a0=0o100, path=f)
+        r.ev(E.EV_CLOSE, fd=3, ret=1, a0=12, a2=1 << 32)
+    r.settle(f)
+    _, files = r.finish()
+    assert by_role(files, "input") == [(str(f), hash_of(f.read_bytes()), "ok")], files
 
 
 def test_input_rewritten_before_its_hash_is_unverified_never_v2(store, tmp_path):

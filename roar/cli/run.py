@@ -31,6 +31,7 @@ from roar.record.timing import mark
 from roar.requests.policyfiles import any_policy
 
 FORWARDED = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP)
+CLOCK_REALTIME_COARSE = 5  # <linux/time.h>; the time module does not name it
 STOP_GRACE = 10.0  # seconds between a budget stop's SIGTERM and its SIGKILL
 SI_USER, SI_QUEUE, SI_TKILL = 0, -1, -6
 
@@ -368,7 +369,10 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
         session.close()
         _signal.pthread_sigmask(_signal.SIG_SETMASK, old_mask)
         raise
-    released_wall_ns = time.time_ns()  # before the workload can do anything
+    # before the workload can do anything: the coarse clock file times come
+    # from (CLOCK_REALTIME_COARSE), then the wall clock
+    released_coarse_ns = time.clock_gettime_ns(CLOCK_REALTIME_COARSE)
+    released_wall_ns = time.time_ns()
     workload.release()
     listener = None
     if hold is not None:
@@ -390,6 +394,7 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
         recorder = RunRecorder(store, record, session.host_pid or pid, root_fds,
                                start_ns=start_ns)
         recorder.released_wall_ns = released_wall_ns
+        recorder.released_coarse_ns = released_coarse_ns
         if _kept_to_exit is not None:
             _kept_to_exit.append(recorder)
         if isinstance(session, DaemonSession):  # roard starts its pending-hash job
@@ -412,6 +417,7 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
             supervisor = preimage.Supervisor(listener, recorder.model, recorder.hasher,
                                              session.barrier, recorder.start_wall,
                                              released_wall_ns)
+            recorder.existed_at_open = supervisor.existed
             supervisor.start()
         gpus: list = []
         gpu_thread = None

@@ -122,6 +122,21 @@ def targets(n: sc.Notification) -> list[tuple[int, str | None, int, str]]:
     return out
 
 
+def creates(n: sc.Notification) -> bool:
+    """Whether a held syscall opens its file with O_CREAT (creat(2) does)."""
+    a, nr = n.args, n.nr
+    if nr == sc.CREAT:
+        return True
+    if nr == sc.OPEN:
+        return bool(a[1] & sc.O_CREAT)
+    if nr == sc.OPENAT:
+        return bool(a[2] & sc.O_CREAT)
+    if nr == sc.OPENAT2:
+        flags = _read_u64(n.pid, a[2])
+        return bool(flags and flags & sc.O_CREAT)
+    return False
+
+
 def proc_path(tid: int, dirfd: int, path: str | None, fd: int) -> str:
     """The file as the held task would reach it, through its /proc links (its
     root, cwd and fds: right in its own mount namespace too)."""
@@ -193,6 +208,11 @@ class Supervisor:
         self.max_ns = 0
         self.at_once = 0       # of held: naming no existing regular file, answered in C
         self.problems: dict[str, int] = {}
+        # model path -> CLOCK_MONOTONIC ns by which a held O_CREAT open of the run
+        # found a regular file there (its first such open): the open did not make
+        # it (RunRecorder._created_by_run, for a file born within a clock tick of
+        # the release, where its birth time cannot tell)
+        self.existed: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="roar-preimage", daemon=True)
 
@@ -206,7 +226,8 @@ class Supervisor:
     def stats(self) -> dict:
         return {"held": self.held, "at_once": self.at_once, "hashed": self.hashed,
                 "barriers": self.barriers, "unread": self.unread, "late": self.late,
-                "preimaged": self.preimaged, "held_ns": self.held_ns, "max_ns": self.max_ns,
+                "preimaged": self.preimaged, "existed": len(self.existed),
+                "held_ns": self.held_ns, "max_ns": self.max_ns,
                 "problems": dict(self.problems)}
 
     def _problem(self, what: str) -> None:
@@ -279,12 +300,14 @@ class Supervisor:
             return None
 
     def _handle(self, n: sc.Notification) -> None:
+        creating = creates(n)
         for dirfd, path, fd, effect in targets(n):
             where = proc_path(n.pid, dirfd, path, fd)
             try:
                 st = os.lstat(where) if effect == REMOVES else os.stat(where)
             except OSError:
                 continue  # nothing there (a new file): nothing to keep
+            seen_ns = time.monotonic_ns()  # the file was there by now
             if stat.S_ISDIR(st.st_mode) and effect == REMOVES:  # a directory renamed
                 for job in self._below_after_barrier(n.pid, dirfd, path, fd):
                     self.hasher.hurry(job)
@@ -292,10 +315,12 @@ class Supervisor:
                 continue
             if not stat.S_ISREG(st.st_mode):
                 continue
+            mpath = self.model_path(n.pid, dirfd, path, fd)
+            if creating and mpath is not None:
+                self.existed.setdefault(mpath, seen_ns)
             key = (st.st_dev, st.st_ino)
             if key in self.settled:
                 continue
-            mpath = self.model_path(n.pid, dirfd, path, fd)
             job = verdict(self.model, mpath)
             if job is UNKNOWN and not self._unread_since_start(where, st):
                 job = self._in_model_thread(verdict, n.pid, dirfd, path, fd)

@@ -242,8 +242,14 @@ class RunRecorder:
         start_ns = time.monotonic_ns() if start_ns is None else start_ns
         self.start_wall = start_ns + self.wall_offset
         # the wall clock read just before the workload was released (run.py), when
-        # known: what existed before the run is told from what it made by it (_is_ipc)
+        # known: what existed before the run is told from what it made by it (_is_ipc,
+        # _created_by_run); and the kernel's coarse clock read just before that,
+        # the clock file times come from (CLOCK_REALTIME_COARSE)
         self.released_wall_ns: int | None = None
+        self.released_coarse_ns: int | None = None
+        # path -> CLOCK_MONOTONIC ns by which a held O_CREAT open of the run found
+        # the file there (the pre-image supervisor's Supervisor.existed)
+        self.existed_at_open: dict[str, int] = {}
         # feed_raw(raw): one raw kernel record into the model (runmodel.py)
         self.model, self.feed_raw = new_model(root_pid, run["cwd"], run["command"], root_fds,
                                               start_ns, self.hasher)
@@ -476,18 +482,44 @@ class RunRecorder:
         if s.create_ts is None:
             return False
         opened_wall = s.create_ts + self.wall_offset - CREATE_SLACK_NS
-        if self.released_wall_ns is not None:  # born before the release: not the run's
-            opened_wall = max(opened_wall, self.released_wall_ns + 1)
         born = early.born_ns if early is not None and early.born_ns else birth_ns(s.path)
         if born is not None:
-            return born >= opened_wall
+            if born < opened_wall:
+                return False
+            if self.released_wall_ns is None or born > self.released_wall_ns:
+                return True  # file times never run ahead of the wall clock
+            return self._made_in_release_tick(s, early, born)
         if s.written and s.deleted and (early is None or early.status == VANISHED):
             # opened with O_CREAT, written and deleted by the run before it could be
             # looked at: a scratch file (a journal, a lock), not something it consumed
             return True
         # no birth time on this filesystem: empty and changed at the open
+        if self.released_wall_ns is not None:
+            opened_wall = max(opened_wall, self.released_wall_ns + 1)
         return bool(early and early.size == 0 and early.ctime_ns is not None
                     and early.ctime_ns >= opened_wall)
+
+    def _made_in_release_tick(self, s, early: HashResult | None, born: int) -> bool:
+        """A file born at or before the wall clock read just before the release.
+        File times come from the kernel's coarse clock, up to a tick (4 ms at
+        HZ=250) behind the wall clock: one born before the coarse clock's reading
+        then was there before the run (a dataset the previous command staged
+        ~10 ms before a warm launcher's start); one born within that tick was
+        made just before the release or just after it (`roar run -- touch f`
+        makes f ~1 ms after it), and its time cannot tell which. The run's
+        held O_CREAT open finding the file there first says it was not made by
+        the run (`sort -o f f` on a file staged just before); so does content
+        the open's early hash read before the run wrote any. Otherwise it is the
+        run's: a new file is never left out of the outputs."""
+        if self.released_coarse_ns is None or born < self.released_coarse_ns:
+            return False
+        seen = self.existed_at_open.get(s.path)
+        if seen is not None and seen < s.create_ts:
+            return False
+        if (early is not None and early.status == OK and early.size
+                and (s.modified_ts is None or early.finished_ns <= s.modified_ts)):
+            return False
+        return True
 
     # -- file records ------------------------------------------------------------
     #
