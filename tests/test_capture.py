@@ -186,6 +186,37 @@ def test_a_file_the_command_makes_at_once_is_an_output(roar):
         assert_complete(doc)
 
 
+@pytest.fixture
+def ramfs(tmp_path):
+    """A filesystem that keeps no birth times (ramfs, as NFS and others may
+    not), mounted for the test."""
+    d = tmp_path / "ramfs"
+    d.mkdir()
+    subprocess.run(["mount", "-t", "ramfs", "ramfs", str(d)], check=True)
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", "-l", str(d)], check=False)
+
+
+def test_files_made_or_only_opened_where_no_birth_time_is_kept(roar, ramfs):
+    """Without birth times, what an O_CREAT open that writes nothing did is
+    told by the file's change time and size (and by the pre-image hold, which
+    sees a held open find the file there): `touch` of a new file and `cp` of an
+    empty one make outputs; `touch` of a file that was there makes none; the
+    empty file cp read is an input."""
+    old, empty = ramfs / "old", ramfs / "empty"
+    old.write_bytes(b"there before\n")
+    empty.write_bytes(b"")
+    time.sleep(0.05)
+    _, doc = roar.run("sh", "-c", f"touch {ramfs}/made; touch {old}; cp {empty} {ramfs}/copy")
+    assert [(i["path"], i["hash"]) for i in doc["inputs"]] == [(str(empty), xxh128(empty))]
+    assert sorted((o["path"], o["hash"]) for o in doc["outputs"]) == [
+        (str(ramfs / "copy"), xxh128(ramfs / "copy")),
+        (str(ramfs / "made"), xxh128(ramfs / "made"))], doc["outputs"]
+    assert_complete(doc)
+
+
 # -- read and write families ---------------------------------------------------------------
 
 

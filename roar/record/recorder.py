@@ -481,6 +481,9 @@ class RunRecorder:
         read there is its own doing, not an input)."""
         if s.create_ts is None:
             return False
+        seen = self.existed_at_open.get(s.path)
+        if seen is not None and seen < s.create_ts:
+            return False  # a held O_CREAT open found it there before the run's first access
         opened_wall = s.create_ts + self.wall_offset - CREATE_SLACK_NS
         born = early.born_ns if early is not None and early.born_ns else birth_ns(s.path)
         if born is not None:
@@ -493,11 +496,24 @@ class RunRecorder:
             # opened with O_CREAT, written and deleted by the run before it could be
             # looked at: a scratch file (a journal, a lock), not something it consumed
             return True
-        # no birth time on this filesystem: empty and changed at the open
-        if self.released_wall_ns is not None:
-            opened_wall = max(opened_wall, self.released_wall_ns + 1)
+        # no birth time on this filesystem (ramfs; NFS and others may keep none):
+        # empty and changed at the open or after it, not before the tick of the
+        # release (see _made_in_release_tick), as the open's early hash saw it
+        bound = opened_wall
+        if self.released_coarse_ns is not None:
+            bound = max(bound, self.released_coarse_ns)
+        elif self.released_wall_ns is not None:
+            bound = max(bound, self.released_wall_ns + 1)
+        if s.early_hash is None and not s.written:
+            # opened only to write, never written (touch, cp of an empty file): no
+            # early hash, so as it is now; it is an output if the open made it
+            try:
+                st = os.stat(s.path)
+            except OSError:
+                return False
+            return st.st_size == 0 and st.st_ctime_ns >= bound
         return bool(early and early.size == 0 and early.ctime_ns is not None
-                    and early.ctime_ns >= opened_wall)
+                    and early.ctime_ns >= bound)
 
     def _made_in_release_tick(self, s, early: HashResult | None, born: int) -> bool:
         """A file born at or before the wall clock read just before the release.
@@ -506,15 +522,12 @@ class RunRecorder:
         then was there before the run (a dataset the previous command staged
         ~10 ms before a warm launcher's start); one born within that tick was
         made just before the release or just after it (`roar run -- touch f`
-        makes f ~1 ms after it), and its time cannot tell which. The run's
-        held O_CREAT open finding the file there first says it was not made by
-        the run (`sort -o f f` on a file staged just before); so does content
-        the open's early hash read before the run wrote any. Otherwise it is the
-        run's: a new file is never left out of the outputs."""
+        makes f ~1 ms after it), and its time cannot tell which. Content the
+        open's early hash read before the run wrote any says it was there (so
+        does a held O_CREAT open that found it there first: `sort -o f f` on a
+        file staged just before, asked first in _created_by_run). Otherwise it
+        is the run's: a new file is never left out of the outputs."""
         if self.released_coarse_ns is None or born < self.released_coarse_ns:
-            return False
-        seen = self.existed_at_open.get(s.path)
-        if seen is not None and seen < s.create_ts:
             return False
         if (early is not None and early.status == OK and early.size
                 and (s.modified_ts is None or early.finished_ns <= s.modified_ts)):
