@@ -419,18 +419,24 @@ def _stopped_storm(d, tmp_path, n: int, stopped_s: float):
     work.mkdir()
     env = {**d.env, "ROAR_HOME": str(work / "home")}
     client = subprocess.Popen([sys.executable, "-m", "roar", "run", "--", sys.executable, "-c",
-                               "import time\nwhile not __import__('os').path.exists('go'): "
-                               "time.sleep(0.01)\n" + STORM.format(n=n)
+                               # released and running ('ready', a read-only create: not
+                               # held) before the client is stopped
+                               "import os, time\n"
+                               "os.close(os.open('ready', os.O_RDONLY | os.O_CREAT))\n"
+                               "while not os.path.exists('go'): time.sleep(0.01)\n"
+                               + STORM.format(n=n)
                                # a read-only create: not held (the hold's supervisor
                                # is the stopped client)
                                + "os.close(os.open('stormed', os.O_RDONLY | os.O_CREAT))\n"],
                               cwd=work, env=env, stderr=subprocess.PIPE, text=True)
     try:
+        # the workload released: stopped before that (1 s after roard counted the
+        # run active was not always enough on a loaded machine), the client never
+        # released it and the storm never began
         deadline = time.monotonic() + 60
-        while d.status()["active_runs"] == 0:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
-        time.sleep(1)
+        while not (work / "ready").exists():
+            assert time.monotonic() < deadline and client.poll() is None
+            time.sleep(0.05)
         os.kill(client.pid, signal.SIGSTOP)
         rss0 = _rss(d.proc.pid)
         (work / "go").touch()
