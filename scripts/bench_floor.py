@@ -28,6 +28,12 @@ hooks' cost and not the waiting of a loaded machine):
   roar-rw+exit    those and every sys_exit_* program
   roar-noexit     every program but the sys_exit_* ones
   roar-all        every program (what roard holds while a run is traced)
+  raw-pair        no syscalls:* event at all: one raw sys_enter and one raw
+                  sys_exit program, each taking the syscall number (sys_exit's
+                  from the registers), a switch over the numbers roar's
+                  syscalls:* programs trace, and the tag check: the untagged
+                  floor of a kernel side that dispatches on the number (the
+                  next design step of docs/bench.md), without its work
   old-rw/old-all  the same for the kernel side at git revision --old
 
 A repetition during which another process had eBPF tracepoints attached
@@ -42,6 +48,7 @@ import argparse
 import ctypes
 import glob
 import os
+import re
 import resource
 import shutil
 import statistics
@@ -104,6 +111,42 @@ int raw_switch(struct bpf_raw_tracepoint_args *ctx)
 }
 """
 
+def raw_pair_text(bcc, text: str) -> str:
+    """raw_pair_enter/raw_pair_exit (the raw-pair mode) for the syscalls that
+    roar's kernel side (text) has syscalls:* programs on, by x86_64 number."""
+    from bcc import syscall
+
+    by_name = {v.decode(): k for k, v in syscall.syscalls.items()}
+
+    def cases(side: str) -> str:
+        names = set(re.findall(rf"TRACEPOINT_PROBE\(syscalls,\s*sys_{side}_(\w+)\)", text))
+        return " ".join(f"case {by_name[n]}:" for n in sorted(names) if n in by_name)
+
+    check = """
+        break;
+    default:
+        return 0;
+    }
+    struct task_seen *me = traced_task();
+    if (!me || !me->run)
+        return 0;
+    return 1;
+}
+"""
+    return (f"""
+int raw_pair_enter(struct bpf_raw_tracepoint_args *ctx)
+{{
+    switch (ctx->args[1]) {{
+    {cases("enter")}""" + check + f"""
+int raw_pair_exit(struct bpf_raw_tracepoint_args *ctx)
+{{
+    struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+    long nr = -1;
+    bpf_probe_read_kernel(&nr, sizeof(nr), &regs->orig_ax);
+    switch (nr) {{
+    {cases("exit")}""" + check)
+
+
 LIB: list = []  # libbcc, once loaded
 STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
 INFO_LEN = 256
@@ -112,7 +155,7 @@ RW = ("read", "pread64", "readv", "preadv", "preadv2",
       "write", "pwrite64", "writev", "pwritev", "pwritev2")
 MODES = ("none", "tp-unused", "tp-rw", "chk-mask", "chk-pid", "chk-cgid", "chk-full",
          "raw-empty", "raw-switch", "roar-rw", "roar-all", "roar-noexit", "roar-rw+exit",
-         "tp-exit-unused")
+         "tp-exit-unused", "raw-pair")
 
 
 class Hooks:
@@ -273,7 +316,8 @@ def main() -> None:
     if args.stats:
         STATS.write_text("1")
     try:
-        b = loaded(bcc, program_text() + SMALL)
+        text = program_text()
+        b = loaded(bcc, text + SMALL + raw_pair_text(bcc, text))
         tag_elsewhere(b, os.stat(run).st_ino, level)
         hooks = roar_hooks(bcc, b)
         if args.old:
@@ -286,7 +330,7 @@ def main() -> None:
             old_hooks = roar_hooks(bcc, old)
         for fn in ("tp_empty", "chk_mask", "chk_cgid", "chk_pid", "chk_full"):
             b.load_func(fn.encode(), bcc.BPF.TRACEPOINT)
-        for fn in ("raw_empty", "raw_switch"):
+        for fn in ("raw_empty", "raw_switch", "raw_pair_enter", "raw_pair_exit"):
             b.load_func(fn.encode(), bcc.BPF.RAW_TRACEPOINT)
 
         def rw(fn: str) -> Hooks:
@@ -309,6 +353,8 @@ def main() -> None:
             "roar-rw+exit": Hooks(b, [h for h in hooks if h[0] == "raw" or b"sys_exit_" in h[1]
                                       or h[1].decode().split(":sys_enter_")[-1] in RW]),
             "tp-exit-unused": Hooks(b, [("tp", b"syscalls:sys_exit_acct", b"tp_empty")]),
+            "raw-pair": Hooks(b, [("raw", b"sys_enter", b"raw_pair_enter"),
+                                  ("raw", b"sys_exit", b"raw_pair_exit")]),
         }
         if old is not None:
             sets["old-rw"] = Hooks(old, [h for h in old_hooks if h[0] == "raw"
