@@ -447,6 +447,35 @@ def test_cp_copies_an_input_to_an_output(roar):
     assert_complete(doc)
 
 
+def test_git_clone_of_a_local_repository_is_complete(roar):
+    """`git clone src dst` of a repository on the same filesystem hard-links its
+    pack files. A link changes the linked inode's ctime, so an input whose hash
+    was not done yet was recorded "changed after the run opened it" (the run
+    incomplete, every time); the pre-image hold now holds link(2) until such an
+    input is hashed. Every input is hashed, every checked-out file an output."""
+    w = roar.cwd
+    src = w / "src"
+    src.mkdir()
+    git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "-C", str(src)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    files = {f"f{i}.txt": f"tracked file {i}\n" * (i * 100) for i in range(1, 4)}
+    for name, text in files.items():
+        put(src / name, text)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "three files"], check=True)
+    subprocess.run([*git, "gc", "-q"], check=True)  # into a pack, as clones and fetches leave it
+    time.sleep(0.05)
+    _, doc = roar.run("git", "clone", "-q", "src", "dst")
+    assert_complete(doc)
+    assert all(i["status"] == "ok" for i in doc["inputs"]), doc["inputs"]
+    packs = [i["path"] for i in doc["inputs"] if i["path"].endswith(".pack")]
+    assert packs and all(i["hash"] == xxh128(Path(i["path"])) for i in doc["inputs"]
+                         if i["path"] in packs), doc["inputs"]
+    outputs = {o["path"]: o["hash"] for o in doc["outputs"]}
+    for name in files:
+        assert outputs.get(str(w / "dst" / name)) == xxh128(w / "dst" / name), (name, outputs)
+
+
 # -- fd duplication and closing -------------------------------------------------------------
 
 

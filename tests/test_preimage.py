@@ -51,6 +51,7 @@ ok("ftruncate", libc.syscall(77, fd, 0)); os.close(fd)             # held
 os.rename("w2", "w4")                                              # held (renameat2 or rename)
 os.unlink("w4")                                                    # held (unlink or unlinkat)
 os.mkdir("sub"); os.rmdir("sub")                                   # not held (AT_REMOVEDIR)
+os.link("in.txt", "in.lnk")                                        # held (link or linkat)
 print("DONE", flush=True)
 '''
 
@@ -118,8 +119,8 @@ def _held_syscalls(tmp_path: Path) -> tuple[list[int], str]:
 def test_filter_holds_only_content_changing_syscalls(tmp_path):
     """Read-only opens (O_CREAT without write access too), O_CREAT|O_EXCL opens
     (a new file, or EEXIST), stat, getpid, rmdir and the rest pass in the kernel;
-    every other write-open, creat, truncate, ftruncate, rename and unlink is held,
-    and continues as if never held."""
+    every other write-open, creat, truncate, ftruncate, rename, unlink and link is
+    held, and continues as if never held."""
     held, out = _held_syscalls(tmp_path)
     assert out.strip().endswith("DONE"), out
     # python's own start (its stdout redirect above was held too: one openat)
@@ -129,9 +130,11 @@ def test_filter_holds_only_content_changing_syscalls(tmp_path):
             seccomp.OPENAT, seccomp.FTRUNCATE]
     assert held[:len(want)] == want, held
     rest = held[len(want):]
-    assert len(rest) == 2 and rest[0] in (seccomp.RENAME, seccomp.RENAMEAT, seccomp.RENAMEAT2) \
-        and rest[1] in (seccomp.UNLINK, seccomp.UNLINKAT), held
+    assert len(rest) == 3 and rest[0] in (seccomp.RENAME, seccomp.RENAMEAT, seccomp.RENAMEAT2) \
+        and rest[1] in (seccomp.UNLINK, seccomp.UNLINKAT) \
+        and rest[2] in (seccomp.LINK, seccomp.LINKAT), held
     assert not (tmp_path / "w4").exists() and (tmp_path / "w3").read_bytes() == b""
+    assert os.path.samefile(tmp_path / "in.lnk", tmp_path / "in.txt")
 
 
 def _const_allow(prog: bytes, nr: int, arch: int) -> bool:
@@ -198,6 +201,11 @@ except FileNotFoundError:
     pass
 os.rename("new2", "new4")                                  # a regular file: supervisor
 os.rename("dir2", "dir3")                                  # a directory taken away: supervisor
+try:
+    os.link("missing", "nowhere")                          # nothing there: at once
+except FileNotFoundError:
+    pass
+os.link("reg", "reg2")                                     # a regular file: supervisor
 print("DONE", flush=True)
 '''
 
@@ -226,10 +234,10 @@ def test_held_syscalls_naming_no_file_that_can_keep_a_pre_image_are_answered_in_
         return True
 
     assert _under_filter(tmp_path, HOLD_CHILD, take).strip().endswith("DONE")
-    assert [path for _, path in handed] == ["reg", "new3", "new2", "dir2"], handed
+    assert [path for _, path in handed] == ["reg", "new3", "new2", "dir2", "reg"], handed
     # at once: the child's stdout (a new file, opened under the filter), then
-    # reg's creation, new2, new3, the fifo and the unlink of a missing file
-    assert at_once == 6, (at_once, handed)
+    # reg's creation, new2, new3, the fifo, the unlink and the link of a missing file
+    assert at_once == 7, (at_once, handed)
 
 
 def _stats(stderr: str) -> dict:

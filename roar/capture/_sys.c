@@ -211,6 +211,10 @@ static int notif_needs_look(const struct seccomp_notif *n)
         return needs_look(tid, AT_FDCWD_, a[0], 1);
     case 263: /* unlinkat */
         return needs_look(tid, (int)a[0], a[1], 1);
+    case 86:  /* link: the file it names anew (not a symlink's target) */
+        return needs_look(tid, AT_FDCWD_, a[0], 1);
+    case 265: /* linkat: the target of a symlink with AT_SYMLINK_FOLLOW */
+        return needs_look(tid, (int)a[0], a[1], !(a[4] & 0x400));
     default:  /* openat2 (flags behind a pointer), ftruncate (an fd): the supervisor */
         return 1;
     }

@@ -1,7 +1,8 @@
 """The kernel half of the pre-image hold (docs/preimage.md): a seccomp filter
 that the workload's first process installs on itself just before its exec,
 inherited by every process and thread of the run, which hands the run's
-content-changing syscalls (write-opens, truncate, rename, unlink) to a
+content-changing syscalls (write-opens, truncate, rename, unlink; link, which
+changes an input's inode, its link count and ctime) to a
 supervisor (SECCOMP_RET_USER_NOTIF) and lets every other syscall through in
 the filter itself. Only the x86_64 ABI is held; other ABIs pass.
 
@@ -37,9 +38,12 @@ OPEN, CREAT, OPENAT, OPENAT2 = 2, 85, 257, 437
 TRUNCATE, FTRUNCATE = 76, 77
 RENAME, RENAMEAT, RENAMEAT2 = 82, 264, 316
 UNLINK, UNLINKAT = 87, 263
+LINK, LINKAT = 86, 265
 AT_REMOVEDIR = 0x200
+AT_SYMLINK_FOLLOW = 0x400
 HELD = {OPEN: 1, OPENAT: 2, CREAT: None, OPENAT2: None, TRUNCATE: None, FTRUNCATE: None,
-        RENAME: None, RENAMEAT: None, RENAMEAT2: None, UNLINK: None, UNLINKAT: None}
+        RENAME: None, RENAMEAT: None, RENAMEAT2: None, UNLINK: None, UNLINKAT: None,
+        LINK: None, LINKAT: None}
 WRITE_FLAGS = O_WRONLY | O_RDWR | O_TRUNC
 
 # classic BPF

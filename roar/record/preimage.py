@@ -80,8 +80,11 @@ def _int(v: int) -> int:
 
 
 # what a held syscall does to each file it names (READS_WRITES: an O_RDWR open,
-# which may read the file, then change it through the same fd)
-OPENS, READS_WRITES, EMPTIES, REMOVES = "opens", "reads-writes", "empties", "removes"
+# which may read the file, then change it through the same fd; LINKS: a new name
+# for it, which changes its inode's ctime: an input whose hash is not done would
+# then be recorded "changed after the run opened it", though its content is not)
+OPENS, READS_WRITES, EMPTIES, REMOVES, LINKS = ("opens", "reads-writes", "empties", "removes",
+                                               "links")
 
 
 def _open_effect(flags: int) -> str:
@@ -114,6 +117,10 @@ def targets(n: sc.Notification) -> list[tuple[int, str | None, int, str]]:
         named.append((AT_FDCWD, a[0], REMOVES))
     elif nr == sc.UNLINKAT:
         named.append((_int(a[0]), a[1], REMOVES))
+    elif nr == sc.LINK:  # link(2) does not follow a symlink
+        named.append((AT_FDCWD, a[0], LINKS))
+    elif nr == sc.LINKAT:
+        named.append((_int(a[0]), a[1], OPENS if a[4] & sc.AT_SYMLINK_FOLLOW else LINKS))
     out = []
     for dirfd, ptr, effect in named:
         path = read_string(pid, ptr)
@@ -304,7 +311,7 @@ class Supervisor:
         for dirfd, path, fd, effect in targets(n):
             where = proc_path(n.pid, dirfd, path, fd)
             try:
-                st = os.lstat(where) if effect == REMOVES else os.stat(where)
+                st = os.lstat(where) if effect in (REMOVES, LINKS) else os.stat(where)
             except OSError:
                 continue  # nothing there (a new file): nothing to keep
             seen_ns = time.monotonic_ns()  # the file was there by now
