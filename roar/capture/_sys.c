@@ -10,7 +10,7 @@
  *       process_vm_readv of another process (the held task's path arguments)
  *   birth_ns(dirfd, path, flags) -> int or None
  *       statx's creation time, where the filesystem records it
- *   hold_next(listener, timeout_ms)
+ *   hold_next(listener, timeout_ms[, unread_before_ns])
  *       the pre-image hold's common case (a write-open of a new file) answered
  *       here; the rest handed to roar/record/preimage.py (below)
  */
@@ -22,6 +22,7 @@
 #include <linux/seccomp.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -123,7 +124,8 @@ static PyObject *birth_ns(PyObject *self, PyObject *args)
 
 /* ---- the pre-image hold's common case, without Python ---------------------
  *
- * hold_next(listener, timeout_ms) -> (notification or None, continued, ns, max_ns, gone)
+ * hold_next(listener, timeout_ms[, unread_before_ns])
+ *     -> (notification or None, continued, ns, max_ns, gone)
  *
  * Waits up to timeout_ms for the run's held syscalls (roar/capture/seccomp.py)
  * and lets each one continue at once, here, when none of the files it names
@@ -140,6 +142,9 @@ static PyObject *birth_ns(PyObject *self, PyObject *args)
  * they were held here in all and at most; gone: the listener has no task left
  * under the filter. At most HOLD_BATCH are let through per call, so that the
  * supervisor sees its stop flag now and then while syscalls keep coming.
+ * With unread_before_ns (the run's start, wall clock, less the supervisor's
+ * slack), a link of a regular file nobody read since then is continued here
+ * too (unread_since_start above).
  */
 
 #define HOLD_PATH_MAX 4096
@@ -166,9 +171,62 @@ static int read_path(pid_t pid, unsigned long addr, char *out)
     return -1;  /* longer than PATH_MAX: the supervisor skips it too */
 }
 
+/* Links (below): the supervisor's access-time rule (Supervisor._unread_since_start),
+ * here. A regular file whose access time is older than unread_before (the run's
+ * start, less the supervisor's slack) and which a read would have moved (the
+ * kernel's relatime rule: atime not after mtime or ctime, or a day old), on a
+ * mount without noatime, was not read since the run started: no input of the
+ * run can be waiting for its hash. cp -al of 20,000 files paid ~60 us a link
+ * through Python. */
+static long long hold_unread_before;  /* this call's; 0: the rule is off */
+#define NOATIME_DEVS 16
+static struct { dev_t dev; int noatime; } noatime_seen[NOATIME_DEVS];
+static int noatime_n;
+static long long noatime_for;  /* the unread_before the table was filled for (a run) */
+
+static long long ts_ns(struct timespec t)
+{
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+static int mounted_noatime(const char *where, dev_t dev)
+{
+    if (noatime_for != hold_unread_before) {  /* another run: mounts may have changed */
+        noatime_n = 0;
+        noatime_for = hold_unread_before;
+    }
+    for (int i = 0; i < noatime_n; i++)
+        if (noatime_seen[i].dev == dev)
+            return noatime_seen[i].noatime;
+    struct statvfs sv;
+    int noatime = statvfs(where, &sv) != 0 || (sv.f_flag & ST_NOATIME);
+    if (noatime_n < NOATIME_DEVS) {
+        noatime_seen[noatime_n].dev = dev;
+        noatime_seen[noatime_n++].noatime = noatime;
+    }
+    return noatime;
+}
+
+static int unread_since_start(const char *where, const struct stat *st)
+{
+    if (hold_unread_before <= 0)
+        return 0;
+    long long a = ts_ns(st->st_atim);
+    if (a >= hold_unread_before)
+        return 0;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    if (!(a <= ts_ns(st->st_mtim) || a <= ts_ns(st->st_ctim)
+          || ts_ns(now) - a >= 86400LL * 1000000000LL))
+        return 0;
+    return !mounted_noatime(where, st->st_dev);
+}
+
 /* 0: the file named cannot hold a pre-image; 1: the supervisor must look;
- * the path unreadable counts as 0, as the supervisor skips it */
-static int needs_look(pid_t tid, long dirfd, unsigned long ptr, int removes)
+ * the path unreadable counts as 0, as the supervisor skips it. links: the
+ * file is named anew (link, linkat), and one the run has not read since it
+ * started is answered here too. */
+static int needs_look_as(pid_t tid, long dirfd, unsigned long ptr, int removes, int links)
 {
     char path[HOLD_PATH_MAX];
     char where[HOLD_PATH_MAX + 64];
@@ -186,9 +244,16 @@ static int needs_look(pid_t tid, long dirfd, unsigned long ptr, int removes)
     struct stat st;
     if ((removes ? lstat(where, &st) : stat(where, &st)) != 0)
         return 0;  /* nothing there */
-    if (S_ISDIR(st.st_mode) && removes)
+    if (S_ISDIR(st.st_mode) && removes && !links)
         return 1;  /* a directory taken away: its pending inputs */
-    return S_ISREG(st.st_mode);
+    if (!S_ISREG(st.st_mode))
+        return 0;
+    return !(links && unread_since_start(where, &st));
+}
+
+static int needs_look(pid_t tid, long dirfd, unsigned long ptr, int removes)
+{
+    return needs_look_as(tid, dirfd, ptr, removes, 0);
 }
 
 static int notif_needs_look(const struct seccomp_notif *n)
@@ -212,9 +277,9 @@ static int notif_needs_look(const struct seccomp_notif *n)
     case 263: /* unlinkat */
         return needs_look(tid, (int)a[0], a[1], 1);
     case 86:  /* link: the file it names anew (not a symlink's target) */
-        return needs_look(tid, AT_FDCWD_, a[0], 1);
+        return needs_look_as(tid, AT_FDCWD_, a[0], 1, 1);
     case 265: /* linkat: the target of a symlink with AT_SYMLINK_FOLLOW */
-        return needs_look(tid, (int)a[0], a[1], !(a[4] & 0x400));
+        return needs_look_as(tid, (int)a[0], a[1], !(a[4] & 0x400), 1);
     default:  /* openat2 (flags behind a pointer), ftruncate (an fd): the supervisor */
         return 1;
     }
@@ -230,8 +295,10 @@ static long long now_ns(void)
 static PyObject *hold_next(PyObject *self, PyObject *args)
 {
     int listener, timeout_ms;
-    if (!PyArg_ParseTuple(args, "ii", &listener, &timeout_ms))
+    long long unread_before = 0;
+    if (!PyArg_ParseTuple(args, "ii|L", &listener, &timeout_ms, &unread_before))
         return NULL;
+    hold_unread_before = unread_before;  /* one supervisor thread calls this at a time */
     struct seccomp_notif notif;
     struct seccomp_notif_resp resp;
     long continued = 0;
@@ -312,9 +379,10 @@ static PyMethodDef methods[] = {
      "birth_ns(dirfd, path, flags) -> int or None: statx's btime in ns, None when the "
      "filesystem does not record it or the file is not there."},
     {"hold_next", hold_next, METH_VARARGS,
-     "hold_next(listener, timeout_ms) -> (notification or None, continued, ns, max_ns, gone): "
-     "the pre-image hold's held syscalls naming no file that can hold a pre-image are "
-     "continued here; the first that does is returned as (id, pid, nr, args)."},
+     "hold_next(listener, timeout_ms[, unread_before_ns]) -> (notification or None, "
+     "continued, ns, max_ns, gone): the pre-image hold's held syscalls naming no file that "
+     "can hold a pre-image are continued here (links of files unread since unread_before_ns "
+     "too); the first that does is returned as (id, pid, nr, args)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -269,13 +269,15 @@ class Supervisor:
     def _next(self, poll, buf) -> sc.Notification | None:
         """The next held syscall this supervisor must look at, or None after a
         while without one. Compiled (syscalls.hold_next): the ones naming no
-        existing regular file (a new file's write-open: most of them) are
-        answered there, without this thread, and counted here; _handle would
-        find nothing to keep for them. Raises _NoTaskLeft when no task of the
-        run is left under the filter."""
+        existing regular file (a new file's write-open: most of them), and links
+        of files nobody read since the run started (_unread_since_start's
+        access-time rule, there), are answered there, without this thread, and
+        counted here; _handle would find nothing to keep for them. Raises
+        _NoTaskLeft when no task of the run is left under the filter."""
         if hold_next is not None:
             try:
-                got, k, ns, most, gone = hold_next(self.listener, 200)
+                got, k, ns, most, gone = hold_next(self.listener, 200,
+                                                   self.start_wall_ns - SLACK_NS)
             except OSError as e:
                 self._problem(f"receive: {e.strerror}")
                 time.sleep(0.01)
