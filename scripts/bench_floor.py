@@ -86,13 +86,14 @@ int chk_cgid(void *ctx) { return bpf_get_current_cgroup_id() == 1; }
 
 int chk_pid(void *ctx) { return bpf_get_current_pid_tgid() == 1; }
 
-int chk_full(void *ctx)  /* what roar's read/write programs do for an untagged task */
+/* roar's tag check, as its programs ask it (traced_task(), then the task's run) */
+static __always_inline int in_a_run(void)
 {
     struct task_seen *me = traced_task();
-    if (!me || !me->run)
-        return 0;
-    return 1;
+    return me && me->run;
 }
+
+int chk_full(void *ctx) { return in_a_run(); }  /* what roar's read/write programs do */
 
 int raw_empty(struct bpf_raw_tracepoint_args *ctx) { return 0; }
 
@@ -104,14 +105,12 @@ int raw_switch(struct bpf_raw_tracepoint_args *ctx)
     default:
         return 0;
     }
-    struct task_seen *me = traced_task();
-    if (!me || !me->run)
-        return 0;
-    return 1;
+    return in_a_run();
 }
 """
 
-def raw_pair_text(bcc, text: str) -> str:
+
+def raw_pair_text(text: str) -> str:
     """raw_pair_enter/raw_pair_exit (the raw-pair mode) for the syscalls that
     roar's kernel side (text) has syscalls:* programs on, by x86_64 number."""
     from bcc import syscall
@@ -127,10 +126,7 @@ def raw_pair_text(bcc, text: str) -> str:
     default:
         return 0;
     }
-    struct task_seen *me = traced_task();
-    if (!me || !me->run)
-        return 0;
-    return 1;
+    return in_a_run();
 }
 """
     return (f"""
@@ -317,7 +313,7 @@ def main() -> None:
         STATS.write_text("1")
     try:
         text = program_text()
-        b = loaded(bcc, text + SMALL + raw_pair_text(bcc, text))
+        b = loaded(bcc, text + SMALL + raw_pair_text(text))
         tag_elsewhere(b, os.stat(run).st_ino, level)
         hooks = roar_hooks(bcc, b)
         if args.old:
