@@ -365,7 +365,7 @@ class Daemon:
             if req["op"] == "attach":
                 run = self._start_attach(conn, req, peer_uid)
             else:
-                run = self._start_run(conn, req, peer_uid, peer_pid)
+                run = self._start_run(conn, req, peer_uid, peer_pid, reader)
             conn.settimeout(None)  # a run lasts as long as its workload
             try:
                 conn.sendall(protocol.encode_json({"ok": True, "cgroup": run.cgroup_id,
@@ -419,24 +419,17 @@ class Daemon:
                 for fd in reader.fds if reader is not None else ():
                     os.close(fd)
 
-    def _start_run(self, conn, req: dict, peer_uid: int, peer_pid: int) -> ActiveRun:
-        pid, run_id = req.get("pid"), req.get("run_id")
-        if not isinstance(pid, int) or pid <= 0:
-            raise protocol.ProtocolError("trace needs a pid")
+    def _start_run(self, conn, req: dict, peer_uid: int, peer_pid: int,
+                   reader: LineReader) -> ActiveRun:
+        run_id = req.get("run_id")
         if not isinstance(run_id, str) or not run_id.isalnum() or len(run_id) > 64:
             raise protocol.ProtocolError("trace needs an alphanumeric run_id")
-        # the pid is the caller's namespace's (a container's): find it from here
-        try:
-            pid = namespaces.resolve_pid(peer_pid, pid)
-        except LookupError as e:
-            raise protocol.ProtocolError(str(e)) from None
-        try:
-            owner = os.stat(f"/proc/{pid}").st_uid
-        except FileNotFoundError:
-            raise protocol.ProtocolError(f"no process {pid}") from None
-        if peer_uid != 0 and owner != peer_uid:
-            raise PermissionError(f"process {pid} is not yours: you may only trace your own "
-                                  f"processes")
+        into = req.get("into") is True
+        # the launcher (`parent`) forks the workload only after this answer: the
+        # run cgroup is made first, below the launcher's own cgroup, for it to
+        # clone the workload straight into (cgroups.make_for); the pid follows
+        who = (self._own_pid(req.get("parent"), peer_pid, peer_uid, "parent") if into
+               else self._own_pid(req.get("pid"), peer_pid, peer_uid, "pid"))
         home, root_fds = req.get("home"), req.get("root_fds", {})
         if not (isinstance(home, str) and os.path.isabs(home)):
             raise protocol.ProtocolError("trace needs the absolute ROAR_HOME of the client")
@@ -445,9 +438,29 @@ class Daemon:
                 for k, v in root_fds.items())):
             raise protocol.ProtocolError("root_fds must map fd numbers to paths")
         name = cgroup_prefix(self.sock_path) + run_id
+        pid, made = who, None
+        if into:
+            made = cgroups.make_for(name, who)
+            try:
+                conn.sendall(protocol.encode_json({"ok": True,
+                                                   "into": made and str(made.path)}))
+                line = reader.readline(time.monotonic() + REQUEST_TIMEOUT)
+                told = protocol.parse_request(line) if line else {"op": "pid"}
+                if told["op"] != "pid":
+                    raise protocol.ProtocolError("trace into: the workload's pid expected")
+                pid = self._own_pid(told.get("pid"), peer_pid, peer_uid, "pid")
+            except BaseException:
+                if made is not None:
+                    cgroups.remove(made.path)
+                raise
         # below the held workload's own cgroup (= its caller's): the job's limits,
         # device programs and kill path keep applying (cgroups.place)
-        placement = cgroups.place(name, pid)
+        if made is not None and cgroups.holds(made, pid):
+            placement, made.born = made, True
+        else:  # not cloned into it (refused there, or no launcher): moved, as always
+            if made is not None:
+                cgroups.remove(made.path)
+            placement = cgroups.place(name, pid)
         try:  # before the run (and its spool) exists: a refused client may have ended pid
             ns = namespaces.identity(pid)
             view = namespaces.open_view(pid) if ns["container"] else None
@@ -473,6 +486,26 @@ class Daemon:
             self._end_run(run, linger=0)
             raise
         return run
+
+    @staticmethod
+    def _own_pid(pid, peer_pid: int, peer_uid: int, what: str) -> int:
+        """A pid of the request, as this namespace names it, of a process the
+        peer owns (or any, for root)."""
+        if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+            raise protocol.ProtocolError(f"trace needs a {what}")
+        # the pid is the caller's namespace's (a container's): find it from here
+        try:
+            pid = namespaces.resolve_pid(peer_pid, pid)
+        except LookupError as e:
+            raise protocol.ProtocolError(str(e)) from None
+        try:
+            owner = os.stat(f"/proc/{pid}").st_uid
+        except FileNotFoundError:
+            raise protocol.ProtocolError(f"no process {pid}") from None
+        if peer_uid != 0 and owner != peer_uid:
+            raise PermissionError(f"process {pid} is not yours: you may only trace your own "
+                                  f"processes")
+        return pid
 
     def _trace(self, run: ActiveRun, pid: int) -> None:
         """Route the run's records, count it among the runs, and tag its cgroup

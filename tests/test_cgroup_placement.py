@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import PY
+from conftest import PY, Warm, xxh128
 
 pytestmark = pytest.mark.capture
 
@@ -268,6 +268,66 @@ def test_a_job_that_cannot_take_a_child_is_said_so(roar, job, store_doc):
     doctor = in_job(roar, job, "doctor", check=False).stdout
     assert f"cannot get a cgroup below {job.cgroup} (cgroup.max.descendants" in doctor
     assert f"run {run['id']}: the run cgroup could not be made" in doctor
+
+
+def _launched_in_job(roar, launcher_bin, job, out: Path):
+    """`roar run` through the compiled launcher (served warm), started in the job."""
+    w = Warm(roar, launcher_bin)
+    (w.bin / "py.log").unlink(missing_ok=True)
+    try:
+        # a recorder serves one cgroup (warmkey): the first run in the job is
+        # Python's, which starts one there for the next
+        deadline = time.monotonic() + 60
+        while True:
+            before = len(w.py_runs())
+            assert w("run", "--", "true", preexec_fn=job.enter).returncode == 0
+            if len(w.py_runs()) == before:
+                break
+            assert time.monotonic() < deadline, "no warm recorder in the job"
+            time.sleep(0.2)
+        p = w("run", "--", "sh", "-c", f"cat /proc/self/cgroup > {out}",
+              preexec_fn=job.enter)
+        assert p.returncode == 0, p.stderr
+        assert len(w.py_runs()) == before, "not served warm"
+    finally:
+        w.stop()
+    return p
+
+
+def test_the_launcher_clones_the_workload_into_its_run_cgroup(roar, job, store_doc,
+                                                                launcher_bin):
+    """Through the launcher, roard makes the run cgroup first and the workload
+    is born in it (clone3 CLONE_INTO_CGROUP): no migration, whose RCU grace
+    period every run waited for. Its first process is in the run cgroup below
+    the job, and traced from its first syscall on."""
+    out = roar.cwd / "cg.txt"
+    _launched_in_job(roar, launcher_bin, job, out)
+    run, doc = _last(roar)
+    cg = doc["cgroup"]
+    assert cg["entered"] == "clone" and cg["below_caller"] and cg["caller"] == job.cgroup
+    assert f"0::{cg['path']}" in out.read_text().splitlines()
+    assert cg["path"].startswith(job.cgroup + "/roar/")
+    assert run["complete"] and [(o["path"], o["hash"]) for o in run["outputs"]] == \
+        [(str(out), xxh128(out))]
+    assert job.left_behind() == []
+
+
+def test_the_launcher_falls_back_to_a_move_where_no_cgroup_is_made_below_the_job(
+        roar, job, store_doc, launcher_bin):
+    """cgroup.max.descendants=0 through the launcher: roard cannot make the run
+    cgroup below the job, the launcher forks as before, and roard places and
+    moves the workload as for `python -m roar run` (below the job's parent,
+    said so)."""
+    (job.v2 / "cgroup.max.descendants").write_text("0")
+    out = roar.cwd / "cg.txt"
+    p = _launched_in_job(roar, launcher_bin, job, out)
+    assert "could not be made below the caller's cgroup" in p.stderr
+    run, doc = _last(roar)
+    cg = doc["cgroup"]
+    assert cg["entered"] == "moved" and cg["parent"] == "/" and not cg["below_caller"]
+    assert f"0::{cg['path']}" in out.read_text().splitlines()
+    assert run["complete"] and [(o["path"], o["hash"]) for o in run["outputs"]] == \
+        [(str(out), xxh128(out))]
 
 
 def test_doctor_says_where_runs_go(roar, job):

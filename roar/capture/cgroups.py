@@ -118,11 +118,13 @@ class Placement:
         self.caller = caller        # the caller's cgroup (of the held workload)
         self.parent = parent        # the cgroup it was made below (caller's or an ancestor)
         self.note = note            # set when parent is not caller's: what that means
+        self.born = False           # the workload was cloned into it, not moved (make_for)
 
     def record(self) -> dict:
         """What the run document keeps (`cgroup`)."""
         return {"path": self.shown, "caller": self.caller, "parent": self.parent,
-                "below_caller": self.parent == self.caller, "note": self.note}
+                "below_caller": self.parent == self.caller, "note": self.note,
+                "entered": "clone" if self.born else "moved"}
 
 
 def _cg_path(path: Path, mounts: list[tuple[str, str]] | None = None) -> str:
@@ -166,14 +168,9 @@ def place(name: str, pid: int) -> Placement:
     first_failure = None
     base_depth = _depth(_mount_root(mount, mounts))
     for parent in _ancestors(caller):
-        where = _dir_of(parent, mount, mounts)
+        where, level, why = _site(parent, mount, mounts, base_depth)
         if where is None:
-            first_failure = first_failure or "this cgroup namespace does not show it"
-            continue
-        level = base_depth + len(where.relative_to(mount).parts) + 2
-        if level >= _tag_levels():
-            first_failure = first_failure or (f"deeper than the {_tag_levels() - 1} levels "
-                                              f"roar traces")
+            first_failure = first_failure or why
             continue
         try:
             path = _make(where / PARENT, name)
@@ -198,6 +195,53 @@ def place(name: str, pid: int) -> Placement:
         return Placement(path, os.stat(path).st_ino, level, caller, parent, note, mounts)
     raise CgroupError(f"no run cgroup could be made below {caller} or any ancestor: "
                       f"{first_failure}")
+
+
+def _site(cgroup: str, mount: Path, mounts: list[tuple[str, str]], base_depth: int
+          ) -> tuple[Path | None, int, str | None]:
+    """(directory, level, None) where a run cgroup below `cgroup` would be
+    made, or (None, level, why not)."""
+    where = _dir_of(cgroup, mount, mounts)
+    if where is None:
+        return None, 0, "this cgroup namespace does not show it"
+    level = base_depth + len(where.relative_to(mount).parts) + 2
+    if level >= _tag_levels():
+        return None, level, f"deeper than the {_tag_levels() - 1} levels roar traces"
+    return where, level, None
+
+
+def make_for(name: str, pid: int) -> Placement | None:
+    """The run cgroup `name` made below pid's own cgroup, nobody moved there:
+    for a workload that pid (the launcher) is about to clone straight into it
+    (CLONE_INTO_CGROUP). Moving a process takes the kernel's global
+    threadgroup lock for writing, which waits for an RCU grace period (5-20 ms
+    here, on the critical path of every run); a clone into the cgroup takes it
+    only for reading. None where the cgroup cannot be made right there: the
+    caller then forks as before and place() finds a home (an ancestor, with
+    its note)."""
+    try:
+        mounts = _mounts()
+        mount = cgroup2_mount(mounts)
+        caller = cgroup_of(pid)
+        where, level, _ = _site(caller, mount, mounts, _depth(_mount_root(mount, mounts)))
+        if where is None:
+            return None
+        path = _make(where / PARENT, name)
+    except (OSError, CgroupError):
+        return None
+    try:
+        return Placement(path, os.stat(path).st_ino, level, caller, caller, None, mounts)
+    except OSError:
+        remove(path)
+        return None
+
+
+def holds(placement: Placement, pid: int) -> bool:
+    """Whether pid is in the run cgroup itself (born there by a clone into it)."""
+    try:
+        return cgroup_of(pid) == placement.shown
+    except CgroupError:
+        return False
 
 
 def _make(base: Path, name: str) -> Path:

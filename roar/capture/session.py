@@ -342,11 +342,34 @@ class DaemonSession:
         root_fds let roard rebuild the run into this user's store should this
         client die. prompt: the run's records are wanted within POLL_MS, not
         roard's idle poll (an audit policy's kill)."""
-        req = {"op": "trace", "pid": pid, "run_id": run_id, "home": home,
+        self.request(self._trace_request(run_id, home, root_fds, prompt, pid=pid))
+
+    def begin_into(self, parent: int, run_id: str, home: str = "",
+                   root_fds: dict | None = None, prompt: bool = False) -> str | None:
+        """begin() for a workload process `parent` (the launcher) has yet to
+        fork: roard makes the run cgroup first and answers its directory, for
+        the fork to clone the workload straight into it (no migration to wait
+        for; cgroups.make_for), or None where it could not. give_pid() then
+        names the workload; roard moves it if it was not born there."""
+        self.request(self._trace_request(run_id, home, root_fds, prompt, into=True,
+                                         parent=parent))
+        reply = self._reply()
+        if not reply.get("ok"):
+            raise SessionError(f"roard refused: {reply.get('error', 'unknown error')}")
+        into = reply.get("into")
+        return into if isinstance(into, str) else None
+
+    def give_pid(self, pid: int) -> None:
+        self.request({"op": "pid", "pid": pid})
+
+    @staticmethod
+    def _trace_request(run_id: str, home: str, root_fds: dict | None, prompt: bool,
+                       **more) -> dict:
+        req = {"op": "trace", **more, "run_id": run_id, "home": home,
                "root_fds": {str(k): v for k, v in (root_fds or {}).items()}}
         if prompt:
             req["prompt"] = True
-        self.request(req)
+        return req
 
     def started(self) -> None:
         reply = self._reply()

@@ -16,7 +16,9 @@
  *      args after "run"..., nenv, env..., nfds, (fd, path)...; SCM_RIGHTS:
  *      cwd, fd 1, fd 2
  *   <- "F"                          fall back to Python (nothing ran)
- *   <- "S" run_id\0 nprog\0 prog argv\0...  (+ hold socket): fork it held
+ *   <- "S" run_id\0 cgroup\0 nprog\0 prog argv\0...  (+ hold socket): fork it
+ *      held; cloned straight into the run cgroup directory `cgroup` (made by
+ *      roard) where it is not empty and the kernel lets this process
  *   -> "P" pid (+ pidfd)
  *   <- "G"                          release the workload
  *   -> "I" signo " " by_user        a forwarded signal this process got
@@ -379,11 +381,46 @@ static void install_hold(int hold, const char *prog, size_t len)
     close(hold);
 }
 
+/* fork(), the child born in the cgroup directory `cgroup` where the kernel
+ * lets this process put it there (clone3 CLONE_INTO_CGROUP, Linux 5.7): no
+ * cgroup migration for roard to make, which waits for an RCU grace period.
+ * Anything else (an empty name, no such directory, not delegated to this user,
+ * an older kernel) is a plain fork: roard then moves the workload. This process
+ * has one thread, so the child of the raw clone3 may use libc as fork's. */
+static pid_t fork_into(const char *cgroup)
+{
+#ifdef SYS_clone3
+    if (cgroup[0]) {
+        int cfd = open(cgroup, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (cfd >= 0) {
+            struct clone_args_v2 {
+                uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack,
+                    stack_size, tls, set_tid, set_tid_size, cgroup;
+            } a;
+            memset(&a, 0, sizeof a);
+            a.flags = 0x200000000ULL; /* CLONE_INTO_CGROUP */
+            a.exit_signal = SIGCHLD;
+            a.cgroup = (uint64_t)cfd;
+            long pid = syscall(SYS_clone3, &a, sizeof a);
+            int e = errno;
+            close(cfd);
+            if (pid >= 0)
+                return (pid_t)pid;
+            errno = e;
+        }
+    }
+#endif
+    return fork();
+}
+
 static pid_t spawn_held(char *msg, size_t len, int hold, int *go_out, int sock, int sfd)
 {
-    /* msg: run_id\0 nprog\0 prog argv0\0 argv1\0 ... */
+    /* msg: run_id\0 cgroup\0 nprog\0 prog argv0\0 argv1\0 ... */
     char *run_id = msg, *end = msg + len;
-    char *nprog_s = run_id + strlen(run_id) + 1;
+    char *cgroup = run_id + strlen(run_id) + 1;
+    if (cgroup >= end)
+        return -1;
+    char *nprog_s = cgroup + strlen(cgroup) + 1;
     if (nprog_s >= end)
         return -1;
     size_t nprog = strtoul(nprog_s, NULL, 10);
@@ -406,7 +443,7 @@ static pid_t spawn_held(char *msg, size_t len, int hold, int *go_out, int sock, 
     int pipefd[2];
     if (pipe2(pipefd, O_CLOEXEC) != 0)
         return -1;
-    pid_t pid = fork();
+    pid_t pid = fork_into(cgroup);
     if (pid < 0) {
         close(pipefd[0]);
         close(pipefd[1]);

@@ -157,12 +157,13 @@ class LocalWorkload:
     roar/cli/warm.py has the other implementation (the launcher forks it)."""
 
     pid = 0
+    clones_into = False  # os.fork: roard moves it into the run cgroup
 
     @property
     def client_pid(self) -> int:
         return os.getpid()
 
-    def spawn(self, argv: list[str], run_id: str, hold=None) -> int:
+    def spawn(self, argv: list[str], run_id: str, hold=None, cgroup_dir=None) -> int:
         self.pid, self._go = _spawn_held(argv, run_id, hold)
         return self.pid
 
@@ -334,11 +335,31 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
         seccomp.program()
 
         hold, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    home = os.path.realpath(store.home_dir)
+    # prompt: an audit policy's kill, or inputs rewritten soon after their
+    # read with no hold to wait for their hash, want records within ms
+    prompt = audit_policy is not None or hold is None
+    into = workload.clones_into and isinstance(session, DaemonSession)
+    cgroup_dir = None
+    if into:  # the launcher forks the workload straight into its run cgroup
+        try:
+            cgroup_dir = session.begin_into(workload.client_pid, run_id, home,
+                                            workload.root_fds(), prompt=prompt)
+        except BaseException:
+            if hold is not None:
+                hold.close()
+                theirs.close()
+            session.abort()
+            session.close()
+            raise
     old_mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, [*FORWARDED, _signal.SIGCHLD])
     try:
-        pid = workload.spawn(argv, run_id, theirs)
+        pid = workload.spawn(argv, run_id, theirs, cgroup_dir)
     except BaseException:
         _signal.pthread_sigmask(_signal.SIG_SETMASK, old_mask)
+        if into:
+            session.abort()
+            session.close()
         raise
     finally:
         if theirs is not None:
@@ -347,12 +368,12 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
         root_fds = workload.root_fds()
         start_ns = time.monotonic_ns()
         # roard creates the run's cgroup, tags it and moves the held workload
-        # there (a cgroup migration: milliseconds) while the checks that may
-        # still refuse the run are made here
-        # prompt: an audit policy's kill, or inputs rewritten soon after their
-        # read with no hold to wait for their hash, want records within ms
-        session.begin(pid, run_id, os.path.realpath(store.home_dir), root_fds,
-                      prompt=audit_policy is not None or hold is None)
+        # there (a cgroup migration: milliseconds; none when it was cloned into
+        # it) while the checks that may still refuse the run are made here
+        if into:
+            session.give_pid(pid)
+        else:
+            session.begin(pid, run_id, home, root_fds, prompt=prompt)
         record, gate = prepared or _prepare(store, argv, run_id, name, allow_dirty,
                                             request_id, session.mode, group, no_git,
                                             meanwhile=_preload,

@@ -310,12 +310,17 @@ class RemoteWorkload:
             self.status = int(msg[1:])
         return msg, fds
 
-    def spawn(self, argv: list[str], run_id: str, hold=None) -> int:
+    # the launcher clones the workload straight into the run cgroup roard made
+    # first (CLONE_INTO_CGROUP), where the kernel lets it; else it forks
+    clones_into = True
+
+    def spawn(self, argv: list[str], run_id: str, hold=None, cgroup_dir: str | None = None
+              ) -> int:
         from roar.capture import seccomp
 
         prog = seccomp.program() if hold is not None else b""
-        msg = b"S" + run_id.encode() + b"\0%d\0" % len(prog) + prog + b"".join(
-            os.fsencode(a) + b"\0" for a in argv)
+        msg = (b"S" + run_id.encode() + b"\0" + os.fsencode(cgroup_dir or "") + b"\0%d\0"
+               % len(prog) + prog + b"".join(os.fsencode(a) + b"\0" for a in argv))
         self._send(msg, [hold.fileno()] if hold is not None else ())
         while True:
             reply, fds = self._recv()
