@@ -56,12 +56,25 @@ def test_status(public_daemon):
     b'{"op": "trace", "pid": 1, "run_id": "../../etc"}\n', b'{"op": "trace", "pid": 99999999, '
     b'"run_id": "A"}\n', b"\xff\xfe\x00garbage", b'{"op": "status"', b"",
     b"x" * (200 << 10), b'{"op": "trace", "pid": 1, "run_id": "' + b"A" * 100 + b'"}\n',
+    b'{"op": "trace", "into": true, "run_id": "A"}\n',
+    b'{"op": "trace", "into": true, "parent": true, "run_id": "A", "home": "/tmp"}\n',
+    # a cgroup made for a pid that never comes (the connection ends): removed
+    b'{"op": "trace", "into": true, "parent": 1, "run_id": "I1", "home": "/tmp"}\n',
+    b'{"op": "trace", "into": true, "parent": 1, "run_id": "I2", "home": "/tmp"}\n'
+    b'{"op": "status"}\n',
 ], ids=lambda p: repr(p[:24]))
 def test_malformed_requests_never_crash_it(public_daemon, payload):
     sock, proc, _ = public_daemon
     daemon_request(sock, payload)
     assert proc.poll() is None
     assert daemon_reply(daemon_request(sock, b'{"op": "status"}\n'))["pid"] == proc.pid
+    from roar.capture.cgroups import cgroup2_mount, cgroup_of
+
+    made = cgroup2_mount() / cgroup_of(1).lstrip("/") / "roar"
+    deadline = time.monotonic() + 10
+    while made.is_dir() and [d for d in os.listdir(made) if d.endswith(("I1", "I2"))]:
+        assert time.monotonic() < deadline, os.listdir(made)  # a cgroup made for nothing
+        time.sleep(0.05)
 
 
 def test_a_user_cannot_trace_someone_elses_process(public_daemon, foreign_python,
@@ -79,6 +92,79 @@ def test_a_user_cannot_trace_someone_elses_process(public_daemon, foreign_python
     victim.wait()
     reply = json.loads(p.stdout)
     assert reply["ok"] is False and "not yours" in reply["error"]
+
+
+INTO_AS_USER = r"""
+import ctypes, errno, json, os, socket, struct, sys, time
+def reply(s):
+    return json.loads(s.recv(65536)[5:].decode())
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+parent = os.getpid() if sys.argv[2] == "self" else int(sys.argv[2])
+s.sendall(json.dumps({"op": "trace", "into": True, "parent": parent,
+                      "run_id": "U1", "home": sys.argv[3]}).encode() + b"\n")
+first = reply(s)
+out = {"first": first}
+if first.get("ok") and isinstance(first.get("into"), str):
+    # the kernel's rule the fallback stands on: a user may not clone into a cgroup
+    # roard (root) made for it below a cgroup that is not delegated to the user
+    fd = os.open(first["into"], os.O_RDONLY | os.O_DIRECTORY)
+    args = ctypes.create_string_buffer(struct.pack("11Q", 0x200000000, 0, 0, 0, 17, 0, 0, 0,
+                                                   0, 0, fd))
+    libc = ctypes.CDLL(None, use_errno=True)
+    pid = libc.syscall(435, args, ctypes.sizeof(args) - 1)  # clone3
+    if pid == 0:
+        os._exit(0)
+    out["clone3"] = errno.errorcode.get(ctypes.get_errno(), "none") if pid < 0 else "cloned"
+    child = os.fork()
+    if child == 0:
+        time.sleep(60)
+        os._exit(0)
+    s.sendall(json.dumps({"op": "pid", "pid": child}).encode() + b"\n")
+    out["final"] = reply(s)
+    out["child_cgroup"] = open(f"/proc/{child}/cgroup").read()
+    s.sendall(b'{"op": "abort"}\n')
+    os.kill(child, 9)
+print(json.dumps(out))
+"""
+
+
+def test_into_a_user_is_refused_elses_parent_and_falls_back_to_a_move(
+        public_daemon, foreign_python, other_user):
+    """The two-step start (`into`: roard makes the run cgroup, the launcher
+    clones the workload into it, the pid follows), as an unprivileged user: a
+    parent that is not theirs is refused; with their own, the kernel refuses
+    their clone into roard's cgroup, they fork, and roard moves the child as
+    before (entered: moved)."""
+    sock, _, _ = public_daemon
+    exe, path = foreign_python
+
+    def as_user(parent: str) -> dict:
+        home = Path(tempfile.mkdtemp(prefix="roar-user-", dir="/tmp"))
+        os.chown(home, other_user.pw_uid, other_user.pw_gid)
+        try:
+            p = subprocess.run(["setpriv", f"--reuid={other_user.pw_uid}",
+                                f"--regid={other_user.pw_gid}", "--clear-groups", exe, "-c",
+                                INTO_AS_USER, str(sock), parent, str(home)],
+                               capture_output=True, text=True, timeout=60,
+                               env={"PYTHONPATH": path}, cwd="/")
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+        assert p.returncode == 0, p.stderr
+        return json.loads(p.stdout)
+
+    root_proc = subprocess.Popen(["sleep", "30"])
+    try:
+        theirs = as_user(str(root_proc.pid))
+    finally:
+        root_proc.kill()
+        root_proc.wait()
+    assert theirs["first"]["ok"] is False and "not yours" in theirs["first"]["error"]
+    own = as_user("self")
+    assert own["first"]["ok"] is True and own["first"]["into"], own
+    assert own["clone3"] in ("EACCES", "EPERM"), own
+    final = own["final"]
+    assert final["ok"] is True and final["placement"]["entered"] == "moved", final
+    assert f"0::{final['placement']['path']}" in own["child_cgroup"].splitlines()
 
 
 def test_unprivileged_user_traces_own_run_into_own_store(public_daemon, foreign_python,
