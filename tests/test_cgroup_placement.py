@@ -291,6 +291,8 @@ def _launched_in_job(roar, launcher_bin, job, out: Path):
         assert len(w.py_runs()) == before, "not served warm"
     finally:
         w.stop()
+        # launcher_bin is the session's: the next test that reads py.log reads its own
+        (w.bin / "py.log").unlink(missing_ok=True)
     return p
 
 
