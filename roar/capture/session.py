@@ -251,6 +251,11 @@ class _SocketReader(io.RawIOBase):
         return self._sock.fileno()
 
 
+class OlderDaemon(SessionError):
+    """roard predates the two-step start (begin_into): it closed the connection;
+    a new one takes the one-step start (begin) as before."""
+
+
 class DaemonSession:
     """A run traced by roard; records arrive over the socket."""
 
@@ -355,6 +360,8 @@ class DaemonSession:
                                          parent=parent))
         reply = self._reply()
         if not reply.get("ok"):
+            if reply.get("error") == "trace needs a pid":  # a roard before the two steps
+                raise OlderDaemon("roard knows only the one-step start")
             raise SessionError(f"roard refused: {reply.get('error', 'unknown error')}")
         into = reply.get("into")
         return into if isinstance(into, str) else None

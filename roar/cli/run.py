@@ -22,7 +22,7 @@ import time
 
 from roar.capture import jsonc
 from roar.capture.protocol import SessionError
-from roar.capture.session import DEFAULT_LINGER, DaemonSession, EmbeddedSession
+from roar.capture.session import DEFAULT_LINGER, DaemonSession, EmbeddedSession, OlderDaemon
 from roar.cli.output import RUN_REFUSED, fail
 from roar.record import codes, context, groups, timing
 from roar.record.ids import new_run_id, now_iso
@@ -343,8 +343,12 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
     cgroup_dir = None
     if into:  # the launcher forks the workload straight into its run cgroup
         try:
-            cgroup_dir = session.begin_into(workload.client_pid, run_id, home,
-                                            workload.root_fds(), prompt=prompt)
+            try:
+                cgroup_dir = session.begin_into(workload.client_pid, run_id, home,
+                                                workload.root_fds(), prompt=prompt)
+            except OlderDaemon:  # until it is restarted: moved there, as it does
+                session.close()
+                session, into = DaemonSession(), False
         except BaseException:
             if hold is not None:
                 hold.close()
