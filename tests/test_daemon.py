@@ -128,7 +128,7 @@ print(json.dumps(out))
 """
 
 
-def test_into_a_user_is_refused_elses_parent_and_falls_back_to_a_move(
+def test_two_step_start_refuses_a_users_foreign_parent_and_falls_back_to_a_move(
         public_daemon, foreign_python, other_user):
     """The two-step start (`into`: roard makes the run cgroup, the launcher
     clones the workload into it, the pid follows), as an unprivileged user: a
