@@ -402,11 +402,9 @@ static pid_t fork_into(const char *cgroup)
             a.exit_signal = SIGCHLD;
             a.cgroup = (uint64_t)cfd;
             long pid = syscall(SYS_clone3, &a, sizeof a);
-            int e = errno;
             close(cfd);
             if (pid >= 0)
                 return (pid_t)pid;
-            errno = e;
         }
     }
 #endif
