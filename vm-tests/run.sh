@@ -40,7 +40,7 @@ SECURITY="${ROAR_VM_SECURITY_MIRROR:-http://deb.debian.org/debian-security}"
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 ROOT_SUITE=bookworm           # the guests' userspace
 IMAGE_SIZE=6G
-ROOTFS_REV=1                  # bump when build_rootfs changes what it puts in the image
+ROOTFS_REV=2                  # bump when build_rootfs changes what it puts in the image
 GUEST_PY_DEPS="click>=8 lmdb>=1.4 xxhash>=3 networkx>=3 pytest>=7 hypothesis>=6"
 
 say() { echo "vm-tests: $*" >&2; }
@@ -191,11 +191,17 @@ build_rootfs() {
   local stamp="$ROOTFS/.roar-vm-rootfs" want
   want="$(sha256sum < "$HERE/guest/roar-vm-test.service" | cut -c1-16) $ROOTFS_REV $GUEST_PY_DEPS"
   [[ -f $stamp && "$(cat "$stamp")" == "$want" && $REFRESH -eq 0 ]] && return 0
-  if [[ ! -x $ROOTFS/usr/bin/python3 ]]; then
-    rm -rf "$ROOTFS.tmp"
+  # gcc: the tests build the compiled `roar` launcher (tests/conftest.py launcher_bin);
+  # a root filesystem from before it had none: made again
+  if [[ ! -x $ROOTFS/usr/bin/python3 || ! -x $ROOTFS/usr/bin/gcc ]]; then
+    # never into a chroot's bind mounts (/proc, /sys, /dev) a killed run left behind
+    if findmnt -rn -o TARGET | grep -q "^$ROOTFS/"; then
+      die "something is still mounted below $ROOTFS (a killed run?): unmount it first"
+    fi
+    rm -rf --one-file-system "$ROOTFS" "$ROOTFS.tmp"
     say "debootstrap $ROOT_SUITE (once; several minutes)"
     debootstrap --variant=minbase \
-      --include=systemd-sysv,udev,kmod,initramfs-tools,iproute2,procps,python3,python3-venv,python3-pip,python3-bpfcc,ca-certificates,zstd,xz-utils,util-linux \
+      --include=systemd-sysv,udev,kmod,initramfs-tools,iproute2,procps,python3,python3-venv,python3-pip,python3-bpfcc,ca-certificates,zstd,xz-utils,util-linux,gcc,libc6-dev \
       "$ROOT_SUITE" "$ROOTFS.tmp" "$MIRROR" > "$CACHE/debootstrap.log" 2>&1 \
       || die "debootstrap failed; see $CACHE/debootstrap.log"
     mv "$ROOTFS.tmp" "$ROOTFS"
@@ -275,8 +281,9 @@ boot() {  # boot NAME -> sets VERDICT and WHY; results in $RUNS/NAME
   local name=$1 out="$RUNS/$1" k="$CACHE/kernels/$1"
   rm -rf "$out"; mkdir -p "$out/results"
   qemu-img create -q -f qcow2 -b "$IMAGE" -F raw "$out/overlay.qcow2"
-  # the compiled event model travels built (the guest has no C compiler; the
-  # tests never fall back to the Python model): built in place like tests/conftest.py
+  # the compiled event model travels built (the guest has a C compiler for the
+  # launcher but no Python headers; the tests never fall back to the Python
+  # model): built in place like tests/conftest.py
   local py=python3
   [[ -x $REPO/.venv/bin/python ]] && py="$REPO/.venv/bin/python"
   (cd "$REPO" && "$py" setup.py -q build_ext --inplace > "$out/build_ext.log" 2>&1) \
