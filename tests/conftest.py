@@ -69,21 +69,27 @@ def _build_compiled_model() -> None:
     them in place when one is missing or older than the sources (a fresh
     checkout, a rebase), as `pip install -e .` does; a failed build stops the
     session. The tests never fall back to the Python model."""
-    built = [sorted((REPO / "roar" / d).glob(f"{name}.*.so"))
-             for d, name in (("record", "_cmodel"), ("record", "_readhash"), ("capture", "_relay"),
-                             ("capture", "_sys"))]
-    sources = [REPO / "roar" / "record" / "_cmodel.c", REPO / "roar" / "capture" / "_relay.c",
-               REPO / "roar" / "record" / "_readhash.c", REPO / "roar" / "capture" / "_sys.c",
-               REPO / "bpf" / "roar_event.h", REPO / "bpf" / "roar_event_user.h",
-               REPO / "setup.py"]
-    newest = max(s.stat().st_mtime for s in sources)
-    if all(b and b[0].stat().st_mtime >= newest for b in built):
+    # each extension against its own sources, as setup.py's `depends` (and so
+    # setuptools, which rebuilds only those): not against every source
+    headers = [REPO / "bpf" / "roar_event.h", REPO / "bpf" / "roar_event_user.h"]
+    exts = (("record", "_cmodel", headers), ("record", "_readhash", []),
+            ("capture", "_relay", headers), ("capture", "_sys", []))
+    stale = []
+    for d, name, deps in exts:
+        so = sorted((REPO / "roar" / d).glob(f"{name}.*.so"))
+        newest = max([REPO / "roar" / d / f"{name}.c", REPO / "setup.py", *deps],
+                     key=lambda f: f.stat().st_mtime)
+        if not so:
+            stale.append(f"{name} (missing)")
+        elif so[0].stat().st_mtime < newest.stat().st_mtime:
+            stale.append(f"{so[0].name} (older than {newest.name})")
+    if not stale:
         return
     p = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace", "--force"],
                        cwd=REPO, capture_output=True, text=True)
     if p.returncode != 0:
-        pytest.exit(f"roar's C extensions (setup.py) do not build:\n"
-                    f"{p.stdout[-3000:]}{p.stderr[-3000:]}", returncode=1)
+        pytest.exit(f"roar's C extensions (setup.py) do not build (built because of: "
+                    f"{', '.join(stale)}):\n{p.stdout[-3000:]}{p.stderr[-3000:]}", returncode=1)
 
 
 def pytest_configure(config):

@@ -272,7 +272,7 @@ PROGRAMS = {  # variant -> the (BCC function name prefix, what it attaches to) p
 }
 SLOT = {"tp": 0, "kprobe": 4, "fentry": 8, "lsm": 12}
 
-# -- io_uring through ctypes (no liburing, no C compiler in the guest) ----------------
+# -- io_uring through ctypes (no liburing in the guest) ------------------------------
 SYS_IO_URING_SETUP, SYS_IO_URING_ENTER = 425, 426
 IORING_OP_OPENAT, IORING_OP_CLOSE, IORING_OP_READ = 18, 19, 22
 IORING_OFF_SQ_RING, IORING_OFF_CQ_RING, IORING_OFF_SQES = 0, 0x8000000, 0x10000000
