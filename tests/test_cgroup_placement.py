@@ -65,12 +65,25 @@ class Job:
     def left_behind(self) -> list[str]:
         return sorted(str(p.relative_to(self.v2)) for p in self.v2.iterdir() if p.is_dir())
 
+    def _kill_all(self) -> None:
+        if (self.v2 / "cgroup.kill").exists():
+            (self.v2 / "cgroup.kill").write_text("1")
+            return
+        for procs in self.v2.rglob("cgroup.procs"):  # before 5.14: each process by pid
+            for pid in procs.read_text().split():
+                try:
+                    os.kill(int(pid), 9)
+                except ProcessLookupError:
+                    pass
+
     def remove(self) -> None:
         if self.v2.exists():
-            (self.v2 / "cgroup.kill").write_text("1")
+            self._kill_all()
             deadline = time.monotonic() + 10
             while (self.v2 / "cgroup.procs").read_text().strip() or any(
                     p.is_dir() for p in self.v2.iterdir()):
+                if not (self.v2 / "cgroup.kill").exists():
+                    self._kill_all()  # what was forked meanwhile
                 for sub in sorted((p for p in self.v2.rglob("*") if p.is_dir()),
                                   key=lambda p: -len(p.parts)):
                     try:
