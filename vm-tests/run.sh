@@ -195,7 +195,8 @@ build_rootfs() {
   # a root filesystem from before it had none: made again
   if [[ ! -x $ROOTFS/usr/bin/python3 || ! -x $ROOTFS/usr/bin/gcc ]]; then
     # never into a chroot's bind mounts (/proc, /sys, /dev) a killed run left behind
-    if findmnt -rn -o TARGET | grep -q "^$ROOTFS/"; then
+    local mounts; mounts="$(findmnt -rn -o TARGET)"  # whole: grep -q in a pipe under pipefail
+    if grep -q "^$ROOTFS/" <<< "$mounts"; then
       die "something is still mounted below $ROOTFS (a killed run?): unmount it first"
     fi
     rm -rf --one-file-system "$ROOTFS" "$ROOTFS.tmp"
