@@ -33,6 +33,15 @@ def _own_v1(hierarchy: Path) -> Path | None:
     return None
 
 
+def _kill_listed(procs: Path) -> None:
+    """SIGKILL every process a cgroup.procs file lists."""
+    for pid in procs.read_text().split():
+        try:
+            os.kill(int(pid), 9)
+        except ProcessLookupError:
+            pass
+
+
 class Job:
     """A job cgroup (v2, and v1 pids when mounted); everything in it is killed
     and removed afterwards."""
@@ -70,11 +79,7 @@ class Job:
             (self.v2 / "cgroup.kill").write_text("1")
             return
         for procs in self.v2.rglob("cgroup.procs"):  # before 5.14: each process by pid
-            for pid in procs.read_text().split():
-                try:
-                    os.kill(int(pid), 9)
-                except ProcessLookupError:
-                    pass
+            _kill_listed(procs)
 
     def remove(self) -> None:
         if self.v2.exists():
@@ -97,11 +102,7 @@ class Job:
         for v1 in (self.v1, self.mem):
             if v1 is None or not v1.exists():
                 continue
-            for pid in (v1 / "cgroup.procs").read_text().split():
-                try:
-                    os.kill(int(pid), 9)
-                except ProcessLookupError:
-                    pass
+            _kill_listed(v1 / "cgroup.procs")
             deadline = time.monotonic() + 10
             while (v1 / "cgroup.procs").read_text().strip() and time.monotonic() < deadline:
                 time.sleep(0.05)
