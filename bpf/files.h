@@ -361,8 +361,19 @@ static __always_inline int open_exit(long ret)
         return 0;
     u32 tgid = me->pid_tgid >> 32;
     struct fd_key k = {.tgid = tgid, .fd = (s32)ret};
-    struct fd_state none = {.epoch = me->epoch};
-    fdstate.update(&k, &none);
+    struct fd_state *s = fdstate.lookup(&k);
+    if (s) {  /* the state a close left (or a stale one): rewritten in place */
+        s->rbytes = 0;
+        s->wbytes = 0;
+        s->rcalls = 0;
+        s->wcalls = 0;
+        s->bits = 0;
+        s->inexact = 0;
+        s->epoch = me->epoch;  /* last: a racing thread sees closed or all new */
+    } else {
+        struct fd_state none = {.epoch = me->epoch};
+        fdstate.update(&k, &none);
+    }
     note_fd(tgid, (s32)ret);
     struct event_buf *b = get_buf(cg, EV_OPEN);
     if (!b)
@@ -389,7 +400,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close)
     TRACED_OR_RETURN(me)
     u64 cg = me->run;
     s32 fd = args->fd;
-    if (flush_fd(cg, me->pid_tgid >> 32, fd, me->epoch))
+    if (close_fd(cg, me->pid_tgid >> 32, fd, me->epoch))
         return 0;
     http_closed(cg, me->pid_tgid >> 32, fd);  /* a connected IP socket: its last message's body bytes */
     /* no accesses (in this process life): still tell userspace the fd number

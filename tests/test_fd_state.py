@@ -113,6 +113,55 @@ def test_an_fd_closed_and_opened_again_starts_from_nothing(roar):
     assert ins[str(w / "d")]["bytes_read"] == 100, ins  # not c's 4000 + 100
 
 
+def test_a_closed_fd_number_taken_by_no_open_starts_from_nothing(roar):
+    """A close below FLUSH_MAX leaves the fd's state marked closed for the next
+    open to rewrite in place (bpf/fdstate.h EPOCH_CLOSED). The number can also
+    come back without an open (a pipe, dup2 of another file) or be used after
+    its close (EBADF): each must read as no state of this process life."""
+    w = roar.cwd
+    for name, size in (("e", 2500), ("f", 3500), ("g", 6000), ("h", 800)):
+        (w / name).write_bytes(name.encode() * size)
+    _, ins = _run(roar, """
+        import os
+
+        def read_all(fd):
+            while os.read(fd, 1000):
+                pass
+
+        g = os.open("g", os.O_RDONLY)
+        fd = os.open("e", os.O_RDONLY)
+        read_all(fd)
+        os.close(fd)
+        r, wr = os.pipe()                 # the pipe's read end takes e's number
+        assert r == fd, (r, fd)
+        os.write(wr, b"x" * 5000)
+        os.close(wr)
+        read_all(r)
+        os.close(r)
+        f = os.open("f", os.O_RDONLY)
+        assert f == fd
+        os.read(f, 500)
+        os.close(f)
+        os.dup2(g, fd)                    # f's number, now g's file
+        read_all(fd)
+        os.close(fd)
+        os.close(g)
+        try:                              # a read of the closed number
+            os.read(fd, 10)
+        except OSError:
+            pass
+        h = os.open("h", os.O_RDONLY)
+        assert h == g                     # g's closed number, opened again
+        os.read(h, 300)
+        os.close(h)
+    """)
+    assert ins[str(w / "e")]["bytes_read"] == 2500, ins
+    assert ins[str(w / "f")]["bytes_read"] == 500, ins
+    assert ins[str(w / "g")]["bytes_read"] == 6000, ins
+    assert ins[str(w / "h")]["bytes_read"] == 300, ins
+    assert set(ins) >= {str(w / n) for n in "efgh"}
+
+
 def test_opened_files_whose_state_the_open_made(roar):
     """An open makes its fd's state (bpf/files.h open_exit), so the first read
     needs no fd_kind: a file read only after an exec, through the fd it
