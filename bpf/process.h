@@ -374,6 +374,7 @@ static __always_inline int last_thread_exiting(void)
 
 TRACEPOINT_PROBE(sched, sched_process_exit)
 {
+    stash_forget();  /* every task's, traced or not (stash.h) */
     u64 cg = tagged_cgroup();
     if (!cg)
         return 0;

@@ -206,3 +206,58 @@ def test_opened_files_whose_state_the_open_made(roar):
     assert ins[str(w / "a")]["bytes_read"] == 3000, ins
     assert str(w / "idle") not in ins and str(w / "idle2") not in ins, ins
     assert doc["complete"] is True
+
+
+STASH_CHILD = """
+import os, sys, threading
+sys.stdin.readline()                       # placed in the run cgroup, tagged
+def work():
+    os.close(os.open(sys.argv[1], os.O_RDONLY))
+threads = [threading.Thread(target=work) for _ in range(64)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+os.close(os.open(sys.argv[1], os.O_RDONLY))  # the main thread's own entry
+print("done", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_each_threads_syscall_stash_goes_with_the_thread(tmp_path, monkeypatch):
+    """bpf/stash.h keeps one entry per thread (taken entries are marked, not
+    deleted): each thread's exit deletes its entry, and detaching the probes
+    empties the map (threads that end while nothing is attached cannot), so
+    the map (16,384 entries) never fills with dead threads' entries."""
+    import os
+    import subprocess
+    import time
+
+    from roar.capture import cgroups
+    from roar.capture.probes import Probes
+
+    monkeypatch.setenv("ROAR_TLS_PROBES", "0")  # no uprobes: the syscalls' programs only
+    probes = Probes(lambda raw: None)
+    cg = cgroups.cgroup2_mount() / f"roar-test-stash-{os.getpid()}"
+    cg.mkdir()
+    child = None
+    try:
+        probes.attach()
+        child = subprocess.Popen([sys.executable, "-c", STASH_CHILD, str(tmp_path)],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        cgroups.move(cg, child.pid)
+        probes.tag(os.stat(cg).st_ino, child.pid, time.monotonic_ns(), cgroups.level_of(cg))
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert child.stdout.readline() == "done\n"
+        table = probes.bpf["pending_args"]
+        assert sorted(k.value for k in table.keys()) == [child.pid]  # 64 threads gone
+        probes.detach()
+        assert list(table.keys()) == []
+    finally:
+        if child is not None:
+            child.kill()
+            child.wait()
+        probes.detach()
+        probes.bpf.cleanup()
+        cgroups.remove(cg)

@@ -278,6 +278,19 @@ class Probes:
             _all_at_once(jobs)
             self.tls = {}
             self.attached = False
+            self._forget_stashes()
+
+    def _forget_stashes(self) -> None:
+        """Empty the syscalls' stash (bpf/stash.h), the programs detached: each
+        thread keeps its entry until its exit deletes it, and the exits of
+        threads that end while nothing is attached would leave theirs behind
+        for good (16,384 entries in all: a full map stashes nothing more)."""
+        table = self.bpf["pending_args"]
+        for key in list(table.keys()):
+            try:
+                del table[key]
+            except KeyError:  # gone already
+                pass
 
     def _attach_tls(self, lib: str) -> bool:
         """Probe one OpenSSL library's SSL_read/SSL_write (and _ex) and SSL_free.
