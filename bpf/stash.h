@@ -9,7 +9,11 @@
  * The entry goes with its thread: every task's exit deletes it
  * (stash_forget, from sched_process_exit, traced or not: a thread that leaves
  * its run's cgroup, or outlives the run, must not leave it behind), so the
- * map holds at most one entry per live thread that made a stashed call.
+ * map holds at most one entry per live thread that made a stashed call. One
+ * case leaves an entry behind: a thread other than the leader that execs
+ * takes the leader's id, and its old id's entry (taken) stays until the id is
+ * reused (overwritten) or the probes are detached (roar/capture/probes.py
+ * empties the map then).
  */
 #ifndef ROAR_STASH_H
 #define ROAR_STASH_H
