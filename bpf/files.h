@@ -362,14 +362,16 @@ static __always_inline int open_exit(long ret)
     u32 tgid = me->pid_tgid >> 32;
     struct fd_key k = {.tgid = tgid, .fd = (s32)ret};
     struct fd_state *s = fdstate.lookup(&k);
-    if (s) {  /* the state a close left (or a stale one): rewritten in place */
+    if (s) {  /* the state a close left (or a stale one): rewritten in place, as the
+               * update replaced it (a read by another thread of the number
+               * before this exit loses its bits either way) */
         s->rbytes = 0;
         s->wbytes = 0;
         s->rcalls = 0;
         s->wcalls = 0;
         s->bits = 0;
         s->inexact = 0;
-        s->epoch = me->epoch;  /* last: a racing thread sees closed or all new */
+        s->epoch = me->epoch;
     } else {
         struct fd_state none = {.epoch = me->epoch};
         fdstate.update(&k, &none);
