@@ -88,25 +88,48 @@ print(json.dumps(st))
 """
 
 
-def test_the_workload_inherits_the_same_state_on_both_paths(launch, roar):
+def _started(ignored, blocked):
+    """roar started as `nohup roar run ... &` starts it (ignored), or under a
+    parent that blocks signals (blocked)."""
+    def pre():
+        for sig in ignored:
+            signal.signal(sig, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    return pre
+
+
+@pytest.mark.parametrize("ignored,blocked", [
+    ((), ()),
+    ((signal.SIGHUP, signal.SIGINT, signal.SIGQUIT), ()),
+    ((), (signal.SIGUSR1, signal.SIGTERM)),
+], ids=["plain", "nohup-background", "blocked"])
+def test_the_workload_inherits_the_same_state_on_both_paths(launch, roar, ignored, blocked):
     """The launcher forks the workload, `python -m roar run` forks it from
     Python: its first process starts with the same signal mask and ignored
     signals, one pre-image filter (the same program: test_preimage's cache
     test), the same privileges, CPUs, rlimits, nice value, scheduling policy,
-    umask, timer slack, personality and open fds on both."""
+    umask, timer slack, personality and open fds on both. The signals roar
+    was started with ignored or blocked stay so, as bare: `nohup roar run`'s
+    workload is not ended by a hangup on either path."""
     import json
 
     launch.start_server()
-    p = launch("run", "--", sys.executable, "-c", STATE)
+    p = launch("run", "--", sys.executable, "-c", STATE, preexec_fn=_started(ignored, blocked))
     assert p.returncode == 0, p.stderr
     assert launch.py_runs() == []  # served warm
     py = subprocess.run([sys.executable, "-m", "roar", "run", "--", sys.executable, "-c", STATE],
                         cwd=roar.cwd, env=launch.env(), capture_output=True, text=True,
-                        timeout=120)
+                        timeout=120, preexec_fn=_started(ignored, blocked))
     assert py.returncode == 0, py.stderr
-    warm_st, py_st = json.loads(p.stdout), json.loads(py.stdout)
+    bare = subprocess.run([sys.executable, "-c", STATE], cwd=roar.cwd, capture_output=True,
+                          text=True, timeout=120, preexec_fn=_started(ignored, blocked))
+    warm_st, py_st, bare_st = (json.loads(r.stdout) for r in (p, py, bare))
     assert warm_st["Seccomp"] == "2" and warm_st["Seccomp_filters"] == "1", warm_st
     assert warm_st == py_st
+    for k in ("SigIgn", "SigBlk"):
+        assert warm_st[k] == bare_st[k], k
+    assert all(int(warm_st["SigIgn"], 16) >> (sig - 1) & 1 for sig in ignored), warm_st["SigIgn"]
+    assert all(int(warm_st["SigBlk"], 16) >> (sig - 1) & 1 for sig in blocked), warm_st["SigBlk"]
 
 
 def test_warm_exit_codes_and_messages(launch, roar):

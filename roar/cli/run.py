@@ -159,12 +159,17 @@ class LocalWorkload:
     pid = 0
     clones_into = False  # os.fork: roard moves it into the run cgroup
 
+    def __init__(self):
+        # the mask this process was started with, before run() blocks the
+        # signals it forwards: the workload starts with it, as bare
+        self.mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, [])
+
     @property
     def client_pid(self) -> int:
         return os.getpid()
 
     def spawn(self, argv: list[str], run_id: str, hold=None, cgroup_dir=None) -> int:
-        self.pid, self._go = _spawn_held(argv, run_id, hold)
+        self.pid, self._go = _spawn_held(argv, run_id, hold, self.mask)
         return self.pid
 
     def root_fds(self) -> dict[int, str]:
@@ -186,22 +191,26 @@ class LocalWorkload:
         return _wait_root(self.pid, gate, session, self)
 
 
-def _spawn_held(argv: list[str], run_id: str, hold=None) -> tuple[int, int]:
+def _spawn_held(argv: list[str], run_id: str, hold=None, mask=()) -> tuple[int, int]:
     """Fork the workload, blocked until we write to the returned pipe. Its
     environment names the run (ROAR_RUN_ID) for trackers and notebooks to store.
     hold: a socket the workload sends its pre-image hold's seccomp listener on
-    (installed on itself just before its exec: roar/capture/seccomp.py)."""
+    (installed on itself just before its exec: roar/capture/seccomp.py).
+    mask: the signal mask it starts with (the one roar was started with)."""
     r, w = os.pipe()
     dirs = _exec_path()
     pid = os.fork()
     if pid == 0:
         try:
             os.close(w)
-            # and what the interpreter ignores (as subprocess's restore_signals):
-            # `roar run -- yes | head` ends as bare (the launcher forks it as bare)
-            for sig in (*FORWARDED, _signal.SIGPIPE, _signal.SIGXFSZ):
+            # what the interpreter ignores (as subprocess's restore_signals):
+            # `roar run -- yes | head` ends as bare (the launcher forks it as
+            # bare). The forwarded signals keep what roar was started with:
+            # one ignored then stays ignored (`nohup roar run ... &`), the
+            # interpreter's SIGINT handler goes at the exec.
+            for sig in (_signal.SIGPIPE, _signal.SIGXFSZ):
                 _signal.signal(sig, _signal.SIG_DFL)
-            _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
             go = os.read(r, 1)
             os.close(r)
             if go != b"g":
