@@ -473,10 +473,32 @@ def daemon_reply(raw: bytes) -> dict:
     return json.loads(raw[5:])
 
 
-def start(roar, *cmd, name=None) -> subprocess.Popen:
+TERMINAL_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT)  # nohup and `&` ignore them
+
+
+def start(roar, *cmd, name=None, **kw) -> subprocess.Popen:
+    """`roar run` in the background, started as from a terminal (the signals
+    a test sends it not ignored, however the test runner was started:
+    roar forwards only those it was not started ignoring)."""
     extra = ["--name", name] if name else []
+    kw.setdefault("preexec_fn", started_with(default=TERMINAL_SIGNALS))
     return subprocess.Popen(roar_cmd("run", *extra, "--", *cmd), cwd=roar.cwd, env=roar.env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+def started_with(default=(), ignored=(), blocked=None):
+    """A preexec_fn: the process starts with these signals' dispositions set
+    (default: as a terminal's foreground job has them, whatever the test
+    runner was started with; ignored: as `nohup ... &` leaves them) and, if
+    given, this signal mask."""
+    def pre():
+        for sig in default:
+            signal.signal(sig, signal.SIG_DFL)
+        for sig in ignored:
+            signal.signal(sig, signal.SIG_IGN)
+        if blocked is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    return pre
 
 
 def finish(proc: subprocess.Popen, timeout: float = 60) -> tuple[int, str]:

@@ -13,7 +13,15 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Warm, last_run, stored_interrupted, workload_pid, xxh128
+from conftest import (
+    TERMINAL_SIGNALS,
+    Warm,
+    last_run,
+    started_with,
+    stored_interrupted,
+    workload_pid,
+    xxh128,
+)
 
 from roar.cli import warm
 
@@ -88,19 +96,9 @@ print(json.dumps(st))
 """
 
 
-def _started(ignored, blocked):
-    """roar started as `nohup roar run ... &` starts it (ignored), or under a
-    parent that blocks signals (blocked)."""
-    def pre():
-        for sig in ignored:
-            signal.signal(sig, signal.SIG_IGN)
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-    return pre
-
-
 @pytest.mark.parametrize("ignored,blocked", [
     ((), ()),
-    ((signal.SIGHUP, signal.SIGINT, signal.SIGQUIT), ()),
+    (TERMINAL_SIGNALS, ()),
     ((), (signal.SIGUSR1, signal.SIGTERM)),
 ], ids=["plain", "nohup-background", "blocked"])
 def test_the_workload_inherits_the_same_state_on_both_paths(launch, roar, ignored, blocked):
@@ -113,23 +111,71 @@ def test_the_workload_inherits_the_same_state_on_both_paths(launch, roar, ignore
     workload is not ended by a hangup on either path."""
     import json
 
+    as_started = dict(default=set(TERMINAL_SIGNALS) - set(ignored), ignored=ignored,
+                      blocked=blocked)
     launch.start_server()
-    p = launch("run", "--", sys.executable, "-c", STATE, preexec_fn=_started(ignored, blocked))
+    p = launch("run", "--", sys.executable, "-c", STATE, preexec_fn=started_with(**as_started))
     assert p.returncode == 0, p.stderr
     assert launch.py_runs() == []  # served warm
     py = subprocess.run([sys.executable, "-m", "roar", "run", "--", sys.executable, "-c", STATE],
                         cwd=roar.cwd, env=launch.env(), capture_output=True, text=True,
-                        timeout=120, preexec_fn=_started(ignored, blocked))
+                        timeout=120, preexec_fn=started_with(**as_started))
     assert py.returncode == 0, py.stderr
     bare = subprocess.run([sys.executable, "-c", STATE], cwd=roar.cwd, capture_output=True,
-                          text=True, timeout=120, preexec_fn=_started(ignored, blocked))
+                          text=True, timeout=120, preexec_fn=started_with(**as_started))
     warm_st, py_st, bare_st = (json.loads(r.stdout) for r in (p, py, bare))
     assert warm_st["Seccomp"] == "2" and warm_st["Seccomp_filters"] == "1", warm_st
     assert warm_st == py_st
     for k in ("SigIgn", "SigBlk"):
         assert warm_st[k] == bare_st[k], k
-    assert all(int(warm_st["SigIgn"], 16) >> (sig - 1) & 1 for sig in ignored), warm_st["SigIgn"]
-    assert all(int(warm_st["SigBlk"], 16) >> (sig - 1) & 1 for sig in blocked), warm_st["SigBlk"]
+    ign, blk = int(warm_st["SigIgn"], 16), int(warm_st["SigBlk"], 16)
+    for sig in TERMINAL_SIGNALS:
+        assert bool(ign >> (sig - 1) & 1) == (sig in ignored), (sig, warm_st["SigIgn"])
+    assert all(blk >> (sig - 1) & 1 for sig in blocked), warm_st["SigBlk"]
+
+
+WAITER = ("import os, time\n"
+          "open('ready', 'w').close()\n"
+          "while not os.path.exists('go'):\n"
+          "    time.sleep(0.05)\n")
+
+
+@pytest.mark.parametrize("warm_path", [True, False], ids=["launcher", "python"])
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGINT], ids=["SIGHUP", "SIGINT"])
+def test_a_signal_roar_was_started_ignoring_is_ignored(launch, roar, warm_path, sig):
+    """`nohup roar run ... &`: a hangup (or an interrupt) sent to roar is
+    ignored by roar as by the workload, which was started ignoring it as
+    bare: the run goes on and is stored finished and complete, not
+    interrupted, on the launcher's path and on Python's."""
+    w = roar.cwd
+    if warm_path:
+        launch.start_server()
+        cmd = [str(launch.bin / "roar"), "run", "--", sys.executable, "-c", WAITER]
+    else:
+        cmd = [sys.executable, "-m", "roar", "run", "--", sys.executable, "-c", WAITER]
+    client = subprocess.Popen(cmd, cwd=w, env=launch.env(), stderr=subprocess.PIPE, text=True,
+                              preexec_fn=started_with(ignored=TERMINAL_SIGNALS))
+    try:
+        deadline = time.monotonic() + 60
+        while not (w / "ready").exists():
+            assert client.poll() is None, client.communicate()
+            assert time.monotonic() < deadline, "the workload never started"
+            time.sleep(0.05)
+        client.send_signal(sig)
+        time.sleep(1.0)
+        assert client.poll() is None, client.communicate()  # roar and its workload run on
+        (w / "go").touch()
+        _, err = client.communicate(timeout=60)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    assert client.returncode == 0, err
+    doc = last_run(roar)
+    assert doc["status"] == "finished" and doc["signal"] is None, doc
+    assert doc["complete"] is True, doc.get("incomplete_reasons")
+    if warm_path:
+        assert launch.py_runs() == []
 
 
 def test_warm_exit_codes_and_messages(launch, roar):

@@ -503,11 +503,17 @@ int main(int argc, char **argv)
         (warm && !strcmp(warm, "0")) || getuid() != geteuid() || yama_blocks())
         to_python();
 
+    /* the signals forwarded to the run, less those started ignored (`nohup
+     * roar run ... &`): those stay ignored here (the kernel drops them) and in
+     * the workload, which inherits them, as bare (run.py forwarded()) */
     sigset_t mask;
     sigemptyset(&mask);
-    sigaddset(&mask, SIGINT);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGHUP);
+    const int forwarded[] = {SIGINT, SIGTERM, SIGHUP};
+    for (unsigned i = 0; i < sizeof forwarded / sizeof forwarded[0]; i++) {
+        struct sigaction sa;
+        if (sigaction(forwarded[i], NULL, &sa) != 0 || sa.sa_handler != SIG_IGN)
+            sigaddset(&mask, forwarded[i]);
+    }
     sigaddset(&mask, SIGCHLD);
     sigprocmask(SIG_BLOCK, &mask, NULL);
 

@@ -36,6 +36,17 @@ STOP_GRACE = 10.0  # seconds between a budget stop's SIGTERM and its SIGKILL
 SI_USER, SI_QUEUE, SI_TKILL = 0, -1, -6
 
 
+def forwarded() -> tuple[int, ...]:
+    """The signals roar forwards to the run: FORWARDED less those roar was
+    started with ignored (`nohup roar run ... &`: a hangup or an interrupt the
+    user asked the job to ignore, roar ignores too; the workload, which starts
+    with them ignored, runs on as bare, and the run is not taken for
+    interrupted). roar blocks them and never changes their dispositions, so
+    asking at any time tells what it was started with (the launcher asks the
+    same: launcher.c main)."""
+    return tuple(s for s in FORWARDED if _signal.getsignal(s) != _signal.SIG_IGN)
+
+
 class RunError(Exception):
     """The run could not start; nothing was executed."""
 
@@ -206,8 +217,8 @@ def _spawn_held(argv: list[str], run_id: str, hold=None, mask=()) -> tuple[int, 
             # what the interpreter ignores (as subprocess's restore_signals):
             # `roar run -- yes | head` ends as bare (the launcher forks it as
             # bare). The forwarded signals keep what roar was started with:
-            # one ignored then stays ignored (`nohup roar run ... &`), the
-            # interpreter's SIGINT handler goes at the exec.
+            # one ignored then stays ignored (`nohup roar run ... &`: forwarded()),
+            # the interpreter's SIGINT handler goes at the exec.
             for sig in (_signal.SIGPIPE, _signal.SIGXFSZ):
                 _signal.signal(sig, _signal.SIG_DFL)
             _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
@@ -365,7 +376,7 @@ def run(argv: list[str], name: str | None = None, allow_dirty: bool = False,
             session.abort()
             session.close()
             raise
-    old_mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, [*FORWARDED, _signal.SIGCHLD])
+    old_mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, [*forwarded(), _signal.SIGCHLD])
     try:
         pid = workload.spawn(argv, run_id, theirs, cgroup_dir)
     except BaseException:
@@ -787,15 +798,16 @@ def _wait_root(pid: int, gate=None, session=None, workload=None) -> tuple[int, b
     interrupted = False
     started = time.monotonic()
     stop_sent = None
+    signals = forwarded()
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
             return status, interrupted
         stop_sent = _budget(gate, started, stop_sent, workload or _Pid(pid))
         interrupted = interrupted or stop_sent is not None
-        info = _signal.sigtimedwait([*FORWARDED, _signal.SIGCHLD], 0.5)
+        info = _signal.sigtimedwait([*signals, _signal.SIGCHLD], 0.5)
         # SIGCONT after a stop (Ctrl-Z, fg) ends the wait with signo 0: no signal
-        if info is None or info.si_signo not in FORWARDED:
+        if info is None or info.si_signo not in signals:
             continue
         interrupted = True
         forward(info.si_signo, info.si_code in (SI_USER, SI_QUEUE, SI_TKILL), session,
