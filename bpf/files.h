@@ -311,11 +311,33 @@ TRACEPOINT_PROBE(syscalls, sys_enter_mmap)
 
 /* ---- opens --------------------------------------------------------------- */
 
+/* Where the kernel lets a tracepoint program find the task's saved user
+ * registers (bpf_task_pt_regs, 5.15+, x86_64 with BTF: OPEN_FROM_REGS=1 from
+ * roar.capture.features), an open's exit reads its arguments there, as the
+ * kernel took them (nothing changes them before the exit but the return
+ * value in ax), and the open family's enters have no program at all: every
+ * open on the host skips a syscalls:* hook, and a traced one the stash's
+ * lookup and copy. Else (5.10) the enters stash them for the exit. */
+#ifndef OPEN_FROM_REGS
+#define OPEN_FROM_REGS 0
+#endif
+
+/* The flags as the kernel takes them (an int, widened with its sign) and the
+ * mode (a umode_t): a register's upper bits are the caller's and count for
+ * nothing (the enter tracepoints' fields carry the whole register). */
+#define OPEN_FLAGS(v) ((u64)(s64)(s32)(v))
+
+#define OPEN_SYS_OPEN 0
+#define OPEN_SYS_CREAT 1
+#define OPEN_SYS_OPENAT 2
+#define OPEN_SYS_OPENAT2 3
+
+#if !OPEN_FROM_REGS
 TRACEPOINT_PROBE(syscalls, sys_enter_open)
 {
     if (!tagged_cgroup())
         return 0;
-    stash(EV_OPEN, AT_FDCWD_, (u64)args->filename, args->flags, args->mode, 0);
+    stash(EV_OPEN, AT_FDCWD_, (u64)args->filename, OPEN_FLAGS(args->flags), (u16)args->mode, 0);
     return 0;
 }
 
@@ -323,7 +345,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_creat)
 {
     if (!tagged_cgroup())
         return 0;
-    stash(EV_OPEN, AT_FDCWD_, (u64)args->pathname, O_CREAT_ | O_WRONLY_ | O_TRUNC_, args->mode, 0);
+    stash(EV_OPEN, AT_FDCWD_, (u64)args->pathname, O_CREAT_ | O_WRONLY_ | O_TRUNC_, (u16)args->mode,
+          0);
     return 0;
 }
 
@@ -331,7 +354,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_openat)
 {
     if (!tagged_cgroup())
         return 0;
-    stash(EV_OPEN, args->dfd, (u64)args->filename, args->flags, args->mode, 0);
+    stash(EV_OPEN, args->dfd, (u64)args->filename, OPEN_FLAGS(args->flags), (u16)args->mode, 0);
     return 0;
 }
 
@@ -344,6 +367,46 @@ TRACEPOINT_PROBE(syscalls, sys_enter_openat2)
     stash(EV_OPEN, args->dfd, (u64)args->filename, how[0], how[1], 0);
     return 0;
 }
+#endif
+
+/* The open's arguments as a stash of them would hold: fd the directory fd,
+ * a0 the path, a1 the flags, a2 the mode. 0 when there are none (stash
+ * mode: no enter of this thread's call was seen). */
+static __always_inline int open_args(struct pending *p, int sys)
+{
+#if OPEN_FROM_REGS
+    const char *regs = (const char *)bpf_task_pt_regs(bpf_get_current_task_btf());
+    u64 di = *(const u64 *)(regs + OFF_REGS_DI), si = *(const u64 *)(regs + OFF_REGS_SI);
+    u64 dx = *(const u64 *)(regs + OFF_REGS_DX), r10 = *(const u64 *)(regs + OFF_REGS_R10);
+    p->type = EV_OPEN;
+    if (sys == OPEN_SYS_OPEN) {
+        p->fd = AT_FDCWD_;
+        p->a0 = di;
+        p->a1 = OPEN_FLAGS(si);
+        p->a2 = (u16)dx;
+    } else if (sys == OPEN_SYS_CREAT) {
+        p->fd = AT_FDCWD_;
+        p->a0 = di;
+        p->a1 = O_CREAT_ | O_WRONLY_ | O_TRUNC_;
+        p->a2 = (u16)si;
+    } else if (sys == OPEN_SYS_OPENAT) {
+        p->fd = (s32)di;
+        p->a0 = si;
+        p->a1 = OPEN_FLAGS(dx);
+        p->a2 = (u16)r10;
+    } else {  /* struct open_how starts with u64 flags, u64 mode (UAPI) */
+        u64 how[2] = {};
+        bpf_probe_read_user(&how, sizeof(how), (const void *)dx);
+        p->fd = (s32)di;
+        p->a0 = si;
+        p->a1 = how[0];
+        p->a2 = how[1];
+    }
+    return 1;
+#else
+    return unstash(p) && p->type == EV_OPEN;
+#endif
+}
 
 /* The open's result: its event with the path, and the new open file's state
  * made here (no access yet), replacing any left by an earlier file of the
@@ -352,12 +415,16 @@ TRACEPOINT_PROBE(syscalls, sys_enter_openat2)
  * now), no insertion, no note_fd. A state with no access bits flushes as the
  * plain EV_CLOSE (all zero), or, at an exit or exec, as an EV_CLOSE of no
  * access and no bytes. */
-static __always_inline int open_exit(long ret)
+static __always_inline int open_exit(long ret, int sys)
 {
+#if OPEN_FROM_REGS
+    if (ret < 0)  /* no stash to take: a failed open is done here */
+        return 0;
+#endif
     TRACED_OR_RETURN(me)
     u64 cg = me->run;
     struct pending p;
-    if (!unstash(&p) || p.type != EV_OPEN || ret < 0)
+    if (!open_args(&p, sys) || ret < 0)
         return 0;
     u32 tgid = me->pid_tgid >> 32;
     struct fd_key k = {.tgid = tgid, .fd = (s32)ret};
@@ -390,10 +457,10 @@ static __always_inline int open_exit(long ret)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_open) { return open_exit(args->ret); }
-TRACEPOINT_PROBE(syscalls, sys_exit_creat) { return open_exit(args->ret); }
-TRACEPOINT_PROBE(syscalls, sys_exit_openat) { return open_exit(args->ret); }
-TRACEPOINT_PROBE(syscalls, sys_exit_openat2) { return open_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_open) { return open_exit(args->ret, OPEN_SYS_OPEN); }
+TRACEPOINT_PROBE(syscalls, sys_exit_creat) { return open_exit(args->ret, OPEN_SYS_CREAT); }
+TRACEPOINT_PROBE(syscalls, sys_exit_openat) { return open_exit(args->ret, OPEN_SYS_OPENAT); }
+TRACEPOINT_PROBE(syscalls, sys_exit_openat2) { return open_exit(args->ret, OPEN_SYS_OPENAT2); }
 
 /* ---- close ---------------------------------------------------------------- */
 

@@ -224,12 +224,14 @@ def profile(args, bcc, loaded, run) -> None:
               f"{cmed / cbase:5.2f}x  {inside}")
     print(f"  {'program':<44} {'calls/run':>10} {'old ns/call':>12} {'new ns/call':>12} "
           f"{'old ms/run':>11} {'new ms/run':>11}")
-    names = sorted(spent["new"], key=lambda n: -spent["new"][n][0])
+    # the programs of either side (one side may have a program the other has not)
+    both = set(spent["new"]) | set(spent["old"])
+    names = sorted(both, key=lambda n: -max(spent[m].get(n, (0, 0))[0] for m in ("old", "new")))
     for name in names:
-        (to, co), (tn, cn) = spent["old"].get(name, (0, 0)), spent["new"][name]
+        (to, co), (tn, cn) = spent["old"].get(name, (0, 0)), spent["new"].get(name, (0, 0))
         if not (co or cn):
             continue
-        print(f"  {name.split(b'tracepoint__', 1)[1].decode():<44} {cn / args.reps:10.0f} "
+        print(f"  {name.split(b'tracepoint__', 1)[1].decode():<44} {max(cn, co) / args.reps:10.0f} "
               f"{to / co if co else 0:12.1f} {tn / cn if cn else 0:12.1f} "
               f"{to / args.reps / 1e6:11.2f} {tn / args.reps / 1e6:11.2f}")
 

@@ -110,6 +110,15 @@ RAW_SYSCALL_FIELDS = {
     "OFF_REGS_DX": ("pt_regs", "dx"),
 }
 
+# The saved user registers an open's exit reads its arguments from (bpf/files.h
+# open_exit, OPEN_FROM_REGS): x86_64's syscall arguments 1-4.
+OPEN_REGS_FIELDS = {
+    "OFF_REGS_R10": ("pt_regs", "r10"),
+    "OFF_REGS_DX": ("pt_regs", "dx"),
+    "OFF_REGS_SI": ("pt_regs", "si"),
+    "OFF_REGS_DI": ("pt_regs", "di"),
+}
+
 
 def _offsets(path: str, fields: dict) -> dict[str, int] | None:
     try:
@@ -146,6 +155,13 @@ def raw_syscall_offsets(path: str = VMLINUX) -> dict[str, int] | None:
     """RAW_SYSCALL_FIELDS' offsets in the running kernel (None without BTF, or
     where the kernel has no such fields: not x86_64)."""
     return _offsets(path, RAW_SYSCALL_FIELDS)
+
+
+@lru_cache(maxsize=1)
+def open_regs_offsets(path: str = VMLINUX) -> dict[str, int] | None:
+    """OPEN_REGS_FIELDS' offsets in the running kernel (None without BTF, or
+    where the kernel has no such fields: not x86_64)."""
+    return _offsets(path, OPEN_REGS_FIELDS)
 
 
 @lru_cache(maxsize=1)

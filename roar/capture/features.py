@@ -27,6 +27,8 @@ BPF_PROG_LOAD = 5
 BPF_MAP_TYPE_RINGBUF = 27
 BPF_PROG_TYPE_TRACEPOINT = 5
 BPF_FUNC_get_current_ancestor_cgroup_id = 123
+BPF_FUNC_get_current_task_btf = 158
+BPF_FUNC_task_pt_regs = 175
 _SYS_BPF = {"x86_64": 321, "aarch64": 280}
 _ATTR_SIZE = 128  # >= sizeof(union bpf_attr) of the fields used; the tail stays zero
 
@@ -143,6 +145,21 @@ def probe_atomic_fetch() -> bool:
     return fd == 0 or _unprobeable(err) is not None
 
 
+def probe_task_pt_regs() -> bool:
+    """Whether a tracepoint program may call bpf_task_pt_regs on
+    bpf_get_current_task_btf() (Linux 5.15, with BTF): an open's exit then
+    reads its arguments from the saved user registers and its enter needs no
+    program (bpf/files.h, OPEN_FROM_REGS). False where it cannot be asked."""
+    fd, _, _ = _load_tracepoint_prog([
+        0x85 | (BPF_FUNC_get_current_task_btf << 32),  # r0 = current task (BTF)
+        0xBF | (1 << 8) | (0 << 12),                   # r1 = r0
+        0x85 | (BPF_FUNC_task_pt_regs << 32),          # r0 = its user registers
+        0xB7,                                          # r0 = 0
+        0x95,                                          # exit
+    ])
+    return fd == 0
+
+
 def probe_ancestor_cgroup_helper() -> Feature:
     """A tracepoint program calling bpf_get_current_ancestor_cgroup_id passes
     the verifier: it is how every program tells a run's processes (and their
@@ -238,7 +255,27 @@ def compile_flags() -> list[str]:
              *btf.exit_flags()]
     if not helper:
         flags += [f"-D{k}={v}" for k, v in sorted((btf.cgroup_offsets() or {}).items())]
-    return flags + raw_rw_flags()
+    return flags + raw_rw_flags() + open_regs_flags()
+
+
+def open_regs_flags() -> list[str]:
+    """-DOPEN_FROM_REGS=1 and the registers' BTF offsets where an open's
+    arguments can be read at its exit from the saved user registers (x86_64,
+    BTF, bpf_task_pt_regs: 5.15+): no program on the open family's enter, for
+    any process on the host, and no stash of its arguments (bpf/files.h).
+    Else nothing, and the enters stash them as before (5.10; ROAR_OPEN_STASH=1
+    asks for that anywhere: the A/B bench and the differential test)."""
+    if os.environ.get("ROAR_OPEN_STASH", "0") == "1" or platform.machine() != "x86_64":
+        return []
+    from roar.capture import btf
+
+    found = btf.open_regs_offsets()
+    # open_exit reads r10..di in one copy: they must lie in that order, 64 bytes at most
+    if (found is None or not found["OFF_REGS_R10"] < found["OFF_REGS_DX"] < found["OFF_REGS_SI"]
+            < found["OFF_REGS_DI"] <= found["OFF_REGS_R10"] + 56
+            or not probe_task_pt_regs()):
+        return []
+    return ["-DOPEN_FROM_REGS=1", *(f"-D{k}={v}" for k, v in sorted(found.items()))]
 
 
 def raw_rw_flags() -> list[str]:
@@ -372,6 +409,13 @@ def probe_extras() -> list[Feature]:
                        "per call for every process on the host) if the kernel loads it"
                        if raw else "read/write family through syscalls:* tracepoints "
                        "(the raw sys_enter program is opt-in: ROAR_RAW_SYSCALLS=1, x86_64, BTF)",
+                       required=False))
+    regs = bool(open_regs_flags())
+    out.append(Feature("open args", regs,
+                       "an open's exit reads its arguments from the saved user registers "
+                       "(bpf_task_pt_regs): no program on the open family's enter"
+                       if regs else "the open family's enter programs stash its arguments "
+                       "(needs x86_64, BTF and bpf_task_pt_regs in tracepoints: Linux 5.15)",
                        required=False))
     try:
         lsms = Path("/sys/kernel/security/lsm").read_text().strip()
