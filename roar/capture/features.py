@@ -270,10 +270,7 @@ def open_regs_flags() -> list[str]:
     from roar.capture import btf
 
     found = btf.open_regs_offsets()
-    # open_exit reads r10..di in one copy: they must lie in that order, 64 bytes at most
-    if (found is None or not found["OFF_REGS_R10"] < found["OFF_REGS_DX"] < found["OFF_REGS_SI"]
-            < found["OFF_REGS_DI"] <= found["OFF_REGS_R10"] + 56
-            or not probe_task_pt_regs()):
+    if found is None or not probe_task_pt_regs():
         return []
     return ["-DOPEN_FROM_REGS=1", *(f"-D{k}={v}" for k, v in sorted(found.items()))]
 
