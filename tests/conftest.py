@@ -4,6 +4,7 @@ ROAR_HOME, so they never touch a real store or a real daemon."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -499,6 +500,37 @@ def started_with(default=(), ignored=(), blocked=None):
         if blocked is not None:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     return pre
+
+
+@contextlib.contextmanager
+def tagged_child(script: str, *args: str, sink=None, name: str = "child"):
+    """Real probes in this process (their records to sink) and a Python child
+    that prints "ready" once started, then is moved into a cgroup v2 of its
+    own and tagged there, its start-up untraced: yields (probes, child), the
+    child's stdin and stdout text pipes; everything is ended at the end. The
+    caller sets the environment the probes compile with (ROAR_TLS_PROBES...)."""
+    from roar.capture import cgroups
+    from roar.capture.probes import Probes
+
+    probes = Probes(sink or (lambda raw: None))
+    cg = cgroups.cgroup2_mount() / f"roar-test-{name}-{os.getpid()}"
+    cg.mkdir()
+    child = None
+    try:
+        probes.attach()
+        child = subprocess.Popen([sys.executable, "-c", script, *args],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline() == "ready\n"
+        cgroups.move(cg, child.pid)
+        probes.tag(os.stat(cg).st_ino, child.pid, time.monotonic_ns(), cgroups.level_of(cg))
+        yield probes, child
+    finally:
+        if child is not None:
+            child.kill()
+            child.wait()
+        probes.detach()
+        probes.bpf.cleanup()
+        cgroups.remove(cg)
 
 
 def finish(proc: subprocess.Popen, timeout: float = 60) -> tuple[int, str]:

@@ -11,6 +11,7 @@ import sys
 import textwrap
 
 import pytest
+from conftest import tagged_child
 
 pytestmark = pytest.mark.capture
 
@@ -210,6 +211,7 @@ def test_opened_files_whose_state_the_open_made(roar):
 
 STASH_CHILD = """
 import os, sys, threading
+print("ready", flush=True)
 sys.stdin.readline()                       # placed in the run cgroup, tagged
 fd = os.open(sys.argv[1], os.O_RDONLY)
 def work():  # a dup: stashed at its enter (an open is not, where its exit reads the registers)
@@ -230,24 +232,8 @@ def test_each_threads_syscall_stash_goes_with_the_thread(tmp_path, monkeypatch):
     deleted): each thread's exit deletes its entry, and detaching the probes
     empties the map (threads that end while nothing is attached cannot), so
     the map (16,384 entries) never fills with dead threads' entries."""
-    import os
-    import subprocess
-    import time
-
-    from roar.capture import cgroups
-    from roar.capture.probes import Probes
-
     monkeypatch.setenv("ROAR_TLS_PROBES", "0")  # no uprobes: the syscalls' programs only
-    probes = Probes(lambda raw: None)
-    cg = cgroups.cgroup2_mount() / f"roar-test-stash-{os.getpid()}"
-    cg.mkdir()
-    child = None
-    try:
-        probes.attach()
-        child = subprocess.Popen([sys.executable, "-c", STASH_CHILD, str(tmp_path)],
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        cgroups.move(cg, child.pid)
-        probes.tag(os.stat(cg).st_ino, child.pid, time.monotonic_ns(), cgroups.level_of(cg))
+    with tagged_child(STASH_CHILD, str(tmp_path), name="stash") as (probes, child):
         child.stdin.write("go\n")
         child.stdin.flush()
         assert child.stdout.readline() == "done\n"
@@ -255,10 +241,3 @@ def test_each_threads_syscall_stash_goes_with_the_thread(tmp_path, monkeypatch):
         assert sorted(k.value for k in table.keys()) == [child.pid]  # 64 threads gone
         probes.detach()
         assert list(table.keys()) == []
-    finally:
-        if child is not None:
-            child.kill()
-            child.wait()
-        probes.detach()
-        probes.bpf.cleanup()
-        cgroups.remove(cg)

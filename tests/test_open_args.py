@@ -7,10 +7,11 @@ raw syscall left in a register's upper half."""
 
 from __future__ import annotations
 
+import json
 import os
-import subprocess
-import sys
 import time
+
+from conftest import tagged_child
 
 from roar.capture import events as E
 from roar.capture import features
@@ -53,28 +54,13 @@ sys.stdin.readline()
 def _opens(tmp_path, stash: bool, monkeypatch) -> tuple[dict, list]:
     """The child's calls and the EV_OPEN records of its process, under real
     probes in this process (one mode each)."""
-    import json
-
-    from roar.capture import cgroups
-    from roar.capture.probes import Probes
-
     monkeypatch.setenv("ROAR_TLS_PROBES", "0")
     monkeypatch.setenv("ROAR_OPEN_STASH", "1" if stash else "0")
     work = tmp_path / ("stash" if stash else "regs")
     work.mkdir()
     (work / "a").write_bytes(b"a")
     raws: list[bytes] = []
-    probes = Probes(raws.append)
-    cg = cgroups.cgroup2_mount() / f"roar-test-openargs-{os.getpid()}"
-    cg.mkdir()
-    child = None
-    try:
-        probes.attach()
-        child = subprocess.Popen([sys.executable, "-c", CHILD, str(work)],
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        assert child.stdout.readline() == "ready\n"  # started: its start-up's opens untraced
-        cgroups.move(cg, child.pid)
-        probes.tag(os.stat(cg).st_ino, child.pid, time.monotonic_ns(), cgroups.level_of(cg))
+    with tagged_child(CHILD, str(work), sink=raws.append, name="openargs") as (probes, child):
         child.stdin.write("go\n")
         child.stdin.flush()
         done = json.loads(child.stdout.readline())
@@ -85,14 +71,7 @@ def _opens(tmp_path, stash: bool, monkeypatch) -> tuple[dict, list]:
             evs = [e for e in map(E.decode, raws) if e.type == E.EV_OPEN and e.tgid == child.pid]
             if len(evs) >= len(done["calls"]):  # the dfd's open and every call that opened
                 break
-        return done, [(e.fd, e.ret, e.a0, e.a1, e.path) for e in evs]
-    finally:
-        if child is not None:
-            child.kill()
-            child.wait()
-        probes.detach()
-        probes.bpf.cleanup()
-        cgroups.remove(cg)
+    return done, [(e.fd, e.ret, e.a0, e.a1, e.path) for e in evs]
 
 
 def _int(v: int) -> int:
