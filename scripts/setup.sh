@@ -129,6 +129,13 @@ if [[ ! -x $VENV/bin/roar || "$(cat "$STAMP" 2>/dev/null || true)" != "$want" ]]
     || die "roar's C extensions did not build (gcc, python3-dev? see docs/compiled.md)"
   echo "$want" > "$STAMP"
 fi
+# roar's byte code, written now (up-to-date files are skipped): an editable
+# install writes none, and where PYTHONDONTWRITEBYTECODE is set (container
+# images, CI runners) Python would compile every module roar imports at every
+# start, ~80 ms of each `roar run` that does not go through a warm recorder
+# (docs/bench.md). That setting stops Python writing byte code, not reading it.
+"$VENV/bin/python" -m compileall -q -j 0 "$REPO/roar" >/dev/null \
+  || die "could not write roar's byte code (python -m compileall roar)"
 
 # -- shared store (roar/shared): a PostgreSQL server from the OS packages ------
 # The tests and scripts/bench_cluster start their own throwaway cluster with
