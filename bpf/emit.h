@@ -51,12 +51,17 @@ static __always_inline void fill_header(struct roar_event *ev, u64 cg, u16 type)
 
 /* Wake the consumer only once a batch is waiting: one wakeup per record
  * would cost the consumer a context switch per record. It polls with a short
- * timeout for whatever stays below the threshold. */
+ * timeout for whatever stays below the threshold. The count is per CPU: one
+ * counter shared by every CPU is a cache line that each record of every CPU
+ * takes for writing (a data loader's workers on many CPUs would pass it
+ * around on every open and close); per CPU it is a plain add. The ring wakes
+ * after WAKE_EVERY records of any one CPU, so up to (CPUs x WAKE_EVERY) wait
+ * for the poll's timeout at most, a small share of the ring on any host. */
 #define WAKE_EVERY 512  /* records; must be a power of two */
 #define RB_NO_WAKEUP 1
 #define RB_FORCE_WAKEUP 2
 
-BPF_ARRAY(emitted, u64, 1);
+BPF_PERCPU_ARRAY(emitted, u64, 1);
 
 static __always_inline u64 wake_flag(void)
 {
@@ -64,15 +69,10 @@ static __always_inline u64 wake_flag(void)
     u64 *n = emitted.lookup(&zero);
     if (!n)
         return 0;
-#if HAVE_ATOMIC_FETCH
-    u64 seq = __sync_fetch_and_add(n, 1);
-#else
-    /* 5.10's verifier has no atomic fetch-and-add ("BPF_STX uses reserved
-     * fields"): read, then add. Two CPUs may read the same count, for a wakeup
-     * more or less, which the consumer's poll timeout covers. */
+    /* this CPU's own counter: a program on it runs to its end before the next
+     * starts there (a lost count would only move a wakeup) */
     u64 seq = *n;
-    __sync_fetch_and_add(n, 1);
-#endif
+    *n = seq + 1;
     return (seq & (WAKE_EVERY - 1)) == 0 ? RB_FORCE_WAKEUP : RB_NO_WAKEUP;
 }
 

@@ -209,18 +209,16 @@ def test_exit_status_offsets_turn_on_the_kernels_own_exit_status(tmp_path):
 
 @root_only
 def test_fallbacks_for_older_verifiers_are_chosen_by_probes_and_load():
-    """This kernel's verifier takes bpf_get_current_ancestor_cgroup_id in tracepoints
-    and atomic fetch-and-add, so the kernel side is built with them (no struct cgroup
-    offsets). The code Debian 11's 5.10 gets instead (the ancestor ids read from the
-    task's cgroup, the wakeup counter read then added; vm-tests run it there)
-    compiles and passes this kernel's verifier too: only loading is asked here, as
-    6.1 and later have no ancestor_ids[] to read."""
+    """This kernel's verifier takes bpf_get_current_ancestor_cgroup_id in tracepoints,
+    so the kernel side is built with it (no struct cgroup offsets). The code Debian
+    11's 5.10 gets instead (the ancestor ids read from the task's cgroup; vm-tests
+    run it there) compiles and passes this kernel's verifier too: only loading is
+    asked here, as 6.1 and later have no ancestor_ids[] to read."""
     from roar.capture import btf
     from roar.capture.probes import import_bcc
 
     flags = features.compile_flags()
-    assert "-DHAVE_ANCESTOR_CGROUP_HELPER=1" in flags and "-DHAVE_ATOMIC_FETCH=1" in flags
-    assert features.probe_atomic_fetch() is True
+    assert "-DHAVE_ANCESTOR_CGROUP_HELPER=1" in flags
     assert not [f for f in flags if f.startswith("-DOFF_CGROUP")]
     assert btf.cgroup_offsets() is None  # 6.1+: struct cgroup has ancestors[] instead
     found = btf._offsets(btf.VMLINUX, {**btf.CGROUP_FIELDS,
@@ -241,9 +239,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_getppid)
     return run ? (int)wake_flag() : 0;
 }
 """
-    fallback = [f for f in flags if not f.startswith(("-DHAVE_ANCESTOR", "-DHAVE_ATOMIC"))]
-    fallback += ["-DHAVE_ANCESTOR_CGROUP_HELPER=0", "-DHAVE_ATOMIC_FETCH=0",
-                 "-DRINGBUF_PAGES=16", "-Wno-macro-redefined",
+    fallback = [f for f in flags if not f.startswith("-DHAVE_ANCESTOR")]
+    fallback += ["-DHAVE_ANCESTOR_CGROUP_HELPER=0", "-DRINGBUF_PAGES=16", "-Wno-macro-redefined",
                  *(f"-D{k}={v}" for k, v in found.items())]
     b = _BPF(text=text.encode(), cflags=fallback)
     try:

@@ -128,23 +128,6 @@ def _load_tracepoint_prog(program: list[int]) -> tuple[int, int, str]:
     return -1, err, log.value.decode(errors="replace")
 
 
-def probe_atomic_fetch() -> bool:
-    """Whether the verifier accepts an atomic fetch-and-add (BPF_ATOMIC with
-    BPF_FETCH, Linux 5.12): 5.10 refuses it ("BPF_STX uses reserved fields"),
-    and bpf/emit.h then counts records without it. True when it cannot be
-    asked (not root)."""
-    # struct bpf_insn {u8 code; u8 dst:4, src:4; s16 off; s32 imm}, little endian
-    fd, err, _ = _load_tracepoint_prog([
-        0xB7 | (1 << 8),                                  # r1 = 0
-        0x7B | (10 << 8) | (1 << 12) | (0xFFF8 << 16),    # *(u64 *)(r10 - 8) = r1
-        0xB7 | (1 << 8) | (1 << 32),                      # r1 = 1
-        0xDB | (10 << 8) | (1 << 12) | (0xFFF8 << 16) | (0x01 << 32),  # fetch_add
-        0xB7,                                             # r0 = 0
-        0x95,                                             # exit
-    ])
-    return fd == 0 or _unprobeable(err) is not None
-
-
 def probe_task_pt_regs() -> bool:
     """Whether a tracepoint program may call bpf_task_pt_regs on
     bpf_get_current_task_btf() (Linux 5.15, with BTF): an open's exit then
@@ -243,16 +226,15 @@ def tracepoint_fields(category: str, event: str) -> set[str]:
 def compile_flags() -> list[str]:
     """-D flags for bpf/ that depend on what this kernel offers: the fields its
     tracepoints carry (they differ between versions; BCC fails on a missing one),
-    what its verifier accepts (bpf_get_current_ancestor_cgroup_id in tracepoints,
-    atomic fetch-and-add) and the struct offsets read from its BTF."""
+    what its verifier accepts (bpf_get_current_ancestor_cgroup_id in tracepoints)
+    and the struct offsets read from its BTF."""
     from roar.capture import btf
 
     group_dead = "group_dead" in tracepoint_fields("sched", "sched_process_exit")
     helper = probe_ancestor_cgroup_helper().available
     flags = [f"-DEXIT_HAS_GROUP_DEAD={int(group_dead)}",
              f"-DHAVE_ANCESTOR_CGROUP_HELPER={int(helper)}",
-             f"-DHAVE_ATOMIC_FETCH={int(probe_atomic_fetch())}", *btf.compile_flags(),
-             *btf.exit_flags()]
+             *btf.compile_flags(), *btf.exit_flags()]
     if not helper:
         flags += [f"-D{k}={v}" for k, v in sorted((btf.cgroup_offsets() or {}).items())]
     return flags + raw_rw_flags() + open_regs_flags()
